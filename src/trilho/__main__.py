@@ -1,0 +1,3 @@
+from trilho.cli import app
+
+app(prog_name="trilho")

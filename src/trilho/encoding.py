@@ -1,0 +1,64 @@
+"""Turn raw feature columns into model inputs; shared by training and by the logged model.
+
+This module depends on pandas and numpy only, so that it can travel inside a logged model
+(MLflow ``code_paths``) and run where trilho is not installed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["encode_features", "feature_spec", "normalise_text"]
+
+
+def normalise_text(values: pd.Series) -> pd.Series:
+    """Strip surrounding whitespace and upper-case, keeping missing values missing."""
+    return values.astype("string").str.strip().str.upper()
+
+
+def feature_spec(features: list[str], categorical: dict[str, dict[str, int]], classes: list[str]) -> dict[str, Any]:
+    """The plain-data description of the encoding, saved beside a logged model."""
+    return {
+        "features": list(features),
+        "categorical": {c: {k.strip().upper(): int(v) for k, v in m.items()} for c, m in categorical.items()},
+        "classes": list(classes),
+    }
+
+
+def encode_features(df: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
+    """Select the spec's feature columns in order and encode categoricals to their codes.
+
+    Numeric columns keep the dtype pandas gave them (integers stay integers, which matters for
+    resamplers that round synthetic rows back to the input dtype). Raises ``ValueError`` naming
+    the column and the values when something cannot be encoded.
+    """
+    missing = [c for c in spec["features"] if c not in df.columns]
+    if missing:
+        raise ValueError(f"missing feature columns {missing}; expected {spec['features']}")
+    out = {}
+    for col in spec["features"]:
+        values = df[col]
+        mapping = spec["categorical"].get(col)
+        if mapping is not None:
+            normal = normalise_text(values)
+            codes = normal.map(mapping)
+            bad = normal[codes.isna()]
+            if len(bad):
+                raise ValueError(
+                    f"column {col!r} has values {sorted(map(str, bad.unique()))[:10]} outside "
+                    f"{sorted(mapping)}"
+                )
+            out[col] = codes.astype("int64")
+        elif pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            out[col] = values
+        else:
+            converted = pd.to_numeric(values, errors="coerce")
+            bad = values[converted.isna() & values.notna()]
+            if len(bad):
+                raise ValueError(
+                    f"column {col!r} has non-numeric values {sorted(map(str, bad.unique()))[:10]}"
+                )
+            out[col] = converted
+    return pd.DataFrame(out, index=df.index)

@@ -1,0 +1,52 @@
+"""trilho's typed errors: one base, a few kinds, each message names the bad value and the fix.
+
+TrilhoError
+ ├─ ConfigError          a bad experiment file, override or setting
+ ├─ SourceError          a data source that cannot be reached or read
+ ├─ StorageError         the lake refused or lost an object
+ ├─ DataValidationError  the data breaks the experiment's contract
+ ├─ EvaluationError      a fold or a fit failed
+ └─ TrackingError        MLflow could not be reached or refused a write
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DataValidationError",
+    "EvaluationError",
+    "SourceError",
+    "StorageError",
+    "TrackingError",
+    "TrilhoError",
+]
+
+
+class TrilhoError(Exception):
+    """Base of every error trilho raises on purpose; the CLI prints it as one line."""
+
+
+class ConfigError(TrilhoError):
+    pass
+
+
+class SourceError(TrilhoError):
+    pass
+
+
+class StorageError(TrilhoError):
+    pass
+
+
+class DataValidationError(TrilhoError):
+    def __init__(self, message: str, report: dict | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class EvaluationError(TrilhoError):
+    pass
+
+
+class TrackingError(TrilhoError):
+    pass

@@ -1,0 +1,181 @@
+"""The experiment file: everything that is specific to one data set and one procedure.
+
+TOML or YAML, validated once into a frozen object; ``--set key=value`` overrides any key and the
+resolved result is what every run records.
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from trilho.errors import ConfigError
+
+__all__ = [
+    "Experiment",
+    "apply_overrides",
+    "builtin_experiments",
+    "load_experiment",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceSpec(_Strict):
+    uri: str
+    sha256: str | None = None
+
+
+class DataSpec(_Strict):
+    target: str
+    labels: dict[str, int]
+    drop: list[str] = []
+    categorical: dict[str, dict[str, int]] = {}
+    ranges: dict[str, tuple[float, float]] = {}
+    min_rows: int = Field(10, ge=1)
+    nonfinite: Literal["reject", "drop"] = "reject"
+
+    @field_validator("labels")
+    @classmethod
+    def _codes_are_0_to_k(cls, v: dict[str, int]) -> dict[str, int]:
+        if sorted(v.values()) != list(range(len(v))):
+            raise ValueError(f"label codes must be 0..{len(v) - 1} once each, got {v}")
+        if len(v) < 2:
+            raise ValueError("need at least 2 labels")
+        return {k.strip().upper(): c for k, c in v.items()}
+
+    @property
+    def classes(self) -> list[str]:
+        """Label names ordered by their code."""
+        return sorted(self.labels, key=self.labels.__getitem__)
+
+
+class CVSpec(_Strict):
+    n_splits: int = Field(5, ge=2)
+    n_repeats: int = Field(10, ge=1)
+    first_seed: int = 0
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(range(self.first_seed, self.first_seed + self.n_repeats))
+
+
+class EstimatorSpec(_Strict):
+    name: str
+    params: dict[str, Any] = {}
+
+
+class EvaluationSpec(_Strict):
+    metrics: list[str] = [
+        "accuracy", "precision_weighted", "recall_weighted", "f1_weighted",
+        "precision_macro", "recall_macro", "f1_macro",
+    ]
+    holdout_fraction: float = Field(0.3, gt=0, lt=1)
+    interval_low: float = Field(2.5, ge=0, le=100)
+    interval_high: float = Field(97.5, ge=0, le=100)
+
+
+class TrackingSpec(_Strict):
+    experiment: str = "trilho"
+    layout: Literal["flat", "nested"] = "flat"
+    final_fit: Literal["all", "holdout"] = "all"
+    log_model: bool = True
+
+
+class Experiment(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    random_state: int = 42
+    source: SourceSpec
+    data: DataSpec
+    cv: CVSpec = CVSpec()
+    resampler: EstimatorSpec = EstimatorSpec(name="none")
+    model: EstimatorSpec
+    evaluation: EvaluationSpec = EvaluationSpec()
+    tracking: TrackingSpec = TrackingSpec()
+
+    @model_validator(mode="after")
+    def _known_metrics(self) -> Experiment:
+        from trilho.evaluate import METRICS  # the one list of metric names
+
+        unknown = [m for m in self.evaluation.metrics if m not in METRICS]
+        if unknown:
+            raise ValueError(f"unknown metrics {unknown}; choose from {sorted(METRICS)}")
+        return self
+
+    def resolved(self) -> dict[str, Any]:
+        """The fully resolved configuration, as plain data."""
+        return self.model_dump(mode="json")
+
+
+def builtin_experiments() -> list[str]:
+    """Names of the experiment files that ship with trilho."""
+    folder = resources.files("trilho") / "experiments"
+    return sorted(p.name.rsplit(".", 1)[0] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def _read_file(ref: str | Path) -> dict[str, Any]:
+    path = Path(ref)
+    if not path.exists() and str(ref) in builtin_experiments():
+        text = (resources.files("trilho") / "experiments" / f"{ref}.toml").read_text("utf-8")
+        return tomllib.loads(text)
+    if not path.is_file():
+        raise ConfigError(
+            f"experiment file {str(ref)!r} not found; give a .toml/.yaml path or one of "
+            f"{builtin_experiments()}"
+        )
+    text = path.read_text("utf-8")
+    try:
+        if path.suffix in {".yaml", ".yml"}:
+            data = yaml.safe_load(text)
+        else:
+            data = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"experiment file {str(path)!r} is not valid: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"experiment file {str(path)!r} must hold a table of settings")
+    return data
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``data`` with ``a.b.c=value`` overrides applied (values parsed as TOML)."""
+    out = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        parts = key.strip().split(".")
+        node = out
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
+            node = child
+        node[parts[-1]] = _parse_value(raw.strip())
+    return out
+
+
+def load_experiment(ref: str | Path = "diabetes", overrides: list[str] | None = None) -> Experiment:
+    """Load an experiment by path or built-in name, apply overrides, validate."""
+    data = apply_overrides(_read_file(ref), overrides or [])
+    try:
+        return Experiment.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise ConfigError(f"experiment {str(ref)!r}, key {key!r}: {first['msg']}") from exc

@@ -1,0 +1,171 @@
+"""Fetch a source into the lake's raw zone: write-once, content-addressed, with a manifest.
+
+Sources: ``kaggle:owner/dataset[/file]``, ``https://...`` (streamed), ``file:path`` and
+``synthetic:diabetes?rows=N&seed=S``. The data object is written first and the manifest last, so a
+reader that finds a manifest always finds the whole object; the same bytes twice write nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import pandas as pd
+
+from trilho import synthetic
+from trilho.errors import DataValidationError, SourceError
+from trilho.settings import Settings
+from trilho.storage import Lake, sha256_file
+
+__all__ = ["Fetched", "Ingested", "fetch", "ingest", "read_table"]
+
+log = logging.getLogger(__name__)
+_WAY_OUT = "download the file yourself and pass --source file:PATH"
+
+
+@dataclass(frozen=True)
+class Fetched:
+    path: Path
+    file_name: str
+    source: str
+    version: str | None
+
+
+@dataclass(frozen=True)
+class Ingested:
+    key: str
+    manifest_key: str
+    manifest: dict[str, Any]
+    skipped: bool
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV (LF, CRLF or CR-only line endings, optional UTF-8 BOM) into a frame."""
+    try:
+        # the C engine accepts CR-only files; the python engine would not
+        return pd.read_csv(path, engine="c", encoding="utf-8-sig")
+    except pd.errors.EmptyDataError:
+        raise DataValidationError(f"{Path(path).name!r} is empty: no columns to parse") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataValidationError(f"{Path(path).name!r} is not a readable CSV: {exc}") from exc
+
+
+def _fetch_kaggle(spec: str, source: str) -> Fetched:
+    import kagglehub
+
+    parts = spec.strip("/").split("/", 2)
+    if len(parts) < 2:
+        raise SourceError(f"source {source!r}: use kaggle:owner/dataset[/file]")
+    handle, inner = "/".join(parts[:2]), (parts[2] if len(parts) == 3 else None)
+    try:
+        local = Path(kagglehub.dataset_download(handle, path=inner))
+    except Exception as exc:  # kagglehub raises many kinds; all mean the same to the user
+        raise SourceError(f"cannot fetch {source!r} from Kaggle ({type(exc).__name__}: {exc}); {_WAY_OUT}") from exc
+    if local.is_dir():
+        csvs = sorted(local.rglob("*.csv"))
+        if len(csvs) != 1:
+            raise SourceError(f"source {source!r} holds {[p.name for p in csvs]}; name one: kaggle:{handle}/FILE")
+        local = csvs[0]
+    version = re.search(r"/versions/(\d+)", local.as_posix())
+    return Fetched(local, local.name, source, version.group(1) if version else None)
+
+
+def _fetch_http(source: str, settings: Settings, workdir: Path) -> Fetched:
+    import requests
+
+    name = unquote(Path(urlsplit(source).path).name) or "download.csv"
+    target = workdir / name
+    try:
+        with requests.get(source, stream=True, timeout=(5, settings.source_timeout_s)) as resp:
+            if resp.status_code >= 400:
+                raise SourceError(f"source {source!r} answered HTTP {resp.status_code}; check the address or {_WAY_OUT}")
+            if "html" in resp.headers.get("Content-Type", ""):
+                raise SourceError(f"source {source!r} sent an HTML page, not data; check the address or {_WAY_OUT}")
+            declared = int(resp.headers.get("Content-Length") or 0)
+            if declared > settings.max_source_bytes:
+                raise SourceError(f"source {source!r} is {declared} bytes, over TRILHO_MAX_SOURCE_BYTES={settings.max_source_bytes}")
+            size = 0
+            with open(target, "wb") as fh:
+                for block in resp.iter_content(1 << 20):
+                    size += len(block)
+                    if size > settings.max_source_bytes:
+                        raise SourceError(f"source {source!r} is over TRILHO_MAX_SOURCE_BYTES={settings.max_source_bytes}")
+                    fh.write(block)
+    except requests.RequestException as exc:
+        target.unlink(missing_ok=True)
+        raise SourceError(f"cannot fetch {source!r} ({type(exc).__name__}: {exc}); {_WAY_OUT}") from exc
+    except SourceError:
+        target.unlink(missing_ok=True)
+        raise
+    return Fetched(target, name, source, None)
+
+
+def _fetch_synthetic(spec: str, source: str, workdir: Path) -> Fetched:
+    name, _, query = spec.partition("?")
+    if name != "diabetes":
+        raise SourceError(f"source {source!r}: the synthetic generators are ['diabetes']")
+    try:
+        args = {k: int(v) for k, v in parse_qsl(query, strict_parsing=bool(query))}
+        unknown = set(args) - {"rows", "seed"}
+        if unknown:
+            raise ValueError(f"unknown parameters {sorted(unknown)}")
+        frame = synthetic.diabetes(**args)
+    except ValueError as exc:
+        raise SourceError(f"source {source!r}: {exc}; use synthetic:diabetes?rows=N&seed=S") from exc
+    file_name = f"synthetic-diabetes-rows{args.get('rows', 1000)}-seed{args.get('seed', 0)}.csv"
+    frame.to_csv(workdir / file_name, index=False)
+    return Fetched(workdir / file_name, file_name, source, "generator-1")
+
+
+def fetch(source: str, settings: Settings, workdir: Path) -> Fetched:
+    """Bring a source to a local file (downloads land in ``workdir``)."""
+    scheme, sep, rest = source.partition(":")
+    if not sep:
+        raise SourceError(f"source {source!r} has no scheme; use kaggle:, https://, file: or synthetic:")
+    if scheme == "file":
+        path = Path(rest.removeprefix("//")).expanduser()
+        if not path.is_file():
+            raise SourceError(f"source {source!r}: no file at {str(path)!r}")
+        return Fetched(path, path.name, source, None)
+    if scheme in {"http", "https"}:
+        return _fetch_http(source, settings, workdir)
+    if scheme == "kaggle":
+        return _fetch_kaggle(rest, source)
+    if scheme == "synthetic":
+        return _fetch_synthetic(rest, source, workdir)
+    raise SourceError(f"source {source!r}: unknown scheme {scheme!r}; use kaggle:, https://, file: or synthetic:")
+
+
+def ingest(source: str, lake: Lake, settings: Settings, dataset: str,
+           expected_sha256: str | None = None) -> Ingested:
+    """Fetch ``source`` and store it under ``raw/<dataset>/<sha256>/``; skip bytes already there."""
+    with tempfile.TemporaryDirectory(prefix="trilho-fetch-") as tmp:
+        fetched = fetch(source, settings, Path(tmp))
+        digest, size = sha256_file(fetched.path)
+        if expected_sha256 and digest != expected_sha256:
+            raise SourceError(f"source {source!r} has sha256 {digest}, expected {expected_sha256} "
+                              "(source.sha256); the data changed upstream: check it, then update or clear the pin")
+        base = f"raw/{dataset}/{digest}"
+        key, manifest_key = f"{base}/{fetched.file_name}", f"{base}/manifest.json"
+        if lake.exists(manifest_key):
+            manifest = json.loads(lake.get_bytes(manifest_key))
+            log.info("raw %s already in the lake (sha256 %s): skipped", manifest["key"], digest)
+            return Ingested(manifest["key"], manifest_key, manifest, skipped=True)
+        table = read_table(fetched.path)  # refuse what cannot be parsed before it reaches raw/
+        manifest = {
+            "dataset": dataset, "source": fetched.source, "version": fetched.version,
+            "file_name": fetched.file_name, "key": key, "sha256": digest, "bytes": size,
+            "rows": int(len(table)), "columns": [str(c) for c in table.columns],
+            "fetched_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        lake.put_file(key, fetched.path)
+        lake.put_bytes(manifest_key, json.dumps(manifest, indent=2).encode())  # last: marks completion
+        log.info("raw %s written (%d bytes, sha256 %s)", key, size, digest)
+        return Ingested(key, manifest_key, manifest, skipped=False)

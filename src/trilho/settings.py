@@ -1,0 +1,84 @@
+"""Settings that are not about the experiment: where the lake is, where MLflow is, credentials.
+
+They come from the environment or a git-ignored ``.env`` file. Both the standard names that boto3
+and MLflow already read and the reference stack's ``.env`` names are accepted.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from trilho.errors import ConfigError
+
+__all__ = ["Settings", "load_settings"]
+
+
+def _env(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    """Where trilho reads and writes; validated once, frozen, passed explicitly."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True, populate_by_name=True
+    )
+
+    lake: str = Field("lake", validation_alias=_env("TRILHO_LAKE"))
+    tracking_uri: str = Field(
+        "sqlite:///mlflow.db", validation_alias=_env("TRILHO_TRACKING_URI", "MLFLOW_TRACKING_URI")
+    )
+    s3_endpoint_url: str | None = Field(
+        None,
+        validation_alias=_env(
+            "TRILHO_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "MINIO_URL",
+            "MLFLOW_S3_ENDPOINT_URL",
+        ),
+    )
+    aws_access_key_id: SecretStr | None = Field(
+        None, validation_alias=_env("AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY")
+    )
+    aws_secret_access_key: SecretStr | None = Field(
+        None, validation_alias=_env("AWS_SECRET_ACCESS_KEY", "AWS_SECRET_KEY")
+    )
+    aws_region: str = Field("us-east-1", validation_alias=_env("AWS_REGION", "AWS_DEFAULT_REGION"))
+    bucket_data: str | None = Field(None, validation_alias=_env("TRILHO_BUCKET_DATA", "BUCKET_DATA"))
+    bucket_mlflow: str | None = Field(
+        None, validation_alias=_env("TRILHO_BUCKET_MLFLOW", "BUCKET_MLFLOW")
+    )
+    n_jobs: int | None = Field(None, ge=1, validation_alias=_env("TRILHO_N_JOBS"))
+    cache_dir: Path = Field(
+        Path.home() / ".cache" / "trilho", validation_alias=_env("TRILHO_CACHE_DIR")
+    )
+    source_timeout_s: float = Field(30.0, gt=0, validation_alias=_env("TRILHO_SOURCE_TIMEOUT"))
+    max_source_bytes: int = Field(2 * 1024**3, gt=0, validation_alias=_env("TRILHO_MAX_SOURCE_BYTES"))
+
+    @model_validator(mode="after")
+    def _lake_from_bucket(self) -> Settings:
+        # The reference stack named only a bucket; it means the lake lives there.
+        if self.bucket_data and "lake" not in self.model_fields_set:
+            object.__setattr__(self, "lake", f"s3://{self.bucket_data}")
+        return self
+
+    def free_cores(self) -> int:
+        """Cores this process may use: the fits never get more threads than this in total."""
+        if self.n_jobs:
+            return self.n_jobs
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # pragma: no cover - not Linux
+            return max(1, os.cpu_count() or 1)
+
+
+def load_settings(env_file: str | Path | None = ".env", **overrides: object) -> Settings:
+    """Read settings from the environment (and ``env_file``), naming the bad key on error."""
+    try:
+        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"setting {key!r}: {first['msg']} (check your environment or .env)") from exc

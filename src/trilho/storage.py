@@ -1,0 +1,239 @@
+"""The lake: one small interface over a local folder or an S3-compatible bucket.
+
+Keys are POSIX-style relative paths (``raw/diabetes/<sha256>/file.csv``). ``put_*`` is write-once
+unless ``overwrite=True`` (only reports and pointers use it): raw objects are never replaced.
+A write is all-or-nothing: a reader never sees half an object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from trilho.errors import ConfigError, StorageError
+from trilho.settings import Settings
+
+__all__ = ["Lake", "LocalLake", "S3Lake", "open_lake", "sha256_file"]
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> tuple[str, int]:
+    """Hex sha256 and size of a file, read in chunks."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
+
+
+def _check_key(key: str) -> str:
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in {"", ".", ".."} for p in parts):
+        raise StorageError(f"lake key {key!r} must be a relative path without '.' or '..' parts")
+    return key
+
+
+@runtime_checkable
+class Lake(Protocol):
+    """What every lake offers; the pipeline only speaks this."""
+
+    uri: str
+
+    def exists(self, key: str) -> bool: ...
+    def put_file(self, key: str, path: str | Path, *, overwrite: bool = False) -> bool: ...
+    def put_bytes(self, key: str, data: bytes, *, overwrite: bool = False) -> bool: ...
+    def get_bytes(self, key: str) -> bytes: ...
+    def download(self, key: str, path: str | Path) -> Path: ...
+    def list(self, prefix: str = "") -> list[str]: ...
+    def url(self, key: str) -> str: ...
+
+
+class LocalLake:
+    """A lake in a local folder (the embedded default)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.uri = self.root.as_uri()
+
+    def _path(self, key: str) -> Path:
+        return self.root / _check_key(key)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def _publish(self, tmp: Path, final: Path, overwrite: bool) -> bool:
+        if overwrite:
+            os.replace(tmp, final)
+            return True
+        try:
+            os.link(tmp, final)  # atomic create-if-absent: never replaces an existing object
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
+        return True
+
+    def _write(self, key: str, fill, overwrite: bool) -> bool:
+        final = self._path(key)
+        if not overwrite and final.exists():
+            return False
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=final.parent, prefix=".tmp-")
+            with os.fdopen(fd, "wb") as fh:
+                fill(fh)
+            return self._publish(Path(name), final, overwrite)
+        except OSError as exc:
+            raise StorageError(f"cannot write {key!r} to lake {self.uri}: {exc}") from exc
+
+    def put_file(self, key: str, path: str | Path, *, overwrite: bool = False) -> bool:
+        def fill(fh):
+            with open(path, "rb") as src:
+                shutil.copyfileobj(src, fh, 1 << 20)
+        return self._write(key, fill, overwrite)
+
+    def put_bytes(self, key: str, data: bytes, *, overwrite: bool = False) -> bool:
+        return self._write(key, lambda fh: fh.write(data), overwrite)
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise StorageError(f"object {key!r} not found in lake {self.uri}") from None
+
+    def download(self, key: str, path: str | Path) -> Path:
+        try:
+            shutil.copyfile(self._path(key), path)
+        except FileNotFoundError:
+            raise StorageError(f"object {key!r} not found in lake {self.uri}") from None
+        return Path(path)
+
+    def list(self, prefix: str = "") -> list[str]:
+        if not self.root.exists():
+            return []
+        keys = (p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
+        return sorted(k for k in keys if k.startswith(prefix) and not Path(k).name.startswith(".tmp-"))
+
+    def url(self, key: str) -> str:
+        return self._path(key).as_uri()
+
+
+class S3Lake:
+    """A lake under ``s3://bucket/prefix`` on any S3-compatible store, through boto3."""
+
+    def __init__(self, uri: str, settings: Settings) -> None:
+        import boto3
+        from botocore.config import Config
+
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        if not bucket:
+            raise ConfigError(f"lake {uri!r} names no bucket; use s3://bucket[/prefix]")
+        self.uri, self.bucket, self.prefix = uri.rstrip("/"), bucket, prefix.strip("/")
+        config = Config(
+            region_name=settings.aws_region,
+            s3={"addressing_style": "path"},
+            retries={"mode": "standard", "max_attempts": 3},
+            connect_timeout=5, read_timeout=60,
+            # third-party stores mishandle the trailing checksums boto3 >= 1.36 sends by default
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        secret = settings.aws_secret_access_key
+        key_id = settings.aws_access_key_id
+        self.client = boto3.client(
+            "s3", endpoint_url=settings.s3_endpoint_url, config=config,
+            aws_access_key_id=key_id.get_secret_value() if key_id else None,
+            aws_secret_access_key=secret.get_secret_value() if secret else None,
+        )
+
+    def _key(self, key: str) -> str:
+        key = _check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _fail(self, action: str, key: str, exc: Exception) -> StorageError:
+        return StorageError(f"cannot {action} {key!r} in lake {self.uri}: {exc}")
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                return False
+            raise self._fail("check", key, exc) from exc
+        except BotoCoreError as exc:
+            raise self._fail("check", key, exc) from exc
+
+    def put_file(self, key: str, path: str | Path, *, overwrite: bool = False) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if not overwrite and self.exists(key):
+            return False
+        digest, _ = sha256_file(path)
+        try:  # upload_file goes multipart for large files; the object appears only when complete
+            self.client.upload_file(str(path), self.bucket, self._key(key),
+                                    ExtraArgs={"Metadata": {"sha256": digest}})
+        except (BotoCoreError, ClientError) as exc:
+            raise self._fail("upload", key, exc) from exc
+        return True
+
+    def put_bytes(self, key: str, data: bytes, *, overwrite: bool = False) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if not overwrite and self.exists(key):
+            return False
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data,
+                                   Metadata={"sha256": hashlib.sha256(data).hexdigest()})
+        except (BotoCoreError, ClientError) as exc:
+            raise self._fail("write", key, exc) from exc
+        return True
+
+    def get_bytes(self, key: str) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except (BotoCoreError, ClientError) as exc:
+            raise self._fail("read", key, exc) from exc
+
+    def download(self, key: str, path: str | Path) -> Path:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.download_file(self.bucket, self._key(key), str(path))
+        except (BotoCoreError, ClientError) as exc:
+            raise self._fail("download", key, exc) from exc
+        return Path(path)
+
+    def list(self, prefix: str = "") -> list[str]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        base = f"{self.prefix}/" if self.prefix else ""
+        keys = []
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base + prefix)
+            for page in pages:
+                keys += [obj["Key"][len(base):] for obj in page.get("Contents", [])]
+        except (BotoCoreError, ClientError) as exc:
+            raise self._fail("list", prefix, exc) from exc
+        return sorted(keys)
+
+    def url(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+
+def open_lake(settings: Settings) -> Lake:
+    """The lake named by settings: ``s3://bucket[/prefix]`` or a local folder."""
+    if settings.lake.startswith("s3://"):
+        return S3Lake(settings.lake, settings)
+    if "://" in settings.lake and not settings.lake.startswith("file://"):
+        raise ConfigError(f"lake {settings.lake!r}: use a folder path, file://path or s3://bucket[/prefix]")
+    return LocalLake(settings.lake.removeprefix("file://"))

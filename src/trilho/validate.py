@@ -1,0 +1,176 @@
+"""Check a raw table against its experiment: pure, returns a report, raises on what cannot run.
+
+Errors stop the run (unknown labels, missing columns, non-numeric values, non-finite values when
+the policy rejects them, too few rows, classes too small for the folds or the resampler).
+Warnings are reported and kept (duplicates, conflicting labels, values outside plausible ranges).
+Row references are file line numbers: the header is line 1, the first data row line 2.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from trilho.encoding import normalise_text
+from trilho.errors import DataValidationError
+from trilho.experiment import Experiment
+
+__all__ = ["raise_for_errors", "validate"]
+
+_MAX_LISTED = 20
+
+
+def _lines(index: pd.Index) -> list[int]:
+    return [int(i) + 2 for i in index[:_MAX_LISTED]]
+
+
+def _feature_columns(df: pd.DataFrame, exp: Experiment) -> list[str]:
+    skip = {exp.data.target, *exp.data.drop}
+    return [c for c in df.columns if c not in skip]
+
+
+def _check_labels(df: pd.DataFrame, exp: Experiment, report: dict, errors: list) -> pd.Series | None:
+    target = exp.data.target
+    raw = df[target]
+    normal = normalise_text(raw)
+    report["labels"] = {
+        "raw_counts": {str(k): int(v) for k, v in raw.value_counts(dropna=False).items()},
+        "normalised_rows": int((raw.astype("string") != normal).fillna(False).sum()),
+    }
+    unknown = normal[~normal.isin(list(exp.data.labels)) | normal.isna()]
+    if len(unknown):
+        values = sorted({str(v) for v in raw.loc[unknown.index].unique()})
+        report["labels"]["unknown"] = {"values": values, "lines": _lines(unknown.index)}
+        errors.append(
+            f"column {target!r} has {len(unknown)} unknown labels {values} on lines "
+            f"{_lines(unknown.index)}; known labels are {exp.data.classes} (fix the rows or data.labels)"
+        )
+        return None
+    return normal.map(exp.data.labels)
+
+
+def _check_features(df: pd.DataFrame, exp: Experiment, report: dict, errors: list) -> pd.DataFrame:
+    numeric = {}
+    report["non_numeric"], report["nulls"], report["infinities"] = {}, {}, {}
+    for col in _feature_columns(df, exp):
+        values = df[col]
+        nulls = int(values.isna().sum())
+        if nulls:
+            report["nulls"][col] = nulls
+        mapping = exp.data.categorical.get(col)
+        if mapping is not None:
+            normal = normalise_text(values)
+            bad = normal[normal.notna() & ~normal.isin(list(mapping))]
+            if len(bad):
+                vals = sorted({str(v) for v in values.loc[bad.index].unique()})[:10]
+                errors.append(f"column {col!r} has values {vals} outside data.categorical.{col} "
+                              f"{sorted(mapping)} on lines {_lines(bad.index)}")
+            numeric[col] = normal.map(mapping).astype("float64")
+            continue
+        converted = pd.to_numeric(values, errors="coerce")
+        bad = values[converted.isna() & values.notna()]
+        if len(bad):
+            vals = sorted({str(v) for v in bad.unique()})[:10]
+            report["non_numeric"][col] = {"values": vals, "lines": _lines(bad.index)}
+            errors.append(f"column {col!r} has non-numeric values {vals} on lines {_lines(bad.index)}; "
+                          "fix them, or list the column in data.drop or data.categorical")
+        converted = converted.astype("float64")
+        inf = int(np.isinf(converted).sum())
+        if inf:
+            report["infinities"][col] = inf
+        numeric[col] = converted
+    frame = pd.DataFrame(numeric, index=df.index)
+    nonfinite = ~np.isfinite(frame.to_numpy(dtype="float64")).all(axis=1) if len(frame.columns) else np.zeros(len(df), bool)
+    report["nonfinite_rows"] = int(nonfinite.sum())
+    if nonfinite.any() and exp.data.nonfinite == "reject":
+        errors.append(f"{int(nonfinite.sum())} rows have missing or infinite feature values on lines "
+                      f"{_lines(df.index[nonfinite])}; fix them or set data.nonfinite='drop'")
+    return frame
+
+
+def _check_duplicates(features: pd.DataFrame, y: pd.Series | None, report: dict, warnings: list) -> None:
+    dup = features.duplicated(keep="first")
+    same = pd.concat([features, y.rename("__y__")], axis=1).duplicated(keep="first") if y is not None else dup
+    report["duplicates"] = {
+        "rows_duplicating_another": int(dup.sum()),
+        "with_conflicting_label": int(dup.sum() - same.sum()),
+    }
+    if dup.any():
+        warnings.append(f"{int(dup.sum())} rows repeat another row's features "
+                        f"({int(dup.sum() - same.sum())} with a different label)")
+
+
+def _check_classes(y: pd.Series, exp: Experiment, report: dict, errors: list) -> None:
+    counts = {exp.data.classes[int(k)]: int(v) for k, v in y.value_counts().sort_index().items()}
+    report["class_counts"] = counts
+    if len(counts) < 2:
+        errors.append(f"need at least 2 classes to classify, found only {list(counts)}")
+        return
+    n_splits = exp.cv.n_splits
+    k = int(exp.resampler.params.get("k_neighbors", 5)) if exp.resampler.name in {"smote", "borderline_smote"} else 0
+    for label, n in counts.items():
+        min_train = n - math.ceil(n / n_splits)  # the smallest count a training fold can hold
+        if n < n_splits:
+            errors.append(f"class {label!r} has {n} rows; {n_splits}-fold CV needs at least {n_splits} "
+                          "per class (add data or lower cv.n_splits)")
+        elif k and min_train < k + 1:
+            errors.append(f"class {label!r} has {n} rows, so a training fold may hold only "
+                          f"{min_train}; SMOTE with k_neighbors={k} needs {k + 1} "
+                          "(lower resampler.params.k_neighbors or cv.n_splits)")
+
+
+def _check_ranges(frame: pd.DataFrame, exp: Experiment, report: dict, warnings: list) -> None:
+    report["out_of_range"] = {}
+    for col, (lo, hi) in exp.data.ranges.items():
+        if col not in frame.columns:
+            continue
+        values = frame[col]
+        odd = values[(values < lo) | (values > hi)]
+        if len(odd):
+            report["out_of_range"][col] = {
+                "range": [lo, hi], "count": int(len(odd)),
+                "min": float(values.min()), "max": float(values.max()), "lines": _lines(odd.index),
+            }
+    if report["out_of_range"]:
+        warnings.append("values outside plausible ranges (kept): " + ", ".join(
+            f"{c} ×{v['count']}" for c, v in report["out_of_range"].items()))
+
+
+def validate(df: pd.DataFrame, exp: Experiment) -> dict[str, Any]:
+    """Validate a raw table; never raises for data problems, records them in the report."""
+    errors: list[str] = []
+    warnings: list[str] = []
+    report: dict[str, Any] = {
+        "rows": int(len(df)),
+        "columns": [str(c) for c in df.columns],
+        "dtypes": {str(c): str(t) for c, t in df.dtypes.items()},
+        "errors": errors,
+        "warnings": warnings,
+    }
+    expected = [exp.data.target, *exp.data.drop, *exp.data.categorical]
+    missing = [c for c in expected if c not in df.columns]
+    if missing:
+        errors.append(f"missing columns {missing}; the file has {report['columns']} "
+                      "(check data.target, data.drop and data.categorical)")
+        return report
+    if len(df) < exp.data.min_rows:
+        errors.append(f"{len(df)} data rows, fewer than data.min_rows={exp.data.min_rows}")
+        return report
+    y = _check_labels(df, exp, report, errors)
+    features = _check_features(df, exp, report, errors)
+    if not features.columns.size:
+        errors.append("no feature columns left after dropping the target and data.drop")
+    _check_duplicates(features, y, report, warnings)
+    if y is not None:
+        _check_classes(y, exp, report, errors)
+    _check_ranges(features, exp, report, warnings)
+    return report
+
+
+def raise_for_errors(report: dict[str, Any]) -> None:
+    """Raise one DataValidationError that lists every error in the report."""
+    if report["errors"]:
+        raise DataValidationError("invalid data: " + "; ".join(report["errors"]), report)

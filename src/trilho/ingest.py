@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import tempfile
+import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,8 +50,13 @@ class Ingested:
 def read_table(path: str | Path) -> pd.DataFrame:
     """Read a CSV (LF, CRLF or CR-only line endings, optional UTF-8 BOM) into a frame."""
     try:
-        # the C engine accepts CR-only files; the python engine would not
-        return pd.read_csv(path, engine="c", encoding="utf-8-sig")
+        with warnings.catch_warnings():
+            # index_col=False: a row longer than the header is an error, never a silent index
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            # the C engine accepts CR-only files; the python engine would not
+            return pd.read_csv(path, engine="c", encoding="utf-8-sig", index_col=False)
+    except pd.errors.ParserWarning as exc:
+        raise DataValidationError(f"{Path(path).name!r} is not a readable CSV: rows are longer than the header ({exc})") from None
     except pd.errors.EmptyDataError:
         raise DataValidationError(f"{Path(path).name!r} is empty: no columns to parse") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -112,10 +118,11 @@ def _fetch_synthetic(spec: str, source: str, workdir: Path) -> Fetched:
     if name != "diabetes":
         raise SourceError(f"source {source!r}: the synthetic generators are ['diabetes']")
     try:
-        args = {k: int(v) for k, v in parse_qsl(query, strict_parsing=bool(query))}
-        unknown = set(args) - {"rows", "seed"}
+        pairs = dict(parse_qsl(query, strict_parsing=bool(query)))
+        unknown = set(pairs) - {"rows", "seed"}
         if unknown:
             raise ValueError(f"unknown parameters {sorted(unknown)}")
+        args = {k: int(v) for k, v in pairs.items()}
         frame = synthetic.diabetes(**args)
     except ValueError as exc:
         raise SourceError(f"source {source!r}: {exc}; use synthetic:diabetes?rows=N&seed=S") from exc

@@ -81,4 +81,5 @@ def load_settings(env_file: str | Path | None = ".env", **overrides: object) -> 
     except ValidationError as exc:
         first = exc.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"setting {key!r}: {first['msg']} (check your environment or .env)") from exc
+        shown = "" if any(w in key.upper() for w in ("SECRET", "KEY", "PASSWORD", "TOKEN")) else f" = {first.get('input')!r}"
+        raise ConfigError(f"setting {key}{shown}: {first['msg']} (check your environment or .env)") from exc

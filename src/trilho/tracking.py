@@ -51,9 +51,11 @@ class Tracker:
     """One experiment on one tracking server; counts the seconds it spends talking to it."""
 
     def __init__(self, tracking_uri: str, experiment: str) -> None:
+        start = time.perf_counter()
         import mlflow
         from mlflow.tracking import MlflowClient
 
+        self.import_seconds = time.perf_counter() - start  # loading the library, reported apart
         self.uri = tracking_uri
         self.seconds = 0.0
         start = time.perf_counter()
@@ -142,7 +144,10 @@ class Tracker:
         labels = pd.Series(np.asarray(spec["classes"], dtype=object)[model.predict(
             _encode(example, spec))], name="prediction")
         requirements = [f"{pkg}=={importlib.metadata.version(pkg)}" for pkg in _MODEL_REQUIREMENTS]
-        with tempfile.TemporaryDirectory(prefix="trilho-model-") as tmp, self.timed("log the model"):
+        with (tempfile.TemporaryDirectory(prefix="trilho-model-") as tmp, self.timed("log the model"),
+              warnings.catch_warnings()):
+            # our predict takes a DataFrame and returns labels; the signature below says so
+            warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method", category=UserWarning)
             booster, spec_path = Path(tmp) / "booster.ubj", Path(tmp) / "spec.json"
             model.get_booster().save_model(booster)
             spec_path.write_text(json.dumps(spec, indent=2))

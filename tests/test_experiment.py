@@ -1,0 +1,60 @@
+import json
+
+import pytest
+
+from trilho import ConfigError, load_experiment
+from trilho.experiment import apply_overrides, builtin_experiments
+
+
+def test_builtin_diabetes_experiment_holds_everything_specific_to_the_data():
+    exp = load_experiment("diabetes")
+    assert "diabetes" in builtin_experiments()
+    assert exp.data.target == "CLASS"
+    assert exp.data.classes == ["N", "Y", "P"]
+    assert exp.data.drop == ["ID", "No_Pation"]
+    assert exp.data.categorical == {"Gender": {"F": 0, "M": 1}}
+    assert exp.cv.seeds == list(range(10)) and exp.cv.n_splits == 5
+    assert exp.resampler.name == "smote" and exp.model.name == "xgboost"
+    assert exp.tracking.experiment == "experimento_xgboost"
+    assert exp.source.uri.startswith("kaggle:marshalpatel3558/")
+
+
+def test_overrides_reach_any_key_and_the_resolved_config_records_them():
+    exp = load_experiment("diabetes", ["cv.n_repeats=3", "model.params.max_depth=4", "tracking.layout=nested"])
+    resolved = exp.resolved()
+    assert resolved["cv"]["n_repeats"] == 3 and exp.cv.seeds == [0, 1, 2]
+    assert resolved["model"]["params"]["max_depth"] == 4
+    assert resolved["model"]["params"]["objective"] == "multi:softprob"  # siblings kept
+    assert resolved["tracking"]["layout"] == "nested"
+
+
+def test_override_values_parse_as_toml_or_fall_back_to_text():
+    out = apply_overrides({}, ["a.b=1.5", "a.c=true", "a.d=[1, 2]", "a.e=hello world"])
+    assert out == {"a": {"b": 1.5, "c": True, "d": [1, 2], "e": "hello world"}}
+
+
+@pytest.mark.parametrize("override, key", [
+    ("cv.n_splits=1", "cv.n_splits"),
+    ("cv.nsplits=3", "cv.nsplits"),
+    ('evaluation.metrics=["accuracy", "auc_typo"]', "auc_typo"),
+    ('data.labels={N=0, Y=2}', "data.labels"),
+])
+def test_bad_keys_are_named_in_the_error(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_experiment("diabetes", [override])
+
+
+def test_malformed_override_and_missing_file_are_clear():
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_experiment("diabetes", ["cv.n_repeats"])
+    with pytest.raises(ConfigError, match="not found"):
+        load_experiment("no-such-experiment.toml")
+
+
+def test_yaml_experiment_files_load_too(tmp_path):
+    data = load_experiment("diabetes").resolved()
+    path = tmp_path / "exp.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(json.loads(json.dumps(data))))
+    assert load_experiment(path).resolved() == data

@@ -1,0 +1,169 @@
+import hashlib
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pandas as pd
+import pytest
+
+from trilho import DataValidationError, SourceError
+from trilho.ingest import fetch, ingest, read_table
+from trilho.storage import LocalLake
+
+from .conftest import shared_file
+
+CSV = b"ID,No_Pation,Gender,AGE,CLASS\n1,10,F,50,N\n2,11,M,60,Y\n"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+    def do_GET(self):
+        if self.path == "/data/diabetes%20copy.csv":
+            self._send(200, "text/csv", CSV)
+        elif self.path == "/page":
+            self._send(200, "text/html; charset=utf-8", b"<html>login</html>")
+        elif self.path == "/short":
+            self.send_response(200)
+            self.send_header("Content-Type", "text/csv")
+            self.send_header("Content-Length", str(len(CSV) + 100))
+            self.end_headers()
+            self.wfile.write(CSV)
+            self.wfile.flush()
+            self.close_connection = True
+        else:
+            self._send(404, "text/plain", b"no")
+
+    def _send(self, code, ctype, body):
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def http_base():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_both_shared_files_load_identically():
+    lf = read_table(shared_file("data", "diabetes.csv"))
+    cr = read_table(shared_file("data", "diabetes_cr_line_endings.csv"))
+    assert lf.shape == cr.shape == (1000, 14)
+    pd.testing.assert_frame_equal(lf, cr)
+
+
+def test_bom_and_crlf_are_read(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbfa,b\r\n1,2\r\n3,4\r\n")
+    frame = read_table(path)
+    assert list(frame.columns) == ["a", "b"] and len(frame) == 2
+
+
+@pytest.mark.parametrize("body, match", [(b"", "empty"), (b"a,b\n1,2,3,4\n5\n", "not a readable CSV")])
+def test_unreadable_files_are_data_errors(tmp_path, body, match):
+    path = tmp_path / "bad.csv"
+    path.write_bytes(body)
+    with pytest.raises(DataValidationError, match=match):
+        read_table(path)
+
+
+def test_ingest_is_content_addressed_and_idempotent(settings, small_csv):
+    lake = LocalLake(settings.lake)
+    first = ingest(f"file:{small_csv}", lake, settings, "diabetes")
+    digest = hashlib.sha256(small_csv.read_bytes()).hexdigest()
+    assert first.key == f"raw/diabetes/{digest}/small.csv" and not first.skipped
+    manifest = json.loads(lake.get_bytes(first.manifest_key))
+    assert manifest["sha256"] == digest and manifest["bytes"] == small_csv.stat().st_size
+    assert manifest["rows"] == 300 and manifest["columns"][0] == "ID"
+    assert {"source", "version", "fetched_at"} <= set(manifest)
+    before = {k: lake.get_bytes(k) for k in lake.list("raw/")}
+    again = ingest(f"file:{small_csv}", lake, settings, "diabetes")
+    assert again.skipped and again.key == first.key
+    assert {k: lake.get_bytes(k) for k in lake.list("raw/")} == before  # nothing rewritten
+
+
+def test_pinned_sha256_mismatch_stops_before_the_lake(settings, small_csv):
+    lake = LocalLake(settings.lake)
+    with pytest.raises(SourceError, match="expected 00"):
+        ingest(f"file:{small_csv}", lake, settings, "diabetes", expected_sha256="00" * 32)
+    assert lake.list() == []
+
+
+def test_empty_file_never_reaches_raw(settings, tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    lake = LocalLake(settings.lake)
+    with pytest.raises(DataValidationError, match="empty"):
+        ingest(f"file:{empty}", lake, settings, "diabetes")
+    assert lake.list() == []
+
+
+def test_http_source_streams_into_the_lake(settings, http_base):
+    lake = LocalLake(settings.lake)
+    done = ingest(f"{http_base}/data/diabetes%20copy.csv", lake, settings, "web")
+    assert done.key.endswith("/diabetes copy.csv")
+    assert lake.get_bytes(done.key) == CSV
+
+
+@pytest.mark.parametrize("path, match", [("/missing", "HTTP 404"), ("/page", "HTML page"),
+                                         ("/short", "cannot fetch")])
+def test_http_failures_are_clear_and_leave_nothing(settings, http_base, tmp_path, path, match):
+    work = tmp_path / "dl"
+    work.mkdir()
+    with pytest.raises(SourceError, match=match) as info:
+        fetch(f"{http_base}{path}", settings, work)
+    assert "--source file:PATH" in str(info.value) or path == "/short"
+    assert list(work.iterdir()) == []  # the partial download is removed
+
+
+def test_unreachable_source_fails_fast(settings, tmp_path):
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+    start = time.monotonic()
+    with pytest.raises(SourceError, match=f"127.0.0.1:{port}"):
+        fetch(f"http://127.0.0.1:{port}/x.csv", settings, tmp_path)
+    assert time.monotonic() - start < 10
+
+
+@pytest.mark.timeout(120)
+def test_unreachable_kaggle_is_a_clear_error(settings, tmp_path, monkeypatch):
+    # offline here, and the handle does not exist online: either way a SourceError with the way out
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "kh"))
+    with pytest.raises(SourceError, match=r"kaggle:trilho-tests/no-such-dataset/x\.csv.*--source file:PATH"):
+        fetch("kaggle:trilho-tests/no-such-dataset/x.csv", settings, tmp_path)
+
+
+@pytest.mark.parametrize("source, match", [
+    ("ftp://x/y.csv", "unknown scheme"), ("nocolon", "no scheme"), ("file:/no/such/file.csv", "no file"),
+    ("synthetic:titanic", "generators"), ("synthetic:diabetes?rows=abc", "rows=N"),
+    ("synthetic:diabetes?rows=5", "at least 20"), ("synthetic:diabetes?colour=red", "unknown parameters"),
+])
+def test_bad_sources_name_themselves(settings, tmp_path, source, match):
+    with pytest.raises(SourceError, match=match):
+        fetch(source, settings, tmp_path)
+
+
+def test_synthetic_source_is_reproducible_and_dirty(settings, tmp_path):
+    a = read_table(fetch("synthetic:diabetes?rows=500&seed=7", settings, tmp_path).path)
+    b = read_table(fetch("synthetic:diabetes?rows=500&seed=7", settings, tmp_path).path)
+    pd.testing.assert_frame_equal(a, b)
+    real_columns = ["ID", "No_Pation", "Gender", "AGE", "Urea", "Cr", "HbA1c", "Chol", "TG", "HDL", "LDL",
+                    "VLDL", "BMI", "CLASS"]
+    assert list(a.columns) == real_columns and len(a) == 500
+    share = a["CLASS"].str.strip().value_counts(normalize=True)
+    assert share["Y"] > 0.75 and 0.05 < share["N"] < 0.16 and 0.02 < share["P"] < 0.1
+    features = a.drop(columns=["ID", "No_Pation", "CLASS"])
+    assert 0.10 < features.duplicated().mean() < 0.25  # repeated patients, like the real file

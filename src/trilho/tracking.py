@@ -59,6 +59,8 @@ class Tracker:
         self.uri = tracking_uri
         self.seconds = 0.0
         start = time.perf_counter()
+        if tracking_uri.startswith(("http://", "https://")):
+            _check_server(tracking_uri)
         try:
             mlflow.set_tracking_uri(tracking_uri)
             self.client = MlflowClient(tracking_uri)
@@ -139,7 +141,8 @@ class Tracker:
         if not isinstance(model, XGBClassifier):
             raise ConfigError(f"model {type(model).__name__} cannot be logged without pickle yet; "
                               "use model.name='xgboost' or set tracking.log_model=false")
-        example = example.astype({c: "float64" for c in example.columns if c not in spec["categorical"]})
+        # the signature takes the raw columns as a CSV reader gives them (integers stay integers:
+        # MLflow refuses to narrow a float column to an integer one, and would refuse int -> float too)
         example = example.astype({c: "str" for c in spec["categorical"]})
         labels = pd.Series(np.asarray(spec["classes"], dtype=object)[model.predict(
             _encode(example, spec))], name="prediction")
@@ -148,6 +151,7 @@ class Tracker:
               warnings.catch_warnings()):
             # our predict takes a DataFrame and returns labels; the signature below says so
             warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method", category=UserWarning)
+            warnings.filterwarnings("ignore", message=".*Inferred schema contains integer column", category=UserWarning)
             booster, spec_path = Path(tmp) / "booster.ubj", Path(tmp) / "spec.json"
             model.get_booster().save_model(booster)
             spec_path.write_text(json.dumps(spec, indent=2))
@@ -168,3 +172,17 @@ def _encode(frame: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
     from trilho.encoding import encode_features
 
     return encode_features(frame, spec)
+
+
+def _check_server(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, not minutes of client retries, when the tracking server is not there."""
+    import requests
+
+    try:
+        resp = requests.get(uri.rstrip("/") + "/health", timeout=timeout_s)
+    except requests.RequestException as exc:
+        raise TrackingError(f"MLflow server {uri} is not reachable ({type(exc).__name__}); start it "
+                            "(trilho ui, or docker compose up mlflow) or point MLFLOW_TRACKING_URI elsewhere") from exc
+    if resp.status_code != 200:
+        raise TrackingError(f"MLflow server {uri} answered /health with HTTP {resp.status_code}; "
+                            "check the address and the server's --allowed-hosts")

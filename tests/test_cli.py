@@ -1,0 +1,80 @@
+import json
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from trilho.cli import app
+from trilho.storage import LocalLake
+
+from .conftest import FAST
+
+runner = CliRunner()
+
+
+def _env(settings):
+    return {"TRILHO_LAKE": settings.lake, "MLFLOW_TRACKING_URI": settings.tracking_uri}
+
+
+def test_run_writes_a_summary(settings, small_csv, workdir):
+    args = ["run", "--source", f"file:{small_csv}", "--summary-json", "s.json"]
+    for item in FAST:
+        args += ["--set", item]
+    result = runner.invoke(app, args, env=_env(settings))
+    assert result.exit_code == 0, result.output
+    summary = json.loads((workdir / "s.json").read_text())
+    acc = summary["cv"]["metrics"]["accuracy"]
+    assert set(acc) >= {"mean", "std", "low", "high", "n"} and acc["n"] == 5
+    assert summary["holdout"]["labels"] == ["N", "Y", "P"] and len(summary["holdout"]["confusion_matrix"]) == 3
+    assert summary["run_id"] and summary["lake"]["reports"] == f"reports/{summary['run_id']}/"
+    assert summary["model_uri"].startswith("models:/")
+    assert "MLflow run" in result.output and "mlflow ui --backend-store-uri" in result.output
+
+
+def _bad_files(tmp_path):
+    good = "ID,No_Pation,Gender,AGE,Urea,Cr,HbA1c,Chol,TG,HDL,LDL,VLDL,BMI,CLASS\n"
+    row = "1,2,F,50,4.7,46,4.9,4.2,0.9,2.4,1.4,0.5,24,{label}\n"
+    rows = "".join(row.format(label=lab) for lab in ["N"] * 30 + ["Y"] * 30 + ["P"] * 30)
+    cases = {
+        "empty.csv": ("", "empty"),
+        "header.csv": (good, "0 data rows"),
+        "unknown.csv": (good + rows + row.format(label="Q"), "unknown labels ['Q']"),
+        "text.csv": (good + rows.replace("4.7", "abc", 1), "non-numeric values ['abc']"),
+        "tiny_class.csv": (good + "".join(row.format(label=lab) for lab in ["N"] * 30 + ["Y"] * 30 + ["P"] * 2),
+                           "class 'P' has 2 rows"),
+    }
+    for name, (text, _) in cases.items():
+        (tmp_path / name).write_text(text)
+    return cases
+
+
+def test_bad_input_gives_one_clear_line_and_writes_raw_once(settings, tmp_path):
+    for name, (_, message) in _bad_files(tmp_path).items():
+        for attempt in range(2):
+            result = runner.invoke(app, ["run", "--source", f"file:{tmp_path / name}"], env=_env(settings))
+            assert result.exit_code == 1, (name, result.output)
+            lines = [line for line in result.output.splitlines() if line.strip()]
+            assert len(lines) == 1 and lines[0].startswith("error:"), (name, result.output)
+            assert message in result.output.replace("\n", " "), (name, result.output)
+    raw = LocalLake(settings.lake).list("raw/")
+    # the parseable bad files were kept once each (data + manifest); the empty one never entered
+    assert len(raw) == 2 * 4 and len(set(raw)) == len(raw)
+
+
+def test_ingest_twice_says_skipped(settings, small_csv):
+    first = runner.invoke(app, ["ingest", "--source", f"file:{small_csv}"], env=_env(settings))
+    second = runner.invoke(app, ["ingest", "--source", f"file:{small_csv}"], env=_env(settings))
+    assert first.exit_code == second.exit_code == 0
+    assert "written" in first.output and "already there, skipped" in second.output
+
+
+def test_config_prints_the_resolved_experiment(settings):
+    result = runner.invoke(app, ["config", "--set", "cv.n_repeats=2"], env=_env(settings))
+    assert result.exit_code == 0 and json.loads(result.output)["cv"]["n_repeats"] == 2
+    bad = runner.invoke(app, ["config", "--set", "cv.n_repeats=zero"], env=_env(settings))
+    assert bad.exit_code == 1 and "cv.n_repeats" in bad.output
+
+
+def test_python_dash_m_works():
+    out = subprocess.run([sys.executable, "-m", "trilho", "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "ingest" in out.stdout

@@ -1,0 +1,82 @@
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, precision_score, recall_score
+
+from trilho import ConfigError, EvaluationError
+from trilho.evaluate import METRICS, build_pipeline, cross_validate, scores_from_confusion
+from trilho.stats import percentile_spread, summarise
+
+MODEL = {"name": "xgboost", "params": {"n_estimators": 10, "max_depth": 2}}
+SMOTE = {"name": "smote", "params": {}}
+
+
+def _data(n=240, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.choice(3, size=n, p=[0.7, 0.2, 0.1])
+    X = pd.DataFrame({"a": rng.normal(y, 1.0), "b": rng.integers(0, 50, n), "c": rng.normal(0, 1, n)})
+    return X, y
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_scores_from_confusion_equal_scikit_learn(seed):
+    rng = np.random.default_rng(seed)
+    y_true = np.r_[0, 1, 2, rng.integers(0, 3, 60)]  # every class present, as in a stratified fold
+    y_pred = rng.choice(3, size=len(y_true), p=[0.6, 0.4, 0.0] if seed % 3 == 0 else [0.5, 0.3, 0.2])
+    got = scores_from_confusion(confusion_matrix(y_true, y_pred, labels=[0, 1, 2]))
+    want = {"accuracy": accuracy_score(y_true, y_pred), "balanced_accuracy": balanced_accuracy_score(y_true, y_pred)}
+    for name, fn in (("precision", precision_score), ("recall", recall_score), ("f1", f1_score)):
+        for avg in ("weighted", "macro"):
+            want[f"{name}_{avg}"] = fn(y_true, y_pred, average=avg, zero_division=0)
+    assert set(got) == set(METRICS)
+    for key in METRICS:
+        assert got[key] == pytest.approx(want[key], abs=1e-12), key
+
+
+def test_cross_validation_is_deterministic_and_parallel_equals_sequential():
+    X, y = _data()
+    kw = dict(model=MODEL, resampler=SMOTE, random_state=42, n_splits=4, seeds=[0, 1])
+    seq = cross_validate(X, y, n_jobs=1, **kw)
+    par = cross_validate(X, y, n_jobs=2, **kw)
+    assert len(seq.folds) == 8 and list(seq.folds["seed"]) == [0] * 4 + [1] * 4
+    pd.testing.assert_frame_equal(seq.folds.drop(columns="fit_s"), par.folds.drop(columns="fit_s"))
+    assert seq.confusion.sum() == 2 * len(y)  # each row is tested once per repeat
+
+
+def test_progress_is_reported_per_fold():
+    X, y = _data()
+    seen = []
+    cross_validate(X, y, model=MODEL, resampler=SMOTE, random_state=0, n_splits=3, seeds=[0],
+                   n_jobs=2, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_a_failing_fold_is_an_error_never_a_nan():
+    X, y = _data()
+    X = X.astype({"a": "float64"})
+    X.loc[X.index[:3], "a"] = np.nan  # SMOTE refuses NaN: the fold fails
+    with pytest.raises(EvaluationError, match=r"fold \d of seed 0 failed: ValueError: .*NaN"):
+        cross_validate(X, y, model=MODEL, resampler=SMOTE, random_state=0, n_splits=3, seeds=[0], n_jobs=2)
+
+
+def test_unknown_model_or_resampler_or_params_are_config_errors():
+    with pytest.raises(ConfigError, match="model.name 'svm'"):
+        build_pipeline({"name": "svm"}, SMOTE, 0)
+    with pytest.raises(ConfigError, match="resampler.name 'adasin'"):
+        build_pipeline(MODEL, {"name": "adasin"}, 0)
+    with pytest.raises(ConfigError, match="bad parameters"):
+        build_pipeline({"name": "random_forest", "params": {"colour": 1}}, SMOTE, 0)
+
+
+def test_thread_budget_is_passed_to_the_model():
+    assert build_pipeline(MODEL, SMOTE, 0, n_threads=1).named_steps["model"].n_jobs == 1
+    assert list(build_pipeline(MODEL, {"name": "none"}, 0).named_steps) == ["model"]
+
+
+def test_summary_statistics():
+    values = np.array([0.9, 0.95, 1.0, 0.97, 0.92])
+    out = summarise({"accuracy": values}, 2.5, 97.5)["accuracy"]
+    assert out["mean"] == pytest.approx(values.mean())
+    assert out["std"] == pytest.approx(values.std(ddof=1))
+    assert (out["low"], out["high"]) == percentile_spread(values) == tuple(np.percentile(values, [2.5, 97.5]))
+    assert out["n"] == 5 and "fold scores" in out["interval"]

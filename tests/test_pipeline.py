@@ -1,0 +1,128 @@
+"""End to end on the embedded default: a real local lake and a real SQLite MLflow store."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from trilho import EvaluationError, TrackingError, load_experiment
+from trilho.pipeline import run_experiment
+from trilho.storage import LocalLake
+
+from .conftest import FAST
+
+
+def test_embedded_run_tracks_everything(settings, small_experiment, small_csv):
+    result = run_experiment(small_experiment, settings)
+    s = result.summary
+    client = MlflowClient(settings.tracking_uri)
+    run = client.get_run(s["run_id"])
+    assert run.info.status == "FINISHED"
+    assert client.get_experiment(run.info.experiment_id).name == "experimento_xgboost"
+    # the resolved config as params
+    assert run.data.params["cv.n_repeats"] == "1" and run.data.params["model.params.n_estimators"] == "15"
+    assert run.data.params["data.rows"] == "300"
+    # fold scores as one series per metric, summaries beside them
+    history = client.get_metric_history(s["run_id"], "accuracy_fold")
+    assert [m.step for m in history] == list(range(5))
+    assert [m.value for m in history] == pytest.approx(list(result.cv.folds["accuracy"]))
+    acc = s["cv"]["metrics"]["accuracy"]
+    assert run.data.metrics["accuracy_mean"] == pytest.approx(acc["mean"])
+    assert run.data.metrics["accuracy_pct_low"] == pytest.approx(acc["low"])
+    assert run.data.metrics["holdout_f1_weighted"] == pytest.approx(s["holdout"]["scores"]["f1_weighted"])
+    # artifacts, in MLflow and copied to the lake
+    names = {a.path for a in client.list_artifacts(s["run_id"])}
+    expected = {"cv_boxplot.png", "confusion_matrix.png", "confusion_matrix_oof.png", "classification_report.txt",
+                "classification_report.json", "results.csv", "results.json", "validation_report.json",
+                "manifest.json", "config.json"}
+    assert expected <= names
+    lake = LocalLake(settings.lake)
+    reports = {k.rsplit("/", 1)[1] for k in lake.list(f"reports/{s['run_id']}/")}
+    assert expected | {"summary.json"} <= reports
+    assert json.loads(lake.get_bytes(f"reports/{s['run_id']}/summary.json"))["run_id"] == s["run_id"]
+    assert lake.exists(s["lake"]["curated"]) and lake.exists(s["lake"]["raw"])
+    # dataset lineage
+    inputs = run.inputs.dataset_inputs
+    assert len(inputs) == 1 and inputs[0].dataset.name == "diabetes" and inputs[0].dataset.digest
+    assert s["data"]["sha256"] in inputs[0].dataset.source
+    # holdout: 30% of 300 rows
+    cm = s["holdout"]["confusion_matrix"]
+    assert sum(map(sum, cm)) == 90 and s["holdout"]["labels"] == ["N", "Y", "P"]
+    assert s["timings"]["tracking_s"] > 0
+
+
+def test_logged_model_is_pickle_free_and_predicts_labels(settings, small_experiment, small_csv, tmp_path):
+    s = run_experiment(small_experiment, settings).summary
+    raw = pd.read_csv(small_csv)
+    sample = raw.head(40).copy()
+    sample.loc[0, "Gender"] = " f "  # the same normalisation as training
+    sample.to_csv(tmp_path / "sample.csv", index=False)
+    script = (
+        "import sys, mlflow, pandas as pd\n"
+        "m = mlflow.pyfunc.load_model(sys.argv[1])\n"
+        "df = pd.read_csv(sys.argv[2])\n"
+        "print(','.join(m.predict(df.drop(columns=['CLASS']))))\n"
+    )
+    env = {**os.environ, "MLFLOW_TRACKING_URI": settings.tracking_uri,
+           "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
+    out = subprocess.run([sys.executable, "-c", script, s["model_uri"], str(tmp_path / "sample.csv")],
+                         env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    predicted = out.stdout.strip().split(",")
+    truth = sample["CLASS"].str.strip().tolist()
+    assert set(predicted) <= {"N", "Y", "P"} and len(predicted) == 40
+    assert sum(p == t for p, t in zip(predicted, truth)) >= 32  # fit on all rows: it must know them
+    import mlflow
+
+    local = Path(mlflow.artifacts.download_artifacts(s["model_uri"], tracking_uri=settings.tracking_uri))
+    files = [p.name for p in local.rglob("*") if p.is_file()]
+    assert not [f for f in files if f.endswith((".pkl", ".pickle", ".cloudpickle"))]
+    assert "booster.ubj" in files and "servable.py" in files and "encoding.py" in files
+    mlmodel = (local / "MLmodel").read_text()
+    assert "signature" in mlmodel and "Gender" in mlmodel
+    requirements = (local / "requirements.txt").read_text()
+    assert "xgboost==" in requirements and "mlflow==" in requirements
+
+
+def test_nested_layout_has_one_child_per_repeat(settings, small_csv):
+    exp = load_experiment("diabetes", [f'source.uri="file:{small_csv}"', 'source.sha256=""', *FAST,
+                                       "cv.n_repeats=2", "tracking.layout=nested", "tracking.log_model=false"])
+    s = run_experiment(exp, settings).summary
+    client = MlflowClient(settings.tracking_uri)
+    children = client.search_runs([s["mlflow_experiment_id"]], f"tags.mlflow.parentRunId = '{s['run_id']}'")
+    assert sorted(c.data.tags["seed"] for c in children) == ["0", "1"]
+    for child in children:
+        assert len(client.get_metric_history(child.info.run_id, "accuracy")) == 5
+        assert "accuracy_mean_seed" in child.data.metrics
+
+
+def test_a_failing_run_is_marked_failed(settings, small_csv):
+    exp = load_experiment("diabetes", [f'source.uri="file:{small_csv}"', 'source.sha256=""', *FAST,
+                                       "model.params.max_depth=-3"])
+    with pytest.raises(EvaluationError, match="fold"):
+        run_experiment(exp, settings)
+    client = MlflowClient(settings.tracking_uri)
+    exp_id = client.get_experiment_by_name("experimento_xgboost").experiment_id
+    runs = client.search_runs([exp_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_tracking_server_down_fails_fast_before_training(settings, small_experiment):
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    down = settings.model_copy(update={"tracking_uri": f"http://127.0.0.1:{port}"})
+    start = time.monotonic()
+    with pytest.raises(TrackingError, match=f"127.0.0.1:{port} is not reachable"):
+        run_experiment(small_experiment, down)
+    assert time.monotonic() - start < 15
+    assert LocalLake(settings.lake).list("reports/") == []

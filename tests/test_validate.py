@@ -1,0 +1,114 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from trilho import DataValidationError, load_experiment
+from trilho.clean import clean
+from trilho.ingest import read_table
+from trilho.synthetic import diabetes
+from trilho.validate import raise_for_errors, validate
+
+from .conftest import shared_file
+
+EXP = load_experiment("diabetes")
+
+
+def frame(rows=200, seed=1) -> pd.DataFrame:
+    return diabetes(rows=rows, seed=seed)
+
+
+def errors_of(df: pd.DataFrame, exp=EXP) -> str:
+    report = validate(df, exp)
+    with pytest.raises(DataValidationError) as info:
+        raise_for_errors(report)
+    assert info.value.report is report
+    return str(info.value)
+
+
+def test_real_data_report_matches_the_known_dirt():
+    raw = read_table(shared_file("data", "diabetes.csv"))
+    report = validate(raw, EXP)
+    assert report["errors"] == []
+    assert report["rows"] == 1000
+    assert report["labels"]["raw_counts"] == {"Y": 840, "N": 102, "P": 53, "Y ": 4, "N ": 1}
+    assert report["labels"]["normalised_rows"] == 5
+    assert report["class_counts"] == {"N": 103, "Y": 844, "P": 53}
+    # 170 rows repeat a whole raw row; the other 4 differ only by a label's trailing space, so once
+    # labels are normalised no copy carries a conflicting label
+    assert report["duplicates"] == {"rows_duplicating_another": 174, "with_conflicting_label": 0}
+    odd = report["out_of_range"]
+    assert odd["HbA1c"]["min"] == 0.9 and odd["Chol"]["min"] == 0.0 and odd["Cr"]["max"] == 800
+    data = clean(raw, EXP)
+    assert list(data.X.columns) == ["Gender", "AGE", "Urea", "Cr", "HbA1c", "Chol", "TG", "HDL", "LDL", "VLDL", "BMI"]
+    assert np.bincount(data.y).tolist() == [103, 844, 53]
+    assert data.X["AGE"].dtype == "int64"  # integer columns stay integers (SMOTE rounds to the input dtype)
+
+
+def test_unknown_labels_are_listed_with_line_numbers():
+    df = frame()
+    df.loc[[4, 9], "CLASS"] = ["Q", "maybe"]
+    df.loc[5, "CLASS"] = " n "  # normalised, not unknown
+    message = errors_of(df)
+    assert "2 unknown labels ['Q', 'maybe'] on lines [6, 11]" in message
+
+
+def test_non_numeric_values_name_column_and_line():
+    df = frame()
+    df["HbA1c"] = df["HbA1c"].astype(object)
+    df.loc[2, "HbA1c"] = "1,5"
+    df.loc[7, "HbA1c"] = "abc"
+    assert "column 'HbA1c' has non-numeric values ['1,5', 'abc'] on lines [4, 9]" in errors_of(df)
+
+
+def test_unknown_category_is_an_error():
+    df = frame()
+    df.loc[0, "Gender"] = "X"
+    assert "column 'Gender' has values ['X']" in errors_of(df)
+
+
+def test_nan_and_inf_are_rejected_or_dropped_by_policy():
+    df = frame()
+    df.loc[3, "BMI"] = np.nan
+    df.loc[8, "TG"] = np.inf
+    assert "2 rows have missing or infinite feature values on lines [5, 10]" in errors_of(df)
+    drop = load_experiment("diabetes", ["data.nonfinite=drop"])
+    report = validate(df, drop)
+    assert report["errors"] == [] and report["nulls"] == {"BMI": 1} and report["infinities"] == {"TG": 1}
+    assert clean(df, drop).dropped_rows == 2
+
+
+def test_class_too_small_for_the_folds():
+    df = frame()
+    p_rows = df.index[df["CLASS"].str.strip() == "P"]
+    df = df.drop(p_rows[2:])
+    assert "class 'P' has 2 rows; 5-fold CV needs at least 5" in errors_of(df)
+
+
+def test_class_too_small_for_smote_neighbours():
+    df = frame()
+    p_rows = df.index[df["CLASS"].str.strip() == "P"]
+    df = df.drop(p_rows[6:])
+    assert "SMOTE with k_neighbors=5 needs 6" in errors_of(df)
+    lowered = load_experiment("diabetes", ["resampler.params.k_neighbors=3"])
+    assert validate(df, lowered)["errors"] == []
+
+
+def test_single_class_and_too_few_rows():
+    df = frame()
+    df["CLASS"] = "Y"
+    assert "need at least 2 classes" in errors_of(df)
+    assert "fewer than data.min_rows" in errors_of(frame().head(0))
+
+
+def test_missing_columns_are_named():
+    assert "missing columns ['CLASS']" in errors_of(frame().drop(columns=["CLASS"]))
+
+
+def test_duplicates_with_conflicting_labels_are_counted():
+    df = frame().drop_duplicates(subset=[c for c in frame().columns if c not in {"ID", "No_Pation", "CLASS"}])
+    df = df.reset_index(drop=True)
+    copies = df.iloc[[0, 1, 2]].copy()
+    copies["CLASS"] = [{"Y": "N"}.get(c.strip(), "Y") for c in copies["CLASS"]]
+    report = validate(pd.concat([df, df.iloc[[5]], copies], ignore_index=True), EXP)
+    assert report["duplicates"] == {"rows_duplicating_another": 4, "with_conflicting_label": 3}
+    assert any("4 rows repeat" in w for w in report["warnings"])

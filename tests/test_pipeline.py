@@ -105,7 +105,7 @@ def test_nested_layout_has_one_child_per_repeat(settings, small_csv):
 def test_a_failing_run_is_marked_failed(settings, small_csv):
     exp = load_experiment("diabetes", [f'source.uri="file:{small_csv}"', 'source.sha256=""', *FAST,
                                        "model.params.max_depth=-3"])
-    with pytest.raises(EvaluationError, match="fold"):
+    with pytest.raises(EvaluationError, match="failed: XGBoostError: value -3 for Parameter max_depth"):
         run_experiment(exp, settings)
     client = MlflowClient(settings.tracking_uri)
     exp_id = client.get_experiment_by_name("experimento_xgboost").experiment_id

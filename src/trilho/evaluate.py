@@ -32,6 +32,7 @@ __all__ = [
     "HoldoutResult",
     "build_pipeline",
     "cross_validate",
+    "evaluate_all",
     "fit_final",
     "holdout",
     "scores_from_confusion",
@@ -134,6 +135,7 @@ class HoldoutResult:
     report_text: str
     scores: dict[str, float]
     train_index: np.ndarray = field(repr=False)
+    pipeline: Pipeline | None = field(default=None, repr=False)  # the fit on the training part
 
 
 def _split_plan(y: np.ndarray, n_splits: int, seeds: list[int]) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
@@ -145,39 +147,49 @@ def _split_plan(y: np.ndarray, n_splits: int, seeds: list[int]) -> list[tuple[in
     ]
 
 
-def cross_validate(X: pd.DataFrame, y: np.ndarray, *, model: dict, resampler: dict, random_state: int,
-                   n_splits: int, seeds: list[int], n_jobs: int = 1,
-                   progress: ProgressFn | None = None) -> CVResult:
-    """For each seed, StratifiedKFold(n_splits, shuffle=True, random_state=seed); fit and score each fold."""
-    labels = np.arange(int(y.max()) + 1)
-    plan = _split_plan(y, n_splits, seeds)
-    workers = max(1, min(n_jobs, len(plan)))
-    threads_per_fit = max(1, n_jobs // workers)
+def _run_tasks(tasks: list[Callable[[], Any]], names: list[str], n_jobs: int,
+               progress: ProgressFn | None = None, tick: list[bool] | None = None) -> list[Any]:
+    """Run independent fits on at most ``n_jobs`` threads, one thread each; any failure raises."""
+    workers = max(1, min(n_jobs, len(tasks)))
+    threads = max(1, n_jobs // workers)
+    results: list[Any] = [None] * len(tasks)
+    done = 0
+    total = sum(tick) if tick else len(tasks)
+    with threadpool_limits(threads), ThreadPoolExecutor(workers, thread_name_prefix="trilho-fit") as pool:
+        futures = {pool.submit(task, threads): i for i, task in enumerate(tasks)}
+        for future in as_completed(futures):
+            i = futures[future]
+            try:
+                results[i] = future.result()
+            except Exception as exc:
+                for other in futures:
+                    other.cancel()
+                raise EvaluationError(f"{names[i]} failed: {type(exc).__name__}: {exc}") from exc
+            if tick is None or tick[i]:
+                done += 1
+                if progress:
+                    progress(done, total)
+    return results
 
-    def run_fold(seed: int, i: int, train: np.ndarray, test: np.ndarray) -> dict[str, Any]:
+
+def _fold_task(X, y, estimator, seed, i, train, test, labels):
+    def run(threads: int) -> dict[str, Any]:
         start = time.perf_counter()
-        pipe = build_pipeline(model, resampler, random_state, threads_per_fit)
+        pipe = build_pipeline(**estimator, n_threads=threads)
         pipe.fit(X.iloc[train], y[train])
         cm = confusion_matrix(y[test], pipe.predict(X.iloc[test]), labels=labels)
         return {"seed": seed, "fold": i, "n_train": len(train), "n_test": len(test),
                 "fit_s": time.perf_counter() - start, "cm": cm, **scores_from_confusion(cm)}
+    return run
 
-    start = time.perf_counter()
-    rows: list[dict[str, Any]] = []
-    with threadpool_limits(threads_per_fit), ThreadPoolExecutor(workers, thread_name_prefix="trilho-fold") as pool:
-        futures = {pool.submit(run_fold, *task): task for task in plan}
-        for future in as_completed(futures):
-            seed, i = futures[future][:2]
-            try:
-                rows.append(future.result())
-            except Exception as exc:
-                for other in futures:
-                    other.cancel()
-                raise EvaluationError(f"fold {i} of seed {seed} failed: {type(exc).__name__}: {exc}") from exc
-            if progress:
-                progress(len(rows), len(plan))
-    wall = time.perf_counter() - start
-    rows.sort(key=lambda r: (seeds.index(r["seed"]), r["fold"]))
+
+def _fit_task(X, y, estimator, rows):
+    def run(threads: int) -> Pipeline:
+        return build_pipeline(**estimator, n_threads=threads).fit(X.iloc[rows], y[rows])
+    return run
+
+
+def _cv_result(rows: list[dict[str, Any]], wall: float, workers: int) -> CVResult:
     confusion = np.sum([r.pop("cm") for r in rows], axis=0)
     folds = pd.DataFrame(rows)
     bad = ~np.isfinite(folds[list(METRICS)].to_numpy())
@@ -186,37 +198,73 @@ def cross_validate(X: pd.DataFrame, y: np.ndarray, *, model: dict, resampler: di
     return CVResult(folds=folds, confusion=confusion, wall_s=wall, workers=workers)
 
 
-def holdout(X: pd.DataFrame, y: np.ndarray, *, model: dict, resampler: dict, random_state: int,
-            test_size: float, classes: list[str], n_jobs: int = 1) -> tuple[HoldoutResult, Pipeline]:
-    """Stratified train/test split, fit on the training part, confusion matrix and report on the rest."""
-    index = np.arange(len(y))
-    train, test = train_test_split(index, test_size=test_size, random_state=random_state, stratify=y)
-    pipe = build_pipeline(model, resampler, random_state, n_jobs)
-    try:
-        with threadpool_limits(n_jobs):
-            pipe.fit(X.iloc[train], y[train])
-    except Exception as exc:
-        raise EvaluationError(f"holdout fit failed: {type(exc).__name__}: {exc}") from exc
+def _holdout_result(pipe: Pipeline, X, y, train, test, classes) -> HoldoutResult:
     pred = pipe.predict(X.iloc[test])
     labels = list(range(len(classes)))
     cm = confusion_matrix(y[test], pred, labels=labels)
     kwargs = dict(labels=labels, target_names=classes, zero_division=0)
-    result = HoldoutResult(
+    return HoldoutResult(
         confusion=cm,
         report=classification_report(y[test], pred, output_dict=True, **kwargs),
         report_text=classification_report(y[test], pred, **kwargs),
         scores=scores_from_confusion(cm),
         train_index=train,
+        pipeline=pipe,
     )
-    return result, pipe
+
+
+def cross_validate(X: pd.DataFrame, y: np.ndarray, *, model: dict, resampler: dict, random_state: int,
+                   n_splits: int, seeds: list[int], n_jobs: int = 1,
+                   progress: ProgressFn | None = None) -> CVResult:
+    """For each seed, StratifiedKFold(n_splits, shuffle=True, random_state=seed); fit and score each fold."""
+    cv, _, _ = evaluate_all(X, y, model=model, resampler=resampler, random_state=random_state,
+                            n_splits=n_splits, seeds=seeds, n_jobs=n_jobs, progress=progress)
+    return cv
+
+
+def evaluate_all(X: pd.DataFrame, y: np.ndarray, *, model: dict, resampler: dict, random_state: int,
+                 n_splits: int, seeds: list[int], n_jobs: int = 1, progress: ProgressFn | None = None,
+                 holdout_fraction: float | None = None, classes: list[str] | None = None,
+                 final_fit: bool = False) -> tuple[CVResult, HoldoutResult | None, Pipeline | None]:
+    """The folds, the holdout fit and the final fit as one batch of independent fits on one pool.
+
+    The two larger fits go first so that the pool's last moments are not spent on one long fit.
+    """
+    estimator = dict(model=model, resampler=resampler, random_state=random_state)
+    labels = np.arange(int(y.max()) + 1)
+    tasks, names, tick = [], [], []
+    split = None
+    if holdout_fraction:
+        train, test = train_test_split(np.arange(len(y)), test_size=holdout_fraction,
+                                       random_state=random_state, stratify=y)
+        split = (train, test)
+        tasks.append(_fit_task(X, y, estimator, train)), names.append("holdout fit"), tick.append(False)
+    if final_fit:
+        tasks.append(_fit_task(X, y, estimator, np.arange(len(y)))), names.append("final fit"), tick.append(False)
+    extra = len(tasks)
+    for seed, i, train, test in _split_plan(y, n_splits, seeds):
+        tasks.append(_fold_task(X, y, estimator, seed, i, train, test, labels))
+        names.append(f"fold {i} of seed {seed}")
+        tick.append(True)
+    start = time.perf_counter()
+    results = _run_tasks(tasks, names, n_jobs, progress, tick)
+    cv = _cv_result(results[extra:], time.perf_counter() - start, max(1, min(n_jobs, len(tasks))))
+    held = _holdout_result(results[0], X, y, *split, classes or [str(c) for c in labels]) if split else None
+    final = results[extra - 1] if final_fit else None
+    return cv, held, final
+
+
+def holdout(X: pd.DataFrame, y: np.ndarray, *, model: dict, resampler: dict, random_state: int,
+            test_size: float, classes: list[str], n_jobs: int = 1) -> tuple[HoldoutResult, Pipeline]:
+    """Stratified train/test split, fit on the training part, confusion matrix and report on the rest."""
+    train, test = train_test_split(np.arange(len(y)), test_size=test_size, random_state=random_state, stratify=y)
+    estimator = dict(model=model, resampler=resampler, random_state=random_state)
+    pipe = _run_tasks([_fit_task(X, y, estimator, train)], ["holdout fit"], n_jobs)[0]
+    return _holdout_result(pipe, X, y, train, test, classes), pipe
 
 
 def fit_final(X: pd.DataFrame, y: np.ndarray, *, model: dict, resampler: dict, random_state: int,
               n_jobs: int = 1) -> Pipeline:
-    """Fit the pipeline on the given rows (all of them by default) for logging and serving."""
-    pipe = build_pipeline(model, resampler, random_state, n_jobs)
-    try:
-        with threadpool_limits(n_jobs):
-            return pipe.fit(X, y)
-    except Exception as exc:
-        raise EvaluationError(f"final fit failed: {type(exc).__name__}: {exc}") from exc
+    """Fit the pipeline on every row, for logging and serving."""
+    estimator = dict(model=model, resampler=resampler, random_state=random_state)
+    return _run_tasks([_fit_task(X, y, estimator, np.arange(len(y)))], ["final fit"], n_jobs)[0]

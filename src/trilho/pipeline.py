@@ -161,6 +161,7 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
             tracker.log_folder(run_id, folder)
             timings["tracking_s"] = tracker.seconds
             timings["mlflow_import_s"] = tracker.import_seconds
+            timings.update({f"tracking.{k}_s": v for k, v in tracker.breakdown.items()})
             timings["total_s"] = time.perf_counter() - clock
             summary["timings"] = timings
             (folder / "summary.json").write_text(json.dumps(summary, indent=2))

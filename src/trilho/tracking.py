@@ -58,6 +58,7 @@ class Tracker:
         self.import_seconds = time.perf_counter() - start  # loading the library, reported apart
         self.uri = tracking_uri
         self.seconds = 0.0
+        self.breakdown: dict[str, float] = {}
         start = time.perf_counter()
         if tracking_uri.startswith(("http://", "https://")):
             _check_server(tracking_uri)
@@ -85,7 +86,9 @@ class Tracker:
                 raise TrackingError(f"MLflow at {self.uri!r} failed to {what}: {exc}") from exc
             raise
         finally:
-            self.seconds += time.perf_counter() - start
+            spent = time.perf_counter() - start
+            self.seconds += spent
+            self.breakdown[what] = self.breakdown.get(what, 0.0) + spent
 
     @contextlib.contextmanager
     def run(self, name: str, tags: dict[str, str], nested: bool = False) -> Iterator[str]:

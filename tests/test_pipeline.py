@@ -68,13 +68,17 @@ def test_logged_model_is_pickle_free_and_predicts_labels(settings, small_experim
         "m = mlflow.pyfunc.load_model(sys.argv[1])\n"
         "df = pd.read_csv(sys.argv[2])\n"
         "print(','.join(m.predict(df.drop(columns=['CLASS']))))\n"
+        "p = m.predict(df.drop(columns=['CLASS']), params={'output': 'proba'})\n"
+        "print(list(p.columns), bool(abs(p.sum(axis=1) - 1).max() < 1e-5))\n"
     )
     env = {**os.environ, "MLFLOW_TRACKING_URI": settings.tracking_uri,
            "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
     out = subprocess.run([sys.executable, "-c", script, s["model_uri"], str(tmp_path / "sample.csv")],
                          env=env, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
-    predicted = out.stdout.strip().split(",")
+    labels_line, proba_line = out.stdout.strip().splitlines()[-2:]
+    assert proba_line == "['N', 'Y', 'P'] True"
+    predicted = labels_line.split(",")
     truth = sample["CLASS"].str.strip().tolist()
     assert set(predicted) <= {"N", "Y", "P"} and len(predicted) == 40
     assert sum(p == t for p, t in zip(predicted, truth)) >= 32  # fit on all rows: it must know them

@@ -44,6 +44,8 @@ def _fail(exc: TrilhoError) -> None:
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what each stage does.")] = False) -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:  # MLflow sets its own loggers to INFO; its progress notes are noise here
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
 @app.command()

@@ -35,7 +35,7 @@ class LabelledBooster(PythonModel):
             proba = np.column_stack([1.0 - proba, proba])
         return proba
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None):
         proba = self.predict_proba(model_input)
         classes = np.asarray(self.spec_["classes"], dtype=object)
         if (params or {}).get("output") == "proba":

@@ -163,7 +163,7 @@ class Tracker:
                 python_model=str(_PKG / "servable.py"),
                 code_paths=[str(_PKG / "encoding.py")],
                 artifacts={"booster": str(booster), "spec": str(spec_path)},
-                signature=infer_signature(example, labels),
+                signature=infer_signature(example, labels, params={"output": "labels"}),
                 input_example=example,
                 pip_requirements=requirements,
                 registered_model_name=registered_name,

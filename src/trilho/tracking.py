@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from trilho.encoding import encode_features
 from trilho.errors import ConfigError, TrackingError
 
 __all__ = ["Tracker", "flatten"]
@@ -148,7 +149,7 @@ class Tracker:
         # MLflow refuses to narrow a float column to an integer one, and would refuse int -> float too)
         example = example.astype({c: "str" for c in spec["categorical"]})
         labels = pd.Series(np.asarray(spec["classes"], dtype=object)[model.predict(
-            _encode(example, spec))], name="prediction")
+            encode_features(example, spec))], name="prediction")
         requirements = [f"{pkg}=={importlib.metadata.version(pkg)}" for pkg in _MODEL_REQUIREMENTS]
         with (tempfile.TemporaryDirectory(prefix="trilho-model-") as tmp, self.timed("log the model"),
               warnings.catch_warnings()):
@@ -170,11 +171,6 @@ class Tracker:
             )
         return info.model_uri
 
-
-def _encode(frame: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
-    from trilho.encoding import encode_features
-
-    return encode_features(frame, spec)
 
 
 def _check_server(uri: str, timeout_s: float = 5.0) -> None:

@@ -55,11 +55,36 @@ def test_s3_lake_sends_no_trailing_checksums(s3_settings):
 
 def test_missing_bucket_and_object_are_clear(s3_settings):
     lake = open_lake(s3_settings)
-    with pytest.raises(StorageError, match="cannot read 'raw/none'"):
+    with pytest.raises(StorageError, match="object 'raw/none' not found"):
         lake.get_bytes("raw/none")
-    other = open_lake(s3_settings.model_copy(update={"lake": "s3://no-such-bucket-here"}))
+    no_create = s3_settings.model_copy(update={"lake": "s3://no-such-bucket-here", "create_buckets": False})
+    with pytest.raises(StorageError, match="bucket 'no-such-bucket-here' does not exist.*TRILHO_CREATE_BUCKETS"):
+        open_lake(no_create)
+    unprepared = open_lake(no_create, prepare=False)
     with pytest.raises(StorageError, match="no-such-bucket-here"):
-        other.put_bytes("raw/x", b"1")
+        unprepared.put_bytes("raw/x", b"1")
+
+
+def test_bucket_bootstrap_is_idempotent(s3_settings):
+    settings = s3_settings.model_copy(update={"lake": "s3://fresh-bucket/p"})
+    first = open_lake(settings)
+    first.put_bytes("k", b"1")
+    again = open_lake(settings)  # the bucket exists now: nothing to create, nothing lost
+    assert again.get_bytes("k") == b"1"
+
+
+def test_store_down_at_start_fails_within_the_wait(s3_settings):
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    down = s3_settings.model_copy(update={"s3_endpoint_url": f"http://127.0.0.1:{port}", "s3_wait_s": 1.0})
+    start = time.monotonic()
+    with pytest.raises(StorageError, match=rf"127.0.0.1:{port} not reachable after 1s.*TRILHO_S3_WAIT_S"):
+        open_lake(down)
+    assert time.monotonic() - start < 8
 
 
 def test_ingest_into_the_s3_lake(s3_settings, small_csv):

@@ -88,6 +88,7 @@ class TrackingSpec(_Strict):
     layout: Literal["flat", "nested"] = "flat"
     final_fit: Literal["all", "holdout"] = "all"
     log_model: bool = True
+    registered_model: str = ""        # register the logged model under this name ("" = do not)
 
 
 class Experiment(_Strict):

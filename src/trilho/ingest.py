@@ -7,6 +7,7 @@ reader that finds a manifest always finds the whole object; the same bytes twice
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -23,9 +24,9 @@ import pandas as pd
 from trilho import synthetic
 from trilho.errors import DataValidationError, SourceError
 from trilho.settings import Settings
-from trilho.storage import Lake, sha256_file
+from trilho.storage import Lake
 
-__all__ = ["Fetched", "Ingested", "fetch", "ingest", "read_table"]
+__all__ = ["Fetched", "Ingested", "fetch", "ingest", "read_table", "scan_file"]
 
 log = logging.getLogger(__name__)
 _WAY_OUT = "download the file yourself and pass --source file:PATH"
@@ -47,20 +48,40 @@ class Ingested:
     skipped: bool
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
+def read_table(path: str | Path, nrows: int | None = None) -> pd.DataFrame:
     """Read a CSV (LF, CRLF or CR-only line endings, optional UTF-8 BOM) into a frame."""
     try:
         with warnings.catch_warnings():
             # index_col=False: a row longer than the header is an error, never a silent index
             warnings.simplefilter("error", pd.errors.ParserWarning)
             # the C engine accepts CR-only files; the python engine would not
-            return pd.read_csv(path, engine="c", encoding="utf-8-sig", index_col=False)
+            return pd.read_csv(path, engine="c", encoding="utf-8-sig", index_col=False, nrows=nrows)
     except pd.errors.ParserWarning as exc:
         raise DataValidationError(f"{Path(path).name!r} is not a readable CSV: rows are longer than the header ({exc})") from None
     except pd.errors.EmptyDataError:
         raise DataValidationError(f"{Path(path).name!r} is empty: no columns to parse") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataValidationError(f"{Path(path).name!r} is not a readable CSV: {exc}") from exc
+
+
+def scan_file(path: str | Path, chunk: int = 1 << 22) -> tuple[str, int, int]:
+    """sha256, bytes and number of lines of a file in one streamed pass (memory stays flat).
+
+    Lines end with LF, CRLF or a lone CR; a last line without an ending counts too.
+    """
+    digest = hashlib.sha256()
+    size = lf = cr = crlf = 0
+    last = b""
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+            size += len(block)
+            lf += block.count(b"\n")
+            cr += block.count(b"\r")
+            crlf += block.count(b"\r\n") + (last == b"\r" and block[:1] == b"\n")
+            last = block[-1:]
+    lines = lf + cr - crlf + (size > 0 and last not in (b"\n", b"\r"))
+    return digest.hexdigest(), size, lines
 
 
 def _fetch_kaggle(spec: str, source: str) -> Fetched:
@@ -155,7 +176,7 @@ def ingest(source: str, lake: Lake, settings: Settings, dataset: str,
     """Fetch ``source`` and store it under ``raw/<dataset>/<sha256>/``; skip bytes already there."""
     with tempfile.TemporaryDirectory(prefix="trilho-fetch-") as tmp:
         fetched = fetch(source, settings, Path(tmp))
-        digest, size = sha256_file(fetched.path)
+        digest, size, lines = scan_file(fetched.path)
         if expected_sha256 and digest != expected_sha256:
             raise SourceError(f"source {source!r} has sha256 {digest}, expected {expected_sha256} "
                               "(source.sha256); the data changed upstream: check it, then update or clear the pin")
@@ -165,14 +186,15 @@ def ingest(source: str, lake: Lake, settings: Settings, dataset: str,
             manifest = json.loads(lake.get_bytes(manifest_key))
             log.info("raw %s already in the lake (sha256 %s): skipped", manifest["key"], digest)
             return Ingested(manifest["key"], manifest_key, manifest, skipped=True)
-        table = read_table(fetched.path)  # refuse what cannot be parsed before it reaches raw/
+        # refuse what cannot be parsed before it reaches raw/, reading only its head (memory stays flat)
+        head = read_table(fetched.path, nrows=1000)
         manifest = {
             "dataset": dataset, "source": fetched.source, "version": fetched.version,
             "file_name": fetched.file_name, "key": key, "sha256": digest, "bytes": size,
-            "rows": int(len(table)), "columns": [str(c) for c in table.columns],
+            "rows": max(lines - 1, 0), "columns": [str(c) for c in head.columns],
             "fetched_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        lake.put_file(key, fetched.path)
+        lake.put_file(key, fetched.path, sha256=digest)
         lake.put_bytes(manifest_key, json.dumps(manifest, indent=2).encode())  # last: marks completion
         log.info("raw %s written (%d bytes, sha256 %s)", key, size, digest)
         return Ingested(key, manifest_key, manifest, skipped=False)

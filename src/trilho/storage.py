@@ -134,7 +134,7 @@ _MISSING_BUCKET = {"NoSuchBucket", "404", "NotFound"}
 
 
 def _code(exc: Exception) -> str:
-    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+    return str((getattr(exc, "response", None) or {}).get("Error", {}).get("Code", ""))
 
 
 class S3Lake:
@@ -271,11 +271,13 @@ class S3Lake:
             return False
         digest, size = (sha256, Path(path).stat().st_size) if sha256 else sha256_file(path)
         self.abort_stale_uploads(key)
+        from boto3.exceptions import S3UploadFailedError
+
         try:  # streamed in parts from disk; the object appears only when the upload completes
             self.client.upload_file(str(path), self.bucket, self._key(key), Config=self.transfer,
                                     ExtraArgs={"Metadata": {"sha256": digest}})
             head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-        except (BotoCoreError, ClientError) as exc:
+        except (BotoCoreError, ClientError, S3UploadFailedError) as exc:
             raise self._fail("upload", key, exc) from exc
         stored = head.get("Metadata", {}).get("sha256")
         if head["ContentLength"] != size or stored != digest:

@@ -175,18 +175,18 @@ class Tracker:
             )
         return info.model_uri
 
-    def close_stale_runs(self, pending_file: Path | None = None) -> list[str]:
+    def close_stale_runs(self) -> list[str]:
         """Mark FAILED the runs that trilho left RUNNING: its process died, or the server did.
 
         A run is stale when it carries this host's name and a process id that no longer runs, or
-        when a previous process could not end it and wrote its id to ``pending_file``.
+        when a previous process could not end it and wrote its id to the pending file.
         """
         import socket
 
 
         closed: list[str] = []
         with self.timed("close stale runs"):
-            pending = _read_pending(pending_file)
+            pending = _read_pending(self.pending_file)
             for run_id in pending.pop(self.uri, []):
                 with contextlib.suppress(Exception):
                     if self.client.get_run(run_id).info.status == "RUNNING":
@@ -200,7 +200,7 @@ class Tracker:
                 if pid and not _alive(pid):
                     self._fail_run(run.info.run_id, f"process {pid} ended without closing the run")
                     closed.append(run.info.run_id)
-            _write_pending(pending_file, pending)
+            _write_pending(self.pending_file, pending)
         for run_id in closed:
             log.warning("marked stale run %s FAILED", run_id)
         return closed

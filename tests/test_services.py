@@ -1,0 +1,194 @@
+"""trilho on live services: SeaweedFS as the S3 store, a real ``mlflow server``, faults between them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from trilho import StorageError, TrackingError, load_settings
+from trilho.pipeline import run_experiment
+from trilho.storage import S3Lake, open_lake
+from trilho.tracking import Tracker
+
+from .services import ACCESS_KEY, SECRET_KEY, FaultProxy, MlflowServer
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def live_settings(workdir: Path, endpoint: str, tracking_uri: str, **extra):
+    return load_settings(
+        env_file=None, lake=f"s3://data-{uuid.uuid4().hex[:8]}/lake", s3_endpoint_url=endpoint,
+        aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, tracking_uri=tracking_uri,
+        cache_dir=workdir / "cache", **extra)
+
+
+@pytest.fixture
+def fast_http(monkeypatch):
+    """A dead server should cost seconds, not MLflow's default minutes of retries."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+
+
+def test_end_to_end_on_seaweedfs_and_mlflow_server(workdir, seaweed, mlflow_server, small_experiment, tmp_path):
+    settings = live_settings(workdir, seaweed.endpoint, mlflow_server.url)
+    assert "AWS_ACCESS_KEY_ID" not in os.environ  # proxied artifacts: the MLflow client holds no S3 keys
+    result = run_experiment(small_experiment, settings)
+    s = result.summary
+    client = MlflowClient(mlflow_server.url)
+    run = client.get_run(s["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["accuracy_mean"] == pytest.approx(s["cv"]["metrics"]["accuracy"]["mean"])
+
+    lake = open_lake(settings)
+    assert isinstance(lake, S3Lake)
+    # the raw object comes back byte for byte (sha256 round trip) next to its manifest
+    raw = lake.download(s["lake"]["raw"], tmp_path / "raw.csv")
+    assert hashlib.sha256(raw.read_bytes()).hexdigest() == s["data"]["sha256"]
+    assert json.loads(lake.get_bytes(s["lake"]["manifest"]))["rows"] == 300
+    # every artifact, read back through the server, equals the copy in the lake's reports/
+    names = [a.path for a in client.list_artifacts(s["run_id"]) if not a.is_dir]
+    assert {"results.csv", "results.json", "cv_boxplot.png", "confusion_matrix.png", "classification_report.txt",
+            "validation_report.json", "manifest.json", "config.json"} <= set(names)
+    for name in names:
+        through_server = Path(mlflow.artifacts.download_artifacts(
+            run_id=s["run_id"], artifact_path=name, dst_path=str(tmp_path / "dl"), tracking_uri=mlflow_server.url))
+        assert through_server.read_bytes() == lake.get_bytes(f"reports/{s['run_id']}/{name}"), name
+    assert json.loads(lake.get_bytes(f"reports/{s['run_id']}/summary.json"))["run_id"] == s["run_id"]
+    assert lake.exists(f"reports/{s['run_id']}/model/booster.ubj")
+    # the server really put them in the MLflow bucket on the store
+    stored = [o["Key"] for o in seaweed.client().list_objects_v2(Bucket="mlflow").get("Contents", [])]
+    assert any(s["run_id"] in k and k.endswith("results.csv") for k in stored)
+    # the model loads back through the server and predicts the data's own labels
+    mlflow.set_tracking_uri(mlflow_server.url)
+    model = mlflow.pyfunc.load_model(s["model_uri"])
+    rows = raw_frame(raw).drop(columns=["CLASS", "ID", "No_Pation"]).head(20)
+    assert set(model.predict(rows)) <= {"N", "Y", "P"}
+
+
+def raw_frame(path: Path):
+    from trilho.ingest import read_table
+
+    return read_table(path)
+
+
+def test_wrong_credentials_fail_clearly(workdir, seaweed):
+    bad = live_settings(workdir, seaweed.endpoint, "sqlite:///x.db").model_copy(
+        update={"aws_secret_access_key": load_settings(env_file=None, aws_secret_access_key="not-the-secret-42").aws_secret_access_key})
+    with pytest.raises(StorageError) as err:
+        open_lake(bad)
+    message = str(err.value)
+    assert "refused" in message and "(403)" in message and "AWS_SECRET_ACCESS_KEY" in message and seaweed.endpoint in message
+    assert "not-the-secret-42" not in message and SECRET_KEY not in message
+
+
+def test_store_cut_mid_upload_leaves_no_object_and_a_rerun_cleans_up(workdir, seaweed, tmp_path):
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(40 * 1024**2))  # three 16 MiB parts
+    digest = hashlib.sha256(big.read_bytes()).hexdigest()
+    direct = live_settings(workdir, seaweed.endpoint, "sqlite:///x.db")
+    open_lake(direct)  # creates the bucket
+    proxy = FaultProxy(seaweed.port, cut_after_bytes=20 * 1024**2)
+    try:
+        through_proxy = direct.model_copy(update={"s3_endpoint_url": proxy.endpoint})
+        lake = open_lake(through_proxy)
+        with pytest.raises(StorageError, match=r"cannot upload 'raw/big/big.bin'"):
+            lake.put_file("raw/big/big.bin", big)
+    finally:
+        proxy.close()
+    bucket = direct.lake.removeprefix("s3://").split("/")[0]
+    s3 = seaweed.client()
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="lake/raw/big/")  # no partial object
+    left = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert [u["Key"] for u in left] == ["lake/raw/big/big.bin"]  # the cut left an unfinished upload
+    # the next run, once the store is back: the stale upload is aborted and the object arrives whole
+    rerun = open_lake(direct.model_copy(update={"stale_upload_s": 0.0}))
+    assert rerun.put_file("raw/big/big.bin", big) is True
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    back = rerun.download("raw/big/big.bin", tmp_path / "back.bin")
+    assert hashlib.sha256(back.read_bytes()).hexdigest() == digest
+    assert rerun.put_file("raw/big/big.bin", big) is False  # and is never written twice
+
+
+def test_run_left_running_by_a_killed_process_is_marked_failed(workdir, mlflow_server):
+    code = ("import os,sys; from trilho.tracking import Tracker\n"
+            "t = Tracker(sys.argv[1], 'stale-check')\n"
+            "with t.run('doomed', {}) as run_id:\n"
+            "    print(run_id, flush=True); os._exit(9)\n")
+    child = subprocess.run([sys.executable, "-c", code, mlflow_server.url], capture_output=True, text=True, timeout=120)
+    assert child.returncode == 9, child.stderr
+    run_id = child.stdout.split()[0]
+    client = MlflowClient(mlflow_server.url)
+    assert client.get_run(run_id).info.status == "RUNNING"
+    closed = Tracker(mlflow_server.url, "stale-check").close_stale_runs()
+    assert run_id in closed
+    run = client.get_run(run_id)
+    assert run.info.status == "FAILED" and "ended without closing" in run.data.tags["trilho.failure"]
+
+
+def test_server_down_at_start_fails_fast(workdir, small_experiment):
+    from .services import free_port
+
+    settings = load_settings(env_file=None, lake=str(workdir / "lake"), tracking_uri=f"http://127.0.0.1:{free_port()}",
+                             mlflow_wait_s=1.0, cache_dir=workdir / "cache")
+    with pytest.raises(TrackingError, match="not reachable.*trilho server"):
+        run_experiment(small_experiment, settings)
+
+
+def test_server_dying_mid_run_loses_nothing_and_the_run_is_closed_later(workdir, seaweed, small_experiment, fast_http,
+                                                                        tmp_path):
+    server = MlflowServer(tmp_path / "mlflow", (tmp_path / "artifacts").as_uri()).start()
+    try:
+        settings = live_settings(workdir, seaweed.endpoint, server.url)
+
+        def kill_when_trained(_stage, done, total):
+            if done == total:
+                server.kill()
+
+        with pytest.raises(TrackingError, match="nothing is lost: the results and the model are in s3://"):
+            run_experiment(small_experiment, settings, progress=kill_when_trained)
+        lake = open_lake(settings)
+        reports = lake.list("reports/")
+        run_id = reports[0].split("/")[1]
+        for name in ("results.csv", "summary.json", "cv_boxplot.png", "model/booster.ubj", "model/spec.json"):
+            assert f"reports/{run_id}/{name}" in reports
+        summary = json.loads(lake.get_bytes(f"reports/{run_id}/summary.json"))
+        assert summary["cv"]["metrics"]["accuracy"]["n"] == 5 and "tracking_error" in summary
+
+        server.start()  # back, on the same store: the next start closes the run the crash left open
+        client = MlflowClient(server.url)
+        assert client.get_run(run_id).info.status == "RUNNING"
+        tracker = Tracker(server.url, "experimento_xgboost", pending_file=settings.cache_dir / "unfinished_runs.json")
+        assert tracker.close_stale_runs() == [run_id]
+        assert client.get_run(run_id).info.status == "FAILED"
+        assert tracker.close_stale_runs() == []
+    finally:
+        server.stop()
+
+
+def test_direct_artifact_mode_of_the_reference(workdir, seaweed, small_experiment, tmp_path, monkeypatch):
+    """``--default-artifact-root s3://...`` without proxying: the client writes to S3 itself."""
+    s3 = seaweed.client()
+    s3.create_bucket(Bucket="mlflow-direct")
+    server = MlflowServer(tmp_path / "mlflow", "unused", env=seaweed.env())
+    server.start_direct = True
+    try:
+        server.start(extra=["--no-serve-artifacts", "--default-artifact-root", "s3://mlflow-direct/"])
+        for name, value in seaweed.env().items():
+            monkeypatch.setenv(name, value)
+        settings = live_settings(workdir, seaweed.endpoint, server.url)
+        result = run_experiment(small_experiment, settings)
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket="mlflow-direct").get("Contents", [])]
+        assert any(result.run_id in k and k.endswith("results.csv") for k in keys)
+        model = mlflow.pyfunc.load_model(result.summary["model_uri"])
+        assert model.metadata.signature is not None
+    finally:
+        server.stop()

@@ -192,3 +192,43 @@ def test_direct_artifact_mode_of_the_reference(workdir, seaweed, small_experimen
         assert model.metadata.signature is not None
     finally:
         server.stop()
+
+
+def test_init_store_creates_both_buckets_idempotently(workdir, seaweed):
+    env = {**os.environ, "TRILHO_S3_ENDPOINT_URL": seaweed.endpoint, "AWS_ACCESS_KEY": ACCESS_KEY,
+           "AWS_SECRET_KEY": SECRET_KEY, "BUCKET_DATA": "init-data", "BUCKET_MLFLOW": "init-mlflow"}
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-m", "trilho", "init-store"], env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert "s3://init-data: ready" in done.stdout and "s3://init-mlflow: ready" in done.stdout
+    names = {b["Name"] for b in seaweed.client().list_buckets()["Buckets"]}
+    assert {"init-data", "init-mlflow"} <= names
+    wrong = subprocess.run([sys.executable, "-m", "trilho", "init-store"], env={**env, "AWS_SECRET_KEY": "nope-nope"},
+                           capture_output=True, text=True, timeout=120)
+    assert wrong.returncode == 1 and "refused" in wrong.stderr and "nope-nope" not in wrong.stderr
+
+
+def test_trilho_server_brings_up_mlflow_with_proxied_artifacts(workdir):
+    from .services import _wait, free_port
+
+    port = free_port()
+    log = workdir / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "trilho", "server", "--port", str(port)], stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        import requests
+
+        url = f"http://127.0.0.1:{port}"
+        _wait(lambda: requests.get(url + "/health", timeout=1).status_code == 200, "trilho server", proc, log, 90)
+        tracker = Tracker(url, "served")
+        with tracker.run("hello", {}) as run_id:
+            (workdir / "note.txt").write_text("hi")
+            tracker.client.log_artifact(run_id, str(workdir / "note.txt"))
+        assert (workdir / "mlartifacts").is_dir() and list((workdir / "mlartifacts").rglob("note.txt"))
+        assert (workdir / "mlflow.db").is_file()
+    finally:
+        from .services import _stop
+
+        _stop(proc)

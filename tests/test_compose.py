@@ -1,0 +1,123 @@
+"""The Compose stack is for users (no Docker engine runs here): check it with a real parser and its invariants."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = ROOT / "compose.yaml"
+SEAWEED = ROOT / "compose.seaweedfs.yaml"
+SECRETS = ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "JUPYTER_TOKEN")
+VAR = re.compile(r"\$\{([A-Z0-9_]+)(:?[-?])?([^}]*)\}")
+
+
+def load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def test_every_service_the_stack_needs_is_there():
+    services = load(COMPOSE)["services"]
+    assert {"minio", "buckets", "mlflow", "jupyter", "ingest", "train", "serve"} <= set(services)
+    assert services["train"]["profiles"] == ["train"] and services["serve"]["profiles"] == ["serve"]
+
+
+def test_images_are_pinned():
+    services = load(COMPOSE)["services"]
+    minio = services["minio"]["image"]
+    assert re.fullmatch(r"minio/minio:RELEASE\.\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ", minio), minio
+    mlflow = (ROOT / "docker/mlflow.Dockerfile").read_text()
+    import mlflow as installed
+
+    assert f'"mlflow=={installed.__version__}"' in mlflow and '"boto3==' in mlflow  # the official image lacks boto3
+
+
+def test_published_ports_bind_to_localhost_unless_the_user_opts_out():
+    for path in (COMPOSE, SEAWEED):
+        for name, service in load(path)["services"].items():
+            for port in service.get("ports", []):
+                assert port.startswith("${TRILHO_BIND:-127.0.0.1}:"), f"{path.name}: {name} publishes {port}"
+
+
+def test_no_secret_has_a_default():
+    text = COMPOSE.read_text()
+    for name, op, _rest in VAR.findall(text):
+        if name in SECRETS or any(word in name for word in ("PASSWORD", "SECRET", "TOKEN")):
+            assert op == ":?", f"{name} must be required (${{{name}:?...}}), not defaulted"
+    assert "minioadmin" not in text and "password" not in text.lower().replace("minio_root_password", "")
+
+
+def test_startup_order_needs_no_hand_steps():
+    services = load(COMPOSE)["services"]
+    assert services["buckets"]["depends_on"]["minio"]["condition"] == "service_healthy"
+    assert services["mlflow"]["depends_on"]["buckets"]["condition"] == "service_completed_successfully"
+    assert services["ingest"]["depends_on"]["buckets"]["condition"] == "service_completed_successfully"
+    assert services["train"]["depends_on"]["mlflow"]["condition"] == "service_healthy"
+    assert services["jupyter"]["depends_on"]["mlflow"]["condition"] == "service_healthy"
+    assert services["buckets"]["command"] == ["trilho", "init-store"]
+    for name in ("minio", "mlflow", "serve"):
+        assert services[name]["healthcheck"]["test"][0] == "CMD"
+    # the MinIO image has no curl; `mc ready local` is its own probe
+    assert services["minio"]["healthcheck"]["test"] == ["CMD", "mc", "ready", "local"]
+
+
+def test_mlflow_proxies_artifacts_and_names_its_host():
+    command = " ".join(load(COMPOSE)["services"]["mlflow"]["command"])
+    assert "--serve-artifacts" in command and "--artifacts-destination=s3://${BUCKET_MLFLOW" in command
+    hosts = re.search(r"--allowed-hosts=(\S+)", command).group(1).split(",")
+    assert "mlflow:5000" in hosts and "mlflow" in hosts
+    env = load(COMPOSE)["services"]["jupyter"]["environment"]
+    assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+
+
+def test_env_example_documents_every_variable_and_env_is_ignored():
+    documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.M))
+    for path in (COMPOSE, SEAWEED):
+        used = {name for name, _, _ in VAR.findall(path.read_text())}
+        assert used <= documented, f"{path.name} uses undocumented {sorted(used - documented)}"
+    assert ".env" in (ROOT / ".gitignore").read_text().split()
+    if (ROOT / ".git").exists() and shutil.which("git"):
+        tracked = subprocess.run(["git", "ls-files", ".env"], cwd=ROOT, capture_output=True, text=True).stdout
+        assert tracked.strip() == ""
+
+
+def test_seaweedfs_variant_replaces_only_the_store():
+    override = load(SEAWEED)["services"]
+    assert set(override) == {"minio"}
+    script = (ROOT / "docker/seaweedfs-s3.sh").read_text()
+    assert "MINIO_ROOT_USER" in script and "-s3.port=9000" in script and "-s3.config=" in script
+
+
+def _compose(*args: str, env_file: Path, cwd: Path) -> subprocess.CompletedProcess:
+    tool = shutil.which("docker-compose")
+    if tool is None:
+        pytest.skip("docker-compose (Debian package docker-compose) is not installed; .ci/run installs it")
+    return subprocess.run([tool, "--env-file", str(env_file), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_a_real_compose_parser_accepts_the_stack(tmp_path):
+    env = tmp_path / "env"
+    env.write_text((ROOT / ".env.example").read_text())
+    for files in (["-f", str(COMPOSE)], ["-f", str(COMPOSE), "-f", str(SEAWEED)]):
+        done = _compose(*files, "config", env_file=env, cwd=ROOT)
+        assert done.returncode == 0, done.stderr
+        resolved = yaml.safe_load(done.stdout)
+        for service in resolved["services"].values():
+            for port in service.get("ports", []):
+                assert str(port.get("host_ip", port) if isinstance(port, dict) else port).startswith("127.0.0.1")
+    # with the seaweedfs override the store runs our SeaweedFS image
+    assert "seaweedfs" in resolved["services"]["minio"]["image"]
+
+
+def test_a_missing_secret_stops_compose_with_its_name(tmp_path):
+    env = tmp_path / "env"
+    env.write_text("\n".join(line for line in (ROOT / ".env.example").read_text().splitlines()
+                             if not line.startswith("JUPYTER_TOKEN=")))
+    done = _compose("-f", str(COMPOSE), "config", env_file=env, cwd=tmp_path)
+    assert done.returncode != 0 and "JUPYTER_TOKEN" in done.stderr

@@ -167,3 +167,29 @@ def test_synthetic_source_is_reproducible_and_dirty(settings, tmp_path):
     assert share["Y"] > 0.75 and 0.05 < share["N"] < 0.16 and 0.02 < share["P"] < 0.1
     features = a.drop(columns=["ID", "No_Pation", "CLASS"])
     assert 0.10 < features.duplicated().mean() < 0.25  # repeated patients, like the real file
+
+
+@pytest.mark.parametrize("content, lines", [
+    (b"a,b\n1,2\n", 2), (b"a,b\r1,2\r3,4", 3), (b"a,b\r\n1,2\r\n3,4\r\n", 3), (b"", 0), (b"a,b", 1),
+])
+@pytest.mark.parametrize("chunk", [1, 2, 3, 1 << 20])
+def test_scan_file_counts_lines_in_one_pass_across_block_edges(tmp_path, content, lines, chunk):
+    import hashlib
+
+    from trilho.ingest import scan_file
+
+    path = tmp_path / "f.csv"
+    path.write_bytes(content)
+    assert scan_file(path, chunk=chunk) == (hashlib.sha256(content).hexdigest(), len(content), lines)
+
+
+@pytest.mark.parametrize("name", ["diabetes.csv", "diabetes_cr_line_endings.csv"])
+def test_manifest_rows_match_pandas_on_the_real_files(settings, name):
+    from trilho.ingest import ingest, read_table
+    from trilho.storage import open_lake
+
+    from .conftest import shared_file
+
+    path = shared_file("data", name)
+    done = ingest(f"file:{path}", open_lake(settings), settings, "diabetes")
+    assert done.manifest["rows"] == len(read_table(path)) == 1000

@@ -67,17 +67,20 @@ def test_logged_model_is_pickle_free_and_predicts_labels(settings, small_experim
         "import sys, mlflow, pandas as pd\n"
         "m = mlflow.pyfunc.load_model(sys.argv[1])\n"
         "df = pd.read_csv(sys.argv[2])\n"
-        "print(','.join(m.predict(df.drop(columns=['CLASS']))))\n"
+        "print(','.join(m.predict(df.drop(columns=['CLASS']), params={'output': 'labels'})))\n"
         "p = m.predict(df.drop(columns=['CLASS']), params={'output': 'proba'})\n"
         "print(list(p.columns), bool(abs(p.sum(axis=1) - 1).max() < 1e-5))\n"
+        "both = m.predict(df.drop(columns=['CLASS']))\n"
+        "print(list(both.columns), bool((both['prediction'] == p.idxmax(axis=1).str[6:]).all()))\n"
     )
     env = {**os.environ, "MLFLOW_TRACKING_URI": settings.tracking_uri,
            "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
     out = subprocess.run([sys.executable, "-c", script, s["model_uri"], str(tmp_path / "sample.csv")],
                          env=env, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
-    labels_line, proba_line = out.stdout.strip().splitlines()[-2:]
-    assert proba_line == "['N', 'Y', 'P'] True"
+    labels_line, proba_line, both_line = out.stdout.strip().splitlines()[-3:]
+    assert proba_line == "['proba_N', 'proba_Y', 'proba_P'] True"
+    assert both_line == "['prediction', 'proba_N', 'proba_Y', 'proba_P'] True"
     predicted = labels_line.split(",")
     truth = sample["CLASS"].str.strip().tolist()
     assert set(predicted) <= {"N", "Y", "P"} and len(predicted) == 40

@@ -31,7 +31,7 @@ def clean(df: pd.DataFrame, exp: Experiment) -> CleanData:
     """Drop identifiers, normalise and map labels, encode categoricals, apply the non-finite policy."""
     target = exp.data.target
     features = [c for c in df.columns if c not in {target, *exp.data.drop}]
-    spec = feature_spec(features, exp.data.categorical, exp.data.classes)
+    spec = feature_spec(features, exp.data.categorical, exp.data.classes, exp.data.drop)
     y = normalise_text(df[target]).map(exp.data.labels)
     if y.isna().any():
         raise DataValidationError(f"column {target!r} holds labels outside {exp.data.classes}; "

@@ -18,12 +18,17 @@ def normalise_text(values: pd.Series) -> pd.Series:
     return values.astype("string").str.strip().str.upper()
 
 
-def feature_spec(features: list[str], categorical: dict[str, dict[str, int]], classes: list[str]) -> dict[str, Any]:
-    """The plain-data description of the encoding, saved beside a logged model."""
+def feature_spec(features: list[str], categorical: dict[str, dict[str, int]], classes: list[str],
+                 identifiers: list[str] | None = None) -> dict[str, Any]:
+    """The plain-data description of the encoding, saved beside a logged model.
+
+    ``identifiers`` are the columns that name a row (not features): batch predictions keep them.
+    """
     return {
         "features": list(features),
         "categorical": {c: {k.strip().upper(): int(v) for k, v in m.items()} for c, m in categorical.items()},
         "classes": list(classes),
+        "identifiers": list(identifiers or []),
     }
 
 

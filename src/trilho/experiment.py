@@ -88,7 +88,13 @@ class TrackingSpec(_Strict):
     layout: Literal["flat", "nested"] = "flat"
     final_fit: Literal["all", "holdout"] = "all"
     log_model: bool = True
-    registered_model: str = ""        # register the logged model under this name ("" = do not)
+
+
+class RegistrySpec(_Strict):
+    model_name: str = ""              # register each run's model under this name ("" = do not register)
+    primary_metric: str = "f1_macro"  # what the promotion gate compares
+    margin: float = Field(0.01, ge=0) # promote unless the challenger may be worse by more than this
+    level: float = Field(0.95, gt=0, lt=1)
 
 
 class Experiment(_Strict):
@@ -102,6 +108,7 @@ class Experiment(_Strict):
     model: EstimatorSpec
     evaluation: EvaluationSpec = EvaluationSpec()
     tracking: TrackingSpec = TrackingSpec()
+    registry: RegistrySpec = RegistrySpec()
 
     @model_validator(mode="after")
     def _known_metrics(self) -> Experiment:
@@ -110,6 +117,11 @@ class Experiment(_Strict):
         unknown = [m for m in self.evaluation.metrics if m not in METRICS]
         if unknown:
             raise ValueError(f"unknown metrics {unknown}; choose from {sorted(METRICS)}")
+        if self.registry.model_name and self.registry.primary_metric not in self.evaluation.metrics:
+            raise ValueError(f"registry.primary_metric {self.registry.primary_metric!r} is not one of "
+                             f"evaluation.metrics {self.evaluation.metrics}")
+        if self.registry.model_name and not self.tracking.log_model:
+            raise ValueError("registry.model_name needs tracking.log_model = true")
         return self
 
     def resolved(self) -> dict[str, Any]:

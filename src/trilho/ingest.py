@@ -67,20 +67,22 @@ def read_table(path: str | Path, nrows: int | None = None) -> pd.DataFrame:
 def scan_file(path: str | Path, chunk: int = 1 << 22) -> tuple[str, int, int]:
     """sha256, bytes and number of lines of a file in one streamed pass (memory stays flat).
 
-    Lines end with LF, CRLF or a lone CR; a last line without an ending counts too.
+    The line ending is read off the first block: LF and CRLF files count LFs, CR-only files
+    (an old spreadsheet export) count CRs. A last line without an ending counts too.
     """
     digest = hashlib.sha256()
-    size = lf = cr = crlf = 0
+    size = lines = 0
+    ending = None
     last = b""
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
+            if ending is None and (b"\r" in block or b"\n" in block):
+                ending = b"\r" if b"\n" not in block else b"\n"
             digest.update(block)
             size += len(block)
-            lf += block.count(b"\n")
-            cr += block.count(b"\r")
-            crlf += block.count(b"\r\n") + (last == b"\r" and block[:1] == b"\n")
+            lines += block.count(ending) if ending else 0
             last = block[-1:]
-    lines = lf + cr - crlf + (size > 0 and last not in (b"\n", b"\r"))
+    lines += size > 0 and last not in (b"\n", b"\r")
     return digest.hexdigest(), size, lines
 
 

@@ -170,11 +170,18 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
             try:
                 if exp.tracking.log_model:  # before the metrics: MLflow copies existing run metrics to the model
                     example = raw.drop(columns=[exp.data.target, *exp.data.drop]).head(5)
-                    summary["model_uri"] = tracker.log_model(model_dir, example, exp.tracking.registered_model or None)
+                    summary["model_uri"] = tracker.log_model(model_dir, example)
                 if exp.tracking.layout == "nested":
                     _log_nested(tracker, cv, exp)
                 tracker.log_values(run_id, metrics=_metric_rows(cv, metrics, held, exp.evaluation.metrics))
                 tracker.log_folder(run_id, folder)
+                if exp.registry.model_name:
+                    with tracker.timed("register and gate the model"):
+                        summary["registry"] = _register(exp, settings, summary, cv, data, run_id, cores)
+                    lake.put_bytes(reports_prefix + "promotion.json",
+                                   json.dumps(summary["registry"], indent=2).encode(), overwrite=True)
+                    tracker.client.set_tag(run_id, "trilho.registry", f"{exp.registry.model_name} "
+                                           f"v{summary['registry']['version']}: {summary['registry']['reason']}")
             except TrackingError as exc:
                 summary["tracking_error"] = str(exc)
                 lake.put_bytes(reports_prefix + "summary.json", json.dumps(summary, indent=2).encode(), overwrite=True)
@@ -187,6 +194,33 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
             summary["timings"] = timings
             lake.put_bytes(reports_prefix + "summary.json", json.dumps(summary, indent=2).encode(), overwrite=True)
     return ExperimentResult(summary=summary, cv=cv, holdout=held, validation=validation, timings=timings)
+
+
+def cv_key(exp: Experiment, data_sha256: str) -> dict[str, str]:
+    """What fixes the folds: the data's digest and the CV params, as the run's params record them."""
+    params = flatten(exp.resolved())
+    return {"data_sha256": data_sha256, **{k: params[k] for k in ("cv.n_splits", "cv.n_repeats", "cv.first_seed",
+                                                                    "data.nonfinite")}}
+
+
+def _register(exp: Experiment, settings: Settings, summary: dict, cv: evaluate.CVResult, data: CleanData,
+              run_id: str, cores: int) -> dict[str, Any]:
+    from trilho import registry
+
+    metric = exp.registry.primary_metric
+
+    def reevaluate(config: dict[str, Any]):
+        champion = Experiment.model_validate(config)
+        return evaluate.cross_validate(
+            data.X, data.y, model=champion.model.model_dump(), resampler=champion.resampler.model_dump(),
+            random_state=champion.random_state, n_splits=exp.cv.n_splits, seeds=exp.cv.seeds, n_jobs=cores,
+        ).scores(metric)
+
+    return registry.register_and_gate(
+        tracking_uri=settings.tracking_uri, name=exp.registry.model_name, model_uri=summary["model_uri"],
+        run_id=run_id, fold_scores=cv.scores(metric), cv_key=cv_key(exp, summary["data"]["sha256"]), metric=metric,
+        margin=exp.registry.margin, test_fraction=1.0 / exp.cv.n_splits, level=exp.registry.level,
+        reevaluate=reevaluate)
 
 
 def _copy_to_lake(lake: Lake, folder: Path, prefix: str) -> None:

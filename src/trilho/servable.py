@@ -1,4 +1,4 @@
-"""The logged model, as code: raw feature rows in, class labels out.
+"""The logged model, as code: raw feature rows in, class labels and probabilities out.
 
 MLflow runs this file when the model is loaded ("models from code"), so nothing in the logged
 model is a pickle: the booster is XGBoost's own UBJSON file and the encoding is plain JSON.
@@ -36,11 +36,20 @@ class LabelledBooster(PythonModel):
         return proba
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None):
-        proba = self.predict_proba(model_input)
+        """By default the label (in the data's own terms) and one probability column per class.
+
+        ``params={"output": "labels"}`` returns only the labels, ``"proba"`` only the probabilities.
+        """
+        proba = self.predict_proba(model_input).astype("float64")
         classes = np.asarray(self.spec_["classes"], dtype=object)
-        if (params or {}).get("output") == "proba":
-            return pd.DataFrame(proba, columns=list(classes))
-        return pd.Series(classes[proba.argmax(axis=1)], name="prediction")
+        output = (params or {}).get("output", "both")
+        if output not in ("both", "labels", "proba"):
+            raise ValueError(f"params output={output!r}: use 'both', 'labels' or 'proba'")
+        labels = pd.Series(classes[proba.argmax(axis=1)], name="prediction", index=model_input.index)
+        if output == "labels":
+            return labels
+        table = pd.DataFrame(proba, columns=[f"proba_{c}" for c in classes], index=model_input.index)
+        return table if output == "proba" else pd.concat([labels, table], axis=1)
 
 
 set_model(LabelledBooster())

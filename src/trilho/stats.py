@@ -1,12 +1,26 @@
-"""Summaries of fold scores: pure functions over arrays."""
+"""Summaries of fold scores and comparisons between models: pure functions over arrays.
+
+Repeated k-fold CV gives J = k * r scores that are not independent: every row is a test row
+once per repeat and a training row k - 1 times. The naive t interval treats them as independent
+and is far too narrow. Nadeau and Bengio (2003) correct the variance of the mean by replacing
+1/J with 1/J + n_test/n_train; Bouckaert and Frank (2004) apply the same correction to the
+paired difference between two models evaluated on the same folds.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+from scipy import stats as _st
 
-__all__ = ["percentile_spread", "summarise"]
+__all__ = [
+    "corrected_t_interval",
+    "naive_t_interval",
+    "paired_corrected_t",
+    "percentile_spread",
+    "summarise",
+]
 
 
 def percentile_spread(scores: np.ndarray, low: float = 2.5, high: float = 97.5) -> tuple[float, float]:
@@ -19,13 +33,59 @@ def percentile_spread(scores: np.ndarray, low: float = 2.5, high: float = 97.5) 
     return float(lo), float(hi)
 
 
-def summarise(scores: dict[str, np.ndarray], low: float = 2.5, high: float = 97.5) -> dict[str, dict[str, Any]]:
-    """Per metric: mean, std (ddof=1), the percentile spread of fold scores, and n."""
+def naive_t_interval(scores: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Student t interval for the mean as if the fold scores were independent (they are not)."""
+    x = np.asarray(scores, dtype="float64")
+    half = _st.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+    return float(x.mean() - half), float(x.mean() + half)
+
+
+def corrected_t_interval(scores: np.ndarray, test_fraction: float, level: float = 0.95) -> tuple[float, float]:
+    """Nadeau–Bengio corrected resampled t interval for the expected score.
+
+    ``test_fraction`` is n_test / n (1/k for k-fold); the variance of the mean becomes
+    (1/J + n_test/n_train) * s², with J - 1 degrees of freedom.
+    """
+    x = np.asarray(scores, dtype="float64")
+    J = len(x)
+    ratio = test_fraction / (1.0 - test_fraction)
+    half = _st.t.ppf(0.5 + level / 2, J - 1) * np.sqrt((1.0 / J + ratio) * x.var(ddof=1))
+    return float(x.mean() - half), float(x.mean() + half)
+
+
+def paired_corrected_t(a: np.ndarray, b: np.ndarray, test_fraction: float, level: float = 0.95) -> dict[str, float]:
+    """Corrected resampled paired t-test of mean(a - b) over the same folds.
+
+    Returns the mean difference, its interval, the t statistic and the two-sided p-value. When
+    every difference is the same the variance is zero: the interval is that one value and the
+    p-value is 1 when it is 0 (identical models) and 0 otherwise.
+    """
+    d = np.asarray(a, dtype="float64") - np.asarray(b, dtype="float64")
+    if d.shape != np.shape(b) or d.ndim != 1 or len(d) < 2:
+        raise ValueError(f"paired scores must be two 1-d arrays of the same length >= 2, got {np.shape(a)} and {np.shape(b)}")
+    J, mean = len(d), float(d.mean())
+    ratio = test_fraction / (1.0 - test_fraction)
+    se = float(np.sqrt((1.0 / J + ratio) * d.var(ddof=1)))
+    if se == 0.0:
+        return {"mean_diff": mean, "low": mean, "high": mean, "t": 0.0 if mean == 0 else float("inf") * np.sign(mean),
+                "p_value": 1.0 if mean == 0 else 0.0, "n": J}
+    t = mean / se
+    half = _st.t.ppf(0.5 + level / 2, J - 1) * se
+    return {"mean_diff": mean, "low": mean - half, "high": mean + half, "t": float(t),
+            "p_value": float(2 * _st.t.sf(abs(t), J - 1)), "n": J}
+
+
+def summarise(scores: dict[str, np.ndarray], low: float = 2.5, high: float = 97.5,
+              test_fraction: float | None = None, level: float = 0.95) -> dict[str, dict[str, Any]]:
+    """Per metric: mean, std (ddof=1), the percentile spread of fold scores, and n.
+
+    With ``test_fraction`` (1/k), also the corrected t and the naive t intervals for the mean.
+    """
     out = {}
     for metric, values in scores.items():
         values = np.asarray(values, dtype="float64")
         lo, hi = percentile_spread(values, low, high)
-        out[metric] = {
+        entry: dict[str, Any] = {
             "mean": float(values.mean()),
             "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
             "low": lo,
@@ -33,4 +93,8 @@ def summarise(scores: dict[str, np.ndarray], low: float = 2.5, high: float = 97.
             "interval": f"percentile {low:g}-{high:g} of fold scores",
             "n": int(len(values)),
         }
+        if test_fraction is not None and len(values) > 1:
+            entry["corrected_t"] = corrected_t_interval(values, test_fraction, level)
+            entry["naive_t"] = naive_t_interval(values, level)
+        out[metric] = entry
     return out

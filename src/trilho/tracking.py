@@ -158,8 +158,10 @@ class Tracker:
         # MLflow refuses to narrow a float column to an integer one, and would refuse int -> float too)
         example = example.astype({c: "str" for c in spec["categorical"]})
         booster = _booster(model_dir / "booster.ubj")
-        codes = _predict_codes(booster, encode_features(example, spec))
-        labels = pd.Series(np.asarray(spec["classes"], dtype=object)[codes], name="prediction")
+        proba = _predict_proba(booster, encode_features(example, spec))
+        classes = np.asarray(spec["classes"], dtype=object)
+        output = pd.concat([pd.Series(classes[proba.argmax(axis=1)], name="prediction"),
+                            pd.DataFrame(proba, columns=[f"proba_{c}" for c in classes])], axis=1)
         requirements = [f"{pkg}=={importlib.metadata.version(pkg)}" for pkg in _MODEL_REQUIREMENTS]
         with self.timed("log the model"), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*Inferred schema contains integer column", category=UserWarning)
@@ -168,7 +170,7 @@ class Tracker:
                 python_model=str(_PKG / "servable.py"),
                 code_paths=[str(_PKG / "encoding.py")],
                 artifacts={"booster": str(model_dir / "booster.ubj"), "spec": str(model_dir / "spec.json")},
-                signature=infer_signature(example, labels, params={"output": "labels"}),
+                signature=infer_signature(example, output, params={"output": "both"}),
                 input_example=example,
                 pip_requirements=requirements,
                 registered_model_name=registered_name,
@@ -256,9 +258,9 @@ def _booster(path: Path):
     return booster
 
 
-def _predict_codes(booster, X: pd.DataFrame) -> np.ndarray:
-    proba = np.asarray(booster.inplace_predict(X.to_numpy(dtype=np.float32)))
-    return (proba > 0.5).astype(int) if proba.ndim == 1 else proba.argmax(axis=1)
+def _predict_proba(booster, X: pd.DataFrame) -> np.ndarray:
+    proba = np.asarray(booster.inplace_predict(X.to_numpy(dtype=np.float32)), dtype="float64")
+    return np.column_stack([1.0 - proba, proba]) if proba.ndim == 1 else proba
 
 
 def save_model_files(pipeline: Any, spec: dict[str, Any], folder: Path) -> Path:

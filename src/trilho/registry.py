@@ -1,0 +1,181 @@
+"""The model registry: every good run's model becomes the ``challenger``; a gate decides ``champion``.
+
+The gate compares the challenger with the current champion on the same folds of the same data:
+the champion's fold scores are read back from its run when its data digest and CV scheme match,
+otherwise the champion's configuration is re-evaluated on the challenger's folds. The challenger
+is promoted when the lower end of the corrected paired t interval for (challenger - champion) on
+the primary metric is above -margin (non-inferiority). A first model with no champion is
+promoted. Each decision, its figures and its reason are tags on the model version and a JSON
+report in the lake.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from trilho import stats
+from trilho.errors import TrackingError
+
+__all__ = ["GateDecision", "decide", "list_versions", "promote_by_hand", "register_and_gate"]
+
+log = logging.getLogger(__name__)
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    promote: bool
+    reason: str
+    metric: str
+    margin: float
+    challenger_mean: float
+    champion_version: str | None = None
+    champion_mean: float | None = None
+    comparison: dict[str, float] = field(default_factory=dict)
+    basis: str = "first model"
+
+    def tags(self) -> dict[str, str]:
+        out = {"trilho.gate.decision": "promoted" if self.promote else "kept challenger",
+               "trilho.gate.reason": self.reason, "trilho.gate.metric": self.metric,
+               "trilho.gate.margin": f"{self.margin:g}", "trilho.gate.basis": self.basis}
+        if self.champion_version:
+            out["trilho.gate.against_version"] = self.champion_version
+        out.update({f"trilho.gate.{k}": f"{v:.6g}" for k, v in self.comparison.items()})
+        return out
+
+
+def decide(challenger: np.ndarray, champion: np.ndarray | None, *, metric: str, margin: float,
+           test_fraction: float, level: float = 0.95, champion_version: str | None = None,
+           basis: str = "same folds") -> GateDecision:
+    """Pure: the gate's decision from paired fold scores (``champion=None``: no champion yet)."""
+    challenger = np.asarray(challenger, dtype="float64")
+    if champion is None:
+        return GateDecision(True, "no champion yet: the first model is promoted", metric, margin,
+                            float(challenger.mean()))
+    test = stats.paired_corrected_t(challenger, champion, test_fraction, level)
+    promote = bool(test["low"] > -margin)
+    verdict = "not worse" if promote else "possibly worse"
+    reason = (f"{metric}: challenger - champion v{champion_version} = {test['mean_diff']:+.4f}, "
+              f"{level:.0%} corrected paired t interval [{test['low']:+.4f}, {test['high']:+.4f}], "
+              f"p = {test['p_value']:.3g}; {verdict} than the champion by more than the margin {margin:g}")
+    return GateDecision(promote, reason, metric, margin, float(challenger.mean()), champion_version,
+                        float(np.mean(champion)), test, basis)
+
+
+def _client(tracking_uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri)
+
+
+def _alias_version(client, name: str, alias: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def _fold_scores(client, run_id: str, metric: str) -> np.ndarray:
+    history = sorted(client.get_metric_history(run_id, f"{metric}_fold"), key=lambda m: m.step)
+    return np.array([m.value for m in history], dtype="float64")
+
+
+def _same_folds(champion_run, cv_key: dict[str, str]) -> bool:
+    tags, params = champion_run.data.tags, champion_run.data.params
+    return (tags.get("trilho.data_sha256") == cv_key["data_sha256"]
+            and all(params.get(k) == v for k, v in cv_key.items() if k != "data_sha256"))
+
+
+def register_and_gate(*, tracking_uri: str, name: str, model_uri: str, run_id: str, fold_scores: np.ndarray,
+                      cv_key: dict[str, str], metric: str, margin: float, test_fraction: float,
+                      level: float = 0.95, reevaluate=None) -> dict[str, Any]:
+    """Register the run's model, make it the challenger, and run the promotion gate.
+
+    ``cv_key`` holds the data digest and the CV params that fix the folds; ``reevaluate(config)``
+    returns the champion configuration's fold scores on the challenger's folds when they differ.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = _client(tracking_uri)
+    try:
+        version = mlflow.register_model(model_uri, name, tags={"trilho.run_id": run_id}).version
+        client.set_registered_model_alias(name, CHALLENGER, version)
+        current = _alias_version(client, name, CHAMPION)
+        if current is None:
+            decision = decide(fold_scores, None, metric=metric, margin=margin, test_fraction=test_fraction, level=level)
+        else:
+            champion_run = client.get_run(current.run_id)
+            if _same_folds(champion_run, cv_key):
+                champion_scores, basis = _fold_scores(client, current.run_id, metric), "same folds, logged scores"
+            elif reevaluate is not None:
+                config = json.loads(mlflow.artifacts.load_text(f"runs:/{current.run_id}/config.json"))
+                champion_scores, basis = reevaluate(config), "champion re-evaluated on the challenger's folds"
+            else:
+                raise TrackingError(f"champion v{current.version} of {name!r} was evaluated on other folds "
+                                    "and cannot be re-evaluated here")
+            if len(champion_scores) != len(fold_scores):
+                raise TrackingError(f"champion v{current.version} has {len(champion_scores)} fold scores for "
+                                    f"{metric!r}, the challenger {len(fold_scores)}")
+            decision = decide(fold_scores, champion_scores, metric=metric, margin=margin,
+                              test_fraction=test_fraction, level=level, champion_version=str(current.version),
+                              basis=basis)
+        for key, value in decision.tags().items():
+            client.set_model_version_tag(name, version, key, value)
+        if decision.promote:
+            client.set_registered_model_alias(name, CHAMPION, version)
+    except MlflowException as exc:
+        raise TrackingError(f"model registry at {tracking_uri!r} failed for {name!r}: {exc}") from exc
+    log.info("%s v%s: %s", name, version, decision.reason)
+    return {"name": name, "version": str(version), "aliases": [CHALLENGER] + ([CHAMPION] if decision.promote else []),
+            "decided_at": datetime.now(UTC).isoformat(timespec="seconds"), **asdict(decision)}
+
+
+def promote_by_hand(tracking_uri: str, name: str, version: str, reason: str, user: str) -> dict[str, Any]:
+    """Move ``champion`` to a version by hand; recorded on the version like a gate decision."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(tracking_uri)
+    try:
+        previous = _alias_version(client, name, CHAMPION)
+        client.get_model_version(name, version)
+        client.set_registered_model_alias(name, CHAMPION, version)
+        record = {"name": name, "version": str(version), "previous_champion": str(previous.version) if previous else None,
+                  "reason": reason, "by": user, "decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                  "decision": "promoted by hand"}
+        for key, value in {"trilho.gate.decision": "promoted by hand", "trilho.gate.reason": reason,
+                           "trilho.gate.by": user, "trilho.gate.at": record["decided_at"]}.items():
+            client.set_model_version_tag(name, version, key, value)
+    except MlflowException as exc:
+        raise TrackingError(f"cannot promote {name!r} v{version} at {tracking_uri!r}: {exc}") from exc
+    return record
+
+
+def list_versions(tracking_uri: str, name: str) -> list[dict[str, Any]]:
+    """Every version of a registered model, newest first, with aliases and the gate's record."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(tracking_uri)
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+        aliases = client.get_registered_model(name).aliases
+    except MlflowException as exc:
+        raise TrackingError(f"no registered model {name!r} at {tracking_uri!r} ({exc}); run an experiment "
+                            "with registry.model_name set first") from exc
+    by_version: dict[str, list[str]] = {}
+    for alias, version in aliases.items():
+        by_version.setdefault(str(version), []).append(alias)
+    rows = []
+    for v in sorted(versions, key=lambda v: int(v.version), reverse=True):
+        rows.append({"version": str(v.version), "aliases": sorted(by_version.get(str(v.version), [])),
+                     "run_id": v.run_id, "created": v.creation_timestamp,
+                     "decision": v.tags.get("trilho.gate.decision", ""), "reason": v.tags.get("trilho.gate.reason", "")})
+    return rows

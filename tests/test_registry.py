@@ -1,0 +1,83 @@
+"""The registry and its promotion gate, against a real SQLite MLflow store."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from trilho import load_experiment
+from trilho.pipeline import run_experiment
+from trilho.registry import decide, list_versions, promote_by_hand
+from trilho.storage import LocalLake
+
+from .conftest import FAST
+
+NAME = "diabetes-xgboost"
+
+
+def test_gate_decisions_from_fold_scores():
+    rng = np.random.default_rng(0)
+    champion = 0.80 + rng.normal(0, 0.02, 50)
+    first = decide(champion, None, metric="f1_macro", margin=0.01, test_fraction=0.2)
+    assert first.promote and "first model" in first.reason
+    same = decide(champion.copy(), champion, metric="f1_macro", margin=0.01, test_fraction=0.2, champion_version="1")
+    assert same.promote and same.comparison["mean_diff"] == 0 and same.comparison["p_value"] == 1.0
+    worse = decide(champion - 0.05 + rng.normal(0, 0.005, 50), champion, metric="f1_macro", margin=0.01,
+                   test_fraction=0.2, champion_version="1")
+    assert not worse.promote and "possibly worse" in worse.reason and worse.comparison["high"] < 0
+    slightly_worse = decide(champion - 0.002, champion, metric="f1_macro", margin=0.01, test_fraction=0.2,
+                            champion_version="1")
+    assert slightly_worse.promote  # within the margin
+
+
+def _exp(small_csv, *extra):
+    return load_experiment("diabetes", [f'source.uri="file:{small_csv}"', 'source.sha256=""', *FAST, *extra])
+
+
+def test_register_gate_and_promote_by_hand(settings, small_csv, workdir):
+    client = MlflowClient(settings.tracking_uri)
+    first = run_experiment(_exp(small_csv), settings).summary["registry"]
+    assert first["version"] == "1" and first["promote"] and first["aliases"] == ["challenger", "champion"]
+    # the same procedure on the same folds: identical scores, promoted
+    second = run_experiment(_exp(small_csv), settings).summary["registry"]
+    assert second["promote"] and second["basis"] == "same folds, logged scores"
+    assert second["comparison"]["mean_diff"] == 0
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == "2"
+    # a much weaker model on the same folds: stays challenger, the champion does not move
+    weak = run_experiment(_exp(small_csv, "model.params.n_estimators=1", "model.params.learning_rate=1e-6"), settings)
+    third = weak.summary["registry"]
+    assert not third["promote"] and third["comparison"]["low"] < -0.01 and third["comparison"]["mean_diff"] < 0
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == "2"
+    assert str(client.get_model_version_by_alias(NAME, "challenger").version) == "3"
+    tags = client.get_model_version(NAME, "3").tags
+    assert tags["trilho.gate.decision"] == "kept challenger" and tags["trilho.gate.against_version"] == "2"
+    assert "possibly worse" in tags["trilho.gate.reason"]
+    report = json.loads(LocalLake(settings.lake).get_bytes(f"reports/{weak.run_id}/promotion.json"))
+    assert report["version"] == "3" and not report["promote"]
+    # by hand, with the reason recorded
+    record = promote_by_hand(settings.tracking_uri, NAME, "3", "demo of an override", "tester")
+    assert record["previous_champion"] == "2"
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == "3"
+    rows = list_versions(settings.tracking_uri, NAME)
+    assert [r["version"] for r in rows] == ["3", "2", "1"]
+    assert rows[0]["aliases"] == ["challenger", "champion"] and rows[0]["decision"] == "promoted by hand"
+
+
+def test_champion_on_other_data_is_re_evaluated_on_the_challengers_folds(settings, small_csv, workdir):
+    from trilho.synthetic import diabetes
+
+    run_experiment(_exp(small_csv), settings)
+    other = workdir / "other.csv"
+    diabetes(rows=300, seed=11).to_csv(other, index=False)
+    again = run_experiment(_exp(other), settings).summary["registry"]
+    assert again["basis"] == "champion re-evaluated on the challenger's folds"
+    assert again["comparison"]["mean_diff"] == pytest.approx(0.0, abs=1e-12) and again["promote"]
+
+
+def test_registry_off_registers_nothing(settings, small_csv):
+    summary = run_experiment(_exp(small_csv, 'registry.model_name=""'), settings).summary
+    assert "registry" not in summary
+    assert MlflowClient(settings.tracking_uri).search_registered_models() == []

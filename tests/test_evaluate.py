@@ -4,7 +4,7 @@ import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, precision_score, recall_score
 
 from trilho import ConfigError, EvaluationError
-from trilho.evaluate import METRICS, build_pipeline, cross_validate, scores_from_confusion
+from trilho.evaluate import CONFUSION_METRICS, build_pipeline, cross_validate, scores_from_confusion
 from trilho.stats import percentile_spread, summarise
 
 MODEL = {"name": "xgboost", "params": {"n_estimators": 10, "max_depth": 2}}
@@ -28,8 +28,8 @@ def test_scores_from_confusion_equal_scikit_learn(seed):
     for name, fn in (("precision", precision_score), ("recall", recall_score), ("f1", f1_score)):
         for avg in ("weighted", "macro"):
             want[f"{name}_{avg}"] = fn(y_true, y_pred, average=avg, zero_division=0)
-    assert set(got) == set(METRICS)
-    for key in METRICS:
+    assert set(got) == set(CONFUSION_METRICS)
+    for key in CONFUSION_METRICS:
         assert got[key] == pytest.approx(want[key], abs=1e-12), key
 
 

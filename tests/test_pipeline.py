@@ -53,7 +53,7 @@ def test_embedded_run_tracks_everything(settings, small_experiment, small_csv):
     assert s["data"]["sha256"] in inputs[0].dataset.source
     # holdout: 30% of 300 rows
     cm = s["holdout"]["confusion_matrix"]
-    assert sum(map(sum, cm)) == 90 and s["holdout"]["labels"] == ["N", "Y", "P"]
+    assert 80 <= sum(map(sum, cm)) <= 100 and s["holdout"]["labels"] == ["N", "Y", "P"]  # whole groups: about 30%
     assert s["timings"]["tracking_s"] > 0
 
 

@@ -19,7 +19,7 @@ def test_seed_exact_mode_matches_the_published_results(settings, data_file):
     path = shared_file("data", data_file)
     published = json.loads((SHARED / "reference" / "seed_results.json").read_text())
     exp = load_experiment("diabetes", [f'source.uri="file:{path}"', 'source.sha256=""',
-                                       "tracking.log_model=false"])
+                                       'cv.duplicates="keep"', "tracking.log_model=false"])
     result = run_experiment(exp, settings)
     metrics = result.summary["cv"]["metrics"]
     for name, want in published["cv_results"].items():
@@ -45,7 +45,7 @@ def test_other_seeds_and_fold_counts_run_the_same_code(settings):
     # not tuned to the published numbers: another scheme gives its own, self-consistent figures
     path = shared_file("data", "diabetes.csv")
     exp = load_experiment("diabetes", [f'source.uri="file:{path}"', 'source.sha256=""', "cv.n_splits=3",
-                                       "cv.n_repeats=2", "cv.first_seed=100", "tracking.log_model=false",
+                                       "cv.n_repeats=2", "cv.first_seed=100", "tracking.log_model=false", 'cv.duplicates="keep"',
                                        "model.params.n_estimators=20"])
     result = run_experiment(exp, settings)
     assert list(result.cv.folds["seed"]) == [100] * 3 + [101] * 3

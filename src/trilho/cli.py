@@ -75,18 +75,25 @@ def run(experiment: ExperimentOpt = "diabetes", source: SourceOpt = None, set_: 
 
 def _print_summary(summary: dict, tracking_uri: str) -> None:
     out = Console()
-    table = Table(title=f"{summary['experiment']}: {summary['cv']['n_folds']} folds "
-                        f"({summary['cv']['n_splits']}-fold × {len(summary['cv']['seeds'])} seeds)")
-    for col in ("metric", "mean", "std", "fold spread 2.5–97.5%", "holdout"):
+    cv = summary["cv"]
+    dup = cv.get("duplicates", {})
+    table = Table(title=f"{summary['experiment']}: {cv['n_folds']} folds ({cv['n_splits']}-fold × {len(cv['seeds'])} seeds, "
+                        f"duplicates: {dup.get('policy', 'keep')})")
+    level = f"{cv.get('level', 0.95):.0%}"
+    for col in ("metric", "mean", "std", f"{level} CI ({cv.get('interval', '-')})", "fold spread 2.5–97.5%", "holdout"):
         table.add_column(col, justify="right" if col != "metric" else "left")
-    for metric, s in summary["cv"]["metrics"].items():
-        table.add_row(metric, f"{s['mean']:.4f}", f"{s['std']:.4f}", f"{s['low']:.4f} – {s['high']:.4f}",
-                      f"{summary['holdout']['scores'][metric]:.4f}")
+    for metric, s in cv["metrics"].items():
+        ci = s.get("ci")
+        table.add_row(metric, f"{s['mean']:.4f}", f"{s['std']:.4f}", f"{ci[0]:.4f} – {ci[1]:.4f}" if ci else "-",
+                      f"{s['low']:.4f} – {s['high']:.4f}", f"{summary['holdout']['scores'][metric]:.4f}")
     out.print(table)
     if summary["data"]["ingest_skipped"]:
         out.print("raw data already in the lake (same sha256): ingest skipped")
     out.print(f"MLflow run   {summary['run_id']} in experiment {summary['mlflow_experiment']!r} at {tracking_uri}")
     out.print(f"lake results {summary['lake']['uri']}/{summary['lake']['reports']}")
+    if "registry" in summary:
+        reg = summary["registry"]
+        out.print(f"model        models:/{reg['name']}/{reg['version']} ({', '.join(reg['aliases'])}): {reg['reason']}")
     if tracking_uri.startswith("sqlite:"):
         out.print(f"open the UI  trilho ui   (or: mlflow ui --backend-store-uri {tracking_uri})")
     t = summary["timings"]

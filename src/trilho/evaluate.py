@@ -19,8 +19,9 @@ from imblearn.over_sampling import SMOTE, BorderlineSMOTE, RandomOverSampler
 from imblearn.pipeline import Pipeline
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import classification_report, confusion_matrix
-from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.preprocessing import StandardScaler
+from sklearn.metrics import classification_report, confusion_matrix, log_loss, matthews_corrcoef, roc_auc_score
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 from threadpoolctl import threadpool_limits
 from xgboost import XGBClassifier
 
@@ -28,6 +29,8 @@ from trilho.errors import ConfigError, EvaluationError
 
 __all__ = [
     "METRICS",
+    "duplicate_groups",
+    "holdout_split",
     "CVResult",
     "HoldoutResult",
     "build_pipeline",
@@ -44,6 +47,7 @@ MODELS: dict[str, tuple[type, str | None]] = {
     "random_forest": (RandomForestClassifier, "n_jobs"),
     "logistic_regression": (LogisticRegression, None),
 }
+SCALED = {"logistic_regression"}
 RESAMPLERS: dict[str, type | None] = {
     "none": None,
     "smote": SMOTE,
@@ -54,7 +58,9 @@ METRICS = (
     "accuracy", "balanced_accuracy",
     "precision_weighted", "recall_weighted", "f1_weighted",
     "precision_macro", "recall_macro", "f1_macro",
+    "mcc", "roc_auc_ovr", "log_loss",
 )
+CONFUSION_METRICS = METRICS[:8]  # computed from one confusion matrix; the rest need labels or probabilities
 
 ProgressFn = Callable[[int, int], None]
 
@@ -67,7 +73,7 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 def scores_from_confusion(cm: np.ndarray) -> dict[str, float]:
-    """Every metric in METRICS from one confusion matrix (rows true, columns predicted).
+    """Every metric in CONFUSION_METRICS from one confusion matrix (rows true, columns predicted).
 
     Equal to scikit-learn's functions with zero_division=0 when every class appears in the fold,
     which stratified folds guarantee; one matrix per fold instead of eight metric calls.
@@ -108,6 +114,8 @@ def build_pipeline(model: dict[str, Any], resampler: dict[str, Any], random_stat
         params[thread_param] = n_threads
     try:
         steps: list[tuple[str, Any]] = [("model", model_cls(**params))]
+        if model["name"] in SCALED:  # linear models need comparable feature scales to converge
+            steps.insert(0, ("scale", StandardScaler()))
         resampler_cls = RESAMPLERS[resampler["name"]]
         if resampler_cls is not None:
             rparams = {"random_state": random_state, **resampler.get("params", {})}
@@ -123,6 +131,7 @@ class CVResult:
     confusion: np.ndarray  # out-of-fold confusion matrix summed over every fold
     wall_s: float
     workers: int
+    oof: pd.DataFrame | None = field(default=None, repr=False)  # per seed and row: y, pred, proba_<k>
 
     def scores(self, metric: str) -> np.ndarray:
         return self.folds[metric].to_numpy()
@@ -138,13 +147,49 @@ class HoldoutResult:
     pipeline: Pipeline | None = field(default=None, repr=False)  # the fit on the training part
 
 
-def _split_plan(y: np.ndarray, n_splits: int, seeds: list[int]) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
+def duplicate_groups(X: pd.DataFrame) -> np.ndarray:
+    """One group id per distinct feature row: copies of a row share a group."""
+    hashes = pd.util.hash_pandas_object(X, index=False).to_numpy()
+    return pd.factorize(hashes)[0]
+
+
+def _split_plan(y: np.ndarray, n_splits: int, seeds: list[int], groups: np.ndarray | None = None
+                ) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
+    """Stratified folds per seed; with ``groups``, rows of one group never straddle train and test."""
     dummy = np.zeros(len(y))
-    return [
-        (seed, i, train, test)
-        for seed in seeds
-        for i, (train, test) in enumerate(StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(dummy, y))
-    ]
+    plan = []
+    for seed in seeds:
+        if groups is None:
+            splits = StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(dummy, y)
+        else:
+            splits = StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed).split(dummy, y, groups)
+        plan += [(seed, i, train, test) for i, (train, test) in enumerate(splits)]
+    return plan
+
+
+def holdout_split(y: np.ndarray, fraction: float, random_state: int, groups: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """A stratified train/test split; with ``groups``, whole groups go to one side (stratified by
+    each group's first label), so that no copy of a test row is trained on."""
+    rows = np.arange(len(y))
+    if groups is None:
+        train, test = train_test_split(rows, test_size=fraction, random_state=random_state, stratify=y)
+        return train, test
+    first = pd.Series(rows).groupby(groups).first()
+    train_g, _ = train_test_split(first.index.to_numpy(), test_size=fraction, random_state=random_state,
+                                  stratify=y[first.to_numpy()])
+    in_train = np.isin(groups, train_g)
+    return rows[in_train], rows[~in_train]
+
+
+def _probability_metrics(y: np.ndarray, proba: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """MCC, one-vs-rest ROC AUC (macro over the classes present in the fold) and log loss."""
+    pred = labels[proba.argmax(axis=1)]
+    aucs = [roc_auc_score(y == k, proba[:, j]) for j, k in enumerate(labels) if 0 < (y == k).sum() < len(y)]
+    clipped = np.clip(proba, 1e-15, 1.0)
+    return {"mcc": float(matthews_corrcoef(y, pred)),
+            "roc_auc_ovr": float(np.mean(aucs)) if aucs else float("nan"),
+            "log_loss": float(log_loss(y, clipped / clipped.sum(axis=1, keepdims=True), labels=labels))}
 
 
 def _run_tasks(tasks: list[Callable[[], Any]], names: list[str], n_jobs: int,
@@ -177,9 +222,13 @@ def _fold_task(X, y, estimator, seed, i, train, test, labels):
         start = time.perf_counter()
         pipe = build_pipeline(**estimator, n_threads=threads)
         pipe.fit(X.iloc[train], y[train])
-        cm = confusion_matrix(y[test], pipe.predict(X.iloc[test]), labels=labels)
+        proba = np.zeros((len(test), len(labels)))
+        proba[:, pipe.classes_] = pipe.predict_proba(X.iloc[test])
+        pred = labels[proba.argmax(axis=1)]  # what predict() gives for these models
+        cm = confusion_matrix(y[test], pred, labels=labels)
         return {"seed": seed, "fold": i, "n_train": len(train), "n_test": len(test),
-                "fit_s": time.perf_counter() - start, "cm": cm, **scores_from_confusion(cm)}
+                "fit_s": time.perf_counter() - start, "cm": cm, "test": test, "proba": proba,
+                **scores_from_confusion(cm), **_probability_metrics(y[test], proba, labels)}
     return run
 
 
@@ -189,13 +238,23 @@ def _fit_task(X, y, estimator, rows):
     return run
 
 
-def _cv_result(rows: list[dict[str, Any]], wall: float, workers: int) -> CVResult:
+def _cv_result(rows: list[dict[str, Any]], wall: float, workers: int, y: np.ndarray) -> CVResult:
     confusion = np.sum([r.pop("cm") for r in rows], axis=0)
+    parts = []
+    for r in rows:
+        test, proba = r.pop("test"), r.pop("proba")
+        part = pd.DataFrame(proba, columns=[f"proba_{k}" for k in range(proba.shape[1])])
+        part.insert(0, "pred", proba.argmax(axis=1))
+        part.insert(0, "y", y[test])
+        part.insert(0, "row", test)
+        part.insert(0, "seed", r["seed"])
+        parts.append(part)
+    oof = pd.concat(parts, ignore_index=True).sort_values(["seed", "row"], kind="stable").reset_index(drop=True)
     folds = pd.DataFrame(rows)
     bad = ~np.isfinite(folds[list(METRICS)].to_numpy())
     if bad.any():
         raise EvaluationError(f"{int(bad.any(axis=1).sum())} folds produced non-finite scores")
-    return CVResult(folds=folds, confusion=confusion, wall_s=wall, workers=workers)
+    return CVResult(folds=folds, confusion=confusion, wall_s=wall, workers=workers, oof=oof)
 
 
 def _holdout_result(pipe: Pipeline, X, y, train, test, classes) -> HoldoutResult:
@@ -203,11 +262,13 @@ def _holdout_result(pipe: Pipeline, X, y, train, test, classes) -> HoldoutResult
     labels = list(range(len(classes)))
     cm = confusion_matrix(y[test], pred, labels=labels)
     kwargs = dict(labels=labels, target_names=classes, zero_division=0)
+    proba = np.zeros((len(test), len(labels)))
+    proba[:, pipe.classes_] = pipe.predict_proba(X.iloc[test])
     return HoldoutResult(
         confusion=cm,
         report=classification_report(y[test], pred, output_dict=True, **kwargs),
         report_text=classification_report(y[test], pred, **kwargs),
-        scores=scores_from_confusion(cm),
+        scores={**scores_from_confusion(cm), **_probability_metrics(y[test], proba, np.array(labels))},
         train_index=train,
         pipeline=pipe,
     )
@@ -215,17 +276,19 @@ def _holdout_result(pipe: Pipeline, X, y, train, test, classes) -> HoldoutResult
 
 def cross_validate(X: pd.DataFrame, y: np.ndarray, *, model: dict, resampler: dict, random_state: int,
                    n_splits: int, seeds: list[int], n_jobs: int = 1,
-                   progress: ProgressFn | None = None) -> CVResult:
-    """For each seed, StratifiedKFold(n_splits, shuffle=True, random_state=seed); fit and score each fold."""
+                   progress: ProgressFn | None = None, groups: np.ndarray | None = None) -> CVResult:
+    """For each seed, StratifiedKFold(n_splits, shuffle=True, random_state=seed) (or its grouped
+    variant when ``groups`` is given); fit and score each fold."""
     cv, _, _ = evaluate_all(X, y, model=model, resampler=resampler, random_state=random_state,
-                            n_splits=n_splits, seeds=seeds, n_jobs=n_jobs, progress=progress)
+                            n_splits=n_splits, seeds=seeds, n_jobs=n_jobs, progress=progress, groups=groups)
     return cv
 
 
 def evaluate_all(X: pd.DataFrame, y: np.ndarray, *, model: dict, resampler: dict, random_state: int,
                  n_splits: int, seeds: list[int], n_jobs: int = 1, progress: ProgressFn | None = None,
                  holdout_fraction: float | None = None, classes: list[str] | None = None,
-                 final_fit: bool = False) -> tuple[CVResult, HoldoutResult | None, Pipeline | None]:
+                 final_fit: bool = False, groups: np.ndarray | None = None
+                 ) -> tuple[CVResult, HoldoutResult | None, Pipeline | None]:
     """The folds, the holdout fit and the final fit as one batch of independent fits on one pool.
 
     The two larger fits go first so that the pool's last moments are not spent on one long fit.
@@ -235,20 +298,19 @@ def evaluate_all(X: pd.DataFrame, y: np.ndarray, *, model: dict, resampler: dict
     tasks, names, tick = [], [], []
     split = None
     if holdout_fraction:
-        train, test = train_test_split(np.arange(len(y)), test_size=holdout_fraction,
-                                       random_state=random_state, stratify=y)
-        split = (train, test)
+        split = holdout_split(y, holdout_fraction, random_state, groups)
+        train, _ = split
         tasks.append(_fit_task(X, y, estimator, train)), names.append("holdout fit"), tick.append(False)
     if final_fit:
         tasks.append(_fit_task(X, y, estimator, np.arange(len(y)))), names.append("final fit"), tick.append(False)
     extra = len(tasks)
-    for seed, i, train, test in _split_plan(y, n_splits, seeds):
+    for seed, i, train, test in _split_plan(y, n_splits, seeds, groups):
         tasks.append(_fold_task(X, y, estimator, seed, i, train, test, labels))
         names.append(f"fold {i} of seed {seed}")
         tick.append(True)
     start = time.perf_counter()
     results = _run_tasks(tasks, names, n_jobs, progress, tick)
-    cv = _cv_result(results[extra:], time.perf_counter() - start, max(1, min(n_jobs, len(tasks))))
+    cv = _cv_result(results[extra:], time.perf_counter() - start, max(1, min(n_jobs, len(tasks))), y)
     held = _holdout_result(results[0], X, y, *split, classes or [str(c) for c in labels]) if split else None
     final = results[extra - 1] if final_fit else None
     return cv, held, final

@@ -25,6 +25,10 @@ __all__ = [
 ]
 
 
+# interval methods, described in trilho.stats and measured in STATISTICS.md
+INTERVALS = ("percentile", "naive_t", "fold_bootstrap", "corrected_t", "row_bootstrap")
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -62,6 +66,9 @@ class CVSpec(_Strict):
     n_splits: int = Field(5, ge=2)
     n_repeats: int = Field(10, ge=1)
     first_seed: int = 0
+    # rows with identical features: "group" keeps each set of copies in one fold (no leakage),
+    # "drop" keeps the first copy only, "keep" splits them like any row (the reference's folds)
+    duplicates: Literal["group", "drop", "keep"] = "group"
 
     @property
     def seeds(self) -> list[int]:
@@ -79,8 +86,11 @@ class EvaluationSpec(_Strict):
         "precision_macro", "recall_macro", "f1_macro",
     ]
     holdout_fraction: float = Field(0.3, gt=0, lt=1)
-    interval_low: float = Field(2.5, ge=0, le=100)
+    interval_low: float = Field(2.5, ge=0, le=100)    # the percentile spread of fold scores
     interval_high: float = Field(97.5, ge=0, le=100)
+    level: float = Field(0.95, gt=0, lt=1)            # of the confidence intervals for the mean
+    interval: str = "corrected_t"                     # the headline interval (see STATISTICS.md)
+    intervals: list[str] = list(INTERVALS)            # every method reported side by side
 
 
 class TrackingSpec(_Strict):
@@ -120,8 +130,10 @@ class Experiment(_Strict):
         if self.registry.model_name and self.registry.primary_metric not in self.evaluation.metrics:
             raise ValueError(f"registry.primary_metric {self.registry.primary_metric!r} is not one of "
                              f"evaluation.metrics {self.evaluation.metrics}")
-        if self.registry.model_name and not self.tracking.log_model:
-            raise ValueError("registry.model_name needs tracking.log_model = true")
+        unknown = [m for m in self.evaluation.intervals if m not in INTERVALS]
+        if unknown or self.evaluation.interval not in INTERVALS:
+            raise ValueError(f"unknown interval methods {unknown or [self.evaluation.interval]}; "
+                             f"choose from {list(INTERVALS)}")
         return self
 
     def resolved(self) -> dict[str, Any]:

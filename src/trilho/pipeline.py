@@ -70,8 +70,40 @@ def load_clean(exp: Experiment, settings: Settings, lake: Lake | None = None
 
 
 def _summary_metrics(cv: evaluate.CVResult, exp: Experiment) -> dict[str, dict[str, Any]]:
-    scores = {m: cv.scores(m) for m in exp.evaluation.metrics}
-    return stats.summarise(scores, exp.evaluation.interval_low, exp.evaluation.interval_high)
+    """Mean, std and the percentile spread (the reference's figures), and every interval method."""
+    ev = exp.evaluation
+    scores = {m: cv.scores(m) for m in ev.metrics}
+    out = stats.summarise(scores, ev.interval_low, ev.interval_high)
+    rows: dict[str, tuple[float, float]] = {}
+    if "row_bootstrap" in ev.intervals and cv.oof is not None:
+        seeds = cv.oof["seed"].unique()
+        first = cv.oof[cv.oof["seed"] == seeds[0]]
+        pred = cv.oof["pred"].to_numpy().reshape(len(seeds), len(first))
+        decomposable = [m for m in ev.metrics if m in evaluate.CONFUSION_METRICS]
+        rows = stats.row_bootstrap_intervals(first["y"].to_numpy(), pred, len(exp.data.classes),
+                                             evaluate.scores_from_confusion, decomposable, ev.level)
+    for metric, entry in out.items():
+        entry["intervals"] = stats.intervals(scores[metric], ev.intervals, test_fraction=1.0 / exp.cv.n_splits,
+                                             level=ev.level, low=ev.interval_low, high=ev.interval_high,
+                                             row_offsets=rows.get(metric))
+        entry["ci_method"] = ev.interval
+        entry["ci"] = entry["intervals"].get(ev.interval) or stats.intervals(
+            scores[metric], [ev.interval], test_fraction=1.0 / exp.cv.n_splits, level=ev.level)[ev.interval]
+    return out
+
+
+def _cv_data(data: CleanData, exp: Experiment) -> tuple[pd.DataFrame, Any, Any, dict[str, Any]]:
+    """The rows and groups the folds see under the duplicate policy, and what the policy did."""
+    groups = evaluate.duplicate_groups(data.X)
+    copies = int(len(groups) - len(set(groups)))
+    info = {"policy": exp.cv.duplicates, "rows": int(len(data.y)), "distinct_feature_rows": int(len(set(groups))),
+            "rows_copying_another": copies}
+    if exp.cv.duplicates == "drop":
+        first = ~pd.Series(groups).duplicated().to_numpy()
+        info["rows_used"] = int(first.sum())
+        return data.X.loc[first].reset_index(drop=True), data.y[first], None, info
+    info["rows_used"] = int(len(data.y))
+    return data.X, data.y, (groups if exp.cv.duplicates == "group" else None), info
 
 
 def _metric_rows(cv: evaluate.CVResult, summary: dict, holdout: evaluate.HoldoutResult,
@@ -80,6 +112,11 @@ def _metric_rows(cv: evaluate.CVResult, summary: dict, holdout: evaluate.Holdout
     for m, s in summary.items():
         rows += [(f"{m}_mean", s["mean"], 0), (f"{m}_std", s["std"], 0),
                  (f"{m}_pct_low", s["low"], 0), (f"{m}_pct_high", s["high"], 0)]
+        if s.get("ci"):
+            rows += [(f"{m}_ci_low", s["ci"][0], 0), (f"{m}_ci_high", s["ci"][1], 0)]
+        for method, bounds in s.get("intervals", {}).items():
+            if bounds and method != "percentile":
+                rows += [(f"{m}_{method}_low", bounds[0], 0), (f"{m}_{method}_high", bounds[1], 0)]
     rows += [(f"holdout_{m}", holdout.scores[m], 0) for m in metrics]
     return rows
 
@@ -95,11 +132,27 @@ def _write_artifacts(folder: Path, exp: Experiment, result: dict, cv: evaluate.C
     (folder / "validation_report.json").write_text(json.dumps(validation, indent=2))
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
     (folder / "config.json").write_text(json.dumps(exp.resolved(), indent=2))
+    summary = result["cv"]["metrics"]
+    table = [{"metric": m, "method": method, "low": b[0] if b else None, "high": b[1] if b else None,
+              "mean": s["mean"], "headline": method == s["ci_method"]}
+             for m, s in summary.items() for method, b in s["intervals"].items()]
+    pd.DataFrame(table).to_csv(folder / "intervals.csv", index=False)
+    focus = exp.registry.primary_metric if exp.registry.primary_metric in summary else next(iter(summary))
     figures = {
         "cv_boxplot.png": plots.fold_boxplot(cv.folds, exp.evaluation.metrics),
+        "intervals.png": plots.intervals_figure(summary, focus),
         "confusion_matrix.png": plots.confusion_matrix_figure(holdout.confusion, classes, "Holdout confusion matrix"),
         "confusion_matrix_oof.png": plots.confusion_matrix_figure(cv.confusion, classes, "Out-of-fold confusion (all folds)"),
     }
+    if cv.oof is not None:
+        figures["roc_pr_curves.png"] = plots.curves_figure(cv.oof, classes)
+        from sklearn.metrics import classification_report
+
+        kwargs = dict(labels=list(range(len(classes))), target_names=classes, zero_division=0)
+        (folder / "oof_classification_report.txt").write_text(
+            "Out of fold, every repeat pooled\n\n" + classification_report(cv.oof["y"], cv.oof["pred"], **kwargs))
+        (folder / "oof_classification_report.json").write_text(json.dumps(
+            classification_report(cv.oof["y"], cv.oof["pred"], output_dict=True, **kwargs), indent=2))
     for name, fig in figures.items():
         fig.savefig(folder / name, dpi=110)
 
@@ -134,8 +187,9 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
         tracker.log_dataset(raw, lake.url(ingested.key), exp.name, exp.data.target)
 
         step = time.perf_counter()
+        X, y, groups, duplicates = _cv_data(data, exp)
         cv, held, final = evaluate.evaluate_all(
-            data.X, data.y, **estimator, n_splits=exp.cv.n_splits, seeds=exp.cv.seeds, n_jobs=cores,
+            X, y, **estimator, n_splits=exp.cv.n_splits, seeds=exp.cv.seeds, n_jobs=cores, groups=groups,
             progress=(lambda done, total: progress("cv", done, total)) if progress else None,
             holdout_fraction=exp.evaluation.holdout_fraction, classes=exp.data.classes,
             final_fit=exp.tracking.final_fit == "all")
@@ -152,6 +206,7 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
                      "features": list(data.X.columns), "ingest_skipped": ingested.skipped,
                      "warnings": validation["warnings"]},
             "cv": {"n_splits": exp.cv.n_splits, "seeds": exp.cv.seeds, "n_folds": len(cv.folds),
+                   "duplicates": duplicates, "interval": exp.evaluation.interval, "level": exp.evaluation.level,
                    "workers": cv.workers, "metrics": metrics},
             "holdout": {"labels": exp.data.classes, "label_codes": list(range(len(exp.data.classes))),
                         "confusion_matrix": held.confusion.tolist(), "report": held.report, "scores": held.scores},
@@ -175,9 +230,9 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
                     _log_nested(tracker, cv, exp)
                 tracker.log_values(run_id, metrics=_metric_rows(cv, metrics, held, exp.evaluation.metrics))
                 tracker.log_folder(run_id, folder)
-                if exp.registry.model_name:
+                if exp.registry.model_name and exp.tracking.log_model:
                     with tracker.timed("register and gate the model"):
-                        summary["registry"] = _register(exp, settings, summary, cv, data, run_id, cores)
+                        summary["registry"] = _register(exp, settings, summary, cv, (X, y, groups), run_id, cores)
                     lake.put_bytes(reports_prefix + "promotion.json",
                                    json.dumps(summary["registry"], indent=2).encode(), overwrite=True)
                     tracker.client.set_tag(run_id, "trilho.registry", f"{exp.registry.model_name} "
@@ -200,21 +255,23 @@ def cv_key(exp: Experiment, data_sha256: str) -> dict[str, str]:
     """What fixes the folds: the data's digest and the CV params, as the run's params record them."""
     params = flatten(exp.resolved())
     return {"data_sha256": data_sha256, **{k: params[k] for k in ("cv.n_splits", "cv.n_repeats", "cv.first_seed",
-                                                                    "data.nonfinite")}}
+                                                                    "cv.duplicates", "data.nonfinite")}}
 
 
-def _register(exp: Experiment, settings: Settings, summary: dict, cv: evaluate.CVResult, data: CleanData,
-              run_id: str, cores: int) -> dict[str, Any]:
+def _register(exp: Experiment, settings: Settings, summary: dict, cv: evaluate.CVResult,
+              folds_data: tuple[pd.DataFrame, Any, Any], run_id: str, cores: int) -> dict[str, Any]:
     from trilho import registry
 
     metric = exp.registry.primary_metric
 
-    def reevaluate(config: dict[str, Any]):
+    X, y, groups = folds_data
+
+    def reevaluate(config: dict[str, Any]):  # the champion's procedure on exactly the challenger's folds
         champion = Experiment.model_validate(config)
         return evaluate.cross_validate(
-            data.X, data.y, model=champion.model.model_dump(), resampler=champion.resampler.model_dump(),
+            X, y, model=champion.model.model_dump(), resampler=champion.resampler.model_dump(),
             random_state=champion.random_state, n_splits=exp.cv.n_splits, seeds=exp.cv.seeds, n_jobs=cores,
-        ).scores(metric)
+            groups=groups).scores(metric)
 
     return registry.register_and_gate(
         tracking_uri=settings.tracking_uri, name=exp.registry.model_name, model_uri=summary["model_uri"],

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-__all__ = ["confusion_matrix_figure", "fold_boxplot"]
+__all__ = ["comparison_figure", "confusion_matrix_figure", "curves_figure", "fold_boxplot", "intervals_figure"]
 
 
 def fold_boxplot(folds: pd.DataFrame, metrics: list[str], title: str = "Cross-validation fold scores") -> Figure:
@@ -40,5 +40,59 @@ def confusion_matrix_figure(cm: np.ndarray, classes: list[str], title: str) -> F
     ax.set_ylabel("true")
     ax.set_title(title)
     for (i, j), value in np.ndenumerate(cm):
-        ax.text(j, i, f"{value}", ha="center", va="center", color="white" if norm[i, j] > 0.6 else "black")
+        ax.text(j, i, f"{value}\n{norm[i, j]:.0%}", ha="center", va="center",
+                color="white" if norm[i, j] > 0.6 else "black")
+    return fig
+
+
+def curves_figure(oof: pd.DataFrame, classes: list[str]) -> Figure:
+    """One-vs-rest ROC and precision-recall curves from the out-of-fold probabilities (all repeats pooled)."""
+    from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
+
+    fig = Figure(figsize=(10, 4.3), layout="constrained")
+    roc_ax, pr_ax = fig.subplots(1, 2)
+    for k, name in enumerate(classes):
+        truth = (oof["y"] == k).to_numpy()
+        score = oof[f"proba_{k}"].to_numpy()
+        fpr, tpr, _ = roc_curve(truth, score)
+        roc_ax.plot(fpr, tpr, label=f"{name} (AUC {auc(fpr, tpr):.3f})")
+        precision, recall, _ = precision_recall_curve(truth, score)
+        pr_ax.plot(recall, precision, label=f"{name} (AP {average_precision_score(truth, score):.3f})")
+    roc_ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
+    roc_ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC, one vs rest (out of fold)")
+    pr_ax.set(xlabel="recall", ylabel="precision", title="Precision-recall, one vs rest (out of fold)")
+    for ax in (roc_ax, pr_ax):
+        ax.legend(loc="lower right" if ax is roc_ax else "lower left", fontsize=8)
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def intervals_figure(summary: dict[str, dict], metric: str) -> Figure:
+    """Every interval method for one metric, side by side, around the fold mean."""
+    entry = summary[metric]
+    methods = [(m, iv) for m, iv in entry["intervals"].items() if iv]
+    fig = Figure(figsize=(6.4, 0.5 * len(methods) + 1.4), layout="constrained")
+    ax = fig.add_subplot()
+    for i, (method, (lo, hi)) in enumerate(methods):
+        ax.plot([lo, hi], [i, i], lw=3)
+        ax.text(hi, i, f"  [{lo:.3f}, {hi:.3f}]", va="center", fontsize=8)
+    ax.axvline(entry["mean"], color="black", lw=0.8, ls="--", label=f"fold mean {entry['mean']:.3f}")
+    ax.set_yticks(range(len(methods)), [m for m, _ in methods])
+    ax.set_xlabel(metric)
+    ax.set_title(f"{metric}: intervals side by side")
+    ax.legend(loc="lower right", fontsize=8)
+    return fig
+
+
+def comparison_figure(table: pd.DataFrame, metric: str, baseline: str) -> Figure:
+    """Each candidate's difference from the baseline on the same folds, with its corrected interval."""
+    fig = Figure(figsize=(7, 0.55 * len(table) + 1.4), layout="constrained")
+    ax = fig.add_subplot()
+    for i, row in enumerate(table.itertuples()):
+        ax.plot([row.diff_low, row.diff_high], [i, i], lw=3)
+        ax.plot([row.mean_diff], [i], "o", color="black", ms=4)
+    ax.axvline(0, color="grey", lw=0.8, ls="--")
+    ax.set_yticks(range(len(table)), table["candidate"])
+    ax.set_xlabel(f"{metric}: candidate - {baseline} (corrected paired t interval)")
+    ax.set_title("Candidates on identical folds")
     return fig

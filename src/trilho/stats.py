@@ -9,6 +9,7 @@ paired difference between two models evaluated on the same folds.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,9 @@ from scipy import stats as _st
 
 __all__ = [
     "corrected_t_interval",
+    "fold_bootstrap_interval",
+    "intervals",
+    "row_bootstrap_intervals",
     "naive_t_interval",
     "paired_corrected_t",
     "percentile_spread",
@@ -51,6 +55,70 @@ def corrected_t_interval(scores: np.ndarray, test_fraction: float, level: float 
     ratio = test_fraction / (1.0 - test_fraction)
     half = _st.t.ppf(0.5 + level / 2, J - 1) * np.sqrt((1.0 / J + ratio) * x.var(ddof=1))
     return float(x.mean() - half), float(x.mean() + half)
+
+
+def fold_bootstrap_interval(scores: np.ndarray, level: float = 0.95, n_boot: int = 2000,
+                            seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap of the mean over the fold scores (resamples folds as if independent)."""
+    x = np.asarray(scores, dtype="float64")
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, len(x), (n_boot, len(x)))].mean(axis=1)
+    lo, hi = np.quantile(means, [0.5 - level / 2, 0.5 + level / 2])
+    return float(lo), float(hi)
+
+
+def row_bootstrap_intervals(y: np.ndarray, pred: np.ndarray, n_classes: int, score_fn: Callable[[np.ndarray], dict],
+                            metrics: list[str], level: float = 0.95, n_boot: int = 1000,
+                            seed: int = 0) -> dict[str, tuple[float, float]]:
+    """Bootstrap over rows of the out-of-fold predictions, the sampling unit of the data.
+
+    ``y`` holds each row's label, ``pred`` its out-of-fold prediction per repeat (repeats x rows).
+    Each replicate draws n rows with replacement, scores every repeat's pooled confusion matrix
+    on them and averages over repeats; the interval is the replicates' percentile range, moved by
+    (fold-average score - pooled score) so that it sits around the reported fold mean.
+    """
+    pred = np.atleast_2d(np.asarray(pred))
+    repeats, n = pred.shape
+    cells = np.asarray(y)[None, :] * n_classes + pred
+    rng = np.random.default_rng(seed)
+
+    def pooled(weights: np.ndarray) -> np.ndarray:
+        total = np.zeros(len(metrics))
+        for r in range(repeats):
+            cm = np.bincount(cells[r], weights=weights, minlength=n_classes**2).reshape(n_classes, n_classes)
+            scores = score_fn(cm)
+            total += [scores[m] for m in metrics]
+        return total / repeats
+
+    point = pooled(np.ones(n))
+    reps = np.array([pooled(np.bincount(rng.integers(0, n, n), minlength=n).astype("float64"))
+                     for _ in range(n_boot)])
+    lo, hi = np.quantile(reps, [0.5 - level / 2, 0.5 + level / 2], axis=0)
+    return {m: (float(lo[j] - point[j]), float(hi[j] - point[j])) for j, m in enumerate(metrics)}  # offsets
+
+
+def intervals(scores: np.ndarray, methods: list[str], *, test_fraction: float, level: float = 0.95,
+              low: float = 2.5, high: float = 97.5, row_offsets: tuple[float, float] | None = None
+              ) -> dict[str, tuple[float, float] | None]:
+    """Every requested interval for one metric's fold scores (``row_offsets`` from the row bootstrap)."""
+    x = np.asarray(scores, dtype="float64")
+    out: dict[str, tuple[float, float] | None] = {}
+    for method in methods:
+        if method == "percentile":
+            out[method] = percentile_spread(x, low, high)
+        elif len(x) < 2:
+            out[method] = None
+        elif method == "naive_t":
+            out[method] = naive_t_interval(x, level)
+        elif method == "corrected_t":
+            out[method] = corrected_t_interval(x, test_fraction, level)
+        elif method == "fold_bootstrap":
+            out[method] = fold_bootstrap_interval(x, level)
+        elif method == "row_bootstrap":
+            out[method] = (float(x.mean() + row_offsets[0]), float(x.mean() + row_offsets[1])) if row_offsets else None
+        else:
+            raise ValueError(f"unknown interval method {method!r}")
+    return out
 
 
 def paired_corrected_t(a: np.ndarray, b: np.ndarray, test_fraction: float, level: float = 0.95) -> dict[str, float]:

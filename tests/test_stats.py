@@ -1,0 +1,107 @@
+"""Interval formulas against hand-computed values; folds that keep copies together; resampling in training rows only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from trilho import stats
+from trilho.evaluate import (RESAMPLERS, cross_validate, duplicate_groups, holdout_split, scores_from_confusion)
+from trilho.synthetic import diabetes
+
+SCORES = np.array([0.80, 0.84, 0.82, 0.86, 0.78])  # mean 0.82, sample variance 0.001
+
+
+def test_naive_t_by_hand():
+    # t(0.975, 4) = 2.7764451; se = sqrt(0.001 / 5)
+    half = 2.7764451 * np.sqrt(0.001 / 5)
+    assert stats.naive_t_interval(SCORES) == pytest.approx((0.82 - half, 0.82 + half), abs=1e-7)
+
+
+def test_nadeau_bengio_corrected_t_by_hand():
+    # 5-fold: n_test/n_train = 0.2/0.8 = 0.25; variance of the mean (1/5 + 0.25) * 0.001
+    half = 2.7764451 * np.sqrt((1 / 5 + 0.25) * 0.001)
+    assert stats.corrected_t_interval(SCORES, 0.2) == pytest.approx((0.82 - half, 0.82 + half), abs=1e-7)
+    assert half > 2.7764451 * np.sqrt(0.001 / 5)  # always wider than the naive one
+
+
+def test_percentile_spread_by_hand():
+    # numpy's linear interpolation: position 0.025 * 4 = 0.1 between the two smallest, 0.78 and 0.80
+    assert stats.percentile_spread(SCORES) == pytest.approx((0.782, 0.858))
+
+
+def test_paired_test_by_hand_and_identical_models():
+    a, b = SCORES, SCORES - np.array([0.01, 0.03, 0.02, 0.02, 0.02])  # d mean 0.02, var 0.00005
+    t = 0.02 / np.sqrt((1 / 5 + 0.25) * 0.00005)
+    got = stats.paired_corrected_t(a, b, 0.2)
+    assert got["mean_diff"] == pytest.approx(0.02) and got["t"] == pytest.approx(t)
+    from scipy import stats as st
+
+    assert got["p_value"] == pytest.approx(2 * st.t.sf(t, 4))
+    same = stats.paired_corrected_t(SCORES, SCORES.copy(), 0.2)
+    assert same["mean_diff"] == 0 and same["p_value"] == 1.0 and same["low"] == same["high"] == 0
+
+
+def test_fold_bootstrap_is_reproducible_and_inside_the_range():
+    lo, hi = stats.fold_bootstrap_interval(SCORES, n_boot=4000)
+    assert (lo, hi) == stats.fold_bootstrap_interval(SCORES, n_boot=4000)
+    assert 0.78 <= lo < 0.82 < hi <= 0.86
+
+
+def test_row_bootstrap_of_accuracy_matches_the_binomial_width():
+    rng = np.random.default_rng(1)
+    n = 2000
+    y = rng.integers(0, 2, n)
+    pred = np.where(rng.random(n) < 0.9, y, 1 - y)[None, :]  # one repeat, 90% right
+    offsets = stats.row_bootstrap_intervals(y, pred, 2, scores_from_confusion, ["accuracy"], n_boot=2000)
+    lo, hi = offsets["accuracy"]
+    width = 2 * 1.96 * np.sqrt(0.9 * 0.1 / n)
+    assert hi - lo == pytest.approx(width, rel=0.12) and lo < 0 < hi
+
+
+def test_duplicate_groups_and_grouped_holdout_keep_copies_together():
+    X = pd.DataFrame({"a": [1, 1, 2, 3, 3, 3, 4, 5], "b": [0, 0, 1, 2, 2, 2, 3, 4]})
+    groups = duplicate_groups(X)
+    assert len(set(groups)) == 5 and groups[0] == groups[1] and groups[3] == groups[4] == groups[5]
+    data = diabetes(rows=400, seed=5)
+    X = data.drop(columns=["CLASS", "ID", "No_Pation", "Gender"])
+    y = data["CLASS"].str.strip().map({"N": 0, "Y": 1, "P": 2}).to_numpy()
+    groups = duplicate_groups(X)
+    assert len(set(groups)) < len(groups)  # the generator copies rows, as the real file does
+    train, test = holdout_split(y, 0.3, 0, groups)
+    assert not set(groups[train]) & set(groups[test])
+
+
+class Recorder:
+    """A resampler that only records the rows it is shown (and resamples nothing)."""
+
+    seen: list[set] = []
+
+    def __init__(self, random_state=None):
+        self.random_state = random_state
+
+    def fit_resample(self, X, y):
+        Recorder.seen.append(set(X.index))
+        return X, y
+
+
+def test_resampling_sees_training_rows_only_and_grouped_folds_do_not_leak(monkeypatch):
+    data = diabetes(rows=300, seed=9)
+    X = data.drop(columns=["CLASS", "ID", "No_Pation", "Gender"])
+    y = data["CLASS"].str.strip().map({"N": 0, "Y": 1, "P": 2}).to_numpy()
+    groups = duplicate_groups(X)
+    monkeypatch.setitem(RESAMPLERS, "recorder", Recorder)
+    Recorder.seen = []
+    cv = cross_validate(X, y, model={"name": "logistic_regression", "params": {"max_iter": 1000}},
+                        resampler={"name": "recorder"}, random_state=0, n_splits=5, seeds=[0, 1], groups=groups)
+    assert len(Recorder.seen) == 10
+    oof = cv.oof
+    # every fold: the rows the resampler saw and that fold's test rows are disjoint, and so are their groups
+    tests_by_fold = [set(oof[oof["seed"] == s]["row"]) for s in (0, 1)]
+    assert all(len(t) == 300 for t in tests_by_fold)
+    seen_union = set().union(*Recorder.seen)
+    assert seen_union == set(range(300))
+    for seen in Recorder.seen:
+        unseen = set(range(300)) - seen  # that fold's test rows
+        assert not set(groups[list(seen)]) & set(groups[list(unseen)])

@@ -266,3 +266,37 @@ def promote(version: Annotated[str, typer.Argument(help="The version to make cha
         _fail(exc)
     before = f" (was v{record['previous_champion']})" if record["previous_champion"] else ""
     Console().print(f"{name} v{version} is now champion{before}: {reason}")
+
+
+@app.command()
+def compare(candidates: Annotated[list[str] | None, typer.Argument(help="model+resampler, e.g. xgboost+smote random_forest+none; the first is the baseline.")] = None,
+            experiment: ExperimentOpt = "diabetes", source: SourceOpt = None, set_: SetOpt = None,
+            metric: Annotated[str | None, typer.Option(help="Metric to compare (default: registry.primary_metric).")] = None) -> None:
+    """Evaluate candidates on identical folds; corrected paired t-test against the first."""
+    from trilho.compare import compare as run_compare
+    from trilho.compare import parse_candidates
+    from trilho.settings import load_settings
+
+    default = ["xgboost+smote", "xgboost+none", "random_forest+smote", "random_forest+none",
+               "logistic_regression+smote", "logistic_regression+none"]
+    try:
+        exp = _experiment(experiment, source, set_)
+        chosen = parse_candidates(candidates or default, exp)
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task("comparing", total=len(chosen) * exp.cv.n_splits * exp.cv.n_repeats)
+            result = run_compare(exp, load_settings(), chosen, metric=metric,
+                                 progress=lambda _s, done, total: bar.update(task, completed=done))
+    except TrilhoError as exc:
+        _fail(exc)
+    s = result.summary
+    table = Table(title=f"{s['metric']} on {s['n_folds']} identical folds (duplicates: {s['duplicates']['policy']}); "
+                        f"baseline {s['baseline']}")
+    for col in ("candidate", "mean", "95% CI", "diff vs baseline", "diff CI", "p"):
+        table.add_column(col, justify="left" if col == "candidate" else "right")
+    for r in s["candidates"]:
+        table.add_row(r["candidate"], f"{r['mean']:.4f}", f"{r['ci_low']:.4f} – {r['ci_high']:.4f}",
+                      f"{r['mean_diff']:+.4f}", f"{r['diff_low']:+.4f} – {r['diff_high']:+.4f}", f"{r['p_value']:.3g}")
+    out = Console()
+    out.print(table)
+    out.print(f"MLflow run {s['run_id']} (one child per candidate); lake {s['lake']['uri']}/{s['lake']['reports']}")

@@ -92,7 +92,7 @@ def _summary_metrics(cv: evaluate.CVResult, exp: Experiment) -> dict[str, dict[s
     return out
 
 
-def _cv_data(data: CleanData, exp: Experiment) -> tuple[pd.DataFrame, Any, Any, dict[str, Any]]:
+def fold_data(data: CleanData, exp: Experiment) -> tuple[pd.DataFrame, Any, Any, dict[str, Any]]:
     """The rows and groups the folds see under the duplicate policy, and what the policy did."""
     groups = evaluate.duplicate_groups(data.X)
     copies = int(len(groups) - len(set(groups)))
@@ -187,7 +187,7 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
         tracker.log_dataset(raw, lake.url(ingested.key), exp.name, exp.data.target)
 
         step = time.perf_counter()
-        X, y, groups, duplicates = _cv_data(data, exp)
+        X, y, groups, duplicates = fold_data(data, exp)
         cv, held, final = evaluate.evaluate_all(
             X, y, **estimator, n_splits=exp.cv.n_splits, seeds=exp.cv.seeds, n_jobs=cores, groups=groups,
             progress=(lambda done, total: progress("cv", done, total)) if progress else None,

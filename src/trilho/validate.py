@@ -97,7 +97,13 @@ def _check_duplicates(features: pd.DataFrame, y: pd.Series | None, report: dict,
     report["duplicates"] = {
         "rows_duplicating_another": int(dup.sum()),
         "with_conflicting_label": int(dup.sum() - same.sum()),
+        "conflicting_lines": [],
     }
+    if y is not None and dup.any():  # every copy in a set of identical features that carries two labels
+        key = pd.util.hash_pandas_object(features, index=False)
+        labels_per_key = y.groupby(key.to_numpy()).nunique()
+        conflicting = key.isin(labels_per_key.index[labels_per_key > 1]).to_numpy()
+        report["duplicates"]["conflicting_lines"] = _lines(features.index[conflicting])
     if dup.any():
         warnings.append(f"{int(dup.sum())} rows repeat another row's features "
                         f"({int(dup.sum() - same.sum())} with a different label)")

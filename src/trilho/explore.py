@@ -1,0 +1,156 @@
+"""Exploration for people: tables and figures of a raw table and of a run's results.
+
+Pure functions (frames and figures in and out) that the notebooks call, so that a notebook only
+arranges what the package computes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from trilho.encoding import normalise_text
+from trilho.evaluate import duplicate_groups
+from trilho.experiment import Experiment
+
+__all__ = [
+    "class_balance_figure",
+    "correlation_figure",
+    "distributions_figure",
+    "duplicates_table",
+    "feature_boxplots_figure",
+    "intervals_table",
+    "report_tables",
+    "run_link",
+]
+
+
+def _labels(raw: pd.DataFrame, exp: Experiment) -> pd.Series:
+    return normalise_text(raw[exp.data.target]).rename("class")
+
+
+def _numeric(raw: pd.DataFrame, exp: Experiment) -> pd.DataFrame:
+    features = raw.drop(columns=[exp.data.target, *exp.data.drop, *exp.data.categorical], errors="ignore")
+    return features.apply(pd.to_numeric, errors="coerce")
+
+
+def report_tables(report: dict[str, Any]) -> dict[str, pd.DataFrame]:
+    """The validation report as small tables: overview, classes, problems, out-of-range values."""
+    overview = pd.DataFrame({
+        "rows": [report["rows"]], "columns": [len(report["columns"])],
+        "errors": [len(report["errors"])], "warnings": [len(report["warnings"])],
+        "rows copying another": [report.get("duplicates", {}).get("rows_duplicating_another", 0)],
+        "of which with another label": [report.get("duplicates", {}).get("with_conflicting_label", 0)],
+    })
+    classes = pd.Series(report.get("class_counts", {}), name="rows").rename_axis("class").to_frame()
+    classes["share"] = classes["rows"] / classes["rows"].sum()
+    ranges = pd.DataFrame([{"column": c, "plausible range": f"{v['range'][0]}–{v['range'][1]}", "count": v["count"],
+                            "min": v["min"], "max": v["max"], "file lines": v["lines"][:8]}
+                           for c, v in report.get("out_of_range", {}).items()])
+    problems = pd.DataFrame({"kind": ["error"] * len(report["errors"]) + ["warning"] * len(report["warnings"]),
+                             "message": report["errors"] + report["warnings"]})
+    return {"overview": overview, "classes": classes, "problems": problems, "out_of_range": ranges,
+            "dtypes": pd.Series(report["dtypes"], name="dtype").to_frame()}
+
+
+def class_balance_figure(raw: pd.DataFrame, exp: Experiment) -> Figure:
+    counts = _labels(raw, exp).value_counts().reindex(exp.data.classes, fill_value=0)
+    fig = Figure(figsize=(5, 3.4), layout="constrained")
+    ax = fig.add_subplot()
+    bars = ax.bar(counts.index, counts.to_numpy(), color=["tab:green", "tab:red", "tab:orange"][:len(counts)])
+    for bar, n in zip(bars, counts.to_numpy(), strict=True):
+        ax.annotate(f"{n} ({n / counts.sum():.0%})", (bar.get_x() + bar.get_width() / 2, n), ha="center", va="bottom")
+    ax.set(title="Class balance", ylabel="rows", xlabel=exp.data.target)
+    return fig
+
+
+def distributions_figure(raw: pd.DataFrame, exp: Experiment, bins: int = 30) -> Figure:
+    """One histogram per feature, classes overlaid (density, so small classes stay visible)."""
+    numeric, labels = _numeric(raw, exp), _labels(raw, exp)
+    cols = list(numeric.columns)
+    ncols = 4
+    nrows = int(np.ceil(len(cols) / ncols))
+    fig = Figure(figsize=(3.2 * ncols, 2.5 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, col in zip(axes, cols, strict=False):
+        values = numeric[col]
+        edges = np.histogram_bin_edges(values.dropna(), bins=bins)
+        for label in exp.data.classes:
+            ax.hist(values[labels == label].dropna(), bins=edges, density=True, alpha=0.45, label=label)
+        ax.set_title(col, fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in axes[len(cols):]:
+        ax.set_visible(False)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Feature distributions by class (density)")
+    return fig
+
+
+def feature_boxplots_figure(raw: pd.DataFrame, exp: Experiment) -> Figure:
+    """One panel per feature: a box per class."""
+    numeric, labels = _numeric(raw, exp), _labels(raw, exp)
+    cols = list(numeric.columns)
+    ncols = 4
+    nrows = int(np.ceil(len(cols) / ncols))
+    fig = Figure(figsize=(3.2 * ncols, 2.6 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, col in zip(axes, cols, strict=False):
+        ax.boxplot([numeric[col][labels == c].dropna() for c in exp.data.classes], tick_labels=exp.data.classes,
+                   showfliers=True, flierprops={"markersize": 2})
+        ax.set_title(col, fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in axes[len(cols):]:
+        ax.set_visible(False)
+    fig.suptitle("Feature boxplots by class")
+    return fig
+
+
+def correlation_figure(raw: pd.DataFrame, exp: Experiment) -> Figure:
+    """Spearman correlation between features (rank-based: robust to the skewed lab values)."""
+    corr = _numeric(raw, exp).corr(method="spearman")
+    fig = Figure(figsize=(6.4, 5.4), layout="constrained")
+    ax = fig.add_subplot()
+    image = ax.imshow(corr.to_numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
+    fig.colorbar(image, ax=ax, label="Spearman ρ")
+    ax.set_xticks(range(len(corr)), corr.columns, rotation=60, fontsize=8)
+    ax.set_yticks(range(len(corr)), corr.columns, fontsize=8)
+    for (i, j), value in np.ndenumerate(corr.to_numpy()):
+        ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=6,
+                color="white" if abs(value) > 0.6 else "black")
+    ax.set_title("Feature correlation")
+    return fig
+
+
+def duplicates_table(raw: pd.DataFrame, exp: Experiment) -> pd.DataFrame:
+    """Rows whose features repeat another row's, grouped, with whether the group's labels conflict."""
+    features = raw.drop(columns=[exp.data.target, *exp.data.drop], errors="ignore")
+    features = features.assign(**{c: normalise_text(features[c]) for c in exp.data.categorical if c in features})
+    groups = pd.Series(duplicate_groups(features), index=raw.index)
+    sizes = groups.map(groups.value_counts())
+    labels = _labels(raw, exp)
+    conflict = groups.map(labels.groupby(groups).nunique() > 1)
+    out = raw.loc[sizes > 1].assign(group=groups[sizes > 1], copies=sizes[sizes > 1],
+                                    conflicting_labels=conflict[sizes > 1], file_line=raw.index[sizes > 1] + 2)
+    return out.sort_values(["conflicting_labels", "group"], ascending=[False, True])
+
+
+def intervals_table(summary: dict[str, Any]) -> pd.DataFrame:
+    """Per metric: the fold mean and every interval method side by side (the headline marked)."""
+    rows = []
+    for metric, s in summary["cv"]["metrics"].items():
+        row = {"metric": metric, "mean": round(s["mean"], 4), "std": round(s["std"], 4)}
+        for method, bounds in s.get("intervals", {}).items():
+            mark = " *" if method == s.get("ci_method") else ""
+            row[method + mark] = f"{bounds[0]:.4f} – {bounds[1]:.4f}" if bounds else "–"
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("metric")
+
+
+def run_link(tracking_uri: str, summary: dict[str, Any], ui: str = "http://127.0.0.1:5000") -> str:
+    """Where to see the run: the server's own page, or the UI that ``trilho ui`` opens on a local store."""
+    base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else ui
+    return f"{base}/#/experiments/{quote(str(summary['mlflow_experiment_id']))}/runs/{quote(summary['run_id'])}"

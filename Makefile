@@ -6,7 +6,7 @@ SOURCE ?=
 EXPERIMENT ?= diabetes
 RUN_ARGS ?=
 
-.PHONY: run test setup clean bench ui
+.PHONY: run test setup clean bench ui notebook server
 
 $(BIN)/trilho: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,11 +24,23 @@ run: setup
 test: setup
 	$(BIN)/python -m pytest -q -ra
 
+## benchmarks (minutes each); figures go in BENCHMARKS.md / STATISTICS.md
 bench: setup
 	$(BIN)/python benchmarks/bench_experiment.py
+	$(BIN)/python benchmarks/bench_ingest.py
+	$(BIN)/python benchmarks/bench_predict.py
+
+## JupyterLab on notebooks/ (127.0.0.1; the token is printed)
+notebook: setup
+	$(BIN)/python -m pip install --quiet -e ".[test,notebook]"
+	$(BIN)/trilho notebook --lab notebooks/diabetes.ipynb
+
+## an MLflow server with the UI on 127.0.0.1:5000 (SQLite store, proxied artifacts)
+server: setup
+	$(BIN)/trilho server
 
 ui: setup
 	$(BIN)/trilho ui
 
 clean:
-	rm -rf lake mlflow.db mlruns summary.json
+	rm -rf lake mlflow.db mlruns mlartifacts summary.json notebook-out

@@ -300,3 +300,28 @@ def compare(candidates: Annotated[list[str] | None, typer.Argument(help="model+r
     out = Console()
     out.print(table)
     out.print(f"MLflow run {s['run_id']} (one child per candidate); lake {s['lake']['uri']}/{s['lake']['reports']}")
+
+
+@app.command()
+def notebook(path: Annotated[Path, typer.Argument(help="The notebook to run.")] = Path("notebooks/diabetes.ipynb"),
+             param: Annotated[list[str] | None, typer.Option("--param", "-p", help="NAME=VALUE for the parameters cell (value parsed as TOML), e.g. -p 'OVERRIDES=[\"cv.n_repeats=2\"]'.")] = None,
+             out: Annotated[Path, typer.Option(help="Folder for the executed notebook and its HTML.")] = Path("notebook-out"),
+             lab: Annotated[bool, typer.Option("--lab", help="Open JupyterLab on the notebook's folder instead (127.0.0.1, token printed).")] = False) -> None:
+    """Run a notebook top to bottom with parameters, then publish it to the lake and its MLflow run."""
+    from trilho.experiment import apply_overrides
+    from trilho.notebooks import execute_notebook, publish
+    from trilho.settings import load_settings
+
+    if lab:
+        cmd = [sys.executable, "-m", "jupyter", "lab", "--ServerApp.ip=127.0.0.1", "--no-browser",
+               f"--ServerApp.root_dir={path.parent if path.suffix else path}"]
+        raise typer.Exit(subprocess.call(cmd, env=os.environ.copy()))
+    try:
+        params = apply_overrides({}, param or [])
+        run_ = execute_notebook(path, params, out, cwd=Path.cwd())
+        settings = load_settings(**{k: v for k, v in {"tracking_uri": params.get("TRACKING_URI"),
+                                                       "lake": params.get("LAKE")}.items() if v})
+        keys = publish(run_, settings) if run_.summary else []
+    except TrilhoError as exc:
+        _fail(exc)
+    Console().print(f"executed {run_.executed}, rendered {run_.html}" + (f"; published to {', '.join(keys)}" if keys else ""))

@@ -68,44 +68,41 @@ def class_balance_figure(raw: pd.DataFrame, exp: Experiment) -> Figure:
     return fig
 
 
+def _panels(names: list[str], title: str, height: float) -> tuple[Figure, list]:
+    """A figure with one small panel per name, four to a row; unused panels hidden."""
+    ncols = 4
+    nrows = int(np.ceil(len(names) / ncols))
+    fig = Figure(figsize=(3.2 * ncols, height * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, name in zip(axes, names, strict=False):
+        ax.set_title(name, fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in axes[len(names):]:
+        ax.set_visible(False)
+    fig.suptitle(title)
+    return fig, list(axes[:len(names)])
+
+
 def distributions_figure(raw: pd.DataFrame, exp: Experiment, bins: int = 30) -> Figure:
     """One histogram per feature, classes overlaid (density, so small classes stay visible)."""
     numeric, labels = _numeric(raw, exp), _labels(raw, exp)
-    cols = list(numeric.columns)
-    ncols = 4
-    nrows = int(np.ceil(len(cols) / ncols))
-    fig = Figure(figsize=(3.2 * ncols, 2.5 * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax, col in zip(axes, cols, strict=False):
+    fig, axes = _panels(list(numeric.columns), "Feature distributions by class (density)", 2.5)
+    for ax, col in zip(axes, numeric.columns, strict=True):
         values = numeric[col]
         edges = np.histogram_bin_edges(values.dropna(), bins=bins)
         for label in exp.data.classes:
             ax.hist(values[labels == label].dropna(), bins=edges, density=True, alpha=0.45, label=label)
-        ax.set_title(col, fontsize=9)
-        ax.tick_params(labelsize=7)
-    for ax in axes[len(cols):]:
-        ax.set_visible(False)
     axes[0].legend(fontsize=7)
-    fig.suptitle("Feature distributions by class (density)")
     return fig
 
 
 def feature_boxplots_figure(raw: pd.DataFrame, exp: Experiment) -> Figure:
     """One panel per feature: a box per class."""
     numeric, labels = _numeric(raw, exp), _labels(raw, exp)
-    cols = list(numeric.columns)
-    ncols = 4
-    nrows = int(np.ceil(len(cols) / ncols))
-    fig = Figure(figsize=(3.2 * ncols, 2.6 * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax, col in zip(axes, cols, strict=False):
+    fig, axes = _panels(list(numeric.columns), "Feature boxplots by class", 2.6)
+    for ax, col in zip(axes, numeric.columns, strict=True):
         ax.boxplot([numeric[col][labels == c].dropna() for c in exp.data.classes], tick_labels=exp.data.classes,
                    showfliers=True, flierprops={"markersize": 2})
-        ax.set_title(col, fontsize=9)
-        ax.tick_params(labelsize=7)
-    for ax in axes[len(cols):]:
-        ax.set_visible(False)
-    fig.suptitle("Feature boxplots by class")
     return fig
 
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from trilho import stats
-from trilho.evaluate import (RESAMPLERS, cross_validate, duplicate_groups, holdout_split, scores_from_confusion)
+from trilho.evaluate import RESAMPLERS, cross_validate, duplicate_groups, holdout_split, scores_from_confusions
 from trilho.synthetic import diabetes
 
 SCORES = np.array([0.80, 0.84, 0.82, 0.86, 0.78])  # mean 0.82, sample variance 0.001
@@ -54,7 +54,7 @@ def test_row_bootstrap_of_accuracy_matches_the_binomial_width():
     n = 2000
     y = rng.integers(0, 2, n)
     pred = np.where(rng.random(n) < 0.9, y, 1 - y)[None, :]  # one repeat, 90% right
-    offsets = stats.row_bootstrap_intervals(y, pred, 2, scores_from_confusion, ["accuracy"], n_boot=2000)
+    offsets = stats.row_bootstrap_intervals(y, pred, 2, scores_from_confusions, ["accuracy"], n_boot=2000)
     lo, hi = offsets["accuracy"]
     width = 2 * 1.96 * np.sqrt(0.9 * 0.1 / n)
     assert hi - lo == pytest.approx(width, rel=0.12) and lo < 0 < hi

@@ -39,6 +39,7 @@ __all__ = [
     "fit_final",
     "holdout",
     "scores_from_confusion",
+    "scores_from_confusions",
 ]
 
 # name -> (class, name of its thread-count parameter or None)
@@ -72,32 +73,37 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return out
 
 
+def scores_from_confusions(cms: np.ndarray) -> dict[str, np.ndarray]:
+    """CONFUSION_METRICS for a stack of confusion matrices (..., K, K): one array per metric."""
+    cm = np.asarray(cms, dtype="float64")
+    tp = np.diagonal(cm, axis1=-2, axis2=-1)
+    support = cm.sum(axis=-1)
+    predicted = cm.sum(axis=-2)
+    total = support.sum(axis=-1)
+    precision = _ratio(tp, predicted)
+    recall = _ratio(tp, support)
+    f1 = _ratio(2 * tp, support + predicted)
+    weights = support / total[..., None]
+    present = support > 0
+    return {
+        "accuracy": tp.sum(axis=-1) / total,
+        "balanced_accuracy": (recall * present).sum(axis=-1) / present.sum(axis=-1),
+        "precision_weighted": (precision * weights).sum(axis=-1),
+        "recall_weighted": (recall * weights).sum(axis=-1),
+        "f1_weighted": (f1 * weights).sum(axis=-1),
+        "precision_macro": precision.mean(axis=-1),
+        "recall_macro": recall.mean(axis=-1),
+        "f1_macro": f1.mean(axis=-1),
+    }
+
+
 def scores_from_confusion(cm: np.ndarray) -> dict[str, float]:
     """Every metric in CONFUSION_METRICS from one confusion matrix (rows true, columns predicted).
 
     Equal to scikit-learn's functions with zero_division=0 when every class appears in the fold,
     which stratified folds guarantee; one matrix per fold instead of eight metric calls.
     """
-    cm = np.asarray(cm, dtype="float64")
-    tp = np.diag(cm)
-    support = cm.sum(axis=1)
-    predicted = cm.sum(axis=0)
-    total = cm.sum()
-    precision = _ratio(tp, predicted)
-    recall = _ratio(tp, support)
-    f1 = _ratio(2 * tp, support + predicted)
-    weights = support / total
-    present = support > 0
-    return {
-        "accuracy": float(tp.sum() / total),
-        "balanced_accuracy": float(recall[present].mean()),
-        "precision_weighted": float(precision @ weights),
-        "recall_weighted": float(recall @ weights),
-        "f1_weighted": float(f1 @ weights),
-        "precision_macro": float(precision.mean()),
-        "recall_macro": float(recall.mean()),
-        "f1_macro": float(f1.mean()),
-    }
+    return {k: float(v) for k, v in scores_from_confusions(np.asarray(cm)).items()}
 
 
 def build_pipeline(model: dict[str, Any], resampler: dict[str, Any], random_state: int,

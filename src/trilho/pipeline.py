@@ -81,7 +81,7 @@ def _summary_metrics(cv: evaluate.CVResult, exp: Experiment) -> dict[str, dict[s
         pred = cv.oof["pred"].to_numpy().reshape(len(seeds), len(first))
         decomposable = [m for m in ev.metrics if m in evaluate.CONFUSION_METRICS]
         rows = stats.row_bootstrap_intervals(first["y"].to_numpy(), pred, len(exp.data.classes),
-                                             evaluate.scores_from_confusion, decomposable, ev.level)
+                                             evaluate.scores_from_confusions, decomposable, ev.level)
     for metric, entry in out.items():
         entry["intervals"] = stats.intervals(scores[metric], ev.intervals, test_fraction=1.0 / exp.cv.n_splits,
                                              level=ev.level, low=ev.interval_low, high=ev.interval_high,

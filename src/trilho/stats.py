@@ -67,34 +67,41 @@ def fold_bootstrap_interval(scores: np.ndarray, level: float = 0.95, n_boot: int
     return float(lo), float(hi)
 
 
-def row_bootstrap_intervals(y: np.ndarray, pred: np.ndarray, n_classes: int, score_fn: Callable[[np.ndarray], dict],
-                            metrics: list[str], level: float = 0.95, n_boot: int = 1000,
-                            seed: int = 0) -> dict[str, tuple[float, float]]:
+def row_bootstrap_intervals(y: np.ndarray, pred: np.ndarray, n_classes: int,
+                            score_fn: Callable[[np.ndarray], dict[str, np.ndarray]], metrics: list[str],
+                            level: float = 0.95, n_boot: int = 1000, seed: int = 0) -> dict[str, tuple[float, float]]:
     """Bootstrap over rows of the out-of-fold predictions, the sampling unit of the data.
 
-    ``y`` holds each row's label, ``pred`` its out-of-fold prediction per repeat (repeats x rows).
-    Each replicate draws n rows with replacement, scores every repeat's pooled confusion matrix
-    on them and averages over repeats; the interval is the replicates' percentile range, moved by
-    (fold-average score - pooled score) so that it sits around the reported fold mean.
+    ``y`` holds each row's label, ``pred`` its out-of-fold prediction per repeat (repeats x rows),
+    ``score_fn`` scores a stack of confusion matrices (..., K, K). Each replicate draws n rows with
+    replacement, scores every repeat's pooled confusion matrix on them and averages over repeats.
+    Returns, per metric, the replicates' percentile range as offsets from the full-data pooled
+    score, to be added to the reported fold mean.
     """
     pred = np.atleast_2d(np.asarray(pred))
     repeats, n = pred.shape
-    cells = np.asarray(y)[None, :] * n_classes + pred
+    cells = np.asarray(y)[None, :] * n_classes + pred                     # (repeats, n)
+    onehot = np.zeros((repeats, n, n_classes**2))
+    np.put_along_axis(onehot, cells[..., None], 1.0, axis=-1)
     rng = np.random.default_rng(seed)
 
-    def pooled(weights: np.ndarray) -> np.ndarray:
-        total = np.zeros(len(metrics))
-        for r in range(repeats):
-            cm = np.bincount(cells[r], weights=weights, minlength=n_classes**2).reshape(n_classes, n_classes)
-            scores = score_fn(cm)
-            total += [scores[m] for m in metrics]
-        return total / repeats
+    def pooled(weights: np.ndarray) -> dict[str, np.ndarray]:            # weights: (boots, n)
+        cms = np.einsum("bn,rnk->brk", weights, onehot).reshape(len(weights), repeats, n_classes, n_classes)
+        return {m: v.mean(axis=1) for m, v in score_fn(cms).items() if m in metrics}
 
-    point = pooled(np.ones(n))
-    reps = np.array([pooled(np.bincount(rng.integers(0, n, n), minlength=n).astype("float64"))
-                     for _ in range(n_boot)])
-    lo, hi = np.quantile(reps, [0.5 - level / 2, 0.5 + level / 2], axis=0)
-    return {m: (float(lo[j] - point[j]), float(hi[j] - point[j])) for j, m in enumerate(metrics)}  # offsets
+    point = pooled(np.ones((1, n)))
+    draws: dict[str, list[np.ndarray]] = {m: [] for m in metrics}
+    block = max(1, min(n_boot, 4_000_000 // max(n, 1)))                  # bounded memory per block
+    for start in range(0, n_boot, block):
+        size = min(block, n_boot - start)
+        weights = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(size)]).astype("float64")
+        for m, v in pooled(weights).items():
+            draws[m].append(v)
+    out = {}
+    for m in metrics:
+        lo, hi = np.quantile(np.concatenate(draws[m]), [0.5 - level / 2, 0.5 + level / 2])
+        out[m] = (float(lo - point[m][0]), float(hi - point[m][0]))
+    return out
 
 
 def intervals(scores: np.ndarray, methods: list[str], *, test_fraction: float, level: float = 0.95,

@@ -80,3 +80,24 @@ def test_summary_statistics():
     assert out["std"] == pytest.approx(values.std(ddof=1))
     assert (out["low"], out["high"]) == percentile_spread(values) == tuple(np.percentile(values, [2.5, 97.5]))
     assert out["n"] == 5 and "fold scores" in out["interval"]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_probability_metrics_equal_scikit_learn(seed):
+    from sklearn.metrics import log_loss, matthews_corrcoef, roc_auc_score
+
+    from trilho.evaluate import probability_metrics
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, 200)
+    proba = rng.dirichlet([1, 1, 1], 200)
+    proba[np.arange(200), y] += rng.uniform(0, 1, 200)  # informative, with ties rare but possible
+    proba /= proba.sum(axis=1, keepdims=True)
+    got = probability_metrics(y, proba, np.arange(3))
+    assert got["mcc"] == pytest.approx(matthews_corrcoef(y, proba.argmax(axis=1)))
+    assert got["roc_auc_ovr"] == pytest.approx(roc_auc_score(y, proba, multi_class="ovr", average="macro"))
+    assert got["log_loss"] == pytest.approx(log_loss(y, proba, labels=[0, 1, 2]))
+    tied = np.round(proba, 1)  # many ties: ranks must average them
+    tied /= tied.sum(axis=1, keepdims=True)
+    assert probability_metrics(y, tied, np.arange(3))["roc_auc_ovr"] == pytest.approx(
+        roc_auc_score(y, tied, multi_class="ovr", average="macro"))

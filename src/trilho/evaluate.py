@@ -20,7 +20,7 @@ from imblearn.pipeline import Pipeline
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
-from sklearn.metrics import classification_report, confusion_matrix, log_loss, matthews_corrcoef, roc_auc_score
+from sklearn.metrics import classification_report, confusion_matrix
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 from threadpoolctl import threadpool_limits
 from xgboost import XGBClassifier
@@ -31,6 +31,7 @@ __all__ = [
     "METRICS",
     "duplicate_groups",
     "holdout_split",
+    "probability_metrics",
     "CVResult",
     "HoldoutResult",
     "build_pipeline",
@@ -188,14 +189,31 @@ def holdout_split(y: np.ndarray, fraction: float, random_state: int, groups: np.
     return rows[in_train], rows[~in_train]
 
 
-def _probability_metrics(y: np.ndarray, proba: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """MCC, one-vs-rest ROC AUC (macro over the classes present in the fold) and log loss."""
-    pred = labels[proba.argmax(axis=1)]
-    aucs = [roc_auc_score(y == k, proba[:, j]) for j, k in enumerate(labels) if 0 < (y == k).sum() < len(y)]
+def probability_metrics(y: np.ndarray, proba: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """MCC, one-vs-rest ROC AUC (macro over the classes present in the fold) and log loss.
+
+    Closed forms in numpy (equal to scikit-learn's matthews_corrcoef, roc_auc_score and log_loss,
+    which a test checks); computed in every fold, so they must cost little.
+    """
+    from scipy.stats import rankdata
+
+    index = np.searchsorted(labels, y)
+    cm = np.zeros((len(labels), len(labels)))
+    np.add.at(cm, (index, proba.argmax(axis=1)), 1)
+    t, p, c, n = cm.sum(axis=1), cm.sum(axis=0), np.trace(cm), cm.sum()
+    denominator = np.sqrt((n * n - p @ p) * (n * n - t @ t))
+    mcc = float((c * n - t @ p) / denominator) if denominator else 0.0
+    aucs = []
+    for j in range(len(labels)):
+        positive = index == j
+        n_pos = int(positive.sum())
+        if 0 < n_pos < len(y):
+            ranks = rankdata(proba[:, j])
+            aucs.append((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (len(y) - n_pos)))
     clipped = np.clip(proba, 1e-15, 1.0)
-    return {"mcc": float(matthews_corrcoef(y, pred)),
-            "roc_auc_ovr": float(np.mean(aucs)) if aucs else float("nan"),
-            "log_loss": float(log_loss(y, clipped / clipped.sum(axis=1, keepdims=True), labels=labels))}
+    clipped = clipped / clipped.sum(axis=1, keepdims=True)
+    return {"mcc": mcc, "roc_auc_ovr": float(np.mean(aucs)) if aucs else float("nan"),
+            "log_loss": float(-np.log(clipped[np.arange(len(y)), index]).mean())}
 
 
 def _run_tasks(tasks: list[Callable[[], Any]], names: list[str], n_jobs: int,
@@ -234,7 +252,7 @@ def _fold_task(X, y, estimator, seed, i, train, test, labels):
         cm = confusion_matrix(y[test], pred, labels=labels)
         return {"seed": seed, "fold": i, "n_train": len(train), "n_test": len(test),
                 "fit_s": time.perf_counter() - start, "cm": cm, "test": test, "proba": proba,
-                **scores_from_confusion(cm), **_probability_metrics(y[test], proba, labels)}
+                **scores_from_confusion(cm), **probability_metrics(y[test], proba, labels)}
     return run
 
 
@@ -274,7 +292,7 @@ def _holdout_result(pipe: Pipeline, X, y, train, test, classes) -> HoldoutResult
         confusion=cm,
         report=classification_report(y[test], pred, output_dict=True, **kwargs),
         report_text=classification_report(y[test], pred, **kwargs),
-        scores={**scores_from_confusion(cm), **_probability_metrics(y[test], proba, np.array(labels))},
+        scores={**scores_from_confusion(cm), **probability_metrics(y[test], proba, np.array(labels))},
         train_index=train,
         pipeline=pipe,
     )

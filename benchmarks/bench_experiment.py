@@ -107,39 +107,41 @@ def seed_style(data_path: Path, tracking_uri: str) -> float:
 
 
 def cv_floor(data_path: Path, cores: int) -> float:
-    """Sum of single-threaded fit times of every pipeline fit, divided by the cores."""
+    """Sum of single-threaded fit times of every pipeline fit trilho's CV phase makes, divided by the cores."""
     from threadpoolctl import threadpool_limits
 
-    from trilho import load_experiment
     from trilho.clean import clean
-    from trilho.evaluate import _split_plan, build_pipeline
+    from trilho.evaluate import _split_plan, build_pipeline, holdout_split
     from trilho.ingest import read_table
+    from trilho.pipeline import fold_data
 
-    from sklearn.model_selection import train_test_split
-
-    exp = load_experiment("diabetes")
-    data = clean(read_table(data_path), exp)
-    index = np.arange(len(data.y))
-    holdout_train, _ = train_test_split(index, test_size=exp.evaluation.holdout_fraction,
-                                        random_state=exp.random_state, stratify=data.y)
+    exp = trilho_experiment(data_path)
+    X, y, groups, _ = fold_data(clean(read_table(data_path), exp), exp)
+    holdout_train, _ = holdout_split(y, exp.evaluation.holdout_fraction, exp.random_state, groups)
     # every fit trilho's CV phase makes: the 50 folds, the holdout fit and the final fit
-    fits = [train for _seed, _i, train, _test in _split_plan(data.y, exp.cv.n_splits, exp.cv.seeds)]
-    fits += [holdout_train, index]
+    fits = [train for _seed, _i, train, _test in _split_plan(y, exp.cv.n_splits, exp.cv.seeds, groups)]
+    fits += [holdout_train, np.arange(len(y))]
     total = 0.0
     with threadpool_limits(1):
         for train in fits:
             pipe = build_pipeline(exp.model.model_dump(), exp.resampler.model_dump(), exp.random_state, 1)
             start = time.perf_counter()
-            pipe.fit(data.X.iloc[train], data.y[train])
+            pipe.fit(X.iloc[train], y[train])
             total += time.perf_counter() - start
     return total / cores
 
 
-def trilho_run(data_path: Path, settings) -> dict:
+def trilho_experiment(data_path: Path):
+    """The shipped diabetes experiment in its seed-exact mode: the same folds and numbers as the seed style."""
     from trilho import load_experiment
+
+    return load_experiment("diabetes", [f'source.uri="file:{data_path}"', 'source.sha256=""', 'cv.duplicates="keep"'])
+
+
+def trilho_run(data_path: Path, settings) -> dict:
     from trilho.pipeline import run_experiment
 
-    exp = load_experiment("diabetes", [f'source.uri="file:{data_path}"', 'source.sha256=""'])
+    exp = trilho_experiment(data_path)
     start = time.perf_counter()
     result = run_experiment(exp, settings)
     wall = time.perf_counter() - start
@@ -174,7 +176,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--tracking", choices=["server", "sqlite"], default="server")
+    parser.add_argument("--tracking", choices=["server", "server-s3", "sqlite"], default="server")
     args = parser.parse_args()
     if not args.data.exists():
         sys.exit(f"{args.data} not found: pass --data PATH (the diabetes CSV)")
@@ -185,10 +187,18 @@ def main() -> None:
     from trilho import load_settings
 
     rows = []
-    server = None
+    server = store = None
     with tempfile.TemporaryDirectory(prefix="trilho-bench-") as tmp:
         if args.tracking == "server":
             server, uri = start_server(tmp)
+        elif args.tracking == "server-s3":  # SeaweedFS holds the artifacts; the server proxies them
+            sys.path.insert(0, str(ROOT))
+            from tests.services import MlflowServer, SeaweedFS
+
+            store = SeaweedFS(Path(tmp) / "store").start()
+            store.client().create_bucket(Bucket="mlflow")
+            server = MlflowServer(Path(tmp) / "server", "s3://mlflow/", env=store.env()).start()
+            uri = server.url
         else:
             uri = f"sqlite:///{tmp}/mlflow.db"
         MlflowClient(uri).search_experiments()  # create the store's tables before anything is timed
@@ -204,9 +214,13 @@ def main() -> None:
                    "tracking_s": t["tracking_s"], "tracking_share": t["tracking_s"] / t["wall_s"]}
             rows.append(row)
             print(f"round {r + 1}: " + "  ".join(f"{k}={v:.3f}" for k, v in row.items()), flush=True)
-        if server:
+        if isinstance(server, subprocess.Popen):
             server.terminate()
             server.wait(30)
+        elif server:
+            server.stop()
+        if store:
+            store.stop()
     print(f"\ncores={cores}  rounds={args.rounds}  data={args.data.name}  tracking={args.tracking}  (medians)")
     for key in rows[0]:
         print(f"  {key:15s} {statistics.median(r[key] for r in rows):8.3f}")

@@ -25,6 +25,9 @@ def test_every_service_the_stack_needs_is_there():
     services = load(COMPOSE)["services"]
     assert {"minio", "buckets", "mlflow", "jupyter", "ingest", "train", "serve"} <= set(services)
     assert services["train"]["profiles"] == ["train"] and services["serve"]["profiles"] == ["serve"]
+    # the served model needs xgboost: the serve service runs the trilho image, which has it
+    assert services["serve"]["image"] == services["jupyter"]["image"] == "trilho:local"
+    assert "@champion" in " ".join(services["serve"]["command"])
 
 
 def test_images_are_pinned():

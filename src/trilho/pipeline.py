@@ -161,7 +161,7 @@ def _log_nested(tracker: Tracker, cv: evaluate.CVResult, exp: Experiment) -> Non
     """The reference layout: one child run per repeat, its fold scores as steps."""
     for seed, group in cv.folds.groupby("seed", sort=False):
         with tracker.run(f"seed_{seed}", {"seed": str(seed), "trilho.kind": "repeat"}, nested=True) as child:
-            rows = [(m, v, int(f)) for m in exp.evaluation.metrics for f, v in zip(group["fold"], group[m])]
+            rows = [(m, v, int(f)) for m in exp.evaluation.metrics for f, v in zip(group["fold"], group[m], strict=True)]
             rows += [(f"{m}_mean_seed", float(group[m].mean()), 0) for m in exp.evaluation.metrics]
             tracker.log_values(child, metrics=rows)
 

@@ -73,7 +73,7 @@ def intervals_figure(summary: dict[str, dict], metric: str) -> Figure:
     methods = [(m, iv) for m, iv in entry["intervals"].items() if iv]
     fig = Figure(figsize=(6.4, 0.5 * len(methods) + 1.4), layout="constrained")
     ax = fig.add_subplot()
-    for i, (method, (lo, hi)) in enumerate(methods):
+    for i, (_method, (lo, hi)) in enumerate(methods):
         ax.plot([lo, hi], [i, i], lw=3)
         ax.text(hi, i, f"  [{lo:.3f}, {hi:.3f}]", va="center", fontsize=8)
     ax.axvline(entry["mean"], color="black", lw=0.8, ls="--", label=f"fold mean {entry['mean']:.3f}")

@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from trilho import StorageError, TrackingError, load_settings
 from trilho.pipeline import run_experiment
+from trilho.predict import predict_batch
 from trilho.storage import S3Lake, open_lake
 from trilho.tracking import Tracker
 
@@ -71,7 +72,13 @@ def test_end_to_end_on_seaweedfs_and_mlflow_server(workdir, seaweed, mlflow_serv
     mlflow.set_tracking_uri(mlflow_server.url)
     model = mlflow.pyfunc.load_model(s["model_uri"])
     rows = raw_frame(raw).drop(columns=["CLASS", "ID", "No_Pation"]).head(20)
-    assert set(model.predict(rows)) <= {"N", "Y", "P"}
+    assert set(model.predict(rows)["prediction"]) <= {"N", "Y", "P"}
+    # registered through the server; batch prediction from the S3 lake into the S3 lake, idempotent
+    version = s["registry"]["version"]
+    done = predict_batch(f"models:/diabetes-xgboost/{version}", s["lake"]["raw"], settings, chunk_rows=100)
+    assert done["rows"] == 300 and done["output"].startswith(settings.lake)
+    assert lake.exists(done["key"]) and predict_batch(f"models:/diabetes-xgboost/{version}", s["lake"]["raw"],
+                                                      settings)["skipped"]
 
 
 def raw_frame(path: Path):

@@ -25,7 +25,11 @@ import tempfile
 from pathlib import Path
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
+def peak_rss_mb():  # VmHWM: this process's own peak (ru_maxrss would include the parent's size at fork)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
 t0 = time.perf_counter()
 import mlflow, pandas as pd
 from trilho import load_settings
@@ -45,7 +49,7 @@ else:
     pd.concat([df[["ID", "No_Pation"]], out], axis=1).to_parquet(f"{root}/naive.parquet", index=False)
 seconds = time.perf_counter() - start
 print(json.dumps({"seconds": seconds, "import_s": imported,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mb": peak_rss_mb()}))
 """
 
 

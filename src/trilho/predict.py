@@ -16,6 +16,7 @@ import re
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -115,7 +116,10 @@ def predict_batch(model_uri: str, input_ref: str, settings: Settings, *, lake: L
         spec = getattr(model.unwrap_python_model(), "spec_", {})
         identifiers = list(spec.get("identifiers", []))
         out_path = workdir / "predictions.parquet"
-        writer, rows = None, 0
+        writer, rows, pending = None, 0, None
+        # the Parquet writer works on its own thread (it releases the GIL), so writing chunk i
+        # overlaps predicting chunk i + 1; one chunk in flight keeps memory at two chunks at most
+        background = ThreadPoolExecutor(1, thread_name_prefix="trilho-write")
         try:
             for chunk in iter_chunks(path, chunk_rows):
                 if wanted is not None:
@@ -132,13 +136,20 @@ def predict_batch(model_uri: str, input_ref: str, settings: Settings, *, lake: L
                     raise DataValidationError(f"input {source}, rows {rows + 1}-{rows + len(chunk)}: the model "
                                               f"refused them: {exc}") from None
                 ids = chunk[[c for c in identifiers if c in chunk.columns]].reset_index(drop=True)
-                table = pa.Table.from_pandas(pd.concat([ids, predicted.reset_index(drop=True)], axis=1),
-                                             preserve_index=False)
+                predicted = predicted.reset_index(drop=True)
+                if "prediction" in predicted:  # a handful of labels: dictionary-encoded, cheap to write
+                    predicted["prediction"] = pd.Categorical(predicted["prediction"], categories=spec.get("classes"))
+                table = pa.Table.from_pandas(pd.concat([ids, predicted], axis=1), preserve_index=False)
                 if writer is None:
                     writer = pq.ParquetWriter(out_path, table.schema)
-                writer.write_table(table)
+                if pending is not None:
+                    pending.result()
+                pending = background.submit(writer.write_table, table)
                 rows += len(chunk)
+            if pending is not None:
+                pending.result()
         finally:
+            background.shutdown(wait=True)
             if writer is not None:
                 writer.close()
         if writer is None:

@@ -232,11 +232,10 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
                 tracker.log_folder(run_id, folder)
                 if exp.registry.model_name and exp.tracking.log_model:
                     with tracker.timed("register and gate the model"):
-                        summary["registry"] = _register(exp, settings, summary, cv, (X, y, groups), run_id, cores)
-                    lake.put_bytes(reports_prefix + "promotion.json",
-                                   json.dumps(summary["registry"], indent=2).encode(), overwrite=True)
-                    tracker.client.set_tag(run_id, "trilho.registry", f"{exp.registry.model_name} "
-                                           f"v{summary['registry']['version']}: {summary['registry']['reason']}")
+                        reg = summary["registry"] = _register(exp, settings, summary, cv, (X, y, groups), run_id, cores)
+                        tracker.client.set_tag(run_id, "trilho.registry",
+                                               f"{reg['name']} v{reg['version']}: {reg['reason']}")
+                    lake.put_bytes(reports_prefix + "promotion.json", json.dumps(reg, indent=2).encode(), overwrite=True)
             except TrackingError as exc:
                 summary["tracking_error"] = str(exc)
                 lake.put_bytes(reports_prefix + "summary.json", json.dumps(summary, indent=2).encode(), overwrite=True)

@@ -197,7 +197,9 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
             final = held.pipeline
         timings["cv_s"] = time.perf_counter() - step  # folds + holdout fit + final fit, one pool
 
+        step = time.perf_counter()
         metrics = _summary_metrics(cv, exp)
+        timings["stats_s"] = time.perf_counter() - step
         reports_prefix = f"reports/{run_id}/"
         summary: dict[str, Any] = {
             "experiment": exp.name, "run_id": run_id, "tracking_uri": settings.tracking_uri,
@@ -216,12 +218,16 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
         with tempfile.TemporaryDirectory(prefix="trilho-report-") as tmp:
             folder, model_dir = Path(tmp) / "report", Path(tmp) / "model"
             folder.mkdir()
+            step = time.perf_counter()
             _write_artifacts(folder, exp, summary, cv, held, validation, manifest)
+            timings["artifacts_s"] = time.perf_counter() - step
+            step = time.perf_counter()
             if exp.tracking.log_model:
                 save_model_files(final, data.spec, model_dir)
                 _copy_to_lake(lake, model_dir, reports_prefix + "model/")
             # the results reach the lake before MLflow sees them: a tracking failure loses nothing
             _copy_to_lake(lake, folder, reports_prefix)
+            timings["lake_copy_s"] = time.perf_counter() - step
             try:
                 if exp.tracking.log_model:  # before the metrics: MLflow copies existing run metrics to the model
                     example = raw.drop(columns=[exp.data.target, *exp.data.drop]).head(5)

@@ -106,9 +106,7 @@ def register_and_gate(*, tracking_uri: str, name: str, model_uri: str, run_id: s
     from mlflow.exceptions import MlflowException
 
     client = _client(tracking_uri)
-    try:
-        version = mlflow.register_model(model_uri, name, tags={"trilho.run_id": run_id}).version
-        client.set_registered_model_alias(name, CHALLENGER, version)
+    try:  # decide first, so that the version is created with its decision in one call
         current = _alias_version(client, name, CHAMPION)
         if current is None:
             decision = decide(fold_scores, None, metric=metric, margin=margin, test_fraction=test_fraction, level=level)
@@ -128,8 +126,9 @@ def register_and_gate(*, tracking_uri: str, name: str, model_uri: str, run_id: s
             decision = decide(fold_scores, champion_scores, metric=metric, margin=margin,
                               test_fraction=test_fraction, level=level, champion_version=str(current.version),
                               basis=basis)
-        for key, value in decision.tags().items():
-            client.set_model_version_tag(name, version, key, value)
+        version = mlflow.register_model(model_uri, name, await_registration_for=0,
+                                        tags={"trilho.run_id": run_id, **decision.tags()}).version
+        client.set_registered_model_alias(name, CHALLENGER, version)
         if decision.promote:
             client.set_registered_model_alias(name, CHAMPION, version)
     except MlflowException as exc:

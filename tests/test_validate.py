@@ -35,7 +35,8 @@ def test_real_data_report_matches_the_known_dirt():
     assert report["class_counts"] == {"N": 103, "Y": 844, "P": 53}
     # 170 rows repeat a whole raw row; the other 4 differ only by a label's trailing space, so once
     # labels are normalised no copy carries a conflicting label
-    assert report["duplicates"] == {"rows_duplicating_another": 174, "with_conflicting_label": 0}
+    assert report["duplicates"] == {"rows_duplicating_another": 174, "with_conflicting_label": 0,
+                                    "conflicting_lines": []}
     odd = report["out_of_range"]
     assert odd["HbA1c"]["min"] == 0.9 and odd["Chol"]["min"] == 0.0 and odd["Cr"]["max"] == 800
     data = clean(raw, EXP)
@@ -110,5 +111,7 @@ def test_duplicates_with_conflicting_labels_are_counted():
     copies = df.iloc[[0, 1, 2]].copy()
     copies["CLASS"] = [{"Y": "N"}.get(c.strip(), "Y") for c in copies["CLASS"]]
     report = validate(pd.concat([df, df.iloc[[5]], copies], ignore_index=True), EXP)
-    assert report["duplicates"] == {"rows_duplicating_another": 4, "with_conflicting_label": 3}
+    n = len(df)  # file lines are index + 2 (the header is line 1): the originals and their relabelled copies
+    assert report["duplicates"] == {"rows_duplicating_another": 4, "with_conflicting_label": 3,
+                                    "conflicting_lines": [2, 3, 4, n + 3, n + 4, n + 5]}
     assert any("4 rows repeat" in w for w in report["warnings"])

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import logging
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,9 +121,8 @@ def _metric_rows(cv: evaluate.CVResult, summary: dict, holdout: evaluate.Holdout
     return rows
 
 
-def _write_tables(folder: Path, exp: Experiment, result: dict, cv: evaluate.CVResult,
-                  holdout: evaluate.HoldoutResult, validation: dict, manifest: dict) -> list[str]:
-    """The results as files: tables, reports, the config and the manifest (no figures); returns their names."""
+def _write_artifacts(folder: Path, exp: Experiment, result: dict, cv: evaluate.CVResult,
+                     holdout: evaluate.HoldoutResult, validation: dict, manifest: dict) -> None:
     classes = exp.data.classes
     cv.folds.to_csv(folder / "results.csv", index=False)
     (folder / "results.json").write_text(json.dumps(
@@ -140,7 +137,15 @@ def _write_tables(folder: Path, exp: Experiment, result: dict, cv: evaluate.CVRe
               "mean": s["mean"], "headline": method == s["ci_method"]}
              for m, s in summary.items() for method, b in s["intervals"].items()]
     pd.DataFrame(table).to_csv(folder / "intervals.csv", index=False)
+    focus = exp.registry.primary_metric if exp.registry.primary_metric in summary else next(iter(summary))
+    figures = {
+        "cv_boxplot.png": plots.fold_boxplot(cv.folds, exp.evaluation.metrics),
+        "intervals.png": plots.intervals_figure(summary, focus),
+        "confusion_matrix.png": plots.confusion_matrix_figure(holdout.confusion, classes, "Holdout confusion matrix"),
+        "confusion_matrix_oof.png": plots.confusion_matrix_figure(cv.confusion, classes, "Out-of-fold confusion (all folds)"),
+    }
     if cv.oof is not None:
+        figures["roc_pr_curves.png"] = plots.curves_figure(cv.oof, classes)
         from sklearn.metrics import classification_report
 
         kwargs = dict(labels=list(range(len(classes))), target_names=classes, zero_division=0)
@@ -148,27 +153,8 @@ def _write_tables(folder: Path, exp: Experiment, result: dict, cv: evaluate.CVRe
             "Out of fold, every repeat pooled\n\n" + classification_report(cv.oof["y"], cv.oof["pred"], **kwargs))
         (folder / "oof_classification_report.json").write_text(json.dumps(
             classification_report(cv.oof["y"], cv.oof["pred"], output_dict=True, **kwargs), indent=2))
-    return [p.name for p in folder.iterdir() if p.suffix != ".png"]
-
-
-def _write_figures(folder: Path, exp: Experiment, result: dict, cv: evaluate.CVResult,
-                   holdout: evaluate.HoldoutResult) -> list[str]:
-    """The figures as PNG files; returns their names. Safe off the main thread (no pyplot)."""
-    classes, summary = exp.data.classes, result["cv"]["metrics"]
-    focus = exp.registry.primary_metric if exp.registry.primary_metric in summary else next(iter(summary))
-    figures = {
-        "cv_boxplot.png": lambda: plots.fold_boxplot(cv.folds, exp.evaluation.metrics),
-        "intervals.png": lambda: plots.intervals_figure(summary, focus),
-        "confusion_matrix.png": lambda: plots.confusion_matrix_figure(holdout.confusion, classes,
-                                                                      "Holdout confusion matrix"),
-        "confusion_matrix_oof.png": lambda: plots.confusion_matrix_figure(cv.confusion, classes,
-                                                                          "Out-of-fold confusion (all folds)"),
-    }
-    if cv.oof is not None:
-        figures["roc_pr_curves.png"] = lambda: plots.curves_figure(cv.oof, classes)
-    for name, make in figures.items():
-        make().savefig(folder / name, dpi=110)
-    return list(figures)
+    for name, fig in figures.items():
+        fig.savefig(folder / name, dpi=110)
 
 
 def _log_nested(tracker: Tracker, cv: evaluate.CVResult, exp: Experiment) -> None:
@@ -229,20 +215,19 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
             "lake": {"uri": lake.uri, "raw": ingested.key, "manifest": ingested.manifest_key,
                      "curated": validation["curated_key"], "reports": reports_prefix},
         }
-        with (tempfile.TemporaryDirectory(prefix="trilho-report-") as tmp,
-              ThreadPoolExecutor(1, thread_name_prefix="trilho-figures") as painter):
+        with tempfile.TemporaryDirectory(prefix="trilho-report-") as tmp:
             folder, model_dir = Path(tmp) / "report", Path(tmp) / "model"
             folder.mkdir()
-            # the figures render on their own thread while the main thread talks to MLflow
-            figures = painter.submit(_write_figures, folder, exp, summary, cv, held)
             step = time.perf_counter()
-            tables = _write_tables(folder, exp, summary, cv, held, validation, manifest)
+            _write_artifacts(folder, exp, summary, cv, held, validation, manifest)
+            timings["artifacts_s"] = time.perf_counter() - step
+            step = time.perf_counter()
             if exp.tracking.log_model:
                 save_model_files(final, data.spec, model_dir)
                 _copy_to_lake(lake, model_dir, reports_prefix + "model/")
             # the results reach the lake before MLflow sees them: a tracking failure loses nothing
-            _copy_to_lake(lake, folder, reports_prefix, tables)
-            timings["tables_and_lake_s"] = time.perf_counter() - step
+            _copy_to_lake(lake, folder, reports_prefix)
+            timings["lake_copy_s"] = time.perf_counter() - step
             try:
                 if exp.tracking.log_model:  # before the metrics: MLflow copies existing run metrics to the model
                     example = raw.drop(columns=[exp.data.target, *exp.data.drop]).head(5)
@@ -250,9 +235,6 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
                 if exp.tracking.layout == "nested":
                     _log_nested(tracker, cv, exp)
                 tracker.log_values(run_id, metrics=_metric_rows(cv, metrics, held, exp.evaluation.metrics))
-                step = time.perf_counter()
-                _copy_to_lake(lake, folder, reports_prefix, figures.result())
-                timings["figures_wait_s"] = time.perf_counter() - step
                 tracker.log_folder(run_id, folder)
                 if exp.registry.model_name and exp.tracking.log_model:
                     with tracker.timed("register and gate the model"):
@@ -262,8 +244,6 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
                     lake.put_bytes(reports_prefix + "promotion.json", json.dumps(reg, indent=2).encode(), overwrite=True)
             except TrackingError as exc:
                 summary["tracking_error"] = str(exc)
-                with contextlib.suppress(Exception):  # the figures too, if they rendered
-                    _copy_to_lake(lake, folder, reports_prefix, figures.result())
                 lake.put_bytes(reports_prefix + "summary.json", json.dumps(summary, indent=2).encode(), overwrite=True)
                 raise TrackingError(f"{exc}; nothing is lost: the results and the model are in "
                                     f"{lake.uri}/{reports_prefix}") from exc
@@ -305,7 +285,6 @@ def _register(exp: Experiment, settings: Settings, summary: dict, cv: evaluate.C
         reevaluate=reevaluate)
 
 
-def _copy_to_lake(lake: Lake, folder: Path, prefix: str, names: list[str] | None = None) -> None:
+def _copy_to_lake(lake: Lake, folder: Path, prefix: str) -> None:
     for path in sorted(folder.iterdir()):
-        if names is None or path.name in names:
-            lake.put_file(prefix + path.name, path, overwrite=True)
+        lake.put_file(prefix + path.name, path, overwrite=True)

@@ -78,3 +78,24 @@ def test_config_prints_the_resolved_experiment(settings):
 def test_python_dash_m_works():
     out = subprocess.run([sys.executable, "-m", "trilho", "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "ingest" in out.stdout
+
+
+def test_models_promote_and_predict_from_the_command_line(settings, small_csv, workdir):
+    args = ["run", "--source", f"file:{small_csv}"]
+    for item in FAST:
+        args += ["--set", item]
+    for _ in range(2):
+        assert runner.invoke(app, args, env=_env(settings)).exit_code == 0
+    listed = runner.invoke(app, ["models"], env=_env(settings))
+    assert listed.exit_code == 0 and "promoted" in listed.output and "challenger" in listed.output
+    promoted = runner.invoke(app, ["promote", "1", "--reason", "roll back for a demo"], env=_env(settings))
+    assert promoted.exit_code == 0 and "v1 is now champion (was v2)" in promoted.output
+    assert LocalLake(settings.lake).list("reports/registry/diabetes-xgboost/")
+    empty_reason = runner.invoke(app, ["promote", "2", "--reason", " "], env=_env(settings))
+    assert empty_reason.exit_code == 1 and "--reason" in empty_reason.output
+    done = runner.invoke(app, ["predict", "-m", "models:/diabetes-xgboost@champion", "-i", str(small_csv)],
+                         env=_env(settings))
+    assert done.exit_code == 0 and "300 rows by models:/diabetes-xgboost/1" in done.output
+    missing = runner.invoke(app, ["predict", "-m", "models:/diabetes-xgboost@champion", "-i", "nope.csv"],
+                            env=_env(settings))
+    assert missing.exit_code == 1 and "nope.csv" in missing.output

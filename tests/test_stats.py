@@ -105,3 +105,18 @@ def test_resampling_sees_training_rows_only_and_grouped_folds_do_not_leak(monkey
     for seen in Recorder.seen:
         unseen = set(range(300)) - seen  # that fold's test rows
         assert not set(groups[list(seen)]) & set(groups[list(unseen)])
+
+
+def test_intervals_are_clipped_to_what_the_metric_can_take():
+    from trilho import load_experiment
+    from trilho.evaluate import CVResult
+    from trilho.pipeline import _summary_metrics
+
+    exp = load_experiment("diabetes", ['evaluation.metrics=["accuracy", "log_loss"]', "cv.n_repeats=1"])
+    folds = pd.DataFrame({"accuracy": [1.0, 1.0, 0.96, 1.0, 0.98], "log_loss": [0.01, 0.02, 0.2, 0.01, 0.05]})
+    summary = _summary_metrics(CVResult(folds=folds, confusion=np.eye(3), wall_s=0, workers=1), exp)
+    for method, bounds in summary["accuracy"]["intervals"].items():
+        if bounds:
+            assert 0 <= bounds[0] <= bounds[1] <= 1, method
+    assert summary["accuracy"]["ci"][1] == 1.0  # the corrected t reaches past 1 here and is clipped
+    assert summary["log_loss"]["ci"][0] >= 0

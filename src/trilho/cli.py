@@ -80,13 +80,15 @@ def _print_summary(summary: dict, tracking_uri: str) -> None:
     table = Table(title=f"{summary['experiment']}: {cv['n_folds']} folds ({cv['n_splits']}-fold × {len(cv['seeds'])} seeds, "
                         f"duplicates: {dup.get('policy', 'keep')})")
     level = f"{cv.get('level', 0.95):.0%}"
-    for col in ("metric", "mean", "std", f"{level} CI ({cv.get('interval', '-')})", "fold spread 2.5–97.5%", "holdout"):
-        table.add_column(col, justify="right" if col != "metric" else "left")
+    for col in ("metric", "mean", "std", f"{level} CI", "fold spread", "holdout"):
+        table.add_column(col, justify="right" if col != "metric" else "left", no_wrap=True)
     for metric, s in cv["metrics"].items():
         ci = s.get("ci")
-        table.add_row(metric, f"{s['mean']:.4f}", f"{s['std']:.4f}", f"{ci[0]:.4f} – {ci[1]:.4f}" if ci else "-",
-                      f"{s['low']:.4f} – {s['high']:.4f}", f"{summary['holdout']['scores'][metric]:.4f}")
+        table.add_row(metric, f"{s['mean']:.4f}", f"{s['std']:.4f}", f"{ci[0]:.4f}–{ci[1]:.4f}" if ci else "-",
+                      f"{s['low']:.4f}–{s['high']:.4f}", f"{summary['holdout']['scores'][metric]:.4f}")
     out.print(table)
+    out.print(f"CI: {cv.get('interval', '-')} (see STATISTICS.md for its measured coverage); "
+              "fold spread: the 2.5–97.5 percentiles of single fold scores, not a CI")
     if summary["data"]["ingest_skipped"]:
         out.print("raw data already in the lake (same sha256): ingest skipped")
     out.print(f"MLflow run   {summary['run_id']} in experiment {summary['mlflow_experiment']!r} at {tracking_uri}")

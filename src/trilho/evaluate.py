@@ -62,6 +62,8 @@ METRICS = (
     "precision_macro", "recall_macro", "f1_macro",
     "mcc", "roc_auc_ovr", "log_loss",
 )
+# the values each metric can take: intervals are clipped to them
+METRIC_RANGE = {m: (0.0, 1.0) for m in METRICS} | {"mcc": (-1.0, 1.0), "log_loss": (0.0, float("inf"))}
 CONFUSION_METRICS = METRICS[:8]  # computed from one confusion matrix; the rest need labels or probabilities
 
 ProgressFn = Callable[[int, int], None]

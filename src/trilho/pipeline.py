@@ -86,6 +86,8 @@ def _summary_metrics(cv: evaluate.CVResult, exp: Experiment) -> dict[str, dict[s
         entry["intervals"] = stats.intervals(scores[metric], ev.intervals, test_fraction=1.0 / exp.cv.n_splits,
                                              level=ev.level, low=ev.interval_low, high=ev.interval_high,
                                              row_offsets=rows.get(metric))
+        lo, hi = evaluate.METRIC_RANGE[metric]  # a t interval can reach past 1; the metric cannot
+        entry["intervals"] = {k: (max(b[0], lo), min(b[1], hi)) if b else None for k, b in entry["intervals"].items()}
         entry["ci_method"] = ev.interval
         entry["ci"] = entry["intervals"].get(ev.interval) or stats.intervals(
             scores[metric], [ev.interval], test_fraction=1.0 / exp.cv.n_splits, level=ev.level)[ev.interval]

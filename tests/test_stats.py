@@ -112,7 +112,8 @@ def test_intervals_are_clipped_to_what_the_metric_can_take():
     from trilho.evaluate import CVResult
     from trilho.pipeline import _summary_metrics
 
-    exp = load_experiment("diabetes", ['evaluation.metrics=["accuracy", "log_loss"]', "cv.n_repeats=1"])
+    exp = load_experiment("diabetes", ['evaluation.metrics=["accuracy", "log_loss"]', "cv.n_repeats=1",
+                                       'registry.model_name=""'])
     folds = pd.DataFrame({"accuracy": [1.0, 1.0, 0.96, 1.0, 0.98], "log_loss": [0.01, 0.02, 0.2, 0.01, 0.05]})
     summary = _summary_metrics(CVResult(folds=folds, confusion=np.eye(3), wall_s=0, workers=1), exp)
     for method, bounds in summary["accuracy"]["intervals"].items():

@@ -150,17 +150,13 @@ def paired_corrected_t(a: np.ndarray, b: np.ndarray, test_fraction: float, level
             "p_value": float(2 * _st.t.sf(abs(t), J - 1)), "n": J}
 
 
-def summarise(scores: dict[str, np.ndarray], low: float = 2.5, high: float = 97.5,
-              test_fraction: float | None = None, level: float = 0.95) -> dict[str, dict[str, Any]]:
-    """Per metric: mean, std (ddof=1), the percentile spread of fold scores, and n.
-
-    With ``test_fraction`` (1/k), also the corrected t and the naive t intervals for the mean.
-    """
+def summarise(scores: dict[str, np.ndarray], low: float = 2.5, high: float = 97.5) -> dict[str, dict[str, Any]]:
+    """Per metric: mean, std (ddof=1), the percentile spread of fold scores, and n."""
     out = {}
     for metric, values in scores.items():
         values = np.asarray(values, dtype="float64")
         lo, hi = percentile_spread(values, low, high)
-        entry: dict[str, Any] = {
+        out[metric] = {
             "mean": float(values.mean()),
             "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
             "low": lo,
@@ -168,8 +164,4 @@ def summarise(scores: dict[str, np.ndarray], low: float = 2.5, high: float = 97.
             "interval": f"percentile {low:g}-{high:g} of fold scores",
             "n": int(len(values)),
         }
-        if test_fraction is not None and len(values) > 1:
-            entry["corrected_t"] = corrected_t_interval(values, test_fraction, level)
-            entry["naive_t"] = naive_t_interval(values, level)
-        out[metric] = entry
     return out

@@ -41,14 +41,16 @@ start = time.perf_counter()
 if way == "trilho":
     done = predict_batch("models:/bench-model@champion", "input/rows.parquet", settings, output=f"out-{time.time_ns()}")
     assert done["rows"] == rows, done
+    phases = done["timings"]
 else:
+    phases = {}
     mlflow.set_tracking_uri(settings.tracking_uri)
     df = pd.read_csv(f"{root}/rows.csv")
     model = mlflow.pyfunc.load_model("models:/bench-model@champion")
     out = model.predict(df.drop(columns=["CLASS", "ID", "No_Pation"]))
     pd.concat([df[["ID", "No_Pation"]], out], axis=1).to_parquet(f"{root}/naive.parquet", index=False)
 seconds = time.perf_counter() - start
-print(json.dumps({"seconds": seconds, "import_s": imported,
+print(json.dumps({"seconds": seconds, "import_s": imported, "phases": phases,
                   "peak_rss_mb": peak_rss_mb()}))
 """
 
@@ -95,6 +97,10 @@ def main() -> None:
             print(f"{way:>7}: median {med[way]:6.2f} s  {args.rows / med[way]:>10,.0f} rows/s  "
                   f"peak RSS {max(r['peak_rss_mb'] for r in runs):6.0f} MiB  "
                   f"(imports {statistics.median(r['import_s'] for r in runs):.1f} s, not counted)")
+        stream = statistics.median(r["phases"]["stream_s"] for r in results["trilho"])
+        load = statistics.median(r["phases"]["load_s"] + r["phases"]["resolve_s"] for r in results["trilho"])
+        print(f"trilho phases (medians): resolve + load the model {load:.2f} s, stream the rows {stream:.2f} s "
+              f"= {args.rows / stream:,.0f} rows/s once the model is loaded")
         print(f"trilho rows/s: {args.rows / med['trilho']:,.0f} (goal >= 500,000); "
               f"naive time / trilho time: {med['naive'] / med['trilho']:.2f}")
 

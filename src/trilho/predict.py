@@ -93,10 +93,11 @@ def predict_batch(model_uri: str, input_ref: str, settings: Settings, *, lake: L
 
     if chunk_rows < 1:
         raise ConfigError(f"chunk_rows={chunk_rows}: must be at least 1")
+    start = time.perf_counter()
     lake = lake or open_lake(settings)
     mlflow.set_tracking_uri(settings.tracking_uri)
     model_info = resolve_model(model_uri, settings.tracking_uri)
-    start = time.perf_counter()
+    timings = {"resolve_s": time.perf_counter() - start}
     with tempfile.TemporaryDirectory(prefix="trilho-predict-") as tmp:
         workdir = Path(tmp)
         path, source = _local_input(input_ref, lake, workdir)
@@ -107,10 +108,12 @@ def predict_batch(model_uri: str, input_ref: str, settings: Settings, *, lake: L
             done = json.loads(lake.get_bytes(manifest_key))
             log.info("predictions of %s by %s already in %s: skipped", source, model_info["uri"], prefix)
             return {**done, "skipped": True}
+        step = time.perf_counter()
         try:
             model = mlflow.pyfunc.load_model(model_info["uri"])
         except (MlflowException, OSError) as exc:
             raise TrackingError(f"cannot load model {model_info['uri']!r}: {exc}") from exc
+        timings["load_s"] = time.perf_counter() - step
         schema = model.metadata.get_input_schema()
         wanted = schema.input_names() if schema is not None else None
         spec = getattr(model.unwrap_python_model(), "spec_", {})
@@ -120,6 +123,7 @@ def predict_batch(model_uri: str, input_ref: str, settings: Settings, *, lake: L
         # the Parquet writer works on its own thread (it releases the GIL), so writing chunk i
         # overlaps predicting chunk i + 1; one chunk in flight keeps memory at two chunks at most
         background = ThreadPoolExecutor(1, thread_name_prefix="trilho-write")
+        step = time.perf_counter()
         try:
             for chunk in iter_chunks(path, chunk_rows):
                 if wanted is not None:
@@ -152,6 +156,7 @@ def predict_batch(model_uri: str, input_ref: str, settings: Settings, *, lake: L
             background.shutdown(wait=True)
             if writer is not None:
                 writer.close()
+        timings["stream_s"] = time.perf_counter() - step  # read, check, predict, write: every chunk
         if writer is None:
             raise DataValidationError(f"input {source} has no rows to predict")
         manifest = {
@@ -161,6 +166,7 @@ def predict_batch(model_uri: str, input_ref: str, settings: Settings, *, lake: L
             "output": lake.url(f"{prefix}/predictions.parquet"), "key": f"{prefix}/predictions.parquet",
             "columns": pq.read_schema(out_path).names, "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "seconds": round(time.perf_counter() - start, 3),
+            "timings": {k: round(v, 3) for k, v in timings.items()},
         }
         lake.put_file(f"{prefix}/predictions.parquet", out_path, overwrite=True)
         lake.put_bytes(manifest_key, json.dumps(manifest, indent=2).encode())  # last: marks completion

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-__all__ = ["encode_features", "feature_spec", "normalise_text"]
+__all__ = ["booster_outputs", "encode_features", "feature_spec", "normalise_text"]
 
 
 def normalise_text(values: pd.Series) -> pd.Series:
@@ -67,3 +68,24 @@ def encode_features(df: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
                 )
             out[col] = converted
     return pd.DataFrame(out, index=df.index)
+
+
+def booster_outputs(booster: Any, frame: pd.DataFrame, spec: dict[str, Any], output: str = "both"):
+    """What the logged model returns for raw rows: labels, probabilities, or both.
+
+    ``booster`` is an XGBoost Booster (only its ``inplace_predict`` is used, so this module needs no
+    XGBoost import). ``output="labels"`` gives a Series named ``prediction`` in the data's own terms,
+    ``"proba"`` one ``proba_<class>`` column per class, ``"both"`` the label then the probabilities.
+    """
+    if output not in ("both", "labels", "proba"):
+        raise ValueError(f"params output={output!r}: use 'both', 'labels' or 'proba'")
+    X = encode_features(pd.DataFrame(frame), spec)
+    proba = np.asarray(booster.inplace_predict(X.to_numpy(dtype=np.float32)), dtype="float64")
+    if proba.ndim == 1:  # binary objectives give P(class 1)
+        proba = np.column_stack([1.0 - proba, proba])
+    classes = np.asarray(spec["classes"], dtype=object)
+    labels = pd.Series(classes[proba.argmax(axis=1)], name="prediction", index=X.index)
+    if output == "labels":
+        return labels
+    table = pd.DataFrame(proba, columns=[f"proba_{c}" for c in classes], index=X.index)
+    return table if output == "proba" else pd.concat([labels, table], axis=1)

@@ -17,10 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from trilho.encoding import encode_features
+from trilho.encoding import booster_outputs
 from trilho.errors import ConfigError, TrackingError
 
 __all__ = ["Tracker", "flatten", "remember_unfinished", "save_model_files"]
@@ -148,7 +147,7 @@ class Tracker:
         with self.timed("upload artifacts"):
             self.client.log_artifacts(run_id, str(folder))
 
-    def log_model(self, model_dir: Path, example: pd.DataFrame, registered_name: str | None = None) -> str:
+    def log_model(self, model_dir: Path, example: pd.DataFrame) -> str:
         """Log the files that ``save_model_files`` wrote as a pickle-free pyfunc; returns its URI."""
         import mlflow
         from mlflow.models import infer_signature
@@ -157,11 +156,7 @@ class Tracker:
         # the signature takes the raw columns as a CSV reader gives them (integers stay integers:
         # MLflow refuses to narrow a float column to an integer one, and would refuse int -> float too)
         example = example.astype({c: "str" for c in spec["categorical"]})
-        booster = _booster(model_dir / "booster.ubj")
-        proba = _predict_proba(booster, encode_features(example, spec))
-        classes = np.asarray(spec["classes"], dtype=object)
-        output = pd.concat([pd.Series(classes[proba.argmax(axis=1)], name="prediction"),
-                            pd.DataFrame(proba, columns=[f"proba_{c}" for c in classes])], axis=1)
+        output = booster_outputs(_booster(model_dir / "booster.ubj"), example, spec)  # what the model returns
         requirements = [f"{pkg}=={importlib.metadata.version(pkg)}" for pkg in _MODEL_REQUIREMENTS]
         with self.timed("log the model"), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*Inferred schema contains integer column", category=UserWarning)
@@ -173,7 +168,6 @@ class Tracker:
                 signature=infer_signature(example, output, params={"output": "both"}),
                 input_example=example,
                 pip_requirements=requirements,
-                registered_model_name=registered_name,
             )
         return info.model_uri
 
@@ -256,11 +250,6 @@ def _booster(path: Path):
     booster = xgboost.Booster()
     booster.load_model(path)
     return booster
-
-
-def _predict_proba(booster, X: pd.DataFrame) -> np.ndarray:
-    proba = np.asarray(booster.inplace_predict(X.to_numpy(dtype=np.float32)), dtype="float64")
-    return np.column_stack([1.0 - proba, proba]) if proba.ndim == 1 else proba
 
 
 def save_model_files(pipeline: Any, spec: dict[str, Any], folder: Path) -> Path:

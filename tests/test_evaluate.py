@@ -1,7 +1,8 @@
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, precision_score, recall_score
+from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score,
+                             matthews_corrcoef, precision_score, recall_score)
 
 from trilho import ConfigError, EvaluationError
 from trilho.evaluate import CONFUSION_METRICS, build_pipeline, cross_validate, scores_from_confusion
@@ -28,6 +29,7 @@ def test_scores_from_confusion_equal_scikit_learn(seed):
     for name, fn in (("precision", precision_score), ("recall", recall_score), ("f1", f1_score)):
         for avg in ("weighted", "macro"):
             want[f"{name}_{avg}"] = fn(y_true, y_pred, average=avg, zero_division=0)
+    want["mcc"] = matthews_corrcoef(y_true, y_pred)
     assert set(got) == set(CONFUSION_METRICS)
     for key in CONFUSION_METRICS:
         assert got[key] == pytest.approx(want[key], abs=1e-12), key
@@ -84,7 +86,7 @@ def test_summary_statistics():
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_probability_metrics_equal_scikit_learn(seed):
-    from sklearn.metrics import log_loss, matthews_corrcoef, roc_auc_score
+    from sklearn.metrics import log_loss, roc_auc_score
 
     from trilho.evaluate import probability_metrics
 
@@ -94,7 +96,8 @@ def test_probability_metrics_equal_scikit_learn(seed):
     proba[np.arange(200), y] += rng.uniform(0, 1, 200)  # informative, with ties rare but possible
     proba /= proba.sum(axis=1, keepdims=True)
     got = probability_metrics(y, proba, np.arange(3))
-    assert got["mcc"] == pytest.approx(matthews_corrcoef(y, proba.argmax(axis=1)))
+    mcc = scores_from_confusion(confusion_matrix(y, proba.argmax(axis=1), labels=[0, 1, 2]))["mcc"]
+    assert mcc == pytest.approx(matthews_corrcoef(y, proba.argmax(axis=1)))
     assert got["roc_auc_ovr"] == pytest.approx(roc_auc_score(y, proba, multi_class="ovr", average="macro"))
     assert got["log_loss"] == pytest.approx(log_loss(y, proba, labels=[0, 1, 2]))
     tied = np.round(proba, 1)  # many ties: ranks must average them

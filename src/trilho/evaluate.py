@@ -64,7 +64,7 @@ METRICS = (
 )
 # the values each metric can take: intervals are clipped to them
 METRIC_RANGE = {m: (0.0, 1.0) for m in METRICS} | {"mcc": (-1.0, 1.0), "log_loss": (0.0, float("inf"))}
-CONFUSION_METRICS = METRICS[:8]  # computed from one confusion matrix; the rest need labels or probabilities
+CONFUSION_METRICS = METRICS[:9]  # computed from one confusion matrix; the rest need probabilities
 
 ProgressFn = Callable[[int, int], None]
 
@@ -88,6 +88,10 @@ def scores_from_confusions(cms: np.ndarray) -> dict[str, np.ndarray]:
     f1 = _ratio(2 * tp, support + predicted)
     weights = support / total[..., None]
     present = support > 0
+    # Matthews correlation, multiclass (Gorodkin's R_K, as scikit-learn computes it); 0 when undefined
+    covariance = tp.sum(axis=-1) * total - (support * predicted).sum(axis=-1)
+    spread = np.sqrt((total**2 - (predicted**2).sum(axis=-1)) * (total**2 - (support**2).sum(axis=-1)))
+    mcc = _ratio(covariance, spread)
     return {
         "accuracy": tp.sum(axis=-1) / total,
         "balanced_accuracy": (recall * present).sum(axis=-1) / present.sum(axis=-1),
@@ -97,6 +101,7 @@ def scores_from_confusions(cms: np.ndarray) -> dict[str, np.ndarray]:
         "precision_macro": precision.mean(axis=-1),
         "recall_macro": recall.mean(axis=-1),
         "f1_macro": f1.mean(axis=-1),
+        "mcc": mcc,
     }
 
 
@@ -192,19 +197,14 @@ def holdout_split(y: np.ndarray, fraction: float, random_state: int, groups: np.
 
 
 def probability_metrics(y: np.ndarray, proba: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """MCC, one-vs-rest ROC AUC (macro over the classes present in the fold) and log loss.
+    """One-vs-rest ROC AUC (macro over the classes present in the fold) and log loss.
 
-    Closed forms in numpy (equal to scikit-learn's matthews_corrcoef, roc_auc_score and log_loss,
-    which a test checks); computed in every fold, so they must cost little.
+    Closed forms in numpy (equal to scikit-learn's roc_auc_score and log_loss, which a test
+    checks); computed in every fold, so they must cost little.
     """
     from scipy.stats import rankdata
 
     index = np.searchsorted(labels, y)
-    cm = np.zeros((len(labels), len(labels)))
-    np.add.at(cm, (index, proba.argmax(axis=1)), 1)
-    t, p, c, n = cm.sum(axis=1), cm.sum(axis=0), np.trace(cm), cm.sum()
-    denominator = np.sqrt((n * n - p @ p) * (n * n - t @ t))
-    mcc = float((c * n - t @ p) / denominator) if denominator else 0.0
     aucs = []
     for j in range(len(labels)):
         positive = index == j
@@ -214,7 +214,7 @@ def probability_metrics(y: np.ndarray, proba: np.ndarray, labels: np.ndarray) ->
             aucs.append((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (len(y) - n_pos)))
     clipped = np.clip(proba, 1e-15, 1.0)
     clipped = clipped / clipped.sum(axis=1, keepdims=True)
-    return {"mcc": mcc, "roc_auc_ovr": float(np.mean(aucs)) if aucs else float("nan"),
+    return {"roc_auc_ovr": float(np.mean(aucs)) if aucs else float("nan"),
             "log_loss": float(-np.log(clipped[np.arange(len(y)), index]).mean())}
 
 

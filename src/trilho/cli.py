@@ -35,6 +35,12 @@ def _experiment(ref: str, source: str | None, overrides: list[str] | None):
     return load_experiment(ref, extra)
 
 
+def _bar() -> Progress:
+    """The progress bar of long commands, on stderr; it disappears when done."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    return Progress(*columns, console=console, transient=True)
+
+
 def _fail(exc: TrilhoError) -> None:
     console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
@@ -61,8 +67,7 @@ def run(experiment: ExperimentOpt = "diabetes", source: SourceOpt = None, set_: 
     try:
         exp = _experiment(experiment, source, set_)
         settings = load_settings()
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        with Progress(*columns, console=console, transient=True) as bar:
+        with _bar() as bar:
             task = bar.add_task("cross-validating", total=exp.cv.n_splits * exp.cv.n_repeats)
             result = run_experiment(exp, settings, progress=lambda _stage, done, total: bar.update(task, completed=done))
     except TrilhoError as exc:
@@ -284,8 +289,7 @@ def compare(candidates: Annotated[list[str] | None, typer.Argument(help="model+r
     try:
         exp = _experiment(experiment, source, set_)
         chosen = parse_candidates(candidates or default, exp)
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        with Progress(*columns, console=console, transient=True) as bar:
+        with _bar() as bar:
             task = bar.add_task("comparing", total=len(chosen) * exp.cv.n_splits * exp.cv.n_repeats)
             result = run_compare(exp, load_settings(), chosen, metric=metric,
                                  progress=lambda _s, done, total: bar.update(task, completed=done))

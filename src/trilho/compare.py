@@ -20,10 +20,10 @@ import pandas as pd
 from trilho import evaluate, plots, stats
 from trilho.errors import ConfigError
 from trilho.experiment import Experiment
-from trilho.pipeline import Progress, fold_data, load_clean
+from trilho.pipeline import Progress, fold_data, load_clean, open_tracker
 from trilho.settings import Settings
 from trilho.storage import open_lake
-from trilho.tracking import Tracker, flatten
+from trilho.tracking import flatten
 
 __all__ = ["CompareResult", "compare", "parse_candidates"]
 
@@ -49,11 +49,10 @@ def parse_candidates(spec: list[str], exp: Experiment) -> list[dict[str, Any]]:
     for item in spec:
         model, _, resampler = item.partition("+")
         resampler = resampler or "none"
-        if model not in evaluate.MODELS:
-            raise ConfigError(f"candidate {item!r}: model {model!r} is unknown; choose from {sorted(evaluate.MODELS)}")
-        if resampler not in evaluate.RESAMPLERS:
-            raise ConfigError(f"candidate {item!r}: resampler {resampler!r} is unknown; choose from "
-                              f"{sorted(evaluate.RESAMPLERS)}")
+        try:
+            evaluate.check_names(model, resampler, keys=("model", "resampler"))
+        except ConfigError as exc:
+            raise ConfigError(f"candidate {item!r}: {exc}") from None
         params = exp.model.params if model == exp.model.name else DEFAULT_PARAMS.get(model, {})
         rparams = exp.resampler.params if resampler == exp.resampler.name else {}
         label = f"{model}+{resampler}"
@@ -76,9 +75,7 @@ def compare(exp: Experiment, settings: Settings, candidates: list[dict[str, Any]
     lake = open_lake(settings)
     ingested, raw, _validation, data = load_clean(exp, settings, lake)
     X, y, groups, duplicates = fold_data(data, exp)
-    tracker = Tracker(settings.tracking_uri, exp.tracking.experiment,
-                      pending_file=settings.cache_dir / "unfinished_runs.json", wait_s=settings.mlflow_wait_s)
-    tracker.close_stale_runs()
+    tracker = open_tracker(settings, exp.tracking.experiment)
     cores = settings.free_cores()
     test_fraction = 1.0 / exp.cv.n_splits
     tags = {"trilho.experiment": exp.name, "trilho.data_sha256": ingested.manifest["sha256"], "trilho.kind": "compare"}

@@ -35,6 +35,7 @@ __all__ = [
     "CVResult",
     "HoldoutResult",
     "build_pipeline",
+    "check_names",
     "cross_validate",
     "evaluate_all",
     "fit_final",
@@ -114,15 +115,22 @@ def scores_from_confusion(cm: np.ndarray) -> dict[str, float]:
     return {k: float(v) for k, v in scores_from_confusions(np.asarray(cm)).items()}
 
 
+def check_names(model: str, resampler: str, keys: tuple[str, str] = ("model.name", "resampler.name")) -> None:
+    """Refuse a model or resampler name trilho does not know, listing the ones it does.
+
+    ``keys`` are what the error calls the two names (the experiment keys, by default).
+    """
+    if model not in MODELS:
+        raise ConfigError(f"{keys[0]} {model!r} is unknown; choose from {sorted(MODELS)}")
+    if resampler not in RESAMPLERS:
+        raise ConfigError(f"{keys[1]} {resampler!r} is unknown; choose from {sorted(RESAMPLERS)}")
+
+
 def build_pipeline(model: dict[str, Any], resampler: dict[str, Any], random_state: int,
                    n_threads: int = 1) -> Pipeline:
     """The imblearn pipeline: the resampler (fit on training rows only) then the model."""
-    try:
-        model_cls, thread_param = MODELS[model["name"]]
-    except KeyError:
-        raise ConfigError(f"model.name {model['name']!r} is unknown; choose from {sorted(MODELS)}") from None
-    if resampler["name"] not in RESAMPLERS:
-        raise ConfigError(f"resampler.name {resampler['name']!r} is unknown; choose from {sorted(RESAMPLERS)}")
+    check_names(model["name"], resampler["name"])
+    model_cls, thread_param = MODELS[model["name"]]
     params = {"random_state": random_state, **model.get("params", {})}
     if thread_param:
         params[thread_param] = n_threads

@@ -24,7 +24,7 @@ from trilho.storage import Lake, open_lake, sha256_file
 from trilho.tracking import Tracker, flatten, save_model_files
 from trilho.validate import raise_for_errors, validate
 
-__all__ = ["ExperimentResult", "load_clean", "run_experiment"]
+__all__ = ["ExperimentResult", "fold_data", "load_clean", "open_tracker", "run_experiment"]
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
@@ -82,24 +82,23 @@ def _summary_metrics(cv: evaluate.CVResult, exp: Experiment) -> dict[str, dict[s
         decomposable = [m for m in ev.metrics if m in evaluate.CONFUSION_METRICS]
         rows = stats.row_bootstrap_intervals(first["y"].to_numpy(), pred, len(exp.data.classes),
                                              evaluate.scores_from_confusions, decomposable, ev.level)
+    methods = list(dict.fromkeys([*ev.intervals, ev.interval]))  # the headline is always reported
     for metric, entry in out.items():
-        entry["intervals"] = stats.intervals(scores[metric], ev.intervals, test_fraction=1.0 / exp.cv.n_splits,
-                                             level=ev.level, low=ev.interval_low, high=ev.interval_high,
-                                             row_offsets=rows.get(metric))
+        found = stats.intervals(scores[metric], methods, test_fraction=1.0 / exp.cv.n_splits, level=ev.level,
+                                low=ev.interval_low, high=ev.interval_high, row_offsets=rows.get(metric))
         lo, hi = evaluate.METRIC_RANGE[metric]  # a t interval can reach past 1; the metric cannot
-        entry["intervals"] = {k: (max(b[0], lo), min(b[1], hi)) if b else None for k, b in entry["intervals"].items()}
+        entry["intervals"] = {k: (max(b[0], lo), min(b[1], hi)) if b else None for k, b in found.items()}
         entry["ci_method"] = ev.interval
-        entry["ci"] = entry["intervals"].get(ev.interval) or stats.intervals(
-            scores[metric], [ev.interval], test_fraction=1.0 / exp.cv.n_splits, level=ev.level)[ev.interval]
+        entry["ci"] = entry["intervals"][ev.interval]
     return out
 
 
 def fold_data(data: CleanData, exp: Experiment) -> tuple[pd.DataFrame, Any, Any, dict[str, Any]]:
     """The rows and groups the folds see under the duplicate policy, and what the policy did."""
     groups = evaluate.duplicate_groups(data.X)
-    copies = int(len(groups) - len(set(groups)))
-    info = {"policy": exp.cv.duplicates, "rows": int(len(data.y)), "distinct_feature_rows": int(len(set(groups))),
-            "rows_copying_another": copies}
+    distinct = len(set(groups))
+    info = {"policy": exp.cv.duplicates, "rows": int(len(data.y)), "distinct_feature_rows": distinct,
+            "rows_copying_another": int(len(groups) - distinct)}
     if exp.cv.duplicates == "drop":
         first = ~pd.Series(groups).duplicated().to_numpy()
         info["rows_used"] = int(first.sum())
@@ -168,6 +167,14 @@ def _log_nested(tracker: Tracker, cv: evaluate.CVResult, exp: Experiment) -> Non
             tracker.log_values(child, metrics=rows)
 
 
+def open_tracker(settings: Settings, experiment: str) -> Tracker:
+    """The tracking store named by settings (checked, bounded wait), its stale runs closed."""
+    tracker = Tracker(settings.tracking_uri, experiment, pending_file=settings.cache_dir / "unfinished_runs.json",
+                      wait_s=settings.mlflow_wait_s)
+    tracker.close_stale_runs()
+    return tracker
+
+
 def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = None,
                    progress: Progress | None = None) -> ExperimentResult:
     """Run the whole experiment; returns the summary that ``--summary-json`` writes."""
@@ -177,9 +184,7 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
     ingested, raw, validation, data = load_clean(exp, settings, lake)
     timings["data_s"] = time.perf_counter() - clock
     cores = settings.free_cores()
-    tracker = Tracker(settings.tracking_uri, exp.tracking.experiment,  # fails before any training
-                      pending_file=settings.cache_dir / "unfinished_runs.json", wait_s=settings.mlflow_wait_s)
-    tracker.close_stale_runs()
+    tracker = open_tracker(settings, exp.tracking.experiment)  # fails before any training
     manifest = ingested.manifest
     estimator = dict(model=exp.model.model_dump(), resampler=exp.resampler.model_dump(), random_state=exp.random_state)
     tags = {"trilho.experiment": exp.name, "trilho.data_sha256": manifest["sha256"], "trilho.kind": "experiment"}

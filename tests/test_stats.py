@@ -121,3 +121,64 @@ def test_intervals_are_clipped_to_what_the_metric_can_take():
             assert 0 <= bounds[0] <= bounds[1] <= 1, method
     assert summary["accuracy"]["ci"][1] == 1.0  # the corrected t reaches past 1 here and is clipped
     assert summary["log_loss"]["ci"][0] >= 0
+
+
+# Nested CV by hand: k = 3 folds of 2 rows, one repeat, 0/1 losses.
+#   outer (fold j scored by the fit without j):   j0 [0, 1]  j1 [0, 0]  j2 [1, 1]
+#   inner of j (the other folds, fits without j and that fold):
+#     j0: [0, 1, 1, 1] mean 3/4   j1: [1, 1, 1, 0] mean 3/4   j2: [0, 0, 0, 1] mean 1/4
+#   (e_in - e_out)² - var(out)/2: (0.25² - 0.25) = -0.1875, 0.75² = 0.5625, 0.75² = 0.5625
+#   mse = mean · (k-1)/k = 0.3125 · 2/3 = 0.208333; Err_NCV = 7/12, Err_CV = 1/2
+#   naive se = sd(inner losses, ddof=1)/√6 = sqrt(35/132)/√6 = 0.210219, upper bound √3 · that = 0.364110
+#   sqrt(mse) = 0.456435 > upper → se = 0.364110
+#   bias = (1 + 1/3)(7/12 - 1/2) = 1/9; centre = 7/12 - 1/9 = 0.472222; half = 1.959964 · 0.364110 = 0.713641
+OUTER = (np.array([0, 1, 0, 0, 1, 1.0]), np.array([0, 0, 1, 1, 2, 2]))
+INNER = (np.array([0, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1.0]), np.repeat([0, 1, 2], 4))
+
+
+def test_nested_cv_interval_by_hand():
+    found = stats.nested_cv_interval(*OUTER, *INNER, n_folds=3, n_rows=6)
+    assert found["mse"] == pytest.approx(0.208333, abs=1e-6)
+    assert found["se_naive"] == pytest.approx(0.210219, abs=1e-6)
+    assert found["se"] == pytest.approx(0.364110, abs=1e-6)  # clipped at √k · naive
+    assert found["bias"] == pytest.approx(1 / 9)
+    assert found["centre"] == pytest.approx(0.472222, abs=1e-6)
+    assert found["low"] == pytest.approx(0.472222 - 0.713641, abs=1e-6)
+    assert found["high"] == pytest.approx(0.472222 + 0.713641, abs=1e-6)
+
+
+def test_nested_cv_interval_keeps_se_between_its_bounds():
+    # inner means equal to outer means: the mse estimate is negative, se falls back to the naive one
+    outer = (np.array([0, 1, 0, 1, 0, 1.0]), np.array([0, 0, 1, 1, 2, 2]))
+    inner = (np.array([0, 1, 0, 1] * 3, dtype=float), np.repeat([0, 1, 2], 4))
+    found = stats.nested_cv_interval(*outer, *inner, n_folds=3, n_rows=6, debias=False)
+    assert found["mse"] < 0
+    assert found["se"] == pytest.approx(found["se_naive"])
+    assert found["centre"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="every outer fold"):
+        stats.nested_cv_interval(*outer, inner[0][:4], inner[1][:4], n_folds=3, n_rows=6)
+
+
+def test_nested_fits_train_without_both_folds_and_score_each_for_the_other(monkeypatch):
+    data = diabetes(rows=200, seed=4)
+    X = data.drop(columns=["CLASS", "ID", "No_Pation", "Gender"])
+    y = data["CLASS"].str.strip().map({"N": 0, "Y": 1, "P": 2}).to_numpy()
+    monkeypatch.setitem(RESAMPLERS, "recorder", Recorder)
+    Recorder.seen = []
+    cv = cross_validate(X, y, model={"name": "logistic_regression", "params": {"max_iter": 1000}},
+                        resampler={"name": "recorder"}, random_state=0, n_splits=4, seeds=[0, 1, 2],
+                        nested_repeats=2)
+    assert len(Recorder.seen) == 3 * 4 + 2 * 6  # the folds, then one fit per pair of folds in two repeats
+    nested = cv.nested
+    assert set(nested["seed"]) == {0, 1}
+    fold_of = cv.oof.set_index(["seed", "row"])["fold"]
+    for (seed, outer), part in nested.groupby(["seed", "outer"]):
+        # outer fold j's inner CV scores every row outside j exactly once
+        assert sorted(part["row"]) == sorted(cv.oof[(cv.oof["seed"] == seed) & (cv.oof["fold"] != outer)]["row"])
+        assert (fold_of.loc[seed].loc[part["row"]].to_numpy() != outer).all()
+    # every nested fit saw only rows outside its two folds: 100 rows of 200 at 4 folds of 50
+    assert sorted(len(s) for s in Recorder.seen[-12:]) == [100] * 12
+    from trilho.pipeline import nested_bounds
+    bounds = nested_bounds(cv, 4)
+    assert set(bounds) == {"accuracy", "log_loss"}
+    assert bounds["accuracy"][0] < cv.scores("accuracy").mean() < bounds["accuracy"][1]

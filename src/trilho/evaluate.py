@@ -153,7 +153,10 @@ class CVResult:
     confusion: np.ndarray  # out-of-fold confusion matrix summed over every fold
     wall_s: float
     workers: int
-    oof: pd.DataFrame | None = field(default=None, repr=False)  # per seed and row: y, pred, proba_<k>
+    oof: pd.DataFrame | None = field(default=None, repr=False)  # per seed and row: fold, y, pred, proba_<k>
+    # nested CV (evaluation.nested_repeats): per seed, outer fold and row of another fold, the
+    # 0/1 error and log loss of the model trained without both folds
+    nested: pd.DataFrame | None = field(default=None, repr=False)
 
     def scores(self, metric: str) -> np.ndarray:
         return self.folds[metric].to_numpy()
@@ -266,13 +269,31 @@ def _fold_task(X, y, estimator, seed, i, train, test, labels):
     return run
 
 
+def _pair_task(X, y, estimator, seed, folds: tuple[int, int], tests: tuple[np.ndarray, np.ndarray], labels):
+    """One fit of nested CV: trained without two folds, it scores both, each for the other's inner CV."""
+    def run(threads: int) -> pd.DataFrame:
+        held = np.concatenate(tests)
+        train = np.setdiff1d(np.arange(len(y)), held, assume_unique=True)
+        pipe = build_pipeline(**estimator, n_threads=threads).fit(X.iloc[train], y[train])
+        proba = np.zeros((len(held), len(labels)))
+        proba[:, pipe.classes_] = pipe.predict_proba(X.iloc[held])
+        truth = np.searchsorted(labels, y[held])
+        clipped = np.clip(proba, 1e-15, 1.0)  # as probability_metrics does
+        picked = clipped[np.arange(len(held)), truth] / clipped.sum(axis=1)
+        outer = np.repeat([folds[1], folds[0]], [len(tests[0]), len(tests[1])])  # rows of one fold serve the other
+        return pd.DataFrame({"seed": seed, "outer": outer, "row": held,
+                             "error": (proba.argmax(axis=1) != truth).astype("float64"), "logloss": -np.log(picked)})
+    return run
+
+
 def _fit_task(X, y, estimator, rows):
     def run(threads: int) -> Pipeline:
         return build_pipeline(**estimator, n_threads=threads).fit(X.iloc[rows], y[rows])
     return run
 
 
-def _cv_result(rows: list[dict[str, Any]], wall: float, workers: int, y: np.ndarray) -> CVResult:
+def _cv_result(rows: list[dict[str, Any]], wall: float, workers: int, y: np.ndarray,
+               nested: list[pd.DataFrame] | None = None) -> CVResult:
     confusion = np.sum([r.pop("cm") for r in rows], axis=0)
     parts = []
     for r in rows:
@@ -280,6 +301,7 @@ def _cv_result(rows: list[dict[str, Any]], wall: float, workers: int, y: np.ndar
         part = pd.DataFrame(proba, columns=[f"proba_{k}" for k in range(proba.shape[1])])
         part.insert(0, "pred", proba.argmax(axis=1))
         part.insert(0, "y", y[test])
+        part.insert(0, "fold", r["fold"])
         part.insert(0, "row", test)
         part.insert(0, "seed", r["seed"])
         parts.append(part)
@@ -288,7 +310,8 @@ def _cv_result(rows: list[dict[str, Any]], wall: float, workers: int, y: np.ndar
     bad = ~np.isfinite(folds[list(METRICS)].to_numpy())
     if bad.any():
         raise EvaluationError(f"{int(bad.any(axis=1).sum())} folds produced non-finite scores")
-    return CVResult(folds=folds, confusion=confusion, wall_s=wall, workers=workers, oof=oof)
+    inner = pd.concat(nested, ignore_index=True) if nested else None
+    return CVResult(folds=folds, confusion=confusion, wall_s=wall, workers=workers, oof=oof, nested=inner)
 
 
 def _holdout_result(pipe: Pipeline, X, y, train, test, classes) -> HoldoutResult:
@@ -310,20 +333,23 @@ def _holdout_result(pipe: Pipeline, X, y, train, test, classes) -> HoldoutResult
 
 def cross_validate(X: pd.DataFrame, y: np.ndarray, *, model: dict, resampler: dict, random_state: int,
                    n_splits: int, seeds: list[int], n_jobs: int = 1,
-                   progress: ProgressFn | None = None, groups: np.ndarray | None = None) -> CVResult:
+                   progress: ProgressFn | None = None, groups: np.ndarray | None = None,
+                   nested_repeats: int = 0) -> CVResult:
     """For each seed, StratifiedKFold(n_splits, shuffle=True, random_state=seed) (or its grouped
     variant when ``groups`` is given); fit and score each fold."""
     cv, _, _ = evaluate_all(X, y, model=model, resampler=resampler, random_state=random_state,
-                            n_splits=n_splits, seeds=seeds, n_jobs=n_jobs, progress=progress, groups=groups)
+                            n_splits=n_splits, seeds=seeds, n_jobs=n_jobs, progress=progress, groups=groups,
+                            nested_repeats=nested_repeats)
     return cv
 
 
 def evaluate_all(X: pd.DataFrame, y: np.ndarray, *, model: dict, resampler: dict, random_state: int,
                  n_splits: int, seeds: list[int], n_jobs: int = 1, progress: ProgressFn | None = None,
                  holdout_fraction: float | None = None, classes: list[str] | None = None,
-                 final_fit: bool = False, groups: np.ndarray | None = None
+                 final_fit: bool = False, groups: np.ndarray | None = None, nested_repeats: int = 0
                  ) -> tuple[CVResult, HoldoutResult | None, Pipeline | None]:
-    """The folds, the holdout fit and the final fit as one batch of independent fits on one pool.
+    """The folds, the holdout fit, the final fit and the nested-CV fits of the first
+    ``nested_repeats`` seeds (one per pair of folds) as one batch of independent fits on one pool.
 
     The two larger fits go first so that the pool's last moments are not spent on one long fit.
     """
@@ -338,13 +364,23 @@ def evaluate_all(X: pd.DataFrame, y: np.ndarray, *, model: dict, resampler: dict
     if final_fit:
         tasks.append(_fit_task(X, y, estimator, np.arange(len(y)))), names.append("final fit"), tick.append(False)
     extra = len(tasks)
-    for seed, i, train, test in _split_plan(y, n_splits, seeds, groups):
+    plan = _split_plan(y, n_splits, seeds, groups)
+    for seed, i, train, test in plan:
         tasks.append(_fold_task(X, y, estimator, seed, i, train, test, labels))
         names.append(f"fold {i} of seed {seed}")
         tick.append(True)
+    n_folds = len(plan)
+    tests = {(seed, i): test for seed, i, _, test in plan}
+    for seed in seeds[:nested_repeats]:
+        for a in range(n_splits):
+            for b in range(a + 1, n_splits):
+                tasks.append(_pair_task(X, y, estimator, seed, (a, b), (tests[seed, a], tests[seed, b]), labels))
+                names.append(f"nested fit without folds {a} and {b} of seed {seed}")
+                tick.append(True)
     start = time.perf_counter()
     results = _run_tasks(tasks, names, n_jobs, progress, tick)
-    cv = _cv_result(results[extra:], time.perf_counter() - start, max(1, min(n_jobs, len(tasks))), y)
+    cv = _cv_result(results[extra:extra + n_folds], time.perf_counter() - start, max(1, min(n_jobs, len(tasks))), y,
+                    results[extra + n_folds:])
     held = _holdout_result(results[0], X, y, *split, classes or [str(c) for c in labels]) if split else None
     final = results[extra - 1] if final_fit else None
     return cv, held, final

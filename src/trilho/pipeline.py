@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from trilho import evaluate, plots, stats
@@ -69,6 +70,34 @@ def load_clean(exp: Experiment, settings: Settings, lake: Lake | None = None
     return ingested, raw, report, data
 
 
+def nested_repeats(exp: Experiment) -> int:
+    """How many CV repeats also get nested-CV fits: none unless the nested_cv interval is asked for."""
+    ev = exp.evaluation
+    return min(ev.nested_repeats, exp.cv.n_repeats) if "nested_cv" in (*ev.intervals, ev.interval) else 0
+
+
+def nested_bounds(cv: evaluate.CVResult, n_splits: int, level: float = 0.95,
+                  seeds: list[int] | None = None) -> dict[str, tuple[float, float]]:
+    """The nested-CV interval of the row-decomposable metrics (accuracy from the 0/1 error, log
+    loss), from the nested fits of ``seeds`` (default: every seed that has them)."""
+    if cv.nested is None or cv.oof is None:
+        return {}
+    nested = cv.nested if seeds is None else cv.nested[cv.nested["seed"].isin(seeds)]
+    oof = cv.oof[cv.oof["seed"].isin(nested["seed"].unique())]
+    outer_key = oof["seed"].to_numpy() * n_splits + oof["fold"].to_numpy()
+    inner_key = nested["seed"].to_numpy() * n_splits + nested["outer"].to_numpy()
+    proba = np.clip(oof[[c for c in oof.columns if c.startswith("proba_")]].to_numpy(), 1e-15, 1.0)
+    outer = {"accuracy": (oof["pred"] != oof["y"]).to_numpy(dtype="float64"),
+             "log_loss": -np.log(proba[np.arange(len(oof)), oof["y"].to_numpy()] / proba.sum(axis=1))}
+    inner = {"accuracy": nested["error"].to_numpy(), "log_loss": nested["logloss"].to_numpy()}
+    out = {}
+    for metric in outer:
+        found = stats.nested_cv_interval(outer[metric], outer_key, inner[metric], inner_key, n_splits,
+                                         n_rows=int(oof["row"].nunique()), level=level)
+        out[metric] = (1 - found["high"], 1 - found["low"]) if metric == "accuracy" else (found["low"], found["high"])
+    return out
+
+
 def _summary_metrics(cv: evaluate.CVResult, exp: Experiment) -> dict[str, dict[str, Any]]:
     """Mean, std and the percentile spread (the reference's figures), and every interval method."""
     ev = exp.evaluation
@@ -83,9 +112,11 @@ def _summary_metrics(cv: evaluate.CVResult, exp: Experiment) -> dict[str, dict[s
         rows = stats.row_bootstrap_intervals(first["y"].to_numpy(), pred, len(exp.data.classes),
                                              evaluate.scores_from_confusions, decomposable, ev.level)
     methods = list(dict.fromkeys([*ev.intervals, ev.interval]))  # the headline is always reported
+    nested = nested_bounds(cv, exp.cv.n_splits, ev.level) if "nested_cv" in methods else {}
     for metric, entry in out.items():
         found = stats.intervals(scores[metric], methods, test_fraction=1.0 / exp.cv.n_splits, level=ev.level,
-                                low=ev.interval_low, high=ev.interval_high, row_offsets=rows.get(metric))
+                                low=ev.interval_low, high=ev.interval_high, row_offsets=rows.get(metric),
+                                nested=nested.get(metric))
         lo, hi = evaluate.METRIC_RANGE[metric]  # a t interval can reach past 1; the metric cannot
         entry["intervals"] = {k: (max(b[0], lo), min(b[1], hi)) if b else None for k, b in found.items()}
         entry["ci_method"] = ev.interval
@@ -199,7 +230,7 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
             X, y, **estimator, n_splits=exp.cv.n_splits, seeds=exp.cv.seeds, n_jobs=cores, groups=groups,
             progress=(lambda done, total: progress("cv", done, total)) if progress else None,
             holdout_fraction=exp.evaluation.holdout_fraction, classes=exp.data.classes,
-            final_fit=exp.tracking.final_fit == "all")
+            final_fit=exp.tracking.final_fit == "all", nested_repeats=nested_repeats(exp))
         if final is None:  # tracking.final_fit = "holdout": the reference logged its 70% fit
             final = held.pipeline
         timings["cv_s"] = time.perf_counter() - step  # folds + holdout fit + final fit, one pool

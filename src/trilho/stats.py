@@ -4,7 +4,9 @@ Repeated k-fold CV gives J = k * r scores that are not independent: every row is
 once per repeat and a training row k - 1 times. The naive t interval treats them as independent
 and is far too narrow. Nadeau and Bengio (2003) correct the variance of the mean by replacing
 1/J with 1/J + n_test/n_train; Bouckaert and Frank (2004) apply the same correction to the
-paired difference between two models evaluated on the same folds.
+paired difference between two models evaluated on the same folds. Bates, Hastie and
+Tibshirani (2023) estimate the mean squared error of the CV estimate itself with nested CV
+(``nested_cv_interval``): it costs k(k-1)/2 extra fits per repeat.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ __all__ = [
     "intervals",
     "row_bootstrap_intervals",
     "naive_t_interval",
+    "nested_cv_interval",
     "paired_corrected_t",
     "percentile_spread",
     "summarise",
@@ -104,10 +107,52 @@ def row_bootstrap_intervals(y: np.ndarray, pred: np.ndarray, n_classes: int,
     return out
 
 
+def nested_cv_interval(outer_loss: np.ndarray, outer_key: np.ndarray, inner_loss: np.ndarray,
+                       inner_key: np.ndarray, n_folds: int, n_rows: int, level: float = 0.95,
+                       debias: bool = True) -> dict[str, float]:
+    """Nested-CV interval for the expected loss (Bates, Hastie & Tibshirani 2023, Algorithm 1).
+
+    Per-row losses of a decomposable loss (0/1 error, log loss), keyed by (repeat, outer fold):
+
+    - ``outer_loss``/``outer_key``: each outer fold's test rows, scored by the model trained on
+      the other k - 1 folds (the ordinary CV fits);
+    - ``inner_loss``/``inner_key``: for outer fold j, the rows of every other fold l, scored by
+      the model trained without folds j and l (the inner CV of the data outside fold j).
+
+    With e_in and e_out the mean inner and outer loss of one outer fold, the mean squared error
+    of the CV estimate is estimated as mean[(e_in - e_out)² - var(outer losses)/n_j] and rescaled by
+    (k - 1)/k to a data set of n rows; its root is kept between the naive standard error
+    sd(inner losses)/√n and √k times that. The centre is the mean inner loss minus the estimated
+    bias of training on (k - 2)/k of the rows, (1 + (k - 2)/k)(Err_NCV - Err_CV); the interval is
+    centre ± z·se.
+    """
+    outer_loss, inner_loss = np.asarray(outer_loss, "float64"), np.asarray(inner_loss, "float64")
+    keys = np.unique(outer_key)
+    if len(keys) < 2 or not np.isin(keys, inner_key).all():
+        raise ValueError("nested_cv_interval needs inner losses for every outer fold, and at least two folds")
+    terms = []
+    for key in keys:
+        out = outer_loss[outer_key == key]
+        inn = inner_loss[inner_key == key]
+        var_out = out.var(ddof=1) if len(out) > 1 else 0.0
+        terms.append((inn.mean() - out.mean()) ** 2 - var_out / len(out))
+    mse = float(np.mean(terms)) * (n_folds - 1) / n_folds
+    naive = float(inner_loss.std(ddof=1) / np.sqrt(n_rows))
+    se = min(max(np.sqrt(max(mse, 0.0)), naive), naive * np.sqrt(n_folds))
+    err_ncv = float(inner_loss.mean())
+    err_cv = float(outer_loss[np.isin(outer_key, keys)].mean())
+    bias = (1 + (n_folds - 2) / n_folds) * (err_ncv - err_cv) if debias else 0.0
+    centre = err_ncv - bias
+    half = float(_st.norm.ppf(0.5 + level / 2) * se)
+    return {"centre": centre, "low": centre - half, "high": centre + half, "se": float(se),
+            "se_naive": naive, "mse": mse, "err_ncv": err_ncv, "err_cv": err_cv, "bias": bias}
+
+
 def intervals(scores: np.ndarray, methods: list[str], *, test_fraction: float, level: float = 0.95,
-              low: float = 2.5, high: float = 97.5, row_offsets: tuple[float, float] | None = None
-              ) -> dict[str, tuple[float, float] | None]:
-    """Every requested interval for one metric's fold scores (``row_offsets`` from the row bootstrap)."""
+              low: float = 2.5, high: float = 97.5, row_offsets: tuple[float, float] | None = None,
+              nested: tuple[float, float] | None = None) -> dict[str, tuple[float, float] | None]:
+    """Every requested interval for one metric's fold scores (``row_offsets`` from the row
+    bootstrap, ``nested`` the bounds of the nested-CV interval when it was computed)."""
     x = np.asarray(scores, dtype="float64")
     out: dict[str, tuple[float, float] | None] = {}
     for method in methods:
@@ -121,6 +166,8 @@ def intervals(scores: np.ndarray, methods: list[str], *, test_fraction: float, l
             out[method] = corrected_t_interval(x, test_fraction, level)
         elif method == "fold_bootstrap":
             out[method] = fold_bootstrap_interval(x, level)
+        elif method == "nested_cv":
+            out[method] = nested
         elif method == "row_bootstrap":
             out[method] = (float(x.mean() + row_offsets[0]), float(x.mean() + row_offsets[1])) if row_offsets else None
         else:

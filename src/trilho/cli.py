@@ -36,9 +36,12 @@ def _experiment(ref: str, source: str | None, overrides: list[str] | None):
 
 
 def _bar() -> Progress:
-    """The progress bar of long commands, on stderr; it disappears when done."""
+    """The progress bar of long commands, on stderr; it disappears when done.
+
+    It redraws when told (``refresh=True``), not from a thread of its own: with no other thread
+    alive the fits may run in forked processes (see trilho.evaluate)."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    return Progress(*columns, console=console, transient=True)
+    return Progress(*columns, console=console, transient=True, auto_refresh=False)
 
 
 def _fail(exc: TrilhoError) -> None:
@@ -69,7 +72,7 @@ def run(experiment: ExperimentOpt = "diabetes", source: SourceOpt = None, set_: 
         settings = load_settings()
         with _bar() as bar:
             task = bar.add_task("cross-validating", total=exp.cv.n_splits * exp.cv.n_repeats)
-            result = run_experiment(exp, settings, progress=lambda _stage, done, total: bar.update(task, completed=done))
+            result = run_experiment(exp, settings, progress=lambda _stage, done, total: bar.update(task, completed=done, total=total, refresh=True))
     except TrilhoError as exc:
         _fail(exc)
     summary = result.summary
@@ -292,7 +295,7 @@ def compare(candidates: Annotated[list[str] | None, typer.Argument(help="model+r
         with _bar() as bar:
             task = bar.add_task("comparing", total=len(chosen) * exp.cv.n_splits * exp.cv.n_repeats)
             result = run_compare(exp, load_settings(), chosen, metric=metric,
-                                 progress=lambda _s, done, total: bar.update(task, completed=done))
+                                 progress=lambda _s, done, total: bar.update(task, completed=done, total=total, refresh=True))
     except TrilhoError as exc:
         _fail(exc)
     s = result.summary

@@ -227,7 +227,7 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
         step = time.perf_counter()
         X, y, groups, duplicates = fold_data(data, exp)
         cv, held, final = evaluate.evaluate_all(
-            X, y, **estimator, n_splits=exp.cv.n_splits, seeds=exp.cv.seeds, n_jobs=cores, groups=groups,
+            X, y, **estimator, n_splits=exp.cv.n_splits, seeds=exp.cv.seeds, n_jobs=cores, groups=groups, pool=settings.pool,
             progress=(lambda done, total: progress("cv", done, total)) if progress else None,
             holdout_fraction=exp.evaluation.holdout_fraction, classes=exp.data.classes,
             final_fit=exp.tracking.final_fit == "all", nested_repeats=nested_repeats(exp))
@@ -247,7 +247,7 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
                      "warnings": validation["warnings"]},
             "cv": {"n_splits": exp.cv.n_splits, "seeds": exp.cv.seeds, "n_folds": len(cv.folds),
                    "duplicates": duplicates, "interval": exp.evaluation.interval, "level": exp.evaluation.level,
-                   "workers": cv.workers, "metrics": metrics},
+                   "workers": cv.workers, "pool": cv.pool, "metrics": metrics},
             "holdout": {"labels": exp.data.classes, "label_codes": list(range(len(exp.data.classes))),
                         "confusion_matrix": held.confusion.tolist(), "report": held.report, "scores": held.scores},
             "lake": {"uri": lake.uri, "raw": ingested.key, "manifest": ingested.manifest_key,
@@ -314,7 +314,7 @@ def _register(exp: Experiment, settings: Settings, summary: dict, cv: evaluate.C
         return evaluate.cross_validate(
             X, y, model=champion.model.model_dump(), resampler=champion.resampler.model_dump(),
             random_state=champion.random_state, n_splits=exp.cv.n_splits, seeds=exp.cv.seeds, n_jobs=cores,
-            groups=groups).scores(metric)
+            groups=groups, pool=settings.pool).scores(metric)
 
     return registry.register_and_gate(
         tracking_uri=settings.tracking_uri, name=exp.registry.model_name, model_uri=summary["model_uri"],

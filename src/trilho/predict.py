@@ -57,16 +57,20 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
-def iter_chunks(path: Path, rows: int) -> Iterator[pd.DataFrame]:
-    """Chunks of a CSV or Parquet file; memory holds one chunk at a time."""
+def iter_chunks(path: Path, rows: int, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
+    """Chunks of a CSV or Parquet file, only ``columns`` of them (those the file has) when given;
+    memory holds one chunk at a time."""
     if path.suffix.lower() in {".parquet", ".pq"}:
         import pyarrow.parquet as pq
 
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=rows):
+        source = pq.ParquetFile(path)
+        chosen = None if columns is None else [c for c in source.schema_arrow.names if c in set(columns)]
+        for batch in source.iter_batches(batch_size=rows, columns=chosen):
             yield batch.to_pandas()
         return
+    wanted = None if columns is None else set(columns).__contains__
     try:
-        yield from pd.read_csv(path, chunksize=rows, engine="c", encoding="utf-8-sig", index_col=False)
+        yield from pd.read_csv(path, chunksize=rows, engine="c", encoding="utf-8-sig", index_col=False, usecols=wanted)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise DataValidationError(f"{path.name!r} is not a readable CSV: {exc}") from None
 
@@ -125,7 +129,7 @@ def predict_batch(model_uri: str, input_ref: str, settings: Settings, *, lake: L
         background = ThreadPoolExecutor(1, thread_name_prefix="trilho-write")
         step = time.perf_counter()
         try:
-            for chunk in iter_chunks(path, chunk_rows):
+            for chunk in iter_chunks(path, chunk_rows, None if wanted is None else [*wanted, *identifiers]):
                 if wanted is not None:
                     missing = [c for c in wanted if c not in chunk.columns]
                     if missing:

@@ -11,8 +11,6 @@ and the BLAS/OpenMP pools release the GIL, SMOTE and the scoring do not.
 from __future__ import annotations
 
 import multiprocessing
-import sys
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
@@ -32,6 +30,7 @@ from threadpoolctl import threadpool_limits
 from xgboost import XGBClassifier
 
 from trilho.errors import ConfigError, EvaluationError
+from trilho.parallel import fork_safe
 
 __all__ = [
     "METRICS",
@@ -246,10 +245,10 @@ def _forked(i: int, threads: int) -> Any:
 
 
 def _use_processes(pool: str) -> bool:
-    """Forking is safe on Linux when no other Python thread may hold a lock at the fork."""
+    """Forked workers unless asked for threads or forking is not safe (see trilho.parallel)."""
     if pool not in POOLS:
         raise ConfigError(f"pool={pool!r}: use one of {list(POOLS)}")
-    can = sys.platform.startswith("linux") and threading.active_count() == 1
+    can = fork_safe()
     if pool == "processes" and not can:
         raise ConfigError("pool='processes' needs Linux and a process with no other thread alive; use 'threads'")
     return pool != "threads" and can

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trilho import evaluate, plots, stats
+from trilho import evaluate, parallel, plots, stats
 from trilho.clean import CleanData, clean
 from trilho.experiment import Experiment
 from trilho.ingest import Ingested, ingest, read_table
@@ -169,15 +169,7 @@ def _write_artifacts(folder: Path, exp: Experiment, result: dict, cv: evaluate.C
               "mean": s["mean"], "headline": method == s["ci_method"]}
              for m, s in summary.items() for method, b in s["intervals"].items()]
     pd.DataFrame(table).to_csv(folder / "intervals.csv", index=False)
-    focus = exp.registry.primary_metric if exp.registry.primary_metric in summary else next(iter(summary))
-    figures = {
-        "cv_boxplot.png": plots.fold_boxplot(cv.folds, exp.evaluation.metrics),
-        "intervals.png": plots.intervals_figure(summary, focus),
-        "confusion_matrix.png": plots.confusion_matrix_figure(holdout.confusion, classes, "Holdout confusion matrix"),
-        "confusion_matrix_oof.png": plots.confusion_matrix_figure(cv.confusion, classes, "Out-of-fold confusion (all folds)"),
-    }
     if cv.oof is not None:
-        figures["roc_pr_curves.png"] = plots.curves_figure(cv.oof, classes)
         from sklearn.metrics import classification_report
 
         kwargs = dict(labels=list(range(len(classes))), target_names=classes, zero_division=0)
@@ -185,8 +177,24 @@ def _write_artifacts(folder: Path, exp: Experiment, result: dict, cv: evaluate.C
             "Out of fold, every repeat pooled\n\n" + classification_report(cv.oof["y"], cv.oof["pred"], **kwargs))
         (folder / "oof_classification_report.json").write_text(json.dumps(
             classification_report(cv.oof["y"], cv.oof["pred"], output_dict=True, **kwargs), indent=2))
-    for name, fig in figures.items():
-        fig.savefig(folder / name, dpi=110)
+
+
+def _draw_figures(folder: Path, exp: Experiment, summary: dict, cv: evaluate.CVResult,
+                  holdout: evaluate.HoldoutResult) -> None:
+    classes = exp.data.classes
+    focus = exp.registry.primary_metric if exp.registry.primary_metric in summary else next(iter(summary))
+    figures = {
+        "cv_boxplot.png": lambda: plots.fold_boxplot(cv.folds, exp.evaluation.metrics),
+        "intervals.png": lambda: plots.intervals_figure(summary, focus),
+        "confusion_matrix.png": lambda: plots.confusion_matrix_figure(holdout.confusion, classes,
+                                                                      "Holdout confusion matrix"),
+        "confusion_matrix_oof.png": lambda: plots.confusion_matrix_figure(cv.confusion, classes,
+                                                                          "Out-of-fold confusion (all folds)"),
+    }
+    if cv.oof is not None:
+        figures["roc_pr_curves.png"] = lambda: plots.curves_figure(cv.oof, classes)
+    for name, draw in figures.items():
+        draw().savefig(folder / name, dpi=110)
 
 
 def _log_nested(tracker: Tracker, cv: evaluate.CVResult, exp: Experiment) -> None:
@@ -258,6 +266,10 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
             folder.mkdir()
             step = time.perf_counter()
             _write_artifacts(folder, exp, summary, cv, held, validation, manifest)
+            # the figures are drawn in a forked child (when that is safe) while this process talks to MLflow
+            figures = Path(tmp) / "figures"
+            figures.mkdir()
+            drawing = parallel.start(lambda: _draw_figures(figures, exp, metrics, cv, held))
             timings["artifacts_s"] = time.perf_counter() - step
             step = time.perf_counter()
             if exp.tracking.log_model:
@@ -266,6 +278,14 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
             # the results reach the lake before MLflow sees them: a tracking failure loses nothing
             _copy_to_lake(lake, folder, reports_prefix)
             timings["lake_copy_s"] = time.perf_counter() - step
+
+            def figures_to_lake() -> None:
+                step = time.perf_counter()
+                drawing.wait()
+                timings["figures_wait_s"] = time.perf_counter() - step
+                for path in sorted(figures.glob("*.png")):
+                    lake.put_file(reports_prefix + path.name, path.rename(folder / path.name), overwrite=True)
+
             try:
                 if exp.tracking.log_model:  # before the metrics: MLflow copies existing run metrics to the model
                     example = raw.drop(columns=[exp.data.target, *exp.data.drop]).head(5)
@@ -273,6 +293,7 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
                 if exp.tracking.layout == "nested":
                     _log_nested(tracker, cv, exp)
                 tracker.log_values(run_id, metrics=_metric_rows(cv, metrics, held, exp.evaluation.metrics))
+                figures_to_lake()
                 tracker.log_folder(run_id, folder)
                 if exp.registry.model_name and exp.tracking.log_model:
                     with tracker.timed("register and gate the model"):
@@ -281,6 +302,8 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
                                                f"{reg['name']} v{reg['version']}: {reg['reason']}")
                     lake.put_bytes(reports_prefix + "promotion.json", json.dumps(reg, indent=2).encode(), overwrite=True)
             except TrackingError as exc:
+                if "figures_wait_s" not in timings:
+                    figures_to_lake()
                 summary["tracking_error"] = str(exc)
                 lake.put_bytes(reports_prefix + "summary.json", json.dumps(summary, indent=2).encode(), overwrite=True)
                 raise TrackingError(f"{exc}; nothing is lost: the results and the model are in "

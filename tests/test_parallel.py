@@ -1,0 +1,52 @@
+"""Side work in a forked child where that is safe, in-line elsewhere; failures reach the parent."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+from trilho import parallel
+
+
+def _write_pid(path):
+    return lambda: path.write_text(str(os.getpid()))
+
+
+def test_forked_when_no_other_thread_is_alive(tmp_path):
+    done = parallel.start(_write_pid(tmp_path / "pid"))
+    assert done.forked
+    done.wait()
+    assert int((tmp_path / "pid").read_text()) != os.getpid()
+
+
+def test_in_line_while_another_thread_is_alive(tmp_path):
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        done = parallel.start(_write_pid(tmp_path / "pid"))
+    finally:
+        stop.set()
+        other.join()
+    assert not done.forked
+    done.wait()
+    assert int((tmp_path / "pid").read_text()) == os.getpid()
+
+
+def _fail():
+    raise ValueError("no figure today")
+
+
+def test_a_failure_in_the_child_is_raised_by_wait():
+    done = parallel.start(_fail)
+    assert done.forked
+    with pytest.raises(RuntimeError, match="ValueError: no figure today"):
+        done.wait()
+
+
+def test_a_child_that_dies_is_reported():
+    done = parallel.start(lambda: os._exit(3))
+    with pytest.raises(RuntimeError, match="died"):
+        done.wait()

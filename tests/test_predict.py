@@ -71,6 +71,26 @@ def test_batch_predict_refuses_bad_input_clearly(settings, trained, small_csv, w
     assert not LocalLake(settings.lake).list("predictions/")  # nothing half-written
 
 
+def test_loading_warns_when_the_environment_differs_from_the_models_pins(settings, trained, workdir,
+                                                                         monkeypatch, caplog):
+    import importlib.metadata
+
+    import mlflow
+
+    from trilho.predict import load_model
+
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    real = importlib.metadata.version
+    with caplog.at_level("WARNING", logger="trilho.predict"):
+        load_model(trained["model_uri"], workdir / "same")
+        assert not caplog.records  # the model's pins are this environment's versions
+        monkeypatch.setattr(importlib.metadata, "version", lambda pkg: "0.0" if pkg == "xgboost" else real(pkg))
+        model = load_model(trained["model_uri"], workdir / "other")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"model {trained['model_uri']} was logged with xgboost=={real('xgboost')}; this environment has 0.0"]
+    assert model.metadata.get_input_schema() is not None
+
+
 def test_loading_refuses_an_untrusted_payload(settings, trained, workdir):
     """A pickle slipped in place of the booster is never unpickled: loading fails before any of it runs."""
     import mlflow

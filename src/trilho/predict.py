@@ -28,7 +28,7 @@ from trilho.ingest import scan_file
 from trilho.settings import Settings
 from trilho.storage import Lake, open_lake
 
-__all__ = ["iter_chunks", "predict_batch", "resolve_model"]
+__all__ = ["iter_chunks", "load_model", "predict_batch", "resolve_model"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,35 @@ def resolve_model(model_uri: str, tracking_uri: str) -> dict[str, str]:
                             "list them with `trilho models`") from None
     return {"uri": f"models:/{name}/{version.version}", "name": name, "version": str(version.version),
             "run_id": version.run_id or "", "ident": f"{_safe(name)}/v{version.version}"}
+
+
+def load_model(model_uri: str, dst: Path):
+    """``mlflow.pyfunc.load_model`` with a cheaper check of the model's requirements.
+
+    MLflow's own check maps every installed distribution to its modules (about a second on every
+    load); the logged model pins its few requirements exactly, so comparing those pins with the
+    installed versions says the same. A mismatch is a warning, as in MLflow.
+    """
+    import importlib.metadata
+
+    import mlflow
+
+    dst.mkdir(parents=True, exist_ok=True)
+    model = mlflow.pyfunc.load_model(model_uri, suppress_warnings=True, dst_path=str(dst))
+    requirements = dst / "requirements.txt"
+    for line in requirements.read_text().splitlines() if requirements.is_file() else []:
+        pinned = re.fullmatch(r"\s*([A-Za-z0-9_.\-]+)\s*==\s*([^\s;#]+)\s*", line)
+        if not pinned:
+            continue
+        package, wanted = pinned.groups()
+        try:
+            installed = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            installed = None
+        if installed != wanted:
+            log.warning("model %s was logged with %s==%s; this environment has %s", model_uri, package, wanted,
+                        installed or "no such package")
+    return model
 
 
 def _safe(name: str) -> str:
@@ -114,7 +143,7 @@ def predict_batch(model_uri: str, input_ref: str, settings: Settings, *, lake: L
             return {**done, "skipped": True}
         step = time.perf_counter()
         try:
-            model = mlflow.pyfunc.load_model(model_info["uri"])
+            model = load_model(model_info["uri"], workdir / "model")
         except (MlflowException, OSError) as exc:
             raise TrackingError(f"cannot load model {model_info['uri']!r}: {exc}") from exc
         timings["load_s"] = time.perf_counter() - step

@@ -255,10 +255,13 @@ def _use_processes(pool: str) -> bool:
 
 
 def _run_tasks(tasks: list[Callable[[int], Any]], names: list[str], n_jobs: int,
-               progress: ProgressFn | None = None, tick: list[bool] | None = None, pool: str = "auto"
+               progress: ProgressFn | None = None, tick: list[bool] | None = None, pool: str = "auto",
+               meanwhile: Callable[[], None] | None = None, on_result: Callable[[int, Any], None] | None = None
                ) -> tuple[list[Any], str]:
     """Run independent fits on at most ``n_jobs`` workers, one thread each; any failure raises.
 
+    ``meanwhile`` runs in this thread once every fit is submitted, ``on_result(i, result)`` as each
+    fit arrives: work that needs no core of its own (talking to a server) overlaps the fits.
     Returns the results in task order and the kind of pool that ran them."""
     global _TASKS
     workers = max(1, min(n_jobs, len(tasks)))
@@ -278,18 +281,25 @@ def _run_tasks(tasks: list[Callable[[int], Any]], names: list[str], n_jobs: int,
     try:
         with threadpool_limits(threads), executor:
             futures = {submit(i): i for i in range(len(tasks))}
-            for future in as_completed(futures):
-                i = futures[future]
-                try:
-                    results[i] = future.result()
-                except Exception as exc:
-                    for other in futures:
-                        other.cancel()
-                    raise EvaluationError(f"{names[i]} failed: {type(exc).__name__}: {exc}") from exc
-                if tick is None or tick[i]:
-                    done += 1
-                    if progress:
-                        progress(done, total)
+            try:
+                if meanwhile:
+                    meanwhile()
+                for future in as_completed(futures):
+                    i = futures[future]
+                    try:
+                        results[i] = future.result()
+                    except Exception as exc:
+                        raise EvaluationError(f"{names[i]} failed: {type(exc).__name__}: {exc}") from exc
+                    if on_result:
+                        on_result(i, results[i])
+                    if tick is None or tick[i]:
+                        done += 1
+                        if progress:
+                            progress(done, total)
+            except BaseException:
+                for other in futures:
+                    other.cancel()
+                raise
     finally:
         _TASKS = []
     return results, kind
@@ -388,22 +398,28 @@ def evaluate_all(X: pd.DataFrame, y: np.ndarray, *, model: dict, resampler: dict
                  n_splits: int, seeds: list[int], n_jobs: int = 1, progress: ProgressFn | None = None,
                  holdout_fraction: float | None = None, classes: list[str] | None = None,
                  final_fit: bool = False, groups: np.ndarray | None = None, nested_repeats: int = 0,
-                 pool: str = "auto") -> tuple[CVResult, HoldoutResult | None, Pipeline | None]:
+                 pool: str = "auto", meanwhile: Callable[[], None] | None = None,
+                 on_fit: Callable[[str, Pipeline], None] | None = None
+                 ) -> tuple[CVResult, HoldoutResult | None, Pipeline | None]:
     """The folds, the holdout fit, the final fit and the nested-CV fits of the first
     ``nested_repeats`` seeds (one per pair of folds) as one batch of independent fits on one pool.
 
-    The two larger fits go first so that the pool's last moments are not spent on one long fit.
+    The two larger fits go first so that the pool's last moments are not spent on one long fit;
+    ``on_fit("holdout" | "final", pipeline)`` is called in this thread as soon as each is ready,
+    while the folds go on, and ``meanwhile`` once every fit is submitted.
     """
     estimator = dict(model=model, resampler=resampler, random_state=random_state)
     labels = np.arange(int(y.max()) + 1)
-    tasks, names, tick = [], [], []
+    tasks, names, tick, kinds = [], [], [], []
     split = None
     if holdout_fraction:
         split = holdout_split(y, holdout_fraction, random_state, groups)
         train, _ = split
         tasks.append(_fit_task(X, y, estimator, train)), names.append("holdout fit"), tick.append(False)
+        kinds.append("holdout")
     if final_fit:
         tasks.append(_fit_task(X, y, estimator, np.arange(len(y)))), names.append("final fit"), tick.append(False)
+        kinds.append("final")
     extra = len(tasks)
     plan = _split_plan(y, n_splits, seeds, groups)
     for seed, i, train, test in plan:
@@ -419,7 +435,11 @@ def evaluate_all(X: pd.DataFrame, y: np.ndarray, *, model: dict, resampler: dict
                 names.append(f"nested fit without folds {a} and {b} of seed {seed}")
                 tick.append(True)
     start = time.perf_counter()
-    results, kind = _run_tasks(tasks, names, n_jobs, progress, tick, pool)
+    def arrived(i: int, result: Any) -> None:
+        if on_fit and i < len(kinds):
+            on_fit(kinds[i], result)
+
+    results, kind = _run_tasks(tasks, names, n_jobs, progress, tick, pool, meanwhile, arrived)
     cv = _cv_result(results[extra:extra + n_folds], time.perf_counter() - start, max(1, min(n_jobs, len(tasks))), y,
                     results[extra + n_folds:])
     cv.pool = kind

@@ -179,8 +179,13 @@ def _write_artifacts(folder: Path, exp: Experiment, result: dict, cv: evaluate.C
             classification_report(cv.oof["y"], cv.oof["pred"], output_dict=True, **kwargs), indent=2))
 
 
+# the figures, in two groups of about equal drawing time: one forked child draws each
+FIGURE_GROUPS = (("cv_boxplot.png", "confusion_matrix_oof.png"),
+                 ("roc_pr_curves.png", "intervals.png", "confusion_matrix.png"))
+
+
 def _draw_figures(folder: Path, exp: Experiment, summary: dict, cv: evaluate.CVResult,
-                  holdout: evaluate.HoldoutResult) -> None:
+                  holdout: evaluate.HoldoutResult, only: tuple[str, ...] | None = None) -> None:
     classes = exp.data.classes
     focus = exp.registry.primary_metric if exp.registry.primary_metric in summary else next(iter(summary))
     figures = {
@@ -194,7 +199,8 @@ def _draw_figures(folder: Path, exp: Experiment, summary: dict, cv: evaluate.CVR
     if cv.oof is not None:
         figures["roc_pr_curves.png"] = lambda: plots.curves_figure(cv.oof, classes)
     for name, draw in figures.items():
-        draw().savefig(folder / name, dpi=110)
+        if only is None or name in only:
+            draw().savefig(folder / name, dpi=110)
 
 
 def _log_nested(tracker: Tracker, cv: evaluate.CVResult, exp: Experiment) -> None:
@@ -227,26 +233,48 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
     manifest = ingested.manifest
     estimator = dict(model=exp.model.model_dump(), resampler=exp.resampler.model_dump(), random_state=exp.random_state)
     tags = {"trilho.experiment": exp.name, "trilho.data_sha256": manifest["sha256"], "trilho.kind": "experiment"}
-    with tracker.run(f"{exp.name}-cv", tags) as run_id:
-        tracker.log_values(run_id, params=flatten(exp.resolved()) | {
-            "data.rows": str(len(data.y)), "data.features": json.dumps(list(data.X.columns))})
-        tracker.log_dataset(raw, lake.url(ingested.key), exp.name, exp.data.target)
+    with tracker.run(f"{exp.name}-cv", tags) as run_id, tempfile.TemporaryDirectory(prefix="trilho-report-") as tmp:
+        reports_prefix = f"reports/{run_id}/"
+        folder, model_dir, figures = Path(tmp) / "report", Path(tmp) / "model", Path(tmp) / "figures"
+        folder.mkdir(), figures.mkdir()
+        model_fit = "final" if exp.tracking.final_fit == "all" else "holdout"  # the reference logged its 70% fit
+        example = raw.drop(columns=[exp.data.target, *exp.data.drop]).head(5)
+        early: dict[str, Any] = {}  # what MLflow was given while the fits ran, or the error it raised
+
+        def while_fitting() -> None:  # MLflow calls wait on the server, not on a core
+            try:
+                tracker.log_values(run_id, params=flatten(exp.resolved()) | {
+                    "data.rows": str(len(data.y)), "data.features": json.dumps(list(data.X.columns))})
+                tracker.log_dataset(raw, lake.url(ingested.key), exp.name, exp.data.target)
+            except TrackingError as exc:
+                early.setdefault("error", exc)
+
+        def fitted(kind: str, pipe) -> None:
+            if kind != model_fit or not exp.tracking.log_model:
+                return
+            save_model_files(pipe, data.spec, model_dir)
+            _copy_to_lake(lake, model_dir, reports_prefix + "model/")  # the lake has it before MLflow
+            if "error" not in early:
+                try:  # before the metrics: MLflow copies existing run metrics to the model
+                    early["model_uri"] = tracker.log_model(model_dir, example)
+                except TrackingError as exc:
+                    early["error"] = exc
 
         step = time.perf_counter()
+        tracked = tracker.seconds
         X, y, groups, duplicates = fold_data(data, exp)
-        cv, held, final = evaluate.evaluate_all(
-            X, y, **estimator, n_splits=exp.cv.n_splits, seeds=exp.cv.seeds, n_jobs=cores, groups=groups, pool=settings.pool,
-            progress=(lambda done, total: progress("cv", done, total)) if progress else None,
+        cv, held, _ = evaluate.evaluate_all(  # the model to log reaches `fitted` as soon as it is fit
+            X, y, **estimator, n_splits=exp.cv.n_splits, seeds=exp.cv.seeds, n_jobs=cores, groups=groups,
+            pool=settings.pool, progress=(lambda done, total: progress("cv", done, total)) if progress else None,
             holdout_fraction=exp.evaluation.holdout_fraction, classes=exp.data.classes,
-            final_fit=exp.tracking.final_fit == "all", nested_repeats=nested_repeats(exp))
-        if final is None:  # tracking.final_fit = "holdout": the reference logged its 70% fit
-            final = held.pipeline
+            final_fit=exp.tracking.final_fit == "all", nested_repeats=nested_repeats(exp),
+            meanwhile=while_fitting, on_fit=fitted)
         timings["cv_s"] = time.perf_counter() - step  # folds + holdout fit + final fit, one pool
+        timings["tracking_during_cv_s"] = tracker.seconds - tracked  # overlapped with the fits
 
         step = time.perf_counter()
         metrics = _summary_metrics(cv, exp)
         timings["stats_s"] = time.perf_counter() - step
-        reports_prefix = f"reports/{run_id}/"
         summary: dict[str, Any] = {
             "experiment": exp.name, "run_id": run_id, "tracking_uri": settings.tracking_uri,
             "mlflow_experiment": exp.tracking.experiment, "mlflow_experiment_id": tracker.experiment_id,
@@ -261,59 +289,54 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
             "lake": {"uri": lake.uri, "raw": ingested.key, "manifest": ingested.manifest_key,
                      "curated": validation["curated_key"], "reports": reports_prefix},
         }
-        with tempfile.TemporaryDirectory(prefix="trilho-report-") as tmp:
-            folder, model_dir = Path(tmp) / "report", Path(tmp) / "model"
-            folder.mkdir()
-            step = time.perf_counter()
-            _write_artifacts(folder, exp, summary, cv, held, validation, manifest)
-            # the figures are drawn in a forked child (when that is safe) while this process talks to MLflow
-            figures = Path(tmp) / "figures"
-            figures.mkdir()
-            drawing = parallel.start(lambda: _draw_figures(figures, exp, metrics, cv, held))
-            timings["artifacts_s"] = time.perf_counter() - step
-            step = time.perf_counter()
-            if exp.tracking.log_model:
-                save_model_files(final, data.spec, model_dir)
-                _copy_to_lake(lake, model_dir, reports_prefix + "model/")
-            # the results reach the lake before MLflow sees them: a tracking failure loses nothing
-            _copy_to_lake(lake, folder, reports_prefix)
-            timings["lake_copy_s"] = time.perf_counter() - step
+        step = time.perf_counter()
+        _write_artifacts(folder, exp, summary, cv, held, validation, manifest)
+        # the figures are drawn in forked children (when that is safe) while this process talks to MLflow
+        drawing = [parallel.start(lambda group=group: _draw_figures(figures, exp, metrics, cv, held, group))
+                   for group in FIGURE_GROUPS]
+        timings["artifacts_s"] = time.perf_counter() - step
+        step = time.perf_counter()
+        # the results reach the lake before MLflow sees them: a tracking failure loses nothing
+        _copy_to_lake(lake, folder, reports_prefix)
+        timings["lake_copy_s"] = time.perf_counter() - step
 
-            def figures_to_lake() -> None:
-                step = time.perf_counter()
-                drawing.wait()
-                timings["figures_wait_s"] = time.perf_counter() - step
-                for path in sorted(figures.glob("*.png")):
-                    lake.put_file(reports_prefix + path.name, path.rename(folder / path.name), overwrite=True)
+        def figures_to_lake() -> None:
+            step = time.perf_counter()
+            for child in drawing:
+                child.wait()
+            timings["figures_wait_s"] = time.perf_counter() - step
+            for path in sorted(figures.glob("*.png")):
+                lake.put_file(reports_prefix + path.name, path.rename(folder / path.name), overwrite=True)
 
-            try:
-                if exp.tracking.log_model:  # before the metrics: MLflow copies existing run metrics to the model
-                    example = raw.drop(columns=[exp.data.target, *exp.data.drop]).head(5)
-                    summary["model_uri"] = tracker.log_model(model_dir, example)
-                if exp.tracking.layout == "nested":
-                    _log_nested(tracker, cv, exp)
-                tracker.log_values(run_id, metrics=_metric_rows(cv, metrics, held, exp.evaluation.metrics))
+        try:
+            if "error" in early:
+                raise early["error"]
+            if "model_uri" in early:
+                summary["model_uri"] = early["model_uri"]
+            if exp.tracking.layout == "nested":
+                _log_nested(tracker, cv, exp)
+            tracker.log_values(run_id, metrics=_metric_rows(cv, metrics, held, exp.evaluation.metrics))
+            figures_to_lake()
+            tracker.log_folder(run_id, folder)
+            if exp.registry.model_name and exp.tracking.log_model:
+                with tracker.timed("register and gate the model"):
+                    reg = summary["registry"] = _register(exp, settings, summary, cv, (X, y, groups), run_id, cores)
+                    tracker.client.set_tag(run_id, "trilho.registry",
+                                           f"{reg['name']} v{reg['version']}: {reg['reason']}")
+                lake.put_bytes(reports_prefix + "promotion.json", json.dumps(reg, indent=2).encode(), overwrite=True)
+        except TrackingError as exc:
+            if "figures_wait_s" not in timings:
                 figures_to_lake()
-                tracker.log_folder(run_id, folder)
-                if exp.registry.model_name and exp.tracking.log_model:
-                    with tracker.timed("register and gate the model"):
-                        reg = summary["registry"] = _register(exp, settings, summary, cv, (X, y, groups), run_id, cores)
-                        tracker.client.set_tag(run_id, "trilho.registry",
-                                               f"{reg['name']} v{reg['version']}: {reg['reason']}")
-                    lake.put_bytes(reports_prefix + "promotion.json", json.dumps(reg, indent=2).encode(), overwrite=True)
-            except TrackingError as exc:
-                if "figures_wait_s" not in timings:
-                    figures_to_lake()
-                summary["tracking_error"] = str(exc)
-                lake.put_bytes(reports_prefix + "summary.json", json.dumps(summary, indent=2).encode(), overwrite=True)
-                raise TrackingError(f"{exc}; nothing is lost: the results and the model are in "
-                                    f"{lake.uri}/{reports_prefix}") from exc
-            timings["tracking_s"] = tracker.seconds
-            timings["mlflow_import_s"] = tracker.import_seconds
-            timings.update({f"tracking.{k}_s": v for k, v in tracker.breakdown.items()})
-            timings["total_s"] = time.perf_counter() - clock
-            summary["timings"] = timings
+            summary["tracking_error"] = str(exc)
             lake.put_bytes(reports_prefix + "summary.json", json.dumps(summary, indent=2).encode(), overwrite=True)
+            raise TrackingError(f"{exc}; nothing is lost: the results and the model are in "
+                                f"{lake.uri}/{reports_prefix}") from exc
+        timings["tracking_s"] = tracker.seconds
+        timings["mlflow_import_s"] = tracker.import_seconds
+        timings.update({f"tracking.{k}_s": v for k, v in tracker.breakdown.items()})
+        timings["total_s"] = time.perf_counter() - clock
+        summary["timings"] = timings
+        lake.put_bytes(reports_prefix + "summary.json", json.dumps(summary, indent=2).encode(), overwrite=True)
     return ExperimentResult(summary=summary, cv=cv, holdout=held, validation=validation, timings=timings)
 
 

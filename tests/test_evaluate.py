@@ -41,33 +41,9 @@ def test_cross_validation_is_deterministic_and_parallel_equals_sequential():
     seq = cross_validate(X, y, n_jobs=1, **kw)
     assert len(seq.folds) == 8 and list(seq.folds["seed"]) == [0] * 4 + [1] * 4
     assert seq.confusion.sum() == 2 * len(y)  # each row is tested once per repeat
-    for pool in ("threads", "processes"):
-        par = cross_validate(X, y, n_jobs=2, pool=pool, **kw)
-        pd.testing.assert_frame_equal(seq.folds.drop(columns="fit_s"), par.folds.drop(columns="fit_s"))
-        pd.testing.assert_frame_equal(seq.oof, par.oof)
-
-
-def test_forked_workers_only_where_no_other_thread_is_alive():
-    import threading
-
-    from trilho.evaluate import _use_processes
-
-    assert _use_processes("auto") and _use_processes("processes") and not _use_processes("threads")
-    stop = threading.Event()
-    other = threading.Thread(target=stop.wait)
-    other.start()
-    try:
-        assert not _use_processes("auto")  # a lock held by another thread at the fork could hang a worker
-        with pytest.raises(ConfigError, match="pool='processes'"):
-            _use_processes("processes")
-        X, y = _data()
-        cv = cross_validate(X, y, model=MODEL, resampler=SMOTE, random_state=0, n_splits=3, seeds=[0], n_jobs=2)
-        assert len(cv.folds) == 3  # ran on threads
-    finally:
-        stop.set()
-        other.join()
-    with pytest.raises(ConfigError, match="pool='sometimes'"):
-        _use_processes("sometimes")
+    par = cross_validate(X, y, n_jobs=2, **kw)
+    pd.testing.assert_frame_equal(seq.folds.drop(columns="fit_s"), par.folds.drop(columns="fit_s"))
+    pd.testing.assert_frame_equal(seq.oof, par.oof)
 
 
 def test_progress_is_reported_per_fold():

@@ -50,3 +50,22 @@ def test_a_child_that_dies_is_reported():
     done = parallel.start(lambda: os._exit(3))
     with pytest.raises(RuntimeError, match="died"):
         done.wait()
+
+
+def test_a_child_that_hangs_is_killed_and_its_work_done_here(tmp_path):
+    import time
+
+    marker = tmp_path / "pid"
+
+    def work():
+        if os.getpid() != parent:
+            time.sleep(60)  # a forked child that never answers
+        marker.write_text(str(os.getpid()))
+
+    parent = os.getpid()
+    done = parallel.start(work)
+    assert done.forked
+    started = time.monotonic()
+    done.wait(timeout_s=1)
+    assert time.monotonic() - started < 10
+    assert int(marker.read_text()) == parent

@@ -39,7 +39,7 @@ def _bar() -> Progress:
     """The progress bar of long commands, on stderr; it disappears when done.
 
     It redraws when told (``refresh=True``), not from a thread of its own: with no other thread
-    alive the fits may run in forked processes (see trilho.evaluate)."""
+    alive the figures may be drawn in forked children (see trilho.parallel)."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     return Progress(*columns, console=console, transient=True, auto_refresh=False)
 

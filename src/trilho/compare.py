@@ -89,7 +89,7 @@ def compare(exp: Experiment, settings: Settings, candidates: list[dict[str, Any]
             offset = n * exp.cv.n_splits * exp.cv.n_repeats
             results[cand["label"]] = evaluate.cross_validate(
                 X, y, model=cand["model"], resampler=cand["resampler"], random_state=exp.random_state,
-                n_splits=exp.cv.n_splits, seeds=exp.cv.seeds, n_jobs=cores, groups=groups, pool=settings.pool,
+                n_splits=exp.cv.n_splits, seeds=exp.cv.seeds, n_jobs=cores, groups=groups,
                 progress=(lambda done, _t, o=offset: progress("compare", o + done, total)) if progress else None)
         baseline = candidates[0]["label"]
         base = results[baseline].scores(metric)

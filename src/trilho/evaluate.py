@@ -1,19 +1,19 @@
 """Repeated stratified cross-validation with in-fold resampling, a holdout fit, a final fit.
 
-Pure: arrays and frames in, scores and fitted estimators out. Fits run in a pool whose size never
-exceeds the free cores, each fit single-threaded, so the machine is never oversubscribed. The pool
-is made of forked processes where that is safe (Linux, no other Python thread alive): a forked
-worker inherits the data and the imported libraries for free, and its fits do not compete for the
-GIL. Elsewhere (a notebook kernel, a process with threads of its own) it is a thread pool: XGBoost
-and the BLAS/OpenMP pools release the GIL, SMOTE and the scoring do not.
+Pure: arrays and frames in, scores and fitted estimators out. Folds run in a thread pool whose
+size never exceeds the free cores, each fit single-threaded (XGBoost and the BLAS/OpenMP pools
+release the GIL), so the machine is never oversubscribed.
+
+Not forked worker processes: a process whose main thread has fit an XGBoost model leaves OpenMP
+state behind that deadlocks a forked child's first fit, and on this project's 2-core machine
+processes were no faster than threads (BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +30,6 @@ from threadpoolctl import threadpool_limits
 from xgboost import XGBClassifier
 
 from trilho.errors import ConfigError, EvaluationError
-from trilho.parallel import fork_safe
 
 __all__ = [
     "METRICS",
@@ -158,7 +157,6 @@ class CVResult:
     confusion: np.ndarray  # out-of-fold confusion matrix summed over every fold
     wall_s: float
     workers: int
-    pool: str = "threads"  # the kind of pool the fits ran on
     oof: pd.DataFrame | None = field(default=None, repr=False)  # per seed and row: fold, y, pred, proba_<k>
     # nested CV (evaluation.nested_repeats): per seed, outer fold and row of another fold, the
     # 0/1 error and log loss of the model trained without both folds
@@ -235,74 +233,41 @@ def probability_metrics(y: np.ndarray, proba: np.ndarray, labels: np.ndarray) ->
             "log_loss": float(-np.log(clipped[np.arange(len(y)), index]).mean())}
 
 
-POOLS = ("auto", "threads", "processes")
-_TASKS: list[Callable[[int], Any]] = []  # what forked workers run, inherited from the parent
-
-
-def _forked(i: int, threads: int) -> Any:
-    with threadpool_limits(threads):
-        return _TASKS[i](threads)
-
-
-def _use_processes(pool: str) -> bool:
-    """Forked workers unless asked for threads or forking is not safe (see trilho.parallel)."""
-    if pool not in POOLS:
-        raise ConfigError(f"pool={pool!r}: use one of {list(POOLS)}")
-    can = fork_safe()
-    if pool == "processes" and not can:
-        raise ConfigError("pool='processes' needs Linux and a process with no other thread alive; use 'threads'")
-    return pool != "threads" and can
-
-
 def _run_tasks(tasks: list[Callable[[int], Any]], names: list[str], n_jobs: int,
-               progress: ProgressFn | None = None, tick: list[bool] | None = None, pool: str = "auto",
+               progress: ProgressFn | None = None, tick: list[bool] | None = None,
                meanwhile: Callable[[], None] | None = None, on_result: Callable[[int, Any], None] | None = None
-               ) -> tuple[list[Any], str]:
-    """Run independent fits on at most ``n_jobs`` workers, one thread each; any failure raises.
+               ) -> list[Any]:
+    """Run independent fits on at most ``n_jobs`` threads, one thread each; any failure raises.
 
     ``meanwhile`` runs in this thread once every fit is submitted, ``on_result(i, result)`` as each
-    fit arrives: work that needs no core of its own (talking to a server) overlaps the fits.
-    Returns the results in task order and the kind of pool that ran them."""
-    global _TASKS
+    fit arrives: work that waits on a server rather than a core overlaps the fits."""
     workers = max(1, min(n_jobs, len(tasks)))
     threads = max(1, n_jobs // workers)
     results: list[Any] = [None] * len(tasks)
     done = 0
     total = sum(tick) if tick else len(tasks)
-    executor: Executor
-    kind = "processes" if workers > 1 and _use_processes(pool) else "threads"
-    if kind == "processes":
-        _TASKS = tasks
-        executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
-        submit = lambda i: executor.submit(_forked, i, threads)
-    else:
-        executor = ThreadPoolExecutor(workers, thread_name_prefix="trilho-fit")
-        submit = lambda i: executor.submit(tasks[i], threads)
-    try:
-        with threadpool_limits(threads), executor:
-            futures = {submit(i): i for i in range(len(tasks))}
-            try:
-                if meanwhile:
-                    meanwhile()
-                for future in as_completed(futures):
-                    i = futures[future]
-                    try:
-                        results[i] = future.result()
-                    except Exception as exc:
-                        raise EvaluationError(f"{names[i]} failed: {type(exc).__name__}: {exc}") from exc
-                    if on_result:
-                        on_result(i, results[i])
-                    if tick is None or tick[i]:
-                        done += 1
-                        if progress:
-                            progress(done, total)
-            except BaseException:
-                for other in futures:
-                    other.cancel()
-                raise
-    finally:
-        _TASKS = []
-    return results, kind
+    with threadpool_limits(threads), ThreadPoolExecutor(workers, thread_name_prefix="trilho-fit") as pool:
+        futures = {pool.submit(task, threads): i for i, task in enumerate(tasks)}
+        try:
+            if meanwhile:
+                meanwhile()
+            for future in as_completed(futures):
+                i = futures[future]
+                try:
+                    results[i] = future.result()
+                except Exception as exc:
+                    raise EvaluationError(f"{names[i]} failed: {type(exc).__name__}: {exc}") from exc
+                if on_result:
+                    on_result(i, results[i])
+                if tick is None or tick[i]:
+                    done += 1
+                    if progress:
+                        progress(done, total)
+        except BaseException:
+            for other in futures:
+                other.cancel()
+            raise
+    return results
 
 
 def _fold_task(X, y, estimator, seed, i, train, test, labels):
@@ -385,12 +350,12 @@ def _holdout_result(pipe: Pipeline, X, y, train, test, classes) -> HoldoutResult
 def cross_validate(X: pd.DataFrame, y: np.ndarray, *, model: dict, resampler: dict, random_state: int,
                    n_splits: int, seeds: list[int], n_jobs: int = 1,
                    progress: ProgressFn | None = None, groups: np.ndarray | None = None,
-                   nested_repeats: int = 0, pool: str = "auto") -> CVResult:
+                   nested_repeats: int = 0) -> CVResult:
     """For each seed, StratifiedKFold(n_splits, shuffle=True, random_state=seed) (or its grouped
     variant when ``groups`` is given); fit and score each fold."""
     cv, _, _ = evaluate_all(X, y, model=model, resampler=resampler, random_state=random_state,
                             n_splits=n_splits, seeds=seeds, n_jobs=n_jobs, progress=progress, groups=groups,
-                            nested_repeats=nested_repeats, pool=pool)
+                            nested_repeats=nested_repeats)
     return cv
 
 
@@ -398,7 +363,7 @@ def evaluate_all(X: pd.DataFrame, y: np.ndarray, *, model: dict, resampler: dict
                  n_splits: int, seeds: list[int], n_jobs: int = 1, progress: ProgressFn | None = None,
                  holdout_fraction: float | None = None, classes: list[str] | None = None,
                  final_fit: bool = False, groups: np.ndarray | None = None, nested_repeats: int = 0,
-                 pool: str = "auto", meanwhile: Callable[[], None] | None = None,
+                 meanwhile: Callable[[], None] | None = None,
                  on_fit: Callable[[str, Pipeline], None] | None = None
                  ) -> tuple[CVResult, HoldoutResult | None, Pipeline | None]:
     """The folds, the holdout fit, the final fit and the nested-CV fits of the first
@@ -439,10 +404,9 @@ def evaluate_all(X: pd.DataFrame, y: np.ndarray, *, model: dict, resampler: dict
         if on_fit and i < len(kinds):
             on_fit(kinds[i], result)
 
-    results, kind = _run_tasks(tasks, names, n_jobs, progress, tick, pool, meanwhile, arrived)
+    results = _run_tasks(tasks, names, n_jobs, progress, tick, meanwhile, arrived)
     cv = _cv_result(results[extra:extra + n_folds], time.perf_counter() - start, max(1, min(n_jobs, len(tasks))), y,
                     results[extra + n_folds:])
-    cv.pool = kind
     held = _holdout_result(results[0], X, y, *split, classes or [str(c) for c in labels]) if split else None
     final = results[extra - 1] if final_fit else None
     return cv, held, final
@@ -453,7 +417,7 @@ def holdout(X: pd.DataFrame, y: np.ndarray, *, model: dict, resampler: dict, ran
     """Stratified train/test split, fit on the training part, confusion matrix and report on the rest."""
     train, test = train_test_split(np.arange(len(y)), test_size=test_size, random_state=random_state, stratify=y)
     estimator = dict(model=model, resampler=resampler, random_state=random_state)
-    pipe = _run_tasks([_fit_task(X, y, estimator, train)], ["holdout fit"], n_jobs)[0][0]
+    pipe = _run_tasks([_fit_task(X, y, estimator, train)], ["holdout fit"], n_jobs)[0]
     return _holdout_result(pipe, X, y, train, test, classes), pipe
 
 
@@ -461,4 +425,4 @@ def fit_final(X: pd.DataFrame, y: np.ndarray, *, model: dict, resampler: dict, r
               n_jobs: int = 1) -> Pipeline:
     """Fit the pipeline on every row, for logging and serving."""
     estimator = dict(model=model, resampler=resampler, random_state=random_state)
-    return _run_tasks([_fit_task(X, y, estimator, np.arange(len(y)))], ["final fit"], n_jobs)[0][0]
+    return _run_tasks([_fit_task(X, y, estimator, np.arange(len(y)))], ["final fit"], n_jobs)[0]

@@ -1,13 +1,17 @@
-"""Where side work runs: forked child processes when forking is safe, the calling thread otherwise.
+"""Where side work runs: a forked child process when forking is safe, the calling thread otherwise.
 
-A forked child inherits the parent's memory (data, fitted models, imported libraries) at no cost
-and does not compete with the parent for the GIL. Forking is safe on Linux when no other Python
-thread is alive: a thread that held a lock at the fork would leave it held forever in the child.
-A notebook kernel or a program with threads of its own therefore runs the work in-line.
+A forked child inherits the parent's memory (results, figures' data, imported libraries) at no
+cost and does not compete with the parent for the GIL. Forking is safe on Linux when no other
+Python thread is alive: a thread that held a lock at the fork would leave it held forever in the
+child. A notebook kernel or a program with threads of its own therefore runs the work in-line.
+Native libraries can hold state that a child cannot use either (a process whose main thread has
+fit an XGBoost model deadlocks a forked child's first XGBoost fit), so side work forked here must
+not train models, and a child that does not answer in time is killed and its work done in-line.
 """
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import sys
 import threading
@@ -15,6 +19,8 @@ import traceback
 from collections.abc import Callable
 
 __all__ = ["Background", "fork_safe", "start"]
+
+log = logging.getLogger(__name__)
 
 
 def fork_safe() -> bool:
@@ -24,23 +30,30 @@ def fork_safe() -> bool:
 class Background:
     """Work started by ``start``; ``wait`` returns when it is done and raises if it failed."""
 
-    def __init__(self, process=None, pipe=None, error: BaseException | None = None) -> None:
-        self._process, self._pipe, self._error = process, pipe, error
+    def __init__(self, work: Callable[[], None], process=None, pipe=None, error: BaseException | None = None) -> None:
+        self._work, self._process, self._pipe, self._error = work, process, pipe, error
 
     @property
     def forked(self) -> bool:
         return self._process is not None
 
-    def wait(self) -> None:
+    def wait(self, timeout_s: float = 120.0) -> None:
         if self._process is not None:
+            process, pipe = self._process, self._pipe
+            self._process = self._pipe = None
+            if not pipe.poll(timeout_s):
+                process.kill()
+                process.join()
+                log.warning("background work did not finish in %.0f s in a forked child; doing it here", timeout_s)
+                self._work()
+                return
             try:
-                message = self._pipe.recv()
+                message = pipe.recv()
             except EOFError:  # it ended without a word: killed, or exited in the middle
                 message = None
-            self._process.join()
+            process.join()
             if message is None:
-                message = f"the child process died (exit code {self._process.exitcode})"
-            self._process, self._pipe = None, None
+                message = f"the child process died (exit code {process.exitcode})"
             if message:
                 raise RuntimeError(f"background work failed: {message}")
         if self._error is not None:
@@ -64,9 +77,9 @@ def start(work: Callable[[], None]) -> Background:
         process = ctx.Process(target=_child, args=(work, send), daemon=True)
         process.start()
         send.close()
-        return Background(process, receive)
+        return Background(work, process, receive)
     try:
         work()
     except Exception as exc:  # raised at wait(), like the forked case
-        return Background(error=exc)
-    return Background()
+        return Background(work, error=exc)
+    return Background(work)

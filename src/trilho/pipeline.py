@@ -265,7 +265,7 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
         X, y, groups, duplicates = fold_data(data, exp)
         cv, held, _ = evaluate.evaluate_all(  # the model to log reaches `fitted` as soon as it is fit
             X, y, **estimator, n_splits=exp.cv.n_splits, seeds=exp.cv.seeds, n_jobs=cores, groups=groups,
-            pool=settings.pool, progress=(lambda done, total: progress("cv", done, total)) if progress else None,
+            progress=(lambda done, total: progress("cv", done, total)) if progress else None,
             holdout_fraction=exp.evaluation.holdout_fraction, classes=exp.data.classes,
             final_fit=exp.tracking.final_fit == "all", nested_repeats=nested_repeats(exp),
             meanwhile=while_fitting, on_fit=fitted)
@@ -283,7 +283,7 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
                      "warnings": validation["warnings"]},
             "cv": {"n_splits": exp.cv.n_splits, "seeds": exp.cv.seeds, "n_folds": len(cv.folds),
                    "duplicates": duplicates, "interval": exp.evaluation.interval, "level": exp.evaluation.level,
-                   "workers": cv.workers, "pool": cv.pool, "metrics": metrics},
+                   "workers": cv.workers, "metrics": metrics},
             "holdout": {"labels": exp.data.classes, "label_codes": list(range(len(exp.data.classes))),
                         "confusion_matrix": held.confusion.tolist(), "report": held.report, "scores": held.scores},
             "lake": {"uri": lake.uri, "raw": ingested.key, "manifest": ingested.manifest_key,
@@ -316,14 +316,14 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
             if exp.tracking.layout == "nested":
                 _log_nested(tracker, cv, exp)
             tracker.log_values(run_id, metrics=_metric_rows(cv, metrics, held, exp.evaluation.metrics))
-            figures_to_lake()
-            tracker.log_folder(run_id, folder)
-            if exp.registry.model_name and exp.tracking.log_model:
+            if exp.registry.model_name and exp.tracking.log_model:  # needs no figure: while they are drawn
                 with tracker.timed("register and gate the model"):
                     reg = summary["registry"] = _register(exp, settings, summary, cv, (X, y, groups), run_id, cores)
                     tracker.client.set_tag(run_id, "trilho.registry",
                                            f"{reg['name']} v{reg['version']}: {reg['reason']}")
                 lake.put_bytes(reports_prefix + "promotion.json", json.dumps(reg, indent=2).encode(), overwrite=True)
+            figures_to_lake()
+            tracker.log_folder(run_id, folder)
         except TrackingError as exc:
             if "figures_wait_s" not in timings:
                 figures_to_lake()
@@ -360,7 +360,7 @@ def _register(exp: Experiment, settings: Settings, summary: dict, cv: evaluate.C
         return evaluate.cross_validate(
             X, y, model=champion.model.model_dump(), resampler=champion.resampler.model_dump(),
             random_state=champion.random_state, n_splits=exp.cv.n_splits, seeds=exp.cv.seeds, n_jobs=cores,
-            groups=groups, pool=settings.pool).scores(metric)
+            groups=groups).scores(metric)
 
     return registry.register_and_gate(
         tracking_uri=settings.tracking_uri, name=exp.registry.model_name, model_uri=summary["model_uri"],

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -52,8 +51,6 @@ class Settings(BaseSettings):
         None, validation_alias=_env("TRILHO_BUCKET_MLFLOW", "BUCKET_MLFLOW")
     )
     n_jobs: int | None = Field(None, ge=1, validation_alias=_env("TRILHO_N_JOBS"))
-    # fits run in forked processes where that is safe ("auto"), or always in threads
-    pool: Literal["auto", "threads", "processes"] = Field("auto", validation_alias=_env("TRILHO_POOL"))
     cache_dir: Path = Field(
         Path.home() / ".cache" / "trilho", validation_alias=_env("TRILHO_CACHE_DIR")
     )

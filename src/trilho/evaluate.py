@@ -227,10 +227,15 @@ def probability_metrics(y: np.ndarray, proba: np.ndarray, labels: np.ndarray) ->
         if 0 < n_pos < len(y):
             ranks = rankdata(proba[:, j])
             aucs.append((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (len(y) - n_pos)))
-    clipped = np.clip(proba, 1e-15, 1.0)
-    clipped = clipped / clipped.sum(axis=1, keepdims=True)
     return {"roc_auc_ovr": float(np.mean(aucs)) if aucs else float("nan"),
-            "log_loss": float(-np.log(clipped[np.arange(len(y)), index]).mean())}
+            "log_loss": float(row_log_loss(proba, index).mean())}
+
+
+def row_log_loss(proba: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Each row's log loss: -log of its true class's probability (``index`` is the class's column),
+    probabilities clipped to [1e-15, 1] and renormalised as scikit-learn's log_loss does."""
+    clipped = np.clip(proba, 1e-15, 1.0)
+    return -np.log(clipped[np.arange(len(index)), index] / clipped.sum(axis=1))
 
 
 def _run_tasks(tasks: list[Callable[[int], Any]], names: list[str], n_jobs: int,
@@ -294,11 +299,10 @@ def _pair_task(X, y, estimator, seed, folds: tuple[int, int], tests: tuple[np.nd
         proba = np.zeros((len(held), len(labels)))
         proba[:, pipe.classes_] = pipe.predict_proba(X.iloc[held])
         truth = np.searchsorted(labels, y[held])
-        clipped = np.clip(proba, 1e-15, 1.0)  # as probability_metrics does
-        picked = clipped[np.arange(len(held)), truth] / clipped.sum(axis=1)
         outer = np.repeat([folds[1], folds[0]], [len(tests[0]), len(tests[1])])  # rows of one fold serve the other
         return pd.DataFrame({"seed": seed, "outer": outer, "row": held,
-                             "error": (proba.argmax(axis=1) != truth).astype("float64"), "logloss": -np.log(picked)})
+                             "error": (proba.argmax(axis=1) != truth).astype("float64"),
+                             "logloss": row_log_loss(proba, truth)})
     return run
 
 

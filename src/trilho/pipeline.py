@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from trilho import evaluate, parallel, plots, stats
@@ -86,9 +85,9 @@ def nested_bounds(cv: evaluate.CVResult, n_splits: int, level: float = 0.95,
     oof = cv.oof[cv.oof["seed"].isin(nested["seed"].unique())]
     outer_key = oof["seed"].to_numpy() * n_splits + oof["fold"].to_numpy()
     inner_key = nested["seed"].to_numpy() * n_splits + nested["outer"].to_numpy()
-    proba = np.clip(oof[[c for c in oof.columns if c.startswith("proba_")]].to_numpy(), 1e-15, 1.0)
+    proba = oof[[c for c in oof.columns if c.startswith("proba_")]].to_numpy()
     outer = {"accuracy": (oof["pred"] != oof["y"]).to_numpy(dtype="float64"),
-             "log_loss": -np.log(proba[np.arange(len(oof)), oof["y"].to_numpy()] / proba.sum(axis=1))}
+             "log_loss": evaluate.row_log_loss(proba, oof["y"].to_numpy())}
     inner = {"accuracy": nested["error"].to_numpy(), "log_loss": nested["logloss"].to_numpy()}
     out = {}
     for metric in outer:

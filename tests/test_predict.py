@@ -89,6 +89,16 @@ def test_loading_warns_when_the_environment_differs_from_the_models_pins(setting
     assert [r.getMessage() for r in caplog.records] == [
         f"model {trained['model_uri']} was logged with xgboost=={real('xgboost')}; this environment has 0.0"]
     assert model.metadata.get_input_schema() is not None
+    import platform
+
+    logged = platform.python_version()
+    monkeypatch.setattr(importlib.metadata, "version", real)
+    monkeypatch.setattr(platform, "python_version", lambda: "3.0.0")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="trilho.predict"):
+        load_model(trained["model_uri"], workdir / "old-python")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"model {trained['model_uri']} was logged with Python {logged}; this is Python 3.0.0"]
 
 
 def test_loading_refuses_an_untrusted_payload(settings, trained, workdir):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import platform
 import re
 import tempfile
 import time
@@ -54,7 +55,7 @@ def resolve_model(model_uri: str, tracking_uri: str) -> dict[str, str]:
 
 
 def load_model(model_uri: str, dst: Path):
-    """``mlflow.pyfunc.load_model`` with a cheaper check of the model's requirements.
+    """``mlflow.pyfunc.load_model`` with a cheaper check of the model's requirements and Python.
 
     MLflow's own check maps every installed distribution to its modules (about a second on every
     load); the logged model pins its few requirements exactly, so comparing those pins with the
@@ -79,6 +80,10 @@ def load_model(model_uri: str, dst: Path):
         if installed != wanted:
             log.warning("model %s was logged with %s==%s; this environment has %s", model_uri, package, wanted,
                         installed or "no such package")
+    logged_python = model.metadata.flavors.get("python_function", {}).get("python_version", "")
+    if logged_python.split(".")[:2] != platform.python_version().split(".")[:2]:
+        log.warning("model %s was logged with Python %s; this is Python %s", model_uri, logged_python or "?",
+                    platform.python_version())
     return model
 
 

@@ -53,9 +53,9 @@ elif way == "booster":
     mlflow.set_tracking_uri(settings.tracking_uri)
     inner = mlflow.pyfunc.load_model("models:/bench-model@champion").unwrap_python_model()
     matrix = encode_features(pd.read_parquet(f"{root}/rows.parquet"), inner.spec_).to_numpy(dtype=np.float32)
-    inner.booster_.inplace_predict(matrix[:1000])  # warm
+    inner.classifier_.inplace_predict(matrix[:1000])  # warm
     start = time.perf_counter()
-    proba = inner.booster_.inplace_predict(matrix)
+    proba = inner.classifier_.inplace_predict(matrix)
     assert proba.shape[0] == rows
     phases = {}
 else:

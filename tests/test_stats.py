@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from trilho import stats
+from trilho.models import ResamplerKind
 from trilho.evaluate import RESAMPLERS, cross_validate, duplicate_groups, holdout_split, scores_from_confusions
 from trilho.synthetic import diabetes
 
@@ -91,7 +92,7 @@ def test_resampling_sees_training_rows_only_and_grouped_folds_do_not_leak(monkey
     X = data.drop(columns=["CLASS", "ID", "No_Pation", "Gender"])
     y = data["CLASS"].str.strip().map({"N": 0, "Y": 1, "P": 2}).to_numpy()
     groups = duplicate_groups(X)
-    monkeypatch.setitem(RESAMPLERS, "recorder", Recorder)
+    monkeypatch.setitem(RESAMPLERS, "recorder", ResamplerKind("recorder", "tests.test_stats:Recorder"))
     Recorder.seen = []
     cv = cross_validate(X, y, model={"name": "logistic_regression", "params": {"max_iter": 1000}},
                         resampler={"name": "recorder"}, random_state=0, n_splits=5, seeds=[0, 1], groups=groups)
@@ -163,7 +164,7 @@ def test_nested_fits_train_without_both_folds_and_score_each_for_the_other(monke
     data = diabetes(rows=200, seed=4)
     X = data.drop(columns=["CLASS", "ID", "No_Pation", "Gender"])
     y = data["CLASS"].str.strip().map({"N": 0, "Y": 1, "P": 2}).to_numpy()
-    monkeypatch.setitem(RESAMPLERS, "recorder", Recorder)
+    monkeypatch.setitem(RESAMPLERS, "recorder", ResamplerKind("recorder", "tests.test_stats:Recorder"))
     Recorder.seen = []
     cv = cross_validate(X, y, model={"name": "logistic_regression", "params": {"max_iter": 1000}},
                         resampler={"name": "recorder"}, random_state=0, n_splits=4, seeds=[0, 1, 2],

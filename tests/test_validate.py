@@ -72,7 +72,7 @@ def test_nan_and_inf_are_rejected_or_dropped_by_policy():
     df.loc[3, "BMI"] = np.nan
     df.loc[8, "TG"] = np.inf
     assert "2 rows have missing or infinite feature values on lines [5, 10]" in errors_of(df)
-    drop = load_experiment("diabetes", ["data.nonfinite=drop"])
+    drop = load_experiment("diabetes", ["data.missing=drop"])
     report = validate(df, drop)
     assert report["errors"] == [] and report["nulls"] == {"BMI": 1} and report["infinities"] == {"TG": 1}
     assert clean(df, drop).dropped_rows == 2

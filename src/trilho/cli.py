@@ -111,6 +111,34 @@ def _print_summary(summary: dict, tracking_uri: str) -> None:
 
 
 @app.command()
+def init(data: Annotated[str, typer.Argument(help="The data: file:PATH, https://..., kaggle:owner/dataset[/file] or a lake key; CSV or Parquet.")],
+         target: Annotated[str | None, typer.Option("--target", "-t", help="The label column (guessed when one column clearly is).")] = None,
+         output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write the experiment file (default: NAME.toml).")] = None,
+         name: Annotated[str | None, typer.Option("--name", "-n", help="The experiment's name (default: the file's).")] = None,
+         force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False) -> None:
+    """Read the data once and write a commented experiment file that `trilho run -e FILE` accepts."""
+    from trilho.errors import ConfigError
+    from trilho.experiment import load_experiment
+    from trilho.profile import init_experiment, render
+    from trilho.settings import load_settings
+
+    try:
+        proposal = init_experiment(data, load_settings(), target, name)
+        path = output or Path(f"{proposal.config['name']}.toml")
+        if path.exists() and not force:
+            raise ConfigError(f"{str(path)!r} exists; choose another --output or pass --force")
+        text = render(proposal)
+        path.write_text(text, encoding="utf-8")
+        load_experiment(path)  # what was written loads as it is
+    except TrilhoError as exc:
+        _fail(exc)
+    for section, lines in proposal.notes.items():
+        for line in lines:
+            console.print(f"[bold]{section:>9}[/]  {line}", highlight=False, soft_wrap=True)
+    Console().print(f"wrote {path}; next: trilho run -e {path}")
+
+
+@app.command()
 def ingest(experiment: ExperimentOpt = "diabetes", source: SourceOpt = None) -> None:
     """Fetch the source into the lake's raw zone (skipped when the same bytes are there)."""
     from trilho.ingest import ingest as ingest_source

@@ -20,20 +20,13 @@ import pandas as pd
 from trilho import evaluate, plots, stats
 from trilho.errors import ConfigError
 from trilho.experiment import Experiment
+from trilho.models import check_estimator, check_names
 from trilho.pipeline import Progress, fold_data, load_clean, open_tracker
 from trilho.settings import Settings
 from trilho.storage import open_lake
 from trilho.tracking import flatten
 
 __all__ = ["CompareResult", "compare", "parse_candidates"]
-
-# parameters for candidates other than the experiment's own model (which keeps its parameters)
-DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
-    "xgboost": {"eval_metric": "mlogloss"},
-    "random_forest": {"n_estimators": 200},
-    "logistic_regression": {"max_iter": 2000},
-}
-
 
 @dataclass
 class CompareResult:
@@ -50,11 +43,15 @@ def parse_candidates(spec: list[str], exp: Experiment) -> list[dict[str, Any]]:
         model, _, resampler = item.partition("+")
         resampler = resampler or "none"
         try:
-            evaluate.check_names(model, resampler, keys=("model", "resampler"))
+            check_names(model, resampler, keys=("model", "resampler"))
         except ConfigError as exc:
             raise ConfigError(f"candidate {item!r}: {exc}") from None
-        params = exp.model.params if model == exp.model.name else DEFAULT_PARAMS.get(model, {})
+        params = exp.model.params if model == exp.model.name else {}  # the family's defaults (trilho.models)
         rparams = exp.resampler.params if resampler == exp.resampler.name else {}
+        try:
+            check_estimator({"name": model, "params": params}, {"name": resampler, "params": rparams}, exp.data.missing)
+        except ConfigError as exc:
+            raise ConfigError(f"candidate {item!r}: {exc}") from None
         label = f"{model}+{resampler}"
         seen[label] = seen.get(label, 0) + 1
         if seen[label] > 1:
@@ -89,7 +86,7 @@ def compare(exp: Experiment, settings: Settings, candidates: list[dict[str, Any]
             offset = n * exp.cv.n_splits * exp.cv.n_repeats
             results[cand["label"]] = evaluate.cross_validate(
                 X, y, model=cand["model"], resampler=cand["resampler"], random_state=exp.random_state,
-                n_splits=exp.cv.n_splits, seeds=exp.cv.seeds, n_jobs=cores, groups=groups,
+                n_splits=exp.cv.n_splits, seeds=exp.cv.seeds, n_jobs=cores, groups=groups, encoding=data.spec,
                 progress=(lambda done, _t, o=offset: progress("compare", o + done, total)) if progress else None)
         baseline = candidates[0]["label"]
         base = results[baseline].scores(metric)

@@ -19,17 +19,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from imblearn.over_sampling import SMOTE, BorderlineSMOTE, RandomOverSampler
 from imblearn.pipeline import Pipeline
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
 from sklearn.metrics import classification_report, confusion_matrix
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 from threadpoolctl import threadpool_limits
-from xgboost import XGBClassifier
 
-from trilho.errors import ConfigError, EvaluationError
+from trilho.errors import EvaluationError
+from trilho.models import MODELS, RESAMPLERS, build_pipeline, check_names
 
 __all__ = [
     "METRICS",
@@ -42,30 +38,15 @@ __all__ = [
     "check_names",
     "cross_validate",
     "evaluate_all",
-    "fit_final",
-    "holdout",
     "scores_from_confusion",
     "scores_from_confusions",
 ]
 
-# name -> (class, name of its thread-count parameter or None)
-MODELS: dict[str, tuple[type, str | None]] = {
-    "xgboost": (XGBClassifier, "n_jobs"),
-    "random_forest": (RandomForestClassifier, "n_jobs"),
-    "logistic_regression": (LogisticRegression, None),
-}
-SCALED = {"logistic_regression"}
-RESAMPLERS: dict[str, type | None] = {
-    "none": None,
-    "smote": SMOTE,
-    "borderline_smote": BorderlineSMOTE,
-    "random_over": RandomOverSampler,
-}
 METRICS = (
     "accuracy", "balanced_accuracy",
     "precision_weighted", "recall_weighted", "f1_weighted",
     "precision_macro", "recall_macro", "f1_macro",
-    "mcc", "roc_auc_ovr", "log_loss",
+    "mcc", "roc_auc_ovr", "pr_auc", "log_loss",
 )
 # the values each metric can take: intervals are clipped to them
 METRIC_RANGE = {m: (0.0, 1.0) for m in METRICS} | {"mcc": (-1.0, 1.0), "log_loss": (0.0, float("inf"))}
@@ -117,38 +98,6 @@ def scores_from_confusion(cm: np.ndarray) -> dict[str, float]:
     which stratified folds guarantee; one matrix per fold instead of eight metric calls.
     """
     return {k: float(v) for k, v in scores_from_confusions(np.asarray(cm)).items()}
-
-
-def check_names(model: str, resampler: str, keys: tuple[str, str] = ("model.name", "resampler.name")) -> None:
-    """Refuse a model or resampler name trilho does not know, listing the ones it does.
-
-    ``keys`` are what the error calls the two names (the experiment keys, by default).
-    """
-    if model not in MODELS:
-        raise ConfigError(f"{keys[0]} {model!r} is unknown; choose from {sorted(MODELS)}")
-    if resampler not in RESAMPLERS:
-        raise ConfigError(f"{keys[1]} {resampler!r} is unknown; choose from {sorted(RESAMPLERS)}")
-
-
-def build_pipeline(model: dict[str, Any], resampler: dict[str, Any], random_state: int,
-                   n_threads: int = 1) -> Pipeline:
-    """The imblearn pipeline: the resampler (fit on training rows only) then the model."""
-    check_names(model["name"], resampler["name"])
-    model_cls, thread_param = MODELS[model["name"]]
-    params = {"random_state": random_state, **model.get("params", {})}
-    if thread_param:
-        params[thread_param] = n_threads
-    try:
-        steps: list[tuple[str, Any]] = [("model", model_cls(**params))]
-        if model["name"] in SCALED:  # linear models need comparable feature scales to converge
-            steps.insert(0, ("scale", StandardScaler()))
-        resampler_cls = RESAMPLERS[resampler["name"]]
-        if resampler_cls is not None:
-            rparams = {"random_state": random_state, **resampler.get("params", {})}
-            steps.insert(0, ("resampler", resampler_cls(**rparams)))
-    except TypeError as exc:
-        raise ConfigError(f"bad parameters for {model['name']} or {resampler['name']}: {exc}") from exc
-    return Pipeline(steps)
 
 
 @dataclass
@@ -212,7 +161,9 @@ def holdout_split(y: np.ndarray, fraction: float, random_state: int, groups: np.
 
 
 def probability_metrics(y: np.ndarray, proba: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """One-vs-rest ROC AUC (macro over the classes present in the fold) and log loss.
+    """One-vs-rest ROC AUC and PR AUC (average precision; both macro over the classes present in
+    the fold; for two classes the ROC AUC is the binary one and the PR AUC that of the second
+    class, the positive one) and log loss.
 
     Closed forms in numpy (equal to scikit-learn's roc_auc_score and log_loss, which a test
     checks); computed in every fold, so they must cost little.
@@ -220,15 +171,30 @@ def probability_metrics(y: np.ndarray, proba: np.ndarray, labels: np.ndarray) ->
     from scipy.stats import rankdata
 
     index = np.searchsorted(labels, y)
-    aucs = []
+    aucs, precisions = [], []
     for j in range(len(labels)):
         positive = index == j
         n_pos = int(positive.sum())
         if 0 < n_pos < len(y):
             ranks = rankdata(proba[:, j])
             aucs.append((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (len(y) - n_pos)))
+            if len(labels) > 2 or j == 1:
+                precisions.append(average_precision(positive, proba[:, j]))
     return {"roc_auc_ovr": float(np.mean(aucs)) if aucs else float("nan"),
+            "pr_auc": float(np.mean(precisions)) if precisions else float("nan"),
             "log_loss": float(row_log_loss(proba, index).mean())}
+
+
+def average_precision(positive: np.ndarray, score: np.ndarray) -> float:
+    """Area under the precision-recall curve as a step function (scikit-learn's average_precision_score):
+    the sum over thresholds of precision times the recall gained there; tied scores form one threshold."""
+    order = np.argsort(-score, kind="mergesort")
+    score, positive = score[order], positive[order]
+    last = np.r_[np.flatnonzero(np.diff(score)), len(score) - 1]  # the end of each run of tied scores
+    tp = np.cumsum(positive)[last]
+    precision = tp / (last + 1)
+    recall_gain = np.diff(np.r_[0, tp]) / tp[-1]
+    return float((precision * recall_gain).sum())
 
 
 def row_log_loss(proba: np.ndarray, index: np.ndarray) -> np.ndarray:
@@ -354,12 +320,12 @@ def _holdout_result(pipe: Pipeline, X, y, train, test, classes) -> HoldoutResult
 def cross_validate(X: pd.DataFrame, y: np.ndarray, *, model: dict, resampler: dict, random_state: int,
                    n_splits: int, seeds: list[int], n_jobs: int = 1,
                    progress: ProgressFn | None = None, groups: np.ndarray | None = None,
-                   nested_repeats: int = 0) -> CVResult:
+                   nested_repeats: int = 0, encoding: dict | None = None) -> CVResult:
     """For each seed, StratifiedKFold(n_splits, shuffle=True, random_state=seed) (or its grouped
     variant when ``groups`` is given); fit and score each fold."""
     cv, _, _ = evaluate_all(X, y, model=model, resampler=resampler, random_state=random_state,
                             n_splits=n_splits, seeds=seeds, n_jobs=n_jobs, progress=progress, groups=groups,
-                            nested_repeats=nested_repeats)
+                            nested_repeats=nested_repeats, encoding=encoding)
     return cv
 
 
@@ -368,7 +334,7 @@ def evaluate_all(X: pd.DataFrame, y: np.ndarray, *, model: dict, resampler: dict
                  holdout_fraction: float | None = None, classes: list[str] | None = None,
                  final_fit: bool = False, groups: np.ndarray | None = None, nested_repeats: int = 0,
                  meanwhile: Callable[[], None] | None = None,
-                 on_fit: Callable[[str, Pipeline], None] | None = None
+                 on_fit: Callable[[str, Pipeline], None] | None = None, encoding: dict | None = None
                  ) -> tuple[CVResult, HoldoutResult | None, Pipeline | None]:
     """The folds, the holdout fit, the final fit and the nested-CV fits of the first
     ``nested_repeats`` seeds (one per pair of folds) as one batch of independent fits on one pool.
@@ -377,7 +343,7 @@ def evaluate_all(X: pd.DataFrame, y: np.ndarray, *, model: dict, resampler: dict
     ``on_fit("holdout" | "final", pipeline)`` is called in this thread as soon as each is ready,
     while the folds go on, and ``meanwhile`` once every fit is submitted.
     """
-    estimator = dict(model=model, resampler=resampler, random_state=random_state)
+    estimator = dict(model=model, resampler=resampler, random_state=random_state, encoding=encoding)
     labels = np.arange(int(y.max()) + 1)
     tasks, names, tick, kinds = [], [], [], []
     split = None
@@ -414,19 +380,3 @@ def evaluate_all(X: pd.DataFrame, y: np.ndarray, *, model: dict, resampler: dict
     held = _holdout_result(results[0], X, y, *split, classes or [str(c) for c in labels]) if split else None
     final = results[extra - 1] if final_fit else None
     return cv, held, final
-
-
-def holdout(X: pd.DataFrame, y: np.ndarray, *, model: dict, resampler: dict, random_state: int,
-            test_size: float, classes: list[str], n_jobs: int = 1) -> tuple[HoldoutResult, Pipeline]:
-    """Stratified train/test split, fit on the training part, confusion matrix and report on the rest."""
-    train, test = train_test_split(np.arange(len(y)), test_size=test_size, random_state=random_state, stratify=y)
-    estimator = dict(model=model, resampler=resampler, random_state=random_state)
-    pipe = _run_tasks([_fit_task(X, y, estimator, train)], ["holdout fit"], n_jobs)[0]
-    return _holdout_result(pipe, X, y, train, test, classes), pipe
-
-
-def fit_final(X: pd.DataFrame, y: np.ndarray, *, model: dict, resampler: dict, random_state: int,
-              n_jobs: int = 1) -> Pipeline:
-    """Fit the pipeline on every row, for logging and serving."""
-    estimator = dict(model=model, resampler=resampler, random_state=random_state)
-    return _run_tasks([_fit_task(X, y, estimator, np.arange(len(y)))], ["final fit"], n_jobs)[0]

@@ -41,12 +41,33 @@ class SourceSpec(_Strict):
 
 class DataSpec(_Strict):
     target: str
+    # {label: code} with codes 0..k-1, or a list of labels (codes in list order); text labels in
+    # any case and integer labels alike are stripped and upper-cased before mapping
     labels: dict[str, int]
     drop: list[str] = []
-    categorical: dict[str, dict[str, int]] = {}
+    # a list of columns (categories learned inside each training fold), or per column a
+    # hand-written {value: code} map; values and keys are stripped and upper-cased alike
+    categorical: dict[str, dict[str, int]] | list[str] = {}
     ranges: dict[str, tuple[float, float]] = {}
     min_rows: int = Field(10, ge=1)
-    nonfinite: Literal["reject", "drop"] = "reject"
+    # missing (or infinite) feature values: "impute" (median / most frequent code, fitted in each
+    # training fold before any resampler), "native" (the model's own handling), "drop" the rows,
+    # or "reject" the data. The logged model applies the same policy when it predicts.
+    missing: Literal["impute", "native", "drop", "reject"] = "impute"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            if "nonfinite" in data:  # the earlier name of data.missing (it knew "reject" and "drop")
+                legacy = data.pop("nonfinite")
+                if data.setdefault("missing", legacy) != legacy:
+                    raise ValueError(f"data.nonfinite ({legacy!r}) is the earlier name of data.missing "
+                                     f"({data['missing']!r}); set data.missing only")
+            if isinstance(data.get("labels"), list):
+                data["labels"] = {str(v): i for i, v in enumerate(data["labels"])}
+        return data
 
     @field_validator("labels")
     @classmethod
@@ -55,7 +76,31 @@ class DataSpec(_Strict):
             raise ValueError(f"label codes must be 0..{len(v) - 1} once each, got {v}")
         if len(v) < 2:
             raise ValueError("need at least 2 labels")
-        return {k.strip().upper(): c for k, c in v.items()}
+        normal = {k.strip().upper(): c for k, c in v.items()}
+        if len(normal) < len(v):
+            raise ValueError(f"labels {sorted(v)} collide once stripped and upper-cased; list each label once")
+        return normal
+
+    @field_validator("categorical")
+    @classmethod
+    def _maps_are_normalised(cls, v: dict[str, dict[str, int]] | list[str]) -> dict[str, dict[str, int]] | list[str]:
+        if isinstance(v, list):
+            return list(dict.fromkeys(v))
+        out = {}
+        for col, mapping in v.items():
+            normal = {str(k).strip().upper(): int(c) for k, c in mapping.items()}
+            if len(normal) < len(mapping):
+                raise ValueError(f"data.categorical.{col} keys {sorted(mapping)} collide once stripped and "
+                                 "upper-cased; list each value once")
+            out[col] = normal
+        return out
+
+    @property
+    def categorical_maps(self) -> dict[str, dict[str, int] | None]:
+        """Per categorical column its code map, or None where the codes are learned in each fold."""
+        if isinstance(self.categorical, list):
+            return dict.fromkeys(self.categorical)
+        return dict(self.categorical)
 
     @property
     def classes(self) -> list[str]:
@@ -125,6 +170,15 @@ class Experiment(_Strict):
     @model_validator(mode="after")
     def _known_metrics(self) -> Experiment:
         from trilho.evaluate import METRICS  # the one list of metric names
+        from trilho.models import check_estimator
+
+        try:  # an unknown model, resampler or parameter is found before anything is ingested
+            check_estimator(self.model.model_dump(), self.resampler.model_dump(), self.data.missing)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        overlap = sorted(set(self.data.categorical) & {self.data.target, *self.data.drop})
+        if overlap:
+            raise ValueError(f"data.categorical lists {overlap}, which are the target or in data.drop")
 
         unknown = [m for m in self.evaluation.metrics if m not in METRICS]
         if unknown:

@@ -48,8 +48,25 @@ class Ingested:
     skipped: bool
 
 
+def is_parquet(path: str | Path) -> bool:
+    """A Parquet file, by its magic bytes (whatever its name)."""
+    with open(path, "rb") as fh:
+        return fh.read(4) == b"PAR1"
+
+
 def read_table(path: str | Path, nrows: int | None = None) -> pd.DataFrame:
-    """Read a CSV (LF, CRLF or CR-only line endings, optional UTF-8 BOM) into a frame."""
+    """Read a CSV (LF, CRLF or CR-only line endings, optional UTF-8 BOM) or a Parquet file into a frame."""
+    if is_parquet(path):
+        import pyarrow.parquet as pq
+
+        try:
+            source = pq.ParquetFile(path)
+            if nrows is None:
+                return source.read().to_pandas()
+            return next(source.iter_batches(batch_size=nrows), None).to_pandas() if source.metadata.num_rows else \
+                source.schema_arrow.empty_table().to_pandas()
+        except Exception as exc:  # pyarrow raises several kinds for a damaged file
+            raise DataValidationError(f"{Path(path).name!r} is not a readable Parquet file: {exc}") from None
     try:
         with warnings.catch_warnings():
             # index_col=False: a row longer than the header is an error, never a silent index
@@ -190,6 +207,10 @@ def ingest(source: str, lake: Lake, settings: Settings, dataset: str,
             return Ingested(manifest["key"], manifest_key, manifest, skipped=True)
         # refuse what cannot be parsed before it reaches raw/, reading only its head (memory stays flat)
         head = read_table(fetched.path, nrows=1000)
+        if is_parquet(fetched.path):  # rows from the file's own metadata, not its line breaks
+            import pyarrow.parquet as pq
+
+            lines = pq.ParquetFile(fetched.path).metadata.num_rows + 1
         manifest = {
             "dataset": dataset, "source": fetched.source, "version": fetched.version,
             "file_name": fetched.file_name, "key": key, "sha256": digest, "bytes": size,

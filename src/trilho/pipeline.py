@@ -230,7 +230,8 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
     cores = settings.free_cores()
     tracker = open_tracker(settings, exp.tracking.experiment)  # fails before any training
     manifest = ingested.manifest
-    estimator = dict(model=exp.model.model_dump(), resampler=exp.resampler.model_dump(), random_state=exp.random_state)
+    estimator = dict(model=exp.model.model_dump(), resampler=exp.resampler.model_dump(), random_state=exp.random_state,
+                     encoding=data.spec)
     tags = {"trilho.experiment": exp.name, "trilho.data_sha256": manifest["sha256"], "trilho.kind": "experiment"}
     with tracker.run(f"{exp.name}-cv", tags) as run_id, tempfile.TemporaryDirectory(prefix="trilho-report-") as tmp:
         reports_prefix = f"reports/{run_id}/"
@@ -317,7 +318,8 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
             tracker.log_values(run_id, metrics=_metric_rows(cv, metrics, held, exp.evaluation.metrics))
             if exp.registry.model_name and exp.tracking.log_model:  # needs no figure: while they are drawn
                 with tracker.timed("register and gate the model"):
-                    reg = summary["registry"] = _register(exp, settings, summary, cv, (X, y, groups), run_id, cores)
+                    reg = summary["registry"] = _register(exp, settings, summary, cv, (X, y, groups, data.spec),
+                                                          run_id, cores)
                     tracker.client.set_tag(run_id, "trilho.registry",
                                            f"{reg['name']} v{reg['version']}: {reg['reason']}")
                 lake.put_bytes(reports_prefix + "promotion.json", json.dumps(reg, indent=2).encode(), overwrite=True)
@@ -343,23 +345,23 @@ def cv_key(exp: Experiment, data_sha256: str) -> dict[str, str]:
     """What fixes the folds: the data's digest and the CV params, as the run's params record them."""
     params = flatten(exp.resolved())
     return {"data_sha256": data_sha256, **{k: params[k] for k in ("cv.n_splits", "cv.n_repeats", "cv.first_seed",
-                                                                    "cv.duplicates", "data.nonfinite")}}
+                                                                    "cv.duplicates", "data.missing")}}
 
 
 def _register(exp: Experiment, settings: Settings, summary: dict, cv: evaluate.CVResult,
-              folds_data: tuple[pd.DataFrame, Any, Any], run_id: str, cores: int) -> dict[str, Any]:
+              folds_data: tuple[pd.DataFrame, Any, Any, dict], run_id: str, cores: int) -> dict[str, Any]:
     from trilho import registry
 
     metric = exp.registry.primary_metric
 
-    X, y, groups = folds_data
+    X, y, groups, spec = folds_data
 
     def reevaluate(config: dict[str, Any]):  # the champion's procedure on exactly the challenger's folds
         champion = Experiment.model_validate(config)
         return evaluate.cross_validate(
             X, y, model=champion.model.model_dump(), resampler=champion.resampler.model_dump(),
             random_state=champion.random_state, n_splits=exp.cv.n_splits, seeds=exp.cv.seeds, n_jobs=cores,
-            groups=groups).scores(metric)
+            groups=groups, encoding={**spec, "missing": champion.data.missing}).scores(metric)
 
     return registry.register_and_gate(
         tracking_uri=settings.tracking_uri, name=exp.registry.model_name, model_uri=summary["model_uri"],

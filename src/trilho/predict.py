@@ -24,6 +24,7 @@ from typing import Any
 
 import pandas as pd
 
+from trilho.encoding import unseen_counts
 from trilho.errors import ConfigError, DataValidationError, StorageError, TrackingError
 from trilho.ingest import scan_file
 from trilho.settings import Settings
@@ -158,6 +159,8 @@ def predict_batch(model_uri: str, input_ref: str, settings: Settings, *, lake: L
         identifiers = list(spec.get("identifiers", []))
         out_path = workdir / "predictions.parquet"
         writer, rows, pending = None, 0, None
+        unseen: dict[str, int] = {}   # categories the model never saw in training, per column
+        absent: dict[str, int] = {}  # missing values the model's policy filled (or left to the model)
         # the Parquet writer works on its own thread (it releases the GIL), so writing chunk i
         # overlaps predicting chunk i + 1; one chunk in flight keeps memory at two chunks at most
         background = ThreadPoolExecutor(1, thread_name_prefix="trilho-write")
@@ -172,6 +175,11 @@ def predict_batch(model_uri: str, input_ref: str, settings: Settings, *, lake: L
                     features = chunk[wanted]
                 else:
                     features = chunk
+                for col, n in unseen_counts(features, spec).items() if spec else ():
+                    unseen[col] = unseen.get(col, 0) + n
+                for col, n in features.isna().sum().items():
+                    if n:
+                        absent[col] = absent.get(col, 0) + int(n)
                 try:
                     predicted = model.predict(features)
                 except (MlflowException, ValueError, TypeError) as exc:
@@ -202,7 +210,9 @@ def predict_batch(model_uri: str, input_ref: str, settings: Settings, *, lake: L
             "model_version": model_info["version"], "model_run_id": model_info.get("run_id", ""),
             "input": source, "input_sha256": digest, "input_bytes": size, "rows": rows,
             "output": lake.url(f"{prefix}/predictions.parquet"), "key": f"{prefix}/predictions.parquet",
-            "columns": pq.read_schema(out_path).names, "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "columns": pq.read_schema(out_path).names,
+            "unseen_categories": unseen, "missing_values": absent, "missing_policy": spec.get("missing", ""),
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "seconds": round(time.perf_counter() - start, 3),
             "timings": {k: round(v, 3) for k, v in timings.items()},
         }

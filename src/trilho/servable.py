@@ -1,38 +1,61 @@
 """The logged model, as code: raw feature rows in, class labels and probabilities out.
 
 MLflow runs this file when the model is loaded ("models from code"), so nothing in the logged
-model is a pickle: the booster is XGBoost's own UBJSON file and the encoding is plain JSON.
-trilho never imports this module; it only hands its path to ``mlflow.pyfunc.log_model``.
+model is a pickle: the encoding is plain JSON, an XGBoost model is XGBoost's own UBJSON file, and
+any other model is a skops file, loaded with an explicit list of trusted types (scikit-learn's own,
+and the classifier's package when the experiment named one by import path); a file that holds any
+other type is refused, never executed. trilho never imports this module; it only hands its path
+to ``mlflow.pyfunc.log_model``.
 """
 
 import json
 
 import pandas as pd
-import xgboost
 
 try:  # a loaded model finds encoding.py in its code/ folder (code_paths)
-    from encoding import booster_outputs
+    from encoding import model_outputs
 except ImportError:  # while trilho logs the model, the package's own copy
-    from trilho.encoding import booster_outputs
+    from trilho.encoding import model_outputs
 from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
 
+TRUSTED_PACKAGES = ("sklearn", "numpy", "scipy", "builtins", "collections")
 
-class LabelledBooster(PythonModel):
-    """Encode raw rows like training did, run the booster, return label names."""
+
+def load_classifier(spec: dict, path: str):
+    """The fitted classifier, and a function of encoded rows to its class probabilities."""
+    if spec.get("format", "xgboost") == "xgboost":
+        import numpy as np
+        import xgboost
+
+        booster = xgboost.Booster()
+        booster.load_model(path)
+        return booster, lambda X: booster.inplace_predict(X.to_numpy(dtype=np.float32))
+    import skops.io
+
+    allowed = (*TRUSTED_PACKAGES, *spec.get("trusted_packages", []))
+    found = skops.io.get_untrusted_types(file=path)
+    refused = [t for t in found if t.split(".")[0] not in allowed]
+    if refused:
+        raise ValueError(f"model file {path} holds types outside the trusted packages {list(allowed)}: {refused}")
+    estimator = skops.io.load(path, trusted=found)
+    return estimator, estimator.predict_proba
+
+
+class LabelledModel(PythonModel):
+    """Encode raw rows like training did, run the classifier, return label names."""
 
     def load_context(self, context):
         with open(context.artifacts["spec"], encoding="utf-8") as fh:
             self.spec_ = json.load(fh)
-        self.booster_ = xgboost.Booster()
-        self.booster_.load_model(context.artifacts["booster"])
+        self.classifier_, self.proba_ = load_classifier(self.spec_, context.artifacts["classifier"])
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None):
         """By default the label (in the data's own terms) and one probability column per class.
 
         ``params={"output": "labels"}`` returns only the labels, ``"proba"`` only the probabilities.
         """
-        return booster_outputs(self.booster_, model_input, self.spec_, (params or {}).get("output", "both"))
+        return model_outputs(self.proba_, model_input, self.spec_, (params or {}).get("output", "both"))
 
 
-set_model(LabelledBooster())
+set_model(LabelledModel())

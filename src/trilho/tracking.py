@@ -19,14 +19,15 @@ from typing import Any
 
 import pandas as pd
 
-from trilho.encoding import booster_outputs
-from trilho.errors import ConfigError, TrackingError
+from trilho.encoding import model_outputs
+from trilho.errors import TrackingError
 
 __all__ = ["Tracker", "flatten", "remember_unfinished", "save_model_files"]
 
 log = logging.getLogger(__name__)
 _PKG = Path(__file__).parent
-_MODEL_REQUIREMENTS = ("mlflow", "xgboost", "pandas", "numpy")
+_MODEL_REQUIREMENTS = {"xgboost": ("mlflow", "xgboost", "pandas", "numpy"),
+                       "skops": ("mlflow", "scikit-learn", "skops", "pandas", "numpy", "scipy")}
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -150,22 +151,27 @@ class Tracker:
     def log_model(self, model_dir: Path, example: pd.DataFrame) -> str:
         """Log the files that ``save_model_files`` wrote as a pickle-free pyfunc; returns its URI."""
         import mlflow
-        from mlflow.models import infer_signature
+        from mlflow.models import ModelSignature, infer_signature
+        from mlflow.types.schema import AnyType, ColSpec, Schema
 
         spec = json.loads((model_dir / "spec.json").read_text())
-        # the signature takes the raw columns as a CSV reader gives them (integers stay integers:
-        # MLflow refuses to narrow a float column to an integer one, and would refuse int -> float too)
-        example = example.astype({c: "str" for c in spec["categorical"]})
-        output = booster_outputs(_booster(model_dir / "booster.ubj"), example, spec)  # what the model returns
-        requirements = [f"{pkg}=={importlib.metadata.version(pkg)}" for pkg in _MODEL_REQUIREMENTS]
+        example = signature_example(example, spec)
+        classifier = model_dir / spec["file"]
+        servable = _servable()
+        _, proba = servable.load_classifier(spec, str(classifier))
+        output = model_outputs(proba, example, spec)  # what the model returns, classes in spec order
+        inferred = infer_signature(example, output, params={"output": "both"})
+        packages = _MODEL_REQUIREMENTS[spec["format"]] + tuple(spec.get("requirements", ()))
+        requirements = [f"{pkg}=={importlib.metadata.version(pkg)}" for pkg in dict.fromkeys(packages)]
         with self.timed("log the model"), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*Inferred schema contains integer column", category=UserWarning)
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=str(_PKG / "servable.py"),
                 code_paths=[str(_PKG / "encoding.py")],
-                artifacts={"booster": str(model_dir / "booster.ubj"), "spec": str(model_dir / "spec.json")},
-                signature=infer_signature(example, output, params={"output": "both"}),
+                artifacts={"classifier": str(classifier), "spec": str(model_dir / "spec.json")},
+                signature=ModelSignature(inputs=Schema([ColSpec(AnyType(), c) for c in spec["features"]]),
+                                         outputs=inferred.outputs, params=inferred.params),
                 input_example=example,
                 pip_requirements=requirements,
             )
@@ -244,26 +250,59 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _booster(path: Path):
-    import xgboost
+def signature_example(example: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
+    """Raw example rows: categoricals as text, numbers as floats.
 
-    booster = xgboost.Booster()
-    booster.load_model(path)
-    return booster
+    The signature names every feature column (a missing one is refused by name) but types them
+    ``any``: MLflow refuses to narrow a float column to an integer one (a missing value makes an
+    integer column float) and to widen int64 to float64 or a number to text (integer codes of a
+    categorical), while the model's own encoder reads all of these and names the column of any
+    value it cannot read.
+    """
+    categorical = set(spec["categorical"])
+    return example.astype({c: ("str" if c in categorical else "float64") for c in spec["features"]})
+
+
+def _servable():
+    """The logged model's own code, as MLflow will run it (loaded by path, never imported by trilho)."""
+    import importlib.util
+
+    found = importlib.util.spec_from_file_location("trilho_servable", _PKG / "servable.py")
+    module = importlib.util.module_from_spec(found)
+    found.loader.exec_module(module)
+    return module
 
 
 def save_model_files(pipeline: Any, spec: dict[str, Any], folder: Path) -> Path:
-    """The fitted classifier (no resampler) as XGBoost's own file plus the encoding as JSON."""
-    from xgboost import XGBClassifier
+    """The fitted encoding as JSON and the fitted classifier without pickle: XGBoost's own file, or
+    skops for every other family (with what it needs to be trusted); the resampler stays behind."""
+    from trilho import models
 
-    model = pipeline.named_steps["model"]
-    if not isinstance(model, XGBClassifier):
-        raise ConfigError(f"model {type(model).__name__} cannot be saved without pickle yet; "
-                          "use model.name='xgboost' or set tracking.log_model=false")
+    steps = models.serving_steps(pipeline)
+    if "encode" in pipeline.named_steps:
+        spec = {**pipeline.named_steps["encode"].spec_, "classes": spec["classes"], "identifiers": spec["identifiers"]}
     folder.mkdir(parents=True, exist_ok=True)
-    model.get_booster().save_model(folder / "booster.ubj")
+    estimator = steps[-1][1]
+    if len(steps) == 1 and type(estimator).__module__.startswith("xgboost"):
+        spec = {**spec, "format": "xgboost", "file": "booster.ubj"}
+        estimator.get_booster().save_model(folder / spec["file"])
+    else:
+        import skops.io
+        from sklearn.pipeline import Pipeline
+
+        package = type(estimator).__module__.split(".")[0]
+        spec = {**spec, "format": "skops", "file": "classifier.skops",
+                "trusted_packages": [] if package in {"sklearn"} else [package],
+                "requirements": [] if package in {"sklearn"} else [_distribution(package)]}
+        skops.io.dump(estimator if len(steps) == 1 else Pipeline(steps), folder / spec["file"])
     (folder / "spec.json").write_text(json.dumps(spec, indent=2))
     return folder
+
+
+def _distribution(package: str) -> str:
+    """The distribution that installs an import package (``sklearn`` -> ``scikit-learn``)."""
+    found = importlib.metadata.packages_distributions().get(package, [package])
+    return found[0]
 
 
 def _check_server(uri: str, wait_s: float = 5.0) -> None:

@@ -1,8 +1,9 @@
 """Check a raw table against its experiment: pure, returns a report, raises on what cannot run.
 
-Errors stop the run (unknown labels, missing columns, non-numeric values, non-finite values when
-the policy rejects them, too few rows, classes too small for the folds or the resampler).
-Warnings are reported and kept (duplicates, conflicting labels, values outside plausible ranges).
+Errors stop the run (unknown labels, missing columns, non-numeric values, missing values when
+data.missing rejects them, too few rows, classes too small for the folds or the resampler).
+Warnings are reported and kept (missing values under the other policies, duplicates, conflicting
+labels, values outside plausible ranges). Missing values are counted per column either way.
 Row references are file line numbers: the header is line 1, the first data row line 2.
 """
 
@@ -17,6 +18,7 @@ import pandas as pd
 from trilho.encoding import normalise_text
 from trilho.errors import DataValidationError
 from trilho.experiment import Experiment
+from trilho.models import resampler_kind
 
 __all__ = ["raise_for_errors", "validate"]
 
@@ -52,23 +54,28 @@ def _check_labels(df: pd.DataFrame, exp: Experiment, report: dict, errors: list)
     return normal.map(exp.data.labels)
 
 
-def _check_features(df: pd.DataFrame, exp: Experiment, report: dict, errors: list) -> pd.DataFrame:
-    numeric = {}
-    report["non_numeric"], report["nulls"], report["infinities"] = {}, {}, {}
+def _check_features(df: pd.DataFrame, exp: Experiment, report: dict, errors: list, warnings: list) -> pd.DataFrame:
+    """Type every feature column; count missing values per column and apply the policy's verdict."""
+    maps = exp.data.categorical_maps
+    typed = {}
+    report["non_numeric"], report["nulls"], report["infinities"], report["categories"] = {}, {}, {}, {}
     for col in _feature_columns(df, exp):
         values = df[col]
         nulls = int(values.isna().sum())
         if nulls:
             report["nulls"][col] = nulls
-        mapping = exp.data.categorical.get(col)
-        if mapping is not None:
+        if col in maps:
             normal = normalise_text(values)
-            bad = normal[normal.notna() & ~normal.isin(list(mapping))]
-            if len(bad):
-                vals = sorted({str(v) for v in values.loc[bad.index].unique()})[:10]
-                errors.append(f"column {col!r} has values {vals} outside data.categorical.{col} "
-                              f"{sorted(mapping)} on lines {_lines(bad.index)}")
-            numeric[col] = normal.map(mapping).astype("float64")
+            report["categories"][col] = int(normal.nunique())
+            mapping = maps[col]
+            if mapping is not None:  # keys were normalised like the values when the experiment loaded
+                bad = normal[normal.notna() & ~normal.isin(list(mapping))]
+                if len(bad):
+                    vals = sorted({str(v) for v in values.loc[bad.index].unique()})[:10]
+                    errors.append(f"column {col!r} has values {vals} outside data.categorical.{col} "
+                                  f"{sorted(mapping)} on lines {_lines(bad.index)}; add them to the map, or "
+                                  f"list {col!r} in data.categorical without a map to learn its categories")
+            typed[col] = normal
             continue
         converted = pd.to_numeric(values, errors="coerce")
         bad = values[converted.isna() & values.notna()]
@@ -81,13 +88,22 @@ def _check_features(df: pd.DataFrame, exp: Experiment, report: dict, errors: lis
         inf = int(np.isinf(converted).sum())
         if inf:
             report["infinities"][col] = inf
-        numeric[col] = converted
-    frame = pd.DataFrame(numeric, index=df.index)
-    nonfinite = ~np.isfinite(frame.to_numpy(dtype="float64")).all(axis=1) if len(frame.columns) else np.zeros(len(df), bool)
-    report["nonfinite_rows"] = int(nonfinite.sum())
-    if nonfinite.any() and exp.data.nonfinite == "reject":
-        errors.append(f"{int(nonfinite.sum())} rows have missing or infinite feature values on lines "
-                      f"{_lines(df.index[nonfinite])}; fix them or set data.nonfinite='drop'")
+        typed[col] = converted.where(np.isfinite(converted))
+    frame = pd.DataFrame(typed, index=df.index)
+    incomplete = frame.isna().any(axis=1).to_numpy() if len(frame.columns) else np.zeros(len(df), bool)
+    policy = exp.data.missing
+    by_column = {c: int(n) for c, n in frame.isna().sum().items() if n}
+    report["missing"] = {"policy": policy, "rows": int(incomplete.sum()), "by_column": by_column}
+    report["nonfinite_rows"] = int(incomplete.sum())
+    if incomplete.any():
+        if policy == "reject":
+            errors.append(f"{int(incomplete.sum())} rows have missing or infinite feature values on lines "
+                          f"{_lines(df.index[incomplete])} (by column: {by_column}); fix them or set data.missing "
+                          "to 'impute' (fitted in each training fold), 'native' or 'drop'")
+        else:
+            what = {"impute": "imputed inside each training fold", "native": "left to the model",
+                    "drop": "their rows dropped"}[policy]
+            warnings.append(f"{int(incomplete.sum())} rows have missing or infinite values ({what}): {by_column}")
     return frame
 
 
@@ -116,7 +132,8 @@ def _check_classes(y: pd.Series, exp: Experiment, report: dict, errors: list) ->
         errors.append(f"need at least 2 classes to classify, found only {list(counts)}")
         return
     n_splits = exp.cv.n_splits
-    k = int(exp.resampler.params.get("k_neighbors", 5)) if exp.resampler.name in {"smote", "borderline_smote"} else 0
+    neighbours = resampler_kind(exp.resampler.name).neighbours
+    k = int(exp.resampler.params.get("k_neighbors", 5)) if neighbours else 0
     for label, n in counts.items():
         min_train = n - math.ceil(n / n_splits)  # the smallest count a training fold can hold
         if n < n_splits:
@@ -124,14 +141,14 @@ def _check_classes(y: pd.Series, exp: Experiment, report: dict, errors: list) ->
                           "per class (add data or lower cv.n_splits)")
         elif k and min_train < k + 1:
             errors.append(f"class {label!r} has {n} rows, so a training fold may hold only "
-                          f"{min_train}; SMOTE with k_neighbors={k} needs {k + 1} "
+                          f"{min_train}; {exp.resampler.name.upper()} with k_neighbors={k} needs {k + 1} "
                           "(lower resampler.params.k_neighbors or cv.n_splits)")
 
 
 def _check_ranges(frame: pd.DataFrame, exp: Experiment, report: dict, warnings: list) -> None:
     report["out_of_range"] = {}
     for col, (lo, hi) in exp.data.ranges.items():
-        if col not in frame.columns:
+        if col not in frame.columns or col in exp.data.categorical_maps:
             continue
         values = frame[col]
         odd = values[(values < lo) | (values > hi)]
@@ -166,7 +183,7 @@ def validate(df: pd.DataFrame, exp: Experiment) -> dict[str, Any]:
         errors.append(f"{len(df)} data rows, fewer than data.min_rows={exp.data.min_rows}")
         return report
     y = _check_labels(df, exp, report, errors)
-    features = _check_features(df, exp, report, errors)
+    features = _check_features(df, exp, report, errors, warnings)
     if not features.columns.size:
         errors.append("no feature columns left after dropping the target and data.drop")
     _check_duplicates(features, y, report, warnings)

@@ -1,0 +1,231 @@
+"""What trilho knows about model families and resamplers, in one place.
+
+The experiment file is checked against this module when it loads (an unknown name or parameter
+is one clear error before anything is ingested), ``trilho compare`` takes the same names, and
+``build_pipeline`` turns a checked configuration into the imblearn pipeline every fit runs:
+
+    encode (in-fold categorical codes and imputation) -> resampler (training rows only)
+        -> [one-hot + scaling, linear models only] -> classifier
+
+Any scikit-learn-compatible classifier can also be named by its import path
+(``sklearn.svm.SVC``, ``package.module:Class``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from trilho.errors import ConfigError
+
+__all__ = [
+    "MODELS", "RESAMPLERS", "ModelKind", "ResamplerKind", "build_pipeline", "check_estimator",
+    "check_names", "model_kind", "resampler_kind",
+]
+
+MISSING_POLICIES = ("impute", "native", "drop", "reject")
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    name: str
+    path: str                       # "module:Class"
+    threads: str | None = None      # its thread-count parameter, set to the fit's share of the cores
+    linear: bool = False            # one-hot categoricals and scaled features (trees take codes as they are)
+    native_missing: bool = False    # fits and predicts with NaN in the features
+    defaults: dict[str, Any] = field(default_factory=dict)  # used unless the experiment sets them
+    seeded: bool = True             # takes random_state
+    note: str = ""
+
+    @property
+    def format(self) -> str:
+        """How the fitted model is saved: XGBoost's own file, or skops (no pickle) for the rest."""
+        return "xgboost" if self.path == "xgboost:XGBClassifier" else "skops"
+
+    def cls(self) -> type:
+        return _import(self.path, "model.name")
+
+
+MODELS: dict[str, ModelKind] = {m.name: m for m in (
+    ModelKind("xgboost", "xgboost:XGBClassifier", "n_jobs", native_missing=True,
+              note="gradient-boosted trees; missing values handled natively; strong default for tabular data"),
+    ModelKind("hist_gradient_boosting", "sklearn.ensemble:HistGradientBoostingClassifier", native_missing=True,
+              note="scikit-learn's histogram gradient boosting; missing values handled natively"),
+    ModelKind("random_forest", "sklearn.ensemble:RandomForestClassifier", "n_jobs", native_missing=True,
+              defaults={"n_estimators": 200}, note="bagged trees; robust with little tuning"),
+    ModelKind("extra_trees", "sklearn.ensemble:ExtraTreesClassifier", "n_jobs", native_missing=True,
+              defaults={"n_estimators": 200}, note="randomised trees; fast, low variance"),
+    ModelKind("logistic_regression", "sklearn.linear_model:LogisticRegression", linear=True,
+              defaults={"max_iter": 2000}, note="linear baseline; one-hot categoricals, scaled features"),
+)}
+
+
+@dataclass(frozen=True)
+class ResamplerKind:
+    name: str
+    path: str | None
+    complete_rows: bool = False     # refuses NaN: needs data.missing = "impute" or "drop"
+    neighbours: bool = False        # takes k_neighbors: each class needs k + 1 training rows
+    categorical: bool = False       # takes the positions of the categorical columns
+
+    def cls(self) -> type | None:
+        return None if self.path is None else _import(self.path, "resampler.name")
+
+
+RESAMPLERS: dict[str, ResamplerKind] = {r.name: r for r in (
+    ResamplerKind("none", None),
+    ResamplerKind("smote", "imblearn.over_sampling:SMOTE", complete_rows=True, neighbours=True),
+    ResamplerKind("smotenc", "imblearn.over_sampling:SMOTENC", complete_rows=True, neighbours=True, categorical=True),
+    ResamplerKind("borderline_smote", "imblearn.over_sampling:BorderlineSMOTE", complete_rows=True, neighbours=True),
+    ResamplerKind("random_over", "imblearn.over_sampling:RandomOverSampler"),
+    ResamplerKind("random_under", "imblearn.under_sampling:RandomUnderSampler"),
+)}
+
+# import-path models whose module says they are trees take ordinal codes; any other is treated as linear
+_TREE_HINTS = ("tree", "forest", "ensemble", "boost", "xgboost", "lightgbm", "catboost")
+
+
+@cache
+def _import(path: str, key: str) -> type:
+    module, sep, name = path.partition(":")
+    if not sep:
+        module, _, name = path.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"{key} {path!r} cannot be imported ({type(exc).__name__}: {exc}); use a built-in "
+                          f"({sorted(MODELS)}) or an installed class as package.module.Class") from None
+    if not inspect.isclass(found):
+        raise ConfigError(f"{key} {path!r} is not a class")
+    return found
+
+
+@cache
+def model_kind(name: str) -> ModelKind:
+    """The built-in family, or one made for an import path (``sklearn.svm.SVC``)."""
+    if name in MODELS:
+        return MODELS[name]
+    if "." not in name:
+        raise ConfigError(f"model.name {name!r} is unknown; choose from {sorted(MODELS)} "
+                          "or give a scikit-learn classifier's import path, e.g. sklearn.svm.SVC")
+    cls = _import(name, "model.name")
+    for method in ("fit", "predict_proba", "get_params"):
+        if not callable(getattr(cls, method, None)):
+            raise ConfigError(f"model.name {name!r} has no {method}(); trilho needs a scikit-learn classifier "
+                              "with predict_proba (for SVC, set params.probability = true)"
+                              if method == "predict_proba" else
+                              f"model.name {name!r} has no {method}(); trilho needs a scikit-learn classifier")
+    params = _param_names(cls)
+    path = f"{cls.__module__}:{cls.__qualname__}"
+    tree = any(h in name.lower() for h in _TREE_HINTS)
+    return ModelKind(name, path, "n_jobs" if "n_jobs" in params else None, linear=not tree,
+                     native_missing=False, seeded="random_state" in params)
+
+
+def resampler_kind(name: str) -> ResamplerKind:
+    if name not in RESAMPLERS:
+        raise ConfigError(f"resampler.name {name!r} is unknown; choose from {sorted(RESAMPLERS)}")
+    return RESAMPLERS[name]
+
+
+def _param_names(cls: type) -> set[str]:
+    try:
+        return set(cls().get_params(deep=False))
+    except Exception:  # a constructor with required arguments: read its signature instead
+        return {p for p in inspect.signature(cls).parameters if p not in {"self", "args", "kwargs"}}
+
+
+def _check_params(cls: type, params: dict[str, Any], key: str, name: str) -> None:
+    known = _param_names(cls)
+    unknown = sorted(set(params) - known)
+    if unknown and not getattr(cls, "__module__", "").startswith("xgboost"):  # XGBoost takes any booster param
+        raise ConfigError(f"{key} {unknown} are not parameters of {name} ({cls.__name__}); "
+                          f"it takes {sorted(known)}")
+
+
+def check_names(model: str, resampler: str, keys: tuple[str, str] = ("model.name", "resampler.name")) -> None:
+    """Refuse a model or resampler name trilho does not know, listing the ones it does."""
+    try:
+        model_kind(model)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("model.name", keys[0], 1)) from None
+    if resampler not in RESAMPLERS:
+        raise ConfigError(f"{keys[1]} {resampler!r} is unknown; choose from {sorted(RESAMPLERS)}")
+
+
+def check_estimator(model: dict[str, Any], resampler: dict[str, Any], missing: str) -> None:
+    """Everything about the model and resampler that can be checked before any data is read."""
+    check_names(model["name"], resampler["name"])
+    kind, rkind = model_kind(model["name"]), RESAMPLERS[resampler["name"]]
+    _check_params(kind.cls(), model.get("params", {}), "model.params", model["name"])
+    if rkind.path:
+        _check_params(rkind.cls(), resampler.get("params", {}), "resampler.params", resampler["name"])
+    elif resampler.get("params"):
+        raise ConfigError(f"resampler.params {resampler['params']} given, but resampler.name is 'none'")
+    if missing == "native" and not kind.native_missing:
+        raise ConfigError(f"data.missing = 'native' needs a model that handles missing values itself "
+                          f"({sorted(k for k, m in MODELS.items() if m.native_missing)}); {model['name']} does not: "
+                          "use data.missing = 'impute'")
+    if missing == "native" and rkind.complete_rows:
+        raise ConfigError(f"resampler {resampler['name']!r} needs complete rows, so data.missing = 'native' cannot "
+                          "pass it missing values: use data.missing = 'impute' (fitted in each training fold, "
+                          "before the resampler) or resampler.name = 'random_over'")
+
+
+def build_pipeline(model: dict[str, Any], resampler: dict[str, Any], random_state: int, n_threads: int = 1,
+                   encoding: dict[str, Any] | None = None):
+    """The imblearn pipeline: encode (when ``encoding`` is given), resample, [expand], classify.
+
+    ``encoding`` is the feature spec of ``trilho.encoding.feature_spec`` plus ``missing``; without it
+    the pipeline takes rows that are already numeric (as the tests of the bare procedure do).
+    """
+    from imblearn.pipeline import Pipeline
+
+    check_names(model["name"], resampler["name"])
+    kind, rkind = model_kind(model["name"]), RESAMPLERS[resampler["name"]]
+    params = {**kind.defaults, **model.get("params", {})}
+    if kind.seeded:
+        params = {"random_state": random_state, **params}
+    if kind.threads:
+        params[kind.threads] = n_threads
+    steps: list[tuple[str, Any]] = []
+    categorical: list[int] = []
+    if encoding is not None:
+        from trilho.preprocess import TableEncoder
+
+        steps.append(("encode", TableEncoder(encoding)))
+        categorical = [i for i, c in enumerate(encoding["features"]) if c in encoding["categorical"]]
+    try:
+        if rkind.path:
+            rparams = {"random_state": random_state, **resampler.get("params", {})}
+            if rkind.categorical:
+                rparams.setdefault("categorical_features", categorical)
+            steps.append(("resampler", rkind.cls()(**rparams)))
+        if kind.linear:
+            steps += _linear_steps(categorical)
+        steps.append(("model", kind.cls()(**params)))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"bad parameters for {model['name']} or {resampler['name']}: {exc}") from exc
+    return Pipeline(steps)
+
+
+def _linear_steps(categorical: list[int]) -> list[tuple[str, Any]]:
+    from sklearn.preprocessing import StandardScaler
+
+    steps: list[tuple[str, Any]] = []
+    if categorical:  # codes are not magnitudes: one column per category (one for a two-level column)
+        from sklearn.compose import ColumnTransformer
+        from sklearn.preprocessing import OneHotEncoder
+
+        onehot = OneHotEncoder(handle_unknown="ignore", drop="if_binary", sparse_output=False)
+        steps.append(("expand", ColumnTransformer([("onehot", onehot, categorical)], remainder="passthrough")))
+    steps.append(("scale", StandardScaler()))  # linear models need comparable feature scales to converge
+    return steps
+
+
+def serving_steps(pipeline) -> list[tuple[str, Any]]:
+    """The fitted steps a prediction runs after encoding: the resampler only ever sees training rows."""
+    return [(n, s) for n, s in pipeline.steps if n not in {"encode", "resampler"}]

@@ -1,0 +1,124 @@
+"""A corpus of small tabular data sets made here, differing in the ways users' data differ.
+
+Each maker returns (frame, target, file suffix, one unseen category column or None). Every set has
+some signal, so the models learn something, and its own kind of dirt.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def _mixed_case(rng: np.random.Generator, values: np.ndarray) -> np.ndarray:
+    styles = [str.lower, str.upper, str.title, lambda s: f" {s} "]
+    return np.array([styles[i](v) for i, v in zip(rng.integers(0, 4, len(values)), values, strict=True)], dtype=object)
+
+
+def churn(rows: int = 600, seed: int = 1):
+    """Binary, text labels in mixed case, an identifier, missing numerics and categoricals in mixed case."""
+    rng = np.random.default_rng(seed)
+    contract = rng.choice(["month-to-month", "one year", "two year"], rows, p=[0.5, 0.3, 0.2])
+    tenure = rng.integers(0, 72, rows).astype(float)
+    charges = rng.normal(70, 20, rows).round(2)
+    risk = (contract == "month-to-month") * 1.5 - tenure / 30 + (charges - 70) / 25 + rng.normal(0, 0.8, rows)
+    churned = np.where(risk > 0.6, "Yes", "No")
+    frame = pd.DataFrame({
+        "customer_id": [f"C{i:05d}" for i in range(rows)],
+        "contract": _mixed_case(rng, contract),
+        "internet": _mixed_case(rng, rng.choice(["fiber", "dsl", "no_service"], rows)),
+        "tenure": tenure, "monthly_charges": charges,
+        "Churn": _mixed_case(rng, churned),
+    })
+    frame.loc[rng.choice(rows, 30, replace=False), "tenure"] = np.nan
+    frame.loc[rng.choice(rows, 20, replace=False), "internet"] = np.nan
+    return frame, "Churn", ".csv", "contract"
+
+
+def species(rows: int = 300, seed: int = 2):
+    """Multiclass with integer labels 0..2, numeric features only, missing numerics."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, rows)
+    centres = np.array([[5.0, 3.4, 1.5, 0.2], [5.9, 2.8, 4.3, 1.3], [6.6, 3.0, 5.6, 2.0]])
+    X = centres[y] + rng.normal(0, 0.4, (rows, 4))
+    frame = pd.DataFrame(X.round(2), columns=["sepal_length", "sepal_width", "petal_length", "petal_width"])
+    frame["species"] = y
+    frame.loc[rng.choice(rows, 15, replace=False), "petal_width"] = np.nan
+    return frame, "species", ".csv", None
+
+
+def wide(rows: int = 400, seed: int = 3, features: int = 120):
+    """Wide: 120 numeric features, binary integer labels."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(0, 1, (rows, features))
+    y = (X[:, :5].sum(axis=1) + rng.normal(0, 1, rows) > 0).astype(int)
+    frame = pd.DataFrame(X.round(4), columns=[f"f{i:03d}" for i in range(features)])
+    frame["target"] = y
+    return frame, "target", ".csv", None
+
+
+def rare(rows: int = 500, seed: int = 4):
+    """Multiclass with a rare class of 7 rows (near the fold limit), text labels, a categorical."""
+    rng = np.random.default_rng(seed)
+    labels = np.array(["common"] * 300 + ["medium"] * 193 + ["rare"] * 7, dtype=object)
+    rng.shuffle(labels)
+    shift = pd.Series(labels).map({"common": 0.0, "medium": 1.5, "rare": 3.0}).to_numpy()
+    frame = pd.DataFrame({
+        "x1": (rng.normal(0, 1, rows) + shift).round(3),
+        "x2": (rng.normal(0, 1, rows) - shift).round(3),
+        "x3": rng.normal(0, 1, rows).round(3),
+        "site": _mixed_case(rng, rng.choice(["north", "south", "east"], rows)),
+        "outcome": _mixed_case(rng, labels),
+    })
+    frame.loc[rng.choice(rows, 10, replace=False), "x3"] = np.nan
+    return frame, "outcome", ".csv", "site"
+
+
+def flags(rows: int = 400, seed: int = 5):
+    """Parquet; booleans as text, integer codes, text categoricals with missing ones, text labels."""
+    rng = np.random.default_rng(seed)
+    smoker = rng.random(rows) < 0.3
+    level = rng.integers(1, 5, rows)
+    age = rng.integers(18, 90, rows)
+    score = smoker * 1.2 + (level - 2.5) * 0.5 + (age - 50) / 30 + rng.normal(0, 0.7, rows)
+    frame = pd.DataFrame({
+        "record_no": np.arange(1000, 1000 + rows),
+        "smoker": np.where(smoker, "True", "false"),
+        "level": level, "age": age,
+        "region": _mixed_case(rng, rng.choice(["urban", "rural"], rows)),
+        "result": np.where(score > 0.5, "positive", "Negative"),
+    })
+    frame["region"] = frame["region"].astype(object)
+    frame.loc[rng.choice(rows, 25, replace=False), "region"] = None
+    return frame, "result", ".parquet", "region"
+
+
+def repeats(rows: int = 450, seed: int = 6):
+    """Multiclass with integer labels 1..3, many duplicated rows, missing categoricals."""
+    rng = np.random.default_rng(seed)
+    base = rows * 3 // 4
+    y = rng.integers(1, 4, base)
+    frame = pd.DataFrame({
+        "a": (rng.normal(0, 1, base) + y).round(1),
+        "b": rng.integers(0, 50, base),
+        "colour": _mixed_case(rng, rng.choice(["red", "green", "blue"], base)),
+        "grade": y,
+    })
+    frame = pd.concat([frame, frame.sample(rows - base, random_state=seed)], ignore_index=True)
+    frame["colour"] = frame["colour"].astype(object)
+    frame.loc[rng.choice(rows, 20, replace=False), "colour"] = None
+    return frame, "grade", ".csv", "colour"
+
+
+CORPUS = {"churn": churn, "species": species, "wide": wide, "rare": rare, "flags": flags, "repeats": repeats}
+
+
+def write(name: str, folder) -> tuple:
+    """Write one data set; returns (path, target, unseen category column)."""
+    frame, target, suffix, unseen = CORPUS[name]()
+    path = folder / f"{name}{suffix}"
+    if suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False)
+    return path, target, unseen

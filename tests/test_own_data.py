@@ -1,0 +1,214 @@
+"""Your own data: for each data set of a varied corpus, `trilho init` -> `trilho run -e` (the
+generated file unedited) -> `trilho predict` on rows with a missing value and an unseen category
+-> `mlflow models serve` answers /invocations."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tomllib
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import requests
+
+from trilho import load_experiment
+from trilho.clean import clean
+from trilho.errors import ConfigError, DataValidationError
+from trilho.experiment import Experiment
+from trilho.ingest import read_table
+from trilho.storage import LocalLake
+from trilho.validate import raise_for_errors, validate
+
+from . import corpus
+from .services import _stop, _wait, free_port
+
+CLI = [sys.executable, "-m", "trilho"]
+
+
+def _cli(args: list[str], env: dict, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=600)
+    if check:
+        assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+@pytest.fixture
+def env(workdir, settings):
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    return {**os.environ, "TRILHO_LAKE": str(workdir / "lake"), "MLFLOW_TRACKING_URI": settings.tracking_uri,
+            "TRILHO_CACHE_DIR": str(workdir / "cache"), "PATH": path}
+
+
+def _prediction_rows(path, target: str, drop: list[str], unseen: str | None) -> pd.DataFrame:
+    """Six rows of the data with the label removed, one missing value, and one never-seen category."""
+    rows = read_table(path).head(6).drop(columns=[target])
+    numeric = [c for c in rows.columns if c not in drop and c != unseen and pd.api.types.is_numeric_dtype(rows[c])]
+    rows[numeric[0]] = rows[numeric[0]].astype("float64")
+    rows.loc[rows.index[0], numeric[0]] = np.nan
+    if unseen:
+        rows[unseen] = rows[unseen].astype(object)
+        rows.loc[rows.index[1], unseen] = "never-seen-before"
+        rows.loc[rows.index[2], unseen] = None
+    return rows
+
+
+def _serve(model_uri: str, env: dict, workdir, rows: pd.DataFrame, classes: list[str]) -> None:
+    port = free_port()
+    log = workdir / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager",
+                                 "local", "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait(lambda: requests.get(url + "/ping", timeout=1).status_code == 200, "mlflow models serve", proc, log, 120)
+        body = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
+        answer = requests.post(url + "/invocations", json=body, timeout=30)
+        assert answer.status_code == 200, answer.text
+        predictions = answer.json()["predictions"]
+        assert len(predictions) == len(rows)
+        assert all(p["prediction"] in classes for p in predictions)
+        assert all(abs(sum(p[f"proba_{c}"] for c in classes) - 1) < 1e-6 for p in predictions)
+    finally:
+        _stop(proc)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(corpus.CORPUS))
+def test_init_run_predict_serve(name, workdir, env):
+    path, target, unseen = corpus.write(name, workdir)
+    file = workdir / f"{name}.toml"
+    shown = _cli(["init", f"file:{path}", "--target", target, "-o", str(file)], env)
+    assert "categorical" in shown.stderr or "numeric" in shown.stderr  # the choices are explained on screen
+    config = tomllib.loads(file.read_text())
+    exp = Experiment.model_validate(config)  # the generated file loads as it is
+    assert exp.data.target == target
+
+    summary_path = workdir / "summary.json"
+    _cli(["run", "-e", str(file), "--set", "cv.n_repeats=1", "--summary-json", str(summary_path)], env)
+    summary = json.loads(summary_path.read_text())
+    assert summary["registry"]["promote"] is True
+    classes = summary["holdout"]["labels"]
+    assert classes == exp.data.classes
+
+    rows = _prediction_rows(path, target, exp.data.drop, unseen)
+    rows_path = workdir / "rows.csv"
+    rows.to_csv(rows_path, index=False)
+    model_uri = f"models:/{exp.registry.model_name}@champion"
+    _cli(["predict", "-m", model_uri, "-i", str(rows_path)], env)
+    manifests = list((workdir / "lake" / "predictions").rglob("manifest.json"))
+    assert len(manifests) == 1
+    manifest = json.loads(manifests[0].read_text())
+    assert manifest["rows"] == len(rows)
+    assert sum(manifest["missing_values"].values()) >= 1
+    if unseen:
+        assert manifest["unseen_categories"] == {unseen: 1}
+    predicted = pq.read_table(workdir / "lake" / manifest["key"]).to_pandas()
+    assert predicted["prediction"].notna().all() and set(predicted["prediction"]) <= set(classes)
+    for ident in exp.data.drop:  # identifiers travel beside the predictions
+        assert ident in predicted.columns
+
+    _serve(model_uri, env, workdir, rows.drop(columns=exp.data.drop), classes)
+
+
+def test_init_explains_and_guesses_the_label(workdir, env):
+    path, target, _ = corpus.write("churn", workdir)
+    file = workdir / "churn.toml"
+    shown = _cli(["init", f"file:{path}", "-o", str(file)], env)  # 'Churn' is clearly the label
+    text = file.read_text()
+    config = tomllib.loads(text)
+    assert config["data"]["target"] == "Churn"
+    assert config["data"]["labels"] == ["NO", "YES"]
+    assert config["data"]["drop"] == ["customer_id"]
+    assert set(config["data"]["categorical"]) == {"contract", "internet"}
+    assert config["data"]["missing"] in {"impute", "native"}
+    assert "identifier" in text and "imbalanced" in text and "missing values: internet 20, tenure 30" in text
+    assert "customer_id" in shown.stderr
+
+    frame = pd.DataFrame({"a": [1, 2, 3, 4] * 10, "b": ["x", "y"] * 20, "c": [0.5, 1.5] * 20})
+    frame.to_csv(workdir / "unclear.csv", index=False)
+    refused = _cli(["init", f"file:{workdir / 'unclear.csv'}"], env, check=False)
+    assert refused.returncode == 1 and "--target" in refused.stderr and "'a'" in refused.stderr
+
+
+# --- the bugs quoted in the issue, each pinned ---------------------------------------------------
+
+def _people(rows: int = 60) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    sex = rng.choice(["female", "male"], rows)
+    return pd.DataFrame({"sex": sex, "age": rng.integers(20, 70, rows),
+                         "survived": np.where((sex == "female") ^ (rng.random(rows) < 0.2), "yes", "no")})
+
+
+def _exp(**data) -> Experiment:
+    base = {"name": "people", "source": {"uri": "file:x.csv"}, "model": {"name": "xgboost"},
+            "data": {"target": "survived", "labels": {"no": 0, "yes": 1}, **data}}
+    return Experiment.model_validate(base)
+
+
+def test_a_categorical_map_in_the_datas_own_spelling_is_accepted():
+    exp = _exp(categorical={"sex": {"female": 0, "male": 1}}, missing="reject")
+    report = validate(_people(), exp)
+    assert report["errors"] == []
+    assert report["missing"]["rows"] == 0
+
+
+def test_a_missing_categorical_value_is_handled_by_every_policy():
+    df = _people()
+    df.loc[3, "sex"] = None
+    for policy in ("impute", "native", "drop"):
+        exp = _exp(categorical={"sex": {"F": 0, "M": 1, "FEMALE": 0, "MALE": 1}} if policy == "drop" else ["sex"],
+                   missing=policy)
+        report = validate(df, exp)
+        raise_for_errors(report)
+        assert report["missing"]["by_column"] == {"sex": 1}
+        data = clean(df, exp)
+        assert len(data.y) == (59 if policy == "drop" else 60)
+    with pytest.raises(DataValidationError, match=r"1 rows have missing .*by column: \{'sex': 1\}"):
+        raise_for_errors(validate(df, _exp(categorical=["sex"], missing="reject")))
+
+
+def test_unknown_model_resampler_or_parameter_fail_when_the_file_loads(workdir):
+    with pytest.raises(ConfigError, match=r"model.name 'xgbost' is unknown"):
+        load_experiment("diabetes", ["model.name=xgbost"])
+    with pytest.raises(ConfigError, match=r"resampler.name 'smot' is unknown"):
+        load_experiment("diabetes", ["resampler.name=smot"])
+    with pytest.raises(ConfigError, match=r"\['colour'\] are not parameters of random_forest"):
+        load_experiment("diabetes", ["model.name=random_forest", "model.params={colour=1}"])
+    with pytest.raises(ConfigError, match="needs complete rows"):
+        load_experiment("diabetes", ["data.missing=native"])
+    with pytest.raises(ConfigError, match="handles missing values itself"):
+        load_experiment("diabetes", ["data.missing=native", "resampler.name=none", "model.name=logistic_regression",
+                                     "model.params={}"])
+    exp = load_experiment("diabetes", ["model.name=sklearn.svm.SVC", "model.params={probability=true}"])
+    assert exp.model.name == "sklearn.svm.SVC"
+
+
+@pytest.mark.parametrize("model", ["random_forest", "extra_trees", "logistic_regression", "hist_gradient_boosting",
+                                   "sklearn.neighbors.KNeighborsClassifier"])
+def test_every_family_is_logged_without_pickle_and_predicts_missing_and_unseen(model, workdir, settings):
+    from trilho.pipeline import run_experiment
+    from trilho.predict import predict_batch
+
+    path, target, unseen = corpus.write("churn", workdir)
+    base = {"name": "churn", "source": {"uri": f"file:{path}"},
+            "data": {"target": target, "labels": ["no", "yes"], "drop": ["customer_id"],
+                     "categorical": ["contract", "internet"], "missing": "impute"},
+            "cv": {"n_repeats": 1}, "resampler": {"name": "smotenc"}, "model": {"name": model},
+            "registry": {"model_name": "churn-model"}}
+    if model != "sklearn.neighbors.KNeighborsClassifier":
+        base["model"]["params"] = {"n_estimators": 20} if "tree" in model or "forest" in model else {}
+    summary = run_experiment(Experiment.model_validate(base), settings).summary
+    files = {p.name for p in (workdir / "lake" / summary["lake"]["reports"]).rglob("*")}
+    assert "classifier.skops" in files and not any(n.endswith((".pkl", ".pickle", ".joblib")) for n in files)
+    rows = _prediction_rows(path, target, ["customer_id"], unseen)
+    rows.to_csv(workdir / "rows.csv", index=False)
+    manifest = predict_batch("models:/churn-model@champion", str(workdir / "rows.csv"), settings)
+    assert manifest["rows"] == 6 and manifest["unseen_categories"] == {unseen: 1}
+    out = pq.read_table(LocalLake(workdir / "lake").root / manifest["key"]).to_pandas()
+    assert set(out["prediction"]) <= {"NO", "YES"} and out[["proba_NO", "proba_YES"]].notna().all().all()

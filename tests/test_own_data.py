@@ -44,10 +44,10 @@ def env(workdir, settings):
             "TRILHO_CACHE_DIR": str(workdir / "cache"), "PATH": path}
 
 
-def _prediction_rows(path, target: str, drop: list[str], unseen: str | None) -> pd.DataFrame:
+def _prediction_rows(path, target: str, drop: list[str], unseen: str | None, categorical=()) -> pd.DataFrame:
     """Six rows of the data with the label removed, one missing value, and one never-seen category."""
     rows = read_table(path).head(6).drop(columns=[target])
-    numeric = [c for c in rows.columns if c not in drop and c != unseen and pd.api.types.is_numeric_dtype(rows[c])]
+    numeric = [c for c in rows.columns if c not in {*drop, *categorical} and pd.api.types.is_numeric_dtype(rows[c])]
     rows[numeric[0]] = rows[numeric[0]].astype("float64")
     rows.loc[rows.index[0], numeric[0]] = np.nan
     if unseen:
@@ -96,7 +96,7 @@ def test_init_run_predict_serve(name, workdir, env):
     classes = summary["holdout"]["labels"]
     assert classes == exp.data.classes
 
-    rows = _prediction_rows(path, target, exp.data.drop, unseen)
+    rows = _prediction_rows(path, target, exp.data.drop, unseen, exp.data.categorical)
     rows_path = workdir / "rows.csv"
     rows.to_csv(rows_path, index=False)
     model_uri = f"models:/{exp.registry.model_name}@champion"
@@ -206,7 +206,7 @@ def test_every_family_is_logged_without_pickle_and_predicts_missing_and_unseen(m
     summary = run_experiment(Experiment.model_validate(base), settings).summary
     files = {p.name for p in (workdir / "lake" / summary["lake"]["reports"]).rglob("*")}
     assert "classifier.skops" in files and not any(n.endswith((".pkl", ".pickle", ".joblib")) for n in files)
-    rows = _prediction_rows(path, target, ["customer_id"], unseen)
+    rows = _prediction_rows(path, target, ["customer_id"], unseen, ["contract", "internet"])
     rows.to_csv(workdir / "rows.csv", index=False)
     manifest = predict_batch("models:/churn-model@champion", str(workdir / "rows.csv"), settings)
     assert manifest["rows"] == 6 and manifest["unseen_categories"] == {unseen: 1}

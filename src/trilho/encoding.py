@@ -28,7 +28,16 @@ __all__ = ["encode_features", "feature_spec", "model_outputs", "normalise_text",
 
 
 def normalise_text(values: pd.Series) -> pd.Series:
-    """Strip surrounding whitespace and upper-case, keeping missing values missing."""
+    """Strip surrounding whitespace and upper-case, keeping missing values missing.
+
+    Whole numbers read as floats (an integer column with a missing value) read as the integers
+    they are: the code 2 is "2" whether or not its column had a gap.
+    """
+    if pd.api.types.is_float_dtype(values):
+        numbers = values.to_numpy(dtype="float64")
+        finite = numbers[np.isfinite(numbers)]
+        if np.array_equal(finite, np.round(finite)) and not np.isinf(numbers).any():
+            values = values.astype("Int64")
     return values.astype("string").str.strip().str.upper()
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from trilho.encoding import normalise_text
 from trilho.errors import ConfigError, DataValidationError
 from trilho.ingest import is_parquet
 
@@ -74,10 +75,6 @@ def iter_table(path: Path, rows: int = 200_000) -> Iterator[pd.DataFrame]:
         raise DataValidationError(f"{path.name!r} is empty: no columns to parse") from None
 
 
-def _text(values: pd.Series) -> pd.Series:
-    return values.astype("string").str.strip().str.upper()
-
-
 def _fold_column(col: Column, values: pd.Series) -> None:
     present = values.dropna()
     col.nulls += int(len(values) - len(present))
@@ -98,7 +95,7 @@ def _fold_column(col: Column, values: pd.Series) -> None:
         if col.integer and not np.all(finite == np.round(finite)):
             col.integer = False
     if col.counts is not None:
-        for key, n in _text(present).value_counts().items():
+        for key, n in normalise_text(present).value_counts().items():
             col.counts[str(key)] = col.counts.get(str(key), 0) + int(n)
         if len(col.counts) > CAP:
             col.counts = None
@@ -106,7 +103,7 @@ def _fold_column(col: Column, values: pd.Series) -> None:
         if (not col.text and not col.integer) or present.duplicated().any():
             col.hashes = None
         else:
-            col.hashes.append(pd.util.hash_array(_text(present).to_numpy(dtype=object)))
+            col.hashes.append(pd.util.hash_array(normalise_text(present).to_numpy(dtype=object)))
 
 
 def profile_chunks(chunks: Iterable[pd.DataFrame], target: str | None = None) -> Profile:

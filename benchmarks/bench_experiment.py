@@ -116,7 +116,8 @@ def cv_floor(data_path: Path, cores: int) -> float:
     from trilho.pipeline import fold_data
 
     exp = trilho_experiment(data_path)
-    X, y, groups, _ = fold_data(clean(read_table(data_path), exp), exp)
+    data = clean(read_table(data_path), exp)
+    X, y, groups, _ = fold_data(data, exp)
     holdout_train, _ = holdout_split(y, exp.evaluation.holdout_fraction, exp.random_state, groups)
     # every fit trilho's CV phase makes: the 50 folds, the holdout fit and the final fit
     fits = [train for _seed, _i, train, _test in _split_plan(y, exp.cv.n_splits, exp.cv.seeds, groups)]
@@ -124,7 +125,8 @@ def cv_floor(data_path: Path, cores: int) -> float:
     total = 0.0
     with threadpool_limits(1):
         for train in fits:
-            pipe = build_pipeline(exp.model.model_dump(), exp.resampler.model_dump(), exp.random_state, 1)
+            pipe = build_pipeline(exp.model.model_dump(), exp.resampler.model_dump(), exp.random_state, 1,
+                                  encoding=data.spec)
             start = time.perf_counter()
             pipe.fit(X.iloc[train], y[train])
             total += time.perf_counter() - start

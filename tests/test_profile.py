@@ -1,0 +1,115 @@
+"""`trilho init`'s core: profiling in chunks, and the choices it proposes (pure, no I/O)."""
+
+from __future__ import annotations
+
+import tomllib
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import average_precision_score
+
+from trilho.encoding import normalise_text
+from trilho.errors import ConfigError
+from trilho.evaluate import probability_metrics
+from trilho.experiment import Experiment
+from trilho.profile import profile_chunks, propose, render
+
+
+def _chunks(frame: pd.DataFrame, size: int):
+    for start in range(0, len(frame), size):
+        yield frame.iloc[start:start + size].reset_index(drop=True)
+
+
+def _frame(rows: int = 400, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "Patient ID": np.arange(rows) * 7 + 3,               # unique integers, id-like name
+        "ticket": [f"T-{i}" for i in rng.permutation(rows)],  # unique text
+        "height": rng.normal(170, 10, rows).round(1),
+        "visits": rng.integers(0, 40, rows),                  # integers, many values: a quantity
+        "stage": rng.integers(1, 5, rows),                    # 4 integer codes
+        "insured": rng.choice(["TRUE", "false", "True"], rows),
+        "city": rng.choice(["Lisbon", "porto", " FARO "], rows),
+        "note": [f"free text {i}" for i in rng.integers(0, 10_000, rows)],
+        "label": rng.choice(["a", "b", "c"], rows, p=[0.6, 0.3, 0.1]),
+    })
+
+
+def test_profile_is_the_same_in_one_chunk_or_many():
+    frame = _frame()
+    frame.loc[[5, 250], "height"] = np.nan
+    whole, parts = profile_chunks([frame], "label"), profile_chunks(_chunks(frame, 37), "label")
+    assert whole.rows == parts.rows == 400
+    for name, col in whole.columns.items():
+        other = parts.columns[name]
+        assert (col.nulls, col.text, col.integer, col.counts) == (other.nulls, other.text, other.integer, other.counts)
+    assert whole.unique == parts.unique
+    assert parts.columns["height"].nulls == 2
+    assert parts.unique["Patient ID"] and parts.unique["ticket"] and not parts.unique.get("stage", False)
+
+
+def test_a_repeat_across_chunks_is_seen():
+    frame = pd.DataFrame({"key": list(range(100)) + [3], "x": np.arange(101) * 1.5, "y": ["a", "b"] * 50 + ["a"]})
+    assert profile_chunks(_chunks(frame, 50), "y").unique["key"] is False
+    assert profile_chunks(_chunks(frame.head(100), 50), "y").unique["key"] is True
+
+
+def test_proposal_sorts_columns_into_roles_and_loads():
+    proposal = propose(profile_chunks(_chunks(_frame(), 64), "label"), "people", "file:people.csv", "label")
+    data = proposal.config["data"]
+    assert set(data["drop"]) == {"Patient ID", "ticket", "note"}
+    assert data["categorical"] == ["stage", "insured", "city"]
+    assert set(data["ranges"]) == {"height", "visits"}
+    assert data["labels"] == ["A", "B", "C"]
+    exp = Experiment.model_validate(tomllib.loads(render(proposal)))  # the rendered file is the proposal
+    assert exp.data.categorical == data["categorical"] and exp.cv.n_splits == 5
+    assert proposal.config["resampler"]["name"] == "smotenc"  # 0.1 vs 0.6: imbalanced, with categoricals
+
+
+def test_rare_class_lowers_the_folds_and_the_neighbours():
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"x": rng.normal(0, 1, 200), "z": rng.normal(0, 1, 200),
+                          "y": ["big"] * 196 + ["tiny"] * 4})
+    config = propose(profile_chunks([frame], "y"), "r", "file:r.csv", "y").config
+    assert config["cv"]["n_splits"] == 4
+    assert config["resampler"] == {"name": "smote", "params": {"k_neighbors": 2}}  # 3 training rows: k = 2
+    frame.loc[frame.index[-3:], "y"] = "big"
+    with pytest.raises(ConfigError, match="'TINY' has a single row"):
+        propose(profile_chunks([frame], "y"), "r", "file:r.csv", "y")
+
+
+def test_missing_values_choose_the_policy():
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame({"x": rng.normal(0, 1, 300), "y": rng.choice([0, 1], 300)})
+    frame.loc[::10, "x"] = np.nan
+    config = propose(profile_chunks([frame], "y"), "m", "file:m.csv", "y").config
+    assert config["data"]["missing"] == "native" and config["resampler"]["name"] == "none"
+    assert config["data"]["labels"] == ["0", "1"]
+
+
+def test_the_label_is_guessed_only_when_it_is_clear():
+    frame = _frame()
+    assert propose(profile_chunks([frame]), "p", "file:p.csv").config["data"]["target"] == "label"
+    with pytest.raises(ConfigError, match=r"--target.*'stage'"):
+        propose(profile_chunks([frame.drop(columns=["label"])]), "p", "file:p.csv")
+    with pytest.raises(ConfigError, match="more than 50 distinct values"):
+        propose(profile_chunks([frame]), "p", "file:p.csv", "height")
+
+
+def test_integer_codes_read_as_floats_normalise_to_the_integers():
+    assert list(normalise_text(pd.Series([2.0, np.nan, 10.0]))) == ["2", pd.NA, "10"]
+    assert list(normalise_text(pd.Series([2.5, 1.0]))) == ["2.5", "1.0"]
+
+
+def test_pr_auc_matches_scikit_learn_for_two_and_more_classes():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 300)
+    p1 = np.clip(y * 0.3 + rng.random(300) * 0.7, 0, 1).round(2)
+    proba = np.column_stack([1 - p1, p1])
+    assert probability_metrics(y, proba, np.array([0, 1]))["pr_auc"] == pytest.approx(average_precision_score(y, p1))
+    y3 = rng.integers(0, 3, 300)
+    raw = rng.random((300, 3)) + np.eye(3)[y3]
+    proba3 = raw / raw.sum(axis=1, keepdims=True)
+    expected = np.mean([average_precision_score(y3 == k, proba3[:, k]) for k in range(3)])
+    assert probability_metrics(y3, proba3, np.array([0, 1, 2]))["pr_auc"] == pytest.approx(expected)

@@ -91,7 +91,7 @@ def main() -> None:
                for way, runs in results.items()}
         for way, m in med.items():
             print(f"{way:>7}: {m['seconds']:.2f} s, peak RSS {m['peak_rss_mb']:.0f} MiB "
-                  f"(runs: {', '.join(f'{r['seconds']:.2f}' for r in results[way])})")
+                  f"(runs: {', '.join(format(r['seconds'], '.2f') for r in results[way])})")
         print(f"trilho/pandas: time {med['trilho']['seconds'] / med['pandas']['seconds']:.2f}, "
               f"peak RSS {med['trilho']['peak_rss_mb'] / med['pandas']['peak_rss_mb']:.2f}")
         print("--- the experiment file it wrote ---")

@@ -91,7 +91,7 @@ def test_missing_values_choose_the_policy():
 def test_the_label_is_guessed_only_when_it_is_clear():
     frame = _frame()
     assert propose(profile_chunks([frame]), "p", "file:p.csv").config["data"]["target"] == "label"
-    with pytest.raises(ConfigError, match=r"--target.*'stage'"):
+    with pytest.raises(ConfigError, match=r"'stage'.*--target COLUMN"):
         propose(profile_chunks([frame.drop(columns=["label"])]), "p", "file:p.csv")
     with pytest.raises(ConfigError, match="more than 50 distinct values"):
         propose(profile_chunks([frame]), "p", "file:p.csv", "height")

@@ -49,6 +49,11 @@ class Column:
     def distinct(self) -> int | None:
         return None if self.counts is None else len(self.counts)
 
+    def finish(self) -> None:
+        """Booleans written as text ("True", "false") are booleans too."""
+        if self.counts and set(self.counts) <= {"TRUE", "FALSE"}:
+            self.boolean = True
+
 
 @dataclass
 class Profile:
@@ -78,32 +83,39 @@ def iter_table(path: Path, rows: int = 200_000) -> Iterator[pd.DataFrame]:
 def _fold_column(col: Column, values: pd.Series) -> None:
     present = values.dropna()
     col.nulls += int(len(values) - len(present))
-    if pd.api.types.is_bool_dtype(values) or (present.astype("string").str.strip().str.upper()
-                                              .isin(["TRUE", "FALSE"]).all() and len(present)
-                                              and not pd.api.types.is_numeric_dtype(values)):
+    if pd.api.types.is_bool_dtype(values):
         col.boolean = True
+    found = present.value_counts() if col.counts is not None or not col.text else None
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         numbers = present.to_numpy(dtype="float64")
-    else:
-        converted = pd.to_numeric(present, errors="coerce")
+    elif not col.text:  # text that may still be numbers: each distinct value is converted once
+        distinct = found.index.to_series() if found is not None else pd.Series(pd.unique(present))
+        converted = pd.to_numeric(distinct, errors="coerce")
         if converted.isna().any():
             col.text = True
         numbers = converted.dropna().to_numpy(dtype="float64")
+    else:
+        numbers = np.empty(0)
     finite = numbers[np.isfinite(numbers)]
     if len(finite):
         col.low, col.high = min(col.low, float(finite.min())), max(col.high, float(finite.max()))
         if col.integer and not np.all(finite == np.round(finite)):
             col.integer = False
-    if col.counts is not None:
-        for key, n in normalise_text(present).value_counts().items():
-            col.counts[str(key)] = col.counts.get(str(key), 0) + int(n)
-        if len(col.counts) > CAP:
+    if col.counts is not None:  # counted on the raw values; only the few distinct ones are spelled out
+        if len(found) > 2 * CAP:
             col.counts = None
+        else:
+            for key, n in zip(normalise_text(pd.Series(found.index, dtype=present.dtype)), found.to_numpy(), strict=True):
+                col.counts[str(key)] = col.counts.get(str(key), 0) + int(n)
+            if len(col.counts) > CAP:
+                col.counts = None
     if col.hashes is not None:  # identifiers are whole numbers or text; a float measurement is not one
         if (not col.text and not col.integer) or present.duplicated().any():
             col.hashes = None
         else:
-            col.hashes.append(pd.util.hash_array(normalise_text(present).to_numpy(dtype=object)))
+            numeric = pd.api.types.is_numeric_dtype(present) and not pd.api.types.is_bool_dtype(present)
+            keys = present.to_numpy(dtype="float64") if numeric else normalise_text(present).to_numpy(dtype=object)
+            col.hashes.append(pd.util.hash_array(keys))
 
 
 def profile_chunks(chunks: Iterable[pd.DataFrame], target: str | None = None) -> Profile:
@@ -129,6 +141,7 @@ def profile_chunks(chunks: Iterable[pd.DataFrame], target: str | None = None) ->
         raise DataValidationError("the data has no rows")
     unique = {}
     for name, col in columns.items():
+        col.finish()
         if col.hashes is not None:
             found = np.concatenate(col.hashes) if col.hashes else np.empty(0, np.uint64)
             unique[name] = bool(len(np.unique(found)) == len(found) and col.nulls == 0)

@@ -29,11 +29,14 @@ class TableEncoder(TransformerMixin, BaseEstimator):
     def fit(self, X: pd.DataFrame, y: Any = None) -> TableEncoder:
         spec = copy.deepcopy(self.spec)
         fill: dict[str, float] = {}
+        filled = spec.get("missing") in {"impute", "drop"}  # "drop" fills at prediction time only
         for col in spec["features"]:
             mapping = spec["categorical"].get(col, False)
             if mapping is None:  # learned from this fold: sorted, so the codes do not depend on row order
                 seen = normalise_text(X[col]).dropna().unique()
                 mapping = spec["categorical"][col] = {str(v): i for i, v in enumerate(sorted(seen))}
+            if not filled:  # "reject" refuses a gap, "native" hands it to the model
+                continue
             if mapping is False:
                 values = pd.to_numeric(X[col], errors="coerce").astype("float64").replace([np.inf, -np.inf], np.nan)
                 centre = values.median()

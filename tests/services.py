@@ -5,6 +5,7 @@ Each helper starts a real process and waits for it with a deadline; nothing here
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -68,6 +69,24 @@ def _stop(proc: subprocess.Popen | None) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
+
+
+@contextlib.contextmanager
+def model_server(model_uri: str, env: dict[str, str], log: Path):
+    """``mlflow models serve`` of a model on a free port of 127.0.0.1; yields its URL once /ping answers."""
+    port = free_port()
+    # mlflow execs uvicorn by name: the environment's bin folder must be on PATH, as in an activated venv
+    path = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", os.environ.get("PATH", ""))])
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager",
+                                 "local", "--host", "127.0.0.1", "--port", str(port)], env={**env, "PATH": path},
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait(lambda: requests.get(url + "/ping", timeout=1).status_code == 200, "mlflow models serve", proc, log, 120)
+        yield url
+    finally:
+        _stop(proc)
 
 
 def weed_binary() -> str | None:

@@ -19,7 +19,7 @@ from trilho.predict import predict_batch
 from trilho.storage import LocalLake
 
 from .conftest import FAST
-from .services import _stop, _wait, free_port
+from .services import model_server
 
 CHAMPION = "models:/diabetes-xgboost@champion"
 
@@ -122,18 +122,8 @@ def test_loading_refuses_an_untrusted_payload(settings, trained, workdir):
 
 
 def test_online_serving_answers_invocations(settings, trained, small_csv, workdir):
-    port = free_port()
-    # mlflow execs uvicorn by name: the environment's bin folder must be on PATH, as in an activated venv
-    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
-    env = {**os.environ, "MLFLOW_TRACKING_URI": settings.tracking_uri, "PATH": path}
-    log = workdir / "serve.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", CHAMPION, "--env-manager",
-                                 "local", "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait(lambda: requests.get(url + "/ping", timeout=1).status_code == 200, "mlflow models serve", proc, log, 120)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": settings.tracking_uri}
+    with model_server(CHAMPION, env, workdir / "serve.log") as url:
         rows = pd.read_csv(small_csv).drop(columns=["CLASS", "ID", "No_Pation"]).head(5)
         body = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
         answer = requests.post(url + "/invocations", json=body, timeout=30)
@@ -144,5 +134,3 @@ def test_online_serving_answers_invocations(settings, trained, small_csv, workdi
         bad = {"dataframe_split": json.loads(rows.drop(columns=["HbA1c"]).to_json(orient="split", index=False))}
         refused = requests.post(url + "/invocations", json=bad, timeout=30)
         assert refused.status_code == 400 and "HbA1c" in refused.text
-    finally:
-        _stop(proc)

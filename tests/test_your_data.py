@@ -25,7 +25,7 @@ from trilho.storage import LocalLake
 from trilho.validate import raise_for_errors, validate
 
 from . import corpus
-from .services import _stop, _wait, free_port
+from .services import model_server
 
 CLI = [sys.executable, "-m", "trilho"]
 
@@ -58,15 +58,7 @@ def _prediction_rows(path, target: str, drop: list[str], unseen: str | None, cat
 
 
 def _serve(model_uri: str, env: dict, workdir, rows: pd.DataFrame, classes: list[str]) -> None:
-    port = free_port()
-    log = workdir / "serve.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager",
-                                 "local", "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait(lambda: requests.get(url + "/ping", timeout=1).status_code == 200, "mlflow models serve", proc, log, 120)
+    with model_server(model_uri, env, workdir / "serve.log") as url:
         body = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
         answer = requests.post(url + "/invocations", json=body, timeout=30)
         assert answer.status_code == 200, answer.text
@@ -74,8 +66,6 @@ def _serve(model_uri: str, env: dict, workdir, rows: pd.DataFrame, classes: list
         assert len(predictions) == len(rows)
         assert all(p["prediction"] in classes for p in predictions)
         assert all(abs(sum(p[f"proba_{c}"] for c in classes) - 1) < 1e-6 for p in predictions)
-    finally:
-        _stop(proc)
 
 
 @pytest.mark.slow
@@ -212,3 +202,38 @@ def test_every_family_is_logged_without_pickle_and_predicts_missing_and_unseen(m
     assert manifest["rows"] == 6 and manifest["unseen_categories"] == {unseen: 1}
     out = pq.read_table(LocalLake(workdir / "lake").root / manifest["key"]).to_pandas()
     assert set(out["prediction"]) <= {"NO", "YES"} and out[["proba_NO", "proba_YES"]].notna().all().all()
+
+
+class Smuggled:
+    """A type no trusted package defines: a skops file holding it must not be built."""
+
+    built = False
+
+    def __setstate__(self, state):
+        Smuggled.built = True
+        self.__dict__.update(state)
+
+
+def test_a_skops_model_holding_an_untrusted_type_is_refused(workdir):
+    import skops.io
+
+    from trilho.tracking import _servable
+
+    path = workdir / "classifier.skops"
+    skops.io.dump({"model": Smuggled()}, path)
+    servable = _servable()
+    with pytest.raises(ValueError, match=r"outside the trusted packages .*Smuggled"):
+        servable.load_classifier({"format": "skops"}, str(path))
+    assert not Smuggled.built
+
+
+def test_compare_takes_the_same_names_and_checks_them():
+    from trilho.compare import parse_candidates
+
+    exp = load_experiment("diabetes")
+    found = parse_candidates(["xgboost+smote", "extra_trees+none", "hist_gradient_boosting+random_over"], exp)
+    assert [c["label"] for c in found] == ["xgboost+smote", "extra_trees+none", "hist_gradient_boosting+random_over"]
+    with pytest.raises(ConfigError, match=r"candidate 'xgbost\+smote': model 'xgbost' is unknown"):
+        parse_candidates(["xgboost+smote", "xgbost+smote"], exp)
+    with pytest.raises(ConfigError, match=r"candidate 'sklearn.linear_model.RidgeClassifier\+none'.*predict_proba"):
+        parse_candidates(["xgboost+smote", "sklearn.linear_model.RidgeClassifier+none"], exp)

@@ -66,15 +66,56 @@ def test_register_gate_and_promote_by_hand(settings, small_csv, workdir):
     assert rows[0]["aliases"] == ["challenger", "champion"] and rows[0]["decision"] == "promoted by hand"
 
 
-def test_champion_on_other_data_is_re_evaluated_on_the_challengers_folds(settings, small_csv, workdir):
-    from trilho.synthetic import diabetes
-
+def test_same_data_on_other_folds_re_evaluates_the_champion(settings, small_csv, workdir):
     run_experiment(_exp(small_csv), settings)
-    other = workdir / "other.csv"
-    diabetes(rows=300, seed=11).to_csv(other, index=False)
-    again = run_experiment(_exp(other), settings).summary["registry"]
+    again = run_experiment(_exp(small_csv, "cv.first_seed=7"), settings).summary["registry"]
     assert again["basis"] == "champion re-evaluated on the challenger's folds"
     assert again["comparison"]["mean_diff"] == pytest.approx(0.0, abs=1e-12) and again["promote"]
+
+
+def test_other_data_is_not_refitted_and_flipped_labels_are_not_promoted(settings, small_csv, workdir):
+    import pandas as pd
+
+    from trilho.synthetic import diabetes
+
+    first = run_experiment(_exp(small_csv), settings).summary["registry"]
+    assert first["promote"]
+    fresh = workdir / "fresh.csv"  # a new sample of the same population: comparable, promoted
+    diabetes(rows=300, seed=11).to_csv(fresh, index=False)
+    second = run_experiment(_exp(fresh), settings).summary["registry"]
+    assert second["basis"] == "other data: estimates and drift"
+    assert second["drift"] is not None and not second["drift"]["drifted"], second["reason"]
+    assert second["promote"], second["reason"]
+
+    flipped = workdir / "flipped.csv"  # the champion's data with 3% of the labels changed
+    frame = pd.read_csv(fresh)
+    rows = np.random.default_rng(0).choice(len(frame), 9, replace=False)
+    swap = {"N": "Y", "Y": "P", "P": "N"}
+    frame.loc[rows, "CLASS"] = frame.loc[rows, "CLASS"].str.strip().map(swap)
+    frame.to_csv(flipped, index=False)
+    third = run_experiment(_exp(flipped), settings).summary["registry"]
+    assert not third["promote"] and third["aliases"] == ["challenger"]
+    assert third["drift"]["relabelled_rows"] == 9 and "changed label" in third["reason"]
+    assert "trilho promote" in third["reason"]
+    client = MlflowClient(settings.tracking_uri)
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == second["version"]
+
+
+def test_gate_on_other_data_from_estimates():
+    from trilho.registry import decide_on_changed_data
+
+    rng = np.random.default_rng(1)
+    champion = {"mean": 0.95, "low": 0.93, "high": 0.97}
+    kwargs = dict(metric="f1_macro", margin=0.01, test_fraction=0.2, champion_version="3")
+    close = decide_on_changed_data(0.94 + rng.normal(0, 0.01, 50), champion, {"drifted": False, "reasons": []}, **kwargs)
+    assert close.promote and "no significant drop" in close.reason
+    drop = decide_on_changed_data(0.80 + rng.normal(0, 0.01, 50), champion, {"drifted": False, "reasons": []}, **kwargs)
+    assert not drop.promote and "a significant drop" in drop.reason
+    drifted = decide_on_changed_data(0.95 + rng.normal(0, 0.01, 50), champion,
+                                     {"drifted": True, "reasons": ["label shares moved"]}, **kwargs)
+    assert not drifted.promote and "label shares moved" in drifted.reason
+    unknown = decide_on_changed_data(0.95 + rng.normal(0, 0.01, 50), champion, None, **kwargs)
+    assert unknown.promote and "drift was not measured" in unknown.reason
 
 
 def test_registry_off_registers_nothing(settings, small_csv):

@@ -319,7 +319,7 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
             if exp.registry.model_name and exp.tracking.log_model:  # needs no figure: while they are drawn
                 with tracker.timed("register and gate the model"):
                     reg = summary["registry"] = _register(exp, settings, summary, cv, (X, y, groups, data.spec),
-                                                          run_id, cores)
+                                                          run_id, cores, lake, data.curated())
                     tracker.client.set_tag(run_id, "trilho.registry",
                                            f"{reg['name']} v{reg['version']}: {reg['reason']}")
                 lake.put_bytes(reports_prefix + "promotion.json", json.dumps(reg, indent=2).encode(), overwrite=True)
@@ -349,8 +349,9 @@ def cv_key(exp: Experiment, data_sha256: str) -> dict[str, str]:
 
 
 def _register(exp: Experiment, settings: Settings, summary: dict, cv: evaluate.CVResult,
-              folds_data: tuple[pd.DataFrame, Any, Any, dict], run_id: str, cores: int) -> dict[str, Any]:
-    from trilho import registry
+              folds_data: tuple[pd.DataFrame, Any, Any, dict], run_id: str, cores: int,
+              lake: Lake, curated: pd.DataFrame) -> dict[str, Any]:
+    from trilho import drift, registry
 
     metric = exp.registry.primary_metric
 
@@ -363,11 +364,23 @@ def _register(exp: Experiment, settings: Settings, summary: dict, cv: evaluate.C
             random_state=champion.random_state, n_splits=exp.cv.n_splits, seeds=exp.cv.seeds, n_jobs=cores,
             groups=groups, encoding={**spec, "missing": champion.data.missing}).scores(metric)
 
+    def drift_report(champion_run) -> dict[str, Any] | None:  # the champion's curated data, from this lake
+        import mlflow
+
+        tags = champion_run.data.tags
+        key = f"curated/{tags.get('trilho.experiment', '')}/{tags.get('trilho.data_sha256', '')}/data.parquet"
+        if not lake.exists(key):
+            log.warning("champion's data %s is not in lake %s: drift not measured", key, lake.uri)
+            return None
+        config = json.loads(mlflow.artifacts.load_text(f"runs:/{champion_run.info.run_id}/config.json"))
+        old = pd.read_parquet(io.BytesIO(lake.get_bytes(key)))
+        return drift.compare_data(old, curated, Experiment.model_validate(config).data.classes, exp.data.classes)
+
     return registry.register_and_gate(
         tracking_uri=settings.tracking_uri, name=exp.registry.model_name, model_uri=summary["model_uri"],
         run_id=run_id, fold_scores=cv.scores(metric), cv_key=cv_key(exp, summary["data"]["sha256"]), metric=metric,
         margin=exp.registry.margin, test_fraction=1.0 / exp.cv.n_splits, level=exp.registry.level,
-        reevaluate=reevaluate)
+        reevaluate=reevaluate, drift_report=drift_report)
 
 
 def _copy_to_lake(lake: Lake, folder: Path, prefix: str) -> None:

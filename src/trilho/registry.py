@@ -1,10 +1,12 @@
 """The model registry: every good run's model becomes the ``challenger``; a gate decides ``champion``.
 
-The gate compares the challenger with the current champion on the same folds of the same data:
-the champion's fold scores are read back from its run when its data digest and CV scheme match,
-otherwise the champion's configuration is re-evaluated on the challenger's folds. The challenger
-is promoted when the lower end of the corrected paired t interval for (challenger - champion) on
-the primary metric is above -margin (non-inferiority). A first model with no champion is
+On the same data the gate compares the challenger with the current champion on the same folds:
+the champion's fold scores are read back from its run when its CV scheme matches too, otherwise
+the champion's configuration is re-evaluated on the challenger's folds; the challenger is promoted
+when the lower end of the corrected paired t interval for (challenger - champion) on the primary
+metric is above -margin (non-inferiority). On other data nothing is re-fitted: the challenger's
+estimate and interval are set against the champion's logged ones, beside a drift report between
+the two data sets (``trilho.drift``); a significant drop or drift keeps it challenger. A first model with no champion is
 promoted. Each decision, its figures and its reason are tags on the model version and a JSON
 report in the lake.
 """
@@ -39,6 +41,7 @@ class GateDecision:
     champion_mean: float | None = None
     comparison: dict[str, float] = field(default_factory=dict)
     basis: str = "first model"
+    drift: dict[str, Any] | None = None  # the data drift report, when the data differ from the champion's
 
     def tags(self) -> dict[str, str]:
         out = {"trilho.gate.decision": "promoted" if self.promote else "kept challenger",
@@ -46,6 +49,8 @@ class GateDecision:
                "trilho.gate.margin": f"{self.margin:g}", "trilho.gate.basis": self.basis}
         if self.champion_version:
             out["trilho.gate.against_version"] = self.champion_version
+        if self.drift is not None:
+            out["trilho.gate.drift"] = "; ".join(self.drift.get("reasons", [])) or "none above the thresholds"
         out.update({f"trilho.gate.{k}": f"{v:.6g}" for k, v in self.comparison.items()})
         return out
 
@@ -66,6 +71,50 @@ def decide(challenger: np.ndarray, champion: np.ndarray | None, *, metric: str, 
               f"p = {test['p_value']:.3g}; {verdict} than the champion by more than the margin {margin:g}")
     return GateDecision(promote, reason, metric, margin, float(challenger.mean()), champion_version,
                         float(np.mean(champion)), test, basis)
+
+
+def decide_on_changed_data(challenger: np.ndarray, champion: dict[str, float], drift: dict[str, Any] | None, *,
+                           metric: str, margin: float, test_fraction: float, level: float = 0.95,
+                           champion_version: str | None = None) -> GateDecision:
+    """Pure: the gate's decision when the challenger was evaluated on other data than the champion.
+
+    Fold scores on two data sets do not pair, and re-fitting the champion's procedure on the new
+    data would only measure the same procedure twice. So the challenger's own estimate and
+    interval are set against the champion's logged ones (``mean``, ``low``, ``high``): a
+    challenger whose whole interval lies more than ``margin`` below the champion's estimate is a
+    significant drop. Either that or a drifted data set (``trilho.drift``) keeps it out of
+    champion until a person promotes it with a reason.
+    """
+    scores = np.asarray(challenger, dtype="float64")
+    from trilho.evaluate import METRIC_RANGE
+
+    low, high = stats.corrected_t_interval(scores, test_fraction, level)
+    bounds = METRIC_RANGE.get(metric, (-np.inf, np.inf))  # as the run's own summary clips it
+    low, high, mean = max(low, bounds[0]), min(high, bounds[1]), float(scores.mean())
+    drop = high < champion["mean"] - margin
+    drifted = bool(drift and drift.get("drifted"))
+    findings = [f"{metric}: challenger {mean:.4f} [{low:.4f}, {high:.4f}] on its data, champion v{champion_version} "
+                f"{champion['mean']:.4f} [{champion.get('low', float('nan')):.4f}, {champion.get('high', float('nan')):.4f}] "
+                f"on its own: " + ("a significant drop" if drop else f"no significant drop beyond the margin {margin:g}")]
+    if drift is None:
+        findings.append("the champion's data are not in this lake, so drift was not measured")
+    else:
+        findings.append("data drift: " + ("; ".join(drift["reasons"]) if drifted else "none above the thresholds"))
+    promote = not drop and not drifted
+    if not promote:
+        findings.append("kept as challenger: promote it by hand with `trilho promote VERSION -r REASON` if intended")
+    comparison = {"challenger_low": low, "challenger_high": high, "champion_low": champion.get("low", float("nan")),
+                  "champion_high": champion.get("high", float("nan"))}
+    return GateDecision(promote, "data changed; " + "; ".join(findings), metric, margin, mean, champion_version,
+                        champion["mean"], comparison, "other data: estimates and drift", drift)
+
+
+def _logged_estimate(run, metric: str) -> dict[str, float] | None:
+    found = run.data.metrics
+    if f"{metric}_mean" not in found:
+        return None
+    return {"mean": found[f"{metric}_mean"], "low": found.get(f"{metric}_ci_low", float("nan")),
+            "high": found.get(f"{metric}_ci_high", float("nan"))}
 
 
 def _client(tracking_uri: str):
@@ -96,11 +145,14 @@ def _same_folds(champion_run, cv_key: dict[str, str]) -> bool:
 
 def register_and_gate(*, tracking_uri: str, name: str, model_uri: str, run_id: str, fold_scores: np.ndarray,
                       cv_key: dict[str, str], metric: str, margin: float, test_fraction: float,
-                      level: float = 0.95, reevaluate=None) -> dict[str, Any]:
+                      level: float = 0.95, reevaluate=None, drift_report=None) -> dict[str, Any]:
     """Register the run's model, make it the challenger, and run the promotion gate.
 
-    ``cv_key`` holds the data digest and the CV params that fix the folds; ``reevaluate(config)``
-    returns the champion configuration's fold scores on the challenger's folds when they differ.
+    ``cv_key`` holds the data digest and the CV params that fix the folds. On the same data and
+    folds the champion's logged fold scores pair with the challenger's; on the same data with
+    other folds ``reevaluate(config)`` gives the champion configuration's scores on the
+    challenger's folds; on other data ``drift_report(champion_run)`` (a ``trilho.drift`` report,
+    or None when the champion's data cannot be read) informs ``decide_on_changed_data``.
     """
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -112,7 +164,15 @@ def register_and_gate(*, tracking_uri: str, name: str, model_uri: str, run_id: s
             decision = decide(fold_scores, None, metric=metric, margin=margin, test_fraction=test_fraction, level=level)
         else:
             champion_run = client.get_run(current.run_id)
-            if _same_folds(champion_run, cv_key):
+            same_data = champion_run.data.tags.get("trilho.data_sha256") == cv_key["data_sha256"]
+            logged = _logged_estimate(champion_run, metric)
+            if not same_data and logged is not None:
+                drift = drift_report(champion_run) if drift_report else None
+                decision = decide_on_changed_data(fold_scores, logged, drift, metric=metric, margin=margin,
+                                                  test_fraction=test_fraction, level=level,
+                                                  champion_version=str(current.version))
+                champion_scores = None
+            elif _same_folds(champion_run, cv_key):
                 champion_scores, basis = _fold_scores(client, current.run_id, metric), "same folds, logged scores"
             elif reevaluate is not None:
                 config = json.loads(mlflow.artifacts.load_text(f"runs:/{current.run_id}/config.json"))
@@ -120,12 +180,13 @@ def register_and_gate(*, tracking_uri: str, name: str, model_uri: str, run_id: s
             else:
                 raise TrackingError(f"champion v{current.version} of {name!r} was evaluated on other folds "
                                     "and cannot be re-evaluated here")
-            if len(champion_scores) != len(fold_scores):
-                raise TrackingError(f"champion v{current.version} has {len(champion_scores)} fold scores for "
-                                    f"{metric!r}, the challenger {len(fold_scores)}")
-            decision = decide(fold_scores, champion_scores, metric=metric, margin=margin,
-                              test_fraction=test_fraction, level=level, champion_version=str(current.version),
-                              basis=basis)
+            if champion_scores is not None:
+                if len(champion_scores) != len(fold_scores):
+                    raise TrackingError(f"champion v{current.version} has {len(champion_scores)} fold scores for "
+                                        f"{metric!r}, the challenger {len(fold_scores)}")
+                decision = decide(fold_scores, champion_scores, metric=metric, margin=margin,
+                                  test_fraction=test_fraction, level=level, champion_version=str(current.version),
+                                  basis=basis)
         version = mlflow.register_model(model_uri, name, await_registration_for=0,
                                         tags={"trilho.run_id": run_id, **decision.tags()}).version
         client.set_registered_model_alias(name, CHALLENGER, version)

@@ -193,3 +193,56 @@ def test_manifest_rows_match_pandas_on_the_real_files(settings, name):
     path = shared_file("data", name)
     done = ingest(f"file:{path}", open_lake(settings), settings, "diabetes")
     assert done.manifest["rows"] == len(read_table(path)) == 1000
+
+
+_PEAK = r"""
+import sys
+from trilho import load_settings
+from trilho.ingest import ingest
+from trilho.storage import LocalLake
+try:
+    ingest(sys.argv[1], LocalLake(sys.argv[2]), load_settings(env_file=None, lake=sys.argv[2]), "big")
+    outcome = "written"
+except Exception as exc:
+    outcome = f"{type(exc).__name__}: {exc}"
+peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")) // 1024
+print(f"{peak}\t{outcome}")
+"""
+
+
+def _ingest_in_child(source: str, lake, env: dict | None = None) -> tuple[float, int, str]:
+    import os
+    import subprocess
+    import sys
+
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", _PEAK, source, str(lake)], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, **(env or {})}, check=True)
+    peak, outcome = done.stdout.strip().splitlines()[-1].split("\t", 1)
+    return time.perf_counter() - start, int(peak), outcome
+
+
+def test_fault_13_a_huge_file_source_is_refused_at_once(tmp_path):
+    big = tmp_path / "big.csv"
+    with open(big, "wb") as fh:
+        fh.truncate(20 * 1024**3)  # 20 GiB, sparse: no line break anywhere
+    seconds, peak_mb, outcome = _ingest_in_child(f"file:{big}", tmp_path / "lake")
+    assert outcome.startswith("SourceError") and "over TRILHO_MAX_SOURCE_BYTES" in outcome, outcome
+    # the child's whole life (interpreter, imports) within the goal; the refusal itself reads nothing
+    assert seconds <= 10 and peak_mb <= 300, (seconds, peak_mb)
+    assert not (tmp_path / "lake" / "raw").exists()
+
+
+def test_the_size_limit_holds_for_file_sources(tmp_path):
+    path = tmp_path / "medium.csv"
+    path.write_text("a,b\n" + "1,2\n" * 8_000_000)  # 32 MB
+    _, _, outcome = _ingest_in_child(f"file:{path}", tmp_path / "lake", {"TRILHO_MAX_SOURCE_BYTES": "1000000"})
+    assert outcome.startswith("SourceError") and "32,000,004 bytes, over TRILHO_MAX_SOURCE_BYTES=1,000,000" in outcome
+
+
+def test_a_file_with_no_line_break_is_refused_without_reading_it_whole(tmp_path):
+    path = tmp_path / "one-line.csv"
+    path.write_bytes(b"x" * (200 << 20))  # 200 MiB, one "line"
+    seconds, peak_mb, outcome = _ingest_in_child(f"file:{path}", tmp_path / "lake")
+    assert outcome.startswith("DataValidationError") and "no line break in its first" in outcome, outcome
+    assert "one-line.csv" in outcome and peak_mb <= 300, peak_mb

@@ -54,7 +54,7 @@ def is_parquet(path: str | Path) -> bool:
         return fh.read(4) == b"PAR1"
 
 
-def read_table(path: str | Path, nrows: int | None = None) -> pd.DataFrame:
+def read_table(path: str | Path, nrows: int | None = None, name: str | None = None) -> pd.DataFrame:
     """Read a CSV (LF, CRLF or CR-only line endings, optional UTF-8 BOM) or a Parquet file into a frame."""
     if is_parquet(path):
         import pyarrow.parquet as pq
@@ -66,7 +66,7 @@ def read_table(path: str | Path, nrows: int | None = None) -> pd.DataFrame:
             return next(source.iter_batches(batch_size=nrows), None).to_pandas() if source.metadata.num_rows else \
                 source.schema_arrow.empty_table().to_pandas()
         except Exception as exc:  # pyarrow raises several kinds for a damaged file
-            raise DataValidationError(f"{Path(path).name!r} is not a readable Parquet file: {exc}") from None
+            raise DataValidationError(f"{name or Path(path).name!r} is not a readable Parquet file: {exc}") from None
     try:
         with warnings.catch_warnings():
             # index_col=False: a row longer than the header is an error, never a silent index
@@ -74,11 +74,44 @@ def read_table(path: str | Path, nrows: int | None = None) -> pd.DataFrame:
             # the C engine accepts CR-only files; the python engine would not
             return pd.read_csv(path, engine="c", encoding="utf-8-sig", index_col=False, nrows=nrows)
     except pd.errors.ParserWarning as exc:
-        raise DataValidationError(f"{Path(path).name!r} is not a readable CSV: rows are longer than the header ({exc})") from None
+        raise DataValidationError(f"{name or Path(path).name!r} is not a readable CSV: rows are longer than the header ({exc})") from None
     except pd.errors.EmptyDataError:
-        raise DataValidationError(f"{Path(path).name!r} is empty: no columns to parse") from None
+        raise DataValidationError(f"{name or Path(path).name!r} is empty: no columns to parse") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataValidationError(f"{Path(path).name!r} is not a readable CSV: {exc}") from exc
+        raise DataValidationError(f"{name or Path(path).name!r} is not a readable CSV: {exc}") from exc
+
+
+HEAD_BYTES = 8 << 20  # the head check reads at most this much of a file
+
+
+def check_size(path: Path, source: str, limit: int) -> int:
+    """The file's size, or a SourceError when it is over the limit (before a byte of it is read)."""
+    size = path.stat().st_size
+    if size > limit:
+        raise SourceError(f"source {source!r} is {size:,} bytes, over TRILHO_MAX_SOURCE_BYTES={limit:,}; "
+                          "raise the limit if the file is meant to be this large")
+    return size
+
+
+def read_head(path: str | Path, rows: int = 1000, max_bytes: int = HEAD_BYTES) -> pd.DataFrame:
+    """Parse the first ``rows`` rows of a CSV (or a Parquet file's first batch) from at most
+    ``max_bytes`` of it: a file with no line break in that much is refused, never read whole."""
+    if is_parquet(path):
+        return read_table(path, nrows=rows)
+    with open(path, "rb") as fh:
+        block = fh.read(max_bytes)
+        more = bool(fh.read(1))
+    if more:
+        end = max(block.rfind(b"\n"), block.rfind(b"\r"))
+        if end < 0:
+            raise DataValidationError(f"{Path(path).name!r} has no line break in its first {max_bytes:,} bytes: "
+                                      "not a CSV (a row that long is not table data)")
+        block = block[:end + 1]
+    with tempfile.NamedTemporaryFile(suffix=".csv") as head:
+        head.write(block)
+        head.flush()
+        frame = read_table(head.name, nrows=rows, name=Path(path).name)
+    return frame
 
 
 def scan_file(path: str | Path, chunk: int = 1 << 22) -> tuple[str, int, int]:
@@ -195,6 +228,7 @@ def ingest(source: str, lake: Lake, settings: Settings, dataset: str,
     """Fetch ``source`` and store it under ``raw/<dataset>/<sha256>/``; skip bytes already there."""
     with tempfile.TemporaryDirectory(prefix="trilho-fetch-") as tmp:
         fetched = fetch(source, settings, Path(tmp))
+        check_size(fetched.path, source, settings.max_source_bytes)  # every kind of source, before reading it
         digest, size, lines = scan_file(fetched.path)
         if expected_sha256 and digest != expected_sha256:
             raise SourceError(f"source {source!r} has sha256 {digest}, expected {expected_sha256} "
@@ -206,7 +240,7 @@ def ingest(source: str, lake: Lake, settings: Settings, dataset: str,
             log.info("raw %s already in the lake (sha256 %s): skipped", manifest["key"], digest)
             return Ingested(manifest["key"], manifest_key, manifest, skipped=True)
         # refuse what cannot be parsed before it reaches raw/, reading only its head (memory stays flat)
-        head = read_table(fetched.path, nrows=1000)
+        head = read_head(fetched.path)
         if is_parquet(fetched.path):  # rows from the file's own metadata, not its line breaks
             import pyarrow.parquet as pq
 

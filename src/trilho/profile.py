@@ -22,7 +22,7 @@ import pandas as pd
 
 from trilho.encoding import normalise_text
 from trilho.errors import ConfigError, DataValidationError
-from trilho.ingest import is_parquet
+from trilho.ingest import check_size, is_parquet, read_head
 
 __all__ = ["Profile", "Proposal", "iter_table", "profile_chunks", "propose", "render"]
 
@@ -386,5 +386,7 @@ def init_experiment(data: str, settings: Any, target: str | None = None, name: s
                                   f"{lake.uri}")
             path = lake.download(key, Path(tmp) / Path(key).name)
             data = lake.url(key)
+        check_size(path, data, settings.max_source_bytes)
+        read_head(path)  # a file that is not a table is refused before it is read whole
         profile = profile_chunks(iter_table(path), target)
     return propose(profile, name or _name_from(data), data, target)

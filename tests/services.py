@@ -221,10 +221,13 @@ class MlflowServer:
 
 
 class FaultProxy:
-    """A TCP relay to ``target`` that can cut every connection once N request bytes have passed."""
+    """A TCP relay to ``target`` that can cut every connection once N request bytes have passed,
+    or change bytes in transit (``rewrite=(old, new)``, same length, in what clients send)."""
 
-    def __init__(self, target_port: int, cut_after_bytes: int | None = None) -> None:
-        self.target_port, self.cut_after = target_port, cut_after_bytes
+    def __init__(self, target_port: int, cut_after_bytes: int | None = None,
+                 rewrite: tuple[bytes, bytes] | None = None) -> None:
+        self.target_port, self.cut_after, self.rewrite = target_port, cut_after_bytes, rewrite
+        self.rewritten = 0
         self.sent = 0
         self.cut = threading.Event()
         self._server = socket.socket()
@@ -265,6 +268,9 @@ class FaultProxy:
                     if over:
                         self.cut_all()
                         return
+                    if self.rewrite and self.rewrite[0] in data:
+                        data = data.replace(*self.rewrite)
+                        self.rewritten += 1
                 dst.sendall(data)
         except OSError:
             pass

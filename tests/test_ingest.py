@@ -246,3 +246,20 @@ def test_a_file_with_no_line_break_is_refused_without_reading_it_whole(tmp_path)
     seconds, peak_mb, outcome = _ingest_in_child(f"file:{path}", tmp_path / "lake")
     assert outcome.startswith("DataValidationError") and "no line break in its first" in outcome, outcome
     assert "one-line.csv" in outcome and peak_mb <= 300, peak_mb
+
+
+def test_fault_20_a_changed_raw_object_or_curated_table_is_rebuilt_not_used(settings, small_experiment):
+    from trilho.pipeline import load_clean
+
+    lake = LocalLake(settings.lake)
+    ingested, _, report, data = load_clean(small_experiment, settings, lake)
+    raw_path = lake.root / ingested.key
+    raw_path.write_bytes(raw_path.read_bytes().replace(b"\n", b"\n9,", 1))  # the store changed it
+    again = ingest(small_experiment.source.uri, lake, settings, small_experiment.name)
+    assert not again.skipped and lake.digest(again.key)[0] == ingested.manifest["sha256"]
+
+    curated = lake.root / report["curated_key"]
+    curated.write_bytes(b"not parquet at all")
+    _, _, _, rebuilt = load_clean(small_experiment, settings, lake)
+    pd.testing.assert_frame_equal(pd.read_parquet(curated), rebuilt.curated(), check_dtype=False)
+    assert lake.get_bytes(report["curated_key"] + ".sha256").decode() == hashlib.sha256(curated.read_bytes()).hexdigest()

@@ -239,3 +239,39 @@ def test_trilho_server_brings_up_mlflow_with_proxied_artifacts(workdir):
         from .services import _stop
 
         _stop(proc)
+
+
+def test_fault_7_a_byte_changed_in_transit_is_never_reported_as_written(workdir, seaweed, tmp_path):
+    from trilho.ingest import ingest
+
+    csv = tmp_path / "rows.csv"
+    csv.write_text("a,b,label\n" + "".join(f"{i},{i * 2},MARKERX{i % 2}\n" for i in range(1000)))
+    direct = live_settings(workdir, seaweed.endpoint, "sqlite:///x.db")
+    open_lake(direct)
+    proxy = FaultProxy(seaweed.port, rewrite=(b"MARKERX1\n1", b"MARKERY1\n1"))
+    try:
+        lake = open_lake(direct.model_copy(update={"s3_endpoint_url": proxy.endpoint}))
+        with pytest.raises(StorageError, match="did not round-trip.*deleted, nothing is recorded"):
+            ingest(f"file:{csv}", lake, direct, "rows")
+        assert proxy.rewritten == 1
+    finally:
+        proxy.close()
+    lake = open_lake(direct)
+    assert lake.list("raw/rows/") == []  # neither the changed object nor a manifest
+    done = ingest(f"file:{csv}", lake, direct, "rows")  # the next ingest writes it whole
+    assert not done.skipped and lake.digest(done.key) == (hashlib.sha256(csv.read_bytes()).hexdigest(),
+                                                          csv.stat().st_size)
+
+
+def test_a_lake_whose_raw_object_went_missing_or_changed_is_repaired(workdir, seaweed, tmp_path):
+    from trilho.ingest import ingest
+
+    csv = tmp_path / "rows.csv"
+    csv.write_text("a,b\n" + "".join(f"{i},{i}\n" for i in range(100)))
+    settings = live_settings(workdir, seaweed.endpoint, "sqlite:///x.db")
+    lake = open_lake(settings)
+    first = ingest(f"file:{csv}", lake, settings, "rows")
+    lake.delete(first.key)  # the object is gone, its manifest kept
+    again = ingest(f"file:{csv}", lake, settings, "rows")
+    assert not again.skipped and lake.digest(first.key)[0] == first.manifest["sha256"]
+    assert ingest(f"file:{csv}", lake, settings, "rows").skipped

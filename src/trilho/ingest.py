@@ -237,8 +237,15 @@ def ingest(source: str, lake: Lake, settings: Settings, dataset: str,
         key, manifest_key = f"{base}/{fetched.file_name}", f"{base}/manifest.json"
         if lake.exists(manifest_key):
             manifest = json.loads(lake.get_bytes(manifest_key))
-            log.info("raw %s already in the lake (sha256 %s): skipped", manifest["key"], digest)
-            return Ingested(manifest["key"], manifest_key, manifest, skipped=True)
+            held = lake.digest(manifest["key"], read=False)
+            if held == (digest, size):
+                log.info("raw %s already in the lake (sha256 %s): skipped", manifest["key"], digest)
+                return Ingested(manifest["key"], manifest_key, manifest, skipped=True)
+            # the manifest promises bytes the lake does not hold: repair, never skip
+            log.warning("raw %s is %s; writing it again from %s", manifest["key"],
+                        "missing" if held is None else f"changed (sha256 {held[0]}, {held[1]} bytes)", source)
+            lake.delete(manifest_key)
+            lake.delete(manifest["key"])
         # refuse what cannot be parsed before it reaches raw/, reading only its head (memory stays flat)
         head = read_head(fetched.path)
         if is_parquet(fetched.path):  # rows from the file's own metadata, not its line breaks

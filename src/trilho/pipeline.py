@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -52,21 +53,42 @@ def load_clean(exp: Experiment, settings: Settings, lake: Lake | None = None
     with tempfile.TemporaryDirectory(prefix="trilho-raw-") as tmp:
         local = lake.download(ingested.key, Path(tmp) / ingested.manifest["file_name"])
         digest, _ = sha256_file(local)  # the round trip: what comes back is what went in
-        if digest != ingested.manifest["sha256"]:
-            raise StorageError(f"raw object {lake.url(ingested.key)} has sha256 {digest}, but its manifest says "
-                               f"{ingested.manifest['sha256']}: the object was changed in the store; "
-                               "delete that raw/ folder and ingest again")
+        if digest != ingested.manifest["sha256"]:  # changed in the store: the source writes it again
+            log.warning("raw object %s has sha256 %s, its manifest says %s: repairing it from %s",
+                        lake.url(ingested.key), digest, ingested.manifest["sha256"], exp.source.uri)
+            lake.delete(ingested.manifest_key)
+            lake.delete(ingested.key)
+            ingested = ingest(exp.source.uri, lake, settings, exp.name, pinned)
+            local = lake.download(ingested.key, local)
+            digest, _ = sha256_file(local)
+            if digest != ingested.manifest["sha256"]:
+                raise StorageError(f"raw object {lake.url(ingested.key)} has sha256 {digest} right after it was "
+                                   f"written with {ingested.manifest['sha256']}: the store changes what it holds")
         raw = read_table(local)
     report = validate(raw, exp)
     raise_for_errors(report)
     data = clean(raw, exp)
     curated_key = f"curated/{exp.name}/{ingested.manifest['sha256']}/data.parquet"
-    if not lake.exists(curated_key):
+    if read_curated(lake, curated_key) is None:  # absent, or not what its digest says: rebuilt
         buffer = io.BytesIO()
         data.curated().to_parquet(buffer, index=False)
-        lake.put_bytes(curated_key, buffer.getvalue())
+        lake.put_bytes(curated_key, buffer.getvalue(), overwrite=True)
+        lake.put_bytes(curated_key + ".sha256", hashlib.sha256(buffer.getvalue()).hexdigest().encode(), overwrite=True)
     report["curated_key"] = curated_key
     return ingested, raw, report, data
+
+
+def read_curated(lake: Lake, key: str) -> str | None:
+    """The digest of a curated object when the lake holds it intact (its bytes hash to the digest
+    recorded beside it), else None: a derived object that cannot be trusted is rebuilt, never used."""
+    if not lake.exists(key + ".sha256"):
+        return None
+    recorded = lake.get_bytes(key + ".sha256").decode().strip()
+    held = lake.digest(key)
+    if held is None or held[0] != recorded:
+        log.warning("curated %s does not match its digest: it is rebuilt", lake.url(key))
+        return None
+    return recorded
 
 
 def nested_repeats(exp: Experiment) -> int:
@@ -369,8 +391,8 @@ def _register(exp: Experiment, settings: Settings, summary: dict, cv: evaluate.C
 
         tags = champion_run.data.tags
         key = f"curated/{tags.get('trilho.experiment', '')}/{tags.get('trilho.data_sha256', '')}/data.parquet"
-        if not lake.exists(key):
-            log.warning("champion's data %s is not in lake %s: drift not measured", key, lake.uri)
+        if read_curated(lake, key) is None:
+            log.warning("champion's data %s is not in lake %s (or not intact): drift not measured", key, lake.uri)
             return None
         config = json.loads(mlflow.artifacts.load_text(f"runs:/{champion_run.info.run_id}/config.json"))
         old = pd.read_parquet(io.BytesIO(lake.get_bytes(key)))

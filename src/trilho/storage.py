@@ -57,6 +57,8 @@ class Lake(Protocol):
     def download(self, key: str, path: str | Path) -> Path: ...
     def list(self, prefix: str = "") -> list[str]: ...
     def url(self, key: str) -> str: ...
+    def delete(self, key: str) -> None: ...
+    def digest(self, key: str, read: bool = True) -> tuple[str, int] | None: ...
 
 
 class LocalLake:
@@ -127,6 +129,15 @@ class LocalLake:
 
     def url(self, key: str) -> str:
         return self._path(key).as_uri()
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def digest(self, key: str, read: bool = True) -> tuple[str, int] | None:
+        """sha256 and size of what the lake holds under ``key`` (read back: hashing a local file is
+        cheap, so ``read`` is always honoured as True), or None when absent."""
+        path = self._path(key)
+        return sha256_file(path) if path.is_file() else None
 
 
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "403"}
@@ -280,9 +291,12 @@ class S3Lake:
         except (BotoCoreError, ClientError, S3UploadFailedError) as exc:
             raise self._fail("upload", key, exc) from exc
         stored = head.get("Metadata", {}).get("sha256")
-        if head["ContentLength"] != size or stored != digest:
-            raise StorageError(f"upload of {key!r} to {self.uri} did not round-trip: {head['ContentLength']} bytes, "
-                               f"sha256 {stored} stored for {size} bytes, sha256 {digest} sent")
+        found = self.digest(key) if head["ContentLength"] == size and stored == digest else (stored, head["ContentLength"])
+        if found != (digest, size):  # what the store holds, read back and hashed: a byte changed in transit shows
+            self.delete(key)
+            raise StorageError(f"upload of {key!r} to {self.uri} did not round-trip: the store holds {found[1]} bytes "
+                               f"with sha256 {found[0]}, {size} bytes with sha256 {digest} were sent; the object was "
+                               "deleted, nothing is recorded: ingest again")
         return True
 
     def put_bytes(self, key: str, data: bytes, *, overwrite: bool = False) -> bool:
@@ -337,6 +351,37 @@ class S3Lake:
 
     def url(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
+
+    def delete(self, key: str) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except (BotoCoreError, ClientError) as exc:
+            raise self._fail("delete", key, exc) from exc
+
+    def digest(self, key: str, read: bool = True) -> tuple[str, int] | None:
+        """sha256 and size of what the store holds under ``key``, streamed back and hashed (memory
+        stays flat), or None when absent. ``read=False``: the sha256 recorded at upload (which the
+        upload verified by reading back) and the stored size, from one HEAD request."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        digest, size = hashlib.sha256(), 0
+        try:
+            if not read:
+                head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+                return head.get("Metadata", {}).get("sha256", ""), head["ContentLength"]
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+            for block in body.iter_chunks(1 << 20):
+                digest.update(block)
+                size += len(block)
+        except ClientError as exc:
+            if _code(exc) in {"NoSuchKey", "404"}:
+                return None
+            raise self._fail("read back", key, exc) from exc
+        except BotoCoreError as exc:
+            raise self._fail("read back", key, exc) from exc
+        return digest.hexdigest(), size
 
 
 def open_lake(settings: Settings, *, prepare: bool = True) -> Lake:

@@ -25,6 +25,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, "text/csv", CSV)
         elif self.path == "/page":
             self._send(200, "text/html; charset=utf-8", b"<html>login</html>")
+        elif self.path == "/page-as-text":
+            self._send(200, "text/plain", b"\n  <!DOCTYPE html>\n<html><body>Service unavailable</body></html>\n")
+        elif self.path == "/big.csv":
+            self._send(200, "text/csv", b"a,b\n" + b"1,2\n" * 600_000)  # 2.4 MB
         elif self.path == "/short":
             self.send_response(200)
             self.send_header("Content-Type", "text/csv")
@@ -196,7 +200,10 @@ def test_manifest_rows_match_pandas_on_the_real_files(settings, name):
 
 
 _PEAK = r"""
-import sys
+import os, resource, signal, sys
+if os.environ.get("FSIZE"):  # a disk that fills up: writes past this many bytes fail with EFBIG
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (int(os.environ["FSIZE"]),) * 2)
 from trilho import load_settings
 from trilho.ingest import ingest
 from trilho.storage import LocalLake
@@ -263,3 +270,21 @@ def test_fault_20_a_changed_raw_object_or_curated_table_is_rebuilt_not_used(sett
     _, _, _, rebuilt = load_clean(small_experiment, settings, lake)
     pd.testing.assert_frame_equal(pd.read_parquet(curated), rebuilt.curated(), check_dtype=False)
     assert lake.get_bytes(report["curated_key"] + ".sha256").decode() == hashlib.sha256(curated.read_bytes()).hexdigest()
+
+
+def test_fault_12_a_full_disk_is_one_clear_error_and_leaves_nothing(tmp_path, http_base):
+    lake = tmp_path / "lake"
+    _, _, outcome = _ingest_in_child(f"{http_base}/big.csv", lake, {"FSIZE": str(1 << 20)})
+    assert outcome.startswith("SourceError") and "cannot save the download" in outcome and "free space" in outcome
+    assert "Traceback" not in outcome and not lake.exists()
+    local = tmp_path / "big.csv"
+    local.write_bytes(b"a,b\n" + b"1,2\n" * 600_000)
+    _, _, outcome = _ingest_in_child(f"file:{local}", lake, {"FSIZE": str(1 << 20)})
+    assert outcome.startswith("StorageError") and "free space" in outcome
+    assert [p.name for p in lake.rglob("*") if p.is_file()] == []  # no .tmp-* left in raw/
+
+
+def test_fault_10_an_html_page_sent_as_text_is_not_data(settings, http_base):
+    with pytest.raises(DataValidationError, match="an HTML page, not data"):
+        ingest(f"{http_base}/page-as-text", LocalLake(settings.lake), settings, "page")
+    assert not LocalLake(settings.lake).list("raw/")

@@ -82,9 +82,43 @@ def test_store_down_at_start_fails_within_the_wait(s3_settings):
         port = s.getsockname()[1]
     down = s3_settings.model_copy(update={"s3_endpoint_url": f"http://127.0.0.1:{port}", "s3_wait_s": 1.0})
     start = time.monotonic()
-    with pytest.raises(StorageError, match=rf"127.0.0.1:{port} not reachable after 1s.*TRILHO_S3_WAIT_S"):
+    with pytest.raises(StorageError, match=rf"127.0.0.1:{port} not reachable: waited \ds.*TRILHO_S3_WAIT_S"):
         open_lake(down)
     assert time.monotonic() - start < 8
+
+
+def test_fault_9_a_store_that_accepts_and_never_answers_fails_within_the_wait(s3_settings):
+    import socket
+    import threading
+    import time
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held = []
+
+    def accept():  # accept every connection and never answer
+        while True:
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    port = server.getsockname()[1]
+    hung = s3_settings.model_copy(update={"s3_endpoint_url": f"http://127.0.0.1:{port}", "s3_wait_s": 3.0})
+    start = time.monotonic()
+    try:
+        with pytest.raises(StorageError, match=r"not reachable: waited (\d+)s \(ReadTimeoutError\)") as caught:
+            open_lake(hung)
+    finally:
+        server.close()
+        for conn in held:
+            conn.close()
+    elapsed = time.monotonic() - start
+    stated = int(caught.value.args[0].split("waited ")[1].split("s")[0])
+    assert elapsed < 3.0 + 3.0 + 2  # the wait, one short read timeout, and slack
+    assert abs(stated - elapsed) <= 1.5  # the message says how long it really waited
 
 
 def test_ingest_into_the_s3_lake(s3_settings, small_csv):

@@ -8,6 +8,7 @@ reader that finds a manifest always finds the whole object; the same bytes twice
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import re
@@ -54,9 +55,9 @@ def is_parquet(path: str | Path) -> bool:
         return fh.read(4) == b"PAR1"
 
 
-def read_table(path: str | Path, nrows: int | None = None, name: str | None = None) -> pd.DataFrame:
+def read_table(path: str | Path | io.BytesIO, nrows: int | None = None, name: str | None = None) -> pd.DataFrame:
     """Read a CSV (LF, CRLF or CR-only line endings, optional UTF-8 BOM) or a Parquet file into a frame."""
-    if is_parquet(path):
+    if not isinstance(path, io.BytesIO) and is_parquet(path):
         import pyarrow.parquet as pq
 
         try:
@@ -101,17 +102,16 @@ def read_head(path: str | Path, rows: int = 1000, max_bytes: int = HEAD_BYTES) -
     with open(path, "rb") as fh:
         block = fh.read(max_bytes)
         more = bool(fh.read(1))
+    if block.lstrip()[:15].lower().startswith((b"<!doctype html", b"<html")):
+        raise DataValidationError(f"{Path(path).name!r} is an HTML page, not data (a login or error page served "
+                                  "in its place?); check the address")
     if more:
         end = max(block.rfind(b"\n"), block.rfind(b"\r"))
         if end < 0:
             raise DataValidationError(f"{Path(path).name!r} has no line break in its first {max_bytes:,} bytes: "
                                       "not a CSV (a row that long is not table data)")
         block = block[:end + 1]
-    with tempfile.NamedTemporaryFile(suffix=".csv") as head:
-        head.write(block)
-        head.flush()
-        frame = read_table(head.name, nrows=rows, name=Path(path).name)
-    return frame
+    return read_table(io.BytesIO(block), nrows=rows, name=Path(path).name)
 
 
 def scan_file(path: str | Path, chunk: int = 1 << 22) -> tuple[str, int, int]:
@@ -180,6 +180,10 @@ def _fetch_http(source: str, settings: Settings, workdir: Path) -> Fetched:
     except requests.RequestException as exc:
         target.unlink(missing_ok=True)
         raise SourceError(f"cannot fetch {source!r} ({type(exc).__name__}: {exc}); {_WAY_OUT}") from exc
+    except OSError as exc:  # the disk is full, or a file-size limit is reached
+        target.unlink(missing_ok=True)
+        raise SourceError(f"cannot save the download of {source!r} to {target.parent} ({exc.strerror or exc}); "
+                          "free space there or point TMPDIR at a larger disk") from None
     except SourceError:
         target.unlink(missing_ok=True)
         raise

@@ -90,6 +90,7 @@ class LocalLake:
         final = self._path(key)
         if not overwrite and final.exists():
             return False
+        name = None
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
             fd, name = tempfile.mkstemp(dir=final.parent, prefix=".tmp-")
@@ -97,7 +98,10 @@ class LocalLake:
                 fill(fh)
             return self._publish(Path(name), final, overwrite)
         except OSError as exc:
-            raise StorageError(f"cannot write {key!r} to lake {self.uri}: {exc}") from exc
+            if name:  # a half-written temporary file never outlives the failure
+                Path(name).unlink(missing_ok=True)
+            raise StorageError(f"cannot write {key!r} to lake {self.uri}: {exc.strerror or exc}; "
+                               "free space there") from None
 
     def put_file(self, key: str, path: str | Path, *, overwrite: bool = False, sha256: str | None = None) -> bool:
         def fill(fh):
@@ -186,8 +190,10 @@ class S3Lake:
         session = boto3.session.Session()
         self.client = session.client("s3", config=Config(retries={"mode": "standard", "max_attempts": 3}, **common),
                                      **credentials)
-        # the preflight polls on its own clock, so its client does not retry
-        self._probe = session.client("s3", config=Config(retries={"mode": "standard", "max_attempts": 1}, **common),
+        # the preflight polls on its own clock, so its client does not retry, and a store that accepts
+        # connections but never answers costs one short read timeout per poll, not a minute
+        probe = {**common, "read_timeout": min(5.0, max(1.0, settings.s3_wait_s))}
+        self._probe = session.client("s3", config=Config(retries={"mode": "standard", "max_attempts": 1}, **probe),
                                      **credentials)
         self.transfer = TransferConfig(multipart_threshold=16 * 1024**2, multipart_chunksize=16 * 1024**2,
                                        max_concurrency=4, use_threads=True)
@@ -210,7 +216,8 @@ class S3Lake:
         """Wait (bounded) for the store, check the credentials, create the bucket if allowed."""
         from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
-        deadline = time.monotonic() + wait_s
+        started = time.monotonic()
+        deadline = started + wait_s
         while True:
             try:
                 self._probe.head_bucket(Bucket=self.bucket)
@@ -226,7 +233,8 @@ class S3Lake:
             except (EndpointConnectionError, BotoCoreError) as exc:
                 if time.monotonic() >= deadline:
                     raise StorageError(
-                        f"S3 store {self.endpoint} not reachable after {wait_s:g}s ({type(exc).__name__}); "
+                        f"S3 store {self.endpoint} not reachable: waited {time.monotonic() - started:.0f}s "
+                        f"({type(exc).__name__}); "
                         "start it, or check TRILHO_S3_ENDPOINT_URL / MLFLOW_S3_ENDPOINT_URL "
                         "(TRILHO_S3_WAIT_S sets how long to wait)") from None
             time.sleep(0.5)

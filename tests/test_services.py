@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -116,8 +118,11 @@ def test_store_cut_mid_upload_leaves_no_object_and_a_rerun_cleans_up(workdir, se
     assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="lake/raw/big/")  # no partial object
     left = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     assert [u["Key"] for u in left] == ["lake/raw/big/big.bin"]  # the cut left an unfinished upload
-    # the next run, once the store is back: the stale upload is aborted and the object arrives whole
+    # the next write under raw/, of another key, once the store is back: the stale upload is aborted
     rerun = open_lake(direct.model_copy(update={"stale_upload_s": 0.0}))
+    assert rerun.put_file("raw/other/big.bin", big) is True
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    # and the object arrives whole
     assert rerun.put_file("raw/big/big.bin", big) is True
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     back = rerun.download("raw/big/big.bin", tmp_path / "back.bin")
@@ -235,10 +240,25 @@ def test_trilho_server_brings_up_mlflow_with_proxied_artifacts(workdir):
             tracker.client.log_artifact(run_id, str(workdir / "note.txt"))
         assert (workdir / "mlartifacts").is_dir() and list((workdir / "mlartifacts").rglob("note.txt"))
         assert (workdir / "mlflow.db").is_file()
+        # SIGTERM to trilho alone (as a service manager sends it): MLflow and its workers go too
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and _listening(port):
+            time.sleep(0.2)
+        assert not _listening(port), "MLflow is still listening after trilho server was stopped"
     finally:
         from .services import _stop
 
         _stop(proc)
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def test_fault_7_a_byte_changed_in_transit_is_never_reported_as_written(workdir, seaweed, tmp_path):

@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -189,7 +190,39 @@ def ui(port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000) -> 
     uri = load_settings().tracking_uri
     Console().print(f"MLflow UI on http://127.0.0.1:{port} for {uri} (Ctrl-C stops it)")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
-    raise typer.Exit(subprocess.call(cmd, env=os.environ.copy()))
+    raise typer.Exit(_supervise(cmd, os.environ.copy()))
+
+
+def _supervise(cmd: list[str], env: dict[str, str], grace_s: float = 10.0) -> int:
+    """Run a long-lived service (MLflow and the workers it starts) in a process group of its own and
+    take it down whole when this process is told to stop (SIGTERM, SIGINT, SIGHUP): nothing is left
+    listening after ``trilho server`` or ``trilho ui`` ends."""
+    import signal
+
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+
+    def stop(signum, _frame) -> None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        code = proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        try:  # the group's stragglers (uvicorn workers) get the grace period, then SIGKILL
+            os.killpg(proc.pid, signal.SIGTERM)
+            deadline = time.monotonic() + grace_s
+            while time.monotonic() < deadline:
+                os.killpg(proc.pid, 0)
+                time.sleep(0.2)
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return code
 
 
 @app.command("init-store")
@@ -240,7 +273,7 @@ def server(port: Annotated[int, typer.Option(help="Port to listen on.")] = 5000,
         cmd += ["--allowed-hosts", ",".join([allowed_hosts, f"localhost:{port}", f"127.0.0.1:{port}"])]
     Console().print(f"MLflow server on http://{host}:{port} (store {store}, artifacts {destination}); "
                     f"point trilho at it with MLFLOW_TRACKING_URI=http://{host}:{port}. Ctrl-C stops it.")
-    raise typer.Exit(subprocess.call(cmd, env=env))
+    raise typer.Exit(_supervise(cmd, env))
 
 
 ModelNameOpt = Annotated[str, typer.Option("--name", "-n", help="Registered model name.")]
@@ -352,7 +385,7 @@ def notebook(path: Annotated[Path, typer.Argument(help="The notebook to run.")] 
     if lab:
         cmd = [sys.executable, "-m", "jupyter", "lab", "--ServerApp.ip=127.0.0.1", "--no-browser",
                f"--ServerApp.root_dir={path.parent if path.suffix else path}"]
-        raise typer.Exit(subprocess.call(cmd, env=os.environ.copy()))
+        raise typer.Exit(_supervise(cmd, os.environ.copy()))
     try:
         params = apply_overrides({}, param or [])
         run_ = execute_notebook(path, params, out, cwd=Path.cwd())

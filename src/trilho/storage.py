@@ -262,18 +262,21 @@ class S3Lake:
             raise self._fail("check", key, exc) from exc
 
     def abort_stale_uploads(self, key: str, older_than_s: float | None = None) -> int:
-        """Abort unfinished multipart uploads of ``key`` started more than ``older_than_s`` ago."""
+        """Abort unfinished multipart uploads under ``key``'s zone (``raw/`` for a raw object) started
+        more than ``older_than_s`` ago: one a killed ingest left on another key goes too."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         age = self.stale_upload_s if older_than_s is None else older_than_s
         now = datetime.now(UTC)
         aborted = 0
         try:
-            pages = self.client.get_paginator("list_multipart_uploads").paginate(
-                Bucket=self.bucket, Prefix=self._key(key))
+            zone = self._key(key)
+            if "/" in key:  # the zone's folder (raw/), with the lake's prefix
+                zone = zone[:len(zone) - len(key)] + key.split("/", 1)[0] + "/"
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=zone)
             for page in pages:
                 for upload in page.get("Uploads", []):
-                    if upload["Key"] == self._key(key) and (now - upload["Initiated"]).total_seconds() >= age:
+                    if (now - upload["Initiated"]).total_seconds() >= age:
                         self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"],
                                                            UploadId=upload["UploadId"])
                         aborted += 1

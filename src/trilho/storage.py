@@ -7,6 +7,7 @@ A write is all-or-nothing: a reader never sees half an object.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -15,7 +16,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from trilho.errors import ConfigError, StorageError
 from trilho.settings import Settings
@@ -287,28 +288,68 @@ class S3Lake:
         return aborted
 
     def put_file(self, key: str, path: str | Path, *, overwrite: bool = False, sha256: str | None = None) -> bool:
+        """Upload a file once: streamed in parts from disk (memory holds at most ``max_concurrency``
+        parts), each part sent with its MD5, which the store checks (a byte changed in transit is
+        refused, never stored); the object appears only when the upload completes, and without
+        ``overwrite`` only if no other writer completed it first (a conditional write). Returns
+        False when the object was already there."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         if not overwrite and self.exists(key):
             return False
         digest, size = (sha256, Path(path).stat().st_size) if sha256 else sha256_file(path)
         self.abort_stale_uploads(key)
-        from boto3.exceptions import S3UploadFailedError
-
-        try:  # streamed in parts from disk; the object appears only when the upload completes
-            self.client.upload_file(str(path), self.bucket, self._key(key), Config=self.transfer,
-                                    ExtraArgs={"Metadata": {"sha256": digest}})
-            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-        except (BotoCoreError, ClientError, S3UploadFailedError) as exc:
+        try:
+            self._upload(key, Path(path), size, {"Metadata": {"sha256": digest}},
+                         {} if overwrite else {"IfNoneMatch": "*"})
+        except ClientError as exc:
+            if _code(exc) != "PreconditionFailed":
+                raise self._fail("upload", key, exc) from exc
+            log.info("%s was completed by another writer first", key)
+            written = False
+        except BotoCoreError as exc:
             raise self._fail("upload", key, exc) from exc
-        stored = head.get("Metadata", {}).get("sha256")
-        found = self.digest(key) if head["ContentLength"] == size and stored == digest else (stored, head["ContentLength"])
-        if found != (digest, size):  # what the store holds, read back and hashed: a byte changed in transit shows
-            self.delete(key)
-            raise StorageError(f"upload of {key!r} to {self.uri} did not round-trip: the store holds {found[1]} bytes "
-                               f"with sha256 {found[0]}, {size} bytes with sha256 {digest} were sent; the object was "
-                               "deleted, nothing is recorded: ingest again")
-        return True
+        else:
+            written = True
+        found = self.digest(key, read=False)
+        if found != (digest, size):
+            raise StorageError(f"upload of {key!r} to {self.uri} did not round-trip: the store holds {found} "
+                               f"(sha256, bytes), ({digest}, {size}) were sent")
+        return written
+
+    def _upload(self, key: str, path: Path, size: int, extra: dict[str, Any], condition: dict[str, str],
+                data: bytes | None = None) -> None:
+        import base64
+        from concurrent.futures import ThreadPoolExecutor
+
+        def md5(data: bytes) -> str:
+            return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+
+        name = self._key(key)
+        if data is not None or size <= self.transfer.multipart_threshold:
+            body = path.read_bytes() if data is None else data
+            self.client.put_object(Bucket=self.bucket, Key=name, Body=body, ContentMD5=md5(body), **extra, **condition)
+            return
+        chunk = self.transfer.multipart_chunksize
+        upload = self.client.create_multipart_upload(Bucket=self.bucket, Key=name, **extra)["UploadId"]
+
+        def send(number: int) -> dict[str, Any]:
+            with open(path, "rb") as fh:
+                fh.seek((number - 1) * chunk)
+                data = fh.read(chunk)
+            answer = self.client.upload_part(Bucket=self.bucket, Key=name, UploadId=upload, PartNumber=number,
+                                             Body=data, ContentMD5=md5(data))
+            return {"PartNumber": number, "ETag": answer["ETag"]}
+
+        try:
+            with ThreadPoolExecutor(self.transfer.max_request_concurrency, thread_name_prefix="trilho-upload") as pool:
+                parts = list(pool.map(send, range(1, -(-size // chunk) + 1)))
+            self.client.complete_multipart_upload(Bucket=self.bucket, Key=name, UploadId=upload,
+                                                  MultipartUpload={"Parts": parts}, **condition)
+        except BaseException:
+            with contextlib.suppress(Exception):  # nothing half-written stays behind
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=name, UploadId=upload)
+            raise
 
     def put_bytes(self, key: str, data: bytes, *, overwrite: bool = False) -> bool:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -316,9 +357,13 @@ class S3Lake:
         if not overwrite and self.exists(key):
             return False
         try:
-            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data,
-                                   Metadata={"sha256": hashlib.sha256(data).hexdigest()})
-        except (BotoCoreError, ClientError) as exc:
+            self._upload(key, Path(), len(data), {"Metadata": {"sha256": hashlib.sha256(data).hexdigest()}},
+                         {} if overwrite else {"IfNoneMatch": "*"}, data)
+        except ClientError as exc:
+            if _code(exc) == "PreconditionFailed":  # another writer completed it first
+                return False
+            raise self._fail("write", key, exc) from exc
+        except BotoCoreError as exc:
             raise self._fail("write", key, exc) from exc
         return True
 

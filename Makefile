@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 SOURCE ?=
 EXPERIMENT ?= diabetes
 RUN_ARGS ?=
+# where `make run` goes when the experiment's own source cannot be reached (no network): the
+# generator of data with the diabetes set's schema, said in one line, its model kept apart
+OFFLINE_SOURCE ?= synthetic:diabetes?rows=1000&seed=1
 
 .PHONY: run test setup clean bench ui notebook server
 
@@ -18,7 +21,8 @@ setup: $(BIN)/trilho
 
 ## run the experiment on the embedded default (./lake, sqlite:///mlflow.db); SOURCE=file:path.csv to use a local copy
 run: setup
-	$(BIN)/trilho run --experiment $(EXPERIMENT) $(if $(SOURCE),--source "$(SOURCE)") --summary-json summary.json $(RUN_ARGS)
+	$(BIN)/trilho run --experiment $(EXPERIMENT) $(if $(SOURCE),--source "$(SOURCE)") --summary-json summary.json \
+		--offline-source "$(OFFLINE_SOURCE)" $(RUN_ARGS)
 
 ## set up and run the whole test suite
 test: setup

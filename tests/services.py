@@ -93,6 +93,9 @@ def weed_binary() -> str | None:
     return shutil.which("weed") or shutil.which("weed", path=str(Path(sys.executable).parent))
 
 
+READER_KEY, READER_SECRET = "trilhoreader", "reader-secret-for-tests-only"
+
+
 class SeaweedFS:
     """``weed server`` with master, volume, filer and an authenticated S3 gateway, every port free."""
 
@@ -125,7 +128,10 @@ class SeaweedFS:
         identities = self.root / "identities.json"
         identities.write_text(json.dumps({"identities": [{
             "name": "trilho", "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"]}, {
+            # a least-privilege key, as a trainer would hold: it may read and list, never write
+            "name": "reader", "credentials": [{"accessKey": READER_KEY, "secretKey": READER_SECRET}],
+            "actions": ["Read", "List"]}]}))
         # every server also listens on its port + 10000 (gRPC): all eight ports must be free and distinct
         while True:
             master, volume, filer, self.port = ports = [free_port(10000) for _ in range(4)]
@@ -222,12 +228,14 @@ class MlflowServer:
 
 class FaultProxy:
     """A TCP relay to ``target`` that can cut every connection once N request bytes have passed,
-    or change bytes in transit (``rewrite=(old, new)``, same length, in what clients send)."""
+    change bytes in transit (``rewrite=(old, new)``, same length, in what clients send), or answer
+    the first ``busy`` connections itself with HTTP 503 (a store that is briefly overloaded)."""
 
     def __init__(self, target_port: int, cut_after_bytes: int | None = None,
-                 rewrite: tuple[bytes, bytes] | None = None) -> None:
+                 rewrite: tuple[bytes, bytes] | None = None, busy: int = 0) -> None:
         self.target_port, self.cut_after, self.rewrite = target_port, cut_after_bytes, rewrite
         self.rewritten = 0
+        self.busy = busy
         self.sent = 0
         self.cut = threading.Event()
         self._server = socket.socket()
@@ -251,6 +259,10 @@ class FaultProxy:
                 return
             if self.cut.is_set():
                 client.close()
+                continue
+            if self.busy > 0:
+                self.busy -= 1
+                threading.Thread(target=self._refuse, args=(client,), daemon=True).start()
                 continue
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
             with self._lock:
@@ -280,6 +292,18 @@ class FaultProxy:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+    @staticmethod
+    def _refuse(client: socket.socket) -> None:
+        try:
+            client.settimeout(5)
+            client.recv(65536)  # the request's head
+            client.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/xml\r\nContent-Length: 0"
+                           b"\r\nConnection: close\r\n\r\n")
+        except OSError:
+            pass
+        finally:
+            client.close()
 
     def cut_all(self) -> None:
         """The store 'goes away': every open connection drops and new ones are refused."""

@@ -99,3 +99,22 @@ def test_models_promote_and_predict_from_the_command_line(settings, small_csv, w
     missing = runner.invoke(app, ["predict", "-m", "models:/diabetes-xgboost@champion", "-i", "nope.csv"],
                             env=_env(settings))
     assert missing.exit_code == 1 and "nope.csv" in missing.output
+
+
+def test_run_goes_offline_in_one_line_when_the_source_cannot_be_reached(settings, workdir):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on: the source's host does not answer
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["run", "--set", f'source.uri="http://127.0.0.1:{port}/diabetes.csv"', "--set", 'source.sha256=""',
+            "--offline-source", "synthetic:diabetes?rows=300&seed=1", "--summary-json", "s.json"]
+    for item in FAST:
+        args += ["--set", item]
+    result = runner.invoke(app, args, env=_env(settings))
+    assert result.exit_code == 0, result.output
+    assert "offline: cannot fetch 'http://127.0.0.1:" in result.output and "running on synthetic:diabetes" in result.output
+    summary = json.loads((workdir / "s.json").read_text())
+    assert summary["data"]["source"].startswith("synthetic:diabetes") and summary["registry"]["name"] == "diabetes-xgboost-offline"
+    refused = runner.invoke(app, args[:5] + ["--summary-json", "t.json"], env=_env(settings))  # no fallback: one clear error
+    assert refused.exit_code == 1 and "cannot fetch" in refused.output

@@ -54,7 +54,7 @@ def test_progress_is_reported_per_fold():
     assert seen == [(1, 3), (2, 3), (3, 3)]
 
 
-def test_a_failing_fold_is_an_error_never_a_nan():
+def test_fault_30_a_failing_fold_is_an_error_never_a_nan():
     X, y = _data()
     X = X.astype({"a": "float64"})
     X.loc[X.index[:3], "a"] = np.nan  # SMOTE refuses NaN: the fold fails

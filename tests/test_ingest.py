@@ -65,7 +65,7 @@ def test_both_shared_files_load_identically():
     pd.testing.assert_frame_equal(lf, cr)
 
 
-def test_bom_and_crlf_are_read(tmp_path):
+def test_fault_22_bom_and_crlf_are_read(tmp_path):
     path = tmp_path / "bom.csv"
     path.write_bytes(b"\xef\xbb\xbfa,b\r\n1,2\r\n3,4\r\n")
     frame = read_table(path)
@@ -73,14 +73,14 @@ def test_bom_and_crlf_are_read(tmp_path):
 
 
 @pytest.mark.parametrize("body, match", [(b"", "empty"), (b"a,b\n1,2,3,4\n5\n", "not a readable CSV")])
-def test_unreadable_files_are_data_errors(tmp_path, body, match):
+def test_fault_31_unreadable_files_are_data_errors(tmp_path, body, match):
     path = tmp_path / "bad.csv"
     path.write_bytes(body)
     with pytest.raises(DataValidationError, match=match):
         read_table(path)
 
 
-def test_ingest_is_content_addressed_and_idempotent(settings, small_csv):
+def test_fault_15_ingest_is_content_addressed_and_idempotent(settings, small_csv):
     lake = LocalLake(settings.lake)
     first = ingest(f"file:{small_csv}", lake, settings, "diabetes")
     digest = hashlib.sha256(small_csv.read_bytes()).hexdigest()
@@ -95,14 +95,14 @@ def test_ingest_is_content_addressed_and_idempotent(settings, small_csv):
     assert {k: lake.get_bytes(k) for k in lake.list("raw/")} == before  # nothing rewritten
 
 
-def test_pinned_sha256_mismatch_stops_before_the_lake(settings, small_csv):
+def test_fault_11_pinned_sha256_mismatch_stops_before_the_lake(settings, small_csv):
     lake = LocalLake(settings.lake)
     with pytest.raises(SourceError, match="expected 00"):
         ingest(f"file:{small_csv}", lake, settings, "diabetes", expected_sha256="00" * 32)
     assert lake.list() == []
 
 
-def test_empty_file_never_reaches_raw(settings, tmp_path):
+def test_fault_21_empty_file_never_reaches_raw(settings, tmp_path):
     empty = tmp_path / "empty.csv"
     empty.write_bytes(b"")
     lake = LocalLake(settings.lake)
@@ -120,7 +120,7 @@ def test_http_source_streams_into_the_lake(settings, http_base):
 
 @pytest.mark.parametrize("path, match", [("/missing", "HTTP 404"), ("/page", "HTML page"),
                                          ("/short", "cannot fetch")])
-def test_http_failures_are_clear_and_leave_nothing(settings, http_base, tmp_path, path, match):
+def test_fault_10_http_failures_are_clear_and_leave_nothing(settings, http_base, tmp_path, path, match):
     work = tmp_path / "dl"
     work.mkdir()
     with pytest.raises(SourceError, match=match) as info:

@@ -109,7 +109,7 @@ def test_nested_layout_has_one_child_per_repeat(settings, small_csv):
         assert "accuracy_mean_seed" in child.data.metrics
 
 
-def test_a_failing_run_is_marked_failed(settings, small_csv):
+def test_fault_18_a_failing_run_is_marked_failed(settings, small_csv):
     exp = load_experiment("diabetes", [f'source.uri="file:{small_csv}"', 'source.sha256=""', *FAST,
                                        "model.params.max_depth=-3"])
     with pytest.raises(EvaluationError, match="failed: XGBoostError: value -3 for Parameter max_depth"):
@@ -133,3 +133,14 @@ def test_tracking_server_down_fails_fast_before_training(settings, small_experim
         run_experiment(small_experiment, down)
     assert time.monotonic() - start < 15
     assert LocalLake(settings.lake).list("reports/") == []
+
+
+def test_fault_29_text_labels_reach_the_model_as_fixed_codes_logged_as_a_param(settings, small_experiment):
+    from mlflow.tracking import MlflowClient
+
+    result = run_experiment(small_experiment, settings)
+    params = MlflowClient(settings.tracking_uri).get_run(result.run_id).data.params
+    assert {k: int(v) for k, v in params.items() if k.startswith("data.labels.")} == {
+        "data.labels.N": 0, "data.labels.Y": 1, "data.labels.P": 2}
+    assert result.summary["holdout"]["labels"] == ["N", "Y", "P"]
+    assert result.summary["holdout"]["label_codes"] == [0, 1, 2]

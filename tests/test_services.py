@@ -89,7 +89,7 @@ def raw_frame(path: Path):
     return read_table(path)
 
 
-def test_wrong_credentials_fail_clearly(workdir, seaweed):
+def test_fault_04_wrong_credentials_fail_clearly(workdir, seaweed):
     bad = live_settings(workdir, seaweed.endpoint, "sqlite:///x.db").model_copy(
         update={"aws_secret_access_key": load_settings(env_file=None, aws_secret_access_key="not-the-secret-42").aws_secret_access_key})
     with pytest.raises(StorageError) as err:
@@ -99,7 +99,7 @@ def test_wrong_credentials_fail_clearly(workdir, seaweed):
     assert "not-the-secret-42" not in message and SECRET_KEY not in message
 
 
-def test_store_cut_mid_upload_leaves_no_object_and_a_rerun_cleans_up(workdir, seaweed, tmp_path):
+def test_fault_02_store_cut_mid_upload_leaves_no_object_and_a_rerun_cleans_up(workdir, seaweed, tmp_path):
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(40 * 1024**2))  # three 16 MiB parts
     digest = hashlib.sha256(big.read_bytes()).hexdigest()
@@ -146,7 +146,7 @@ def test_run_left_running_by_a_killed_process_is_marked_failed(workdir, mlflow_s
     assert run.info.status == "FAILED" and "ended without closing" in run.data.tags["trilho.failure"]
 
 
-def test_server_down_at_start_fails_fast(workdir, small_experiment):
+def test_fault_16_server_down_at_start_fails_fast(workdir, small_experiment):
     from .services import free_port
 
     settings = load_settings(env_file=None, lake=str(workdir / "lake"), tracking_uri=f"http://127.0.0.1:{free_port()}",
@@ -155,7 +155,7 @@ def test_server_down_at_start_fails_fast(workdir, small_experiment):
         run_experiment(small_experiment, settings)
 
 
-def test_server_dying_mid_run_loses_nothing_and_the_run_is_closed_later(workdir, seaweed, small_experiment, fast_http,
+def test_fault_17_server_dying_mid_run_loses_nothing_and_the_run_is_closed_later(workdir, seaweed, small_experiment, fast_http,
                                                                         tmp_path):
     server = MlflowServer(tmp_path / "mlflow", (tmp_path / "artifacts").as_uri()).start()
     try:
@@ -261,7 +261,7 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_fault_7_a_byte_changed_in_transit_is_never_reported_as_written(workdir, seaweed, tmp_path):
+def test_fault_07_a_byte_changed_in_transit_is_never_reported_as_written(workdir, seaweed, tmp_path):
     from trilho.ingest import ingest
 
     csv = tmp_path / "rows.csv"
@@ -310,3 +310,97 @@ def test_fault_14_two_writers_of_one_raw_object_write_it_once(workdir, seaweed, 
     s3 = seaweed.client()
     bucket = lake.bucket
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []  # the refused upload was aborted
+
+
+_INGEST_CHILD = r"""
+import sys
+from trilho import load_settings
+from trilho.ingest import ingest
+from trilho.storage import open_lake
+settings = load_settings(env_file=None, lake=sys.argv[2], s3_endpoint_url=sys.argv[3], aws_access_key_id=sys.argv[4],
+                         aws_secret_access_key=sys.argv[5])
+ingest("file:" + sys.argv[1], open_lake(settings), settings, "big")
+"""
+
+
+def test_fault_03_an_ingest_killed_mid_upload_leaves_no_object_and_the_next_cleans_up(workdir, seaweed, tmp_path):
+    import time as clock
+
+    big = tmp_path / "big.csv"
+    big.write_bytes(b"a,b\n" + b"1,2\n" * (60 * 1024**2 // 4))  # 60 MiB: four parts
+    settings = live_settings(workdir, seaweed.endpoint, "sqlite:///x.db")
+    open_lake(settings)
+    child = subprocess.Popen([sys.executable, "-c", _INGEST_CHILD, str(big), settings.lake, seaweed.endpoint,
+                              ACCESS_KEY, SECRET_KEY])
+    s3, bucket = seaweed.client(), settings.lake.removeprefix("s3://").split("/")[0]
+    deadline = clock.monotonic() + 60
+    while not s3.list_multipart_uploads(Bucket=bucket).get("Uploads") and clock.monotonic() < deadline:
+        assert child.poll() is None, "the ingest ended before its upload could be interrupted"
+        clock.sleep(0.05)
+    child.kill()  # SIGKILL: no handler runs
+    child.wait()
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    assert not [o for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []) if o["Key"].endswith("big.csv")]
+    from trilho.ingest import ingest
+
+    lake = open_lake(settings.model_copy(update={"stale_upload_s": 0.0}))
+    done = ingest(f"file:{big}", lake, settings, "big")
+    assert not done.skipped and s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert lake.digest(done.key, read=False) == (hashlib.sha256(big.read_bytes()).hexdigest(), big.stat().st_size)
+
+
+def test_fault_06_a_key_without_write_permission_is_refused_clearly(workdir, seaweed, tmp_path):
+    from .services import READER_KEY, READER_SECRET
+
+    admin = live_settings(workdir, seaweed.endpoint, "sqlite:///x.db")
+    lake = open_lake(admin)
+    lake.put_bytes("raw/x/readable.txt", b"hello")
+    from pydantic import SecretStr
+
+    reader = admin.model_copy(update={"aws_access_key_id": SecretStr(READER_KEY),
+                                      "aws_secret_access_key": SecretStr(READER_SECRET)})
+    limited = open_lake(reader)
+    assert limited.get_bytes("raw/x/readable.txt") == b"hello"  # what it may do, it does
+    (tmp_path / "f.csv").write_text("a\n1\n")
+    with pytest.raises(StorageError, match=r"refused to .* \(AccessDenied\): check AWS_ACCESS_KEY_ID .*permissions") as caught:
+        limited.put_file("raw/x/f.csv", tmp_path / "f.csv")
+    assert READER_SECRET not in str(caught.value)
+
+
+def test_fault_08_a_briefly_overloaded_store_is_retried_then_given_up_on_clearly(workdir, seaweed, tmp_path):
+    settings = live_settings(workdir, seaweed.endpoint, "sqlite:///x.db")
+    open_lake(settings).put_bytes("raw/x/a.txt", b"a")
+    proxy = FaultProxy(seaweed.port, busy=2)  # two 503s, then the store answers
+    try:
+        through = settings.model_copy(update={"s3_endpoint_url": proxy.endpoint})
+        lakes = [open_lake(through, prepare=False) for _ in range(2)]
+        assert lakes[0].get_bytes("raw/x/a.txt") == b"a" and proxy.busy == 0
+        proxy.busy = 10  # more than the three attempts allow (another client: new connections)
+        with pytest.raises(StorageError, match=r"cannot read 'raw/x/a.txt'.*503"):
+            lakes[1].get_bytes("raw/x/a.txt")
+        assert proxy.busy <= 7  # it tried at least three times before the clear error
+    finally:
+        for lake in locals().get("lakes", []):
+            lake.client.close()
+            lake._probe.close()
+        proxy.close()
+
+
+def test_fault_19_an_artifact_store_down_while_tracking_is_up_fails_the_run(workdir, seaweed, small_experiment,
+                                                                          tmp_path, fast_http):
+    seaweed.client().create_bucket(Bucket="mlflow-fault19")
+    proxy = FaultProxy(seaweed.port)
+    server = MlflowServer(tmp_path / "mlflow", "s3://mlflow-fault19/artifacts",
+                          env={**seaweed.env(), "MLFLOW_S3_ENDPOINT_URL": proxy.endpoint}).start()
+    try:
+        proxy.cut_all()  # the artifact store goes away; the tracking server stays up
+        settings = load_settings(env_file=None, lake=str(workdir / "lake"), tracking_uri=server.url,
+                                 cache_dir=workdir / "cache")
+        with pytest.raises(TrackingError, match="nothing is lost"):
+            run_experiment(small_experiment, settings)
+        runs = MlflowClient(server.url).search_runs(
+            [MlflowClient(server.url).get_experiment_by_name(small_experiment.tracking.experiment).experiment_id])
+        assert [r.info.status for r in runs] == ["FAILED"]
+    finally:
+        server.stop()
+        proxy.close()

@@ -53,7 +53,7 @@ def test_s3_lake_sends_no_trailing_checksums(s3_settings):
     assert lake.client.meta.config.s3["addressing_style"] == "path"
 
 
-def test_missing_bucket_and_object_are_clear(s3_settings):
+def test_fault_05_missing_bucket_and_object_are_clear(s3_settings):
     lake = open_lake(s3_settings)
     with pytest.raises(StorageError, match="object 'raw/none' not found"):
         lake.get_bytes("raw/none")
@@ -73,7 +73,7 @@ def test_bucket_bootstrap_is_idempotent(s3_settings):
     assert again.get_bytes("k") == b"1"
 
 
-def test_store_down_at_start_fails_within_the_wait(s3_settings):
+def test_fault_01_store_down_at_start_fails_within_the_wait(s3_settings):
     import socket
     import time
 
@@ -87,7 +87,7 @@ def test_store_down_at_start_fails_within_the_wait(s3_settings):
     assert time.monotonic() - start < 8
 
 
-def test_fault_9_a_store_that_accepts_and_never_answers_fails_within_the_wait(s3_settings):
+def test_fault_09_a_store_that_accepts_and_never_answers_fails_within_the_wait(s3_settings):
     import socket
     import threading
     import time

@@ -45,7 +45,7 @@ def test_real_data_report_matches_the_known_dirt():
     assert data.X["AGE"].dtype == "int64"  # integer columns stay integers (SMOTE rounds to the input dtype)
 
 
-def test_unknown_labels_are_listed_with_line_numbers():
+def test_fault_23_unknown_labels_are_listed_with_line_numbers():
     df = frame()
     df.loc[[4, 9], "CLASS"] = ["Q", "maybe"]
     df.loc[5, "CLASS"] = " n "  # normalised, not unknown
@@ -53,7 +53,7 @@ def test_unknown_labels_are_listed_with_line_numbers():
     assert "2 unknown labels ['Q', 'maybe'] on lines [6, 11]" in message
 
 
-def test_non_numeric_values_name_column_and_line():
+def test_fault_24_non_numeric_values_name_column_and_line():
     df = frame()
     df["HbA1c"] = df["HbA1c"].astype(object)
     df.loc[2, "HbA1c"] = "1,5"
@@ -67,7 +67,7 @@ def test_unknown_category_is_an_error():
     assert "column 'Gender' has values ['X']" in errors_of(df)
 
 
-def test_nan_and_inf_are_rejected_or_dropped_by_policy():
+def test_fault_25_nan_and_inf_are_rejected_or_dropped_by_policy():
     df = frame()
     df.loc[3, "BMI"] = np.nan
     df.loc[8, "TG"] = np.inf
@@ -85,7 +85,7 @@ def test_class_too_small_for_the_folds():
     assert "class 'P' has 2 rows; 5-fold CV needs at least 5" in errors_of(df)
 
 
-def test_class_too_small_for_smote_neighbours():
+def test_fault_28_class_too_small_for_smote_neighbours():
     df = frame()
     p_rows = df.index[df["CLASS"].str.strip() == "P"]
     df = df.drop(p_rows[6:])
@@ -94,7 +94,7 @@ def test_class_too_small_for_smote_neighbours():
     assert validate(df, lowered)["errors"] == []
 
 
-def test_single_class_and_too_few_rows():
+def test_fault_27_single_class_and_too_few_rows():
     df = frame()
     df["CLASS"] = "Y"
     assert "need at least 2 classes" in errors_of(df)
@@ -105,7 +105,7 @@ def test_missing_columns_are_named():
     assert "missing columns ['CLASS']" in errors_of(frame().drop(columns=["CLASS"]))
 
 
-def test_duplicates_with_conflicting_labels_are_counted():
+def test_fault_26_duplicates_with_conflicting_labels_are_counted():
     df = frame().drop_duplicates(subset=[c for c in frame().columns if c not in {"ID", "No_Pation", "CLASS"}])
     df = df.reset_index(drop=True)
     copies = df.iloc[[0, 1, 2]].copy()

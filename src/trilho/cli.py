@@ -63,23 +63,40 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what
 
 @app.command()
 def run(experiment: ExperimentOpt = "diabetes", source: SourceOpt = None, set_: SetOpt = None,
-        summary_json: Annotated[Path | None, typer.Option("--summary-json", help="Write the machine-readable summary here.")] = None) -> None:
+        summary_json: Annotated[Path | None, typer.Option("--summary-json", help="Write the machine-readable summary here.")] = None,
+        offline: Annotated[str | None, typer.Option("--offline-source", help="When the experiment's own source cannot be reached (no network), run on this source instead, said in one line; its model is registered under NAME-offline.")] = None) -> None:
     """Ingest, validate, cross-validate, fit, and track the experiment."""
+    from trilho.errors import SourceUnreachableError
     from trilho.pipeline import run_experiment
     from trilho.settings import load_settings
 
     try:
         exp = _experiment(experiment, source, set_)
         settings = load_settings()
-        with _bar() as bar:
-            task = bar.add_task("cross-validating", total=exp.cv.n_splits * exp.cv.n_repeats)
-            result = run_experiment(exp, settings, progress=lambda _stage, done, total: bar.update(task, completed=done, total=total, refresh=True))
+        try:
+            result = _run_with_bar(exp, settings, run_experiment)
+        except SourceUnreachableError as exc:
+            if not offline or source:
+                raise
+            exp = _experiment(experiment, None, [*(set_ or []), f"source.uri={json.dumps(offline)}", 'source.sha256=""', *(
+                [f"registry.model_name={json.dumps(exp.registry.model_name + '-offline')}"] if exp.registry.model_name else [])])
+            console.print(f"[bold yellow]offline:[/] {exc.args[0].split(';')[0]}; running on {offline} instead "
+                          f"(model {exp.registry.model_name or 'not registered'}); give the real data with --source file:PATH",
+                          highlight=False, soft_wrap=True)
+            result = _run_with_bar(exp, settings, run_experiment)
     except TrilhoError as exc:
         _fail(exc)
     summary = result.summary
     if summary_json:
         summary_json.write_text(json.dumps(summary, indent=2))
     _print_summary(summary, settings.tracking_uri)
+
+
+def _run_with_bar(exp, settings, run_experiment):
+    with _bar() as bar:
+        task = bar.add_task("cross-validating", total=exp.cv.n_splits * exp.cv.n_repeats)
+        return run_experiment(exp, settings, progress=lambda _stage, done, total: bar.update(
+            task, completed=done, total=total, refresh=True))
 
 
 def _print_summary(summary: dict, tracking_uri: str) -> None:

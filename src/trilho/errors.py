@@ -3,6 +3,7 @@
 TrilhoError
  ├─ ConfigError          a bad experiment file, override or setting
  ├─ SourceError          a data source that cannot be reached or read
+ │   └─ SourceUnreachableError  the network or the host of a source did not answer
  ├─ StorageError         the lake refused or lost an object
  ├─ DataValidationError  the data breaks the experiment's contract
  ├─ EvaluationError      a fold or a fit failed
@@ -16,6 +17,7 @@ __all__ = [
     "DataValidationError",
     "EvaluationError",
     "SourceError",
+    "SourceUnreachableError",
     "StorageError",
     "TrackingError",
     "TrilhoError",
@@ -32,6 +34,10 @@ class ConfigError(TrilhoError):
 
 class SourceError(TrilhoError):
     pass
+
+
+class SourceUnreachableError(SourceError):
+    """The source's host could not be reached (no network, a host that is down): nothing was read."""
 
 
 class StorageError(TrilhoError):

@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import pandas as pd
 
 from trilho import synthetic
-from trilho.errors import DataValidationError, SourceError
+from trilho.errors import DataValidationError, SourceError, SourceUnreachableError
 from trilho.settings import Settings
 from trilho.storage import Lake
 
@@ -146,7 +146,8 @@ def _fetch_kaggle(spec: str, source: str) -> Fetched:
     try:
         local = Path(kagglehub.dataset_download(handle, path=inner))
     except Exception as exc:  # kagglehub raises many kinds; all mean the same to the user
-        raise SourceError(f"cannot fetch {source!r} from Kaggle ({type(exc).__name__}: {exc}); {_WAY_OUT}") from exc
+        raise SourceUnreachableError(f"cannot fetch {source!r} from Kaggle ({type(exc).__name__}: {exc}); "
+                                     f"{_WAY_OUT}") from exc
     if local.is_dir():
         csvs = sorted(local.rglob("*.csv"))
         if len(csvs) != 1:
@@ -177,6 +178,9 @@ def _fetch_http(source: str, settings: Settings, workdir: Path) -> Fetched:
                     if size > settings.max_source_bytes:
                         raise SourceError(f"source {source!r} is over TRILHO_MAX_SOURCE_BYTES={settings.max_source_bytes}")
                     fh.write(block)
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        target.unlink(missing_ok=True)
+        raise SourceUnreachableError(f"cannot fetch {source!r} ({type(exc).__name__}: {exc}); {_WAY_OUT}") from exc
     except requests.RequestException as exc:
         target.unlink(missing_ok=True)
         raise SourceError(f"cannot fetch {source!r} ({type(exc).__name__}: {exc}); {_WAY_OUT}") from exc

@@ -105,3 +105,30 @@ def test_probability_metrics_equal_scikit_learn(seed):
     tied /= tied.sum(axis=1, keepdims=True)
     assert probability_metrics(y, tied, np.arange(3))["roc_auc_ovr"] == pytest.approx(
         roc_auc_score(y, tied, multi_class="ovr", average="macro"))
+
+
+@pytest.mark.parametrize("copies", [0.0, 0.4])
+def test_vectorised_grouped_folds_keep_copies_together_and_classes_even(copies):
+    import pandas as pd
+
+    from trilho.evaluate import _split_plan, grouped_stratified_folds
+
+    rng = np.random.default_rng(5)
+    n = 20_000
+    y = rng.choice(3, n, p=[0.7, 0.2, 0.1])
+    ids = np.arange(n)
+    repeat = rng.random(n) < copies  # a share of rows copy an earlier row, label and all
+    ids[repeat] = rng.integers(0, n // 2, repeat.sum())
+    y = y[ids]  # a copy carries the label of the row it copies
+    groups = pd.factorize(ids)[0]
+    fold = grouped_stratified_folds(y, groups, 5, seed=1)
+    assert (pd.Series(fold).groupby(groups).nunique() == 1).all()  # every copy in one fold
+    sizes = np.bincount(fold)
+    assert sizes.max() - sizes.min() <= 0.01 * n
+    for k in range(3):  # each class's rows spread evenly, to within a few groups
+        per_fold = np.bincount(fold[y == k], minlength=5)
+        assert per_fold.max() - per_fold.min() <= max(10, 0.01 * (y == k).sum())
+    assert not np.array_equal(fold, grouped_stratified_folds(y, groups, 5, seed=2))
+    assert np.array_equal(fold, grouped_stratified_folds(y, groups, 5, seed=1))
+    plan = _split_plan(y, 5, [1], groups)  # over the exact algorithm's limit: these folds
+    assert all(np.array_equal(np.sort(test), np.flatnonzero(fold == i)) for _, i, _, test in plan)

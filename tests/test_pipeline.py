@@ -49,8 +49,13 @@ def test_embedded_run_tracks_everything(settings, small_experiment, small_csv):
     assert lake.exists(s["lake"]["curated"]) and lake.exists(s["lake"]["raw"])
     # dataset lineage
     inputs = run.inputs.dataset_inputs
-    assert len(inputs) == 1 and inputs[0].dataset.name == "diabetes" and inputs[0].dataset.digest
+    assert len(inputs) == 1 and inputs[0].dataset.name == "diabetes"
+    assert inputs[0].dataset.digest == s["data"]["sha256"][:10]  # by reference: the lake's digest, not a re-hash
     assert s["data"]["sha256"] in inputs[0].dataset.source
+    profile = json.loads(inputs[0].dataset.profile)
+    assert profile == {"num_rows": 300, "num_elements": 300 * 14, "sha256": s["data"]["sha256"]}
+    assert [t.value for t in inputs[0].tags if t.key == "mlflow.data.context"] == ["training"]
+    assert "Gender" in inputs[0].dataset.schema
     # holdout: 30% of 300 rows
     cm = s["holdout"]["confusion_matrix"]
     assert 80 <= sum(map(sum, cm)) <= 100 and s["holdout"]["labels"] == ["N", "Y", "P"]  # whole groups: about 30%

@@ -267,7 +267,7 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
             try:
                 tracker.log_values(run_id, params=flatten(exp.resolved()) | {
                     "data.rows": str(len(data.y)), "data.features": json.dumps(list(data.X.columns))})
-                tracker.log_dataset(raw, lake.url(ingested.key), exp.name, exp.data.target)
+                tracker.log_dataset(run_id, raw, lake.url(ingested.key), exp.name, exp.data.target, manifest["sha256"])
             except TrackingError as exc:
                 early.setdefault("error", exc)
 

@@ -78,11 +78,13 @@ def run(experiment: ExperimentOpt = "diabetes", source: SourceOpt = None, set_: 
         except SourceUnreachableError as exc:
             if not offline or source:
                 raise
+            cause = type(exc.__cause__).__name__ if exc.__cause__ else "no answer"
+            unreachable = exp.source.uri
             exp = _experiment(experiment, None, [*(set_ or []), f"source.uri={json.dumps(offline)}", 'source.sha256=""', *(
                 [f"registry.model_name={json.dumps(exp.registry.model_name + '-offline')}"] if exp.registry.model_name else [])])
-            console.print(f"[bold yellow]offline:[/] {exc.args[0].split(';')[0]}; running on {offline} instead "
-                          f"(model {exp.registry.model_name or 'not registered'}); give the real data with --source file:PATH",
-                          highlight=False, soft_wrap=True)
+            console.print(f"[bold yellow]offline:[/] {unreachable!r} cannot be reached ({cause}); running on {offline} "
+                          f"instead (model {exp.registry.model_name or 'not registered'}); give the real data with "
+                          "--source file:PATH", highlight=False, soft_wrap=True)
             result = _run_with_bar(exp, settings, run_experiment)
     except TrilhoError as exc:
         _fail(exc)

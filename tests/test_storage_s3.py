@@ -129,3 +129,39 @@ def test_ingest_into_the_s3_lake(s3_settings, small_csv):
     again = ingest(f"file:{small_csv}", lake, s3_settings, "diabetes")
     assert not first.skipped and again.skipped and again.key == first.key
     assert len(lake.list("raw/")) == 2
+
+
+def test_a_store_that_stops_answering_after_the_preflight_fails_within_its_timeouts(s3_settings, monkeypatch):
+    import socket
+    import threading
+    import time
+
+    from trilho import storage
+
+    monkeypatch.setattr(storage, "_READ_TIMEOUT_S", 1.0)  # the read timeout, shortened for the test
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held = []
+
+    def accept():
+        while True:
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    hung = s3_settings.model_copy(update={"s3_endpoint_url": f"http://127.0.0.1:{server.getsockname()[1]}"})
+    lake = open_lake(hung, prepare=False)
+    start = time.monotonic()
+    try:
+        with pytest.raises(StorageError, match=r"did not answer within 1 s on each of 3 attempts \(ReadTimeoutError\)"):
+            lake.get_bytes("raw/x")
+    finally:
+        server.close()
+        for conn in held:
+            conn.close()
+        lake.client.close()
+        lake._probe.close()
+    assert time.monotonic() - start < 3 * 1.0 + 3  # three attempts' timeouts and the retry back-off

@@ -145,6 +145,8 @@ class LocalLake:
         return sha256_file(path) if path.is_file() else None
 
 
+# every S3 call: connect within 2 s, an answer within 60 s, three attempts (standard retry mode)
+_CONNECT_TIMEOUT_S, _READ_TIMEOUT_S, _ATTEMPTS = 2.0, 60.0, 3
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "403"}
 _MISSING_BUCKET = {"NoSuchBucket", "404", "NotFound"}
 
@@ -175,7 +177,7 @@ class S3Lake:
         common = dict(
             region_name=settings.aws_region,
             s3={"addressing_style": "path"},
-            connect_timeout=2, read_timeout=60,
+            connect_timeout=_CONNECT_TIMEOUT_S, read_timeout=_READ_TIMEOUT_S,
             # third-party stores mishandle the trailing checksums boto3 >= 1.36 sends by default;
             # integrity is checked by size and by our own sha256 instead
             request_checksum_calculation="when_required",
@@ -189,7 +191,7 @@ class S3Lake:
             aws_secret_access_key=secret.get_secret_value() if secret else None,
         )
         session = boto3.session.Session()
-        self.client = session.client("s3", config=Config(retries={"mode": "standard", "max_attempts": 3}, **common),
+        self.client = session.client("s3", config=Config(retries={"mode": "standard", "max_attempts": _ATTEMPTS}, **common),
                                      **credentials)
         # the preflight polls on its own clock, so its client does not retry, and a store that accepts
         # connections but never answers costs one short read timeout per poll, not a minute
@@ -211,6 +213,12 @@ class S3Lake:
         if code in _MISSING_BUCKET and action != "check":
             return StorageError(f"bucket {self.bucket!r} does not exist on {self.endpoint}; create it or "
                                 "set TRILHO_CREATE_BUCKETS=true")
+        from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
+
+        if isinstance(exc, ReadTimeoutError | ConnectTimeoutError):  # say how long it really waited
+            limit = _READ_TIMEOUT_S if isinstance(exc, ReadTimeoutError) else _CONNECT_TIMEOUT_S
+            return StorageError(f"cannot {action} {key!r} in lake {self.uri}: {self.endpoint} did not answer within "
+                                f"{limit:g} s on each of {_ATTEMPTS} attempts ({type(exc).__name__})")
         return StorageError(f"cannot {action} {key!r} in lake {self.uri} at {self.endpoint}: {exc}")
 
     def prepare(self, *, create: bool, wait_s: float) -> None:

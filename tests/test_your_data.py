@@ -237,3 +237,46 @@ def test_compare_takes_the_same_names_and_checks_them():
         parse_candidates(["xgboost+smote", "xgbost+smote"], exp)
     with pytest.raises(ConfigError, match=r"candidate 'sklearn.linear_model.RidgeClassifier\+none'.*predict_proba"):
         parse_candidates(["xgboost+smote", "sklearn.linear_model.RidgeClassifier+none"], exp)
+
+
+@pytest.mark.parametrize("model", ["xgboost", "random_forest", "logistic_regression", "hist_gradient_boosting"])
+def test_class_weight_weights_the_rare_class_without_resampling(model):
+    from trilho.models import build_pipeline
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"a": rng.normal(0, 1, 2000), "b": rng.normal(0, 1, 2000)})
+    y = ((X["a"] + rng.normal(0, 1.5, 2000)) > 2.2).astype(int).to_numpy()  # about 8% positive
+    params = {"n_estimators": 30} if model in {"xgboost", "random_forest"} else {}
+    plain = build_pipeline({"name": model, "params": params}, {"name": "none"}, 0).fit(X, y)
+    weighted = build_pipeline({"name": model, "params": params}, {"name": "class_weight"}, 0).fit(X, y)
+    assert "resampler" not in weighted.named_steps  # nothing resampled
+    # the rare class gets more of the probability mass once it weighs as much as the common one
+    assert weighted.predict_proba(X)[:, 1].mean() > 1.5 * plain.predict_proba(X)[:, 1].mean()
+
+
+def test_class_weight_is_refused_for_a_model_that_cannot_weight_classes():
+    with pytest.raises(ConfigError, match="KNeighborsClassifier takes no class weights"):
+        load_experiment("diabetes", ["model.name=sklearn.neighbors.KNeighborsClassifier", "model.params={}",
+                                     "resampler.name=class_weight"])
+    exp = load_experiment("diabetes", ["resampler.name=class_weight"])
+    assert exp.resampler.name == "class_weight"
+
+
+def test_a_class_weighted_xgboost_run_logs_the_booster_and_predicts(workdir, settings):
+    from trilho.pipeline import run_experiment
+    from trilho.predict import predict_batch
+
+    path, target, unseen = corpus.write("churn", workdir)
+    exp = Experiment.model_validate({
+        "name": "churn", "source": {"uri": f"file:{path}"},
+        "data": {"target": target, "labels": ["no", "yes"], "drop": ["customer_id"],
+                 "categorical": ["contract", "internet"], "missing": "native"},
+        "cv": {"n_repeats": 1}, "resampler": {"name": "class_weight"},
+        "model": {"name": "xgboost", "params": {"n_estimators": 30}}, "registry": {"model_name": "churn-weighted"}})
+    summary = run_experiment(exp, settings).summary
+    files = {p.name for p in (workdir / "lake" / summary["lake"]["reports"]).rglob("*")}
+    assert "booster.ubj" in files and "classifier.skops" not in files
+    rows = _prediction_rows(path, target, ["customer_id"], unseen, ["contract", "internet"])
+    rows.to_csv(workdir / "rows.csv", index=False)
+    manifest = predict_batch("models:/churn-weighted@champion", str(workdir / "rows.csv"), settings)
+    assert manifest["rows"] == 6 and manifest["missing_policy"] == "native"

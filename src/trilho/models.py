@@ -70,6 +70,7 @@ class ResamplerKind:
     complete_rows: bool = False     # refuses NaN: needs data.missing = "impute" or "drop"
     neighbours: bool = False        # takes k_neighbors: each class needs k + 1 training rows
     categorical: bool = False       # takes the positions of the categorical columns
+    weights: bool = False           # no resampling: the model weights each class by the inverse of its share
 
     def cls(self) -> type | None:
         return None if self.path is None else _import(self.path, "resampler.name")
@@ -82,6 +83,7 @@ RESAMPLERS: dict[str, ResamplerKind] = {r.name: r for r in (
     ResamplerKind("borderline_smote", "imblearn.over_sampling:BorderlineSMOTE", complete_rows=True, neighbours=True),
     ResamplerKind("random_over", "imblearn.over_sampling:RandomOverSampler"),
     ResamplerKind("random_under", "imblearn.under_sampling:RandomUnderSampler"),
+    ResamplerKind("class_weight", None, weights=True),
 )}
 
 # import-path models whose module says they are trees take ordinal codes; any other is treated as linear
@@ -164,7 +166,11 @@ def check_estimator(model: dict[str, Any], resampler: dict[str, Any], missing: s
     if rkind.path:
         _check_params(rkind.cls(), resampler.get("params", {}), "resampler.params", resampler["name"])
     elif resampler.get("params"):
-        raise ConfigError(f"resampler.params {resampler['params']} given, but resampler.name is 'none'")
+        raise ConfigError(f"resampler.params {resampler['params']} given, but resampler.name "
+                          f"{resampler['name']!r} takes none")
+    if rkind.weights and not _weighted(kind):
+        raise ConfigError(f"resampler.name 'class_weight': {model['name']} takes no class weights; use "
+                          "'random_over' or 'random_under' with it")
     if missing == "native" and not kind.native_missing:
         raise ConfigError(f"data.missing = 'native' needs a model that handles missing values itself "
                           f"({sorted(k for k, m in MODELS.items() if m.native_missing)}); {model['name']} does not: "
@@ -173,6 +179,11 @@ def check_estimator(model: dict[str, Any], resampler: dict[str, Any], missing: s
         raise ConfigError(f"resampler {resampler['name']!r} needs complete rows, so data.missing = 'native' cannot "
                           "pass it missing values: use data.missing = 'impute' (fitted in each training fold, "
                           "before the resampler) or resampler.name = 'random_over'")
+
+
+def _weighted(kind: ModelKind) -> bool:
+    """Whether the family can weight classes: a class_weight parameter, or XGBoost (sample weights)."""
+    return kind.format == "xgboost" or "class_weight" in _param_names(kind.cls())
 
 
 def build_pipeline(model: dict[str, Any], resampler: dict[str, Any], random_state: int, n_threads: int = 1,
@@ -206,7 +217,12 @@ def build_pipeline(model: dict[str, Any], resampler: dict[str, Any], random_stat
             steps.append(("resampler", rkind.cls()(**rparams)))
         if kind.linear:
             steps += _linear_steps(categorical)
-        steps.append(("model", kind.cls()(**params)))
+        model_cls = kind.cls()
+        if rkind.weights and kind.format == "xgboost":
+            from trilho.weighting import BalancedXGBClassifier as model_cls
+        elif rkind.weights:
+            params.setdefault("class_weight", "balanced")
+        steps.append(("model", model_cls(**params)))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"bad parameters for {model['name']} or {resampler['name']}: {exc}") from exc
     return Pipeline(steps)

@@ -290,7 +290,9 @@ def save_model_files(pipeline: Any, spec: dict[str, Any], folder: Path) -> Path:
         spec = {**pipeline.named_steps["encode"].spec_, "classes": spec["classes"], "identifiers": spec["identifiers"]}
     folder.mkdir(parents=True, exist_ok=True)
     estimator = steps[-1][1]
-    if len(steps) == 1 and type(estimator).__module__.startswith("xgboost"):
+    from xgboost import XGBClassifier
+
+    if len(steps) == 1 and isinstance(estimator, XGBClassifier):  # class-weighted ones too: weights act in fit only
         spec = {**spec, "format": "xgboost", "file": "booster.ubj"}
         estimator.get_booster().save_model(folder / spec["file"])
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
@@ -386,6 +387,10 @@ def test_fault_08_a_briefly_overloaded_store_is_retried_then_given_up_on_clearly
         proxy.close()
 
 
+# this test stops a tracking server of its own while the MLflow client still holds pooled keep-alive
+# connections to it; those sockets are collected, unclosed, at some later garbage collection.
+# They are the client library's, not trilho's: ignored here, and collected before the test ends
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
 def test_fault_19_an_artifact_store_down_while_tracking_is_up_fails_the_run(workdir, seaweed, small_experiment,
                                                                           tmp_path, fast_http):
     seaweed.client().create_bucket(Bucket="mlflow-fault19")
@@ -404,3 +409,4 @@ def test_fault_19_an_artifact_store_down_while_tracking_is_up_fails_the_run(work
     finally:
         server.stop()
         proxy.close()
+        gc.collect()

@@ -132,3 +132,23 @@ def test_vectorised_grouped_folds_keep_copies_together_and_classes_even(copies):
     assert np.array_equal(fold, grouped_stratified_folds(y, groups, 5, seed=1))
     plan = _split_plan(y, 5, [1], groups)  # over the exact algorithm's limit: these folds
     assert all(np.array_equal(np.sort(test), np.flatnonzero(fold == i)) for _, i, _, test in plan)
+
+
+def test_gil_bound_fits_run_in_worker_processes_with_the_same_scores():
+    from trilho import evaluate, models  # noqa: F401  (evaluate: its EvaluationError)
+
+    X, y = _data()
+    forest = {"name": "random_forest", "params": {"n_estimators": 20}}
+    kwargs = dict(model=forest, resampler=SMOTE, random_state=0, n_splits=3, seeds=[0, 1])
+    in_processes = cross_validate(X, y, n_jobs=2, **kwargs)
+    assert in_processes.pool == "processes"
+    sequential = cross_validate(X, y, n_jobs=1, **kwargs)  # one worker: no pool to speak of
+    assert sequential.pool == "threads"
+    pd.testing.assert_frame_equal(in_processes.folds.drop(columns="fit_s"), sequential.folds.drop(columns="fit_s"))
+    assert not models.MODELS["xgboost"].gil_bound
+    assert cross_validate(X, y, model=MODEL, resampler=SMOTE, random_state=0, n_splits=3, seeds=[0],
+                          n_jobs=2).pool == "threads"
+    # a failure in a worker still surfaces as one EvaluationError naming the fit
+    bad = {"name": "random_forest", "params": {"n_estimators": 20, "max_depth": -1}}
+    with pytest.raises(evaluate.EvaluationError, match=r"fold \d of seed 0 failed"):
+        cross_validate(X, y, model=bad, resampler=SMOTE, random_state=0, n_splits=3, seeds=[0], n_jobs=2)

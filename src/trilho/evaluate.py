@@ -1,16 +1,17 @@
 """Repeated stratified cross-validation with in-fold resampling, a holdout fit, a final fit.
 
-Pure: arrays and frames in, scores and fitted estimators out. Folds run in a thread pool whose
-size never exceeds the free cores, each fit single-threaded (XGBoost and the BLAS/OpenMP pools
-release the GIL), so the machine is never oversubscribed.
-
-Not forked worker processes: a process whose main thread has fit an XGBoost model leaves OpenMP
-state behind that deadlocks a forked child's first fit, and on this project's 2-core machine
-processes were no faster than threads (BENCHMARKS.md).
+Pure: arrays and frames in, scores and fitted estimators out. Folds run in a pool whose size never
+exceeds the free cores, each fit single-threaded, so the machine is never oversubscribed: threads
+for the estimators that release the GIL (XGBoost, histogram gradient boosting, the BLAS/OpenMP
+pools), loky's worker processes for those whose fit is Python-heavy and holds it (the forests:
+measured in BENCHMARKS.md). Never bare forked children: a process whose main thread has fit an
+XGBoost model leaves OpenMP state behind that deadlocks a forked child's first fit; loky starts
+its workers by exec.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -25,7 +26,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train
 from threadpoolctl import threadpool_limits
 
 from trilho.errors import EvaluationError
-from trilho.models import MODELS, RESAMPLERS, build_pipeline, check_names
+from trilho.models import MODELS, RESAMPLERS, build_pipeline, check_names, model_kind
 
 __all__ = [
     "METRICS",
@@ -111,6 +112,7 @@ class CVResult:
     # nested CV (evaluation.nested_repeats): per seed, outer fold and row of another fold, the
     # 0/1 error and log loss of the model trained without both folds
     nested: pd.DataFrame | None = field(default=None, repr=False)
+    pool: str = "threads"  # what ran the fits: "threads", or "processes" for GIL-bound estimators
 
     def scores(self, metric: str) -> np.ndarray:
         return self.folds[metric].to_numpy()
@@ -238,21 +240,44 @@ def row_log_loss(proba: np.ndarray, index: np.ndarray) -> np.ndarray:
     return -np.log(clipped[np.arange(len(index)), index] / clipped.sum(axis=1))
 
 
+def _in_worker(task: Callable[[int], Any], threads: int) -> Any:
+    """A fit in a worker process, its native thread pools held to its share of the cores."""
+    with threadpool_limits(threads):
+        return task(threads)
+
+
+@contextlib.contextmanager
+def _executor(processes: bool, workers: int):
+    """Threads, or loky's reusable worker processes (started by exec, never a bare fork: the OpenMP
+    state an XGBoost fit leaves in this process cannot reach them)."""
+    if not processes:
+        with ThreadPoolExecutor(workers, thread_name_prefix="trilho-fit") as pool:
+            yield pool
+        return
+    from joblib.externals.loky import get_reusable_executor
+
+    yield get_reusable_executor(max_workers=workers, timeout=300)
+
+
 def _run_tasks(tasks: list[Callable[[int], Any]], names: list[str], n_jobs: int,
                progress: ProgressFn | None = None, tick: list[bool] | None = None,
-               meanwhile: Callable[[], None] | None = None, on_result: Callable[[int, Any], None] | None = None
-               ) -> list[Any]:
-    """Run independent fits on at most ``n_jobs`` threads, one thread each; any failure raises.
+               meanwhile: Callable[[], None] | None = None, on_result: Callable[[int, Any], None] | None = None,
+               processes: bool = False) -> list[Any]:
+    """Run independent fits on at most ``n_jobs`` threads (or worker processes), one core each; any
+    failure raises.
 
     ``meanwhile`` runs in this thread once every fit is submitted, ``on_result(i, result)`` as each
-    fit arrives: work that waits on a server rather than a core overlaps the fits."""
+    fit arrives: work that waits on a server rather than a core overlaps the fits. ``processes``:
+    for estimators whose fit holds the GIL (trilho.models says which; BENCHMARKS.md measures it)."""
     workers = max(1, min(n_jobs, len(tasks)))
     threads = max(1, n_jobs // workers)
+    processes = processes and workers > 1
     results: list[Any] = [None] * len(tasks)
     done = 0
     total = sum(tick) if tick else len(tasks)
-    with threadpool_limits(threads), ThreadPoolExecutor(workers, thread_name_prefix="trilho-fit") as pool:
-        futures = {pool.submit(task, threads): i for i, task in enumerate(tasks)}
+    with threadpool_limits(threads), _executor(processes, workers) as pool:
+        futures = {(pool.submit(_in_worker, task, threads) if processes else pool.submit(task, threads)): i
+                   for i, task in enumerate(tasks)}
         try:
             if meanwhile:
                 meanwhile()
@@ -408,9 +433,11 @@ def evaluate_all(X: pd.DataFrame, y: np.ndarray, *, model: dict, resampler: dict
         if on_fit and i < len(kinds):
             on_fit(kinds[i], result)
 
-    results = _run_tasks(tasks, names, n_jobs, progress, tick, meanwhile, arrived)
+    processes = model_kind(model["name"]).gil_bound
+    results = _run_tasks(tasks, names, n_jobs, progress, tick, meanwhile, arrived, processes)
     cv = _cv_result(results[extra:extra + n_folds], time.perf_counter() - start, max(1, min(n_jobs, len(tasks))), y,
                     results[extra + n_folds:])
+    cv.pool = "processes" if processes and cv.workers > 1 else "threads"
     held = _holdout_result(results[0], X, y, *split, classes or [str(c) for c in labels]) if split else None
     final = results[extra - 1] if final_fit else None
     return cv, held, final

@@ -305,7 +305,7 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
                      "warnings": validation["warnings"]},
             "cv": {"n_splits": exp.cv.n_splits, "seeds": exp.cv.seeds, "n_folds": len(cv.folds),
                    "duplicates": duplicates, "interval": exp.evaluation.interval, "level": exp.evaluation.level,
-                   "workers": cv.workers, "metrics": metrics},
+                   "workers": cv.workers, "pool": cv.pool, "metrics": metrics},
             "holdout": {"labels": exp.data.classes, "label_codes": list(range(len(exp.data.classes))),
                         "confusion_matrix": held.confusion.tolist(), "report": held.report, "scores": held.scores},
             "lake": {"uri": lake.uri, "raw": ingested.key, "manifest": ingested.manifest_key,

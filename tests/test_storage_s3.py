@@ -1,5 +1,6 @@
 """The S3 lake over real HTTP, against moto's server mode (the live SeaweedFS tests belong with the services)."""
 
+import contextlib
 import hashlib
 
 import pytest
@@ -87,17 +88,18 @@ def test_fault_01_store_down_at_start_fails_within_the_wait(s3_settings):
     assert time.monotonic() - start < 8
 
 
-def test_fault_09_a_store_that_accepts_and_never_answers_fails_within_the_wait(s3_settings):
+@contextlib.contextmanager
+def _silent_store():
+    """An address that accepts every connection and never answers; yields its URL."""
     import socket
     import threading
-    import time
 
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(16)
     held = []
 
-    def accept():  # accept every connection and never answer
+    def accept():
         while True:
             try:
                 held.append(server.accept()[0])
@@ -105,16 +107,22 @@ def test_fault_09_a_store_that_accepts_and_never_answers_fails_within_the_wait(s
                 return
 
     threading.Thread(target=accept, daemon=True).start()
-    port = server.getsockname()[1]
-    hung = s3_settings.model_copy(update={"s3_endpoint_url": f"http://127.0.0.1:{port}", "s3_wait_s": 3.0})
-    start = time.monotonic()
     try:
-        with pytest.raises(StorageError, match=r"not reachable: waited (\d+)s \(ReadTimeoutError\)") as caught:
-            open_lake(hung)
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
     finally:
         server.close()
         for conn in held:
             conn.close()
+
+
+def test_fault_09_a_store_that_accepts_and_never_answers_fails_within_the_wait(s3_settings):
+    import time
+
+    start = time.monotonic()
+    with _silent_store() as url:
+        hung = s3_settings.model_copy(update={"s3_endpoint_url": url, "s3_wait_s": 3.0})
+        with pytest.raises(StorageError, match=r"not reachable: waited (\d+)s \(ReadTimeoutError\)") as caught:
+            open_lake(hung)
     elapsed = time.monotonic() - start
     stated = int(caught.value.args[0].split("waited ")[1].split("s")[0])
     assert elapsed < 3.0 + 3.0 + 2  # the wait, one short read timeout, and slack
@@ -132,36 +140,18 @@ def test_ingest_into_the_s3_lake(s3_settings, small_csv):
 
 
 def test_a_store_that_stops_answering_after_the_preflight_fails_within_its_timeouts(s3_settings, monkeypatch):
-    import socket
-    import threading
     import time
 
     from trilho import storage
 
     monkeypatch.setattr(storage, "_READ_TIMEOUT_S", 1.0)  # the read timeout, shortened for the test
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    held = []
-
-    def accept():
-        while True:
-            try:
-                held.append(server.accept()[0])
-            except OSError:
-                return
-
-    threading.Thread(target=accept, daemon=True).start()
-    hung = s3_settings.model_copy(update={"s3_endpoint_url": f"http://127.0.0.1:{server.getsockname()[1]}"})
-    lake = open_lake(hung, prepare=False)
     start = time.monotonic()
-    try:
-        with pytest.raises(StorageError, match=r"did not answer within 1 s on each of 3 attempts \(ReadTimeoutError\)"):
-            lake.get_bytes("raw/x")
-    finally:
-        server.close()
-        for conn in held:
-            conn.close()
-        lake.client.close()
-        lake._probe.close()
+    with _silent_store() as url:
+        lake = open_lake(s3_settings.model_copy(update={"s3_endpoint_url": url}), prepare=False)
+        try:
+            with pytest.raises(StorageError, match=r"did not answer within 1 s on each of 3 attempts \(ReadTimeoutError\)"):
+                lake.get_bytes("raw/x")
+        finally:
+            lake.client.close()
+            lake._probe.close()
     assert time.monotonic() - start < 3 * 1.0 + 3  # three attempts' timeouts and the retry back-off

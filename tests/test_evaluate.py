@@ -152,3 +152,14 @@ def test_gil_bound_fits_run_in_worker_processes_with_the_same_scores():
     bad = {"name": "random_forest", "params": {"n_estimators": 20, "max_depth": -1}}
     with pytest.raises(evaluate.EvaluationError, match=r"fold \d of seed 0 failed"):
         cross_validate(X, y, model=bad, resampler=SMOTE, random_state=0, n_splits=3, seeds=[0], n_jobs=2)
+
+
+def test_no_thread_outlives_fits_in_worker_processes():
+    import threading
+
+    X, y = _data()
+    before = threading.active_count()
+    cv = cross_validate(X, y, model={"name": "extra_trees", "params": {"n_estimators": 10}}, resampler=SMOTE,
+                        random_state=0, n_splits=3, seeds=[0], n_jobs=2)
+    assert cv.pool == "processes"
+    assert threading.active_count() == before, threading.enumerate()  # figures may be forked afterwards

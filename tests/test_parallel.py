@@ -47,6 +47,7 @@ def test_a_failure_in_the_child_is_raised_by_wait():
 
 
 def test_a_child_that_dies_is_reported():
+    assert parallel.fork_safe(), f"threads alive: {threading.enumerate()}"  # in-line, os._exit would end pytest
     done = parallel.start(lambda: os._exit(3))
     # in-line, the work would end this process: stop here instead. Threads left alive by earlier
     # tests in this process (MLflow's artifact download pool, after a model load) prevent forking;

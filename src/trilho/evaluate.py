@@ -2,9 +2,9 @@
 
 Pure: arrays and frames in, scores and fitted estimators out. Folds run in a pool whose size never
 exceeds the free cores, each fit single-threaded, so the machine is never oversubscribed: threads
-for the estimators that release the GIL (XGBoost, histogram gradient boosting, the BLAS/OpenMP
-pools), loky's worker processes for those whose fit is Python-heavy and holds it (the forests:
-measured in BENCHMARKS.md). Never bare forked children: a process whose main thread has fit an
+for the estimators that release the GIL or finish quickly (XGBoost, logistic regression), loky's
+worker processes for those whose fit is Python-heavy and holds it (the forests, histogram
+boosting: measured in BENCHMARKS.md). Never bare forked children: a process whose main thread has fit an
 XGBoost model leaves OpenMP state behind that deadlocks a forked child's first fit; loky starts
 its workers by exec.
 """
@@ -256,7 +256,11 @@ def _executor(processes: bool, workers: int):
         return
     from joblib.externals.loky import get_reusable_executor
 
-    yield get_reusable_executor(max_workers=workers, timeout=300)
+    pool = get_reusable_executor(max_workers=workers, timeout=300)
+    try:
+        yield pool
+    finally:  # workers and their manager thread go: no thread outlives the fits (trilho.parallel forks)
+        pool.shutdown(wait=True)
 
 
 def _run_tasks(tasks: list[Callable[[int], Any]], names: list[str], n_jobs: int,

@@ -38,8 +38,9 @@ class ModelKind:
     native_missing: bool = False    # fits and predicts with NaN in the features
     defaults: dict[str, Any] = field(default_factory=dict)  # used unless the experiment sets them
     seeded: bool = True             # takes random_state
-    # its fits run faster in worker processes than on threads (benchmarks/bench_pool.py: every
-    # scikit-learn family here, 0.28-0.70x the threads' time; XGBoost 1.02x, so it stays on threads)
+    # its fits run faster in worker processes than on threads, their start included
+    # (benchmarks/bench_pool.py: the forests and histogram boosting, 0.33-0.72x the threads' time;
+    # XGBoost and logistic regression lose, 1.55-1.62x). Unmeasured import-path models: threads
     gil_bound: bool = False
     note: str = ""
 
@@ -62,7 +63,7 @@ MODELS: dict[str, ModelKind] = {m.name: m for m in (
     ModelKind("extra_trees", "sklearn.ensemble:ExtraTreesClassifier", "n_jobs", native_missing=True,
               defaults={"n_estimators": 200}, gil_bound=True, note="randomised trees; fast, low variance"),
     ModelKind("logistic_regression", "sklearn.linear_model:LogisticRegression", linear=True,
-              defaults={"max_iter": 2000}, gil_bound=True, note="linear baseline; one-hot categoricals, scaled features"),
+              defaults={"max_iter": 2000}, note="linear baseline; one-hot categoricals, scaled features"),
 )}
 
 
@@ -127,7 +128,7 @@ def model_kind(name: str) -> ModelKind:
     path = f"{cls.__module__}:{cls.__qualname__}"
     tree = any(h in name.lower() for h in _TREE_HINTS)
     return ModelKind(name, path, "n_jobs" if "n_jobs" in params else None, linear=not tree,
-                     native_missing=False, seeded="random_state" in params, gil_bound=True)
+                     native_missing=False, seeded="random_state" in params)
 
 
 def resampler_kind(name: str) -> ResamplerKind:

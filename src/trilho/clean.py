@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trilho.encoding import feature_spec, normalise_text
+from trilho.encoding import feature_spec, normalise_text, numeric_column
 from trilho.errors import DataValidationError
 from trilho.experiment import Experiment
 
@@ -42,15 +42,7 @@ def typed_features(df: pd.DataFrame, features: list[str], categorical: set[str])
         if col in categorical:
             out[col] = normalise_text(values).astype(object).where(values.notna(), None)
             continue
-        if not (pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)):
-            converted = pd.to_numeric(values, errors="coerce")
-            bad = values[converted.isna() & values.notna()]
-            if len(bad):
-                raise ValueError(f"column {col!r} has non-numeric values {sorted(map(str, bad.unique()))[:10]}")
-            values = converted
-        if pd.api.types.is_float_dtype(values) and np.isinf(values.to_numpy(dtype="float64")).any():
-            values = values.replace([np.inf, -np.inf], np.nan)
-        out[col] = values
+        out[col] = numeric_column(col, values)
     return pd.DataFrame(out, index=df.index)
 
 

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["encode_features", "feature_spec", "model_outputs", "normalise_text", "unseen_counts"]
+__all__ = ["encode_features", "feature_spec", "model_outputs", "normalise_map", "normalise_text", "numeric_column",
+           "unseen_counts"]
 
 
 def normalise_text(values: pd.Series) -> pd.Series:
@@ -59,7 +60,9 @@ def feature_spec(features: list[str], categorical: dict[str, dict[str, int] | No
     }
 
 
-def _numeric(col: str, values: pd.Series) -> pd.Series:
+def numeric_column(col: str, values: pd.Series) -> pd.Series:
+    """A column as numbers (its own dtype kept when already numeric), infinite values as missing;
+    ``ValueError`` naming the column and its non-numeric values."""
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         converted = values
     else:
@@ -92,7 +95,7 @@ def encode_features(df: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
     for col in spec["features"]:
         mapping = spec["categorical"].get(col, False)
         if mapping is False:
-            values = _numeric(col, df[col])
+            values = numeric_column(col, df[col])
         elif mapping is None:
             raise ValueError(f"column {col!r}: categories not learned yet (fit the encoder first)")
         else:

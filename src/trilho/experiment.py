@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from trilho.encoding import normalise_map
 from trilho.errors import ConfigError
 
 __all__ = [
@@ -88,7 +89,7 @@ class DataSpec(_Strict):
             return list(dict.fromkeys(v))
         out = {}
         for col, mapping in v.items():
-            normal = {str(k).strip().upper(): int(c) for k, c in mapping.items()}
+            normal = normalise_map(mapping)
             if len(normal) < len(mapping):
                 raise ValueError(f"data.categorical.{col} keys {sorted(mapping)} collide once stripped and "
                                  "upper-cased; list each value once")

@@ -14,6 +14,7 @@ import logging
 import re
 import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +28,7 @@ from trilho.errors import DataValidationError, SourceError, SourceUnreachableErr
 from trilho.settings import Settings
 from trilho.storage import Lake
 
-__all__ = ["Fetched", "Ingested", "fetch", "ingest", "read_table", "scan_file"]
+__all__ = ["Fetched", "Ingested", "fetch", "ingest", "iter_chunks", "read_table", "scan_file"]
 
 log = logging.getLogger(__name__)
 _WAY_OUT = "download the file yourself and pass --source file:PATH"
@@ -80,6 +81,25 @@ def read_table(path: str | Path | io.BytesIO, nrows: int | None = None, name: st
         raise DataValidationError(f"{name or Path(path).name!r} is empty: no columns to parse") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataValidationError(f"{name or Path(path).name!r} is not a readable CSV: {exc}") from exc
+
+
+def iter_chunks(path: Path, rows: int, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
+    """Chunks of a CSV or Parquet file, only ``columns`` of them (those the file has) when given;
+    memory holds one chunk at a time."""
+    if is_parquet(path):
+        import pyarrow.parquet as pq
+
+        source = pq.ParquetFile(path)
+        chosen = None if columns is None else [c for c in source.schema_arrow.names if c in set(columns)]
+        for batch in source.iter_batches(batch_size=rows, columns=chosen):
+            yield batch.to_pandas()
+        return
+    wanted = None if columns is None else set(columns).__contains__
+    try:
+        yield from pd.read_csv(path, chunksize=rows, engine="c", encoding="utf-8-sig", index_col=False, usecols=wanted,
+                               low_memory=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise DataValidationError(f"{path.name!r} is not a readable CSV: {exc}") from None
 
 
 HEAD_BYTES = 8 << 20  # the head check reads at most this much of a file

@@ -16,7 +16,6 @@ import platform
 import re
 import tempfile
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,11 +25,11 @@ import pandas as pd
 
 from trilho.encoding import unseen_counts
 from trilho.errors import ConfigError, DataValidationError, StorageError, TrackingError
-from trilho.ingest import scan_file
+from trilho.ingest import iter_chunks, scan_file
 from trilho.settings import Settings
 from trilho.storage import Lake, open_lake
 
-__all__ = ["iter_chunks", "load_model", "predict_batch", "resolve_model"]
+__all__ = ["load_model", "predict_batch", "resolve_model"]
 
 log = logging.getLogger(__name__)
 
@@ -90,24 +89,6 @@ def load_model(model_uri: str, dst: Path):
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
-
-
-def iter_chunks(path: Path, rows: int, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
-    """Chunks of a CSV or Parquet file, only ``columns`` of them (those the file has) when given;
-    memory holds one chunk at a time."""
-    if path.suffix.lower() in {".parquet", ".pq"}:
-        import pyarrow.parquet as pq
-
-        source = pq.ParquetFile(path)
-        chosen = None if columns is None else [c for c in source.schema_arrow.names if c in set(columns)]
-        for batch in source.iter_batches(batch_size=rows, columns=chosen):
-            yield batch.to_pandas()
-        return
-    wanted = None if columns is None else set(columns).__contains__
-    try:
-        yield from pd.read_csv(path, chunksize=rows, engine="c", encoding="utf-8-sig", index_col=False, usecols=wanted)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise DataValidationError(f"{path.name!r} is not a readable CSV: {exc}") from None
 
 
 def _local_input(ref: str, lake: Lake, workdir: Path) -> tuple[Path, str]:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from trilho.encoding import codes, encode_features, normalise_text
+from trilho.encoding import codes, encode_features, normalise_text, numeric_column
 
 __all__ = ["TableEncoder"]
 
@@ -38,8 +38,7 @@ class TableEncoder(TransformerMixin, BaseEstimator):
             if not filled:  # "reject" refuses a gap, "native" hands it to the model
                 continue
             if mapping is False:
-                values = pd.to_numeric(X[col], errors="coerce").astype("float64").replace([np.inf, -np.inf], np.nan)
-                centre = values.median()
+                centre = numeric_column(col, X[col]).astype("float64").median()
             else:
                 found = codes(col, X[col], mapping).dropna()
                 centre = float(found.value_counts().idxmax()) if len(found) else 0.0

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,9 +22,9 @@ import pandas as pd
 
 from trilho.encoding import normalise_text
 from trilho.errors import ConfigError, DataValidationError
-from trilho.ingest import check_size, is_parquet, read_head
+from trilho.ingest import check_size, iter_chunks, read_head
 
-__all__ = ["Profile", "Proposal", "iter_table", "profile_chunks", "propose", "render"]
+__all__ = ["Profile", "Proposal", "profile_chunks", "propose", "render"]
 
 CAP = 50                # distinct values kept per column; a text column with more is not a category
 CODE_MAX = 8            # an integer column with 3..CODE_MAX distinct values is taken as a code
@@ -61,23 +61,6 @@ class Profile:
     columns: dict[str, Column]
     duplicate_rows: int              # rows whose non-identifier values repeat an earlier row's
     unique: dict[str, bool]          # per identifier-kind column: every value distinct
-
-
-def iter_table(path: Path, rows: int = 200_000) -> Iterator[pd.DataFrame]:
-    """Chunks of a CSV or Parquet file; memory holds one chunk at a time."""
-    if is_parquet(path):
-        import pyarrow.parquet as pq
-
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=rows):
-            yield batch.to_pandas()
-        return
-    try:
-        yield from pd.read_csv(path, chunksize=rows, engine="c", encoding="utf-8-sig", index_col=False,
-                               low_memory=False)
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataValidationError(f"{path.name!r} is not a readable CSV: {exc}") from None
-    except pd.errors.EmptyDataError:
-        raise DataValidationError(f"{path.name!r} is empty: no columns to parse") from None
 
 
 def _fold_column(col: Column, values: pd.Series) -> None:
@@ -388,5 +371,5 @@ def init_experiment(data: str, settings: Any, target: str | None = None, name: s
             data = lake.url(key)
         check_size(path, data, settings.max_source_bytes)
         read_head(path)  # a file that is not a table is refused before it is read whole
-        profile = profile_chunks(iter_table(path), target)
+        profile = profile_chunks(iter_chunks(path, 200_000), target)
     return propose(profile, name or _name_from(data), data, target)

@@ -344,7 +344,9 @@ def render(proposal: Proposal) -> str:
 
 
 def _name_from(source: str) -> str:
-    stem = Path(source.split("?")[0].rstrip("/")).stem or "experiment"
+    scheme, sep, rest = source.partition(":")
+    path = rest if sep and "/" not in scheme else source  # file:big.csv names "big", not "file:big"
+    stem = Path(path.split("?")[0].rstrip("/")).stem or "experiment"
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-.") or "experiment"
     return name if name[0].isalnum() else f"x{name}"
 

@@ -85,7 +85,7 @@ def test_fault_01_store_down_at_start_fails_within_the_wait(s3_settings):
     start = time.monotonic()
     with pytest.raises(StorageError, match=rf"127.0.0.1:{port} not reachable: waited \ds.*TRILHO_S3_WAIT_S"):
         open_lake(down)
-    assert time.monotonic() - start < 8
+    assert time.monotonic() - start < 15  # a 1 s wait; loose for a busy machine
 
 
 @contextlib.contextmanager
@@ -125,7 +125,7 @@ def test_fault_09_a_store_that_accepts_and_never_answers_fails_within_the_wait(s
             open_lake(hung)
     elapsed = time.monotonic() - start
     stated = int(caught.value.args[0].split("waited ")[1].split("s")[0])
-    assert elapsed < 3.0 + 3.0 + 2  # the wait, one short read timeout, and slack
+    assert elapsed < 3.0 + 3.0 + 8  # the wait, one short read timeout, and slack for a busy machine
     assert abs(stated - elapsed) <= 1.5  # the message says how long it really waited
 
 
@@ -145,13 +145,16 @@ def test_a_store_that_stops_answering_after_the_preflight_fails_within_its_timeo
     from trilho import storage
 
     monkeypatch.setattr(storage, "_READ_TIMEOUT_S", 1.0)  # the read timeout, shortened for the test
-    start = time.monotonic()
     with _silent_store() as url:
         lake = open_lake(s3_settings.model_copy(update={"s3_endpoint_url": url}), prepare=False)
         try:
+            start = time.monotonic()
             with pytest.raises(StorageError, match=r"did not answer within 1 s on each of 3 attempts \(ReadTimeoutError\)"):
                 lake.get_bytes("raw/x")
+            elapsed = time.monotonic() - start
         finally:
             lake.client.close()
             lake._probe.close()
-    assert time.monotonic() - start < 3 * 1.0 + 3  # three attempts' timeouts and the retry back-off
+    # three 1 s attempts and their back-off; the bound is loose for a busy machine, and far below what
+    # the default read timeout (60 s per attempt) would take, so it still tells the two apart
+    assert elapsed < 3 * 1.0 + 12

@@ -320,3 +320,64 @@ class FaultProxy:
     def close(self) -> None:
         self.cut_all()
         self._server.close()
+
+
+class DaskCluster:
+    """A real ``dask scheduler`` and ``dask worker`` processes (single-threaded, no nanny, so that
+    killing one is a worker's death) on 127.0.0.1, from the same environment as the tests."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.scheduler: subprocess.Popen | None = None
+        self.workers: list[subprocess.Popen] = []
+
+    @property
+    def address(self) -> str:
+        return f"tcp://127.0.0.1:{self.port}"
+
+    def _spawn(self, name: str, args: list[str]) -> tuple[subprocess.Popen, Path]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        log = self.root / f"{name}.log"
+        dask = Path(sys.executable).with_name("dask")
+        # the workers do what a user's would: import trilho from this environment, one fit each
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_TRIM_THRESHOLD_": "65536"}
+        with open(log, "ab") as out:
+            proc = subprocess.Popen([str(dask), *args], stdout=out, stderr=subprocess.STDOUT, env=env,
+                                    start_new_session=True, cwd=self.root)
+        return proc, log
+
+    def start(self, workers: int = 2, deadline_s: float = 60) -> DaskCluster:
+        self.scheduler, log = self._spawn("scheduler", ["scheduler", "--host", "127.0.0.1", "--port", str(self.port),
+                                                        "--no-dashboard", "--no-show"])
+        _wait(lambda: socket.create_connection(("127.0.0.1", self.port), timeout=1).close() is None,
+              "dask scheduler", self.scheduler, log, deadline_s)
+        for _ in range(workers):
+            self.add_worker(deadline_s)
+        return self
+
+    def add_worker(self, deadline_s: float = 60) -> subprocess.Popen:
+        from distributed import Client
+
+        before = self.n_workers()
+        proc, log = self._spawn(f"worker-{len(self.workers)}", [
+            "worker", self.address, "--nthreads", "1", "--no-nanny", "--host", "127.0.0.1", "--no-dashboard",
+            "--memory-limit", "0", "--name", f"w{len(self.workers)}"])
+        self.workers.append(proc)
+
+        def joined() -> bool:
+            with Client(self.address, timeout="5s") as client:
+                return len(client.scheduler_info(n_workers=-1)["workers"]) > before
+        _wait(joined, "dask worker", proc, log, deadline_s)
+        return proc
+
+    def n_workers(self) -> int:
+        from distributed import Client
+
+        with Client(self.address, timeout="5s") as client:
+            return len(client.scheduler_info(n_workers=-1)["workers"])
+
+    def stop(self) -> None:
+        for proc in self.workers:
+            _stop(proc)
+        _stop(self.scheduler)

@@ -18,12 +18,13 @@ from typing import Any
 import pandas as pd
 
 from trilho import evaluate, plots, stats
+from trilho.cluster import open_executor
 from trilho.errors import ConfigError
 from trilho.experiment import Experiment
 from trilho.models import check_estimator, check_names
 from trilho.pipeline import Progress, fold_data, load_clean, open_tracker
 from trilho.settings import Settings
-from trilho.storage import open_lake
+from trilho.storage import Lake, open_lake
 from trilho.tracking import flatten
 
 __all__ = ["CompareResult", "compare", "parse_candidates"]
@@ -70,6 +71,12 @@ def compare(exp: Experiment, settings: Settings, candidates: list[dict[str, Any]
     if metric not in evaluate.METRICS:
         raise ConfigError(f"metric {metric!r} is unknown; choose from {sorted(evaluate.METRICS)}")
     lake = open_lake(settings)
+    with open_executor(settings) as executor:  # a Dask cluster is checked before anything is read
+        return _compare(exp, settings, candidates, metric, progress, lake, executor)
+
+
+def _compare(exp: Experiment, settings: Settings, candidates: list[dict[str, Any]], metric: str,
+             progress: Progress | None, lake: Lake, executor: Any) -> CompareResult:
     ingested, raw, _validation, data = load_clean(exp, settings, lake)
     X, y, groups, duplicates = fold_data(data, exp)
     tracker = open_tracker(settings, exp.tracking.experiment)
@@ -87,6 +94,7 @@ def compare(exp: Experiment, settings: Settings, candidates: list[dict[str, Any]
             results[cand["label"]] = evaluate.cross_validate(
                 X, y, model=cand["model"], resampler=cand["resampler"], random_state=exp.random_state,
                 n_splits=exp.cv.n_splits, seeds=exp.cv.seeds, n_jobs=cores, groups=groups, encoding=data.spec,
+                executor=executor,
                 progress=(lambda done, _t, o=offset: progress("compare", o + done, total)) if progress else None)
         baseline = candidates[0]["label"]
         base = results[baseline].scores(metric)

@@ -13,6 +13,7 @@ TrilhoError
 from __future__ import annotations
 
 __all__ = [
+    "ClusterError",
     "ConfigError",
     "DataValidationError",
     "EvaluationError",
@@ -30,6 +31,10 @@ class TrilhoError(Exception):
 
 class ConfigError(TrilhoError):
     pass
+
+
+class ClusterError(TrilhoError):
+    """The Dask cluster trilho was pointed at cannot run its fits (unreachable, no workers, other versions)."""
 
 
 class SourceError(TrilhoError):

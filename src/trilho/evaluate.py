@@ -112,7 +112,7 @@ class CVResult:
     # nested CV (evaluation.nested_repeats): per seed, outer fold and row of another fold, the
     # 0/1 error and log loss of the model trained without both folds
     nested: pd.DataFrame | None = field(default=None, repr=False)
-    pool: str = "threads"  # what ran the fits: "threads", or "processes" for GIL-bound estimators
+    pool: str = "threads"  # what ran the fits: "threads", "processes" (GIL-bound estimators), or "dask"
 
     def scores(self, metric: str) -> np.ndarray:
         return self.folds[metric].to_numpy()
@@ -240,10 +240,15 @@ def row_log_loss(proba: np.ndarray, index: np.ndarray) -> np.ndarray:
     return -np.log(clipped[np.arange(len(index)), index] / clipped.sum(axis=1))
 
 
-def _in_worker(task: Callable[[int], Any], threads: int) -> Any:
-    """A fit in a worker process, its native thread pools held to its share of the cores."""
+# A fit is a module-level function ``fn(X, y, threads, *args)`` and its small arguments: the data
+# travel apart from the task, so that a cluster holds them once (trilho.cluster), not once per fit.
+Fit = tuple[Callable[..., Any], tuple]
+
+
+def _in_worker(fn: Callable[..., Any], X, y, threads: int, args: tuple) -> Any:
+    """A fit away from this process, its native thread pools held to its share of the cores."""
     with threadpool_limits(threads):
-        return task(threads)
+        return fn(X, y, threads, *args)
 
 
 @contextlib.contextmanager
@@ -263,29 +268,45 @@ def _executor(processes: bool, workers: int):
         pool.shutdown(wait=True)
 
 
-def _run_tasks(tasks: list[Callable[[int], Any]], names: list[str], n_jobs: int,
+class _Local:
+    """The fits on this machine: at most ``n_jobs`` threads or worker processes, one core each."""
+
+    def __init__(self, n_jobs: int, processes: bool) -> None:
+        self.n_jobs, self.processes = n_jobs, processes
+
+    @contextlib.contextmanager
+    def session(self, X, y, n_tasks: int):
+        workers = max(1, min(self.n_jobs, n_tasks))
+        threads = max(1, self.n_jobs // workers)
+        processes = self.processes and workers > 1
+        with threadpool_limits(threads), _executor(processes, workers) as pool:
+            def submit(fit: Fit):
+                fn, args = fit
+                return pool.submit(_in_worker, fn, X, y, threads, args) if processes else pool.submit(fn, X, y, threads, *args)
+            yield submit, as_completed, "processes" if processes else "threads", workers
+
+
+def _run_tasks(X, y, fits: list[Fit], names: list[str], n_jobs: int,
                progress: ProgressFn | None = None, tick: list[bool] | None = None,
                meanwhile: Callable[[], None] | None = None, on_result: Callable[[int, Any], None] | None = None,
-               processes: bool = False) -> list[Any]:
-    """Run independent fits on at most ``n_jobs`` threads (or worker processes), one core each; any
-    failure raises.
+               processes: bool = False, executor: Any = None) -> tuple[list[Any], str, int]:
+    """Run independent fits, one core each, on this machine (``n_jobs`` threads, or worker processes
+    for estimators whose fit holds the GIL: trilho.models says which, BENCHMARKS.md measures it) or
+    on ``executor`` (trilho.cluster's Dask executor); any failure raises, naming the fit.
 
     ``meanwhile`` runs in this thread once every fit is submitted, ``on_result(i, result)`` as each
-    fit arrives: work that waits on a server rather than a core overlaps the fits. ``processes``:
-    for estimators whose fit holds the GIL (trilho.models says which; BENCHMARKS.md measures it)."""
-    workers = max(1, min(n_jobs, len(tasks)))
-    threads = max(1, n_jobs // workers)
-    processes = processes and workers > 1
-    results: list[Any] = [None] * len(tasks)
+    fit arrives: work that waits on a server rather than a core overlaps the fits. Returns the
+    results in order, what ran them and how many fits ran at once."""
+    results: list[Any] = [None] * len(fits)
     done = 0
-    total = sum(tick) if tick else len(tasks)
-    with threadpool_limits(threads), _executor(processes, workers) as pool:
-        futures = {(pool.submit(_in_worker, task, threads) if processes else pool.submit(task, threads)): i
-                   for i, task in enumerate(tasks)}
+    total = sum(tick) if tick else len(fits)
+    runner = executor or _Local(n_jobs, processes)
+    with runner.session(X, y, len(fits)) as (submit, completed, pool, workers):
+        futures = {submit(fit): i for i, fit in enumerate(fits)}
         try:
             if meanwhile:
                 meanwhile()
-            for future in as_completed(futures):
+            for future in completed(futures):
                 i = futures[future]
                 try:
                     results[i] = future.result()
@@ -301,44 +322,51 @@ def _run_tasks(tasks: list[Callable[[int], Any]], names: list[str], n_jobs: int,
             for other in futures:
                 other.cancel()
             raise
-    return results
+    return results, pool, workers
 
 
-def _fold_task(X, y, estimator, seed, i, train, test, labels):
-    def run(threads: int) -> dict[str, Any]:
-        start = time.perf_counter()
-        pipe = build_pipeline(**estimator, n_threads=threads)
-        pipe.fit(X.iloc[train], y[train])
-        proba = np.zeros((len(test), len(labels)))
-        proba[:, pipe.classes_] = pipe.predict_proba(X.iloc[test])
-        pred = labels[proba.argmax(axis=1)]  # what predict() gives for these models
-        cm = confusion_matrix(y[test], pred, labels=labels)
-        return {"seed": seed, "fold": i, "n_train": len(train), "n_test": len(test),
-                "fit_s": time.perf_counter() - start, "cm": cm, "test": test, "proba": proba,
-                **scores_from_confusion(cm), **probability_metrics(y[test], proba, labels)}
-    return run
+def _complement(n: int, rows: np.ndarray) -> np.ndarray:
+    """The rows of 0..n-1 not in ``rows``, ascending."""
+    keep = np.ones(n, dtype=bool)
+    keep[rows] = False
+    return np.flatnonzero(keep)
 
 
-def _pair_task(X, y, estimator, seed, folds: tuple[int, int], tests: tuple[np.ndarray, np.ndarray], labels):
+def _fold_fit(X, y, threads: int, estimator: dict, seed: int, i: int, test: np.ndarray, labels: np.ndarray
+              ) -> dict[str, Any]:
+    """One fold: trained on every row outside ``test``, scored on ``test``."""
+    start = time.perf_counter()
+    train = _complement(len(y), test)
+    pipe = build_pipeline(**estimator, n_threads=threads)
+    pipe.fit(X.iloc[train], y[train])
+    proba = np.zeros((len(test), len(labels)))
+    proba[:, pipe.classes_] = pipe.predict_proba(X.iloc[test])
+    pred = labels[proba.argmax(axis=1)]  # what predict() gives for these models
+    cm = confusion_matrix(y[test], pred, labels=labels)
+    return {"seed": seed, "fold": i, "n_train": len(train), "n_test": len(test),
+            "fit_s": time.perf_counter() - start, "cm": cm, "test": test, "proba": proba,
+            **scores_from_confusion(cm), **probability_metrics(y[test], proba, labels)}
+
+
+def _pair_fit(X, y, threads: int, estimator: dict, seed: int, folds: tuple[int, int],
+              tests: tuple[np.ndarray, np.ndarray], labels: np.ndarray) -> pd.DataFrame:
     """One fit of nested CV: trained without two folds, it scores both, each for the other's inner CV."""
-    def run(threads: int) -> pd.DataFrame:
-        held = np.concatenate(tests)
-        train = np.setdiff1d(np.arange(len(y)), held, assume_unique=True)
-        pipe = build_pipeline(**estimator, n_threads=threads).fit(X.iloc[train], y[train])
-        proba = np.zeros((len(held), len(labels)))
-        proba[:, pipe.classes_] = pipe.predict_proba(X.iloc[held])
-        truth = np.searchsorted(labels, y[held])
-        outer = np.repeat([folds[1], folds[0]], [len(tests[0]), len(tests[1])])  # rows of one fold serve the other
-        return pd.DataFrame({"seed": seed, "outer": outer, "row": held,
-                             "error": (proba.argmax(axis=1) != truth).astype("float64"),
-                             "logloss": row_log_loss(proba, truth)})
-    return run
+    held = np.concatenate(tests)
+    train = _complement(len(y), held)
+    pipe = build_pipeline(**estimator, n_threads=threads).fit(X.iloc[train], y[train])
+    proba = np.zeros((len(held), len(labels)))
+    proba[:, pipe.classes_] = pipe.predict_proba(X.iloc[held])
+    truth = np.searchsorted(labels, y[held])
+    outer = np.repeat([folds[1], folds[0]], [len(tests[0]), len(tests[1])])  # rows of one fold serve the other
+    return pd.DataFrame({"seed": seed, "outer": outer, "row": held,
+                         "error": (proba.argmax(axis=1) != truth).astype("float64"),
+                         "logloss": row_log_loss(proba, truth)})
 
 
-def _fit_task(X, y, estimator, rows):
-    def run(threads: int) -> Pipeline:
-        return build_pipeline(**estimator, n_threads=threads).fit(X.iloc[rows], y[rows])
-    return run
+def _rows_fit(X, y, threads: int, estimator: dict, rows: np.ndarray | None) -> Pipeline:
+    """One fit on ``rows`` (every row when None)."""
+    pipe = build_pipeline(**estimator, n_threads=threads)
+    return pipe.fit(X, y) if rows is None else pipe.fit(X.iloc[rows], y[rows])
 
 
 def _cv_result(rows: list[dict[str, Any]], wall: float, workers: int, y: np.ndarray,
@@ -383,12 +411,12 @@ def _holdout_result(pipe: Pipeline, X, y, train, test, classes) -> HoldoutResult
 def cross_validate(X: pd.DataFrame, y: np.ndarray, *, model: dict, resampler: dict, random_state: int,
                    n_splits: int, seeds: list[int], n_jobs: int = 1,
                    progress: ProgressFn | None = None, groups: np.ndarray | None = None,
-                   nested_repeats: int = 0, encoding: dict | None = None) -> CVResult:
+                   nested_repeats: int = 0, encoding: dict | None = None, executor: Any = None) -> CVResult:
     """For each seed, StratifiedKFold(n_splits, shuffle=True, random_state=seed) (or its grouped
     variant when ``groups`` is given); fit and score each fold."""
     cv, _, _ = evaluate_all(X, y, model=model, resampler=resampler, random_state=random_state,
                             n_splits=n_splits, seeds=seeds, n_jobs=n_jobs, progress=progress, groups=groups,
-                            nested_repeats=nested_repeats, encoding=encoding)
+                            nested_repeats=nested_repeats, encoding=encoding, executor=executor)
     return cv
 
 
@@ -397,31 +425,32 @@ def evaluate_all(X: pd.DataFrame, y: np.ndarray, *, model: dict, resampler: dict
                  holdout_fraction: float | None = None, classes: list[str] | None = None,
                  final_fit: bool = False, groups: np.ndarray | None = None, nested_repeats: int = 0,
                  meanwhile: Callable[[], None] | None = None,
-                 on_fit: Callable[[str, Pipeline], None] | None = None, encoding: dict | None = None
-                 ) -> tuple[CVResult, HoldoutResult | None, Pipeline | None]:
+                 on_fit: Callable[[str, Pipeline], None] | None = None, encoding: dict | None = None,
+                 executor: Any = None) -> tuple[CVResult, HoldoutResult | None, Pipeline | None]:
     """The folds, the holdout fit, the final fit and the nested-CV fits of the first
     ``nested_repeats`` seeds (one per pair of folds) as one batch of independent fits on one pool.
 
     The two larger fits go first so that the pool's last moments are not spent on one long fit;
     ``on_fit("holdout" | "final", pipeline)`` is called in this thread as soon as each is ready,
-    while the folds go on, and ``meanwhile`` once every fit is submitted.
+    while the folds go on, and ``meanwhile`` once every fit is submitted. ``executor``: where the
+    fits run when not on this machine (trilho.cluster); the same fits, seeds and scores either way.
     """
     estimator = dict(model=model, resampler=resampler, random_state=random_state, encoding=encoding)
     labels = np.arange(int(y.max()) + 1)
-    tasks, names, tick, kinds = [], [], [], []
+    fits: list[Fit] = []
+    names, tick, kinds = [], [], []
     split = None
     if holdout_fraction:
         split = holdout_split(y, holdout_fraction, random_state, groups)
-        train, _ = split
-        tasks.append(_fit_task(X, y, estimator, train)), names.append("holdout fit"), tick.append(False)
+        fits.append((_rows_fit, (estimator, split[0]))), names.append("holdout fit"), tick.append(False)
         kinds.append("holdout")
     if final_fit:
-        tasks.append(_fit_task(X, y, estimator, np.arange(len(y)))), names.append("final fit"), tick.append(False)
+        fits.append((_rows_fit, (estimator, None))), names.append("final fit"), tick.append(False)
         kinds.append("final")
-    extra = len(tasks)
+    extra = len(fits)
     plan = _split_plan(y, n_splits, seeds, groups)
-    for seed, i, train, test in plan:
-        tasks.append(_fold_task(X, y, estimator, seed, i, train, test, labels))
+    for seed, i, _train, test in plan:
+        fits.append((_fold_fit, (estimator, seed, i, test, labels)))
         names.append(f"fold {i} of seed {seed}")
         tick.append(True)
     n_folds = len(plan)
@@ -429,7 +458,7 @@ def evaluate_all(X: pd.DataFrame, y: np.ndarray, *, model: dict, resampler: dict
     for seed in seeds[:nested_repeats]:
         for a in range(n_splits):
             for b in range(a + 1, n_splits):
-                tasks.append(_pair_task(X, y, estimator, seed, (a, b), (tests[seed, a], tests[seed, b]), labels))
+                fits.append((_pair_fit, (estimator, seed, (a, b), (tests[seed, a], tests[seed, b]), labels)))
                 names.append(f"nested fit without folds {a} and {b} of seed {seed}")
                 tick.append(True)
     start = time.perf_counter()
@@ -437,11 +466,11 @@ def evaluate_all(X: pd.DataFrame, y: np.ndarray, *, model: dict, resampler: dict
         if on_fit and i < len(kinds):
             on_fit(kinds[i], result)
 
-    processes = model_kind(model["name"]).gil_bound
-    results = _run_tasks(tasks, names, n_jobs, progress, tick, meanwhile, arrived, processes)
-    cv = _cv_result(results[extra:extra + n_folds], time.perf_counter() - start, max(1, min(n_jobs, len(tasks))), y,
+    results, pool, workers = _run_tasks(X, y, fits, names, n_jobs, progress, tick, meanwhile, arrived,
+                                        model_kind(model["name"]).gil_bound, executor)
+    cv = _cv_result(results[extra:extra + n_folds], time.perf_counter() - start, workers, y,
                     results[extra + n_folds:])
-    cv.pool = "processes" if processes and cv.workers > 1 else "threads"
+    cv.pool = pool
     held = _holdout_result(results[0], X, y, *split, classes or [str(c) for c in labels]) if split else None
     final = results[extra - 1] if final_fit else None
     return cv, held, final

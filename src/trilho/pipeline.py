@@ -17,6 +17,7 @@ import pandas as pd
 
 from trilho import evaluate, parallel, plots, stats
 from trilho.clean import CleanData, clean
+from trilho.cluster import open_executor
 from trilho.experiment import Experiment
 from trilho.ingest import Ingested, ingest, read_table
 from trilho.settings import Settings
@@ -244,9 +245,15 @@ def open_tracker(settings: Settings, experiment: str) -> Tracker:
 def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = None,
                    progress: Progress | None = None) -> ExperimentResult:
     """Run the whole experiment; returns the summary that ``--summary-json`` writes."""
-    timings: dict[str, float] = {}
     clock = time.perf_counter()
     lake = lake or open_lake(settings)
+    with open_executor(settings) as executor:  # a Dask cluster is checked before anything is read
+        return _run_experiment(exp, settings, lake, progress, executor, clock)
+
+
+def _run_experiment(exp: Experiment, settings: Settings, lake: Lake, progress: Progress | None,
+                    executor: Any, clock: float) -> ExperimentResult:
+    timings: dict[str, float] = {}
     ingested, raw, validation, data = load_clean(exp, settings, lake)
     timings["data_s"] = time.perf_counter() - clock
     cores = settings.free_cores()
@@ -290,7 +297,7 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
             progress=(lambda done, total: progress("cv", done, total)) if progress else None,
             holdout_fraction=exp.evaluation.holdout_fraction, classes=exp.data.classes,
             final_fit=exp.tracking.final_fit == "all", nested_repeats=nested_repeats(exp),
-            meanwhile=while_fitting, on_fit=fitted)
+            meanwhile=while_fitting, on_fit=fitted, executor=executor)
         timings["cv_s"] = time.perf_counter() - step  # folds + holdout fit + final fit, one pool
         timings["tracking_during_cv_s"] = tracker.seconds - tracked  # overlapped with the fits
 
@@ -341,7 +348,7 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
             if exp.registry.model_name and exp.tracking.log_model:  # needs no figure: while they are drawn
                 with tracker.timed("register and gate the model"):
                     reg = summary["registry"] = _register(exp, settings, summary, cv, (X, y, groups, data.spec),
-                                                          run_id, cores, lake, data.curated())
+                                                          run_id, (cores, executor), lake, data.curated())
                     tracker.client.set_tag(run_id, "trilho.registry",
                                            f"{reg['name']} v{reg['version']}: {reg['reason']}")
                 lake.put_bytes(reports_prefix + "promotion.json", json.dumps(reg, indent=2).encode(), overwrite=True)
@@ -371,20 +378,21 @@ def cv_key(exp: Experiment, data_sha256: str) -> dict[str, str]:
 
 
 def _register(exp: Experiment, settings: Settings, summary: dict, cv: evaluate.CVResult,
-              folds_data: tuple[pd.DataFrame, Any, Any, dict], run_id: str, cores: int,
+              folds_data: tuple[pd.DataFrame, Any, Any, dict], run_id: str, run_on: tuple[int, Any],
               lake: Lake, curated: pd.DataFrame) -> dict[str, Any]:
     from trilho import drift, registry
 
     metric = exp.registry.primary_metric
 
     X, y, groups, spec = folds_data
+    cores, executor = run_on
 
     def reevaluate(config: dict[str, Any]):  # the champion's procedure on exactly the challenger's folds
         champion = Experiment.model_validate(config)
         return evaluate.cross_validate(
             X, y, model=champion.model.model_dump(), resampler=champion.resampler.model_dump(),
             random_state=champion.random_state, n_splits=exp.cv.n_splits, seeds=exp.cv.seeds, n_jobs=cores,
-            groups=groups, encoding={**spec, "missing": champion.data.missing}).scores(metric)
+            groups=groups, encoding={**spec, "missing": champion.data.missing}, executor=executor).scores(metric)
 
     def drift_report(champion_run) -> dict[str, Any] | None:  # the champion's curated data, from this lake
         import mlflow

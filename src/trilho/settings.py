@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from typing import Literal
+
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -60,12 +62,18 @@ class Settings(BaseSettings):
     create_buckets: bool = Field(True, validation_alias=_env("TRILHO_CREATE_BUCKETS"))
     stale_upload_s: float = Field(3600.0, ge=0, validation_alias=_env("TRILHO_STALE_UPLOAD_S"))
     mlflow_wait_s: float = Field(5.0, ge=0, validation_alias=_env("TRILHO_MLFLOW_WAIT_S"))
+    # where the fits run: this machine, or a Dask cluster (trilho.cluster); a scheduler alone means dask
+    executor: Literal["local", "dask"] = Field("local", validation_alias=_env("TRILHO_EXECUTOR"))
+    dask_scheduler: str | None = Field(None, validation_alias=_env("TRILHO_DASK_SCHEDULER"))
+    dask_wait_s: float = Field(10.0, gt=0, validation_alias=_env("TRILHO_DASK_WAIT_S"))
 
     @model_validator(mode="after")
     def _lake_from_bucket(self) -> Settings:
         # The reference stack named only a bucket; it means the lake lives there.
         if self.bucket_data and "lake" not in self.model_fields_set:
             object.__setattr__(self, "lake", f"s3://{self.bucket_data}")
+        if self.dask_scheduler and "executor" not in self.model_fields_set:
+            object.__setattr__(self, "executor", "dask")
         return self
 
     def free_cores(self) -> int:

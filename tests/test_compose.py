@@ -124,3 +124,19 @@ def test_a_missing_secret_stops_compose_with_its_name(tmp_path):
                              if not line.startswith("JUPYTER_TOKEN=")))
     done = _compose("-f", str(COMPOSE), "config", env_file=env, cwd=tmp_path)
     assert done.returncode != 0 and "JUPYTER_TOKEN" in done.stderr
+
+
+def test_the_dask_profile_runs_training_on_its_workers():
+    services = load(COMPOSE)["services"]
+    scheduler, worker, train = services["dask-scheduler"], services["dask-worker"], services["train-dask"]
+    assert scheduler["profiles"] == worker["profiles"] == train["profiles"] == ["dask"]
+    # the workers run the image train runs: the same trilho, the same library versions
+    assert scheduler["image"] == worker["image"] == train["image"] == services["train"]["image"]
+    assert train["environment"]["TRILHO_DASK_SCHEDULER"] == "tcp://dask-scheduler:8786"
+    assert train["depends_on"]["dask-scheduler"]["condition"] == "service_healthy"
+    assert worker["command"][:3] == ["dask", "worker", "tcp://dask-scheduler:8786"]
+    assert worker["command"][worker["command"].index("--nthreads") + 1] == "1"  # one fit per process
+    assert scheduler["ports"] == ["${TRILHO_BIND:-127.0.0.1}:${DASK_DASHBOARD_PORT:-8787}:8787"]
+    # elsewhere the setting is empty, so a plain `train` fits in its own container
+    assert services["train"]["environment"]["TRILHO_DASK_SCHEDULER"] == "${TRILHO_DASK_SCHEDULER:-}"
+    assert "dask" in (ROOT / "docker/trilho.Dockerfile").read_text()

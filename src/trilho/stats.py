@@ -70,6 +70,13 @@ def fold_bootstrap_interval(scores: np.ndarray, level: float = 0.95, n_boot: int
     return float(lo), float(hi)
 
 
+# up to this many rows, each bootstrap replicate draws its rows one by one (the figures of small
+# data sets such as the diabetes one stay as they were); above it, a replicate draws how many rows
+# of each (label, predictions) pattern it holds from the multinomial those row draws imply: the
+# same distribution, in time that does not grow with the rows (BENCHMARKS.md, "A million rows")
+EXACT_BOOTSTRAP_ROWS = 50_000
+
+
 def row_bootstrap_intervals(y: np.ndarray, pred: np.ndarray, n_classes: int,
                             score_fn: Callable[[np.ndarray], dict[str, np.ndarray]], metrics: list[str],
                             level: float = 0.95, n_boot: int = 1000, seed: int = 0) -> dict[str, tuple[float, float]]:
@@ -80,25 +87,49 @@ def row_bootstrap_intervals(y: np.ndarray, pred: np.ndarray, n_classes: int,
     replacement, scores every repeat's pooled confusion matrix on them and averages over repeats.
     Returns, per metric, the replicates' percentile range as offsets from the full-data pooled
     score, to be added to the reported fold mean.
+
+    A row enters the statistic only through its pattern (its label and its prediction in each
+    repeat), so a replicate is fully described by how many rows of each pattern it drew. Above
+    ``EXACT_BOOTSTRAP_ROWS`` rows those counts are drawn directly, multinomial(n, pattern shares).
     """
     pred = np.atleast_2d(np.asarray(pred))
     repeats, n = pred.shape
     cells = np.asarray(y)[None, :] * n_classes + pred                     # (repeats, n)
-    onehot = np.zeros((repeats, n, n_classes**2))
-    np.put_along_axis(onehot, cells[..., None], 1.0, axis=-1)
     rng = np.random.default_rng(seed)
+    if n > EXACT_BOOTSTRAP_ROWS:
+        base = n_classes**2
+        if repeats * np.log2(base) < 62:  # each row's pattern as one integer: a fast 1-D unique
+            key = np.zeros(n, dtype=np.int64)
+            for r in range(repeats):
+                key = key * base + cells[r]
+            keys, counts = np.unique(key, return_counts=True)
+            patterns = np.stack([keys // base**(repeats - 1 - r) % base for r in range(repeats)])
+        else:
+            rows, counts = np.unique(cells.T, axis=0, return_counts=True)
+            patterns = rows.T
+        cells, units = patterns, len(counts)                          # (repeats, P), (P,)
 
-    def pooled(weights: np.ndarray) -> dict[str, np.ndarray]:            # weights: (boots, n)
+        def draw(size: int) -> np.ndarray:
+            return rng.multinomial(n, counts / n, size=size).astype("float64")
+        full = counts.astype("float64")
+    else:
+        units = n
+
+        def draw(size: int) -> np.ndarray:
+            return np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(size)]).astype("float64")
+        full = np.ones(n)
+    onehot = np.zeros((repeats, units, n_classes**2))
+    np.put_along_axis(onehot, cells[..., None], 1.0, axis=-1)
+
+    def pooled(weights: np.ndarray) -> dict[str, np.ndarray]:            # weights: (boots, units)
         cms = np.einsum("bn,rnk->brk", weights, onehot).reshape(len(weights), repeats, n_classes, n_classes)
         return {m: v.mean(axis=1) for m, v in score_fn(cms).items() if m in metrics}
 
-    point = pooled(np.ones((1, n)))
+    point = pooled(full[None, :])
     draws: dict[str, list[np.ndarray]] = {m: [] for m in metrics}
-    block = max(1, min(n_boot, 4_000_000 // max(n, 1)))                  # bounded memory per block
+    block = max(1, min(n_boot, 4_000_000 // max(units, 1)))              # bounded memory per block
     for start in range(0, n_boot, block):
-        size = min(block, n_boot - start)
-        weights = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(size)]).astype("float64")
-        for m, v in pooled(weights).items():
+        for m, v in pooled(draw(min(block, n_boot - start))).items():
             draws[m].append(v)
     out = {}
     for m in metrics:

@@ -163,3 +163,23 @@ def test_no_thread_outlives_fits_in_worker_processes():
                         random_state=0, n_splits=3, seeds=[0], n_jobs=2)
     assert cv.pool == "processes"
     assert threading.active_count() == before, threading.enumerate()  # figures may be forked afterwards
+
+
+def test_candidates_in_one_batch_score_as_they_do_alone():
+    """compare's batch: GIL-bound and other fits on one pool give each candidate its own scores."""
+    from trilho.evaluate import cross_validate_many
+
+    X, y = _data()
+    candidates = [{"label": "xgb", "model": MODEL, "resampler": SMOTE},
+                  {"label": "forest", "model": {"name": "random_forest", "params": {"n_estimators": 15}},
+                   "resampler": {"name": "random_under", "params": {}}},
+                  {"label": "linear", "model": {"name": "logistic_regression", "params": {}}, "resampler": SMOTE}]
+    kw = dict(random_state=3, n_splits=3, seeds=[0, 1])
+    seen = []
+    together = cross_validate_many(X, y, candidates=candidates, n_jobs=2, progress=lambda d, t: seen.append((d, t)), **kw)
+    assert [cv.pool for cv in together] == ["threads", "processes", "threads"]
+    assert seen[-1] == (18, 18) and len(seen) == 18
+    for cand, cv in zip(candidates, together, strict=True):
+        alone = cross_validate(X, y, model=cand["model"], resampler=cand["resampler"], n_jobs=1, **kw)
+        pd.testing.assert_frame_equal(cv.folds.drop(columns="fit_s"), alone.folds.drop(columns="fit_s"))
+        pd.testing.assert_frame_equal(cv.oof, alone.oof)

@@ -67,7 +67,7 @@ class DaskExecutor:
         return held[2], held[3]
 
     @contextlib.contextmanager
-    def session(self, X, y, n_tasks: int):
+    def session(self, X, y, gil_bound: list[bool]):
         """What trilho.evaluate runs its fits with: submit, as_completed, the pool's name, its size."""
         from distributed import as_completed
 
@@ -75,9 +75,10 @@ class DaskExecutor:
 
         data_x, data_y = self._scattered(X, y)
         batch = uuid.uuid4().hex[:8]
+        n_tasks = len(gil_bound)
         count = iter(range(n_tasks))
 
-        def submit(fit):
+        def submit(fit, _gil: bool):  # every worker is a process of its own: the GIL is not shared
             fn, args = fit
             # pure=False and a fresh key: two identical fits are still two tasks (they may be repeats)
             return self.client.submit(_in_worker, fn, data_x, data_y, 1, args, pure=False,

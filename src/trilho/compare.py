@@ -83,19 +83,16 @@ def _compare(exp: Experiment, settings: Settings, candidates: list[dict[str, Any
     cores = settings.free_cores()
     test_fraction = 1.0 / exp.cv.n_splits
     tags = {"trilho.experiment": exp.name, "trilho.data_sha256": ingested.manifest["sha256"], "trilho.kind": "compare"}
-    results: dict[str, evaluate.CVResult] = {}
     start = time.perf_counter()
     with tracker.run(f"{exp.name}-compare", tags) as parent:
         tracker.log_values(parent, params=flatten(exp.resolved()) | {
             "compare.candidates": json.dumps([c["label"] for c in candidates]), "compare.metric": metric})
         total = len(candidates) * exp.cv.n_splits * exp.cv.n_repeats
-        for n, cand in enumerate(candidates):
-            offset = n * exp.cv.n_splits * exp.cv.n_repeats
-            results[cand["label"]] = evaluate.cross_validate(
-                X, y, model=cand["model"], resampler=cand["resampler"], random_state=exp.random_state,
-                n_splits=exp.cv.n_splits, seeds=exp.cv.seeds, n_jobs=cores, groups=groups, encoding=data.spec,
-                executor=executor,
-                progress=(lambda done, _t, o=offset: progress("compare", o + done, total)) if progress else None)
+        found = evaluate.cross_validate_many(  # every candidate's folds in one batch on one pool
+            X, y, candidates=candidates, random_state=exp.random_state, n_splits=exp.cv.n_splits,
+            seeds=exp.cv.seeds, n_jobs=cores, groups=groups, encoding=data.spec, executor=executor,
+            progress=(lambda done, _t: progress("compare", done, total)) if progress else None)
+        results = {cand["label"]: cv for cand, cv in zip(candidates, found, strict=True)}
         baseline = candidates[0]["label"]
         base = results[baseline].scores(metric)
         rows = []

@@ -39,6 +39,7 @@ __all__ = [
     "build_pipeline",
     "check_names",
     "cross_validate",
+    "cross_validate_many",
     "evaluate_all",
     "scores_from_confusion",
     "scores_from_confusions",
@@ -251,17 +252,25 @@ def _in_worker(fn: Callable[..., Any], X, y, threads: int, args: tuple) -> Any:
         return fn(X, y, threads, *args)
 
 
-@contextlib.contextmanager
-def _executor(processes: bool, workers: int):
-    """Threads, or loky's reusable worker processes (started by exec, never a bare fork: the OpenMP
-    state an XGBoost fit leaves in this process cannot reach them)."""
-    if not processes:
-        with ThreadPoolExecutor(workers, thread_name_prefix="trilho-fit") as pool:
-            yield pool
-        return
-    from joblib.externals.loky import get_reusable_executor
+_HELD: dict[str, Any] = {}  # in a worker process: the data it was started with
 
-    pool = get_reusable_executor(max_workers=workers, timeout=300)
+
+def _hold(X, y) -> None:
+    """A worker process's initializer: the data arrive once per worker, not once per fit."""
+    _HELD["X"], _HELD["y"] = X, y
+
+
+def _in_process(fn: Callable[..., Any], threads: int, args: tuple) -> Any:
+    return _in_worker(fn, _HELD["X"], _HELD["y"], threads, args)
+
+
+@contextlib.contextmanager
+def _processes(workers: int, X, y):
+    """loky's worker processes (started by exec, never a bare fork: the OpenMP state an XGBoost
+    fit leaves in this process cannot reach them), each given the data once when it starts."""
+    from joblib.externals.loky import ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_hold, initargs=(X, y))
     try:
         yield pool
     finally:  # workers and their manager thread go: no thread outlives the fits (trilho.parallel forks)
@@ -269,40 +278,50 @@ def _executor(processes: bool, workers: int):
 
 
 class _Local:
-    """The fits on this machine: at most ``n_jobs`` threads or worker processes, one core each."""
+    """The fits on this machine: at most ``n_jobs`` at once, one core each. A fit that holds the
+    GIL runs in a worker process, its slot's thread waiting for it; the others in the thread."""
 
-    def __init__(self, n_jobs: int, processes: bool) -> None:
-        self.n_jobs, self.processes = n_jobs, processes
+    def __init__(self, n_jobs: int) -> None:
+        self.n_jobs = n_jobs
 
     @contextlib.contextmanager
-    def session(self, X, y, n_tasks: int):
-        workers = max(1, min(self.n_jobs, n_tasks))
+    def session(self, X, y, gil_bound: list[bool]):
+        workers = max(1, min(self.n_jobs, len(gil_bound)))
         threads = max(1, self.n_jobs // workers)
-        processes = self.processes and workers > 1
-        with threadpool_limits(threads), _executor(processes, workers) as pool:
-            def submit(fit: Fit):
+        processes = any(gil_bound) and workers > 1
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(threadpool_limits(threads))
+            pool = stack.enter_context(ThreadPoolExecutor(workers, thread_name_prefix="trilho-fit"))
+            procs = stack.enter_context(_processes(workers, X, y)) if processes else None
+
+            def submit(fit: Fit, gil: bool):
                 fn, args = fit
-                return pool.submit(_in_worker, fn, X, y, threads, args) if processes else pool.submit(fn, X, y, threads, *args)
-            yield submit, as_completed, "processes" if processes else "threads", workers
+                if procs is not None and gil:
+                    return pool.submit(lambda: procs.submit(_in_process, fn, threads, args).result())
+                return pool.submit(fn, X, y, threads, *args)
+
+            yield submit, as_completed, ("processes" if processes else "threads"), workers
 
 
 def _run_tasks(X, y, fits: list[Fit], names: list[str], n_jobs: int,
                progress: ProgressFn | None = None, tick: list[bool] | None = None,
                meanwhile: Callable[[], None] | None = None, on_result: Callable[[int, Any], None] | None = None,
-               processes: bool = False, executor: Any = None) -> tuple[list[Any], str, int]:
-    """Run independent fits, one core each, on this machine (``n_jobs`` threads, or worker processes
-    for estimators whose fit holds the GIL: trilho.models says which, BENCHMARKS.md measures it) or
-    on ``executor`` (trilho.cluster's Dask executor); any failure raises, naming the fit.
+               gil_bound: list[bool] | None = None, executor: Any = None) -> tuple[list[Any], str, int]:
+    """Run independent fits, one core each, on this machine (``n_jobs`` at once; those whose
+    estimator holds the GIL, ``gil_bound``, in worker processes: trilho.models says which,
+    BENCHMARKS.md measures it) or on ``executor`` (trilho.cluster's Dask executor); any failure
+    raises, naming the fit.
 
     ``meanwhile`` runs in this thread once every fit is submitted, ``on_result(i, result)`` as each
     fit arrives: work that waits on a server rather than a core overlaps the fits. Returns the
-    results in order, what ran them and how many fits ran at once."""
+    results in order, what ran the GIL-bound fits (or all of them) and how many ran at once."""
     results: list[Any] = [None] * len(fits)
+    gil_bound = gil_bound or [False] * len(fits)
     done = 0
     total = sum(tick) if tick else len(fits)
-    runner = executor or _Local(n_jobs, processes)
-    with runner.session(X, y, len(fits)) as (submit, completed, pool, workers):
-        futures = {submit(fit): i for i, fit in enumerate(fits)}
+    runner = executor or _Local(n_jobs)
+    with runner.session(X, y, gil_bound) as (submit, completed, pool, workers):
+        futures = {submit(fit, gil): i for i, (fit, gil) in enumerate(zip(fits, gil_bound, strict=True))}
         try:
             if meanwhile:
                 meanwhile()
@@ -420,6 +439,37 @@ def cross_validate(X: pd.DataFrame, y: np.ndarray, *, model: dict, resampler: di
     return cv
 
 
+def cross_validate_many(X: pd.DataFrame, y: np.ndarray, *, candidates: list[dict[str, Any]], random_state: int,
+                        n_splits: int, seeds: list[int], n_jobs: int = 1, progress: ProgressFn | None = None,
+                        groups: np.ndarray | None = None, encoding: dict | None = None,
+                        executor: Any = None) -> list[CVResult]:
+    """Several candidates (each ``{"model": ..., "resampler": ...}``) on the same folds: every fit
+    of every candidate in one batch on one pool, so the pool starts once and no core waits for a
+    candidate's last fold. Each candidate's scores are those ``cross_validate`` gives it alone."""
+    labels = np.arange(int(y.max()) + 1)
+    plan = _split_plan(y, n_splits, seeds, groups)
+    fits: list[Fit] = []
+    names, gil = [], []
+    for cand in candidates:
+        estimator = dict(model=cand["model"], resampler=cand["resampler"], random_state=random_state,
+                         encoding=encoding)
+        label = cand.get("label", cand["model"]["name"])
+        held = model_kind(cand["model"]["name"]).gil_bound
+        for seed, i, _train, test in plan:
+            fits.append((_fold_fit, (estimator, seed, i, test, labels)))
+            names.append(f"{label}: fold {i} of seed {seed}")
+            gil.append(held)
+    start = time.perf_counter()
+    results, pool, workers = _run_tasks(X, y, fits, names, n_jobs, progress, gil_bound=gil, executor=executor)
+    wall = time.perf_counter() - start
+    out = []
+    for k in range(len(candidates)):
+        cv = _cv_result(results[k * len(plan):(k + 1) * len(plan)], wall, workers, y)
+        cv.pool = "processes" if pool == "processes" and gil[k * len(plan)] else ("dask" if pool == "dask" else "threads")
+        out.append(cv)
+    return out
+
+
 def evaluate_all(X: pd.DataFrame, y: np.ndarray, *, model: dict, resampler: dict, random_state: int,
                  n_splits: int, seeds: list[int], n_jobs: int = 1, progress: ProgressFn | None = None,
                  holdout_fraction: float | None = None, classes: list[str] | None = None,
@@ -466,8 +516,8 @@ def evaluate_all(X: pd.DataFrame, y: np.ndarray, *, model: dict, resampler: dict
         if on_fit and i < len(kinds):
             on_fit(kinds[i], result)
 
-    results, pool, workers = _run_tasks(X, y, fits, names, n_jobs, progress, tick, meanwhile, arrived,
-                                        model_kind(model["name"]).gil_bound, executor)
+    gil = [model_kind(model["name"]).gil_bound] * len(fits)
+    results, pool, workers = _run_tasks(X, y, fits, names, n_jobs, progress, tick, meanwhile, arrived, gil, executor)
     cv = _cv_result(results[extra:extra + n_folds], time.perf_counter() - start, workers, y,
                     results[extra + n_folds:])
     cv.pool = pool

@@ -40,7 +40,7 @@ df = pd.read_csv(sys.argv[1])
 df = df.drop(columns=["ID", "No_Pation"])
 for col in ("CLASS", "Gender"):
     df[col] = df[col].astype(str).str.strip().str.upper()
-setup(data=df, target="CLASS", test_data=df.head(50), fix_imbalance=True, session_id=42, verbose=False,
+setup(data=df, target="CLASS", test_data=df.head(50), index=False, fix_imbalance=True, session_id=42, verbose=False,
       html=False, n_jobs=-1, fold_strategy=RepeatedStratifiedKFold(n_splits=5, n_repeats=10, random_state=42))
 compare_models(include=["xgboost", "rf", "lr"], verbose=False, sort="F1")
 table = pull()

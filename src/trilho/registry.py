@@ -23,6 +23,7 @@ import numpy as np
 
 from trilho import stats
 from trilho.errors import TrackingError
+from trilho.tracking import store_lock
 
 __all__ = ["GateDecision", "decide", "list_versions", "promote_by_hand", "register_and_gate"]
 
@@ -109,6 +110,9 @@ def decide_on_changed_data(challenger: np.ndarray, champion: dict[str, float], d
                         champion["mean"], comparison, "other data: estimates and drift", drift)
 
 
+_REDECIDE = 5  # how often a challenger decides again when the champion moved while it was decided
+
+
 def _logged_estimate(run, metric: str) -> dict[str, float] | None:
     found = run.data.metrics
     if f"{metric}_mean" not in found:
@@ -158,40 +162,59 @@ def register_and_gate(*, tracking_uri: str, name: str, model_uri: str, run_id: s
     from mlflow.exceptions import MlflowException
 
     client = _client(tracking_uri)
-    try:  # decide first, so that the version is created with its decision in one call
+
+    def decide_now():  # against whichever version is champion at this moment
         current = _alias_version(client, name, CHAMPION)
         if current is None:
-            decision = decide(fold_scores, None, metric=metric, margin=margin, test_fraction=test_fraction, level=level)
+            return None, decide(fold_scores, None, metric=metric, margin=margin, test_fraction=test_fraction,
+                                level=level)
+        champion_run = client.get_run(current.run_id)
+        same_data = champion_run.data.tags.get("trilho.data_sha256") == cv_key["data_sha256"]
+        logged = _logged_estimate(champion_run, metric)
+        if not same_data and logged is not None:
+            drift = drift_report(champion_run) if drift_report else None
+            return current, decide_on_changed_data(fold_scores, logged, drift, metric=metric, margin=margin,
+                                                   test_fraction=test_fraction, level=level,
+                                                   champion_version=str(current.version))
+        if _same_folds(champion_run, cv_key):
+            champion_scores, basis = _fold_scores(client, current.run_id, metric), "same folds, logged scores"
+        elif reevaluate is not None:
+            config = json.loads(mlflow.artifacts.load_text(f"runs:/{current.run_id}/config.json"))
+            champion_scores, basis = reevaluate(config), "champion re-evaluated on the challenger's folds"
         else:
-            champion_run = client.get_run(current.run_id)
-            same_data = champion_run.data.tags.get("trilho.data_sha256") == cv_key["data_sha256"]
-            logged = _logged_estimate(champion_run, metric)
-            if not same_data and logged is not None:
-                drift = drift_report(champion_run) if drift_report else None
-                decision = decide_on_changed_data(fold_scores, logged, drift, metric=metric, margin=margin,
-                                                  test_fraction=test_fraction, level=level,
-                                                  champion_version=str(current.version))
-                champion_scores = None
-            elif _same_folds(champion_run, cv_key):
-                champion_scores, basis = _fold_scores(client, current.run_id, metric), "same folds, logged scores"
-            elif reevaluate is not None:
-                config = json.loads(mlflow.artifacts.load_text(f"runs:/{current.run_id}/config.json"))
-                champion_scores, basis = reevaluate(config), "champion re-evaluated on the challenger's folds"
-            else:
-                raise TrackingError(f"champion v{current.version} of {name!r} was evaluated on other folds "
-                                    "and cannot be re-evaluated here")
-            if champion_scores is not None:
-                if len(champion_scores) != len(fold_scores):
-                    raise TrackingError(f"champion v{current.version} has {len(champion_scores)} fold scores for "
-                                        f"{metric!r}, the challenger {len(fold_scores)}")
-                decision = decide(fold_scores, champion_scores, metric=metric, margin=margin,
-                                  test_fraction=test_fraction, level=level, champion_version=str(current.version),
-                                  basis=basis)
-        version = mlflow.register_model(model_uri, name, await_registration_for=0,
-                                        tags={"trilho.run_id": run_id, **decision.tags()}).version
-        client.set_registered_model_alias(name, CHALLENGER, version)
-        if decision.promote:
-            client.set_registered_model_alias(name, CHAMPION, version)
+            raise TrackingError(f"champion v{current.version} of {name!r} was evaluated on other folds "
+                                "and cannot be re-evaluated here")
+        if len(champion_scores) != len(fold_scores):
+            raise TrackingError(f"champion v{current.version} has {len(champion_scores)} fold scores for "
+                                f"{metric!r}, the challenger {len(fold_scores)}")
+        return current, decide(fold_scores, champion_scores, metric=metric, margin=margin,
+                               test_fraction=test_fraction, level=level, champion_version=str(current.version),
+                               basis=basis)
+
+    def version_of(found) -> str | None:
+        return None if found is None else str(found.version)
+
+    try:
+        # challengers of one SQLite store are gated one at a time (a lock beside it); a server has
+        # no lock to offer, so the champion is read again just before the alias moves, and a
+        # challenger that finds it moved is decided again against the new one
+        with store_lock(tracking_uri, "gate"):
+            current, decision = decide_now()  # first, so the version is created with its decision
+            version = mlflow.register_model(model_uri, name, await_registration_for=0,
+                                            tags={"trilho.run_id": run_id, **decision.tags()}).version
+            client.set_registered_model_alias(name, CHALLENGER, version)
+            for _ in range(_REDECIDE):
+                now = _alias_version(client, name, CHAMPION)
+                if not decision.promote or version_of(now) == version_of(current):
+                    break
+                stale = decision.tags()
+                current, decision = decide_now()
+                for key in set(stale) - set(decision.tags()):
+                    client.delete_model_version_tag(name, version, key)
+                for key, value in decision.tags().items():
+                    client.set_model_version_tag(name, version, key, value)
+            if decision.promote:
+                client.set_registered_model_alias(name, CHAMPION, version)
     except MlflowException as exc:
         raise TrackingError(f"model registry at {tracking_uri!r} failed for {name!r}: {exc}") from exc
     log.info("%s v%s: %s", name, version, decision.reason)

@@ -47,6 +47,50 @@ def _chunks(items: list, size: int) -> Iterator[list]:
         yield items[i:i + size]
 
 
+def sqlite_file(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI (relative or absolute), else None."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    path = tracking_uri[len("sqlite:///"):].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+@contextlib.contextmanager
+def store_lock(tracking_uri: str, purpose: str = "store") -> Iterator[None]:
+    """An exclusive lock beside a SQLite tracking store (``mlflow.db.store.lock``), held while
+    processes on this machine create or migrate it (``store``) or move its registry aliases
+    (``gate``); nothing for other stores, whose server serialises its own schema."""
+    path = sqlite_file(tracking_uri)
+    if path is None:
+        yield
+        return
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f"{path.name}.{purpose}.lock"), "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _experiment_id(client: Any, name: str) -> str:
+    """The experiment's id, creating it; another process creating it at the same moment is fine."""
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(name)
+    if found:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name)
+    except MlflowException:
+        found = client.get_experiment_by_name(name)  # it was created meanwhile (a server with several clients)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
 class Tracker:
     """One experiment on one tracking server; counts the seconds it spends talking to it."""
 
@@ -66,9 +110,10 @@ class Tracker:
             _check_server(tracking_uri, wait_s)
         try:
             mlflow.set_tracking_uri(tracking_uri)
-            self.client = MlflowClient(tracking_uri)
-            found = self.client.get_experiment_by_name(experiment)
-            self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+            # the first client of a fresh SQLite store creates and migrates it: one process at a time
+            with store_lock(tracking_uri):
+                self.client = MlflowClient(tracking_uri)
+                self.experiment_id = _experiment_id(self.client, experiment)
         except Exception as exc:
             raise TrackingError(f"MLflow at {tracking_uri!r} is not usable ({type(exc).__name__}: {exc}); "
                                 "start it or set MLFLOW_TRACKING_URI") from exc

@@ -1,0 +1,97 @@
+"""Many runs at once against one tracking store: the embedded SQLite file and a real `mlflow server`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trilho.synthetic import diabetes
+
+from .conftest import FAST
+
+RUNS = 4
+
+
+def _start_runs(workdir: Path, env: dict[str, str], csv: Path, model: str) -> list[subprocess.Popen]:
+    """RUNS `trilho run` processes started together on one store (one thread each: 4 on 2 cores)."""
+    args = [sys.executable, "-m", "trilho", "run", "--source", f"file:{csv}", "--set", 'source.sha256=""',
+            "--set", f'registry.model_name="{model}"', *[a for item in FAST for a in ("--set", item)]]
+    procs, logs = [], []
+    for n in range(RUNS):
+        logs.append(open(workdir / f"run-{n}.log", "wb"))  # noqa: SIM115 - closed below
+        procs.append(subprocess.Popen([*args, "--summary-json", str(workdir / f"summary-{n}.json")], cwd=workdir,
+                                      env={**env, "TRILHO_N_JOBS": "1"}, stdout=logs[-1], stderr=subprocess.STDOUT))
+    for proc, log in zip(procs, logs, strict=True):
+        proc.wait(timeout=400)
+        log.close()
+    return procs
+
+
+def _check_all_landed(workdir: Path, procs: list[subprocess.Popen], tracking_uri: str, model: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    failed = {n: (workdir / f"run-{n}.log").read_text()[-2000:] for n, p in enumerate(procs) if p.returncode}
+    assert not failed, failed
+    summaries = [json.loads((workdir / f"summary-{n}.json").read_text()) for n in range(RUNS)]
+    client = MlflowClient(tracking_uri)
+    versions = client.search_model_versions(f"name = '{model}'")
+    assert sorted(int(v.version) for v in versions) == list(range(1, RUNS + 1))
+    assert sorted(int(s["registry"]["version"]) for s in summaries) == list(range(1, RUNS + 1))
+    for s in summaries:  # every run's results reached the store
+        assert client.get_run(s["run_id"]).info.status == "FINISHED"
+    # the promotions form one chain: a first champion, then each promoted challenger compared with
+    # the champion of its moment, which it replaced. Two challengers that read the same champion
+    # (the race) would both name it, and the alias would end on one whose comparison was not with
+    # the version it replaced.
+    decisions = {str(v.version): v.tags for v in versions}
+    shown = {v: (t["trilho.gate.decision"], t.get("trilho.gate.against_version")) for v, t in decisions.items()}
+    firsts = [v for v, tags in decisions.items() if "trilho.gate.against_version" not in tags]
+    assert len(firsts) == 1, shown
+    promoted = [v for v, tags in decisions.items() if tags["trilho.gate.decision"] == "promoted"]
+    replaced = [decisions[v]["trilho.gate.against_version"] for v in promoted if v not in firsts]
+    assert len(replaced) == len(set(replaced)), shown  # no champion was replaced twice
+    champion = str(client.get_model_version_by_alias(model, "champion").version)
+    assert champion in promoted and champion not in replaced, shown
+    assert set(replaced) == set(promoted) - {champion}, shown  # every earlier champion was replaced once
+
+
+@pytest.fixture
+def shared_csv(workdir: Path) -> Path:
+    path = workdir / "data.csv"
+    diabetes(rows=300, seed=3).to_csv(path, index=False)
+    return path
+
+
+def _env(workdir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRILHO_", "MLFLOW_"))}
+    return {**env, "TRILHO_CACHE_DIR": str(workdir / "cache"), "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+            **extra}
+
+
+def test_concurrent_first_runs_on_a_fresh_embedded_store_all_land(workdir, shared_csv):
+    """Four `trilho run` started at once in a fresh project: one ./mlflow.db, one ./lake."""
+    assert not (workdir / "mlflow.db").exists()
+    procs = _start_runs(workdir, _env(workdir), shared_csv, "load-embedded")
+    _check_all_landed(workdir, procs, f"sqlite:///{workdir / 'mlflow.db'}", "load-embedded")
+
+
+def test_concurrent_runs_against_a_tracking_server_all_land(workdir, shared_csv, mlflow_server):
+    procs = _start_runs(workdir, _env(workdir, MLFLOW_TRACKING_URI=mlflow_server.url), shared_csv, "load-server")
+    _check_all_landed(workdir, procs, mlflow_server.url, "load-server")
+
+
+def test_the_store_lock_is_a_file_beside_the_store(tmp_path):
+    from trilho.tracking import sqlite_file, store_lock
+
+    assert sqlite_file("sqlite:///mlflow.db") == Path("mlflow.db")
+    assert sqlite_file(f"sqlite:///{tmp_path}/x/m.db") == tmp_path / "x" / "m.db"
+    assert sqlite_file("http://127.0.0.1:5000") is None and sqlite_file("sqlite:///:memory:") is None
+    with store_lock(f"sqlite:///{tmp_path}/x/m.db", "gate"):
+        assert (tmp_path / "x" / "m.db.gate.lock").exists()
+    with store_lock("http://127.0.0.1:5000"):
+        pass  # a server: nothing to lock here

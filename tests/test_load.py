@@ -95,3 +95,32 @@ def test_the_store_lock_is_a_file_beside_the_store(tmp_path):
         assert (tmp_path / "x" / "m.db.gate.lock").exists()
     with store_lock("http://127.0.0.1:5000"):
         pass  # a server: nothing to lock here
+
+
+def test_the_gate_lock_on_a_server_waits_names_itself_and_takes_over_from_the_dead(mlflow_server, workdir):
+    import socket
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    from trilho import registry
+    from trilho.errors import TrackingError
+
+    client = MlflowClient(mlflow_server.url)
+    lock = "gate-test.gate-lock"
+    # held by a live process (this one): a second challenger waits, then says who holds what
+    client.create_registered_model(lock, tags={"trilho.gate.holder": f"{socket.gethostname()}:{os.getpid()}",
+                                               "trilho.gate.since": f"{time.time():.3f}"})
+    start = time.monotonic()
+    with pytest.raises(TrackingError, match=r"held the promotion gate for over 1s \(registered model "
+                                            r"'gate-test.gate-lock'\); if no trilho run is deciding, delete it"):
+        with registry.gate_lock(client, mlflow_server.url, "gate-test", wait_s=1.0):
+            pass
+    assert time.monotonic() - start >= 1.0
+    # its holder dies: the lock is taken over at once, and released after
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    client.set_registered_model_tag(lock, "trilho.gate.holder", f"{socket.gethostname()}:{dead.pid}")
+    with registry.gate_lock(client, mlflow_server.url, "gate-test", wait_s=5.0):
+        assert client.get_registered_model(lock).tags["trilho.gate.holder"].endswith(f":{os.getpid()}")
+    assert not client.search_registered_models(f"name = '{lock}'")

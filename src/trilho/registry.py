@@ -13,8 +13,14 @@ report in the lake.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import random
+import socket
+import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +29,7 @@ import numpy as np
 
 from trilho import stats
 from trilho.errors import TrackingError
-from trilho.tracking import store_lock
+from trilho.tracking import sqlite_file, store_lock
 
 __all__ = ["GateDecision", "decide", "list_versions", "promote_by_hand", "register_and_gate"]
 
@@ -110,7 +116,72 @@ def decide_on_changed_data(challenger: np.ndarray, champion: dict[str, float], d
                         champion["mean"], comparison, "other data: estimates and drift", drift)
 
 
-_REDECIDE = 5  # how often a challenger decides again when the champion moved while it was decided
+GATE_WAIT_S = 900.0  # how long a challenger waits for another's gate (a re-evaluation re-fits)
+GATE_STALE_S = 3600.0  # a gate lock older than this was left by a process that died elsewhere
+
+
+@contextlib.contextmanager
+def gate_lock(client, tracking_uri: str, name: str, wait_s: float = GATE_WAIT_S) -> Iterator[None]:
+    """Held while one challenger is decided and the aliases move, so that two challengers arriving
+    at once are decided one after the other, the second against the first if it was promoted.
+
+    A SQLite store: a file lock beside it (released by the system if the process dies). Any other
+    store: a registered model named ``<name>.gate-lock``, created to take the lock and deleted to
+    release it; the database's unique names make its creation atomic, on any backend. A lock whose
+    holder died on this host, or older than ``GATE_STALE_S``, is taken over.
+    """
+    from mlflow.exceptions import MlflowException
+
+    if sqlite_file(tracking_uri) is not None:
+        with store_lock(tracking_uri, "gate"):
+            yield
+        return
+    lock, holder = f"{name}.gate-lock", f"{socket.gethostname()}:{os.getpid()}"
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            client.create_registered_model(lock, tags={"trilho.gate.holder": holder, "trilho.gate.since": f"{time.time():.3f}"},
+                                           description=f"trilho's promotion gate for {name!r} is deciding; deleted after")
+            break
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        if _abandoned(client, lock):
+            with contextlib.suppress(MlflowException):
+                client.delete_registered_model(lock)
+            continue
+        if time.monotonic() > deadline:
+            raise TrackingError(f"another challenger of {name!r} held the promotion gate for over {wait_s:.0f}s "
+                                f"(registered model {lock!r}); if no trilho run is deciding, delete it")
+        time.sleep(0.1 + random.random() * 0.2)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(MlflowException):
+            client.delete_registered_model(lock)
+
+
+def _abandoned(client, lock: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        tags = client.get_registered_model(lock).tags
+    except MlflowException:
+        return False  # released meanwhile: try again
+    host, _, pid = tags.get("trilho.gate.holder", "").rpartition(":")
+    if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+        return True
+    return time.time() - float(tags.get("trilho.gate.since", "inf")) > GATE_STALE_S
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _logged_estimate(run, metric: str) -> dict[str, float] | None:
@@ -191,28 +262,13 @@ def register_and_gate(*, tracking_uri: str, name: str, model_uri: str, run_id: s
                                test_fraction=test_fraction, level=level, champion_version=str(current.version),
                                basis=basis)
 
-    def version_of(found) -> str | None:
-        return None if found is None else str(found.version)
-
     try:
-        # challengers of one SQLite store are gated one at a time (a lock beside it); a server has
-        # no lock to offer, so the champion is read again just before the alias moves, and a
-        # challenger that finds it moved is decided again against the new one
-        with store_lock(tracking_uri, "gate"):
+        # challengers are gated one at a time (gate_lock), each against the champion of its moment
+        with gate_lock(client, tracking_uri, name):
             current, decision = decide_now()  # first, so the version is created with its decision
             version = mlflow.register_model(model_uri, name, await_registration_for=0,
                                             tags={"trilho.run_id": run_id, **decision.tags()}).version
             client.set_registered_model_alias(name, CHALLENGER, version)
-            for _ in range(_REDECIDE):
-                now = _alias_version(client, name, CHAMPION)
-                if not decision.promote or version_of(now) == version_of(current):
-                    break
-                stale = decision.tags()
-                current, decision = decide_now()
-                for key in set(stale) - set(decision.tags()):
-                    client.delete_model_version_tag(name, version, key)
-                for key, value in decision.tags().items():
-                    client.set_model_version_tag(name, version, key, value)
             if decision.promote:
                 client.set_registered_model_alias(name, CHAMPION, version)
     except MlflowException as exc:
@@ -228,15 +284,16 @@ def promote_by_hand(tracking_uri: str, name: str, version: str, reason: str, use
 
     client = _client(tracking_uri)
     try:
-        previous = _alias_version(client, name, CHAMPION)
-        client.get_model_version(name, version)
-        client.set_registered_model_alias(name, CHAMPION, version)
-        record = {"name": name, "version": str(version), "previous_champion": str(previous.version) if previous else None,
-                  "reason": reason, "by": user, "decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                  "decision": "promoted by hand"}
-        for key, value in {"trilho.gate.decision": "promoted by hand", "trilho.gate.reason": reason,
-                           "trilho.gate.by": user, "trilho.gate.at": record["decided_at"]}.items():
-            client.set_model_version_tag(name, version, key, value)
+        with gate_lock(client, tracking_uri, name):  # never between a challenger's decision and its alias
+            previous = _alias_version(client, name, CHAMPION)
+            client.get_model_version(name, version)
+            client.set_registered_model_alias(name, CHAMPION, version)
+            record = {"name": name, "version": str(version), "previous_champion": str(previous.version) if previous else None,
+                      "reason": reason, "by": user, "decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                      "decision": "promoted by hand"}
+            for key, value in {"trilho.gate.decision": "promoted by hand", "trilho.gate.reason": reason,
+                               "trilho.gate.by": user, "trilho.gate.at": record["decided_at"]}.items():
+                client.set_model_version_tag(name, version, key, value)
     except MlflowException as exc:
         raise TrackingError(f"cannot promote {name!r} v{version} at {tracking_uri!r}: {exc}") from exc
     return record

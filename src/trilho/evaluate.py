@@ -12,6 +12,7 @@ its workers by exec.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -277,9 +278,29 @@ def _processes(workers: int, X, y):
         pool.shutdown(wait=True)
 
 
+class _Cores:
+    """The pool's cores and how many of its fits are unfinished: while fewer fits are left than
+    cores (the pool's last moments), a fit running in a thread may take the idle cores."""
+
+    def __init__(self, total: int, fits: int) -> None:
+        self.total, self.unfinished = total, fits
+        self._lock = threading.Lock()
+
+    def share(self) -> int:
+        return max(1, self.total // max(1, min(self.total, self.unfinished)))
+
+    def run(self, fn: Callable[..., Any], X, y, args: tuple) -> Any:
+        try:
+            return fn(X, y, self.share, *args)
+        finally:
+            with self._lock:
+                self.unfinished -= 1
+
+
 class _Local:
     """The fits on this machine: at most ``n_jobs`` at once, one core each. A fit that holds the
-    GIL runs in a worker process, its slot's thread waiting for it; the others in the thread."""
+    GIL runs in a worker process, its slot's thread waiting for it; the others in the thread, where
+    an XGBoost fit takes the cores the pool's finished fits left idle (trilho.models)."""
 
     def __init__(self, n_jobs: int) -> None:
         self.n_jobs = n_jobs
@@ -293,12 +314,15 @@ class _Local:
             stack.enter_context(threadpool_limits(threads))
             pool = stack.enter_context(ThreadPoolExecutor(workers, thread_name_prefix="trilho-fit"))
             procs = stack.enter_context(_processes(workers, X, y)) if processes else None
+            cores = _Cores(self.n_jobs, len(gil_bound))
 
             def submit(fit: Fit, gil: bool):
                 fn, args = fit
                 if procs is not None and gil:
-                    return pool.submit(lambda: procs.submit(_in_process, fn, threads, args).result())
-                return pool.submit(fn, X, y, threads, *args)
+                    def forwarded():
+                        return procs.submit(_in_process, fn, threads, args).result()
+                    return pool.submit(cores.run, lambda *_: forwarded(), X, y, ())
+                return pool.submit(cores.run, fn, X, y, args)
 
             yield submit, as_completed, ("processes" if processes else "threads"), workers
 
@@ -351,7 +375,7 @@ def _complement(n: int, rows: np.ndarray) -> np.ndarray:
     return np.flatnonzero(keep)
 
 
-def _fold_fit(X, y, threads: int, estimator: dict, seed: int, i: int, test: np.ndarray, labels: np.ndarray
+def _fold_fit(X, y, threads: int | Callable[[], int], estimator: dict, seed: int, i: int, test: np.ndarray, labels: np.ndarray
               ) -> dict[str, Any]:
     """One fold: trained on every row outside ``test``, scored on ``test``."""
     start = time.perf_counter()
@@ -367,7 +391,7 @@ def _fold_fit(X, y, threads: int, estimator: dict, seed: int, i: int, test: np.n
             **scores_from_confusion(cm), **probability_metrics(y[test], proba, labels)}
 
 
-def _pair_fit(X, y, threads: int, estimator: dict, seed: int, folds: tuple[int, int],
+def _pair_fit(X, y, threads: int | Callable[[], int], estimator: dict, seed: int, folds: tuple[int, int],
               tests: tuple[np.ndarray, np.ndarray], labels: np.ndarray) -> pd.DataFrame:
     """One fit of nested CV: trained without two folds, it scores both, each for the other's inner CV."""
     held = np.concatenate(tests)
@@ -382,7 +406,7 @@ def _pair_fit(X, y, threads: int, estimator: dict, seed: int, folds: tuple[int, 
                          "logloss": row_log_loss(proba, truth)})
 
 
-def _rows_fit(X, y, threads: int, estimator: dict, rows: np.ndarray | None) -> Pipeline:
+def _rows_fit(X, y, threads: int | Callable[[], int], estimator: dict, rows: np.ndarray | None) -> Pipeline:
     """One fit on ``rows`` (every row when None)."""
     pipe = build_pipeline(**estimator, n_threads=threads)
     return pipe.fit(X, y) if rows is None else pipe.fit(X.iloc[rows], y[rows])

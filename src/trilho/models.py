@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -190,12 +191,15 @@ def _weighted(kind: ModelKind) -> bool:
     return kind.format == "xgboost" or "class_weight" in _param_names(kind.cls())
 
 
-def build_pipeline(model: dict[str, Any], resampler: dict[str, Any], random_state: int, n_threads: int = 1,
-                   encoding: dict[str, Any] | None = None):
+def build_pipeline(model: dict[str, Any], resampler: dict[str, Any], random_state: int,
+                   n_threads: int | Callable[[], int] = 1, encoding: dict[str, Any] | None = None):
     """The imblearn pipeline: encode (when ``encoding`` is given), resample, [expand], classify.
 
     ``encoding`` is the feature spec of ``trilho.encoding.feature_spec`` plus ``missing``; without it
     the pipeline takes rows that are already numeric (as the tests of the bare procedure do).
+    ``n_threads``: the model's threads, or a function giving its share of the cores now; XGBoost
+    asks it after every boosting round and takes the cores it is given (its models are the same
+    whatever its thread count), the other families keep the share they were built with.
     """
     from imblearn.pipeline import Pipeline
 
@@ -204,8 +208,12 @@ def build_pipeline(model: dict[str, Any], resampler: dict[str, Any], random_stat
     params = {**kind.defaults, **model.get("params", {})}
     if kind.seeded:
         params = {"random_state": random_state, **params}
+    share = n_threads if callable(n_threads) else None
+    threads = share() if share else n_threads
     if kind.threads:
-        params[kind.threads] = n_threads
+        params[kind.threads] = threads
+    if share is not None and kind.format == "xgboost":
+        params["callbacks"] = [*params.get("callbacks", []), _core_share(share, threads)]
     steps: list[tuple[str, Any]] = []
     categorical: list[int] = []
     if encoding is not None:
@@ -230,6 +238,25 @@ def build_pipeline(model: dict[str, Any], resampler: dict[str, Any], random_stat
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"bad parameters for {model['name']} or {resampler['name']}: {exc}") from exc
     return Pipeline(steps)
+
+
+def _core_share(share: Callable[[], int], threads: int):
+    """An XGBoost training callback that sets the booster's threads to ``share()`` between rounds."""
+    from xgboost.callback import TrainingCallback
+
+    class CoreShare(TrainingCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.threads = threads
+
+        def after_iteration(self, model, epoch: int, evals_log) -> bool:
+            now = share()
+            if now != self.threads:
+                model.set_param({"nthread": now})
+                self.threads = now
+            return False  # never stops the training
+
+    return CoreShare()
 
 
 def _linear_steps(categorical: list[int]) -> list[tuple[str, Any]]:

@@ -29,7 +29,7 @@ import numpy as np
 
 from trilho import stats
 from trilho.errors import TrackingError
-from trilho.tracking import sqlite_file, store_lock
+from trilho.tracking import process_alive, sqlite_file, store_lock
 
 __all__ = ["GateDecision", "decide", "list_versions", "promote_by_hand", "register_and_gate"]
 
@@ -169,19 +169,9 @@ def _abandoned(client, lock: str) -> bool:
     except MlflowException:
         return False  # released meanwhile: try again
     host, _, pid = tags.get("trilho.gate.holder", "").rpartition(":")
-    if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+    if host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid)):
         return True
     return time.time() - float(tags.get("trilho.gate.since", "inf")) > GATE_STALE_S
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _logged_estimate(run, metric: str) -> dict[str, float] | None:

@@ -251,7 +251,7 @@ class Tracker:
                 filter_string=f"attributes.status = 'RUNNING' and tags.`trilho.host` = '{socket.gethostname()}'")
             for run in runs:
                 pid = int(run.data.tags.get("trilho.pid", "0") or 0)
-                if pid and not _alive(pid):
+                if pid and not process_alive(pid):
                     self._fail_run(run.info.run_id, f"process {pid} ended without closing the run")
                     closed.append(run.info.run_id)
             _write_pending(self.pending_file, pending)
@@ -290,7 +290,8 @@ def _write_pending(path: Path | None, pending: dict[str, list[str]]) -> None:
         path.write_text(json.dumps({k: v for k, v in pending.items() if v}))
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this host."""
     import os
 
     try:

@@ -8,7 +8,8 @@ import pytest
 
 from trilho import stats
 from trilho.models import ResamplerKind
-from trilho.evaluate import RESAMPLERS, cross_validate, duplicate_groups, holdout_split, scores_from_confusions
+from trilho.evaluate import cross_validate, duplicate_groups, holdout_split, scores_from_confusions
+from trilho.models import RESAMPLERS
 from trilho.synthetic import diabetes
 
 SCORES = np.array([0.80, 0.84, 0.82, 0.86, 0.78])  # mean 0.82, sample variance 0.001

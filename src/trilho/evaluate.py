@@ -27,7 +27,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train
 from threadpoolctl import threadpool_limits
 
 from trilho.errors import EvaluationError
-from trilho.models import MODELS, RESAMPLERS, build_pipeline, check_names, model_kind
+from trilho.models import build_pipeline, check_names, model_kind
 
 __all__ = [
     "METRICS",

@@ -357,18 +357,12 @@ class DaskCluster:
         return self
 
     def add_worker(self, deadline_s: float = 60) -> subprocess.Popen:
-        from distributed import Client
-
         before = self.n_workers()
         proc, log = self._spawn(f"worker-{len(self.workers)}", [
             "worker", self.address, "--nthreads", "1", "--no-nanny", "--host", "127.0.0.1", "--no-dashboard",
             "--memory-limit", "0", "--name", f"w{len(self.workers)}"])
         self.workers.append(proc)
-
-        def joined() -> bool:
-            with Client(self.address, timeout="5s") as client:
-                return len(client.scheduler_info(n_workers=-1)["workers"]) > before
-        _wait(joined, "dask worker", proc, log, deadline_s)
+        _wait(lambda: self.n_workers() > before, "dask worker", proc, log, deadline_s)
         return proc
 
     def n_workers(self) -> int:

@@ -68,8 +68,8 @@ def shared_csv(workdir: Path) -> Path:
 
 
 def _env(workdir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRILHO_", "MLFLOW_"))}
-    return {**env, "TRILHO_CACHE_DIR": str(workdir / "cache"), "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    # the workdir fixture has already taken every TRILHO_, MLFLOW_ and AWS_ variable out of os.environ
+    return {**os.environ, "TRILHO_CACHE_DIR": str(workdir / "cache"), "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
             **extra}
 
 

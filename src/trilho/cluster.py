@@ -49,7 +49,7 @@ class DaskExecutor:
 
     def __init__(self, client: Any, cluster: Any = None) -> None:
         self.client, self._cluster = client, cluster
-        self._data: dict[int, tuple[Any, Any, Any, Any]] = {}  # id(X) -> (X, y, X's future, y's future)
+        self._held: tuple[Any, Any, list[Any]] | None = None  # the data last scattered and their futures
 
     @property
     def address(self) -> str:
@@ -59,12 +59,11 @@ class DaskExecutor:
         """How many fits the cluster runs at once (its workers' threads)."""
         return max(1, sum(self.client.nthreads().values()))
 
-    def _scattered(self, X, y) -> tuple[Any, Any]:
-        held = self._data.get(id(X))
-        if held is None or held[0] is not X or held[1] is not y:
-            futures = self.client.scatter([X, y], broadcast=True, hash=False)
-            held = self._data[id(X)] = (X, y, *futures)
-        return held[2], held[3]
+    def _scattered(self, X, y) -> list[Any]:
+        """Futures of X and y on every worker; scattered once for all the batches of one command."""
+        if self._held is None or self._held[0] is not X or self._held[1] is not y:
+            self._held = (X, y, self.client.scatter([X, y], broadcast=True, hash=False))
+        return self._held[2]
 
     @contextlib.contextmanager
     def session(self, X, y, gil_bound: list[bool]):
@@ -87,7 +86,7 @@ class DaskExecutor:
         yield submit, as_completed, "dask", min(self.threads(), n_tasks)
 
     def close(self) -> None:
-        self._data.clear()
+        self._held = None
         with contextlib.suppress(Exception):
             self.client.close()
         if self._cluster is not None:

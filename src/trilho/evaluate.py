@@ -289,9 +289,10 @@ class _Cores:
     def share(self) -> int:
         return max(1, self.total // max(1, min(self.total, self.unfinished)))
 
-    def run(self, fn: Callable[..., Any], X, y, args: tuple) -> Any:
+    def run(self, call: Callable[[Callable[[], int]], Any]) -> Any:
+        """``call(share)``, counted as unfinished until it returns."""
         try:
-            return fn(X, y, self.share, *args)
+            return call(self.share)
         finally:
             with self._lock:
                 self.unfinished -= 1
@@ -318,11 +319,9 @@ class _Local:
 
             def submit(fit: Fit, gil: bool):
                 fn, args = fit
-                if procs is not None and gil:
-                    def forwarded():
-                        return procs.submit(_in_process, fn, threads, args).result()
-                    return pool.submit(cores.run, lambda *_: forwarded(), X, y, ())
-                return pool.submit(cores.run, fn, X, y, args)
+                if procs is not None and gil:  # the slot's thread waits for its worker process
+                    return pool.submit(cores.run, lambda _share: procs.submit(_in_process, fn, threads, args).result())
+                return pool.submit(cores.run, lambda share: fn(X, y, share, *args))
 
             yield submit, as_completed, ("processes" if processes else "threads"), workers
 
@@ -463,6 +462,12 @@ def cross_validate(X: pd.DataFrame, y: np.ndarray, *, model: dict, resampler: di
     return cv
 
 
+def _fold_fits(estimator: dict, plan: list, labels: np.ndarray, prefix: str = "") -> tuple[list[Fit], list[str]]:
+    """One fit per fold of the plan, and its name."""
+    fits = [(_fold_fit, (estimator, seed, i, test, labels)) for seed, i, _train, test in plan]
+    return fits, [f"{prefix}fold {i} of seed {seed}" for seed, i, _train, _test in plan]
+
+
 def cross_validate_many(X: pd.DataFrame, y: np.ndarray, *, candidates: list[dict[str, Any]], random_state: int,
                         n_splits: int, seeds: list[int], n_jobs: int = 1, progress: ProgressFn | None = None,
                         groups: np.ndarray | None = None, encoding: dict | None = None,
@@ -477,12 +482,10 @@ def cross_validate_many(X: pd.DataFrame, y: np.ndarray, *, candidates: list[dict
     for cand in candidates:
         estimator = dict(model=cand["model"], resampler=cand["resampler"], random_state=random_state,
                          encoding=encoding)
-        label = cand.get("label", cand["model"]["name"])
-        held = model_kind(cand["model"]["name"]).gil_bound
-        for seed, i, _train, test in plan:
-            fits.append((_fold_fit, (estimator, seed, i, test, labels)))
-            names.append(f"{label}: fold {i} of seed {seed}")
-            gil.append(held)
+        more, called = _fold_fits(estimator, plan, labels, f"{cand.get('label', cand['model']['name'])}: ")
+        fits += more
+        names += called
+        gil += [model_kind(cand["model"]["name"]).gil_bound] * len(more)
     start = time.perf_counter()
     results, pool, workers = _run_tasks(X, y, fits, names, n_jobs, progress, gil_bound=gil, executor=executor)
     wall = time.perf_counter() - start
@@ -523,10 +526,10 @@ def evaluate_all(X: pd.DataFrame, y: np.ndarray, *, model: dict, resampler: dict
         kinds.append("final")
     extra = len(fits)
     plan = _split_plan(y, n_splits, seeds, groups)
-    for seed, i, _train, test in plan:
-        fits.append((_fold_fit, (estimator, seed, i, test, labels)))
-        names.append(f"fold {i} of seed {seed}")
-        tick.append(True)
+    more, called = _fold_fits(estimator, plan, labels)
+    fits += more
+    names += called
+    tick += [True] * len(more)
     n_folds = len(plan)
     tests = {(seed, i): test for seed, i, _, test in plan}
     for seed in seeds[:nested_repeats]:

@@ -6,6 +6,7 @@ there need a process with none.)
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 
@@ -153,3 +154,107 @@ def test_the_executor_setting(workdir, monkeypatch):
     with open_executor(load_settings(env_file=None, executor="local")) as none:
         assert none is None  # the default needs no Dask
 
+
+
+def _churn_experiment(path, rows: int, **extra: object):
+    from trilho.experiment import Experiment
+
+    config = {
+        "name": "churn", "random_state": 7, "source": {"uri": f"file:{path}"},
+        "data": {"target": "Churn", "labels": ["NO", "YES"], "drop": ["customer_id"],
+                 "categorical": ["contract", "internet"], "missing": "impute"},
+        "cv": {"n_splits": 3, "n_repeats": 1},
+        "resampler": {"name": "class_weight"},
+        "model": {"name": "xgboost", "params": {"n_estimators": 40, "max_depth": 3}, "distributed": True},
+        "evaluation": {"holdout_fraction": 0.25},
+        "tracking": {"experiment": "churn"}, "registry": {"model_name": "churn-xgb"},
+    }
+    for key, value in extra.items():
+        section, _, name = key.partition("__")
+        config[section] = {**config[section], name: value}
+    return Experiment.model_validate(config)
+
+
+@pytest.mark.parametrize("where", ["folder", "seaweedfs"])
+def test_a_distributed_final_fit_reads_the_lake_on_the_workers(where, dask_cluster, workdir, settings, request,
+                                                               monkeypatch):
+    import mlflow
+
+    from trilho import pipeline
+    from trilho.ingest import read_table
+    from trilho.models import build_pipeline
+    from trilho.storage import open_lake
+
+    from . import corpus
+    from .test_services import live_settings
+
+    monkeypatch.setattr(pipeline, "CURATED_ROW_GROUP", 700)  # several partitions from a small set
+    frame, target, _, _ = corpus.churn(rows=3000, seed=4)
+    path = workdir / "churn.csv"
+    frame.to_csv(path, index=False)
+    exp = _churn_experiment(path, 3000)
+    if where == "seaweedfs":  # the workers read from the store with the lake's own endpoint and keys
+        seaweed = request.getfixturevalue("seaweed")
+        settings = live_settings(workdir, seaweed.endpoint, settings.tracking_uri)
+    on_cluster = settings.model_copy(update={"executor": "dask", "dask_scheduler": dask_cluster.address})
+    summary = pipeline.run_experiment(exp, on_cluster).summary
+    assert summary["final_fit"]["where"] == "xgboost.dask"
+    assert summary["final_fit"]["rows"] == 3000 and summary["final_fit"]["partitions"] == 5
+    assert summary["final_fit"]["workers"] == 2 and summary["final_fit"]["weights"] is True
+    assert summary["registry"]["version"] in (1, "1")
+
+    # the model logged from the cluster serves like any other, and agrees with a one-machine fit
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    served = mlflow.pyfunc.load_model(summary["model_uri"])
+    raw = read_table(path).drop(columns=[target])
+    answer = served.predict(raw)
+    _, _, _, data = pipeline.load_clean(exp, settings)
+    here = build_pipeline(exp.model.model_dump(), exp.resampler.model_dump(), exp.random_state, 2,
+                          data.spec).fit(data.X, data.y)
+    labels = np.asarray(exp.data.classes)[here.predict(data.X)]
+    assert (answer["prediction"].to_numpy() == labels).mean() > 0.95
+    proba = here.predict_proba(data.X)[:, 1]
+    assert np.abs(answer["proba_YES"].to_numpy() - proba).mean() < 0.03
+    # the learned encoding is the cluster's, computed from every partition
+    spec = json.loads(open_lake(settings).get_bytes(summary["lake"]["reports"] + "model/spec.json"))
+    assert spec["categorical"] == here.named_steps["encode"].spec_["categorical"]
+    assert spec["fill"]["contract"] == here.named_steps["encode"].spec_["fill"]["contract"]
+    assert spec["fill"] == here.named_steps["encode"].spec_["fill"]  # exact medians, not approximations
+
+
+def test_a_distributed_fit_is_checked_before_anything_is_read(workdir, settings):
+    from trilho.errors import ConfigError
+    from trilho.pipeline import run_experiment
+    from trilho.storage import LocalLake
+
+    path = workdir / "none.csv"
+    with pytest.raises(ValueError, match=r"model.distributed = true cannot resample: resampler.name 'smote'.*"
+                                         r"'class_weight'"):
+        _churn_experiment(path, 10, resampler__name="smote")
+    with pytest.raises(ValueError, match=r"fits through xgboost.dask; model.name is 'random_forest'"):
+        _churn_experiment(path, 10, model__name="random_forest")
+    with pytest.raises(ConfigError, match=r"model.distributed = true fits the final model on a Dask cluster: set "
+                                          r"TRILHO_DASK_SCHEDULER"):
+        run_experiment(_churn_experiment(path, 10), settings)
+    assert LocalLake(settings.lake).list() == []
+
+
+def test_the_clusters_medians_are_exactly_pandas_medians(monkeypatch):
+    import dask
+    import dask.dataframe as dd
+
+    from trilho import cluster
+
+    monkeypatch.setattr(cluster, "_MEDIAN_GATHER", 100)  # so that the small columns take several passes
+    rng = np.random.default_rng(0)
+    with dask.config.set(scheduler="synchronous"):
+        for trial in range(25):
+            n = int(rng.integers(1, 4000))
+            frame = pd.DataFrame({"normal": rng.normal(size=n), "few": rng.integers(0, 5, n).astype(float),
+                                  "sorted": np.sort(rng.exponential(size=n)), "constant": np.full(n, 3.0),
+                                  "empty": np.full(n, np.nan)})
+            frame.loc[rng.random(n) < 0.2, "normal"] = np.nan
+            got = cluster._exact_medians(dd.from_pandas(frame, npartitions=int(rng.integers(1, 8))), list(frame))
+            for column in frame:
+                want = frame[column].median()
+                assert got[column] == want or (np.isnan(want) and np.isnan(got[column])), (trial, column)

@@ -85,6 +85,59 @@ class DaskExecutor:
 
         yield submit, as_completed, "dask", min(self.threads(), n_tasks)
 
+    def fit_distributed(self, source: tuple[Any, str], spec: dict[str, Any], model: dict[str, Any],
+                        resampler: dict[str, Any], random_state: int) -> tuple[Any, dict[str, Any]]:
+        """The final model through ``xgboost.dask``: every worker reads its own row groups of the curated
+        Parquet at ``source`` (a pyarrow filesystem and path), so no process ever holds every row.
+
+        The encoder's state comes from cluster-wide summaries (category counts; each numeric column's
+        exact median, by ``_exact_medians``), so it is the state this process would learn from the
+        same rows; ``class_weight`` becomes per-row weights
+        from the cluster-wide class counts. Returns a fitted ``encode -> model`` pipeline that
+        ``trilho.tracking.save_model_files`` logs like any other, and what the fit saw (rows,
+        partitions, workers).
+        """
+        import dask
+        import dask.dataframe as dd
+        from imblearn.pipeline import Pipeline
+        from xgboost import XGBClassifier
+        from xgboost import dask as dxgb
+
+        from trilho.encoding import encode_features
+        from trilho.models import model_kind
+        from trilho.preprocess import FILLED, TableEncoder
+
+        filesystem, path = source
+        groups, empty = _row_groups(filesystem, path)
+        frame = dd.from_map(_read_row_group, [(filesystem, path, i) for i in range(groups)], meta=empty,
+                            enforce_metadata=False, label="trilho-curated")
+        features, target = spec["features"], "__target__"
+        if spec.get("missing") == "drop":
+            frame = frame.dropna(subset=features)
+        filled = spec.get("missing") in FILLED
+        categorical = [c for c in spec["categorical"] if filled or spec["categorical"][c] is None]
+        numeric = [c for c in features if filled and c not in spec["categorical"]]
+        counts, classes = dask.compute({c: frame[c].value_counts(split_out=1) for c in categorical},
+                                       frame[target].value_counts(split_out=1))
+        encoder = TableEncoder(spec).learned(counts, _exact_medians(frame, numeric))
+        X = frame[features].map_partitions(encode_features, encoder.spec_, meta=encode_features(empty, encoder.spec_))
+        y = frame[target]
+        kind = model_kind(model["name"])
+        params = {**kind.defaults, "random_state": random_state, **model.get("params", {})}
+        params.pop(kind.threads, None)  # each worker uses its own threads
+        weights = None
+        if resampler["name"] == "class_weight":  # scikit-learn's "balanced": n / (k * n_c)
+            total, k = float(classes.sum()), len(classes)
+            weights = y.map({int(c): total / (k * float(n)) for c, n in classes.items()}, meta=(target, "float64"))
+        fitted = dxgb.DaskXGBClassifier(**params)
+        fitted.client = self.client
+        fitted.fit(X, y, sample_weight=weights)
+        local = XGBClassifier(**params)  # the booster in the class every other fit logs
+        local.load_model(bytearray(fitted.get_booster().save_raw("ubj")))
+        info = {"rows": int(classes.sum()), "partitions": groups, "workers": len(self.client.nthreads()),
+                "weights": weights is not None}
+        return Pipeline([("encode", encoder), ("model", local)]), info
+
     def close(self) -> None:
         self._held = None
         with contextlib.suppress(Exception):
@@ -92,6 +145,94 @@ class DaskExecutor:
         if self._cluster is not None:
             with contextlib.suppress(Exception):
                 self._cluster.close()
+
+
+_MEDIAN_GATHER = 50_000  # values one column may send to this process to finish its median exactly
+_MEDIAN_GRID = 1024      # thresholds counted per column per pass
+
+
+def _exact_medians(frame: Any, columns: list[str]) -> dict[str, float]:
+    """Each column's median, exactly as pandas computes it (the mean of the two middle values of the
+    non-missing ones), without bringing a column to one process: each pass counts, on the workers,
+    the values at or below a grid of thresholds inside the bracket that holds the middle, which
+    shrinks the bracket about a thousandfold; once the bracket holds at most ``_MEDIAN_GATHER``
+    values they are gathered and the median is read off them. Each pass reads the data once
+    (for every column at a time); typically two or three passes."""
+    import dask
+    import numpy as np
+
+    if not columns:
+        return {}
+    parts = frame[columns].astype("float64").to_delayed()
+    stats = dask.compute(*[dask.delayed(_column_stats)(p) for p in parts])
+    n = sum(s["n"] for s in stats)
+    low = {c: min(s["min"][c] for s in stats) for c in columns}
+    high = {c: max(s["max"][c] for s in stats) for c in columns}
+    # per column: bracket (lo, hi] holding both middle order statistics, and how many values are <= lo
+    state = {c: (-np.inf, high[c], 0, int(n[c])) for c in columns if n[c] > 0}
+    out = {c: float("nan") for c in columns if n[c] == 0}
+    while state:
+        gather = {c: (lo, hi) for c, (lo, hi, _, inside) in state.items() if inside <= _MEDIAN_GATHER}
+        grids = {c: np.unique(np.linspace(max(lo, low[c]), hi, _MEDIAN_GRID + 1))
+                 for c, (lo, hi, _, inside) in state.items() if c not in gather}
+        found = dask.compute(*[dask.delayed(_median_pass)(p, gather, grids) for p in parts])
+        for c in list(state):
+            lo, hi, below, _ = state.pop(c)
+            first, second = (int(n[c]) - 1) // 2, int(n[c]) // 2  # the middle order statistics, from 0
+            if c in gather:
+                values = np.sort(np.concatenate([f["gathered"][c] for f in found]))
+                out[c] = float((values[first - below] + values[second - below]) / 2)
+                continue
+            grid = grids[c]
+            at_or_below = np.sum([f["counted"][c] for f in found], axis=0)
+            top = int(np.searchsorted(at_or_below, second + 1))  # first threshold with the upper middle
+            bottom = int(np.searchsorted(at_or_below, first + 1)) - 1  # last threshold below the lower one
+            new_lo = grid[bottom] if bottom >= 0 else lo
+            new_below = int(at_or_below[bottom]) if bottom >= 0 else below
+            new_hi = grid[top]
+            inside = int(at_or_below[top]) - new_below
+            if (new_lo, new_hi) == (lo, hi):  # no grid point falls between: every value inside equals hi
+                out[c] = float(hi)
+                continue
+            state[c] = (new_lo, new_hi, new_below, inside)
+    return {c: out[c] for c in columns}
+
+
+def _column_stats(part: Any) -> dict[str, Any]:
+    return {"n": part.count(), "min": part.min(), "max": part.max()}
+
+
+def _median_pass(part: Any, gather: dict[str, tuple[float, float]], grids: dict[str, Any]) -> dict[str, Any]:
+    """One partition's share of a median pass: its values inside each gathered bracket, and how
+    many of its values are at or below each threshold of each grid."""
+    import numpy as np
+
+    gathered, counted = {}, {}
+    for c, (lo, hi) in gather.items():
+        values = part[c].to_numpy()
+        gathered[c] = values[(values > lo) & (values <= hi)]
+    for c, grid in grids.items():
+        values = np.sort(part[c].dropna().to_numpy())
+        counted[c] = np.searchsorted(values, grid, side="right")
+    return {"gathered": gathered, "counted": counted}
+
+
+def _row_groups(filesystem: Any, path: str) -> tuple[int, Any]:
+    """How many row groups the Parquet file has, and an empty frame of its columns (its footer only)."""
+    import pyarrow.parquet as pq
+
+    with filesystem.open_input_file(path) as fh:
+        found = pq.ParquetFile(fh)
+        return found.metadata.num_row_groups, found.schema_arrow.empty_table().to_pandas()
+
+
+def _read_row_group(where: tuple[Any, str, int]) -> Any:
+    """One row group of the curated Parquet, read by the worker that runs this task."""
+    import pyarrow.parquet as pq
+
+    filesystem, path, group = where
+    with filesystem.open_input_file(path) as fh:
+        return pq.ParquetFile(fh).read_row_group(group).to_pandas()
 
 
 def _connect(settings: Settings) -> DaskExecutor:

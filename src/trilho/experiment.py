@@ -122,9 +122,19 @@ class CVSpec(_Strict):
         return list(range(self.first_seed, self.first_seed + self.n_repeats))
 
 
+# what a distributed fit can do with imbalance: weights travel with their rows, synthetic rows do not
+DISTRIBUTED_RESAMPLERS = ("none", "class_weight")
+
+
 class EstimatorSpec(_Strict):
     name: str
     params: dict[str, Any] = {}
+
+
+class ModelSpec(EstimatorSpec):
+    # the final fit through xgboost.dask on the lake's curated Parquet, spread over a Dask cluster's
+    # workers (the folds stay single-machine fits of the same procedure): README, "Scale"
+    distributed: bool = False
 
 
 class EvaluationSpec(_Strict):
@@ -163,7 +173,7 @@ class Experiment(_Strict):
     data: DataSpec
     cv: CVSpec = CVSpec()
     resampler: EstimatorSpec = EstimatorSpec(name="none")
-    model: EstimatorSpec
+    model: ModelSpec
     evaluation: EvaluationSpec = EvaluationSpec()
     tracking: TrackingSpec = TrackingSpec()
     registry: RegistrySpec = RegistrySpec()
@@ -177,6 +187,8 @@ class Experiment(_Strict):
             check_estimator(self.model.model_dump(), self.resampler.model_dump(), self.data.missing)
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
+        if self.model.distributed:
+            self._check_distributed()
         overlap = sorted(set(self.data.categorical) & {self.data.target, *self.data.drop})
         if overlap:
             raise ValueError(f"data.categorical lists {overlap}, which are the target or in data.drop")
@@ -192,6 +204,20 @@ class Experiment(_Strict):
             raise ValueError(f"unknown interval methods {unknown or [self.evaluation.interval]}; "
                              f"choose from {list(INTERVALS)}")
         return self
+
+    def _check_distributed(self) -> None:
+        from trilho.models import model_kind
+
+        if model_kind(self.model.name).format != "xgboost":
+            raise ValueError(f"model.distributed = true fits through xgboost.dask; model.name is {self.model.name!r}: "
+                             "use model.name = 'xgboost', or model.distributed = false")
+        if self.resampler.name not in DISTRIBUTED_RESAMPLERS:
+            raise ValueError(f"model.distributed = true cannot resample: resampler.name {self.resampler.name!r} needs "
+                             "every row in one process. Use resampler.name = 'class_weight' (each row weighted by its "
+                             "class's share, the same answer to imbalance) or 'none'")
+        if self.tracking.final_fit != "all" or not self.tracking.log_model:
+            raise ValueError("model.distributed = true distributes the final fit on all rows: it needs "
+                             "tracking.final_fit = 'all' and tracking.log_model = true")
 
     def resolved(self) -> dict[str, Any]:
         """The fully resolved configuration, as plain data."""

@@ -21,7 +21,7 @@ from trilho.cluster import open_executor
 from trilho.experiment import Experiment
 from trilho.ingest import Ingested, ingest, read_table
 from trilho.settings import Settings
-from trilho.errors import StorageError, TrackingError
+from trilho.errors import ConfigError, StorageError, TrackingError
 from trilho.storage import Lake, open_lake, sha256_file
 from trilho.tracking import Tracker, flatten, save_model_files
 from trilho.validate import raise_for_errors, validate
@@ -29,6 +29,7 @@ from trilho.validate import raise_for_errors, validate
 __all__ = ["ExperimentResult", "fold_data", "load_clean", "open_tracker", "run_experiment"]
 
 log = logging.getLogger(__name__)
+CURATED_ROW_GROUP = 100_000
 Progress = Callable[[str, int, int], None]
 
 
@@ -72,7 +73,8 @@ def load_clean(exp: Experiment, settings: Settings, lake: Lake | None = None
     curated_key = f"curated/{exp.name}/{ingested.manifest['sha256']}/data.parquet"
     if read_curated(lake, curated_key) is None:  # absent, or not what its digest says: rebuilt
         buffer = io.BytesIO()
-        data.curated().to_parquet(buffer, index=False)
+        # row groups of CURATED_ROW_GROUP rows: the partitions a distributed final fit reads, one per task
+        data.curated().to_parquet(buffer, index=False, row_group_size=CURATED_ROW_GROUP)
         lake.put_bytes(curated_key, buffer.getvalue(), overwrite=True)
         lake.put_bytes(curated_key + ".sha256", hashlib.sha256(buffer.getvalue()).hexdigest().encode(), overwrite=True)
     report["curated_key"] = curated_key
@@ -247,6 +249,10 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
     """Run the whole experiment; returns the summary that ``--summary-json`` writes."""
     clock = time.perf_counter()
     lake = lake or open_lake(settings)
+    if exp.model.distributed and settings.executor != "dask":
+        raise ConfigError("model.distributed = true fits the final model on a Dask cluster: set "
+                          "TRILHO_DASK_SCHEDULER=tcp://host:8786 (an existing cluster) or TRILHO_EXECUTOR=dask "
+                          "(a local one), or model.distributed = false")
     with open_executor(settings) as executor:  # a Dask cluster is checked before anything is read
         return _run_experiment(exp, settings, lake, progress, executor, clock)
 
@@ -296,8 +302,16 @@ def _run_experiment(exp: Experiment, settings: Settings, lake: Lake, progress: P
             X, y, **estimator, n_splits=exp.cv.n_splits, seeds=exp.cv.seeds, n_jobs=cores, groups=groups,
             progress=(lambda done, total: progress("cv", done, total)) if progress else None,
             holdout_fraction=exp.evaluation.holdout_fraction, classes=exp.data.classes,
-            final_fit=exp.tracking.final_fit == "all", nested_repeats=nested_repeats(exp),
-            meanwhile=while_fitting, on_fit=fitted, executor=executor)
+            final_fit=exp.tracking.final_fit == "all" and not exp.model.distributed,
+            nested_repeats=nested_repeats(exp), meanwhile=while_fitting, on_fit=fitted, executor=executor)
+        distributed = None
+        if exp.model.distributed:  # the workers read the curated Parquet from the lake themselves
+            started = time.perf_counter()
+            pipe, distributed = executor.fit_distributed(lake.arrow(validation["curated_key"]), data.spec,
+                                                         exp.model.model_dump(), exp.resampler.model_dump(),
+                                                         exp.random_state)
+            distributed["fit_s"] = time.perf_counter() - started
+            fitted("final", pipe)
         timings["cv_s"] = time.perf_counter() - step  # folds + holdout fit + final fit, one pool
         timings["tracking_during_cv_s"] = tracker.seconds - tracked  # overlapped with the fits
 
@@ -319,6 +333,8 @@ def _run_experiment(exp: Experiment, settings: Settings, lake: Lake, progress: P
             "lake": {"uri": lake.uri, "raw": ingested.key, "manifest": ingested.manifest_key,
                      "curated": validation["curated_key"], "reports": reports_prefix},
         }
+        if distributed is not None:
+            summary["final_fit"] = {**distributed, "where": "xgboost.dask"}
         step = time.perf_counter()
         _write_artifacts(folder, exp, summary, cv, held, validation, manifest)
         # the figures are drawn in forked children (when that is safe) while this process talks to MLflow

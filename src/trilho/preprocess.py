@@ -15,9 +15,11 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from trilho.encoding import codes, encode_features, normalise_text, numeric_column
+from trilho.encoding import encode_features, normalise_text, numeric_column
 
-__all__ = ["TableEncoder"]
+__all__ = ["FILLED", "TableEncoder"]
+
+FILLED = frozenset({"impute", "drop"})  # the policies that learn fill values ("drop" fills at prediction only)
 
 
 class TableEncoder(TransformerMixin, BaseEstimator):
@@ -27,21 +29,34 @@ class TableEncoder(TransformerMixin, BaseEstimator):
         self.spec = spec
 
     def fit(self, X: pd.DataFrame, y: Any = None) -> TableEncoder:
+        filled = self.spec.get("missing") in FILLED
+        counts = {c: normalise_text(X[c]).value_counts() for c in self.spec["categorical"]
+                  if filled or self.spec["categorical"][c] is None}
+        medians = {c: numeric_column(c, X[c]).astype("float64").median()
+                   for c in self.spec["features"] if filled and c not in self.spec["categorical"]}
+        return self.learned(counts, medians)
+
+    def learned(self, counts: dict[str, pd.Series], medians: dict[str, float]) -> TableEncoder:
+        """Set the learned state from summaries of the training rows, however they were computed
+        (this process's pandas, or a Dask cluster's partitions): ``counts`` the normalised values of
+        the categorical columns with their counts, ``medians`` the median of each numeric column."""
         spec = copy.deepcopy(self.spec)
         fill: dict[str, float] = {}
-        filled = spec.get("missing") in {"impute", "drop"}  # "drop" fills at prediction time only
+        filled = spec.get("missing") in FILLED
         for col in spec["features"]:
             mapping = spec["categorical"].get(col, False)
             if mapping is None:  # learned from this fold: sorted, so the codes do not depend on row order
-                seen = normalise_text(X[col]).dropna().unique()
-                mapping = spec["categorical"][col] = {str(v): i for i, v in enumerate(sorted(seen))}
+                seen = counts[col][counts[col] > 0].index
+                mapping = spec["categorical"][col] = {str(v): i for i, v in enumerate(sorted(map(str, seen)))}
             if not filled:  # "reject" refuses a gap, "native" hands it to the model
                 continue
             if mapping is False:
-                centre = numeric_column(col, X[col]).astype("float64").median()
-            else:
-                found = codes(col, X[col], mapping).dropna()
-                centre = float(found.value_counts().idxmax()) if len(found) else 0.0
+                centre = medians[col]
+            else:  # the most frequent code; a tie goes to the smallest code, whatever the row order
+                found = pd.Series(counts[col].to_numpy(), index=pd.Index(counts[col].index).map(
+                    lambda v: mapping.get(str(v)))).dropna()
+                found = found.groupby(level=0).sum()
+                centre = float(found[found == found.max()].index.min()) if found.sum() > 0 else 0.0
             fill[col] = 0.0 if pd.isna(centre) else float(centre)
         spec["fill"] = fill
         self.spec_ = spec

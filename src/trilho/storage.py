@@ -17,6 +17,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
 from trilho.errors import ConfigError, StorageError
 from trilho.settings import Settings
@@ -60,6 +61,7 @@ class Lake(Protocol):
     def url(self, key: str) -> str: ...
     def delete(self, key: str) -> None: ...
     def digest(self, key: str, read: bool = True) -> tuple[str, int] | None: ...
+    def arrow(self, key: str) -> tuple[Any, str]: ...
 
 
 class LocalLake:
@@ -135,6 +137,13 @@ class LocalLake:
     def url(self, key: str) -> str:
         return self._path(key).as_uri()
 
+    def arrow(self, key: str) -> tuple[Any, str]:
+        """A pyarrow filesystem and path that read ``key`` where the lake is (what Dask workers on
+        this machine, or with this folder mounted at the same path, read the curated data through)."""
+        import pyarrow.fs
+
+        return pyarrow.fs.LocalFileSystem(), str(self._path(key))
+
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
@@ -190,6 +199,8 @@ class S3Lake:
             aws_access_key_id=key_id.get_secret_value() if key_id else None,
             aws_secret_access_key=secret.get_secret_value() if secret else None,
         )
+        self._arrow = dict(endpoint_url=settings.s3_endpoint_url, region=settings.aws_region,
+                           key_id=credentials["aws_access_key_id"], secret=credentials["aws_secret_access_key"])
         session = boto3.session.Session()
         self.client = session.client("s3", config=Config(retries={"mode": "standard", "max_attempts": _ATTEMPTS}, **common),
                                      **credentials)
@@ -200,6 +211,18 @@ class S3Lake:
                                      **credentials)
         self.transfer = TransferConfig(multipart_threshold=16 * 1024**2, multipart_chunksize=16 * 1024**2,
                                        max_concurrency=4, use_threads=True)
+
+    def arrow(self, key: str) -> tuple[Any, str]:
+        """A pyarrow S3 filesystem with this lake's endpoint and credentials, and the path of ``key``
+        on it: Dask workers read the curated data straight from the store, never through this process."""
+        import pyarrow.fs
+
+        endpoint = urlsplit(self._arrow["endpoint_url"]) if self._arrow["endpoint_url"] else None
+        fs = pyarrow.fs.S3FileSystem(
+            access_key=self._arrow["key_id"], secret_key=self._arrow["secret"], region=self._arrow["region"],
+            endpoint_override=endpoint.netloc if endpoint else None, scheme=endpoint.scheme if endpoint else "https",
+            connect_timeout=_CONNECT_TIMEOUT_S, request_timeout=_READ_TIMEOUT_S, force_virtual_addressing=False)
+        return fs, f"{self.bucket}/{self._key(key)}"
 
     def _key(self, key: str) -> str:
         key = _check_key(key)

@@ -77,3 +77,28 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory, seaweed):
     server = MlflowServer(tmp_path_factory.mktemp("mlflow"), "s3://mlflow/artifacts", env=seaweed.env()).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory):
+    """A real PostgreSQL server on 127.0.0.1 for the whole session."""
+    from .services import PostgreSQL, postgres_binaries
+
+    if postgres_binaries() is None:
+        pytest.skip("PostgreSQL is not installed: apt-get install postgresql (.ci/run installs it)")
+    pytest.importorskip("psycopg2", reason="the PostgreSQL driver: pip install -e '.[test]' installs psycopg2-binary")
+    server = PostgreSQL(tmp_path_factory.mktemp("postgres")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_pg_server(tmp_path_factory: pytest.TempPathFactory, seaweed, postgres):
+    """``mlflow server`` as a team runs it: its store in PostgreSQL, two workers, artifacts in SeaweedFS."""
+    from .services import MlflowServer
+
+    seaweed.client().create_bucket(Bucket="mlflow-pg")
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-pg"), "s3://mlflow-pg/artifacts", env=seaweed.env(),
+                          backend_uri=postgres.create_database("mlflow"), workers=2).start()
+    yield server
+    server.stop()

@@ -178,11 +178,105 @@ class SeaweedFS:
         _stop(self.proc)
 
 
-class MlflowServer:
-    """``mlflow server`` on SQLite with proxied artifacts (clients need no S3 credentials)."""
+def postgres_binaries() -> Path | None:
+    """The folder of PostgreSQL's server programs (Debian's postgresql package), or None."""
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).resolve().parent
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3]))
+    return versions[-1].parent if versions else None
 
-    def __init__(self, root: Path, artifacts_destination: str, env: dict[str, str] | None = None) -> None:
+
+class PostgreSQL:
+    """A real PostgreSQL server on 127.0.0.1 with password authentication, in a fresh data folder.
+
+    PostgreSQL refuses to run as root: under root its programs run as the ``postgres`` user (which
+    Debian's package creates), in a folder that user owns."""
+
+    USER, PASSWORD = "trilho", "trilho-test-db-secret"
+
+    def __init__(self, root: Path) -> None:
+        import tempfile
+
+        # pytest's folders are private to root: the server's own folder lives where its user may go
+        self.root = Path(tempfile.mkdtemp(prefix="trilho-pg-"))
+        self.port = free_port()
+        self.bin = postgres_binaries()
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:
+            import pwd
+
+            owner = pwd.getpwnam("postgres")
+            os.chown(self.root, owner.pw_uid, owner.pw_gid)
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        self.proc: subprocess.Popen | None = None
+
+    def url(self, database: str = "postgres", driver: str = "postgresql") -> str:
+        return f"{driver}://{self.USER}:{self.PASSWORD}@127.0.0.1:{self.port}/{database}"
+
+    def _run(self, *cmd: str) -> None:
+        subprocess.run([*self.as_user, *cmd], check=True, capture_output=True, cwd=self.root)
+
+    def start(self, deadline_s: float = 60) -> PostgreSQL:
+        if self.bin is None:
+            raise RuntimeError("PostgreSQL is not installed: apt-get install postgresql")
+        password = self.root / "password"
+        password.write_text(self.PASSWORD + "\n")
+        if self.as_user:
+            shutil.chown(password, "postgres")
+        self._run(str(self.bin / "initdb"), "-D", str(self.root / "data"), "-U", self.USER, "--auth=scram-sha-256",
+                  f"--pwfile={password}", "-E", "UTF8", "--no-sync")
+        self.log = self.root / "postgres.log"
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [*self.as_user, str(self.bin / "postgres"), "-D", str(self.root / "data"), "-h", "127.0.0.1",
+                 "-p", str(self.port), "-k", str(self.root), "-c", "fsync=off", "-c", "max_connections=200"],
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+        def ready() -> bool:
+            import psycopg2
+
+            psycopg2.connect(self.url(), connect_timeout=2).close()
+            return True
+
+        _wait(lambda: _quiet(ready), "postgres", self.proc, self.log, deadline_s)
+        return self
+
+    def create_database(self, name: str) -> str:
+        import psycopg2
+
+        conn = psycopg2.connect(self.url(), connect_timeout=5)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        conn.close()
+        return self.url(name)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGINT)  # a fast shutdown: it does not wait for clients
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(10)
+        _stop(self.proc)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _quiet(check) -> bool:
+    try:
+        return check()
+    except Exception:  # not accepting connections yet
+        return False
+
+
+class MlflowServer:
+    """``mlflow server`` with proxied artifacts (clients need no S3 credentials), on SQLite by
+    default or on the database ``backend_uri`` names."""
+
+    def __init__(self, root: Path, artifacts_destination: str, env: dict[str, str] | None = None,
+                 backend_uri: str | None = None, workers: int = 1) -> None:
         self.root, self.destination, self.extra_env = root, artifacts_destination, env or {}
+        self.backend_uri, self.workers = backend_uri or f"sqlite:///{root / 'mlflow.db'}", workers
         self.proc: subprocess.Popen | None = None
         self.port = free_port()
 
@@ -195,7 +289,7 @@ class MlflowServer:
         self.extra = extra if extra is not None else getattr(self, "extra", None)
         artifacts = self.extra or ["--serve-artifacts", "--artifacts-destination", self.destination]
         base = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1",
-                "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}", *artifacts, "--workers", "1"]
+                "--backend-store-uri", self.backend_uri, *artifacts, "--workers", str(self.workers)]
         # the server's background job workers (GenAI features) only take CPU away from the tests
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **self.extra_env}
         self.log = self.root / "mlflow.log"

@@ -13,7 +13,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "compose.yaml"
 SEAWEED = ROOT / "compose.seaweedfs.yaml"
-SECRETS = ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "JUPYTER_TOKEN")
+SECRETS = ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "JUPYTER_TOKEN", "POSTGRES_PASSWORD")
 VAR = re.compile(r"\$\{([A-Z0-9_]+)(:?[-?])?([^}]*)\}")
 
 
@@ -40,6 +40,25 @@ def test_images_are_pinned():
     assert f'"mlflow=={installed.__version__}"' in mlflow and '"boto3==' in mlflow  # the official image lacks boto3
 
 
+def test_the_tracking_server_keeps_its_store_in_postgresql_with_several_workers():
+    services = load(COMPOSE)["services"]
+    postgres, mlflow = services["postgres"], services["mlflow"]
+    assert re.fullmatch(r"postgres:\d+\.\d+-\w+", postgres["image"]), postgres["image"]  # pinned
+    assert postgres["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
+    assert any(v.endswith(":/var/lib/postgresql/data") for v in postgres["volumes"])  # the database survives
+    assert "ports" not in postgres  # only the mlflow service reaches it
+    assert postgres["environment"]["POSTGRES_PASSWORD"] == "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD in .env}"
+    store = mlflow["environment"]["MLFLOW_BACKEND_STORE_URI"]
+    assert store.startswith("postgresql://mlflow:${POSTGRES_PASSWORD:?") and store.endswith("@postgres:5432/mlflow")
+    assert not any("backend-store-uri" in part for part in mlflow["command"])  # no password in the process list
+    assert mlflow["depends_on"]["postgres"]["condition"] == "service_healthy"
+    workers = next(p for p in mlflow["command"] if p.startswith("--workers="))
+    assert workers == "--workers=${MLFLOW_WORKERS:-4}"
+    assert '"psycopg2-binary==' in (ROOT / "docker/mlflow.Dockerfile").read_text()  # the driver the URI needs
+    example = (ROOT / ".env.example").read_text()
+    assert "POSTGRES_PASSWORD=" in example and "MLFLOW_WORKERS=" in example
+
+
 def test_published_ports_bind_to_localhost_unless_the_user_opts_out():
     for path in (COMPOSE, SEAWEED):
         for name, service in load(path)["services"].items():
@@ -52,7 +71,8 @@ def test_no_secret_has_a_default():
     for name, op, _rest in VAR.findall(text):
         if name in SECRETS or any(word in name for word in ("PASSWORD", "SECRET", "TOKEN")):
             assert op == ":?", f"{name} must be required (${{{name}:?...}}), not defaulted"
-    assert "minioadmin" not in text and "password" not in text.lower().replace("minio_root_password", "")
+    bare = text.lower().replace("minio_root_password", "").replace("postgres_password", "")
+    assert "minioadmin" not in text and "password" not in bare
 
 
 def test_startup_order_needs_no_hand_steps():

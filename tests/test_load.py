@@ -85,6 +85,27 @@ def test_concurrent_runs_against_a_tracking_server_all_land(workdir, shared_csv,
     _check_all_landed(workdir, procs, mlflow_server.url, "load-server")
 
 
+def test_concurrent_runs_against_a_team_server_on_postgresql_all_land(workdir, shared_csv, mlflow_pg_server,
+                                                                     postgres):
+    """The team's stack: mlflow server with two workers on PostgreSQL; runs, registry, gate, and the
+    champion served from it."""
+    import mlflow
+
+    procs = _start_runs(workdir, _env(workdir, MLFLOW_TRACKING_URI=mlflow_pg_server.url), shared_csv, "load-pg")
+    _check_all_landed(workdir, procs, mlflow_pg_server.url, "load-pg")
+    mlflow.set_tracking_uri(mlflow_pg_server.url)
+    rows = diabetes(rows=20, seed=9).drop(columns=["CLASS"])
+    predicted = mlflow.pyfunc.load_model("models:/load-pg@champion").predict(rows)
+    assert len(predicted) == 20 and set(predicted["prediction"]) <= {"N", "Y", "P"}
+    # what the server wrote is in PostgreSQL's tables, not in a file beside it
+    import psycopg2
+
+    with psycopg2.connect(postgres.url("mlflow")) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM model_versions WHERE name = 'load-pg'")
+        assert cur.fetchone()[0] == RUNS
+    assert not list(mlflow_pg_server.root.glob("*.db"))
+
+
 def test_the_store_lock_is_a_file_beside_the_store(tmp_path):
     from trilho.tracking import sqlite_file, store_lock
 
@@ -97,7 +118,8 @@ def test_the_store_lock_is_a_file_beside_the_store(tmp_path):
         pass  # a server: nothing to lock here
 
 
-def test_the_gate_lock_on_a_server_waits_names_itself_and_takes_over_from_the_dead(mlflow_server, workdir):
+@pytest.mark.parametrize("server", ["mlflow_server", "mlflow_pg_server"])
+def test_the_gate_lock_on_a_server_waits_names_itself_and_takes_over_from_the_dead(server, request, workdir):
     import socket
     import time
 
@@ -106,6 +128,7 @@ def test_the_gate_lock_on_a_server_waits_names_itself_and_takes_over_from_the_de
     from trilho import registry
     from trilho.errors import TrackingError
 
+    mlflow_server = request.getfixturevalue(server)
     client = MlflowClient(mlflow_server.url)
     lock = "gate-test.gate-lock"
     # held by a live process (this one): a second challenger waits, then says who holds what

@@ -1,7 +1,7 @@
 # The MLflow server: pinned mlflow plus boto3 (the official image lacks boto3, so S3 artifacts fail
 # there) and the PostgreSQL driver for its store.
 FROM python:3.11-slim
-RUN pip install --no-cache-dir "mlflow==3.17.2" "boto3==1.44.*" "psycopg2-binary==2.9.*" \
+RUN pip install --no-cache-dir "mlflow==3.17.2" "boto3==1.44.*" "psycopg[binary]==3.3.*" \
  && useradd --create-home --uid 1000 mlflow && mkdir /mlflow && chown mlflow /mlflow
 USER mlflow
 WORKDIR /mlflow

@@ -86,7 +86,7 @@ def postgres(tmp_path_factory: pytest.TempPathFactory):
 
     if postgres_binaries() is None:
         pytest.skip("PostgreSQL is not installed: apt-get install postgresql (.ci/run installs it)")
-    pytest.importorskip("psycopg2", reason="the PostgreSQL driver: pip install -e '.[test]' installs psycopg2-binary")
+    pytest.importorskip("psycopg", reason="the PostgreSQL driver: pip install -e '.[test]' installs psycopg")
     server = PostgreSQL(tmp_path_factory.mktemp("postgres")).start()
     yield server
     server.stop()

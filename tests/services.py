@@ -234,19 +234,18 @@ class PostgreSQL:
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
         def ready() -> bool:
-            import psycopg2
+            import psycopg
 
-            psycopg2.connect(self.url(), connect_timeout=2).close()
+            psycopg.connect(self.url(), connect_timeout=2).close()
             return True
 
         _wait(lambda: _quiet(ready), "postgres", self.proc, self.log, deadline_s)
         return self
 
     def create_database(self, name: str) -> str:
-        import psycopg2
+        import psycopg
 
-        conn = psycopg2.connect(self.url(), connect_timeout=5)
-        conn.autocommit = True
+        conn = psycopg.connect(self.url(), connect_timeout=5, autocommit=True)
         with conn.cursor() as cur:
             cur.execute(f'CREATE DATABASE "{name}"')
         conn.close()

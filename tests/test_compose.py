@@ -54,7 +54,7 @@ def test_the_tracking_server_keeps_its_store_in_postgresql_with_several_workers(
     assert mlflow["depends_on"]["postgres"]["condition"] == "service_healthy"
     workers = next(p for p in mlflow["command"] if p.startswith("--workers="))
     assert workers == "--workers=${MLFLOW_WORKERS:-4}"
-    assert '"psycopg2-binary==' in (ROOT / "docker/mlflow.Dockerfile").read_text()  # the driver the URI needs
+    assert '"psycopg[binary]==' in (ROOT / "docker/mlflow.Dockerfile").read_text()  # the driver the URI needs
     example = (ROOT / ".env.example").read_text()
     assert "POSTGRES_PASSWORD=" in example and "MLFLOW_WORKERS=" in example
 

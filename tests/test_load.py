@@ -98,9 +98,9 @@ def test_concurrent_runs_against_a_team_server_on_postgresql_all_land(workdir, s
     predicted = mlflow.pyfunc.load_model("models:/load-pg@champion").predict(rows)
     assert len(predicted) == 20 and set(predicted["prediction"]) <= {"N", "Y", "P"}
     # what the server wrote is in PostgreSQL's tables, not in a file beside it
-    import psycopg2
+    import psycopg
 
-    with psycopg2.connect(postgres.url("mlflow")) as conn, conn.cursor() as cur:
+    with psycopg.connect(postgres.url("mlflow")) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM model_versions WHERE name = 'load-pg'")
         assert cur.fetchone()[0] == RUNS
     assert not list(mlflow_pg_server.root.glob("*.db"))

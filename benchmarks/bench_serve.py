@@ -152,7 +152,9 @@ def main() -> None:
         folder = Path(tmp)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TRILHO_", "MLFLOW_"))}
         env |= {"MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}", "TRILHO_CACHE_DIR": str(folder / "cache"),
-                "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+                "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+                # mlflow models serve starts `uvicorn` by name: this environment's
+                "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
         subprocess.run([sys.executable, "-m", "trilho", "run", "--source", "synthetic:diabetes?rows=1000&seed=1",
                         "--set", "cv.n_repeats=1"], cwd=tmp, env=env, check=True, capture_output=True)
         from trilho.synthetic import diabetes

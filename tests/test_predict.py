@@ -134,3 +134,62 @@ def test_online_serving_answers_invocations(settings, trained, small_csv, workdi
         bad = {"dataframe_split": json.loads(rows.drop(columns=["HbA1c"]).to_json(orient="split", index=False))}
         refused = requests.post(url + "/invocations", json=bad, timeout=30)
         assert refused.status_code == 400 and "HbA1c" in refused.text
+
+
+def _encode_both(frame: pd.DataFrame, spec: dict):
+    """encode_features's frame as floats and encode_matrix's matrix, or the error each raised."""
+    import numpy as np
+
+    from trilho.encoding import encode_features, encode_matrix
+
+    out = []
+    for encode in (lambda: encode_features(frame, spec).to_numpy(dtype="float64", na_value=np.nan),
+                   lambda: encode_matrix(frame, spec)):
+        try:
+            out.append(encode())
+        except ValueError as exc:
+            out.append(str(exc))
+    return out
+
+
+def test_the_fast_prediction_encoding_is_the_training_encoding():
+    """encode_matrix (what a served XGBoost model runs) gives what encode_features gives, value for
+    value and error for error, on frames of every kind of column and gap."""
+    import numpy as np
+
+    from trilho.encoding import feature_spec
+
+    rng = np.random.default_rng(11)
+    maps = {"flags": {"YES": 1, "NO": 0}, "codes": {"0": 0, "1": 1, "2": 2}, "kind": {"A": 0, "B": 1, "C": 2, "1": 3}}
+    specs = {}  # one spec per policy for every trial: what a served model remembers carries over
+    for policy in ("impute", "native", "drop", "reject"):
+        specs[policy] = feature_spec(["ints", "floats", "text_numbers", "flags", "codes", "kind"], maps, ["x", "y"],
+                                     [], policy)
+        specs[policy]["fill"] = {"ints": 1.0, "floats": 0.5, "text_numbers": 2.0, "flags": 0.0, "kind": 2.0}
+    for trial in range(300):
+        n = int(rng.integers(1, 40))
+        frame = pd.DataFrame({
+            "ints": rng.integers(-5, 50, n),
+            "floats": rng.normal(size=n),
+            "text_numbers": rng.choice(["1.5", " 2", "3e2", None, "-4"], n).astype(object),
+            "flags": rng.choice(["Yes", "no", " YES ", None], n).astype(object),
+            "codes": rng.choice([0.0, 1.0, 2.0, np.nan], n),
+            # 1, "1" and 1.0 are three values to the text conversion: "1", "1" and "1.0"
+            "kind": np.array([[ "a", "B", " c ", "never-seen", None, 1, "1", 1.0][i] for i in rng.integers(0, 8, n)],
+                             dtype=object),
+        })
+        if rng.random() < 0.3:
+            frame["kind"] = frame["kind"].map(lambda v: v if isinstance(v, str) else None).astype("string")
+        if rng.random() < 0.5:
+            frame.loc[rng.random(n) < 0.2, "floats"] = rng.choice([np.nan, np.inf, -np.inf])
+        if rng.random() < 0.2:
+            frame.loc[0, "text_numbers"] = "not a number"
+        policy = str(rng.choice(list(specs)))
+        slow, fast = _encode_both(frame, specs[policy])
+        if isinstance(slow, str) or isinstance(fast, str):
+            assert slow == fast, (trial, policy)
+        else:
+            np.testing.assert_array_equal(fast, slow, err_msg=f"trial {trial}, policy {policy}")
+    assert len(specs["impute"]["__memo__"]["kind"]) >= 8  # values were remembered, and the answers held
+    spec = specs["impute"]
+    assert "missing feature columns ['kind']" in _encode_both(frame.drop(columns=["kind"]), spec)[1]

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["encode_features", "feature_spec", "model_outputs", "normalise_map", "normalise_text", "numeric_column",
+__all__ = ["encode_features", "encode_matrix", "feature_spec", "model_outputs", "normalise_map", "normalise_text", "numeric_column",
            "unseen_counts"]
 
 
@@ -125,29 +125,102 @@ def unseen_counts(df: pd.DataFrame, spec: dict[str, Any]) -> dict[str, int]:
     return out
 
 
-def model_outputs(proba_fn: Callable[[pd.DataFrame], np.ndarray], frame: pd.DataFrame, spec: dict[str, Any],
-                  output: str = "both"):
+def _plain_number(dtype: Any) -> bool:
+    """A dtype whose values are numbers as they stand (what ``numeric_column`` keeps unconverted)."""
+    return (pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+            and not isinstance(dtype, pd.CategoricalDtype))
+
+
+_MEMO_LIMIT = 10_000  # values remembered per categorical column (a served model sees the same few again and again)
+
+
+def _memo_codes(col: str, values: pd.Series, mapping: dict[str, int], memo: dict) -> np.ndarray:
+    """``codes`` of a text column, each distinct value computed once by ``codes`` itself and then
+    remembered: text normalises value by value, so a remembered code is the one ``codes`` gives.
+    Keys carry the value's type (1 and "1" and 1.0 are three values to pandas' text conversion)."""
+    raw = values.to_numpy(dtype=object)
+    try:
+        keys = [(type(v), v) for v in raw]
+        todo = sorted({i for i, k in enumerate(keys) if k not in memo})
+    except TypeError:  # an unhashable value: no memory, the plain way
+        return codes(col, values, mapping).to_numpy(dtype="float64")
+    if todo:
+        found = codes(col, pd.Series(raw[todo], dtype=values.dtype), mapping).to_numpy(dtype="float64")
+        if len(memo) + len(todo) <= _MEMO_LIMIT:
+            memo.update(zip((keys[i] for i in todo), found, strict=True))
+        else:
+            return codes(col, values, mapping).to_numpy(dtype="float64")
+    return np.fromiter((memo[k] for k in keys), dtype="float64", count=len(keys))
+
+
+def encode_matrix(df: pd.DataFrame, spec: dict[str, Any]) -> np.ndarray:
+    """``encode_features`` as one float64 matrix, what a prediction needs, at a fraction of its cost
+    on a few rows: the numeric columns are converted as one block (one operation, not a dozen per
+    column) when pandas already holds them as numbers, and only the rest goes column by column.
+    Same values, same missing-value policy, same errors (a test holds the two equal)."""
+    features = spec["features"]
+    missing = [c for c in features if c not in df.columns]
+    if missing:
+        raise ValueError(f"missing feature columns {missing}; expected {features}")
+    policy, fill = spec.get("missing", "reject"), spec.get("fill", {})
+    out = np.empty((len(df), len(features)), dtype="float64")
+    dtypes = df.dtypes
+    plain = [i for i, c in enumerate(features) if spec["categorical"].get(c, False) is False
+             and _plain_number(dtypes[c])]
+    for i in plain:
+        out[:, i] = df[features[i]].to_numpy(dtype="float64", na_value=np.nan)
+    out[np.isinf(out)] = np.nan  # infinite is as unknown as missing
+    rest = [i for i in range(len(features)) if i not in set(plain)]
+    try:
+        memos = spec.setdefault("__memo__", {})  # this model's own: per categorical column, value -> code
+        for i in list(rest):
+            col, mapping = features[i], spec["categorical"].get(features[i], False)
+            if mapping and (dtypes[col] == object or isinstance(dtypes[col], pd.StringDtype)):
+                out[:, i] = _memo_codes(col, df[col], mapping, memos.setdefault(col, {}))
+                rest.remove(i)
+        if rest:  # text that should be numbers, and the rest: column by column, as in training
+            part = encode_features(df[[features[i] for i in rest]],
+                                   {**spec, "features": [features[i] for i in rest], "missing": "native"})
+            out[:, rest] = part.to_numpy(dtype="float64", na_value=np.nan)
+        gaps = np.isnan(out)
+        if policy == "reject" and gaps.any():
+            raise ValueError("a gap under 'reject'")
+    except ValueError:  # bad input: the column-by-column encoding names the first bad column, in order
+        encode_features(df, spec)
+        raise
+    if gaps.any() and policy != "native":
+        for i in np.flatnonzero(gaps.any(axis=0)):
+            if features[i] in fill:
+                out[gaps[:, i], i] = fill[features[i]]
+    return out
+
+
+def model_outputs(proba_fn: Callable[[Any], np.ndarray], frame: pd.DataFrame, spec: dict[str, Any],
+                  output: str = "both", matrix: bool = False):
     """What the logged model returns for raw rows: labels, probabilities, or both.
 
     ``proba_fn`` maps encoded rows to class probabilities (one column per class, in ``classes``
-    order; a single column is P(second class)). ``output="labels"`` gives a Series named
-    ``prediction`` in the data's own terms, ``"proba"`` one ``proba_<class>`` column per class,
-    ``"both"`` the label then the probabilities.
+    order; a single column is P(second class)); it is given ``encode_matrix``'s float matrix when
+    ``matrix`` (XGBoost's boosters), else ``encode_features``'s frame (scikit-learn estimators,
+    fitted on frames). ``output="labels"`` gives a Series named ``prediction`` in the data's own
+    terms, ``"proba"`` one ``proba_<class>`` column per class, ``"both"`` the label then the
+    probabilities.
     """
     if output not in ("both", "labels", "proba"):
         raise ValueError(f"params output={output!r}: use 'both', 'labels' or 'proba'")
-    X = encode_features(pd.DataFrame(frame), spec)
+    frame = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)
+    X = encode_matrix(frame, spec) if matrix else encode_features(frame, spec)
     proba = np.asarray(proba_fn(X), dtype="float64")
     if proba.ndim == 1:  # binary objectives give P(class 1)
         proba = np.column_stack([1.0 - proba, proba])
     classes = np.asarray(spec["classes"], dtype=object)
-    labels = pd.Series(classes[proba.argmax(axis=1)], name="prediction", index=X.index)
+    labels = classes[proba.argmax(axis=1)]
     if output == "labels":
-        return labels
-    table = pd.DataFrame(proba, columns=[f"proba_{c}" for c in classes], index=X.index)
-    return table if output == "proba" else pd.concat([labels, table], axis=1)
+        return pd.Series(labels, name="prediction", index=frame.index)
+    columns = {f"proba_{c}": proba[:, i] for i, c in enumerate(classes)}
+    return pd.DataFrame(columns if output == "proba" else {"prediction": labels, **columns}, index=frame.index)
 
 
 def booster_outputs(booster: Any, frame: pd.DataFrame, spec: dict[str, Any], output: str = "both"):
     """``model_outputs`` of an XGBoost Booster (only its ``inplace_predict`` is used)."""
-    return model_outputs(lambda X: booster.inplace_predict(X.to_numpy(dtype=np.float32)), frame, spec, output)
+    return model_outputs(lambda X: booster.inplace_predict(X.astype(np.float32)), frame, spec, output, matrix=True)

@@ -23,14 +23,21 @@ TRUSTED_PACKAGES = ("sklearn", "numpy", "scipy", "builtins", "collections")
 
 
 def load_classifier(spec: dict, path: str):
-    """The fitted classifier, and a function of encoded rows to its class probabilities."""
+    """The fitted classifier, and a function of encoded rows to its class probabilities: of
+    ``encode_matrix``'s float matrix for an XGBoost booster (``proba.matrix`` is True), of
+    ``encode_features``'s frame for the others."""
     if spec.get("format", "xgboost") == "xgboost":
         import numpy as np
         import xgboost
 
         booster = xgboost.Booster()
         booster.load_model(path)
-        return booster, lambda X: booster.inplace_predict(X.to_numpy(dtype=np.float32))
+
+        def proba(X):
+            return booster.inplace_predict(np.asarray(X, dtype=np.float32))
+
+        proba.matrix = True
+        return booster, proba
     import skops.io
 
     allowed = (*TRUSTED_PACKAGES, *spec.get("trusted_packages", []))
@@ -55,7 +62,8 @@ class LabelledModel(PythonModel):
 
         ``params={"output": "labels"}`` returns only the labels, ``"proba"`` only the probabilities.
         """
-        return model_outputs(self.proba_, model_input, self.spec_, (params or {}).get("output", "both"))
+        return model_outputs(self.proba_, model_input, self.spec_, (params or {}).get("output", "both"),
+                             matrix=getattr(self.proba_, "matrix", False))
 
 
 set_model(LabelledModel())

@@ -211,7 +211,8 @@ class Tracker:
         classifier = model_dir / spec["file"]
         servable = _servable()
         _, proba = servable.load_classifier(spec, str(classifier))
-        output = model_outputs(proba, example, spec)  # what the model returns, classes in spec order
+        output = model_outputs(proba, example, spec,  # what the model returns, classes in spec order
+                               matrix=getattr(proba, "matrix", False))
         inferred = infer_signature(example, output, params={"output": "both"})
         packages = _MODEL_REQUIREMENTS[spec["format"]] + tuple(spec.get("requirements", ()))
         requirements = [f"{pkg}=={importlib.metadata.version(pkg)}" for pkg in dict.fromkeys(packages)]

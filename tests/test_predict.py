@@ -167,7 +167,7 @@ def test_the_fast_prediction_encoding_is_the_training_encoding():
                                      [], policy)
         specs[policy]["fill"] = {"ints": 1.0, "floats": 0.5, "text_numbers": 2.0, "flags": 0.0, "kind": 2.0}
     for trial in range(300):
-        n = int(rng.integers(1, 40))
+        n = int(rng.integers(1, 40)) if trial % 10 else 1500  # a request's few rows, and a batch
         frame = pd.DataFrame({
             "ints": rng.integers(-5, 50, n),
             "floats": rng.normal(size=n),
@@ -193,3 +193,25 @@ def test_the_fast_prediction_encoding_is_the_training_encoding():
     assert len(specs["impute"]["__memo__"]["kind"]) >= 8  # values were remembered, and the answers held
     spec = specs["impute"]
     assert "missing feature columns ['kind']" in _encode_both(frame.drop(columns=["kind"]), spec)[1]
+
+
+@pytest.mark.parametrize("output", ["both", "labels", "proba"])
+def test_the_served_records_are_the_frames_records(output):
+    """What a model inside `mlflow models serve` hands back is what MLflow would make of its frame."""
+    import numpy as np
+
+    from trilho.encoding import feature_spec, model_outputs
+
+    rng = np.random.default_rng(5)
+    spec = feature_spec(["a", "kind"], {"kind": {"X": 0, "Y": 1}}, ["no", "yes", "maybe"], [], "impute")
+    spec["fill"] = {"a": 0.0, "kind": 0.0}
+    for n in (1, 7, 100):
+        frame = pd.DataFrame({"a": rng.normal(size=n), "kind": rng.choice(["x", "Y", None], n)})
+        weights = rng.random((n, 3))
+        proba = weights / weights.sum(axis=1, keepdims=True)
+        for matrix in (True, False):
+            frame_out = model_outputs(lambda X: proba, frame, spec, output, matrix=matrix)
+            records = model_outputs(lambda X: proba, frame, spec, output, matrix=matrix, records=True)
+            expected = (frame_out.to_frame() if output == "labels" else frame_out).to_dict(orient="records")
+            assert records == expected
+            assert json.dumps(records) == json.dumps(expected)

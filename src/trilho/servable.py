@@ -9,6 +9,7 @@ to ``mlflow.pyfunc.log_model``.
 """
 
 import json
+import os
 
 import pandas as pd
 
@@ -61,9 +62,13 @@ class LabelledModel(PythonModel):
         """By default the label (in the data's own terms) and one probability column per class.
 
         ``params={"output": "labels"}`` returns only the labels, ``"proba"`` only the probabilities.
+        Inside ``mlflow models serve`` (MLflow marks its scoring server's process) the same rows
+        come back as the records MLflow would make of the frame for its JSON answer, so each
+        request skips building a frame only to take it apart again.
         """
+        serving = os.environ.get("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "").lower() == "true"
         return model_outputs(self.proba_, model_input, self.spec_, (params or {}).get("output", "both"),
-                             matrix=getattr(self.proba_, "matrix", False))
+                             matrix=getattr(self.proba_, "matrix", False), records=serving)
 
 
 set_model(LabelledModel())

@@ -392,6 +392,52 @@ def compare(candidates: Annotated[list[str] | None, typer.Argument(help="model+r
 
 
 @app.command()
+def tune(experiment: ExperimentOpt = "diabetes", source: SourceOpt = None, set_: SetOpt = None,
+         trials: Annotated[int | None, typer.Option(help="Trials this time (default: tune.trials); a resumed study adds them.")] = None,
+         timeout: Annotated[float | None, typer.Option(help="Start no trial after this many seconds.")] = None,
+         study: Annotated[str | None, typer.Option(help="The Optuna study's name (default: from the experiment, data, model and metric).")] = None,
+         out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the tuned experiment file here (default: NAME-tuned.toml).")] = None,
+         then_run: Annotated[bool, typer.Option("--run", help="Then `trilho run` the tuned file: the promotion gate decides.")] = False,
+         summary_json: Annotated[Path | None, typer.Option("--summary-json", help="Write the machine-readable summary here.")] = None) -> None:
+    """Search hyperparameters on the experiment's folds; report the best trial beside a score it never saw."""
+    from trilho.experiment import load_experiment
+    from trilho.pipeline import run_experiment
+    from trilho.settings import load_settings
+    from trilho.tune import tune as run_tune
+
+    try:
+        exp = _experiment(experiment, source, set_)
+        settings = load_settings()
+        with _bar() as bar:
+            task = bar.add_task("tuning", total=trials or exp.tune.trials)
+            result = run_tune(exp, settings, trials=trials, timeout_s=timeout, study_name=study, out=out,
+                              progress=lambda _s, done, total: bar.update(task, completed=done, total=total, refresh=True))
+        s = result.summary
+        if summary_json:
+            summary_json.write_text(json.dumps(s, indent=2, default=str))
+        out_ = Console()
+        t = s["trials"]
+        out_.print(f"study {s['study']}: {t['this_command']} trials now, {t['in_study']} in all "
+                   f"({t['complete']} complete, {t['pruned']} pruned, {t['failed']} failed); storage {s['storage']}")
+        table = Table(title=f"{s['metric']}: the best trial's own CV score against rows the search never saw")
+        for col in ("score", "value", f"{s['honest']['level']:.0%} interval"):
+            table.add_column(col, justify="left" if col == "score" else "right")
+        table.add_row(f"best trial #{s['best']['trial']}, its CV on {s['search_rows']} search rows",
+                      f"{s['best']['cv_score']:.4f}", "(optimistic: it chose itself)")
+        for key, label in (("honest", "tuned, on the held-out rows"), ("untuned", "untuned, on the same rows")):
+            table.add_row(f"{label} ({s['held_out_rows']})", f"{s[key]['score']:.4f}",
+                          f"{s[key]['low']:.4f} – {s[key]['high']:.4f}")
+        out_.print(table)
+        out_.print(f"optimism of the best trial's score: {s['optimism']:+.4f}; best params {json.dumps(s['best']['params'])}")
+        out_.print(f"tuned experiment: {s['experiment_file']} (trilho run -e {s['experiment_file']}); MLflow run {s['run_id']}")
+        if then_run:
+            tuned = load_experiment(str(result.experiment_file))
+            _print_summary(_run_with_bar(tuned, settings, run_experiment).summary, settings.tracking_uri)
+    except TrilhoError as exc:
+        _fail(exc)
+
+
+@app.command()
 def notebook(path: Annotated[Path, typer.Argument(help="The notebook to run.")] = Path("notebooks/diabetes.ipynb"),
              param: Annotated[list[str] | None, typer.Option("--param", "-p", help="NAME=VALUE for the parameters cell (value parsed as TOML), e.g. -p 'OVERRIDES=[\"cv.n_repeats=2\"]'.")] = None,
              out: Annotated[Path, typer.Option(help="Folder for the executed notebook and its HTML.")] = Path("notebook-out"),

@@ -158,6 +158,14 @@ class TrackingSpec(_Strict):
     log_model: bool = True
 
 
+class TuneSpec(_Strict):
+    trials: int = Field(30, ge=1)                     # per `trilho tune` (a resumed study adds as many again)
+    timeout_s: float | None = Field(None, gt=0)       # stop starting trials after this long
+    metric: str = ""                                  # what the search optimises ("" = registry.primary_metric)
+    holdout_fraction: float = Field(0.2, gt=0, lt=1)  # rows set aside before the search, for the honest score
+    space: dict[str, dict[str, Any]] = {}             # "model.params.NAME" = { int|float = [low, high] | choice = [...] }
+
+
 class RegistrySpec(_Strict):
     model_name: str = ""              # register each run's model under this name ("" = do not register)
     primary_metric: str = "f1_macro"  # what the promotion gate compares
@@ -177,6 +185,7 @@ class Experiment(_Strict):
     evaluation: EvaluationSpec = EvaluationSpec()
     tracking: TrackingSpec = TrackingSpec()
     registry: RegistrySpec = RegistrySpec()
+    tune: TuneSpec = TuneSpec()
 
     @model_validator(mode="after")
     def _known_metrics(self) -> Experiment:

@@ -311,6 +311,25 @@ def _comment(lines: list[str]) -> str:
     return "".join(f"# {line}\n" for line in lines)
 
 
+def toml_document(config: dict[str, Any], head: list[str]) -> str:
+    """A plain-data configuration as TOML under a comment: scalars first, then one table per
+    nested dict (``[a]``, ``[a.b]``); keys whose value is None are left out (TOML has no null)."""
+
+    def table(prefix: str, d: dict[str, Any]) -> list[str]:
+        flat = [f"{_key(k)} = {_value(v)}\n" for k, v in d.items() if v is not None and not isinstance(v, dict)]
+        # a dict of plain values stays inline, as `params = { ... }` does in the shipped files
+        inline = [f"{_key(k)} = {_value({a: b for a, b in v.items() if b is not None})}\n" for k, v in d.items()
+                  if isinstance(v, dict) and v and not any(isinstance(x, dict) for x in v.values()) and prefix]
+        nested = [(k, v) for k, v in d.items() if isinstance(v, dict) and (not prefix or any(
+            isinstance(x, dict) for x in v.values()) or not v)]
+        out = ([f"\n[{prefix}]\n"] if prefix and (flat or inline) else []) + flat + inline
+        for k, v in nested:
+            out += table(f"{prefix}.{_key(k)}" if prefix else _key(k), v)
+        return out
+
+    return _comment(head) + "".join(table("", config))
+
+
 def render(proposal: Proposal) -> str:
     """The experiment as a commented TOML file."""
     c, notes = proposal.config, proposal.notes

@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     executor: Literal["local", "dask"] = Field("local", validation_alias=_env("TRILHO_EXECUTOR"))
     dask_scheduler: str | None = Field(None, validation_alias=_env("TRILHO_DASK_SCHEDULER"))
     dask_wait_s: float = Field(10.0, gt=0, validation_alias=_env("TRILHO_DASK_WAIT_S"))
+    # where `trilho tune` keeps its Optuna studies (None: beside the tracking store; trilho.tune)
+    tune_storage: str | None = Field(None, validation_alias=_env("TRILHO_TUNE_STORAGE"))
 
     @model_validator(mode="after")
     def _lake_from_bucket(self) -> Settings:

@@ -117,70 +117,69 @@ def parse_space(exp: Experiment) -> list[Param]:
     """The experiment's search space, every entry checked before any data is read or any trial runs:
     the key names a parameter the model or resampler takes, the range is not empty, a log range is
     positive, a choice has options. One ``ConfigError`` line names the entry and the fix."""
-    from trilho.models import RESAMPLERS, check_estimator, model_kind
-
     space = exp.tune.space or default_space(exp.model.name, exp.resampler.name)
-    params: list[Param] = []
-    for key, spec in space.items():
-        where = f"tune.space {key!r}"
-        section, _, name = key.partition(".params.")
-        if section not in ("model", "resampler") or not name or "." in name:
-            raise ConfigError(f"{where}: keys are model.params.NAME or resampler.params.NAME")
-        if not isinstance(spec, dict):
-            raise ConfigError(f"{where}: give a table, e.g. {{ int = [2, 10] }}, {{ float = [0.01, 0.3], log = true }} "
-                              "or {{ choice = [\"a\", \"b\"] }}")
-        kinds = [k for k in _KINDS if k in spec]
-        unknown = sorted(set(spec) - {*_KINDS, "log", "step"})
-        if len(kinds) != 1 or unknown:
-            raise ConfigError(f"{where}: give exactly one of {list(_KINDS)} (and optionally log, step); got {sorted(spec)}")
-        kind, values = kinds[0], spec[kinds[0]]
-        if kind == "choice":
-            if not isinstance(values, list) or not values:
-                raise ConfigError(f"{where}: choice needs a non-empty list of options")
-            params.append(Param(key, section, name, kind, choices=tuple(values)))
-            continue
-        if not (isinstance(values, list) and len(values) == 2 and all(isinstance(v, int | float) for v in values)):
-            raise ConfigError(f"{where}: {kind} needs [low, high], two numbers")
-        low, high = values
-        if kind == "int" and not all(float(v).is_integer() for v in values):
-            raise ConfigError(f"{where}: int needs whole numbers, got {values}; use float for a real range")
-        if not low < high:
-            raise ConfigError(f"{where}: the range [{low}, {high}] is empty; give low < high")
-        log_scale = bool(spec.get("log", False))
-        if log_scale and low <= 0:
-            raise ConfigError(f"{where}: a log range must be positive, got [{low}, {high}]")
-        step = spec.get("step")
-        if step is not None and (not isinstance(step, int | float) or step <= 0 or log_scale):
-            raise ConfigError(f"{where}: step must be a positive number, and cannot go with log = true")
-        params.append(Param(key, section, name, kind, float(low), float(high), log_scale,
-                            None if step is None else float(step)))
-    # every name must be a parameter of the model or resampler: checked as the run's own config is,
-    # and, since XGBoost takes any name without complaint, against the ones its estimator exposes
-    searched = sorted(p.name for p in space_params(params, "model"))
-    kind = model_kind(exp.model.name)
-    if kind.format == "xgboost":
-        known = set(kind.cls()().get_params())
-        unknown = [n for n in searched if n not in known]
-        if unknown:
-            raise ConfigError(f"tune.space: model.params {unknown} are not parameters of {exp.model.name} "
-                              f"({kind.cls().__name__}); it takes {sorted(known)}")
-    probe = {p.section: {} for p in params}
-    for p in params:
-        probe[p.section][p.name] = p.choices[0] if p.kind == "choice" else (int(p.low) if p.kind == "int" else p.low)
-    try:
-        if RESAMPLERS[exp.resampler.name].path is None and "resampler" in probe:
-            raise ConfigError(f"resampler {exp.resampler.name!r} takes no parameters to search")
-        model_kind(exp.model.name)
-        check_estimator({"name": exp.model.name, "params": {**exp.model.params, **probe.get("model", {})}},
-                        {"name": exp.resampler.name, "params": {**exp.resampler.params, **probe.get("resampler", {})}},
-                        exp.data.missing)
-    except ConfigError as exc:
-        raise ConfigError(f"tune.space: {exc}") from None
+    params = [_entry(key, spec) for key, spec in space.items()]
+    _check_names(exp, params)
     return params
 
 
-def space_params(params: list[Param], section: str) -> list[Param]:
-    return [p for p in params if p.section == section]
+def _entry(key: str, spec: Any) -> Param:
+    where = f"tune.space {key!r}"
+    section, _, name = key.partition(".params.")
+    if section not in ("model", "resampler") or not name or "." in name:
+        raise ConfigError(f"{where}: keys are model.params.NAME or resampler.params.NAME")
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: give a table, e.g. {{ int = [2, 10] }}, {{ float = [0.01, 0.3], log = true }} "
+                          'or { choice = ["a", "b"] }')
+    kinds = [k for k in _KINDS if k in spec]
+    unknown = sorted(set(spec) - {*_KINDS, "log", "step"})
+    if len(kinds) != 1 or unknown:
+        raise ConfigError(f"{where}: give exactly one of {list(_KINDS)} (and optionally log, step); got {sorted(spec)}")
+    kind, values = kinds[0], spec[kinds[0]]
+    if kind == "choice":
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{where}: choice needs a non-empty list of options")
+        return Param(key, section, name, kind, choices=tuple(values))
+    if not (isinstance(values, list) and len(values) == 2 and all(isinstance(v, int | float) for v in values)):
+        raise ConfigError(f"{where}: {kind} needs [low, high], two numbers")
+    low, high = values
+    if kind == "int" and not all(float(v).is_integer() for v in values):
+        raise ConfigError(f"{where}: int needs whole numbers, got {values}; use float for a real range")
+    if not low < high:
+        raise ConfigError(f"{where}: the range [{low}, {high}] is empty; give low < high")
+    log_scale = bool(spec.get("log", False))
+    if log_scale and low <= 0:
+        raise ConfigError(f"{where}: a log range must be positive, got [{low}, {high}]")
+    step = spec.get("step")
+    if step is not None and (not isinstance(step, int | float) or step <= 0 or log_scale):
+        raise ConfigError(f"{where}: step must be a positive number, and cannot go with log = true")
+    return Param(key, section, name, kind, float(low), float(high), log_scale, None if step is None else float(step))
+
+
+def _check_names(exp: Experiment, params: list[Param]) -> None:
+    """Every searched name is a parameter of the model or resampler, checked as the run's own
+    configuration is, and, since XGBoost takes any name without complaint, against the ones its
+    estimator exposes."""
+    from trilho.models import RESAMPLERS, check_estimator, model_kind
+
+    kind = model_kind(exp.model.name)
+    if kind.format == "xgboost":
+        known = set(kind.cls()().get_params())
+        unknown = sorted(p.name for p in params if p.section == "model" and p.name not in known)
+        if unknown:
+            raise ConfigError(f"tune.space: model.params {unknown} are not parameters of {exp.model.name} "
+                              f"({kind.cls().__name__}); it takes {sorted(known)}")
+    probe: dict[str, dict[str, Any]] = {"model": {}, "resampler": {}}
+    for p in params:
+        probe[p.section][p.name] = p.choices[0] if p.kind == "choice" else (int(p.low) if p.kind == "int" else p.low)
+    if RESAMPLERS[exp.resampler.name].path is None and probe["resampler"]:
+        raise ConfigError(f"tune.space: resampler {exp.resampler.name!r} takes no parameters to search")
+    try:
+        check_estimator({"name": exp.model.name, "params": {**exp.model.params, **probe["model"]}},
+                        {"name": exp.resampler.name, "params": {**exp.resampler.params, **probe["resampler"]}},
+                        exp.data.missing)
+    except ConfigError as exc:
+        raise ConfigError(f"tune.space: {exc}") from None
 
 
 def tuned_config(exp: Experiment, best: dict[str, Any]) -> dict[str, Any]:

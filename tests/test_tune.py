@@ -74,6 +74,15 @@ def test_a_study_is_tracked_resumed_and_its_best_configuration_goes_through_the_
     assert [r["number"] for r in again.trials] == [4, 5, 6]
     assert len({json.dumps(r["params"], sort_keys=True) for r in first.trials + again.trials}) == 7  # new points
 
+    # the notebook shows the newest tune of the experiment, from the lake
+    from trilho import explore
+
+    latest = explore.latest_tune(LocalLake(settings.lake), "churn")
+    assert latest["run_id"] == again.summary["run_id"]
+    table = explore.tune_table(latest)
+    assert table.loc[table.index[0], latest["metric"]] == round(latest["best"]["cv_score"], 4)
+    assert "optimism" in table.index[-1]
+
     # the written file is an experiment: the usual run and the gate decide on it
     tuned = load_experiment(str(workdir / "tuned.toml"))
     best = again.summary["best"]["params"]

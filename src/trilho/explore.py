@@ -147,6 +147,34 @@ def intervals_table(summary: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("metric")
 
 
+def tune_table(summary: dict[str, Any]) -> pd.DataFrame:
+    """A `trilho tune` result: the best trial's own CV score beside the scores on rows the search
+    never saw (tuned and untuned, with their intervals), and the best trial's optimism."""
+    s, metric = summary, summary["metric"]
+    rows = [{"estimate": f"best trial #{s['best']['trial']}: its own CV ({s['search_rows']} search rows)",
+             metric: round(s["best"]["cv_score"], 4), "interval": "none (it chose itself)"}]
+    for key, label in (("honest", "tuned"), ("untuned", "untuned")):
+        part = s[key]
+        rows.append({"estimate": f"{label}, on the {s['held_out_rows']} rows set aside before the search",
+                     metric: round(part["score"], 4),
+                     "interval": f"{part['low']:.4f} – {part['high']:.4f} ({part['level']:.0%})"})
+    rows.append({"estimate": "optimism of the best trial's score", metric: round(s["optimism"], 4), "interval": ""})
+    return pd.DataFrame(rows).set_index("estimate")
+
+
+def latest_tune(lake: Any, experiment: str) -> dict[str, Any] | None:
+    """The newest `trilho tune` summary of this experiment in the lake, or None."""
+    import json
+
+    found = []
+    for key in lake.list("reports/"):
+        if key.endswith("/tune.json"):
+            summary = json.loads(lake.get_bytes(key))
+            if summary.get("experiment") == experiment:
+                found.append(summary)
+    return max(found, key=lambda s: s.get("finished", "")) if found else None
+
+
 def run_link(tracking_uri: str, summary: dict[str, Any], ui: str = "http://127.0.0.1:5000") -> str:
     """Where to see the run: the server's own page, or the UI that ``trilho ui`` opens on a local store."""
     base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else ui

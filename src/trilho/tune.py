@@ -24,6 +24,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -366,6 +367,7 @@ def tune(exp: Experiment, settings: Settings, *, trials: int | None = None, time
                 # how much better the best trial's own score looks than what held-out rows show
                 "optimism": (float(best.value) - honest["score"]) * (1 if _direction(metric) == "maximize" else -1),
                 "search_s": search_s,
+                "finished": datetime.now(UTC).isoformat(),
                 "lake": {"uri": lake.uri, "reports": f"reports/{parent}/", "curated": validation["curated_key"]},
             }
             tracker.log_values(parent, metrics=[(k, v, 0) for k, v in {

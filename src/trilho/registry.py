@@ -139,20 +139,24 @@ def gate_lock(client, tracking_uri: str, name: str, wait_s: float = GATE_WAIT_S)
     lock, holder = f"{name}.gate-lock", f"{socket.gethostname()}:{os.getpid()}"
     deadline = time.monotonic() + wait_s
     while True:
+        if time.monotonic() > deadline:
+            raise TrackingError(f"another challenger of {name!r} held the promotion gate for over {wait_s:.0f}s "
+                                f"(registered model {lock!r}); if no trilho run is deciding, delete it")
         try:
             client.create_registered_model(lock, tags={"trilho.gate.holder": holder, "trilho.gate.since": f"{time.time():.3f}"},
                                            description=f"trilho's promotion gate for {name!r} is deciding; deleted after")
             break
         except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                # the lock existed when the store tried to create it, and was released before the
+                # store looked it up to word its refusal (MLflow's SQL store does both): try again
+                continue
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
         if _abandoned(client, lock):
             with contextlib.suppress(MlflowException):
                 client.delete_registered_model(lock)
             continue
-        if time.monotonic() > deadline:
-            raise TrackingError(f"another challenger of {name!r} held the promotion gate for over {wait_s:.0f}s "
-                                f"(registered model {lock!r}); if no trilho run is deciding, delete it")
         time.sleep(0.1 + random.random() * 0.2)
     try:
         yield

@@ -180,15 +180,18 @@ def encode_matrix(df: pd.DataFrame, spec: dict[str, Any]) -> np.ndarray:
         else:
             out[:, i] = df[features[i]].to_numpy(dtype="float64", na_value=np.nan)
     out[np.isinf(out)] = np.nan  # infinite is as unknown as missing
-    rest = [i for i in range(len(features)) if i not in set(plain)]
+    taken = set(plain)
+    others = [i for i in range(len(features)) if i not in taken]
+    # categorical columns held as text: codes remembered per value; the rest go through encode_features
+    texts = [i for i in others if spec["categorical"].get(features[i], False)
+             and (dtypes[features[i]] == object or isinstance(dtypes[features[i]], pd.StringDtype))]
+    rest = [i for i in others if i not in texts]
     try:
         memos = spec.setdefault("__memo__", {})  # this model's own: per categorical column, value -> code
-        for i in list(rest):
-            col, mapping = features[i], spec["categorical"].get(features[i], False)
-            if mapping and (dtypes[col] == object or isinstance(dtypes[col], pd.StringDtype)):
-                values = raw[:, where[col]] if raw is not None else df[col].to_numpy(dtype=object)
-                out[:, i] = _memo_codes(col, values, dtypes[col], mapping, memos.setdefault(col, {}))
-                rest.remove(i)
+        for i in texts:
+            col = features[i]
+            values = raw[:, where[col]] if raw is not None else df[col].to_numpy(dtype=object)
+            out[:, i] = _memo_codes(col, values, dtypes[col], spec["categorical"][col], memos.setdefault(col, {}))
         if rest:  # text that should be numbers, and the rest: column by column, as in training
             part = encode_features(df[[features[i] for i in rest]],
                                    {**spec, "features": [features[i] for i in rest], "missing": "native"})

@@ -197,7 +197,6 @@ class TuneResult:
     summary: dict[str, Any]
     config: dict[str, Any]
     experiment_file: Path | None = None
-    run: Any = None
     trials: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -219,14 +218,12 @@ def _direction(metric: str) -> str:
     return "minimize" if metric in _LOWER_IS_BETTER else "maximize"
 
 
-def _honest_interval(y: np.ndarray, proba: np.ndarray, labels: np.ndarray, metric: str, level: float,
-                     seed: int, n_boot: int = 1000) -> tuple[float, float]:
-    """A percentile bootstrap over the held-out rows of the held-out score."""
-    pred = proba.argmax(axis=1)
+def _honest_interval(y: np.ndarray, proba: np.ndarray, labels: np.ndarray, metric: str, point: float,
+                     level: float, seed: int, n_boot: int = 1000) -> tuple[float, float]:
+    """A percentile bootstrap over the held-out rows of the held-out score ``point``."""
     if metric in evaluate.CONFUSION_METRICS:
-        offsets = stats.row_bootstrap_intervals(np.searchsorted(labels, y), pred[None, :], len(labels),
+        offsets = stats.row_bootstrap_intervals(y, proba.argmax(axis=1)[None, :], len(labels),
                                                 evaluate.scores_from_confusions, [metric], level, n_boot, seed)[metric]
-        point = evaluate.scores_from_confusion(_confusion(y, pred, labels))[metric]
         return point + offsets[0], point + offsets[1]
     rng = np.random.default_rng(seed)
     draws = []
@@ -236,12 +233,6 @@ def _honest_interval(y: np.ndarray, proba: np.ndarray, labels: np.ndarray, metri
             draws.append(evaluate.probability_metrics(y[rows], proba[rows], labels)[metric])
     tail = (1 - level) / 2 * 100
     return tuple(float(v) for v in np.percentile(draws, [tail, 100 - tail]))  # type: ignore[return-value]
-
-
-def _confusion(y: np.ndarray, pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    from sklearn.metrics import confusion_matrix
-
-    return confusion_matrix(np.searchsorted(labels, y), pred, labels=np.arange(len(labels)))
 
 
 def tune(exp: Experiment, settings: Settings, *, trials: int | None = None, timeout_s: float | None = None,
@@ -301,10 +292,7 @@ def tune(exp: Experiment, settings: Settings, *, trials: int | None = None, time
 
             def objective(trial: Any) -> float:
                 chosen = {p.key: p.suggest(trial) for p in space}
-                model = {"name": exp.model.name, "params": {**exp.model.params}}
-                resampler = {"name": exp.resampler.name, "params": {**exp.resampler.params}}
-                for p in space:
-                    (model if p.section == "model" else resampler)["params"][p.name] = chosen[p.key]
+                config = tuned_config(exp, chosen)  # what the trial fits is what the written file holds
                 trial.set_user_attr("trilho.params", json.dumps(chosen))
                 record = {"number": trial.number, "params": chosen, "fold_scores": []}
                 records.append(record)
@@ -313,7 +301,7 @@ def tune(exp: Experiment, settings: Settings, *, trials: int | None = None, time
                     tracker.log_values(child, params={k: json.dumps(v) for k, v in chosen.items()})
                     scores: list[float] = []
                     for step, seed in enumerate(seeds):  # the experiment's folds, one repeat at a time
-                        cv = evaluate.cross_validate(Xs, ys, model=model, resampler=resampler,
+                        cv = evaluate.cross_validate(Xs, ys, model=config["model"], resampler=config["resampler"],
                                                      random_state=exp.random_state, n_splits=exp.cv.n_splits,
                                                      seeds=[seed], n_jobs=cores, groups=gs, encoding=data.spec,
                                                      executor=executor)
@@ -387,7 +375,8 @@ def _score_on_held(exp: Experiment, config: dict[str, Any], spec: dict[str, Any]
     estimator = {"model": config["model"], "resampler": config["resampler"], "random_state": exp.random_state,
                  "encoding": spec}
     row = evaluate._fold_fit(X, y, cores, estimator, 0, 0, held, labels)
-    low, high = _honest_interval(y[held], row["proba"], labels, metric, exp.evaluation.level, exp.random_state)
+    low, high = _honest_interval(y[held], row["proba"], labels, metric, float(row[metric]), exp.evaluation.level,
+                                 exp.random_state)
     return {"score": float(row[metric]), "low": float(low), "high": float(high), "level": exp.evaluation.level}
 
 

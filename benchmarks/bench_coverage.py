@@ -70,13 +70,13 @@ def one_replicate(args):
     index, rows, test_rows = args
     from trilho import stats
     from trilho.evaluate import cross_validate, scores_from_confusions
-    from trilho.pipeline import nested_bounds
+    from trilho import evaluate
+    from trilho.stats import nested_bounds
 
     _, y = POP
     yr = y[rows]
     seeds = list(range(index * 100, index * 100 + R))
-    cv = cross_validate(_frame(rows), yr, model=MODEL, resampler=RESAMPLER, random_state=index, n_splits=K,
-                        seeds=seeds, n_jobs=1, nested_repeats=max(NESTED.values()))
+    cv = cross_validate(_frame(rows), yr, evaluate.Task(model=MODEL, resampler=RESAMPLER, random_state=index, n_splits=K, seeds=seeds, nested_repeats=max(NESTED.values())), evaluate.Runner(n_jobs=1))
     scores = cv.scores("accuracy")
     pred = cv.oof["pred"].to_numpy().reshape(R, N)
     first = cv.oof[cv.oof["seed"] == seeds[0]]
@@ -84,7 +84,7 @@ def one_replicate(args):
                                             n_boot=500, seed=index)["accuracy"]
     found = stats.intervals(scores, METHODS, test_fraction=1 / K, row_offsets=offsets)
     for name, repeats in NESTED.items():
-        found[name] = nested_bounds(cv, K, 0.95, seeds[:repeats])["accuracy"]
+        found[name] = nested_bounds(cv.oof, cv.nested, K, 0.95, seeds[:repeats])["accuracy"]
     return {"mean": float(scores.mean()), "intervals": found, "err_xy": _fit_and_score(index, rows, test_rows)}
 
 

@@ -111,7 +111,8 @@ def cv_floor(data_path: Path, cores: int) -> float:
     from threadpoolctl import threadpool_limits
 
     from trilho.clean import clean
-    from trilho.evaluate import _split_plan, build_pipeline, holdout_split
+    from trilho.evaluate import build_pipeline, holdout_split
+    from trilho.splits import split_plan
     from trilho.ingest import read_table
     from trilho.pipeline import fold_data
 
@@ -120,7 +121,7 @@ def cv_floor(data_path: Path, cores: int) -> float:
     X, y, groups, _ = fold_data(data, exp)
     holdout_train, _ = holdout_split(y, exp.evaluation.holdout_fraction, exp.random_state, groups)
     # every fit trilho's CV phase makes: the 50 folds, the holdout fit and the final fit
-    fits = [train for _seed, _i, train, _test in _split_plan(y, exp.cv.n_splits, exp.cv.seeds, groups)]
+    fits = [train for _seed, _i, train, _test in split_plan(y, exp.cv.n_splits, exp.cv.seeds, groups)]
     fits += [holdout_train, np.arange(len(y))]
     total = 0.0
     with threadpool_limits(1):

@@ -29,7 +29,7 @@ def main() -> None:
 
     from trilho import load_experiment
     from trilho.clean import clean
-    from trilho.evaluate import duplicate_groups, grouped_stratified_folds
+    from trilho.splits import duplicate_groups, grouped_stratified_folds
     from trilho.synthetic import diabetes
 
     exp = load_experiment("diabetes")

@@ -48,9 +48,7 @@ def main() -> None:
                 models.MODELS[name] = dataclasses.replace(kind, gil_bound=processes)
                 models.model_kind.cache_clear()
                 start = time.perf_counter()
-                cv = evaluate.cross_validate(X, y, model={"name": name, "params": {}}, resampler={"name": "smote"},
-                                             random_state=42, n_splits=5, seeds=exp.cv.seeds, n_jobs=2,
-                                             groups=groups, encoding=data.spec)
+                cv = evaluate.cross_validate(X, y, evaluate.Task(model={"name": name, "params": {}}, resampler={"name": "smote"}, random_state=42, n_splits=5, seeds=exp.cv.seeds, groups=groups, encoding=data.spec), evaluate.Runner(n_jobs=2))
                 times[processes].append(time.perf_counter() - start)
                 scores[processes] = cv.scores("f1_macro")
         models.MODELS[name] = kind

@@ -54,7 +54,7 @@ def one_run(rows: int, executor: str = "local") -> dict:
 ONE_FIT = """
 import json, sys, time
 import numpy as np
-from trilho import evaluate, load_experiment
+from trilho import evaluate, load_experiment, splits
 from trilho.clean import clean
 from trilho.pipeline import fold_data
 from trilho.synthetic import diabetes
@@ -63,7 +63,7 @@ rows = int(sys.argv[1])
 exp = load_experiment("diabetes", ['source.uri="file:x.csv"', 'source.sha256=""', "cv.n_repeats=1"])
 data = clean(diabetes(rows=rows, seed=1), exp)
 X, y, groups, _ = fold_data(data, exp)
-test = evaluate._split_plan(y, 5, [exp.cv.seeds[0]], groups)[0][3]
+test = splits.split_plan(y, 5, [exp.cv.seeds[0]], groups)[0][3]
 import threading
 def rss():
     return int(open("/proc/self/statm").read().split()[1]) * 4096

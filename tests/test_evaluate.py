@@ -4,7 +4,7 @@ import pytest
 from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score,
                              matthews_corrcoef, precision_score, recall_score)
 
-from trilho import ConfigError, EvaluationError
+from trilho import ConfigError, EvaluationError, evaluate
 from trilho.evaluate import CONFUSION_METRICS, build_pipeline, cross_validate, scores_from_confusion
 from trilho.stats import percentile_spread, summarise
 
@@ -38,10 +38,10 @@ def test_scores_from_confusion_equal_scikit_learn(seed):
 def test_cross_validation_is_deterministic_and_parallel_equals_sequential():
     X, y = _data()
     kw = dict(model=MODEL, resampler=SMOTE, random_state=42, n_splits=4, seeds=[0, 1])
-    seq = cross_validate(X, y, n_jobs=1, **kw)
+    seq = cross_validate(X, y, evaluate.Task(**kw), evaluate.Runner(n_jobs=1))
     assert len(seq.folds) == 8 and list(seq.folds["seed"]) == [0] * 4 + [1] * 4
     assert seq.confusion.sum() == 2 * len(y)  # each row is tested once per repeat
-    par = cross_validate(X, y, n_jobs=2, **kw)
+    par = cross_validate(X, y, evaluate.Task(**kw), evaluate.Runner(n_jobs=2))
     pd.testing.assert_frame_equal(seq.folds.drop(columns="fit_s"), par.folds.drop(columns="fit_s"))
     pd.testing.assert_frame_equal(seq.oof, par.oof)
 
@@ -49,8 +49,7 @@ def test_cross_validation_is_deterministic_and_parallel_equals_sequential():
 def test_progress_is_reported_per_fold():
     X, y = _data()
     seen = []
-    cross_validate(X, y, model=MODEL, resampler=SMOTE, random_state=0, n_splits=3, seeds=[0],
-                   n_jobs=2, progress=lambda done, total: seen.append((done, total)))
+    cross_validate(X, y, evaluate.Task(model=MODEL, resampler=SMOTE, random_state=0, n_splits=3, seeds=[0]), evaluate.Runner(n_jobs=2, progress=lambda done, total: seen.append((done, total))))
     assert seen == [(1, 3), (2, 3), (3, 3)]
 
 
@@ -59,7 +58,7 @@ def test_fault_30_a_failing_fold_is_an_error_never_a_nan():
     X = X.astype({"a": "float64"})
     X.loc[X.index[:3], "a"] = np.nan  # SMOTE refuses NaN: the fold fails
     with pytest.raises(EvaluationError, match=r"fold \d of seed 0 failed: ValueError: .*NaN"):
-        cross_validate(X, y, model=MODEL, resampler=SMOTE, random_state=0, n_splits=3, seeds=[0], n_jobs=2)
+        cross_validate(X, y, evaluate.Task(model=MODEL, resampler=SMOTE, random_state=0, n_splits=3, seeds=[0]), evaluate.Runner(n_jobs=2))
 
 
 def test_unknown_model_or_resampler_or_params_are_config_errors():
@@ -111,7 +110,7 @@ def test_probability_metrics_equal_scikit_learn(seed):
 def test_vectorised_grouped_folds_keep_copies_together_and_classes_even(copies):
     import pandas as pd
 
-    from trilho.evaluate import _split_plan, grouped_stratified_folds
+    from trilho.splits import grouped_stratified_folds, split_plan
 
     rng = np.random.default_rng(5)
     n = 20_000
@@ -130,7 +129,7 @@ def test_vectorised_grouped_folds_keep_copies_together_and_classes_even(copies):
         assert per_fold.max() - per_fold.min() <= max(10, 0.01 * (y == k).sum())
     assert not np.array_equal(fold, grouped_stratified_folds(y, groups, 5, seed=2))
     assert np.array_equal(fold, grouped_stratified_folds(y, groups, 5, seed=1))
-    plan = _split_plan(y, 5, [1], groups)  # over the exact algorithm's limit: these folds
+    plan = split_plan(y, 5, [1], groups)  # over the exact algorithm's limit: these folds
     assert all(np.array_equal(np.sort(test), np.flatnonzero(fold == i)) for _, i, _, test in plan)
 
 
@@ -140,18 +139,17 @@ def test_gil_bound_fits_run_in_worker_processes_with_the_same_scores():
     X, y = _data()
     forest = {"name": "random_forest", "params": {"n_estimators": 20}}
     kwargs = dict(model=forest, resampler=SMOTE, random_state=0, n_splits=3, seeds=[0, 1])
-    in_processes = cross_validate(X, y, n_jobs=2, **kwargs)
+    in_processes = cross_validate(X, y, evaluate.Task(**kwargs), evaluate.Runner(n_jobs=2))
     assert in_processes.pool == "processes"
-    sequential = cross_validate(X, y, n_jobs=1, **kwargs)  # one worker: no pool to speak of
+    sequential = cross_validate(X, y, evaluate.Task(**kwargs), evaluate.Runner(n_jobs=1))  # one worker: no pool to speak of
     assert sequential.pool == "threads"
     pd.testing.assert_frame_equal(in_processes.folds.drop(columns="fit_s"), sequential.folds.drop(columns="fit_s"))
     assert not models.MODELS["xgboost"].gil_bound
-    assert cross_validate(X, y, model=MODEL, resampler=SMOTE, random_state=0, n_splits=3, seeds=[0],
-                          n_jobs=2).pool == "threads"
+    assert cross_validate(X, y, evaluate.Task(model=MODEL, resampler=SMOTE, random_state=0, n_splits=3, seeds=[0]), evaluate.Runner(n_jobs=2)).pool == "threads"
     # a failure in a worker still surfaces as one EvaluationError naming the fit
     bad = {"name": "random_forest", "params": {"n_estimators": 20, "max_depth": -1}}
     with pytest.raises(evaluate.EvaluationError, match=r"fold \d of seed 0 failed"):
-        cross_validate(X, y, model=bad, resampler=SMOTE, random_state=0, n_splits=3, seeds=[0], n_jobs=2)
+        cross_validate(X, y, evaluate.Task(model=bad, resampler=SMOTE, random_state=0, n_splits=3, seeds=[0]), evaluate.Runner(n_jobs=2))
 
 
 def test_no_thread_outlives_fits_in_worker_processes():
@@ -159,8 +157,7 @@ def test_no_thread_outlives_fits_in_worker_processes():
 
     X, y = _data()
     before = threading.active_count()
-    cv = cross_validate(X, y, model={"name": "extra_trees", "params": {"n_estimators": 10}}, resampler=SMOTE,
-                        random_state=0, n_splits=3, seeds=[0], n_jobs=2)
+    cv = cross_validate(X, y, evaluate.Task(model={"name": "extra_trees", "params": {"n_estimators": 10}}, resampler=SMOTE, random_state=0, n_splits=3, seeds=[0]), evaluate.Runner(n_jobs=2))
     assert cv.pool == "processes"
     assert threading.active_count() == before, threading.enumerate()  # figures may be forked afterwards
 
@@ -176,10 +173,10 @@ def test_candidates_in_one_batch_score_as_they_do_alone():
                   {"label": "linear", "model": {"name": "logistic_regression", "params": {}}, "resampler": SMOTE}]
     kw = dict(random_state=3, n_splits=3, seeds=[0, 1])
     seen = []
-    together = cross_validate_many(X, y, candidates=candidates, n_jobs=2, progress=lambda d, t: seen.append((d, t)), **kw)
+    together = cross_validate_many(X, y, [evaluate.Task(**{k: v for k, v in c.items() if k != 'label'}, label=c['label'], **kw) for c in candidates], evaluate.Runner(n_jobs=2, progress=lambda d, t: seen.append((d, t))))
     assert [cv.pool for cv in together] == ["threads", "processes", "threads"]
     assert seen[-1] == (18, 18) and len(seen) == 18
     for cand, cv in zip(candidates, together, strict=True):
-        alone = cross_validate(X, y, model=cand["model"], resampler=cand["resampler"], n_jobs=1, **kw)
+        alone = cross_validate(X, y, evaluate.Task(model=cand["model"], resampler=cand["resampler"], **kw), evaluate.Runner(n_jobs=1))
         pd.testing.assert_frame_equal(cv.folds.drop(columns="fit_s"), alone.folds.drop(columns="fit_s"))
         pd.testing.assert_frame_equal(cv.oof, alone.oof)

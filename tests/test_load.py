@@ -125,7 +125,7 @@ def test_the_gate_lock_on_a_server_waits_names_itself_and_takes_over_from_the_de
 
     from mlflow.tracking import MlflowClient
 
-    from trilho import registry
+    from trilho.tracking import registry
     from trilho.errors import TrackingError
 
     mlflow_server = request.getfixturevalue(server)
@@ -156,7 +156,7 @@ def test_the_gate_lock_on_a_team_server_holds_under_a_crowd(mlflow_pg_server, wo
 
     from mlflow.tracking import MlflowClient
 
-    from trilho import registry
+    from trilho.tracking import registry
 
     inside, seen, errors = [0], [], []
 

@@ -75,17 +75,13 @@ def test_loading_warns_when_the_environment_differs_from_the_models_pins(setting
                                                                          monkeypatch, caplog):
     import importlib.metadata
 
-    import mlflow
-
-    from trilho.predict import load_model
-
-    mlflow.set_tracking_uri(settings.tracking_uri)
+    from trilho.tracking.model import load_model
     real = importlib.metadata.version
-    with caplog.at_level("WARNING", logger="trilho.predict"):
-        load_model(trained["model_uri"], workdir / "same")
+    with caplog.at_level("WARNING", logger="trilho.tracking.model"):
+        load_model(trained["model_uri"], workdir / "same", settings.tracking_uri)
         assert not caplog.records  # the model's pins are this environment's versions
         monkeypatch.setattr(importlib.metadata, "version", lambda pkg: "0.0" if pkg == "xgboost" else real(pkg))
-        model = load_model(trained["model_uri"], workdir / "other")
+        model = load_model(trained["model_uri"], workdir / "other", settings.tracking_uri)
     assert [r.getMessage() for r in caplog.records] == [
         f"model {trained['model_uri']} was logged with xgboost=={real('xgboost')}; this environment has 0.0"]
     assert model.metadata.get_input_schema() is not None
@@ -95,8 +91,8 @@ def test_loading_warns_when_the_environment_differs_from_the_models_pins(setting
     monkeypatch.setattr(importlib.metadata, "version", real)
     monkeypatch.setattr(platform, "python_version", lambda: "3.0.0")
     caplog.clear()
-    with caplog.at_level("WARNING", logger="trilho.predict"):
-        load_model(trained["model_uri"], workdir / "old-python")
+    with caplog.at_level("WARNING", logger="trilho.tracking.model"):
+        load_model(trained["model_uri"], workdir / "old-python", settings.tracking_uri)
     assert [r.getMessage() for r in caplog.records] == [
         f"model {trained['model_uri']} was logged with Python {logged}; this is Python 3.0.0"]
 

@@ -10,7 +10,8 @@ from mlflow.tracking import MlflowClient
 
 from trilho import load_experiment
 from trilho.pipeline import run_experiment
-from trilho.registry import decide, list_versions, promote_by_hand
+from trilho.gate import decide
+from trilho.tracking.registry import list_versions, promote_by_hand
 from trilho.storage import LocalLake
 
 from .conftest import FAST
@@ -102,7 +103,7 @@ def test_other_data_is_not_refitted_and_flipped_labels_are_not_promoted(settings
 
 
 def test_gate_on_other_data_from_estimates():
-    from trilho.registry import decide_on_changed_data
+    from trilho.gate import decide_on_changed_data
 
     rng = np.random.default_rng(1)
     champion = {"mean": 0.95, "low": 0.93, "high": 0.97}

@@ -56,14 +56,13 @@ def test_the_cluster_computes_what_this_machine_does(dask_cluster, workdir):
               resampler={"name": "smotenc", "params": {}}, random_state=3, n_splits=4, seeds=[1, 2],
               holdout_fraction=0.25, final_fit=True, nested_repeats=1,
               encoding=SPEC)
-    here_cv, here_held, here_final = evaluate.evaluate_all(X, y, n_jobs=2, **kw)
+    here_cv, here_held, here_final = evaluate.evaluate_all(X, y, evaluate.Task(**kw), evaluate.Runner(n_jobs=2))
     settings = load_settings(env_file=None, dask_scheduler=dask_cluster.address)
     assert settings.executor == "dask"  # a scheduler alone means the cluster
     seen = []
     with open_executor(settings) as executor:
         assert executor.threads() == 2
-        cv, held, final = evaluate.evaluate_all(X, y, n_jobs=1, executor=executor,
-                                                progress=lambda done, total: seen.append((done, total)), **kw)
+        cv, held, final = evaluate.evaluate_all(X, y, evaluate.Task(**kw), evaluate.Runner(n_jobs=1, executor=executor, progress=lambda done, total: seen.append((done, total))))
     assert cv.pool == "dask" and here_cv.pool == "threads"
     _same(cv.folds[["seed", "fold", "n_train", "n_test", *SCORES]],
           here_cv.folds[["seed", "fold", "n_train", "n_test", *SCORES]])
@@ -99,7 +98,7 @@ def test_a_worker_that_dies_mid_run_loses_nothing(dask_cluster, workdir):
     X, y = _data(4000, seed=1)
     kw = dict(model={"name": "random_forest", "params": {"n_estimators": 120}}, resampler={"name": "none", "params": {}},
               random_state=5, n_splits=5, seeds=[1, 2], encoding=SPEC)
-    here = evaluate.cross_validate(X, y, n_jobs=2, **kw)
+    here = evaluate.cross_validate(X, y, evaluate.Task(**kw), evaluate.Runner(n_jobs=2))
     doomed = dask_cluster.add_worker()
     killed: dict[str, object] = {}
     with Client(dask_cluster.address, timeout="5s") as watcher, \
@@ -112,7 +111,7 @@ def test_a_worker_that_dies_mid_run_loses_nothing(dask_cluster, workdir):
                 os.kill(doomed.pid, signal.SIGKILL)
                 doomed.wait(10)
 
-        cv = evaluate.cross_validate(X, y, n_jobs=1, executor=executor, progress=kill_when_busy, **kw)
+        cv = evaluate.cross_validate(X, y, evaluate.Task(**kw), evaluate.Runner(n_jobs=1, executor=executor, progress=kill_when_busy))
     assert killed["busy_with"], "the worker was killed while it had fits to do"
     assert doomed.returncode == -signal.SIGKILL
     _same(cv.folds[SCORES], here.folds[SCORES])

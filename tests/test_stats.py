@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trilho import stats
+from trilho import evaluate, stats
 from trilho.models import ResamplerKind
 from trilho.evaluate import cross_validate, duplicate_groups, holdout_split, scores_from_confusions
 from trilho.models import RESAMPLERS
@@ -122,8 +122,7 @@ def test_resampling_sees_training_rows_only_and_grouped_folds_do_not_leak(monkey
     groups = duplicate_groups(X)
     monkeypatch.setitem(RESAMPLERS, "recorder", ResamplerKind("recorder", "tests.test_stats:Recorder"))
     Recorder.seen = []
-    cv = cross_validate(X, y, model={"name": "logistic_regression", "params": {"max_iter": 1000}},
-                        resampler={"name": "recorder"}, random_state=0, n_splits=5, seeds=[0, 1], groups=groups)
+    cv = cross_validate(X, y, evaluate.Task(model={"name": "logistic_regression", "params": {"max_iter": 1000}}, resampler={"name": "recorder"}, random_state=0, n_splits=5, seeds=[0, 1], groups=groups), evaluate.Runner())
     assert len(Recorder.seen) == 10
     oof = cv.oof
     # every fold: the rows the resampler saw and that fold's test rows are disjoint, and so are their groups
@@ -139,12 +138,12 @@ def test_resampling_sees_training_rows_only_and_grouped_folds_do_not_leak(monkey
 def test_intervals_are_clipped_to_what_the_metric_can_take():
     from trilho import load_experiment
     from trilho.evaluate import CVResult
-    from trilho.pipeline import _summary_metrics
+    from trilho.summary import summary_metrics
 
     exp = load_experiment("diabetes", ['evaluation.metrics=["accuracy", "log_loss"]', "cv.n_repeats=1",
                                        'registry.model_name=""'])
     folds = pd.DataFrame({"accuracy": [1.0, 1.0, 0.96, 1.0, 0.98], "log_loss": [0.01, 0.02, 0.2, 0.01, 0.05]})
-    summary = _summary_metrics(CVResult(folds=folds, confusion=np.eye(3), wall_s=0, workers=1), exp)
+    summary = summary_metrics(CVResult(folds=folds, confusion=np.eye(3), wall_s=0, workers=1), exp)
     for method, bounds in summary["accuracy"]["intervals"].items():
         if bounds:
             assert 0 <= bounds[0] <= bounds[1] <= 1, method
@@ -194,9 +193,7 @@ def test_nested_fits_train_without_both_folds_and_score_each_for_the_other(monke
     y = data["CLASS"].str.strip().map({"N": 0, "Y": 1, "P": 2}).to_numpy()
     monkeypatch.setitem(RESAMPLERS, "recorder", ResamplerKind("recorder", "tests.test_stats:Recorder"))
     Recorder.seen = []
-    cv = cross_validate(X, y, model={"name": "logistic_regression", "params": {"max_iter": 1000}},
-                        resampler={"name": "recorder"}, random_state=0, n_splits=4, seeds=[0, 1, 2],
-                        nested_repeats=2)
+    cv = cross_validate(X, y, evaluate.Task(model={"name": "logistic_regression", "params": {"max_iter": 1000}}, resampler={"name": "recorder"}, random_state=0, n_splits=4, seeds=[0, 1, 2], nested_repeats=2), evaluate.Runner())
     assert len(Recorder.seen) == 3 * 4 + 2 * 6  # the folds, then one fit per pair of folds in two repeats
     nested = cv.nested
     assert set(nested["seed"]) == {0, 1}
@@ -207,7 +204,6 @@ def test_nested_fits_train_without_both_folds_and_score_each_for_the_other(monke
         assert (fold_of.loc[seed].loc[part["row"]].to_numpy() != outer).all()
     # every nested fit saw only rows outside its two folds: 100 rows of 200 at 4 folds of 50
     assert sorted(len(s) for s in Recorder.seen[-12:]) == [100] * 12
-    from trilho.pipeline import nested_bounds
-    bounds = nested_bounds(cv, 4)
+    bounds = stats.nested_bounds(cv.oof, cv.nested, 4)
     assert set(bounds) == {"accuracy", "log_loss"}
     assert bounds["accuracy"][0] < cv.scores("accuracy").mean() < bounds["accuracy"][1]

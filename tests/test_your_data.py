@@ -217,7 +217,7 @@ class Smuggled:
 def test_a_skops_model_holding_an_untrusted_type_is_refused(workdir):
     import skops.io
 
-    from trilho.tracking import _servable
+    from trilho.tracking.model import _servable
 
     path = workdir / "classifier.skops"
     skops.io.dump({"model": Smuggled()}, path)

@@ -318,7 +318,7 @@ def predict(model: Annotated[str, typer.Option("--model", "-m", help="models:/NA
 @app.command()
 def models(name: ModelNameOpt = "diabetes-xgboost") -> None:
     """List a registered model's versions, their aliases and the promotion gate's decisions."""
-    from trilho.registry import list_versions
+    from trilho.tracking.registry import list_versions
     from trilho.settings import load_settings
 
     try:
@@ -340,7 +340,7 @@ def promote(version: Annotated[str, typer.Argument(help="The version to make cha
     """Make a version the champion by hand, overriding the gate; the reason is recorded."""
     import getpass
 
-    from trilho.registry import promote_by_hand
+    from trilho.tracking.registry import promote_by_hand
     from trilho.settings import load_settings
 
     if not reason.strip():

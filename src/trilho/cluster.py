@@ -70,7 +70,7 @@ class DaskExecutor:
         """What trilho.evaluate runs its fits with: submit, as_completed, the pool's name, its size."""
         from distributed import as_completed
 
-        from trilho.evaluate import _in_worker
+        from trilho.pool import in_worker
 
         data_x, data_y = self._scattered(X, y)
         batch = uuid.uuid4().hex[:8]
@@ -80,7 +80,7 @@ class DaskExecutor:
         def submit(fit, _gil: bool):  # every worker is a process of its own: the GIL is not shared
             fn, args = fit
             # pure=False and a fresh key: two identical fits are still two tasks (they may be repeats)
-            return self.client.submit(_in_worker, fn, data_x, data_y, 1, args, pure=False,
+            return self.client.submit(in_worker, fn, data_x, data_y, 1, args, pure=False,
                                       key=f"trilho-{fn.__name__.strip('_')}-{batch}-{next(count)}")
 
         yield submit, as_completed, "dask", min(self.threads(), n_tasks)

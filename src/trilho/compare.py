@@ -88,10 +88,11 @@ def _compare(exp: Experiment, settings: Settings, candidates: list[dict[str, Any
         tracker.log_values(parent, params=flatten(exp.resolved()) | {
             "compare.candidates": json.dumps([c["label"] for c in candidates]), "compare.metric": metric})
         total = len(candidates) * exp.cv.n_splits * exp.cv.n_repeats
-        found = evaluate.cross_validate_many(  # every candidate's folds in one batch on one pool
-            X, y, candidates=candidates, random_state=exp.random_state, n_splits=exp.cv.n_splits,
-            seeds=exp.cv.seeds, n_jobs=cores, groups=groups, encoding=data.spec, executor=executor,
-            progress=(lambda done, _t: progress("compare", done, total)) if progress else None)
+        tasks = [evaluate.Task(model=c["model"], resampler=c["resampler"], random_state=exp.random_state,
+                               n_splits=exp.cv.n_splits, seeds=exp.cv.seeds, groups=groups, encoding=data.spec,
+                               label=c["label"]) for c in candidates]
+        runner = evaluate.Runner(cores, executor, (lambda done, _t: progress("compare", done, total)) if progress else None)
+        found = evaluate.cross_validate_many(X, y, tasks, runner)  # every candidate's folds in one batch on one pool
         results = {cand["label"]: cv for cand, cv in zip(candidates, found, strict=True)}
         baseline = candidates[0]["label"]
         base = results[baseline].scores(metric)

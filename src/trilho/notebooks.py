@@ -84,18 +84,18 @@ def execute_notebook(path: str | Path, parameters: dict[str, Any], output_dir: s
 
 def publish(run: NotebookRun, settings) -> list[str]:
     """Copy the executed notebook and its HTML to the lake and to the notebook's MLflow run."""
-    from mlflow.tracking import MlflowClient
-
     from trilho.storage import open_lake
+    from trilho.tracking.store import open_client
 
     if not run.summary:
         raise ConfigError("the notebook wrote no summary (SUMMARY_PATH), so it has no run to attach to")
     lake = open_lake(settings)
     run_id = run.summary["run_id"]
     keys = []
+    client = open_client(settings.tracking_uri)
     for file in (run.executed, run.html):
         key = f"reports/{run_id}/notebook/{file.name}"
         lake.put_file(key, file, overwrite=True)
         keys.append(key)
-        MlflowClient(settings.tracking_uri).log_artifact(run_id, str(file), artifact_path="notebook")
+        client.log_artifact(run_id, str(file), artifact_path="notebook")
     return keys

@@ -1,4 +1,10 @@
-"""The only place where stages meet: ingest -> validate -> clean -> evaluate -> track -> lake."""
+"""The only place where stages meet: ingest -> validate -> clean -> evaluate -> track -> lake.
+
+``run_experiment`` reads as the picture in README: load and curate the data, open the tracking
+store, then, inside one MLflow run, evaluate (the params, the dataset and the model reach MLflow
+on the tracker's own thread while the fits use the cores), summarise, write the reports to the
+lake, and track the results and the gate's decision.
+"""
 
 from __future__ import annotations
 
@@ -9,24 +15,27 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from trilho import evaluate, parallel, plots, stats
+from trilho import evaluate, parallel, reports
 from trilho.clean import CleanData, clean
 from trilho.cluster import open_executor
+from trilho.contracts import GateRecord, RunSummary, ValidationReport
+from trilho.errors import ConfigError, StorageError, TrackingError
 from trilho.experiment import Experiment
 from trilho.ingest import Ingested, ingest, read_table
 from trilho.settings import Settings
-from trilho.errors import ConfigError, StorageError, TrackingError
 from trilho.storage import Lake, open_lake, sha256_file
+from trilho.summary import build_summary, metric_rows, summary_metrics
 from trilho.tracking import Tracker, flatten, save_model_files
 from trilho.validate import raise_for_errors, validate
 
-__all__ = ["ExperimentResult", "fold_data", "load_clean", "open_tracker", "run_experiment"]
+__all__ = ["ExperimentResult", "cv_key", "fold_data", "load_clean", "open_tracker", "run_experiment"]
 
 log = logging.getLogger(__name__)
 CURATED_ROW_GROUP = 100_000
@@ -35,10 +44,10 @@ Progress = Callable[[str, int, int], None]
 
 @dataclass
 class ExperimentResult:
-    summary: dict[str, Any]
+    summary: RunSummary
     cv: evaluate.CVResult
     holdout: evaluate.HoldoutResult
-    validation: dict[str, Any]
+    validation: ValidationReport
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -94,60 +103,6 @@ def read_curated(lake: Lake, key: str) -> str | None:
     return recorded
 
 
-def nested_repeats(exp: Experiment) -> int:
-    """How many CV repeats also get nested-CV fits: none unless the nested_cv interval is asked for."""
-    ev = exp.evaluation
-    return min(ev.nested_repeats, exp.cv.n_repeats) if "nested_cv" in (*ev.intervals, ev.interval) else 0
-
-
-def nested_bounds(cv: evaluate.CVResult, n_splits: int, level: float = 0.95,
-                  seeds: list[int] | None = None) -> dict[str, tuple[float, float]]:
-    """The nested-CV interval of the row-decomposable metrics (accuracy from the 0/1 error, log
-    loss), from the nested fits of ``seeds`` (default: every seed that has them)."""
-    if cv.nested is None or cv.oof is None:
-        return {}
-    nested = cv.nested if seeds is None else cv.nested[cv.nested["seed"].isin(seeds)]
-    oof = cv.oof[cv.oof["seed"].isin(nested["seed"].unique())]
-    outer_key = oof["seed"].to_numpy() * n_splits + oof["fold"].to_numpy()
-    inner_key = nested["seed"].to_numpy() * n_splits + nested["outer"].to_numpy()
-    proba = oof[[c for c in oof.columns if c.startswith("proba_")]].to_numpy()
-    outer = {"accuracy": (oof["pred"] != oof["y"]).to_numpy(dtype="float64"),
-             "log_loss": evaluate.row_log_loss(proba, oof["y"].to_numpy())}
-    inner = {"accuracy": nested["error"].to_numpy(), "log_loss": nested["logloss"].to_numpy()}
-    out = {}
-    for metric in outer:
-        found = stats.nested_cv_interval(outer[metric], outer_key, inner[metric], inner_key, n_splits,
-                                         n_rows=int(oof["row"].nunique()), level=level)
-        out[metric] = (1 - found["high"], 1 - found["low"]) if metric == "accuracy" else (found["low"], found["high"])
-    return out
-
-
-def _summary_metrics(cv: evaluate.CVResult, exp: Experiment) -> dict[str, dict[str, Any]]:
-    """Mean, std and the percentile spread (the reference's figures), and every interval method."""
-    ev = exp.evaluation
-    scores = {m: cv.scores(m) for m in ev.metrics}
-    out = stats.summarise(scores, ev.interval_low, ev.interval_high)
-    rows: dict[str, tuple[float, float]] = {}
-    if "row_bootstrap" in ev.intervals and cv.oof is not None:
-        seeds = cv.oof["seed"].unique()
-        first = cv.oof[cv.oof["seed"] == seeds[0]]
-        pred = cv.oof["pred"].to_numpy().reshape(len(seeds), len(first))
-        decomposable = [m for m in ev.metrics if m in evaluate.CONFUSION_METRICS]
-        rows = stats.row_bootstrap_intervals(first["y"].to_numpy(), pred, len(exp.data.classes),
-                                             evaluate.scores_from_confusions, decomposable, ev.level)
-    methods = list(dict.fromkeys([*ev.intervals, ev.interval]))  # the headline is always reported
-    nested = nested_bounds(cv, exp.cv.n_splits, ev.level) if "nested_cv" in methods else {}
-    for metric, entry in out.items():
-        found = stats.intervals(scores[metric], methods, test_fraction=1.0 / exp.cv.n_splits, level=ev.level,
-                                low=ev.interval_low, high=ev.interval_high, row_offsets=rows.get(metric),
-                                nested=nested.get(metric))
-        lo, hi = evaluate.METRIC_RANGE[metric]  # a t interval can reach past 1; the metric cannot
-        entry["intervals"] = {k: (max(b[0], lo), min(b[1], hi)) if b else None for k, b in found.items()}
-        entry["ci_method"] = ev.interval
-        entry["ci"] = entry["intervals"][ev.interval]
-    return out
-
-
 def fold_data(data: CleanData, exp: Experiment) -> tuple[pd.DataFrame, Any, Any, dict[str, Any]]:
     """The rows and groups the folds see under the duplicate policy, and what the policy did."""
     groups = evaluate.duplicate_groups(data.X)
@@ -162,78 +117,10 @@ def fold_data(data: CleanData, exp: Experiment) -> tuple[pd.DataFrame, Any, Any,
     return data.X, data.y, (groups if exp.cv.duplicates == "group" else None), info
 
 
-def _metric_rows(cv: evaluate.CVResult, summary: dict, holdout: evaluate.HoldoutResult,
-                 metrics: list[str]) -> list[tuple[str, float, int]]:
-    rows = [(f"{m}_fold", v, step) for m in metrics for step, v in enumerate(cv.scores(m))]
-    for m, s in summary.items():
-        rows += [(f"{m}_mean", s["mean"], 0), (f"{m}_std", s["std"], 0),
-                 (f"{m}_pct_low", s["low"], 0), (f"{m}_pct_high", s["high"], 0)]
-        if s.get("ci"):
-            rows += [(f"{m}_ci_low", s["ci"][0], 0), (f"{m}_ci_high", s["ci"][1], 0)]
-        for method, bounds in s.get("intervals", {}).items():
-            if bounds and method != "percentile":
-                rows += [(f"{m}_{method}_low", bounds[0], 0), (f"{m}_{method}_high", bounds[1], 0)]
-    rows += [(f"holdout_{m}", holdout.scores[m], 0) for m in metrics]
-    return rows
-
-
-def _write_artifacts(folder: Path, exp: Experiment, result: dict, cv: evaluate.CVResult,
-                     holdout: evaluate.HoldoutResult, validation: dict, manifest: dict) -> None:
-    classes = exp.data.classes
-    cv.folds.to_csv(folder / "results.csv", index=False)
-    (folder / "results.json").write_text(json.dumps(
-        {"summary": result["cv"]["metrics"], "folds": cv.folds.to_dict(orient="records")}, indent=2))
-    (folder / "classification_report.txt").write_text(holdout.report_text)
-    (folder / "classification_report.json").write_text(json.dumps(holdout.report, indent=2))
-    (folder / "validation_report.json").write_text(json.dumps(validation, indent=2))
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    (folder / "config.json").write_text(json.dumps(exp.resolved(), indent=2))
-    summary = result["cv"]["metrics"]
-    table = [{"metric": m, "method": method, "low": b[0] if b else None, "high": b[1] if b else None,
-              "mean": s["mean"], "headline": method == s["ci_method"]}
-             for m, s in summary.items() for method, b in s["intervals"].items()]
-    pd.DataFrame(table).to_csv(folder / "intervals.csv", index=False)
-    if cv.oof is not None:
-        from sklearn.metrics import classification_report
-
-        kwargs = dict(labels=list(range(len(classes))), target_names=classes, zero_division=0)
-        (folder / "oof_classification_report.txt").write_text(
-            "Out of fold, every repeat pooled\n\n" + classification_report(cv.oof["y"], cv.oof["pred"], **kwargs))
-        (folder / "oof_classification_report.json").write_text(json.dumps(
-            classification_report(cv.oof["y"], cv.oof["pred"], output_dict=True, **kwargs), indent=2))
-
-
-# the figures, in two groups of about equal drawing time: one forked child draws each
-FIGURE_GROUPS = (("cv_boxplot.png", "confusion_matrix_oof.png"),
-                 ("roc_pr_curves.png", "intervals.png", "confusion_matrix.png"))
-
-
-def _draw_figures(folder: Path, exp: Experiment, summary: dict, cv: evaluate.CVResult,
-                  holdout: evaluate.HoldoutResult, only: tuple[str, ...] | None = None) -> None:
-    classes = exp.data.classes
-    focus = exp.registry.primary_metric if exp.registry.primary_metric in summary else next(iter(summary))
-    figures = {
-        "cv_boxplot.png": lambda: plots.fold_boxplot(cv.folds, exp.evaluation.metrics),
-        "intervals.png": lambda: plots.intervals_figure(summary, focus),
-        "confusion_matrix.png": lambda: plots.confusion_matrix_figure(holdout.confusion, classes,
-                                                                      "Holdout confusion matrix"),
-        "confusion_matrix_oof.png": lambda: plots.confusion_matrix_figure(cv.confusion, classes,
-                                                                          "Out-of-fold confusion (all folds)"),
-    }
-    if cv.oof is not None:
-        figures["roc_pr_curves.png"] = lambda: plots.curves_figure(cv.oof, classes)
-    for name, draw in figures.items():
-        if only is None or name in only:
-            draw().savefig(folder / name, dpi=110)
-
-
-def _log_nested(tracker: Tracker, cv: evaluate.CVResult, exp: Experiment) -> None:
-    """The reference layout: one child run per repeat, its fold scores as steps."""
-    for seed, group in cv.folds.groupby("seed", sort=False):
-        with tracker.run(f"seed_{seed}", {"seed": str(seed), "trilho.kind": "repeat"}, nested=True) as child:
-            rows = [(m, v, int(f)) for m in exp.evaluation.metrics for f, v in zip(group["fold"], group[m], strict=True)]
-            rows += [(f"{m}_mean_seed", float(group[m].mean()), 0) for m in exp.evaluation.metrics]
-            tracker.log_values(child, metrics=rows)
+def nested_repeats(exp: Experiment) -> int:
+    """How many CV repeats also get nested-CV fits: none unless the nested_cv interval is asked for."""
+    ev = exp.evaluation
+    return min(ev.nested_repeats, exp.cv.n_repeats) if "nested_cv" in (*ev.intervals, ev.interval) else 0
 
 
 def open_tracker(settings: Settings, experiment: str) -> Tracker:
@@ -242,6 +129,58 @@ def open_tracker(settings: Settings, experiment: str) -> Tracker:
                       wait_s=settings.mlflow_wait_s)
     tracker.close_stale_runs()
     return tracker
+
+
+def cv_key(exp: Experiment, data_sha256: str) -> dict[str, str]:
+    """What fixes the folds: the data's digest and the CV params, as the run's params record them."""
+    params = flatten(exp.resolved())
+    return {"data_sha256": data_sha256, **{k: params[k] for k in ("cv.n_splits", "cv.n_repeats", "cv.first_seed",
+                                                                    "cv.duplicates", "data.missing")}}
+
+
+@dataclass
+class _Inputs:
+    """What the data stage hands on: the ingest, the raw table, its report, the cleaned data."""
+
+    ingested: Ingested
+    raw: pd.DataFrame
+    validation: ValidationReport
+    data: CleanData
+
+
+@dataclass
+class _Run:
+    """One experiment run's surroundings, shared by its stages."""
+
+    exp: Experiment
+    settings: Settings
+    lake: Lake
+    tracker: Tracker
+    executor: Any
+    progress: Progress | None
+    clock: float
+    timings: dict[str, float] = field(default_factory=dict)
+    run_id: str = ""
+    folder: Path = Path()
+
+    @property
+    def prefix(self) -> str:
+        """Where the run's reports go in the lake."""
+        return f"reports/{self.run_id}/"
+
+
+@dataclass
+class _Fitted:
+    """What the evaluation stage hands on: the scores, the holdout, the rows the folds saw, and
+    the futures of the MLflow work it started."""
+
+    cv: evaluate.CVResult
+    held: evaluate.HoldoutResult
+    folds: tuple[pd.DataFrame, Any, Any]  # X, y, groups
+    duplicates: dict[str, Any]
+    inputs_logged: Future
+    model_logged: Future | None
+    distributed: dict[str, Any] | None = None
 
 
 def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = None,
@@ -254,182 +193,200 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
                           "TRILHO_DASK_SCHEDULER=tcp://host:8786 (an existing cluster) or TRILHO_EXECUTOR=dask "
                           "(a local one), or model.distributed = false")
     with open_executor(settings) as executor:  # a Dask cluster is checked before anything is read
-        return _run_experiment(exp, settings, lake, progress, executor, clock)
-
-
-def _run_experiment(exp: Experiment, settings: Settings, lake: Lake, progress: Progress | None,
-                    executor: Any, clock: float) -> ExperimentResult:
-    timings: dict[str, float] = {}
-    ingested, raw, validation, data = load_clean(exp, settings, lake)
-    timings["data_s"] = time.perf_counter() - clock
-    cores = settings.free_cores()
-    tracker = open_tracker(settings, exp.tracking.experiment)  # fails before any training
-    manifest = ingested.manifest
-    estimator = dict(model=exp.model.model_dump(), resampler=exp.resampler.model_dump(), random_state=exp.random_state,
-                     encoding=data.spec)
-    tags = {"trilho.experiment": exp.name, "trilho.data_sha256": manifest["sha256"], "trilho.kind": "experiment"}
-    with tracker.run(f"{exp.name}-cv", tags) as run_id, tempfile.TemporaryDirectory(prefix="trilho-report-") as tmp:
-        reports_prefix = f"reports/{run_id}/"
-        folder, model_dir, figures = Path(tmp) / "report", Path(tmp) / "model", Path(tmp) / "figures"
-        folder.mkdir(), figures.mkdir()
-        model_fit = "final" if exp.tracking.final_fit == "all" else "holdout"  # the reference logged its 70% fit
-        example = raw.drop(columns=[exp.data.target, *exp.data.drop]).head(5)
-        early: dict[str, Any] = {}  # what MLflow was given while the fits ran, or the error it raised
-
-        def while_fitting() -> None:  # MLflow calls wait on the server, not on a core
-            try:
-                tracker.log_values(run_id, params=flatten(exp.resolved()) | {
-                    "data.rows": str(len(data.y)), "data.features": json.dumps(list(data.X.columns))})
-                tracker.log_dataset(run_id, raw, lake.url(ingested.key), exp.name, exp.data.target, manifest["sha256"])
-            except TrackingError as exc:
-                early.setdefault("error", exc)
-
-        def fitted(kind: str, pipe) -> None:
-            if kind != model_fit or not exp.tracking.log_model:
-                return
-            save_model_files(pipe, data.spec, model_dir)
-            _copy_to_lake(lake, model_dir, reports_prefix + "model/")  # the lake has it before MLflow
-            if "error" not in early:
-                try:  # before the metrics: MLflow copies existing run metrics to the model
-                    early["model_uri"] = tracker.log_model(model_dir, example)
-                except TrackingError as exc:
-                    early["error"] = exc
-
-        step = time.perf_counter()
-        tracked = tracker.seconds
-        X, y, groups, duplicates = fold_data(data, exp)
-        cv, held, _ = evaluate.evaluate_all(  # the model to log reaches `fitted` as soon as it is fit
-            X, y, **estimator, n_splits=exp.cv.n_splits, seeds=exp.cv.seeds, n_jobs=cores, groups=groups,
-            progress=(lambda done, total: progress("cv", done, total)) if progress else None,
-            holdout_fraction=exp.evaluation.holdout_fraction, classes=exp.data.classes,
-            final_fit=exp.tracking.final_fit == "all" and not exp.model.distributed,
-            nested_repeats=nested_repeats(exp), meanwhile=while_fitting, on_fit=fitted, executor=executor)
-        distributed = None
-        if exp.model.distributed:  # the workers read the curated Parquet from the lake themselves
-            started = time.perf_counter()
-            pipe, distributed = executor.fit_distributed(lake.arrow(validation["curated_key"]), data.spec,
-                                                         exp.model.model_dump(), exp.resampler.model_dump(),
-                                                         exp.random_state)
-            distributed["fit_s"] = time.perf_counter() - started
-            fitted("final", pipe)
-        timings["cv_s"] = time.perf_counter() - step  # folds + holdout fit + final fit, one pool
-        timings["tracking_during_cv_s"] = tracker.seconds - tracked  # overlapped with the fits
-
-        step = time.perf_counter()
-        metrics = _summary_metrics(cv, exp)
-        timings["stats_s"] = time.perf_counter() - step
-        summary: dict[str, Any] = {
-            "experiment": exp.name, "run_id": run_id, "tracking_uri": settings.tracking_uri,
-            "mlflow_experiment": exp.tracking.experiment, "mlflow_experiment_id": tracker.experiment_id,
-            "data": {"source": manifest["source"], "sha256": manifest["sha256"], "rows": len(data.y),
-                     "features": list(data.X.columns), "ingest_skipped": ingested.skipped,
-                     "warnings": validation["warnings"]},
-            "cv": {"n_splits": exp.cv.n_splits, "seeds": exp.cv.seeds, "n_folds": len(cv.folds),
-                   "duplicates": duplicates, "interval": exp.evaluation.interval, "level": exp.evaluation.level,
-                   "workers": cv.workers, "pool": cv.pool, "metrics": metrics,
-                   "fit_s": {"mean": float(cv.folds["fit_s"].mean()), "max": float(cv.folds["fit_s"].max())}},
-            "holdout": {"labels": exp.data.classes, "label_codes": list(range(len(exp.data.classes))),
-                        "confusion_matrix": held.confusion.tolist(), "report": held.report, "scores": held.scores},
-            "lake": {"uri": lake.uri, "raw": ingested.key, "manifest": ingested.manifest_key,
-                     "curated": validation["curated_key"], "reports": reports_prefix},
-        }
-        if distributed is not None:
-            summary["final_fit"] = {**distributed, "where": "xgboost.dask"}
-        step = time.perf_counter()
-        _write_artifacts(folder, exp, summary, cv, held, validation, manifest)
-        # the figures are drawn in forked children (when that is safe) while this process talks to MLflow
-        drawing = [parallel.start(lambda group=group: _draw_figures(figures, exp, metrics, cv, held, group))
-                   for group in FIGURE_GROUPS]
-        timings["artifacts_s"] = time.perf_counter() - step
-        step = time.perf_counter()
-        # the results reach the lake before MLflow sees them: a tracking failure loses nothing
-        _copy_to_lake(lake, folder, reports_prefix)
-        timings["lake_copy_s"] = time.perf_counter() - step
-
-        def figures_to_lake() -> None:
-            step = time.perf_counter()
-            for child in drawing:
-                child.wait()
-            timings["figures_wait_s"] = time.perf_counter() - step
-            for path in sorted(figures.glob("*.png")):
-                lake.put_file(reports_prefix + path.name, path.rename(folder / path.name), overwrite=True)
-
+        inputs = _Inputs(*load_clean(exp, settings, lake))
+        data_s = time.perf_counter() - clock
+        tracker = open_tracker(settings, exp.tracking.experiment)  # fails before any training
+        run = _Run(exp, settings, lake, tracker, executor, progress, clock, {"data_s": data_s})
+        tags = {"trilho.experiment": exp.name, "trilho.data_sha256": inputs.ingested.manifest["sha256"],
+                "trilho.kind": "experiment"}
         try:
-            if "error" in early:
-                raise early["error"]
-            if "model_uri" in early:
-                summary["model_uri"] = early["model_uri"]
-            if exp.tracking.layout == "nested":
-                _log_nested(tracker, cv, exp)
-            tracker.log_values(run_id, metrics=_metric_rows(cv, metrics, held, exp.evaluation.metrics))
-            if exp.registry.model_name and exp.tracking.log_model:  # needs no figure: while they are drawn
-                with tracker.timed("register and gate the model"):
-                    reg = summary["registry"] = _register(exp, settings, summary, cv, (X, y, groups, data.spec),
-                                                          run_id, (cores, executor), lake, data.curated())
-                    tracker.client.set_tag(run_id, "trilho.registry",
-                                           f"{reg['name']} v{reg['version']}: {reg['reason']}")
-                lake.put_bytes(reports_prefix + "promotion.json", json.dumps(reg, indent=2).encode(), overwrite=True)
-            figures_to_lake()
-            tracker.log_folder(run_id, folder)
-        except TrackingError as exc:
-            if "figures_wait_s" not in timings:
-                figures_to_lake()
-            summary["tracking_error"] = str(exc)
-            lake.put_bytes(reports_prefix + "summary.json", json.dumps(summary, indent=2).encode(), overwrite=True)
-            raise TrackingError(f"{exc}; nothing is lost: the results and the model are in "
-                                f"{lake.uri}/{reports_prefix}") from exc
-        timings["tracking_s"] = tracker.seconds
-        timings["mlflow_import_s"] = tracker.import_seconds
-        timings.update({f"tracking.{k}_s": v for k, v in tracker.breakdown.items()})
-        timings["total_s"] = time.perf_counter() - clock
-        summary["timings"] = timings
-        lake.put_bytes(reports_prefix + "summary.json", json.dumps(summary, indent=2).encode(), overwrite=True)
-    return ExperimentResult(summary=summary, cv=cv, holdout=held, validation=validation, timings=timings)
+            with tracker.run(f"{exp.name}-cv", tags) as run.run_id, \
+                    tempfile.TemporaryDirectory(prefix="trilho-report-") as tmp:
+                run.folder = Path(tmp)
+                fitted = _evaluate(run, inputs)
+                summary = _summarise(run, inputs, fitted)
+                drawing = _write_reports(run, inputs, fitted, summary)
+                _track_results(run, inputs, fitted, summary, drawing)
+        finally:
+            tracker.close()
+    return ExperimentResult(summary=summary, cv=fitted.cv, holdout=fitted.held, validation=inputs.validation,
+                            timings=run.timings)
 
 
-def cv_key(exp: Experiment, data_sha256: str) -> dict[str, str]:
-    """What fixes the folds: the data's digest and the CV params, as the run's params record them."""
-    params = flatten(exp.resolved())
-    return {"data_sha256": data_sha256, **{k: params[k] for k in ("cv.n_splits", "cv.n_repeats", "cv.first_seed",
-                                                                    "cv.duplicates", "data.missing")}}
+def _evaluate(run: _Run, inputs: _Inputs) -> _Fitted:
+    """The folds, the holdout fit and the final fit on one pool; MLflow gets the params and the
+    dataset, then the model as soon as it is fit, on the tracker's thread while the folds go on."""
+    exp, data = run.exp, inputs.data
+    X, y, groups, duplicates = fold_data(data, exp)
+    task = evaluate.Task(model=exp.model.model_dump(), resampler=exp.resampler.model_dump(),
+                         random_state=exp.random_state, n_splits=exp.cv.n_splits, seeds=exp.cv.seeds,
+                         encoding=data.spec, groups=groups, holdout_fraction=exp.evaluation.holdout_fraction,
+                         classes=exp.data.classes, nested_repeats=nested_repeats(exp),
+                         final_fit=exp.tracking.final_fit == "all" and not exp.model.distributed)
+    progress = run.progress
+    runner = evaluate.Runner(run.settings.free_cores(), run.executor,
+                             (lambda done, total: progress("cv", done, total)) if progress else None)
+    step, tracked = time.perf_counter(), run.tracker.seconds
+    inputs_logged = run.tracker.submit(_log_inputs, run, inputs)  # waits on the server, not on a core
+    model_logged = None
+    with evaluate.start(X, y, task, runner) as fitting:
+        if exp.tracking.log_model and not exp.model.distributed:
+            kind = "final" if exp.tracking.final_fit == "all" else "holdout"  # the reference logged its 70% fit
+            model_logged = _keep_model(run, inputs, fitting.model(kind).result(), inputs_logged)
+        cv, held, _ = fitting.result()
+    distributed = None
+    if exp.model.distributed:  # the workers read the curated Parquet from the lake themselves
+        started = time.perf_counter()
+        pipe, distributed = run.executor.fit_distributed(
+            run.lake.arrow(inputs.validation["curated_key"]), data.spec, exp.model.model_dump(),
+            exp.resampler.model_dump(), exp.random_state)
+        distributed["fit_s"] = time.perf_counter() - started
+        model_logged = _keep_model(run, inputs, pipe, inputs_logged) if exp.tracking.log_model else None
+    run.timings["cv_s"] = time.perf_counter() - step  # folds + holdout fit + final fit, one pool
+    run.timings["tracking_during_cv_s"] = run.tracker.seconds - tracked  # overlapped with the fits
+    assert held is not None  # the experiment always asks for a holdout
+    return _Fitted(cv, held, (X, y, groups), duplicates, inputs_logged, model_logged, distributed)
 
 
-def _register(exp: Experiment, settings: Settings, summary: dict, cv: evaluate.CVResult,
-              folds_data: tuple[pd.DataFrame, Any, Any, dict], run_id: str, run_on: tuple[int, Any],
-              lake: Lake, curated: pd.DataFrame) -> dict[str, Any]:
-    from trilho import drift, registry
+def _log_inputs(run: _Run, inputs: _Inputs) -> None:
+    exp, data = run.exp, inputs.data
+    run.tracker.log_values(run.run_id, params=flatten(exp.resolved()) | {
+        "data.rows": str(len(data.y)), "data.features": json.dumps(list(data.X.columns))})
+    run.tracker.log_dataset(run.run_id, inputs.raw, run.lake.url(inputs.ingested.key), exp.name, exp.data.target,
+                            inputs.ingested.manifest["sha256"])
 
-    metric = exp.registry.primary_metric
 
-    X, y, groups, spec = folds_data
-    cores, executor = run_on
+def _keep_model(run: _Run, inputs: _Inputs, pipe: Any, inputs_logged: Future) -> Future:
+    """The model's files to the lake at once, then to MLflow on the tracker's thread (unless the
+    run's first MLflow calls failed: that error is raised once, later, from their future)."""
+    model_dir = run.folder / "model"
+    save_model_files(pipe, inputs.data.spec, model_dir)
+    reports.copy_to_lake(run.lake, model_dir, run.prefix + "model/")  # the lake has it before MLflow
+    example = inputs.raw.drop(columns=[run.exp.data.target, *run.exp.data.drop]).head(5)
 
-    def reevaluate(config: dict[str, Any]):  # the champion's procedure on exactly the challenger's folds
-        champion = Experiment.model_validate(config)
-        return evaluate.cross_validate(
-            X, y, model=champion.model.model_dump(), resampler=champion.resampler.model_dump(),
-            random_state=champion.random_state, n_splits=exp.cv.n_splits, seeds=exp.cv.seeds, n_jobs=cores,
-            groups=groups, encoding={**spec, "missing": champion.data.missing}, executor=executor).scores(metric)
-
-    def drift_report(champion_run) -> dict[str, Any] | None:  # the champion's curated data, from this lake
-        import mlflow
-
-        tags = champion_run.data.tags
-        key = f"curated/{tags.get('trilho.experiment', '')}/{tags.get('trilho.data_sha256', '')}/data.parquet"
-        if read_curated(lake, key) is None:
-            log.warning("champion's data %s is not in lake %s (or not intact): drift not measured", key, lake.uri)
+    def log_model() -> str | None:
+        if inputs_logged.exception() is not None:
             return None
-        config = json.loads(mlflow.artifacts.load_text(f"runs:/{champion_run.info.run_id}/config.json"))
-        old = pd.read_parquet(io.BytesIO(lake.get_bytes(key)))
-        return drift.compare_data(old, curated, Experiment.model_validate(config).data.classes, exp.data.classes)
+        return run.tracker.log_model(run.run_id, model_dir, example)
 
-    return registry.register_and_gate(
-        tracking_uri=settings.tracking_uri, name=exp.registry.model_name, model_uri=summary["model_uri"],
-        run_id=run_id, fold_scores=cv.scores(metric), cv_key=cv_key(exp, summary["data"]["sha256"]), metric=metric,
-        margin=exp.registry.margin, test_fraction=1.0 / exp.cv.n_splits, level=exp.registry.level,
-        reevaluate=reevaluate, drift_report=drift_report)
+    return run.tracker.submit(log_model)
 
 
-def _copy_to_lake(lake: Lake, folder: Path, prefix: str) -> None:
-    for path in sorted(folder.iterdir()):
-        lake.put_file(prefix + path.name, path, overwrite=True)
+def _summarise(run: _Run, inputs: _Inputs, fitted: _Fitted) -> RunSummary:
+    step = time.perf_counter()
+    metrics = summary_metrics(fitted.cv, run.exp)
+    run.timings["stats_s"] = time.perf_counter() - step
+    ingested, lake = inputs.ingested, run.lake
+    summary = build_summary(
+        run.exp, {"run_id": run.run_id, "tracking_uri": run.settings.tracking_uri,
+                  "mlflow_experiment_id": run.tracker.experiment_id}, fitted.cv, fitted.held, metrics,
+        {"manifest": ingested.manifest, "validation": inputs.validation, "skipped": ingested.skipped,
+         "rows": len(inputs.data.y), "features": list(inputs.data.X.columns), "duplicates": fitted.duplicates,
+         "lake": {"uri": lake.uri, "raw": ingested.key, "manifest": ingested.manifest_key,
+                  "curated": inputs.validation["curated_key"], "reports": run.prefix}})
+    if fitted.distributed is not None:
+        summary["final_fit"] = {**fitted.distributed, "where": "xgboost.dask"}
+    return summary
+
+
+def _write_reports(run: _Run, inputs: _Inputs, fitted: _Fitted, summary: RunSummary) -> list[parallel.Background]:
+    """The result files to the lake (before MLflow sees them: a tracking failure loses nothing);
+    the figures start drawing in the background."""
+    step = time.perf_counter()
+    folder, figures = run.folder / "report", run.folder / "figures"
+    folder.mkdir(), figures.mkdir()
+    reports.write_artifacts(folder, run.exp, summary, (fitted.cv, fitted.held), inputs.validation,
+                            inputs.ingested.manifest)
+    drawing = reports.start_figures(figures, run.exp, summary["cv"]["metrics"], fitted.cv, fitted.held)
+    run.timings["artifacts_s"] = time.perf_counter() - step
+    step = time.perf_counter()
+    reports.copy_to_lake(run.lake, folder, run.prefix)
+    run.timings["lake_copy_s"] = time.perf_counter() - step
+    return drawing
+
+
+def _figures_to_lake(run: _Run, drawing: list[parallel.Background]) -> None:
+    """Wait for the figures; into the lake and the report folder (once)."""
+    if "figures_wait_s" in run.timings:
+        return
+    step = time.perf_counter()
+    for child in drawing:
+        child.wait()
+    run.timings["figures_wait_s"] = time.perf_counter() - step
+    for path in sorted((run.folder / "figures").glob("*.png")):
+        run.lake.put_file(run.prefix + path.name, path.rename(run.folder / "report" / path.name), overwrite=True)
+
+
+def _track_results(run: _Run, inputs: _Inputs, fitted: _Fitted, summary: RunSummary, drawing: list[parallel.Background]) -> None:
+    """The metrics, the gate's decision and the report folder to MLflow; on a tracking failure
+    the summary is still written to the lake and the error says where everything is."""
+    exp, tracker = run.exp, run.tracker
+    try:
+        fitted.inputs_logged.result()
+        model_uri = fitted.model_logged.result() if fitted.model_logged else None
+        if model_uri:
+            summary["model_uri"] = model_uri
+        if exp.tracking.layout == "nested":
+            _log_nested(tracker, fitted.cv, exp)
+        tracker.log_values(run.run_id, metrics=metric_rows(fitted.cv, summary["cv"]["metrics"], fitted.held,
+                                                           exp.evaluation.metrics))
+        if exp.registry.model_name and exp.tracking.log_model:  # needs no figure: while they are drawn
+            summary["registry"] = _gate(run, inputs, fitted, summary)
+        _figures_to_lake(run, drawing)
+        tracker.log_folder(run.run_id, run.folder / "report")
+    except TrackingError as exc:
+        _figures_to_lake(run, drawing)
+        summary["tracking_error"] = str(exc)
+        run.lake.put_bytes(run.prefix + "summary.json", json.dumps(summary, indent=2).encode(), overwrite=True)
+        raise TrackingError(f"{exc}; nothing is lost: the results and the model are in "
+                            f"{run.lake.uri}/{run.prefix}") from exc
+    timings = run.timings
+    timings["tracking_s"] = tracker.seconds
+    timings["mlflow_import_s"] = tracker.import_seconds
+    timings.update({f"tracking.{k}_s": v for k, v in tracker.breakdown.items()})
+    timings["total_s"] = time.perf_counter() - run.clock
+    summary["timings"] = timings
+    run.lake.put_bytes(run.prefix + "summary.json", json.dumps(summary, indent=2).encode(), overwrite=True)
+
+
+def _log_nested(tracker: Tracker, cv: evaluate.CVResult, exp: Experiment) -> None:
+    """The reference layout: one child run per repeat, its fold scores as steps."""
+    for seed, group in cv.folds.groupby("seed", sort=False):
+        with tracker.run(f"seed_{seed}", {"seed": str(seed), "trilho.kind": "repeat"}, nested=True) as child:
+            rows = [(m, v, int(f)) for m in exp.evaluation.metrics for f, v in zip(group["fold"], group[m], strict=True)]
+            rows += [(f"{m}_mean_seed", float(group[m].mean()), 0) for m in exp.evaluation.metrics]
+            tracker.log_values(child, metrics=rows)
+
+
+def _gate(run: _Run, inputs: _Inputs, fitted: _Fitted, summary: RunSummary) -> GateRecord:
+    """Register the model and let the gate decide its aliases; the decision goes to the run and the lake."""
+    from trilho import drift
+    from trilho.tracking.registry import Challenger, register_and_gate
+
+    exp, (X, y, groups) = run.exp, fitted.folds
+    metric = exp.registry.primary_metric
+    runner = evaluate.Runner(run.settings.free_cores(), run.executor)
+
+    def reevaluate(config: dict[str, Any]) -> Any:  # the champion's procedure on exactly the challenger's folds
+        champion = Experiment.model_validate(config)
+        task = evaluate.Task(model=champion.model.model_dump(), resampler=champion.resampler.model_dump(),
+                             random_state=champion.random_state, n_splits=exp.cv.n_splits, seeds=exp.cv.seeds,
+                             groups=groups, encoding={**inputs.data.spec, "missing": champion.data.missing})
+        return evaluate.cross_validate(X, y, task, runner).scores(metric)
+
+    def drift_report(tags: dict[str, str], config: dict[str, Any]) -> dict[str, Any] | None:
+        key = f"curated/{tags.get('trilho.experiment', '')}/{tags.get('trilho.data_sha256', '')}/data.parquet"
+        if read_curated(run.lake, key) is None:  # the champion's curated data, from this lake
+            log.warning("champion's data %s is not in lake %s (or not intact): drift not measured", key, run.lake.uri)
+            return None
+        old = pd.read_parquet(io.BytesIO(run.lake.get_bytes(key)))
+        return drift.compare_data(old, inputs.data.curated(), Experiment.model_validate(config).data.classes, exp.data.classes)
+
+    who = Challenger(name=exp.registry.model_name, model_uri=summary["model_uri"], run_id=run.run_id,
+                     fold_scores=fitted.cv.scores(metric), cv_key=cv_key(exp, summary["data"]["sha256"]), metric=metric,
+                     margin=exp.registry.margin, test_fraction=1.0 / exp.cv.n_splits, level=exp.registry.level)
+    with run.tracker.timed("register and gate the model"):
+        record = register_and_gate(run.settings.tracking_uri, who, reevaluate, drift_report)
+    run.tracker.set_tag(run.run_id, "trilho.registry", f"{record['name']} v{record['version']}: {record['reason']}")
+    run.lake.put_bytes(run.prefix + "promotion.json", json.dumps(record, indent=2).encode(), overwrite=True)
+    return record

@@ -243,3 +243,26 @@ def summarise(scores: dict[str, np.ndarray], low: float = 2.5, high: float = 97.
             "n": int(len(values)),
         }
     return out
+
+
+def nested_bounds(oof: Any, nested: Any, n_splits: int, level: float = 0.95,
+                  seeds: list[int] | None = None) -> dict[str, tuple[float, float]]:
+    """The nested-CV interval of the row-decomposable metrics (accuracy from the 0/1 error, log
+    loss) from the out-of-fold predictions ``oof`` and the nested fits' per-row losses ``nested``
+    (trilho.evaluate.CVResult's frames) of ``seeds`` (default: every seed that has them)."""
+    from trilho.metrics import row_log_loss
+
+    nested = nested if seeds is None else nested[nested["seed"].isin(seeds)]
+    oof = oof[oof["seed"].isin(nested["seed"].unique())]
+    outer_key = oof["seed"].to_numpy() * n_splits + oof["fold"].to_numpy()
+    inner_key = nested["seed"].to_numpy() * n_splits + nested["outer"].to_numpy()
+    proba = oof[[c for c in oof.columns if c.startswith("proba_")]].to_numpy()
+    outer = {"accuracy": (oof["pred"] != oof["y"]).to_numpy(dtype="float64"),
+             "log_loss": row_log_loss(proba, oof["y"].to_numpy())}
+    inner = {"accuracy": nested["error"].to_numpy(), "log_loss": nested["logloss"].to_numpy()}
+    out = {}
+    for metric in outer:
+        found = nested_cv_interval(outer[metric], outer_key, inner[metric], inner_key, n_splits,
+                                   n_rows=int(oof["row"].nunique()), level=level)
+        out[metric] = (1 - found["high"], 1 - found["low"]) if metric == "accuracy" else (found["low"], found["high"])
+    return out

@@ -301,10 +301,10 @@ def tune(exp: Experiment, settings: Settings, *, trials: int | None = None, time
                     tracker.log_values(child, params={k: json.dumps(v) for k, v in chosen.items()})
                     scores: list[float] = []
                     for step, seed in enumerate(seeds):  # the experiment's folds, one repeat at a time
-                        cv = evaluate.cross_validate(Xs, ys, model=config["model"], resampler=config["resampler"],
-                                                     random_state=exp.random_state, n_splits=exp.cv.n_splits,
-                                                     seeds=[seed], n_jobs=cores, groups=gs, encoding=data.spec,
-                                                     executor=executor)
+                        task = evaluate.Task(model=config["model"], resampler=config["resampler"],
+                                             random_state=exp.random_state, n_splits=exp.cv.n_splits, seeds=[seed],
+                                             groups=gs, encoding=data.spec)
+                        cv = evaluate.cross_validate(Xs, ys, task, evaluate.Runner(cores, executor))
                         fold = cv.scores(metric).tolist()
                         tracker.log_values(child, metrics=[(f"fold_{metric}", v, len(scores) + i)
                                                            for i, v in enumerate(fold)])
@@ -314,7 +314,7 @@ def tune(exp: Experiment, settings: Settings, *, trials: int | None = None, time
                         if trial.should_prune():
                             record["state"] = "pruned"
                             break
-                    tracker.client.set_tag(child, "trilho.trial.state", record.get("state", "complete"))
+                    tracker.set_tag(child, "trilho.trial.state", record.get("state", "complete"))
                     tracker.log_values(child, metrics=[(f"cv_{metric}", float(np.mean(scores)), 0)])
                 if record.get("state") == "pruned":
                     raise optuna.TrialPruned()

@@ -1,0 +1,160 @@
+"""The shapes of what trilho writes as JSON and hands to its callers: the run summary
+(``--summary-json``, ``reports/<run>/summary.json``), the validation report, the raw and
+prediction manifests, and the gate's record. They are a public interface: keys are added, never
+renamed. TypedDicts, so the JSON stays plain dicts and the type checker reads every access."""
+
+from __future__ import annotations
+
+from typing import Any, NotRequired, TypedDict
+
+__all__ = ["CVSummary", "DataSummary", "GateRecord", "HoldoutSummary", "LakeSummary", "MetricSummary",
+           "PredictionManifest", "RawManifest", "RunSummary", "ValidationReport"]
+
+
+class RawManifest(TypedDict):
+    """``raw/<dataset>/<sha256>/manifest.json``: written last, so its presence marks a complete object."""
+
+    dataset: str
+    source: str
+    version: str | None
+    file_name: str
+    key: str
+    sha256: str
+    bytes: int
+    rows: int
+    columns: list[str]
+    fetched_at: str
+
+
+class ValidationReport(TypedDict):
+    """``validation_report.json``: what the raw table holds and what is wrong with it."""
+
+    rows: int
+    columns: list[str]
+    dtypes: dict[str, str]
+    errors: list[str]
+    warnings: list[str]
+    labels: NotRequired[dict[str, Any]]
+    non_numeric: NotRequired[dict[str, Any]]
+    nulls: NotRequired[dict[str, int]]
+    infinities: NotRequired[dict[str, int]]
+    categories: NotRequired[dict[str, int]]
+    missing: NotRequired[dict[str, Any]]
+    nonfinite_rows: NotRequired[int]
+    duplicates: NotRequired[dict[str, Any]]
+    class_counts: NotRequired[dict[str, int]]
+    out_of_range: NotRequired[dict[str, Any]]
+    curated_key: NotRequired[str]
+
+
+class MetricSummary(TypedDict):
+    """One metric over the folds: the reference's figures and every interval asked for."""
+
+    mean: float
+    std: float
+    low: float
+    high: float
+    intervals: dict[str, tuple[float, float] | None]
+    ci_method: str
+    ci: tuple[float, float] | None
+
+
+class DataSummary(TypedDict):
+    source: str
+    sha256: str
+    rows: int
+    features: list[str]
+    ingest_skipped: bool
+    warnings: list[str]
+
+
+class CVSummary(TypedDict):
+    n_splits: int
+    seeds: list[int]
+    n_folds: int
+    duplicates: dict[str, Any]
+    interval: str
+    level: float
+    workers: int
+    pool: str
+    metrics: dict[str, MetricSummary]
+    fit_s: dict[str, float]
+
+
+class HoldoutSummary(TypedDict):
+    labels: list[str]
+    label_codes: list[int]
+    confusion_matrix: list[list[int]]
+    report: dict[str, Any]
+    scores: dict[str, float]
+
+
+class LakeSummary(TypedDict):
+    uri: str
+    raw: str
+    manifest: str
+    curated: str
+    reports: str
+
+
+class GateRecord(TypedDict):
+    """``reports/<run>/promotion.json`` and the summary's ``registry``: the version and why it
+    holds its aliases (``trilho.gate.GateDecision``'s fields besides)."""
+
+    name: str
+    version: str
+    aliases: list[str]
+    decided_at: str
+    promote: bool
+    reason: str
+    metric: str
+    margin: float
+    challenger_mean: float
+    champion_version: str | None
+    champion_mean: float | None
+    comparison: dict[str, float]
+    basis: str
+    drift: dict[str, Any] | None
+
+
+class RunSummary(TypedDict):
+    """What ``trilho run --summary-json`` writes, and ``reports/<run>/summary.json``."""
+
+    experiment: str
+    run_id: str
+    tracking_uri: str
+    mlflow_experiment: str
+    mlflow_experiment_id: str
+    data: DataSummary
+    cv: CVSummary
+    holdout: HoldoutSummary
+    lake: LakeSummary
+    final_fit: NotRequired[dict[str, Any]]
+    model_uri: NotRequired[str]
+    registry: NotRequired[GateRecord]
+    tracking_error: NotRequired[str]
+    timings: NotRequired[dict[str, float]]
+
+
+class PredictionManifest(TypedDict):
+    """``<output>/<model>/<version>/<input sha256>/manifest.json``, written last."""
+
+    model_uri: str
+    requested_model: str
+    model_name: str
+    model_version: str
+    model_run_id: str
+    input: str
+    input_sha256: str
+    input_bytes: int
+    rows: int
+    output: str
+    key: str
+    columns: list[str]
+    unseen_categories: dict[str, int]
+    missing_values: dict[str, int]
+    missing_policy: str
+    created_at: str
+    seconds: float
+    timings: dict[str, float]
+    skipped: NotRequired[bool]

@@ -1,0 +1,103 @@
+"""The promotion gate's decision, pure: fold scores and logged estimates in, a decision out.
+
+The model registry: every good run's model becomes the ``challenger``; a gate decides ``champion``.
+
+On the same data the gate compares the challenger with the current champion on the same folds:
+the champion's fold scores are read back from its run when its CV scheme matches too, otherwise
+the champion's configuration is re-evaluated on the challenger's folds; the challenger is promoted
+when the lower end of the corrected paired t interval for (challenger - champion) on the primary
+metric is above -margin (non-inferiority). On other data nothing is re-fitted: the challenger's
+estimate and interval are set against the champion's logged ones, beside a drift report between
+the two data sets (``trilho.drift``); a significant drop or drift keeps it challenger. A first model with no champion is
+promoted. Each decision, its figures and its reason are tags on the model version and a JSON
+report in the lake.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from trilho import stats
+from trilho.metrics import METRIC_RANGE
+
+__all__ = ["GateDecision", "decide", "decide_on_changed_data"]
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    promote: bool
+    reason: str
+    metric: str
+    margin: float
+    challenger_mean: float
+    champion_version: str | None = None
+    champion_mean: float | None = None
+    comparison: dict[str, float] = field(default_factory=dict)
+    basis: str = "first model"
+    drift: dict[str, Any] | None = None  # the data drift report, when the data differ from the champion's
+
+    def tags(self) -> dict[str, str]:
+        out = {"trilho.gate.decision": "promoted" if self.promote else "kept challenger",
+               "trilho.gate.reason": self.reason, "trilho.gate.metric": self.metric,
+               "trilho.gate.margin": f"{self.margin:g}", "trilho.gate.basis": self.basis}
+        if self.champion_version:
+            out["trilho.gate.against_version"] = self.champion_version
+        if self.drift is not None:
+            out["trilho.gate.drift"] = "; ".join(self.drift.get("reasons", [])) or "none above the thresholds"
+        out.update({f"trilho.gate.{k}": f"{v:.6g}" for k, v in self.comparison.items()})
+        return out
+
+
+def decide(challenger: np.ndarray, champion: np.ndarray | None, *, metric: str, margin: float,
+           test_fraction: float, level: float = 0.95, champion_version: str | None = None,
+           basis: str = "same folds") -> GateDecision:
+    """Pure: the gate's decision from paired fold scores (``champion=None``: no champion yet)."""
+    challenger = np.asarray(challenger, dtype="float64")
+    if champion is None:
+        return GateDecision(True, "no champion yet: the first model is promoted", metric, margin,
+                            float(challenger.mean()))
+    test = stats.paired_corrected_t(challenger, champion, test_fraction, level)
+    promote = bool(test["low"] > -margin)
+    verdict = "not worse" if promote else "possibly worse"
+    reason = (f"{metric}: challenger - champion v{champion_version} = {test['mean_diff']:+.4f}, "
+              f"{level:.0%} corrected paired t interval [{test['low']:+.4f}, {test['high']:+.4f}], "
+              f"p = {test['p_value']:.3g}; {verdict} than the champion by more than the margin {margin:g}")
+    return GateDecision(promote, reason, metric, margin, float(challenger.mean()), champion_version,
+                        float(np.mean(champion)), test, basis)
+
+
+def decide_on_changed_data(challenger: np.ndarray, champion: dict[str, float], drift: dict[str, Any] | None, *,
+                           metric: str, margin: float, test_fraction: float, level: float = 0.95,
+                           champion_version: str | None = None) -> GateDecision:
+    """Pure: the gate's decision when the challenger was evaluated on other data than the champion.
+
+    Fold scores on two data sets do not pair, and re-fitting the champion's procedure on the new
+    data would only measure the same procedure twice. So the challenger's own estimate and
+    interval are set against the champion's logged ones (``mean``, ``low``, ``high``): a
+    challenger whose whole interval lies more than ``margin`` below the champion's estimate is a
+    significant drop. Either that or a drifted data set (``trilho.drift``) keeps it out of
+    champion until a person promotes it with a reason.
+    """
+    scores = np.asarray(challenger, dtype="float64")
+    low, high = stats.corrected_t_interval(scores, test_fraction, level)
+    bounds = METRIC_RANGE.get(metric, (-np.inf, np.inf))  # as the run's own summary clips it
+    low, high, mean = max(low, bounds[0]), min(high, bounds[1]), float(scores.mean())
+    drop = high < champion["mean"] - margin
+    drifted = bool(drift and drift.get("drifted"))
+    findings = [f"{metric}: challenger {mean:.4f} [{low:.4f}, {high:.4f}] on its data, champion v{champion_version} "
+                f"{champion['mean']:.4f} [{champion.get('low', float('nan')):.4f}, {champion.get('high', float('nan')):.4f}] "
+                f"on its own: " + ("a significant drop" if drop else f"no significant drop beyond the margin {margin:g}")]
+    if drift is None:
+        findings.append("the champion's data are not in this lake, so drift was not measured")
+    else:
+        findings.append("data drift: " + ("; ".join(drift["reasons"]) if drifted else "none above the thresholds"))
+    promote = not drop and not drifted
+    if not promote:
+        findings.append("kept as challenger: promote it by hand with `trilho promote VERSION -r REASON` if intended")
+    comparison = {"challenger_low": low, "challenger_high": high, "champion_low": champion.get("low", float("nan")),
+                  "champion_high": champion.get("high", float("nan"))}
+    return GateDecision(promote, "data changed; " + "; ".join(findings), metric, margin, mean, champion_version,
+                        champion["mean"], comparison, "other data: estimates and drift", drift)

@@ -1,0 +1,112 @@
+"""The scores of a fold: every metric from confusion matrices and class probabilities, in numpy.
+
+Closed forms equal to scikit-learn's functions (tests check them), computed for every fold and
+for stacks of bootstrap confusion matrices at once, so they must cost little.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["CONFUSION_METRICS", "METRICS", "METRIC_RANGE", "average_precision", "probability_metrics",
+           "row_log_loss", "scores_from_confusion", "scores_from_confusions"]
+
+METRICS = (
+    "accuracy", "balanced_accuracy",
+    "precision_weighted", "recall_weighted", "f1_weighted",
+    "precision_macro", "recall_macro", "f1_macro",
+    "mcc", "roc_auc_ovr", "pr_auc", "log_loss",
+)
+# the values each metric can take: intervals are clipped to them
+METRIC_RANGE = dict.fromkeys(METRICS, (0.0, 1.0)) | {"mcc": (-1.0, 1.0), "log_loss": (0.0, float("inf"))}
+CONFUSION_METRICS = METRICS[:9]  # computed from one confusion matrix; the rest need probabilities
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num/den with 0 where den is 0 (scikit-learn's zero_division=0)."""
+    out = np.zeros_like(num, dtype="float64")
+    np.divide(num, den, out=out, where=den > 0)
+    return out
+
+
+def scores_from_confusions(cms: np.ndarray) -> dict[str, np.ndarray]:
+    """CONFUSION_METRICS for a stack of confusion matrices (..., K, K): one array per metric."""
+    cm = np.asarray(cms, dtype="float64")
+    tp = np.diagonal(cm, axis1=-2, axis2=-1)
+    support = cm.sum(axis=-1)
+    predicted = cm.sum(axis=-2)
+    total = support.sum(axis=-1)
+    precision = _ratio(tp, predicted)
+    recall = _ratio(tp, support)
+    f1 = _ratio(2 * tp, support + predicted)
+    weights = support / total[..., None]
+    present = support > 0
+    # Matthews correlation, multiclass (Gorodkin's R_K, as scikit-learn computes it); 0 when undefined
+    covariance = tp.sum(axis=-1) * total - (support * predicted).sum(axis=-1)
+    spread = np.sqrt((total**2 - (predicted**2).sum(axis=-1)) * (total**2 - (support**2).sum(axis=-1)))
+    mcc = _ratio(covariance, spread)
+    return {
+        "accuracy": tp.sum(axis=-1) / total,
+        "balanced_accuracy": (recall * present).sum(axis=-1) / present.sum(axis=-1),
+        "precision_weighted": (precision * weights).sum(axis=-1),
+        "recall_weighted": (recall * weights).sum(axis=-1),
+        "f1_weighted": (f1 * weights).sum(axis=-1),
+        "precision_macro": precision.mean(axis=-1),
+        "recall_macro": recall.mean(axis=-1),
+        "f1_macro": f1.mean(axis=-1),
+        "mcc": mcc,
+    }
+
+
+def scores_from_confusion(cm: np.ndarray) -> dict[str, float]:
+    """Every metric in CONFUSION_METRICS from one confusion matrix (rows true, columns predicted).
+
+    Equal to scikit-learn's functions with zero_division=0 when every class appears in the fold,
+    which stratified folds guarantee; one matrix per fold instead of eight metric calls.
+    """
+    return {k: float(v) for k, v in scores_from_confusions(np.asarray(cm)).items()}
+
+
+
+def probability_metrics(y: np.ndarray, proba: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """One-vs-rest ROC AUC and PR AUC (average precision; both macro over the classes present in
+    the fold; for two classes the ROC AUC is the binary one and the PR AUC that of the second
+    class, the positive one) and log loss.
+
+    Closed forms in numpy (equal to scikit-learn's roc_auc_score and log_loss, which a test
+    checks); computed in every fold, so they must cost little.
+    """
+    from scipy.stats import rankdata
+
+    index = np.searchsorted(labels, y)
+    aucs, precisions = [], []
+    for j in range(len(labels)):
+        positive = index == j
+        n_pos = int(positive.sum())
+        if 0 < n_pos < len(y):
+            ranks = rankdata(proba[:, j])
+            aucs.append((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (len(y) - n_pos)))
+            if len(labels) > 2 or j == 1:
+                precisions.append(average_precision(positive, proba[:, j]))
+    return {"roc_auc_ovr": float(np.mean(aucs)) if aucs else float("nan"),
+            "pr_auc": float(np.mean(precisions)) if precisions else float("nan"),
+            "log_loss": float(row_log_loss(proba, index).mean())}
+
+
+def average_precision(positive: np.ndarray, score: np.ndarray) -> float:
+    """Area under the precision-recall curve as a step function (scikit-learn's average_precision_score):
+    the sum over thresholds of precision times the recall gained there; tied scores form one threshold."""
+    order = np.argsort(-score, kind="mergesort")
+    score, positive = score[order], positive[order]
+    last = np.r_[np.flatnonzero(np.diff(score)), len(score) - 1]  # the end of each run of tied scores
+    tp = np.cumsum(positive)[last]
+    precision = tp / (last + 1)
+    recall_gain = np.diff(np.r_[0, tp]) / tp[-1]
+    return float((precision * recall_gain).sum())
+
+
+def row_log_loss(proba: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Each row's log loss: -log of its true class's probability (``index`` is the class's column),
+    probabilities clipped to [1e-15, 1] and renormalised as scikit-learn's log_loss does."""
+    clipped = np.clip(proba, 1e-15, 1.0)
+    return -np.log(clipped[np.arange(len(index)), index] / clipped.sum(axis=1))

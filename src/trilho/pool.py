@@ -1,0 +1,159 @@
+"""Where a batch of independent fits runs on this machine: at most ``n_jobs`` at once, one core each.
+
+A fit is a module-level function ``fn(X, y, threads, *args)`` and its small arguments: the data
+travel apart from the task, so that a cluster holds them once (trilho.cluster), not once per fit.
+Threads for the estimators that release the GIL or finish quickly (XGBoost, logistic regression),
+loky's worker processes for those whose fit is Python-heavy and holds it (the forests, histogram
+boosting: measured in BENCHMARKS.md). Never bare forked children: a process whose main thread has
+fit an XGBoost model leaves OpenMP state behind that deadlocks a forked child's first fit; loky
+starts its workers by exec.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import Any
+
+from threadpoolctl import threadpool_limits
+
+from trilho.errors import EvaluationError
+
+__all__ = ["Batch", "Fit", "LocalPool", "in_worker", "run_fits"]
+
+ProgressFn = Callable[[int, int], None]
+
+
+Fit = tuple[Callable[..., Any], tuple]
+
+
+def in_worker(fn: Callable[..., Any], X, y, threads: int, args: tuple) -> Any:
+    """A fit away from this process, its native thread pools held to its share of the cores."""
+    with threadpool_limits(threads):
+        return fn(X, y, threads, *args)
+
+
+_HELD: dict[str, Any] = {}  # in a worker process: the data it was started with
+
+
+def _hold(X, y) -> None:
+    """A worker process's initializer: the data arrive once per worker, not once per fit."""
+    _HELD["X"], _HELD["y"] = X, y
+
+
+def _in_process(fn: Callable[..., Any], threads: int, args: tuple) -> Any:
+    return in_worker(fn, _HELD["X"], _HELD["y"], threads, args)
+
+
+@contextlib.contextmanager
+def _processes(workers: int, X, y):
+    """loky's worker processes (started by exec, never a bare fork: the OpenMP state an XGBoost
+    fit leaves in this process cannot reach them), each given the data once when it starts."""
+    from joblib.externals.loky import ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_hold, initargs=(X, y))
+    try:
+        yield pool
+    finally:  # workers and their manager thread go: no thread outlives the fits (trilho.parallel forks)
+        pool.shutdown(wait=True)
+
+
+class _Cores:
+    """The pool's cores and how many of its fits are unfinished: while fewer fits are left than
+    cores (the pool's last moments), a fit running in a thread may take the idle cores."""
+
+    def __init__(self, total: int, fits: int) -> None:
+        self.total, self.unfinished = total, fits
+        self._lock = threading.Lock()
+
+    def share(self) -> int:
+        return max(1, self.total // max(1, min(self.total, self.unfinished)))
+
+    def run(self, call: Callable[[Callable[[], int]], Any]) -> Any:
+        """``call(share)``, counted as unfinished until it returns."""
+        try:
+            return call(self.share)
+        finally:
+            with self._lock:
+                self.unfinished -= 1
+
+
+class LocalPool:
+    """The fits on this machine: at most ``n_jobs`` at once, one core each. A fit that holds the
+    GIL runs in a worker process, its slot's thread waiting for it; the others in the thread, where
+    an XGBoost fit takes the cores the pool's finished fits left idle (trilho.models)."""
+
+    def __init__(self, n_jobs: int) -> None:
+        self.n_jobs = n_jobs
+
+    @contextlib.contextmanager
+    def session(self, X, y, gil_bound: list[bool]) -> Iterator[tuple[Any, Any, str, int]]:
+        workers = max(1, min(self.n_jobs, len(gil_bound)))
+        threads = max(1, self.n_jobs // workers)
+        processes = any(gil_bound) and workers > 1
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(threadpool_limits(threads))
+            pool = stack.enter_context(ThreadPoolExecutor(workers, thread_name_prefix="trilho-fit"))
+            procs = stack.enter_context(_processes(workers, X, y)) if processes else None
+            cores = _Cores(self.n_jobs, len(gil_bound))
+
+            def submit(fit: Fit, gil: bool):
+                fn, args = fit
+                if procs is not None and gil:  # the slot's thread waits for its worker process
+                    return pool.submit(cores.run, lambda _share: procs.submit(_in_process, fn, threads, args).result())
+                return pool.submit(cores.run, lambda share: fn(X, y, share, *args))
+
+            yield submit, as_completed, ("processes" if processes else "threads"), workers
+
+
+@dataclass
+class Batch:
+    """Independent fits and their names (for errors); ``tick[i]`` when fit i counts as progress,
+    ``gil_bound[i]`` when its estimator holds the GIL (trilho.models says which)."""
+
+    fits: list[Fit]
+    names: list[str]
+    tick: list[bool]
+    gil_bound: list[bool]
+
+    def add(self, fit: Fit, name: str, tick: bool = True, gil_bound: bool = False) -> int:
+        """Append one fit; returns its index."""
+        self.fits.append(fit), self.names.append(name), self.tick.append(tick), self.gil_bound.append(gil_bound)
+        return len(self.fits) - 1
+
+
+def run_fits(X, y, batch: Batch, n_jobs: int, executor: Any = None, progress: ProgressFn | None = None,
+             on_result: Callable[[int, Any], None] | None = None,
+             stop: threading.Event | None = None) -> tuple[list[Any], str, int]:
+    """Run the batch on this machine (``LocalPool(n_jobs)``) or on ``executor`` (trilho.cluster's
+    Dask executor); any failure raises, naming the fit. ``on_result(i, result)`` runs as each fit
+    arrives; once ``stop`` is set the fits not yet started are cancelled. Returns the results in
+    order, what ran the fits ("threads", "processes" or "dask") and how many ran at once."""
+    results: list[Any] = [None] * len(batch.fits)
+    done, total = 0, sum(batch.tick)
+    runner = executor or LocalPool(n_jobs)
+    with runner.session(X, y, batch.gil_bound) as (submit, completed, pool, workers):
+        futures = {submit(fit, gil): i for i, (fit, gil) in enumerate(zip(batch.fits, batch.gil_bound, strict=True))}
+        try:
+            for future in completed(futures):
+                i = futures[future]
+                try:
+                    results[i] = future.result()
+                except Exception as exc:
+                    raise EvaluationError(f"{batch.names[i]} failed: {type(exc).__name__}: {exc}") from exc
+                if stop is not None and stop.is_set():
+                    raise EvaluationError("the evaluation was stopped")
+                if on_result:
+                    on_result(i, results[i])
+                if batch.tick[i]:
+                    done += 1
+                    if progress:
+                        progress(done, total)
+        except BaseException:
+            for other in futures:
+                other.cancel()
+            raise
+    return results, pool, workers

@@ -1,0 +1,86 @@
+"""The run's report folder: result files and figures written locally, then copied to the lake's
+``reports/<run>/`` before MLflow sees them, so that a tracking failure loses nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from trilho import parallel, plots
+from trilho.contracts import MetricSummary, RawManifest, RunSummary, ValidationReport
+from trilho.evaluate import CVResult, HoldoutResult
+from trilho.experiment import Experiment
+from trilho.storage import Lake
+
+__all__ = ["FIGURE_GROUPS", "copy_to_lake", "start_figures", "write_artifacts"]
+
+# the figures, in two groups of about equal drawing time: one forked child draws each
+FIGURE_GROUPS = (("cv_boxplot.png", "confusion_matrix_oof.png"),
+                 ("roc_pr_curves.png", "intervals.png", "confusion_matrix.png"))
+
+
+def write_artifacts(folder: Path, exp: Experiment, summary: RunSummary, fitted: tuple[CVResult, HoldoutResult],
+                    validation: ValidationReport, manifest: RawManifest) -> None:
+    """Every result file of the run (not the figures) into ``folder``."""
+    cv, holdout = fitted
+    metrics = summary["cv"]["metrics"]
+    cv.folds.to_csv(folder / "results.csv", index=False)
+    (folder / "results.json").write_text(json.dumps(
+        {"summary": metrics, "folds": cv.folds.to_dict(orient="records")}, indent=2))
+    (folder / "classification_report.txt").write_text(holdout.report_text)
+    (folder / "classification_report.json").write_text(json.dumps(holdout.report, indent=2))
+    (folder / "validation_report.json").write_text(json.dumps(validation, indent=2))
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    (folder / "config.json").write_text(json.dumps(exp.resolved(), indent=2))
+    table = [{"metric": m, "method": method, "low": b[0] if b else None, "high": b[1] if b else None,
+              "mean": s["mean"], "headline": method == s["ci_method"]}
+             for m, s in metrics.items() for method, b in s["intervals"].items()]
+    pd.DataFrame(table).to_csv(folder / "intervals.csv", index=False)
+    if cv.oof is not None:
+        _oof_reports(folder, cv, exp.data.classes)
+
+
+def _oof_reports(folder: Path, cv: CVResult, classes: list[str]) -> None:
+    from sklearn.metrics import classification_report
+
+    assert cv.oof is not None
+    kwargs: dict[str, Any] = dict(labels=list(range(len(classes))), target_names=classes, zero_division=0)
+    (folder / "oof_classification_report.txt").write_text(
+        "Out of fold, every repeat pooled\n\n" + classification_report(cv.oof["y"], cv.oof["pred"], **kwargs))
+    (folder / "oof_classification_report.json").write_text(json.dumps(
+        classification_report(cv.oof["y"], cv.oof["pred"], output_dict=True, **kwargs), indent=2))
+
+
+def _draw_figures(folder: Path, exp: Experiment, summary: dict[str, MetricSummary], cv: CVResult,
+                  holdout: HoldoutResult, only: tuple[str, ...]) -> None:
+    classes = exp.data.classes
+    focus = exp.registry.primary_metric if exp.registry.primary_metric in summary else next(iter(summary))
+    figures = {
+        "cv_boxplot.png": lambda: plots.fold_boxplot(cv.folds, exp.evaluation.metrics),
+        "intervals.png": lambda: plots.intervals_figure(summary, focus),
+        "confusion_matrix.png": lambda: plots.confusion_matrix_figure(holdout.confusion, classes,
+                                                                      "Holdout confusion matrix"),
+        "confusion_matrix_oof.png": lambda: plots.confusion_matrix_figure(cv.confusion, classes,
+                                                                          "Out-of-fold confusion (all folds)"),
+    }
+    if cv.oof is not None:
+        figures["roc_pr_curves.png"] = lambda: plots.curves_figure(cv.oof, classes)
+    for name, draw in figures.items():
+        if name in only:
+            draw().savefig(folder / name, dpi=110)
+
+
+def start_figures(folder: Path, exp: Experiment, metrics: dict[str, MetricSummary], cv: CVResult,
+                  holdout: HoldoutResult) -> list[parallel.Background]:
+    """The figures, drawn into ``folder`` in forked children (when that is safe) while this process
+    goes on; wait on each before reading them."""
+    return [parallel.start(lambda group=group: _draw_figures(folder, exp, metrics, cv, holdout, group))
+            for group in FIGURE_GROUPS]
+
+
+def copy_to_lake(lake: Lake, folder: Path, prefix: str) -> None:
+    for path in sorted(folder.iterdir()):
+        lake.put_file(prefix + path.name, path, overwrite=True)

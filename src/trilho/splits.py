@@ -1,0 +1,80 @@
+"""Where the rows go: stratified folds per seed, grouped when rows copy each other, and the holdout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
+
+__all__ = ["EXACT_GROUP_LIMIT", "Plan", "duplicate_groups", "grouped_stratified_folds", "holdout_split", "split_plan"]
+
+# one fold of one seed: (seed, fold index, training rows, test rows)
+Plan = list[tuple[int, int, np.ndarray, np.ndarray]]
+
+
+def duplicate_groups(X: pd.DataFrame) -> np.ndarray:
+    """One group id per distinct feature row: copies of a row share a group."""
+    hashes = pd.util.hash_pandas_object(X, index=False).to_numpy()
+    return pd.factorize(hashes)[0]
+
+
+# up to this many groups, grouped folds are scikit-learn's StratifiedGroupKFold (a greedy loop over
+# the groups in Python: 1.8 s a repeat at 8,300 groups here, 20 s at 83,000), which keeps the
+# results of small data sets such as the diabetes one as they were; above it they are
+# ``grouped_stratified_folds`` (vectorised: 0.16 s a repeat at 830,000 groups). BENCHMARKS.md.
+EXACT_GROUP_LIMIT = 2_000
+
+
+def grouped_stratified_folds(y: np.ndarray, groups: np.ndarray, n_splits: int, seed: int) -> np.ndarray:
+    """The fold of each row, so that every copy of a row (one group) is in one fold and each
+    class's rows are spread over the folds as evenly as whole groups allow; vectorised.
+
+    Each group is stratified by its majority label: within a label, the groups are put in a
+    random order (``seed``) and cut into ``n_splits`` runs of about equal row counts, a group
+    going to the fold where its middle row falls. ``groups`` are ids 0..G-1.
+    """
+    g, y = np.asarray(groups, dtype=np.int64), np.asarray(y, dtype=np.int64)
+    n_groups, n_labels = int(g.max()) + 1, int(y.max()) + 1
+    sizes = np.bincount(g, minlength=n_groups)
+    label = np.bincount(g * n_labels + y, minlength=n_groups * n_labels).reshape(n_groups, n_labels).argmax(axis=1)
+    order = np.random.default_rng(seed).permutation(n_groups)
+    order = order[np.argsort(label[order], kind="stable")]  # by label, in random order within one
+    size, lab = sizes[order], label[order]
+    per_label = np.bincount(lab, weights=size, minlength=n_labels)
+    label_start = np.concatenate([[0.0], np.cumsum(per_label)[:-1]])
+    middle = np.cumsum(size) - size / 2 - label_start[lab]  # the group's middle row within its label
+    fold = np.empty(n_groups, dtype=np.int64)
+    fold[order] = np.minimum((middle * n_splits / per_label[lab]).astype(np.int64), n_splits - 1)
+    return fold[g]
+
+
+def split_plan(y: np.ndarray, n_splits: int, seeds: list[int], groups: np.ndarray | None = None
+                ) -> Plan:
+    """Stratified folds per seed; with ``groups``, rows of one group never straddle train and test."""
+    dummy = np.zeros(len(y))
+    plan = []
+    for seed in seeds:
+        if groups is None:
+            splits = StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(dummy, y)
+        elif int(np.max(groups)) + 1 <= EXACT_GROUP_LIMIT:
+            splits = StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed).split(dummy, y, groups)
+        else:
+            fold = grouped_stratified_folds(y, groups, n_splits, seed)
+            splits = ((np.flatnonzero(fold != i), np.flatnonzero(fold == i)) for i in range(n_splits))
+        plan += [(seed, i, train, test) for i, (train, test) in enumerate(splits)]
+    return plan
+
+
+def holdout_split(y: np.ndarray, fraction: float, random_state: int, groups: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """A stratified train/test split; with ``groups``, whole groups go to one side (stratified by
+    each group's first label), so that no copy of a test row is trained on."""
+    rows = np.arange(len(y))
+    if groups is None:
+        train, test = train_test_split(rows, test_size=fraction, random_state=random_state, stratify=y)
+        return train, test
+    first = pd.Series(rows).groupby(groups).first()
+    train_g, _ = train_test_split(first.index.to_numpy(), test_size=fraction, random_state=random_state,
+                                  stratify=y[first.to_numpy()])
+    in_train = np.isin(groups, train_g)
+    return rows[in_train], rows[~in_train]

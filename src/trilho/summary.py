@@ -1,0 +1,90 @@
+"""The run's figures and its summary, pure: a CV result and an experiment in, plain data out.
+
+``summary_metrics`` gives every metric its mean, spread and intervals (``trilho.stats`` does the
+arithmetic); ``build_summary`` assembles what ``--summary-json`` writes; ``metric_rows`` what the
+run logs as metrics.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trilho import stats
+from trilho.contracts import MetricSummary, RunSummary
+from trilho.evaluate import CVResult, HoldoutResult
+from trilho.experiment import Experiment
+from trilho.metrics import CONFUSION_METRICS, METRIC_RANGE, scores_from_confusions
+
+__all__ = ["build_summary", "metric_rows", "summary_metrics"]
+
+
+def _row_bootstrap(cv: CVResult, exp: Experiment) -> dict[str, tuple[float, float]]:
+    """The row bootstrap's offsets of the confusion-matrix metrics, from the pooled out-of-fold predictions."""
+    ev = exp.evaluation
+    if "row_bootstrap" not in ev.intervals or cv.oof is None:
+        return {}
+    seeds = cv.oof["seed"].unique()
+    first = cv.oof[cv.oof["seed"] == seeds[0]]
+    pred = cv.oof["pred"].to_numpy().reshape(len(seeds), len(first))
+    decomposable = [m for m in ev.metrics if m in CONFUSION_METRICS]
+    return stats.row_bootstrap_intervals(first["y"].to_numpy(), pred, len(exp.data.classes),
+                                         scores_from_confusions, decomposable, ev.level)
+
+
+def summary_metrics(cv: CVResult, exp: Experiment) -> dict[str, MetricSummary]:
+    """Mean, std and the percentile spread (the reference's figures), and every interval method."""
+    ev = exp.evaluation
+    scores = {m: cv.scores(m) for m in ev.metrics}
+    out = stats.summarise(scores, ev.interval_low, ev.interval_high)
+    rows = _row_bootstrap(cv, exp)
+    methods = list(dict.fromkeys([*ev.intervals, ev.interval]))  # the headline is always reported
+    nested = {}
+    if "nested_cv" in methods and cv.nested is not None and cv.oof is not None:
+        nested = stats.nested_bounds(cv.oof, cv.nested, exp.cv.n_splits, ev.level)
+    for metric, entry in out.items():
+        found = stats.intervals(scores[metric], methods, test_fraction=1.0 / exp.cv.n_splits, level=ev.level,
+                                low=ev.interval_low, high=ev.interval_high, row_offsets=rows.get(metric),
+                                nested=nested.get(metric))
+        lo, hi = METRIC_RANGE[metric]  # a t interval can reach past 1; the metric cannot
+        entry["intervals"] = {k: (max(b[0], lo), min(b[1], hi)) if b else None for k, b in found.items()}
+        entry["ci_method"] = ev.interval
+        entry["ci"] = entry["intervals"][ev.interval]
+    return out  # type: ignore[return-value]
+
+
+def build_summary(exp: Experiment, run: dict[str, str], cv: CVResult, held: HoldoutResult,
+                  metrics: dict[str, MetricSummary], inputs: dict[str, Any]) -> RunSummary:
+    """The summary of one run. ``run``: its ``run_id``, ``tracking_uri`` and ``mlflow_experiment_id``;
+    ``inputs``: the raw ``manifest``, the ``validation`` report, whether the ingest was ``skipped``,
+    the ``rows``/``features`` trained on, the ``duplicates`` policy's record and the ``lake`` keys."""
+    manifest, validation = inputs["manifest"], inputs["validation"]
+    return {
+        "experiment": exp.name, "run_id": run["run_id"], "tracking_uri": run["tracking_uri"],
+        "mlflow_experiment": exp.tracking.experiment, "mlflow_experiment_id": run["mlflow_experiment_id"],
+        "data": {"source": manifest["source"], "sha256": manifest["sha256"], "rows": inputs["rows"],
+                 "features": inputs["features"], "ingest_skipped": inputs["skipped"],
+                 "warnings": validation["warnings"]},
+        "cv": {"n_splits": exp.cv.n_splits, "seeds": exp.cv.seeds, "n_folds": len(cv.folds),
+               "duplicates": inputs["duplicates"], "interval": exp.evaluation.interval, "level": exp.evaluation.level,
+               "workers": cv.workers, "pool": cv.pool, "metrics": metrics,
+               "fit_s": {"mean": float(cv.folds["fit_s"].mean()), "max": float(cv.folds["fit_s"].max())}},
+        "holdout": {"labels": exp.data.classes, "label_codes": list(range(len(exp.data.classes))),
+                    "confusion_matrix": held.confusion.tolist(), "report": held.report, "scores": held.scores},
+        "lake": inputs["lake"],
+    }
+
+
+def metric_rows(cv: CVResult, summary: dict[str, MetricSummary], holdout: HoldoutResult,
+                metrics: list[str]) -> list[tuple[str, float, int]]:
+    """(key, value, step) of every metric the run logs: fold scores as steps, then the summary's."""
+    rows = [(f"{m}_fold", v, step) for m in metrics for step, v in enumerate(cv.scores(m))]
+    for m, s in summary.items():
+        rows += [(f"{m}_mean", s["mean"], 0), (f"{m}_std", s["std"], 0),
+                 (f"{m}_pct_low", s["low"], 0), (f"{m}_pct_high", s["high"], 0)]
+        if s.get("ci"):
+            rows += [(f"{m}_ci_low", s["ci"][0], 0), (f"{m}_ci_high", s["ci"][1], 0)]  # type: ignore[index]
+        for method, bounds in s.get("intervals", {}).items():
+            if bounds and method != "percentile":
+                rows += [(f"{m}_{method}_low", bounds[0], 0), (f"{m}_{method}_high", bounds[1], 0)]
+    rows += [(f"holdout_{m}", holdout.scores[m], 0) for m in metrics]
+    return rows

@@ -1,0 +1,200 @@
+"""The logged model: its files without pickle, logged and loaded through an explicit client.
+
+``save_model_files`` writes the fitted encoding as JSON and the classifier in XGBoost's own format
+or skops; ``log_model`` logs them as a pyfunc whose code is ``servable.py`` (plus ``encoding.py``),
+the only trilho code a serving environment needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import platform
+import re
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from trilho.encoding import model_outputs
+from trilho.errors import TrackingError
+from trilho.tracking.store import open_client
+
+__all__ = ["load_model", "log_model", "resolve_model", "save_model_files", "signature_example"]
+
+log = logging.getLogger(__name__)
+_PKG = Path(__file__).parent.parent
+_MODEL_REQUIREMENTS = {"xgboost": ("mlflow", "xgboost", "pandas", "numpy"),
+                       "skops": ("mlflow", "scikit-learn", "skops", "pandas", "numpy", "scipy")}
+
+
+def log_model(client: Any, experiment_id: str, run_id: str, model_dir: Path, example: pd.DataFrame) -> str:
+    """Log the files that ``save_model_files`` wrote as a pickle-free pyfunc of the run; returns
+    its ``models:/<id>`` URI. The logged model is created, written and finalised through ``client``."""
+    import mlflow
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+    from mlflow.models import Model
+
+    spec = json.loads((model_dir / "spec.json").read_text())
+    example = signature_example(example, spec)
+    classifier = model_dir / spec["file"]
+    packages = _MODEL_REQUIREMENTS[spec["format"]] + tuple(spec.get("requirements", ()))
+    requirements = [f"{pkg}=={importlib.metadata.version(pkg)}" for pkg in dict.fromkeys(packages)]
+    params = client.get_run(run_id).data.params  # the run's params, as MLflow's own log_model copies them
+    logged = client.create_logged_model(experiment_id, name="model", source_run_id=run_id, params=params)
+    client.log_outputs(run_id, models=[LoggedModelOutput(logged.model_id, step=0)])
+    with tempfile.TemporaryDirectory(prefix="trilho-model-") as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Inferred schema contains integer column", category=UserWarning)
+        local = str(Path(tmp) / "model")
+        mlflow.pyfunc.save_model(
+            local, mlflow_model=Model(artifact_path=logged.artifact_location, model_uuid=logged.model_id,
+                                      run_id=run_id, model_id=logged.model_id),
+            python_model=str(_PKG / "servable.py"), code_paths=[str(_PKG / "encoding.py")],
+            artifacts={"classifier": str(classifier), "spec": str(model_dir / "spec.json")},
+            signature=_signature(spec, classifier, example), input_example=example, pip_requirements=requirements)
+        client.log_model_artifacts(logged.model_id, local)
+    client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+    return f"models:/{logged.model_id}"
+
+
+def _signature(spec: dict[str, Any], classifier: Path, example: pd.DataFrame) -> Any:
+    """Every feature by name, typed ``any`` (see ``signature_example``); the outputs as the model gives them."""
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types.schema import AnyType, ColSpec, Schema
+
+    _, proba = _servable().load_classifier(spec, str(classifier))
+    output = model_outputs(proba, example, spec, matrix=getattr(proba, "matrix", False))  # classes in spec order
+    inferred = infer_signature(example, output, params={"output": "both"})
+    return ModelSignature(inputs=Schema([ColSpec(AnyType(), c) for c in spec["features"]]),
+                          outputs=inferred.outputs, params=inferred.params)
+
+
+def signature_example(example: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
+    """Raw example rows: categoricals as text, numbers as floats.
+
+    The signature names every feature column (a missing one is refused by name) but types them
+    ``any``: MLflow refuses to narrow a float column to an integer one (a missing value makes an
+    integer column float) and to widen int64 to float64 or a number to text (integer codes of a
+    categorical), while the model's own encoder reads all of these and names the column of any
+    value it cannot read.
+    """
+    categorical = set(spec["categorical"])
+    return example.astype({c: ("str" if c in categorical else "float64") for c in spec["features"]})
+
+
+def _servable() -> Any:
+    """The logged model's own code, as MLflow will run it (loaded by path, never imported by trilho)."""
+    import importlib.util
+
+    found = importlib.util.spec_from_file_location("trilho_servable", _PKG / "servable.py")
+    module = importlib.util.module_from_spec(found)
+    found.loader.exec_module(module)
+    return module
+
+
+def save_model_files(pipeline: Any, spec: dict[str, Any], folder: Path) -> Path:
+    """The fitted encoding as JSON and the fitted classifier without pickle: XGBoost's own file, or
+    skops for every other family (with what it needs to be trusted); the resampler stays behind."""
+    from trilho import models
+
+    steps = models.serving_steps(pipeline)
+    if "encode" in pipeline.named_steps:
+        spec = {**pipeline.named_steps["encode"].spec_, "classes": spec["classes"], "identifiers": spec["identifiers"]}
+    folder.mkdir(parents=True, exist_ok=True)
+    estimator = steps[-1][1]
+    from xgboost import XGBClassifier
+
+    if len(steps) == 1 and isinstance(estimator, XGBClassifier):  # class-weighted ones too: weights act in fit only
+        spec = {**spec, "format": "xgboost", "file": "booster.ubj"}
+        estimator.get_booster().save_model(folder / spec["file"])
+    else:
+        import skops.io
+        from sklearn.pipeline import Pipeline
+
+        package = type(estimator).__module__.split(".")[0]
+        spec = {**spec, "format": "skops", "file": "classifier.skops",
+                "trusted_packages": [] if package in {"sklearn"} else [package],
+                "requirements": [] if package in {"sklearn"} else [_distribution(package)]}
+        skops.io.dump(estimator if len(steps) == 1 else Pipeline(steps), folder / spec["file"])
+    (folder / "spec.json").write_text(json.dumps(spec, indent=2))
+    return folder
+
+
+def _distribution(package: str) -> str:
+    """The distribution that installs an import package (``sklearn`` -> ``scikit-learn``)."""
+    found = importlib.metadata.packages_distributions().get(package, [package])
+    return found[0]
+
+
+def resolve_model(model_uri: str, tracking_uri: str) -> dict[str, str]:
+    """Name, version and a path-safe identity for a model URI (aliases resolve to their version)."""
+    from mlflow.exceptions import MlflowException
+
+    found = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", model_uri)
+    if not found:  # runs:/..., models:/m-<id>, a path: identified by the URI itself
+        return {"uri": model_uri, "name": "", "version": "",
+                "ident": f"model-{hashlib.sha256(model_uri.encode()).hexdigest()[:16]}"}
+    name, alias, number = found.groups()
+    client = open_client(tracking_uri)
+    try:
+        version = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number)
+    except MlflowException as exc:
+        raise TrackingError(f"model {model_uri!r} not found at {tracking_uri!r} ({exc.message}); "
+                            "list them with `trilho models`") from None
+    return {"uri": f"models:/{name}/{version.version}", "name": name, "version": str(version.version),
+            "run_id": version.run_id or "", "ident": f"{_safe(name)}/v{version.version}"}
+
+
+def load_model(model_uri: str, dst: Path, tracking_uri: str):
+    """``mlflow.pyfunc.load_model`` from this tracking store alone, with a cheaper check of the model's requirements and Python.
+
+    MLflow's own check maps every installed distribution to its modules (about a second on every
+    load); the logged model pins its few requirements exactly, so comparing those pins with the
+    installed versions says the same. A mismatch is a warning, as in MLflow.
+    """
+    import importlib.metadata
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    dst.mkdir(parents=True, exist_ok=True)
+    try:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst),
+                                                    tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        model = mlflow.pyfunc.load_model(local, suppress_warnings=True)
+    except (MlflowException, OSError) as exc:
+        raise TrackingError(f"cannot load model {model_uri!r}: {exc}") from exc
+    dst = Path(local)
+    requirements = dst / "requirements.txt"
+    for line in requirements.read_text().splitlines() if requirements.is_file() else []:
+        pinned = re.fullmatch(r"\s*([A-Za-z0-9_.\-]+)\s*==\s*([^\s;#]+)\s*", line)
+        if not pinned:
+            continue
+        package, wanted = pinned.groups()
+        try:
+            installed = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            installed = None
+        if installed != wanted:
+            log.warning("model %s was logged with %s==%s; this environment has %s", model_uri, package, wanted,
+                        installed or "no such package")
+    logged_python = model.metadata.flavors.get("python_function", {}).get("python_version", "")
+    if logged_python.split(".")[:2] != platform.python_version().split(".")[:2]:
+        log.warning("model %s was logged with Python %s; this is Python %s", model_uri, logged_python or "?",
+                    platform.python_version())
+    return model
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
+def model_refusals() -> tuple[type[Exception], ...]:
+    """The errors a loaded model raises when it refuses its input (its signature's checks)."""
+    from mlflow.exceptions import MlflowException
+
+    return (MlflowException,)

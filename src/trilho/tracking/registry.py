@@ -1,0 +1,255 @@
+"""The model registry through one explicit client: every good run's model becomes the ``challenger``,
+and ``trilho.gate`` decides, under a lock, whether it becomes ``champion``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from trilho.contracts import GateRecord
+from trilho.errors import TrackingError
+from trilho.gate import GateDecision, decide, decide_on_changed_data
+from trilho.tracking.store import open_client, process_alive, sqlite_file, store_lock
+
+__all__ = ["CHALLENGER", "CHAMPION", "Challenger", "gate_lock", "list_versions", "promote_by_hand",
+           "register_and_gate"]
+
+log = logging.getLogger(__name__)
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+GATE_WAIT_S = 900.0  # how long a challenger waits for another's gate (a re-evaluation re-fits)
+GATE_STALE_S = 3600.0  # a gate lock older than this was left by a process that died elsewhere
+
+
+@contextlib.contextmanager
+def gate_lock(client, tracking_uri: str, name: str, wait_s: float = GATE_WAIT_S) -> Iterator[None]:
+    """Held while one challenger is decided and the aliases move, so that two challengers arriving
+    at once are decided one after the other, the second against the first if it was promoted.
+
+    A SQLite store: a file lock beside it (released by the system if the process dies). Any other
+    store: a registered model named ``<name>.gate-lock``, created to take the lock and deleted to
+    release it; the database's unique names make its creation atomic, on any backend. A lock whose
+    holder died on this host, or older than ``GATE_STALE_S``, is taken over.
+    """
+    from mlflow.exceptions import MlflowException
+
+    if sqlite_file(tracking_uri) is not None:
+        with store_lock(tracking_uri, "gate"):
+            yield
+        return
+    lock, holder = f"{name}.gate-lock", f"{socket.gethostname()}:{os.getpid()}"
+    deadline = time.monotonic() + wait_s
+    while True:
+        if time.monotonic() > deadline:
+            raise TrackingError(f"another challenger of {name!r} held the promotion gate for over {wait_s:.0f}s "
+                                f"(registered model {lock!r}); if no trilho run is deciding, delete it")
+        try:
+            client.create_registered_model(lock, tags={"trilho.gate.holder": holder, "trilho.gate.since": f"{time.time():.3f}"},
+                                           description=f"trilho's promotion gate for {name!r} is deciding; deleted after")
+            break
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                # the lock existed when the store tried to create it, and was released before the
+                # store looked it up to word its refusal (MLflow's SQL store does both): try again
+                continue
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        if _abandoned(client, lock):
+            with contextlib.suppress(MlflowException):
+                client.delete_registered_model(lock)
+            continue
+        time.sleep(0.1 + random.random() * 0.2)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(MlflowException):
+            client.delete_registered_model(lock)
+
+
+def _abandoned(client, lock: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        tags = client.get_registered_model(lock).tags
+    except MlflowException:
+        return False  # released meanwhile: try again
+    host, _, pid = tags.get("trilho.gate.holder", "").rpartition(":")
+    if host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid)):
+        return True
+    return time.time() - float(tags.get("trilho.gate.since", "inf")) > GATE_STALE_S
+
+
+def _logged_estimate(run, metric: str) -> dict[str, float] | None:
+    found = run.data.metrics
+    if f"{metric}_mean" not in found:
+        return None
+    return {"mean": found[f"{metric}_mean"], "low": found.get(f"{metric}_ci_low", float("nan")),
+            "high": found.get(f"{metric}_ci_high", float("nan"))}
+
+
+def _alias_version(client, name: str, alias: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def _fold_scores(client, run_id: str, metric: str) -> np.ndarray:
+    history = sorted(client.get_metric_history(run_id, f"{metric}_fold"), key=lambda m: m.step)
+    return np.array([m.value for m in history], dtype="float64")
+
+
+def _same_folds(champion_run, cv_key: dict[str, str]) -> bool:
+    tags, params = champion_run.data.tags, champion_run.data.params
+    return (tags.get("trilho.data_sha256") == cv_key["data_sha256"]
+            and all(params.get(k) == v for k, v in cv_key.items() if k != "data_sha256"))
+
+
+def run_text(client: Any, run_id: str, path: str) -> str:
+    """A text artifact of a run, through this store's client."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory(prefix="trilho-artifact-") as tmp:
+        return Path(client.download_artifacts(run_id, path, tmp)).read_text()
+
+
+@dataclass(frozen=True, eq=False)
+class Challenger:
+    """A run's model arriving at the gate: where it is, its fold scores on the primary ``metric``,
+    and ``cv_key`` (the data digest and the CV params that fix its folds)."""
+
+    name: str
+    model_uri: str
+    run_id: str
+    fold_scores: np.ndarray
+    cv_key: dict[str, str]
+    metric: str
+    margin: float
+    test_fraction: float
+    level: float = 0.95
+
+
+# the champion's procedure re-evaluated on the challenger's folds, from its logged configuration
+Reevaluate = Callable[[dict[str, Any]], np.ndarray]
+# a trilho.drift report between the champion's data (its run's tags, its configuration) and the
+# challenger's, or None when the champion's data cannot be read
+DriftReport = Callable[[dict[str, str], dict[str, Any]], dict[str, Any] | None]
+
+
+def _decide_now(client: Any, who: Challenger, reevaluate: Reevaluate | None,
+                drift_report: DriftReport | None) -> GateDecision:
+    """The decision against whichever version is champion at this moment."""
+    rules = dict(metric=who.metric, margin=who.margin, test_fraction=who.test_fraction, level=who.level)
+    current = _alias_version(client, who.name, CHAMPION)
+    if current is None:
+        return decide(who.fold_scores, None, **rules)
+    champion_run = client.get_run(current.run_id)
+    same_data = champion_run.data.tags.get("trilho.data_sha256") == who.cv_key["data_sha256"]
+    logged = _logged_estimate(champion_run, who.metric)
+    if not same_data and logged is not None:
+        drift = (drift_report(champion_run.data.tags, json.loads(run_text(client, current.run_id, "config.json")))
+                 if drift_report else None)
+        return decide_on_changed_data(who.fold_scores, logged, drift, **rules, champion_version=str(current.version))
+    if _same_folds(champion_run, who.cv_key):
+        champion_scores, basis = _fold_scores(client, current.run_id, who.metric), "same folds, logged scores"
+    elif reevaluate is not None:
+        config = json.loads(run_text(client, current.run_id, "config.json"))
+        champion_scores, basis = reevaluate(config), "champion re-evaluated on the challenger's folds"
+    else:
+        raise TrackingError(f"champion v{current.version} of {who.name!r} was evaluated on other folds "
+                            "and cannot be re-evaluated here")
+    if len(champion_scores) != len(who.fold_scores):
+        raise TrackingError(f"champion v{current.version} has {len(champion_scores)} fold scores for "
+                            f"{who.metric!r}, the challenger {len(who.fold_scores)}")
+    return decide(who.fold_scores, champion_scores, **rules, champion_version=str(current.version), basis=basis)
+
+
+def register_and_gate(tracking_uri: str, who: Challenger, reevaluate: Reevaluate | None = None,
+                      drift_report: DriftReport | None = None) -> GateRecord:
+    """Register the run's model, make it the challenger, and run the promotion gate.
+
+    On the same data and folds the champion's logged fold scores pair with the challenger's; on
+    the same data with other folds ``reevaluate(config)`` gives the champion configuration's scores
+    on the challenger's folds; on other data ``drift_report`` informs ``decide_on_changed_data``.
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = open_client(tracking_uri)
+    try:
+        # challengers are gated one at a time (gate_lock), each against the champion of its moment
+        with gate_lock(client, tracking_uri, who.name):
+            decision = _decide_now(client, who, reevaluate, drift_report)  # first: the version carries it
+            with contextlib.suppress(MlflowException):
+                client.create_registered_model(who.name)
+            version = client.create_model_version(
+                who.name, who.model_uri, run_id=who.run_id, tags={"trilho.run_id": who.run_id, **decision.tags()},
+                model_id=who.model_uri.removeprefix("models:/") if who.model_uri.startswith("models:/m-") else None,
+                await_creation_for=0).version
+            client.set_registered_model_alias(who.name, CHALLENGER, version)
+            if decision.promote:
+                client.set_registered_model_alias(who.name, CHAMPION, version)
+    except MlflowException as exc:
+        raise TrackingError(f"model registry at {tracking_uri!r} failed for {who.name!r}: {exc}") from exc
+    log.info("%s v%s: %s", who.name, version, decision.reason)
+    record = {"name": who.name, "version": str(version),
+              "aliases": [CHALLENGER] + ([CHAMPION] if decision.promote else []),
+              "decided_at": datetime.now(UTC).isoformat(timespec="seconds"), **asdict(decision)}
+    return GateRecord(**record)  # type: ignore[typeddict-item]
+
+
+def promote_by_hand(tracking_uri: str, name: str, version: str, reason: str, user: str) -> dict[str, Any]:
+    """Move ``champion`` to a version by hand; recorded on the version like a gate decision."""
+    from mlflow.exceptions import MlflowException
+
+    client = open_client(tracking_uri)
+    try:
+        with gate_lock(client, tracking_uri, name):  # never between a challenger's decision and its alias
+            previous = _alias_version(client, name, CHAMPION)
+            client.get_model_version(name, version)
+            client.set_registered_model_alias(name, CHAMPION, version)
+            record = {"name": name, "version": str(version), "previous_champion": str(previous.version) if previous else None,
+                      "reason": reason, "by": user, "decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                      "decision": "promoted by hand"}
+            for key, value in {"trilho.gate.decision": "promoted by hand", "trilho.gate.reason": reason,
+                               "trilho.gate.by": user, "trilho.gate.at": record["decided_at"]}.items():
+                client.set_model_version_tag(name, version, key, value)
+    except MlflowException as exc:
+        raise TrackingError(f"cannot promote {name!r} v{version} at {tracking_uri!r}: {exc}") from exc
+    return record
+
+
+def list_versions(tracking_uri: str, name: str) -> list[dict[str, Any]]:
+    """Every version of a registered model, newest first, with aliases and the gate's record."""
+    from mlflow.exceptions import MlflowException
+
+    client = open_client(tracking_uri)
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+        aliases = client.get_registered_model(name).aliases
+    except MlflowException as exc:
+        raise TrackingError(f"no registered model {name!r} at {tracking_uri!r} ({exc}); run an experiment "
+                            "with registry.model_name set first") from exc
+    by_version: dict[str, list[str]] = {}
+    for alias, version in aliases.items():
+        by_version.setdefault(str(version), []).append(alias)
+    rows = []
+    for v in sorted(versions, key=lambda v: int(v.version), reverse=True):
+        rows.append({"version": str(v.version), "aliases": sorted(by_version.get(str(v.version), [])),
+                     "run_id": v.run_id, "created": v.creation_timestamp,
+                     "decision": v.tags.get("trilho.gate.decision", ""), "reason": v.tags.get("trilho.gate.reason", "")})
+    return rows

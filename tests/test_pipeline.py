@@ -68,9 +68,16 @@ def test_logged_model_is_pickle_free_and_predicts_labels(settings, small_experim
     sample = raw.head(40).copy()
     sample.loc[0, "Gender"] = " f "  # the same normalisation as training
     sample.to_csv(tmp_path / "sample.csv", index=False)
-    script = (
-        "import sys, mlflow, pandas as pd\n"
+    script = (  # as a serving environment without trilho: any import of it fails
+        "import sys, importlib.abc\n"
+        "class NoTrilho(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'trilho' or name.startswith('trilho.'):\n"
+        "            raise ImportError(f'{name}: trilho is not installed here')\n"
+        "sys.meta_path.insert(0, NoTrilho())\n"
+        "import mlflow, pandas as pd\n"
         "m = mlflow.pyfunc.load_model(sys.argv[1])\n"
+        "assert not [k for k in sys.modules if k.split('.')[0] == 'trilho'], 'trilho was imported'\n"
         "df = pd.read_csv(sys.argv[2])\n"
         "print(','.join(m.predict(df.drop(columns=['CLASS']), params={'output': 'labels'})))\n"
         "p = m.predict(df.drop(columns=['CLASS']), params={'output': 'proba'})\n"

@@ -242,6 +242,8 @@ def _evaluate(run: _Run, inputs: _Inputs) -> _Fitted:
             exp.resampler.model_dump(), exp.random_state)
         distributed["fit_s"] = time.perf_counter() - started
         model_logged = _keep_model(run, inputs, pipe, inputs_logged) if exp.tracking.log_model else None
+    # the tracker's thread ends with its work: with no other thread alive, the figures may be forked
+    run.tracker.close()
     run.timings["cv_s"] = time.perf_counter() - step  # folds + holdout fit + final fit, one pool
     run.timings["tracking_during_cv_s"] = run.tracker.seconds - tracked  # overlapped with the fits
     assert held is not None  # the experiment always asks for a holdout

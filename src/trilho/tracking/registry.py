@@ -179,6 +179,16 @@ def _decide_now(client: Any, who: Challenger, reevaluate: Reevaluate | None,
     return decide(who.fold_scores, champion_scores, **rules, champion_version=str(current.version), basis=basis)
 
 
+def _source(client: Any, model_uri: str) -> tuple[str, str | None]:
+    """Where a logged model's files are, and its id. MLflow's SQL registry would look a
+    ``models:/<id>`` source up through the process-wide tracking URI (a TODO in its code), so the
+    version is created from the logged model's own artifact location, found through this client."""
+    if not model_uri.startswith("models:/m-"):
+        return model_uri, None
+    model_id = model_uri.removeprefix("models:/")
+    return client.get_logged_model(model_id).artifact_location, model_id
+
+
 def register_and_gate(tracking_uri: str, who: Challenger, reevaluate: Reevaluate | None = None,
                       drift_report: DriftReport | None = None) -> GateRecord:
     """Register the run's model, make it the challenger, and run the promotion gate.
@@ -196,10 +206,10 @@ def register_and_gate(tracking_uri: str, who: Challenger, reevaluate: Reevaluate
             decision = _decide_now(client, who, reevaluate, drift_report)  # first: the version carries it
             with contextlib.suppress(MlflowException):
                 client.create_registered_model(who.name)
+            source, model_id = _source(client, who.model_uri)
             version = client.create_model_version(
-                who.name, who.model_uri, run_id=who.run_id, tags={"trilho.run_id": who.run_id, **decision.tags()},
-                model_id=who.model_uri.removeprefix("models:/") if who.model_uri.startswith("models:/m-") else None,
-                await_creation_for=0).version
+                who.name, source, run_id=who.run_id, tags={"trilho.run_id": who.run_id, **decision.tags()},
+                await_creation_for=0, model_id=model_id).version
             client.set_registered_model_alias(who.name, CHALLENGER, version)
             if decision.promote:
                 client.set_registered_model_alias(who.name, CHAMPION, version)

@@ -1,0 +1,121 @@
+"""The command line's frame: the app, its shared options, the error boundary, progress bars."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from trilho.errors import TrilhoError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="trilho: a tabular classification experiment on rails, from raw data to a registered model.")
+console = Console(stderr=True)
+
+ExperimentOpt = Annotated[str, typer.Option("--experiment", "-e", help="Experiment file (.toml/.yaml) or built-in name.")]
+SourceOpt = Annotated[str | None, typer.Option(
+    "--source", "-s", help="Override the data source: kaggle:..., https://..., file:PATH, synthetic:diabetes?rows=N&seed=S.")]
+SetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", help="Override any experiment key, e.g. --set cv.n_repeats=3 (repeatable).")]
+ModelNameOpt = Annotated[str, typer.Option("--name", "-n", help="Registered model name.")]
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+def fail(exc: TrilhoError) -> typer.Exit:
+    """Say what went wrong in one line; the caller raises what this returns."""
+    console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+def command(name: str | None = None) -> Callable[[Command], Command]:
+    """Register a command whose ``TrilhoError`` becomes one readable line and exit status 1."""
+
+    def register(fn: Command) -> Command:
+        @functools.wraps(fn)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except TrilhoError as exc:
+                raise fail(exc) from None
+
+        app.command(name)(guarded)
+        return fn
+
+    return register
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what each stage does.")] = False) -> None:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # a tracking server that dies mid-run should cost seconds, not MLflow's default minutes of retries
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:  # MLflow sets its own loggers to INFO; its progress notes are noise here
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+
+def load(ref: str, source: str | None, overrides: list[str] | None) -> Any:
+    """The experiment named on the command line, with ``--source`` and ``--set`` applied."""
+    from trilho.experiment import load_experiment
+
+    extra = list(overrides or [])
+    if source:  # a pin belongs to the experiment's own source, not to a substitute
+        extra = [f"source.uri={json.dumps(source)}", 'source.sha256=""', *extra]
+    return load_experiment(ref, extra)
+
+
+def bar() -> Progress:
+    """The progress bar of long commands, on stderr; it disappears when done.
+
+    It redraws when told (``refresh=True``), not from a thread of its own: with no other thread
+    alive the figures may be drawn in forked children (see trilho.parallel)."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    return Progress(*columns, console=console, transient=True, auto_refresh=False)
+
+
+def with_bar(title: str, total: int, work: Callable[[Callable[[str, int, int], None]], Any]) -> Any:
+    """``work(progress)`` under a progress bar that ``progress(stage, done, total)`` moves."""
+    with bar() as shown:
+        task = shown.add_task(title, total=total)
+        return work(lambda _stage, done, total: shown.update(task, completed=done, total=total, refresh=True))
+
+
+def supervise(cmd: list[str], env: dict[str, str], grace_s: float = 10.0) -> int:
+    """Run a long-lived service (MLflow and the workers it starts) in a process group of its own and
+    take it down whole when this process is told to stop (SIGTERM, SIGINT, SIGHUP): nothing is left
+    listening after ``trilho server`` or ``trilho ui`` ends."""
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+
+    def stop(signum: int, _frame: Any) -> None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        code = proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        try:  # the group's stragglers (uvicorn workers) get the grace period, then SIGKILL
+            os.killpg(proc.pid, signal.SIGTERM)
+            deadline = time.monotonic() + grace_s
+            while time.monotonic() < deadline:
+                os.killpg(proc.pid, 0)
+                time.sleep(0.2)
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return code

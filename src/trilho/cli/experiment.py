@@ -1,0 +1,167 @@
+"""The experiment's commands: init, ingest, validate, config, run, compare, tune."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from trilho.cli import show
+from trilho.cli._app import ExperimentOpt, SetOpt, SourceOpt, command, console, load, with_bar
+
+SummaryOpt = Annotated[Path | None, typer.Option("--summary-json", help="Write the machine-readable summary here.")]
+OfflineOpt = Annotated[str | None, typer.Option(
+    "--offline-source", help="When the experiment's own source cannot be reached (no network), run on this source "
+    "instead, said in one line; its model is registered under NAME-offline.")]
+
+
+def run_with_bar(exp: Any, settings: Any) -> Any:
+    from trilho.pipeline import run_experiment
+
+    return with_bar("cross-validating", exp.cv.n_splits * exp.cv.n_repeats,
+                    lambda progress: run_experiment(exp, settings, progress=progress))
+
+
+@command()
+def run(experiment: ExperimentOpt = "diabetes", source: SourceOpt = None, set_: SetOpt = None,
+        summary_json: SummaryOpt = None, offline: OfflineOpt = None) -> None:
+    """Ingest, validate, cross-validate, fit, and track the experiment."""
+    from trilho.errors import SourceUnreachableError
+    from trilho.settings import load_settings
+
+    exp = load(experiment, source, set_)
+    settings = load_settings()
+    try:
+        result = run_with_bar(exp, settings)
+    except SourceUnreachableError as exc:
+        if not offline or source:
+            raise
+        cause = type(exc.__cause__).__name__ if exc.__cause__ else "no answer"
+        unreachable, model = exp.source.uri, exp.registry.model_name
+        exp = load(experiment, None, [*(set_ or []), f"source.uri={json.dumps(offline)}", 'source.sha256=""',
+                                      *([f"registry.model_name={json.dumps(model + '-offline')}"] if model else [])])
+        console.print(f"[bold yellow]offline:[/] {unreachable!r} cannot be reached ({cause}); running on {offline} "
+                      f"instead (model {exp.registry.model_name or 'not registered'}); give the real data with "
+                      "--source file:PATH", highlight=False, soft_wrap=True)
+        result = run_with_bar(exp, settings)
+    if summary_json:
+        summary_json.write_text(json.dumps(result.summary, indent=2))
+    show.run_summary(result.summary, settings.tracking_uri)
+
+
+@command()
+def init(data: Annotated[str, typer.Argument(
+             help="The data: file:PATH, https://..., kaggle:owner/dataset[/file] or a lake key; CSV or Parquet.")],
+         target: Annotated[str | None, typer.Option(
+             "--target", "-t", help="The label column (guessed when one column clearly is).")] = None,
+         output: Annotated[Path | None, typer.Option(
+             "--output", "-o", help="Where to write the experiment file (default: NAME.toml).")] = None,
+         name: Annotated[str | None, typer.Option("--name", "-n", help="The experiment's name (default: the file's).")] = None,
+         force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False) -> None:
+    """Read the data once and write a commented experiment file that `trilho run -e FILE` accepts."""
+    from trilho.errors import ConfigError
+    from trilho.experiment import load_experiment
+    from trilho.profile import init_experiment, render
+    from trilho.settings import load_settings
+
+    proposal = init_experiment(data, load_settings(), target, name)
+    path = output or Path(f"{proposal.config['name']}.toml")
+    if path.exists() and not force:
+        raise ConfigError(f"{str(path)!r} exists; choose another --output or pass --force")
+    path.write_text(render(proposal), encoding="utf-8")
+    load_experiment(path)  # what was written loads as it is
+    for section, lines in proposal.notes.items():
+        for line in lines:
+            console.print(f"[bold]{section:>9}[/]  {line}", highlight=False, soft_wrap=True)
+    Console().print(f"wrote {path}; next: trilho run -e {path}")
+
+
+@command()
+def ingest(experiment: ExperimentOpt = "diabetes", source: SourceOpt = None) -> None:
+    """Fetch the source into the lake's raw zone (skipped when the same bytes are there)."""
+    from trilho.ingest import ingest as ingest_source
+    from trilho.settings import load_settings
+    from trilho.storage import open_lake
+
+    exp = load(experiment, source, None)
+    settings = load_settings()
+    lake = open_lake(settings)
+    done = ingest_source(exp.source.uri, lake, settings, exp.name, exp.source.sha256 or None)
+    verb = "already there, skipped" if done.skipped else "written"
+    Console().print(f"{lake.url(done.key)}: {verb} ({done.manifest['rows']} rows, sha256 {done.manifest['sha256']})")
+
+
+@command()
+def validate(experiment: ExperimentOpt = "diabetes", source: SourceOpt = None, set_: SetOpt = None) -> None:
+    """Ingest and validate; print the report as JSON (exit 1 when the data cannot run)."""
+    from trilho.errors import DataValidationError
+    from trilho.pipeline import load_clean
+    from trilho.settings import load_settings
+
+    try:
+        _, _, report, _ = load_clean(load(experiment, source, set_), load_settings())
+    except DataValidationError as exc:
+        if exc.report:
+            print(json.dumps(exc.report, indent=2))
+        raise
+    print(json.dumps(report, indent=2))
+
+
+@command()
+def config(experiment: ExperimentOpt = "diabetes", source: SourceOpt = None, set_: SetOpt = None) -> None:
+    """Print the fully resolved experiment configuration."""
+    print(json.dumps(load(experiment, source, set_).resolved(), indent=2))
+
+
+DEFAULT_CANDIDATES = ["xgboost+smote", "xgboost+none", "random_forest+smote", "random_forest+none",
+                      "logistic_regression+smote", "logistic_regression+none"]
+
+
+@command()
+def compare(candidates: Annotated[list[str] | None, typer.Argument(
+                help="model+resampler, e.g. xgboost+smote random_forest+none; the first is the baseline.")] = None,
+            experiment: ExperimentOpt = "diabetes", source: SourceOpt = None, set_: SetOpt = None,
+            metric: Annotated[str | None, typer.Option(
+                help="Metric to compare (default: registry.primary_metric).")] = None) -> None:
+    """Evaluate candidates on identical folds; corrected paired t-test against the first."""
+    from trilho.compare import compare as run_compare
+    from trilho.compare import parse_candidates
+    from trilho.settings import load_settings
+
+    exp = load(experiment, source, set_)
+    chosen = parse_candidates(candidates or DEFAULT_CANDIDATES, exp)
+    result = with_bar("comparing", len(chosen) * exp.cv.n_splits * exp.cv.n_repeats,
+                      lambda progress: run_compare(exp, load_settings(), chosen, metric=metric, progress=progress))
+    show.compare_summary(result.summary)
+
+
+@command()
+def tune(experiment: ExperimentOpt = "diabetes", source: SourceOpt = None, set_: SetOpt = None,
+         trials: Annotated[int | None, typer.Option(
+             help="Trials this time (default: tune.trials); a resumed study adds them.")] = None,
+         timeout: Annotated[float | None, typer.Option(help="Start no trial after this many seconds.")] = None,
+         study: Annotated[str | None, typer.Option(
+             help="The Optuna study's name (default: from the experiment, data, model and metric).")] = None,
+         out: Annotated[Path | None, typer.Option(
+             "--out", "-o", help="Write the tuned experiment file here (default: NAME-tuned.toml).")] = None,
+         then_run: Annotated[bool, typer.Option(
+             "--run", help="Then `trilho run` the tuned file: the promotion gate decides.")] = False,
+         summary_json: SummaryOpt = None) -> None:
+    """Search hyperparameters on the experiment's folds; report the best trial beside a score it never saw."""
+    from trilho.experiment import load_experiment
+    from trilho.settings import load_settings
+    from trilho.tune import tune as run_tune
+
+    exp = load(experiment, source, set_)
+    settings = load_settings()
+    result = with_bar("tuning", trials or exp.tune.trials, lambda progress: run_tune(
+        exp, settings, trials=trials, timeout_s=timeout, study_name=study, out=out, progress=progress))
+    if summary_json:
+        summary_json.write_text(json.dumps(result.summary, indent=2, default=str))
+    show.tune_summary(result.summary)
+    if then_run:
+        tuned = load_experiment(str(result.experiment_file))
+        show.run_summary(run_with_bar(tuned, settings).summary, settings.tracking_uri)

@@ -1,0 +1,71 @@
+"""What the commands print: tables of a run, a comparison, a tuning."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from trilho.contracts import RunSummary
+
+
+def run_summary(summary: RunSummary, tracking_uri: str) -> None:
+    out = Console()
+    cv = summary["cv"]
+    dup = cv.get("duplicates", {})
+    table = Table(title=f"{summary['experiment']}: {cv['n_folds']} folds ({cv['n_splits']}-fold × {len(cv['seeds'])} seeds, "
+                        f"duplicates: {dup.get('policy', 'keep')})")
+    level = f"{cv.get('level', 0.95):.0%}"
+    for col in ("metric", "mean", "std", f"{level} CI", "fold spread", "holdout"):
+        table.add_column(col, justify="right" if col != "metric" else "left", no_wrap=True)
+    for metric, s in cv["metrics"].items():
+        ci = s.get("ci")
+        table.add_row(metric, f"{s['mean']:.4f}", f"{s['std']:.4f}", f"{ci[0]:.4f}–{ci[1]:.4f}" if ci else "-",
+                      f"{s['low']:.4f}–{s['high']:.4f}", f"{summary['holdout']['scores'][metric]:.4f}")
+    out.print(table)
+    out.print(f"CI: {cv.get('interval', '-')} (see STATISTICS.md for its measured coverage); "
+              "fold spread: the 2.5–97.5 percentiles of single fold scores, not a CI")
+    if summary["data"]["ingest_skipped"]:
+        out.print("raw data already in the lake (same sha256): ingest skipped")
+    out.print(f"MLflow run   {summary['run_id']} in experiment {summary['mlflow_experiment']!r} at {tracking_uri}")
+    out.print(f"lake results {summary['lake']['uri']}/{summary['lake']['reports']}")
+    if "registry" in summary:
+        reg = summary["registry"]
+        out.print(f"model        models:/{reg['name']}/{reg['version']} ({', '.join(reg['aliases'])}): {reg['reason']}")
+    if tracking_uri.startswith("sqlite:"):
+        out.print(f"open the UI  trilho ui   (or: mlflow ui --backend-store-uri {tracking_uri})")
+    t = summary.get("timings", {})
+    out.print(f"took {t['total_s']:.1f}s: cv {t['cv_s']:.1f}s, tracking {t['tracking_s']:.1f}s")
+
+
+def compare_summary(s: dict[str, Any]) -> None:
+    table = Table(title=f"{s['metric']} on {s['n_folds']} identical folds (duplicates: {s['duplicates']['policy']}); "
+                        f"baseline {s['baseline']}")
+    for col in ("candidate", "mean", "95% CI", "diff vs baseline", "diff CI", "p"):
+        table.add_column(col, justify="left" if col == "candidate" else "right")
+    for r in s["candidates"]:
+        table.add_row(r["candidate"], f"{r['mean']:.4f}", f"{r['ci_low']:.4f} – {r['ci_high']:.4f}",
+                      f"{r['mean_diff']:+.4f}", f"{r['diff_low']:+.4f} – {r['diff_high']:+.4f}", f"{r['p_value']:.3g}")
+    out = Console()
+    out.print(table)
+    out.print(f"MLflow run {s['run_id']} (one child per candidate); lake {s['lake']['uri']}/{s['lake']['reports']}")
+
+
+def tune_summary(s: dict[str, Any]) -> None:
+    out = Console()
+    t = s["trials"]
+    out.print(f"study {s['study']}: {t['this_command']} trials now, {t['in_study']} in all "
+              f"({t['complete']} complete, {t['pruned']} pruned, {t['failed']} failed); storage {s['storage']}")
+    table = Table(title=f"{s['metric']}: the best trial's own CV score against rows the search never saw")
+    for col in ("score", "value", f"{s['honest']['level']:.0%} interval"):
+        table.add_column(col, justify="left" if col == "score" else "right")
+    table.add_row(f"best trial #{s['best']['trial']}, its CV on {s['search_rows']} search rows",
+                  f"{s['best']['cv_score']:.4f}", "(optimistic: it chose itself)")
+    for key, label in (("honest", "tuned, on the held-out rows"), ("untuned", "untuned, on the same rows")):
+        table.add_row(f"{label} ({s['held_out_rows']})", f"{s[key]['score']:.4f}",
+                      f"{s[key]['low']:.4f} – {s[key]['high']:.4f}")
+    out.print(table)
+    out.print(f"optimism of the best trial's score: {s['optimism']:+.4f}; best params {json.dumps(s['best']['params'])}")
+    out.print(f"tuned experiment: {s['experiment_file']} (trilho run -e {s['experiment_file']}); MLflow run {s['run_id']}")

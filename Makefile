@@ -9,7 +9,7 @@ RUN_ARGS ?=
 # generator of data with the diabetes set's schema, said in one line, its model kept apart
 OFFLINE_SOURCE ?= synthetic:diabetes?rows=1000&seed=1
 
-.PHONY: run test setup clean bench ui notebook server
+.PHONY: run test test-fast lint setup clean bench ui notebook server
 
 $(BIN)/trilho: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,20 @@ run: setup
 ## set up and run the whole test suite
 test: setup
 	$(BIN)/python -m pytest -q -ra
+
+## the tests that neither train a model nor start a service (under a minute)
+test-fast: setup
+	$(BIN)/python -m pytest -q -ra -m "not training and not services"
+
+$(VENV)/.lint: $(BIN)/trilho
+	$(BIN)/python -m pip install --quiet -e ".[test,lint]"
+	@touch $@
+
+## style, types and the import layers (ruff, mypy, import-linter)
+lint: $(VENV)/.lint
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 ## benchmarks (minutes each); figures go in BENCHMARKS.md / STATISTICS.md
 bench: setup

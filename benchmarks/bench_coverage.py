@@ -68,9 +68,8 @@ def _fit_and_score(seed, train_rows, test_rows) -> float:
 
 def one_replicate(args):
     index, rows, test_rows = args
-    from trilho import stats
+    from trilho import evaluate, stats
     from trilho.evaluate import cross_validate, scores_from_confusions
-    from trilho import evaluate
     from trilho.stats import nested_bounds
 
     _, y = POP

@@ -41,8 +41,7 @@ def seed_style(data_path: Path, tracking_uri: str) -> float:
     from imblearn.over_sampling import SMOTE
     from imblearn.pipeline import Pipeline
     from mlflow.models import infer_signature  # noqa: F401  (imported by the notebook too)
-    from sklearn.metrics import (accuracy_score, classification_report, confusion_matrix, f1_score,
-                                 precision_score, recall_score)
+    from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score, precision_score, recall_score
     from sklearn.model_selection import StratifiedKFold, train_test_split
     from xgboost import XGBClassifier
 
@@ -112,9 +111,9 @@ def cv_floor(data_path: Path, cores: int) -> float:
 
     from trilho.clean import clean
     from trilho.evaluate import build_pipeline, holdout_split
-    from trilho.splits import split_plan
     from trilho.ingest import read_table
     from trilho.pipeline import fold_data
+    from trilho.splits import split_plan
 
     exp = trilho_experiment(data_path)
     data = clean(read_table(data_path), exp)

@@ -39,9 +39,9 @@ def main() -> None:
     for rows in sizes:
         data = clean(diabetes(rows=rows, seed=1), exp)
         groups, y = duplicate_groups(data.X), data.y
-        ways = {"vectorised": lambda: grouped_stratified_folds(y, groups, 5, 0)}
+        ways = {"vectorised": lambda y=y, groups=groups: grouped_stratified_folds(y, groups, 5, 0)}
         if rows <= args.exact_up_to:
-            def exact():
+            def exact(y=y, groups=groups):
                 fold = np.empty(len(y), dtype=np.int64)
                 for i, (_, test) in enumerate(StratifiedGroupKFold(5, shuffle=True, random_state=0)
                                               .split(np.zeros(len(y)), y, groups)):

@@ -75,7 +75,7 @@ def watch():  # the fit's own peak: sampled while it runs, not the process's lif
 watcher = threading.Thread(target=watch)
 watcher.start()
 start = time.perf_counter()
-evaluate._fold_fit(X, y, 1, dict(model=exp.model.model_dump(), resampler=exp.resampler.model_dump(),
+evaluate.fold_fit(X, y, 1, dict(model=exp.model.model_dump(), resampler=exp.resampler.model_dump(),
                    random_state=exp.random_state, encoding=data.spec), 1, 0, test, np.arange(int(y.max()) + 1))
 seconds = time.perf_counter() - start
 fitting[0] = False

@@ -46,7 +46,6 @@ def _frame(X, y, rows):
 
 
 def one_replicate(index: int, rows, test, X, y, trials: int) -> dict:
-    import numpy as np
 
     from trilho import evaluate, load_settings
     from trilho.experiment import Experiment

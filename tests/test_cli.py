@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from trilho.cli import app
@@ -16,6 +17,7 @@ def _env(settings):
     return {"TRILHO_LAKE": settings.lake, "MLFLOW_TRACKING_URI": settings.tracking_uri}
 
 
+@pytest.mark.training
 def test_run_writes_a_summary(settings, small_csv, workdir):
     args = ["run", "--source", f"file:{small_csv}", "--summary-json", "s.json"]
     for item in FAST:
@@ -50,7 +52,7 @@ def _bad_files(tmp_path):
 
 def test_bad_input_gives_one_clear_line_and_writes_raw_once(settings, tmp_path):
     for name, (_, message) in _bad_files(tmp_path).items():
-        for attempt in range(2):
+        for _attempt in range(2):
             result = runner.invoke(app, ["run", "--source", f"file:{tmp_path / name}"], env=_env(settings))
             assert result.exit_code == 1, (name, result.output)
             lines = [line for line in result.output.splitlines() if line.strip()]
@@ -80,6 +82,7 @@ def test_python_dash_m_works():
     assert out.returncode == 0 and "ingest" in out.stdout
 
 
+@pytest.mark.training
 def test_models_promote_and_predict_from_the_command_line(settings, small_csv, workdir):
     args = ["run", "--source", f"file:{small_csv}"]
     for item in FAST:
@@ -101,6 +104,7 @@ def test_models_promote_and_predict_from_the_command_line(settings, small_csv, w
     assert missing.exit_code == 1 and "nope.csv" in missing.output
 
 
+@pytest.mark.training
 def test_run_goes_offline_in_one_line_when_the_source_cannot_be_reached(settings, workdir):
     import socket
 

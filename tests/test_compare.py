@@ -16,6 +16,7 @@ def _exp(small_csv):
     return load_experiment("diabetes", [f'source.uri="file:{small_csv}"', 'source.sha256=""', *FAST])
 
 
+@pytest.mark.training
 def test_two_identical_candidates_show_no_difference(settings, small_csv):
     exp = _exp(small_csv)
     result = compare(exp, settings, parse_candidates(["xgboost+smote", "xgboost+smote"], exp))
@@ -24,6 +25,7 @@ def test_two_identical_candidates_show_no_difference(settings, small_csv):
     assert twin["mean_diff"] == 0 and twin["p_value"] == 1.0  # same folds, same seeds: the same scores
 
 
+@pytest.mark.training
 def test_candidates_share_folds_and_are_logged_as_children(settings, small_csv):
     exp = _exp(small_csv)
     chosen = parse_candidates(["xgboost+smote", "logistic_regression+none", "random_forest+smote"], exp)

@@ -1,8 +1,15 @@
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score,
-                             matthews_corrcoef, precision_score, recall_score)
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    matthews_corrcoef,
+    precision_score,
+    recall_score,
+)
 
 from trilho import ConfigError, EvaluationError, evaluate
 from trilho.evaluate import CONFUSION_METRICS, build_pipeline, cross_validate, scores_from_confusion
@@ -35,6 +42,7 @@ def test_scores_from_confusion_equal_scikit_learn(seed):
         assert got[key] == pytest.approx(want[key], abs=1e-12), key
 
 
+@pytest.mark.training
 def test_cross_validation_is_deterministic_and_parallel_equals_sequential():
     X, y = _data()
     kw = dict(model=MODEL, resampler=SMOTE, random_state=42, n_splits=4, seeds=[0, 1])
@@ -46,6 +54,7 @@ def test_cross_validation_is_deterministic_and_parallel_equals_sequential():
     pd.testing.assert_frame_equal(seq.oof, par.oof)
 
 
+@pytest.mark.training
 def test_progress_is_reported_per_fold():
     X, y = _data()
     seen = []
@@ -53,6 +62,7 @@ def test_progress_is_reported_per_fold():
     assert seen == [(1, 3), (2, 3), (3, 3)]
 
 
+@pytest.mark.training
 def test_fault_30_a_failing_fold_is_an_error_never_a_nan():
     X, y = _data()
     X = X.astype({"a": "float64"})
@@ -133,6 +143,7 @@ def test_vectorised_grouped_folds_keep_copies_together_and_classes_even(copies):
     assert all(np.array_equal(np.sort(test), np.flatnonzero(fold == i)) for _, i, _, test in plan)
 
 
+@pytest.mark.training
 def test_gil_bound_fits_run_in_worker_processes_with_the_same_scores():
     from trilho import evaluate, models  # noqa: F401  (evaluate: its EvaluationError)
 
@@ -152,6 +163,7 @@ def test_gil_bound_fits_run_in_worker_processes_with_the_same_scores():
         cross_validate(X, y, evaluate.Task(model=bad, resampler=SMOTE, random_state=0, n_splits=3, seeds=[0]), evaluate.Runner(n_jobs=2))
 
 
+@pytest.mark.training
 def test_no_thread_outlives_fits_in_worker_processes():
     import threading
 
@@ -162,6 +174,7 @@ def test_no_thread_outlives_fits_in_worker_processes():
     assert threading.active_count() == before, threading.enumerate()  # figures may be forked afterwards
 
 
+@pytest.mark.training
 def test_candidates_in_one_batch_score_as_they_do_alone():
     """compare's batch: GIL-bound and other fits on one pool give each candidate its own scores."""
     from trilho.evaluate import cross_validate_many

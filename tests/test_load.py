@@ -125,8 +125,8 @@ def test_the_gate_lock_on_a_server_waits_names_itself_and_takes_over_from_the_de
 
     from mlflow.tracking import MlflowClient
 
-    from trilho.tracking import registry
     from trilho.errors import TrackingError
+    from trilho.tracking import registry
 
     mlflow_server = request.getfixturevalue(server)
     client = MlflowClient(mlflow_server.url)
@@ -136,9 +136,9 @@ def test_the_gate_lock_on_a_server_waits_names_itself_and_takes_over_from_the_de
                                                "trilho.gate.since": f"{time.time():.3f}"})
     start = time.monotonic()
     with pytest.raises(TrackingError, match=r"held the promotion gate for over 1s \(registered model "
-                                            r"'gate-test.gate-lock'\); if no trilho run is deciding, delete it"):
-        with registry.gate_lock(client, mlflow_server.url, "gate-test", wait_s=1.0):
-            pass
+                                            r"'gate-test.gate-lock'\); if no trilho run is deciding, delete it"), \
+            registry.gate_lock(client, mlflow_server.url, "gate-test", wait_s=1.0):
+        pass
     assert time.monotonic() - start >= 1.0
     # its holder dies: the lock is taken over at once, and released after
     dead = subprocess.Popen([sys.executable, "-c", "pass"])

@@ -30,6 +30,7 @@ def trained(settings, small_csv):
     return run_experiment(exp, settings).summary
 
 
+@pytest.mark.training
 def test_batch_predict_from_the_lake_is_chunked_validated_and_idempotent(settings, trained, small_csv):
     lake = LocalLake(settings.lake)
     raw_key = trained["lake"]["raw"]
@@ -56,6 +57,7 @@ def test_batch_predict_from_the_lake_is_chunked_validated_and_idempotent(setting
     assert other["prediction"].tolist() == out["prediction"].tolist()
 
 
+@pytest.mark.training
 def test_batch_predict_refuses_bad_input_clearly(settings, trained, small_csv, workdir):
     raw = pd.read_csv(small_csv)
     raw.drop(columns=["HbA1c"]).to_csv(workdir / "missing.csv", index=False)
@@ -71,6 +73,7 @@ def test_batch_predict_refuses_bad_input_clearly(settings, trained, small_csv, w
     assert not LocalLake(settings.lake).list("predictions/")  # nothing half-written
 
 
+@pytest.mark.training
 def test_loading_warns_when_the_environment_differs_from_the_models_pins(settings, trained, workdir,
                                                                          monkeypatch, caplog):
     import importlib.metadata
@@ -97,12 +100,12 @@ def test_loading_warns_when_the_environment_differs_from_the_models_pins(setting
         f"model {trained['model_uri']} was logged with Python {logged}; this is Python 3.0.0"]
 
 
+@pytest.mark.training
 def test_loading_refuses_an_untrusted_payload(settings, trained, workdir):
     """A pickle slipped in place of the booster is never unpickled: loading fails before any of it runs."""
-    import mlflow
+    from trilho.tracking.model import download_model
 
-    local = mlflow.artifacts.download_artifacts(trained["model_uri"], dst_path=str(workdir / "model"),
-                                                tracking_uri=settings.tracking_uri)
+    local = str(download_model(trained["model_uri"], workdir / "model", settings.tracking_uri))
     booster = next(p for p in (workdir / "model").rglob("booster.ubj"))
     marker = workdir / "pwned"
 
@@ -117,6 +120,7 @@ def test_loading_refuses_an_untrusted_payload(settings, trained, workdir):
     assert not marker.exists()
 
 
+@pytest.mark.training
 def test_online_serving_answers_invocations(settings, trained, small_csv, workdir):
     env = {**os.environ, "MLFLOW_TRACKING_URI": settings.tracking_uri}
     with model_server(CHAMPION, env, workdir / "serve.log") as url:
@@ -206,8 +210,8 @@ def test_the_served_records_are_the_frames_records(output):
         weights = rng.random((n, 3))
         proba = weights / weights.sum(axis=1, keepdims=True)
         for matrix in (True, False):
-            frame_out = model_outputs(lambda X: proba, frame, spec, output, matrix=matrix)
-            records = model_outputs(lambda X: proba, frame, spec, output, matrix=matrix, records=True)
+            frame_out = model_outputs(lambda X, p=proba: p, frame, spec, output, matrix=matrix)
+            records = model_outputs(lambda X, p=proba: p, frame, spec, output, matrix=matrix, records=True)
             expected = (frame_out.to_frame() if output == "labels" else frame_out).to_dict(orient="records")
             assert records == expected
             assert json.dumps(records) == json.dumps(expected)

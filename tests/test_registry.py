@@ -9,10 +9,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from trilho import load_experiment
-from trilho.pipeline import run_experiment
 from trilho.gate import decide
-from trilho.tracking.registry import list_versions, promote_by_hand
+from trilho.pipeline import run_experiment
 from trilho.storage import LocalLake
+from trilho.tracking.registry import list_versions, promote_by_hand
 
 from .conftest import FAST
 
@@ -38,6 +38,7 @@ def _exp(small_csv, *extra):
     return load_experiment("diabetes", [f'source.uri="file:{small_csv}"', 'source.sha256=""', *FAST, *extra])
 
 
+@pytest.mark.training
 def test_register_gate_and_promote_by_hand(settings, small_csv, workdir):
     client = MlflowClient(settings.tracking_uri)
     first = run_experiment(_exp(small_csv), settings).summary["registry"]
@@ -67,6 +68,7 @@ def test_register_gate_and_promote_by_hand(settings, small_csv, workdir):
     assert rows[0]["aliases"] == ["challenger", "champion"] and rows[0]["decision"] == "promoted by hand"
 
 
+@pytest.mark.training
 def test_same_data_on_other_folds_re_evaluates_the_champion(settings, small_csv, workdir):
     run_experiment(_exp(small_csv), settings)
     again = run_experiment(_exp(small_csv, "cv.first_seed=7"), settings).summary["registry"]
@@ -74,6 +76,7 @@ def test_same_data_on_other_folds_re_evaluates_the_champion(settings, small_csv,
     assert again["comparison"]["mean_diff"] == pytest.approx(0.0, abs=1e-12) and again["promote"]
 
 
+@pytest.mark.training
 def test_other_data_is_not_refitted_and_flipped_labels_are_not_promoted(settings, small_csv, workdir):
     import pandas as pd
 
@@ -119,6 +122,7 @@ def test_gate_on_other_data_from_estimates():
     assert unknown.promote and "drift was not measured" in unknown.reason
 
 
+@pytest.mark.training
 def test_registry_off_registers_nothing(settings, small_csv):
     summary = run_experiment(_exp(small_csv, 'registry.model_name=""'), settings).summary
     assert "registry" not in summary

@@ -135,9 +135,9 @@ def test_a_scheduler_without_workers_is_named(tmp_path, workdir):
     lonely = DaskCluster(tmp_path / "lonely").start(workers=0)
     try:
         settings = load_settings(env_file=None, dask_scheduler=lonely.address, dask_wait_s=1.0)
-        with pytest.raises(ClusterError, match=r"has no workers after 1s: start some \(dask worker tcp://"):
-            with open_executor(settings):
-                pass
+        with pytest.raises(ClusterError, match=r"has no workers after 1s: start some \(dask worker tcp://"), \
+                open_executor(settings):
+            pass
     finally:
         lonely.stop()
 

@@ -13,6 +13,7 @@ from .conftest import SHARED, shared_file
 NAMES = {"accuracy": "accuracy", "precision": "precision_weighted", "recall": "recall_weighted", "f1": "f1_weighted"}
 
 
+@pytest.mark.training
 @pytest.mark.slow
 @pytest.mark.parametrize("data_file", ["diabetes.csv", "diabetes_cr_line_endings.csv"])
 def test_seed_exact_mode_matches_the_published_results(settings, data_file):
@@ -41,6 +42,7 @@ def test_seed_exact_mode_matches_the_published_results(settings, data_file):
     assert [sum(row) for row in cm] == [31, 253, 16]
 
 
+@pytest.mark.training
 def test_other_seeds_and_fold_counts_run_the_same_code(settings):
     # not tuned to the published numbers: another scheme gives its own, self-consistent figures
     path = shared_file("data", "diabetes.csv")

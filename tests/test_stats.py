@@ -7,9 +7,8 @@ import pandas as pd
 import pytest
 
 from trilho import evaluate, stats
-from trilho.models import ResamplerKind
 from trilho.evaluate import cross_validate, duplicate_groups, holdout_split, scores_from_confusions
-from trilho.models import RESAMPLERS
+from trilho.models import RESAMPLERS, ResamplerKind
 from trilho.synthetic import diabetes
 
 SCORES = np.array([0.80, 0.84, 0.82, 0.86, 0.78])  # mean 0.82, sample variance 0.001
@@ -115,6 +114,7 @@ class Recorder:
         return X, y
 
 
+@pytest.mark.training
 def test_resampling_sees_training_rows_only_and_grouped_folds_do_not_leak(monkeypatch):
     data = diabetes(rows=300, seed=9)
     X = data.drop(columns=["CLASS", "ID", "No_Pation", "Gender"])
@@ -187,6 +187,7 @@ def test_nested_cv_interval_keeps_se_between_its_bounds():
         stats.nested_cv_interval(*outer, inner[0][:4], inner[1][:4], n_folds=3, n_rows=6)
 
 
+@pytest.mark.training
 def test_nested_fits_train_without_both_folds_and_score_each_for_the_other(monkeypatch):
     data = diabetes(rows=200, seed=4)
     X = data.drop(columns=["CLASS", "ID", "No_Pation", "Gender"])

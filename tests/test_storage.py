@@ -13,7 +13,7 @@ def test_local_lake_is_write_once(tmp_path):
     assert lake.put_bytes("reports/r/x.json", b"1") and lake.put_bytes("reports/r/x.json", b"2", overwrite=True)
     assert lake.get_bytes("reports/r/x.json") == b"2"
     assert lake.list("raw/") == ["raw/a/x.bin"]
-    assert not [p for p in (tmp_path / "lake").rglob(".tmp-*")]  # no temp files left behind
+    assert not list((tmp_path / "lake").rglob(".tmp-*"))  # no temp files left behind
 
 
 def test_local_lake_put_file_and_download(tmp_path):

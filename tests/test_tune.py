@@ -42,6 +42,7 @@ def _children(client: MlflowClient, experiment_id: str, parent: str):
     return client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
 
 
+@pytest.mark.training
 def test_a_study_is_tracked_resumed_and_its_best_configuration_goes_through_the_gate(churn_csv, settings, workdir):
     from trilho.pipeline import run_experiment
     from trilho.tune import tune
@@ -100,6 +101,7 @@ def test_a_study_is_tracked_resumed_and_its_best_configuration_goes_through_the_
     ({"model.params.max_depth": {"int": [2, 5], "float": [1, 2]}}, r"give exactly one of"),
     ({"model.params.booster": {"choice": []}}, r"choice needs a non-empty list"),
 ])
+@pytest.mark.training
 def test_a_bad_search_space_is_one_line_before_any_trial(space, message, churn_csv, settings, workdir):
     from trilho.tune import tune
 
@@ -109,6 +111,7 @@ def test_a_bad_search_space_is_one_line_before_any_trial(space, message, churn_c
     assert not (workdir / "optuna.db").exists() and not (workdir / "mlflow.db").exists()
 
 
+@pytest.mark.training
 def test_a_trial_that_raises_is_recorded_as_failed_and_the_study_goes_on(churn_csv, settings, workdir):
     from trilho.tune import tune
 

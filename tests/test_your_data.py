@@ -68,6 +68,7 @@ def _serve(model_uri: str, env: dict, workdir, rows: pd.DataFrame, classes: list
         assert all(abs(sum(p[f"proba_{c}"] for c in classes) - 1) < 1e-6 for p in predictions)
 
 
+@pytest.mark.training
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(corpus.CORPUS))
 def test_init_run_predict_serve(name, workdir, env):
@@ -181,6 +182,7 @@ def test_unknown_model_resampler_or_parameter_fail_when_the_file_loads(workdir):
 
 @pytest.mark.parametrize("model", ["random_forest", "extra_trees", "logistic_regression", "hist_gradient_boosting",
                                    "sklearn.neighbors.KNeighborsClassifier"])
+@pytest.mark.training
 def test_every_family_is_logged_without_pickle_and_predicts_missing_and_unseen(model, workdir, settings):
     from trilho.pipeline import run_experiment
     from trilho.predict import predict_batch
@@ -239,6 +241,7 @@ def test_compare_takes_the_same_names_and_checks_them():
         parse_candidates(["xgboost+smote", "sklearn.linear_model.RidgeClassifier+none"], exp)
 
 
+@pytest.mark.training
 @pytest.mark.parametrize("model", ["xgboost", "random_forest", "logistic_regression", "hist_gradient_boosting"])
 def test_class_weight_weights_the_rare_class_without_resampling(model):
     from trilho.models import build_pipeline
@@ -262,6 +265,7 @@ def test_class_weight_is_refused_for_a_model_that_cannot_weight_classes():
     assert exp.resampler.name == "class_weight"
 
 
+@pytest.mark.training
 def test_a_class_weighted_xgboost_run_logs_the_booster_and_predicts(workdir, settings):
     from trilho.pipeline import run_experiment
     from trilho.predict import predict_batch

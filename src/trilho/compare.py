@@ -19,10 +19,11 @@ import pandas as pd
 
 from trilho import evaluate, plots, stats
 from trilho.cluster import open_executor
+from trilho.curate import fold_data, load_clean
 from trilho.errors import ConfigError
 from trilho.experiment import Experiment
 from trilho.models import check_estimator, check_names
-from trilho.pipeline import Progress, fold_data, load_clean, open_tracker
+from trilho.pipeline import Progress, open_tracker
 from trilho.settings import Settings
 from trilho.storage import Lake, open_lake
 from trilho.tracking import flatten
@@ -39,7 +40,8 @@ class CompareResult:
 
 def parse_candidates(spec: list[str], exp: Experiment) -> list[dict[str, Any]]:
     """``model+resampler`` names (``xgboost+smote``, ``random_forest+none``) into estimator configs."""
-    out, seen = [], {}
+    out: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
     for item in spec:
         model, _, resampler = item.partition("+")
         resampler = resampler or "none"

@@ -84,7 +84,7 @@ def compare_data(old: pd.DataFrame, new: pd.DataFrame, old_classes: list[str], n
     old_dup, old_conflict = _conflict_rate(old[features], old_y, old_keys)
     new_dup, new_conflict = _conflict_rate(new[features], new_y, new_keys)
     psi = {c: round(_feature_psi(old[c], new[c]), 4) for c in features}
-    report = {
+    report: dict[str, Any] = {
         "rows": {"champion": int(len(old)), "challenger": int(len(new))},
         "rows_in_both": matched,
         "relabelled": round(changed / matched, 4) if matched else 0.0,

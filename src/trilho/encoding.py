@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["encode_features", "encode_matrix", "feature_spec", "model_outputs", "normalise_map", "normalise_text", "numeric_column",
-           "unseen_counts"]
+__all__ = ["encode_features", "encode_matrix", "feature_spec", "model_outputs", "normalise_map", "normalise_text",
+           "numeric_column", "unseen_counts"]
 
 
 def normalise_text(values: pd.Series) -> pd.Series:
@@ -184,7 +184,7 @@ def encode_matrix(df: pd.DataFrame, spec: dict[str, Any]) -> np.ndarray:
     others = [i for i in range(len(features)) if i not in taken]
     # categorical columns held as text: codes remembered per value; the rest go through encode_features
     texts = [i for i in others if spec["categorical"].get(features[i], False)
-             and (dtypes[features[i]] == object or isinstance(dtypes[features[i]], pd.StringDtype))]
+             and (pd.api.types.is_object_dtype(dtypes[features[i]]) or isinstance(dtypes[features[i]], pd.StringDtype))]
     rest = [i for i in others if i not in texts]
     try:
         memos = spec.setdefault("__memo__", {})  # this model's own: per categorical column, value -> code
@@ -203,7 +203,7 @@ def encode_matrix(df: pd.DataFrame, spec: dict[str, Any]) -> np.ndarray:
         encode_features(df, spec)
         raise
     if gaps.any() and policy != "native":
-        for i in np.flatnonzero(gaps.any(axis=0)):
+        for i in np.flatnonzero(gaps.any(axis=0)).tolist():
             if features[i] in fill:
                 out[gaps[:, i], i] = fill[features[i]]
     return out

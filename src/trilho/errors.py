@@ -12,6 +12,9 @@ TrilhoError
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 __all__ = [
     "ClusterError",
     "ConfigError",
@@ -50,7 +53,7 @@ class StorageError(TrilhoError):
 
 
 class DataValidationError(TrilhoError):
-    def __init__(self, message: str, report: dict | None = None) -> None:
+    def __init__(self, message: str, report: Mapping[str, Any] | None = None) -> None:
         super().__init__(message)
         self.report = report
 

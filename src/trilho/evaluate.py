@@ -41,7 +41,7 @@ __all__ = [
     "CONFUSION_METRICS", "METRICS", "METRIC_RANGE",
     "CVResult", "Evaluation", "HoldoutResult", "Runner", "Task",
     "build_pipeline", "check_names", "cross_validate", "cross_validate_many", "duplicate_groups",
-    "evaluate_all", "holdout_split", "probability_metrics", "row_log_loss", "scores_from_confusion",
+    "evaluate_all", "fold_fit", "holdout_split", "probability_metrics", "row_log_loss", "scores_from_confusion",
     "scores_from_confusions", "start",
 ]
 
@@ -118,7 +118,7 @@ def _complement(n: int, rows: np.ndarray) -> np.ndarray:
     return np.flatnonzero(keep)
 
 
-def _fold_fit(X, y, threads: int | Callable[[], int], estimator: dict, seed: int, i: int, test: np.ndarray, labels: np.ndarray
+def fold_fit(X, y, threads: int | Callable[[], int], estimator: dict, seed: int, i: int, test: np.ndarray, labels: np.ndarray
               ) -> dict[str, Any]:
     """One fold: trained on every row outside ``test``, scored on ``test``."""
     start = time.perf_counter()
@@ -198,7 +198,7 @@ def _plan_fits(task: Task, plan: Plan, labels: np.ndarray, batch: Batch, prefix:
     """One fit per fold of the plan."""
     gil = model_kind(task.model["name"]).gil_bound
     for seed, i, _train, test in plan:
-        batch.add((_fold_fit, (task.estimator, seed, i, test, labels)), f"{prefix}fold {i} of seed {seed}", True, gil)
+        batch.add((fold_fit, (task.estimator, seed, i, test, labels)), f"{prefix}fold {i} of seed {seed}", True, gil)
 
 
 def _nested_fits(task: Task, plan: Plan, labels: np.ndarray, batch: Batch) -> None:

@@ -18,12 +18,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pandas as pd
 
 from trilho import synthetic
+from trilho.contracts import RawManifest
 from trilho.errors import DataValidationError, SourceError, SourceUnreachableError
 from trilho.settings import Settings
 from trilho.storage import Lake
@@ -46,7 +46,7 @@ class Fetched:
 class Ingested:
     key: str
     manifest_key: str
-    manifest: dict[str, Any]
+    manifest: RawManifest
     skipped: bool
 
 
@@ -54,6 +54,10 @@ def is_parquet(path: str | Path) -> bool:
     """A Parquet file, by its magic bytes (whatever its name)."""
     with open(path, "rb") as fh:
         return fh.read(4) == b"PAR1"
+
+
+def _name(path: str | Path | io.BytesIO) -> str:
+    return "the upload" if isinstance(path, io.BytesIO) else Path(path).name
 
 
 def read_table(path: str | Path | io.BytesIO, nrows: int | None = None, name: str | None = None) -> pd.DataFrame:
@@ -65,10 +69,10 @@ def read_table(path: str | Path | io.BytesIO, nrows: int | None = None, name: st
             source = pq.ParquetFile(path)
             if nrows is None:
                 return source.read().to_pandas()
-            return next(source.iter_batches(batch_size=nrows), None).to_pandas() if source.metadata.num_rows else \
+            return next(source.iter_batches(batch_size=nrows)).to_pandas() if source.metadata.num_rows else \
                 source.schema_arrow.empty_table().to_pandas()
         except Exception as exc:  # pyarrow raises several kinds for a damaged file
-            raise DataValidationError(f"{name or Path(path).name!r} is not a readable Parquet file: {exc}") from None
+            raise DataValidationError(f"{name or _name(path)!r} is not a readable Parquet file: {exc}") from None
     try:
         with warnings.catch_warnings():
             # index_col=False: a row longer than the header is an error, never a silent index
@@ -76,11 +80,12 @@ def read_table(path: str | Path | io.BytesIO, nrows: int | None = None, name: st
             # the C engine accepts CR-only files; the python engine would not
             return pd.read_csv(path, engine="c", encoding="utf-8-sig", index_col=False, nrows=nrows)
     except pd.errors.ParserWarning as exc:
-        raise DataValidationError(f"{name or Path(path).name!r} is not a readable CSV: rows are longer than the header ({exc})") from None
+        raise DataValidationError(f"{name or _name(path)!r} is not a readable CSV: rows are longer than the header "
+                                  f"({exc})") from None
     except pd.errors.EmptyDataError:
-        raise DataValidationError(f"{name or Path(path).name!r} is empty: no columns to parse") from None
+        raise DataValidationError(f"{name or _name(path)!r} is empty: no columns to parse") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataValidationError(f"{name or Path(path).name!r} is not a readable CSV: {exc}") from exc
+        raise DataValidationError(f"{name or _name(path)!r} is not a readable CSV: {exc}") from exc
 
 
 def iter_chunks(path: Path, rows: int, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
@@ -190,7 +195,8 @@ def _fetch_http(source: str, settings: Settings, workdir: Path) -> Fetched:
                 raise SourceError(f"source {source!r} sent an HTML page, not data; check the address or {_WAY_OUT}")
             declared = int(resp.headers.get("Content-Length") or 0)
             if declared > settings.max_source_bytes:
-                raise SourceError(f"source {source!r} is {declared} bytes, over TRILHO_MAX_SOURCE_BYTES={settings.max_source_bytes}")
+                raise SourceError(f"source {source!r} is {declared} bytes, over "
+                                  f"TRILHO_MAX_SOURCE_BYTES={settings.max_source_bytes}")
             size = 0
             with open(target, "wb") as fh:
                 for block in resp.iter_content(1 << 20):
@@ -264,7 +270,7 @@ def ingest(source: str, lake: Lake, settings: Settings, dataset: str,
         base = f"raw/{dataset}/{digest}"
         key, manifest_key = f"{base}/{fetched.file_name}", f"{base}/manifest.json"
         if lake.exists(manifest_key):
-            manifest = json.loads(lake.get_bytes(manifest_key))
+            manifest: RawManifest = json.loads(lake.get_bytes(manifest_key))
             held = lake.digest(manifest["key"], read=False)
             if held == (digest, size):
                 log.info("raw %s already in the lake (sha256 %s): skipped", manifest["key"], digest)

@@ -169,7 +169,7 @@ def check_estimator(model: dict[str, Any], resampler: dict[str, Any], missing: s
     kind, rkind = model_kind(model["name"]), RESAMPLERS[resampler["name"]]
     _check_params(kind.cls(), model.get("params", {}), "model.params", model["name"])
     if rkind.path:
-        _check_params(rkind.cls(), resampler.get("params", {}), "resampler.params", resampler["name"])
+        _check_params(rkind.cls() or object, resampler.get("params", {}), "resampler.params", resampler["name"])
     elif resampler.get("params"):
         raise ConfigError(f"resampler.params {resampler['params']} given, but resampler.name "
                           f"{resampler['name']!r} takes none")
@@ -209,7 +209,7 @@ def build_pipeline(model: dict[str, Any], resampler: dict[str, Any], random_stat
     if kind.seeded:
         params = {"random_state": random_state, **params}
     share = n_threads if callable(n_threads) else None
-    threads = share() if share else n_threads
+    threads = share() if share else int(n_threads)  # type: ignore[arg-type]
     if kind.threads:
         params[kind.threads] = threads
     if share is not None and kind.format == "xgboost":
@@ -226,7 +226,7 @@ def build_pipeline(model: dict[str, Any], resampler: dict[str, Any], random_stat
             rparams = {"random_state": random_state, **resampler.get("params", {})}
             if rkind.categorical:
                 rparams.setdefault("categorical_features", categorical)
-            steps.append(("resampler", rkind.cls()(**rparams)))
+            steps.append(("resampler", rkind.cls()(**rparams)))  # type: ignore[misc]
         if kind.linear:
             steps += _linear_steps(categorical)
         model_cls = kind.cls()

@@ -8,7 +8,6 @@ lake, and track the results and the gate's decision.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -23,22 +22,22 @@ from typing import Any
 import pandas as pd
 
 from trilho import evaluate, parallel, reports
-from trilho.clean import CleanData, clean
+from trilho.clean import CleanData
 from trilho.cluster import open_executor
 from trilho.contracts import GateRecord, RunSummary, ValidationReport
-from trilho.errors import ConfigError, StorageError, TrackingError
+from trilho.curate import CURATED_ROW_GROUP, fold_data, load_clean, read_curated
+from trilho.errors import ConfigError, TrackingError
 from trilho.experiment import Experiment
-from trilho.ingest import Ingested, ingest, read_table
+from trilho.ingest import Ingested
 from trilho.settings import Settings
-from trilho.storage import Lake, open_lake, sha256_file
+from trilho.storage import Lake, open_lake
 from trilho.summary import build_summary, metric_rows, summary_metrics
 from trilho.tracking import Tracker, flatten, save_model_files
-from trilho.validate import raise_for_errors, validate
 
-__all__ = ["ExperimentResult", "cv_key", "fold_data", "load_clean", "open_tracker", "run_experiment"]
+__all__ = ["CURATED_ROW_GROUP", "ExperimentResult", "cv_key", "fold_data", "load_clean", "open_tracker", "read_curated",
+           "run_experiment"]
 
 log = logging.getLogger(__name__)
-CURATED_ROW_GROUP = 100_000
 Progress = Callable[[str, int, int], None]
 
 
@@ -53,68 +52,6 @@ class ExperimentResult:
     @property
     def run_id(self) -> str:
         return self.summary["run_id"]
-
-
-def load_clean(exp: Experiment, settings: Settings, lake: Lake | None = None
-               ) -> tuple[Ingested, pd.DataFrame, dict[str, Any], CleanData]:
-    """Ingest (idempotent), read the raw object back from the lake, validate, clean, curate."""
-    lake = lake or open_lake(settings)
-    pinned = exp.source.sha256 or None
-    ingested = ingest(exp.source.uri, lake, settings, exp.name, pinned)
-    with tempfile.TemporaryDirectory(prefix="trilho-raw-") as tmp:
-        local = lake.download(ingested.key, Path(tmp) / ingested.manifest["file_name"])
-        digest, _ = sha256_file(local)  # the round trip: what comes back is what went in
-        if digest != ingested.manifest["sha256"]:  # changed in the store: the source writes it again
-            log.warning("raw object %s has sha256 %s, its manifest says %s: repairing it from %s",
-                        lake.url(ingested.key), digest, ingested.manifest["sha256"], exp.source.uri)
-            lake.delete(ingested.manifest_key)
-            lake.delete(ingested.key)
-            ingested = ingest(exp.source.uri, lake, settings, exp.name, pinned)
-            local = lake.download(ingested.key, local)
-            digest, _ = sha256_file(local)
-            if digest != ingested.manifest["sha256"]:
-                raise StorageError(f"raw object {lake.url(ingested.key)} has sha256 {digest} right after it was "
-                                   f"written with {ingested.manifest['sha256']}: the store changes what it holds")
-        raw = read_table(local)
-    report = validate(raw, exp)
-    raise_for_errors(report)
-    data = clean(raw, exp)
-    curated_key = f"curated/{exp.name}/{ingested.manifest['sha256']}/data.parquet"
-    if read_curated(lake, curated_key) is None:  # absent, or not what its digest says: rebuilt
-        buffer = io.BytesIO()
-        # row groups of CURATED_ROW_GROUP rows: the partitions a distributed final fit reads, one per task
-        data.curated().to_parquet(buffer, index=False, row_group_size=CURATED_ROW_GROUP)
-        lake.put_bytes(curated_key, buffer.getvalue(), overwrite=True)
-        lake.put_bytes(curated_key + ".sha256", hashlib.sha256(buffer.getvalue()).hexdigest().encode(), overwrite=True)
-    report["curated_key"] = curated_key
-    return ingested, raw, report, data
-
-
-def read_curated(lake: Lake, key: str) -> str | None:
-    """The digest of a curated object when the lake holds it intact (its bytes hash to the digest
-    recorded beside it), else None: a derived object that cannot be trusted is rebuilt, never used."""
-    if not lake.exists(key + ".sha256"):
-        return None
-    recorded = lake.get_bytes(key + ".sha256").decode().strip()
-    held = lake.digest(key)
-    if held is None or held[0] != recorded:
-        log.warning("curated %s does not match its digest: it is rebuilt", lake.url(key))
-        return None
-    return recorded
-
-
-def fold_data(data: CleanData, exp: Experiment) -> tuple[pd.DataFrame, Any, Any, dict[str, Any]]:
-    """The rows and groups the folds see under the duplicate policy, and what the policy did."""
-    groups = evaluate.duplicate_groups(data.X)
-    distinct = len(set(groups))
-    info = {"policy": exp.cv.duplicates, "rows": int(len(data.y)), "distinct_feature_rows": distinct,
-            "rows_copying_another": int(len(groups) - distinct)}
-    if exp.cv.duplicates == "drop":
-        first = ~pd.Series(groups).duplicated().to_numpy()
-        info["rows_used"] = int(first.sum())
-        return data.X.loc[first].reset_index(drop=True), data.y[first], None, info
-    info["rows_used"] = int(len(data.y))
-    return data.X, data.y, (groups if exp.cv.duplicates == "group" else None), info
 
 
 def nested_repeats(exp: Experiment) -> int:
@@ -296,7 +233,8 @@ def _write_reports(run: _Run, inputs: _Inputs, fitted: _Fitted, summary: RunSumm
     the figures start drawing in the background."""
     step = time.perf_counter()
     folder, figures = run.folder / "report", run.folder / "figures"
-    folder.mkdir(), figures.mkdir()
+    folder.mkdir()
+    figures.mkdir()
     reports.write_artifacts(folder, run.exp, summary, (fitted.cv, fitted.held), inputs.validation,
                             inputs.ingested.manifest)
     drawing = reports.start_figures(figures, run.exp, summary["cv"]["metrics"], fitted.cv, fitted.held)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -67,7 +70,7 @@ def curves_figure(oof: pd.DataFrame, classes: list[str]) -> Figure:
     return fig
 
 
-def intervals_figure(summary: dict[str, dict], metric: str) -> Figure:
+def intervals_figure(summary: Mapping[str, Any], metric: str) -> Figure:
     """Every interval method for one metric, side by side, around the fold mean."""
     entry = summary[metric]
     methods = [(m, iv) for m, iv in entry["intervals"].items() if iv]
@@ -89,8 +92,8 @@ def comparison_figure(table: pd.DataFrame, metric: str, baseline: str) -> Figure
     fig = Figure(figsize=(7, 0.55 * len(table) + 1.4), layout="constrained")
     ax = fig.add_subplot()
     for i, row in enumerate(table.itertuples()):
-        ax.plot([row.diff_low, row.diff_high], [i, i], lw=3)
-        ax.plot([row.mean_diff], [i], "o", color="black", ms=4)
+        ax.plot([float(row.diff_low), float(row.diff_high)], [i, i], lw=3)  # type: ignore[arg-type]
+        ax.plot([float(row.mean_diff)], [i], "o", color="black", ms=4)  # type: ignore[arg-type]
     ax.axvline(0, color="grey", lw=0.8, ls="--")
     ax.set_yticks(range(len(table)), table["candidate"])
     ax.set_xlabel(f"{metric}: candidate - {baseline} (corrected paired t interval)")

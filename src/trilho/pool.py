@@ -121,7 +121,10 @@ class Batch:
 
     def add(self, fit: Fit, name: str, tick: bool = True, gil_bound: bool = False) -> int:
         """Append one fit; returns its index."""
-        self.fits.append(fit), self.names.append(name), self.tick.append(tick), self.gil_bound.append(gil_bound)
+        self.fits.append(fit)
+        self.names.append(name)
+        self.tick.append(tick)
+        self.gil_bound.append(gil_bound)
         return len(self.fits) - 1
 
 

@@ -62,7 +62,7 @@ def predict_batch(model_uri: str, input_ref: str, settings: Settings, *, lake: L
         prefix = f"{output.strip('/')}/{model_info['ident']}/{digest}"
         manifest_key = f"{prefix}/manifest.json"
         if lake.exists(manifest_key):
-            done = json.loads(lake.get_bytes(manifest_key))
+            done: PredictionManifest = json.loads(lake.get_bytes(manifest_key))
             log.info("predictions of %s by %s already in %s: skipped", source, model_info["uri"], prefix)
             return {**done, "skipped": True}
         step = time.perf_counter()
@@ -114,7 +114,7 @@ def _stream(model: Any, path: Path, source: str, out_path: Path, chunk_rows: int
             features = _features(chunk, wanted, source, done)
             try:
                 predicted = model.predict(features).reset_index(drop=True)
-            except (*model_refusals(), ValueError, TypeError) as exc:
+            except (*model_refusals(), ValueError, TypeError) as exc:  # type: ignore[misc]
                 raise DataValidationError(f"input {source}, rows {done.rows + 1}-{done.rows + len(chunk)}: the model "
                                           f"refused them: {exc}") from None
             ids = chunk[[c for c in identifiers if c in chunk.columns]].reset_index(drop=True)
@@ -148,7 +148,7 @@ def _features(chunk: pd.DataFrame, wanted: list[str] | None, source: str, done: 
     features = chunk[wanted] if wanted is not None else chunk
     for col, n in unseen_counts(features, done.spec).items() if done.spec else ():
         done.unseen[col] = done.unseen.get(col, 0) + n
-    for col, n in features.isna().sum().items():
+    for name, n in features.isna().sum().items():
         if n:
-            done.absent[str(col)] = done.absent.get(str(col), 0) + int(n)
+            done.absent[str(name)] = done.absent.get(str(name), 0) + int(n)
     return features

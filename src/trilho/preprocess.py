@@ -54,7 +54,7 @@ class TableEncoder(TransformerMixin, BaseEstimator):
                 centre = medians[col]
             else:  # the most frequent code; a tie goes to the smallest code, whatever the row order
                 found = pd.Series(counts[col].to_numpy(), index=pd.Index(counts[col].index).map(
-                    lambda v: mapping.get(str(v)))).dropna()
+                    lambda v, codes=mapping: codes.get(str(v)))).dropna()
                 found = found.groupby(level=0).sum()
                 centre = float(found[found == found.max()].index.min()) if found.sum() > 0 else 0.0
             fill[col] = 0.0 if pd.isna(centre) else float(centre)

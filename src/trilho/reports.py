@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,9 @@ from trilho.evaluate import CVResult, HoldoutResult
 from trilho.experiment import Experiment
 from trilho.storage import Lake
 
-__all__ = ["FIGURE_GROUPS", "copy_to_lake", "start_figures", "write_artifacts"]
+log = logging.getLogger(__name__)
+
+__all__ = ["FIGURE_GROUPS", "copy_to_lake", "publish_tune", "start_figures", "write_artifacts"]
 
 # the figures, in two groups of about equal drawing time: one forked child draws each
 FIGURE_GROUPS = (("cv_boxplot.png", "confusion_matrix_oof.png"),
@@ -66,8 +71,9 @@ def _draw_figures(folder: Path, exp: Experiment, summary: dict[str, MetricSummar
         "confusion_matrix_oof.png": lambda: plots.confusion_matrix_figure(cv.confusion, classes,
                                                                           "Out-of-fold confusion (all folds)"),
     }
-    if cv.oof is not None:
-        figures["roc_pr_curves.png"] = lambda: plots.curves_figure(cv.oof, classes)
+    oof = cv.oof
+    if oof is not None:
+        figures["roc_pr_curves.png"] = lambda: plots.curves_figure(oof, classes)
     for name, draw in figures.items():
         if name in only:
             draw().savefig(folder / name, dpi=110)
@@ -77,10 +83,53 @@ def start_figures(folder: Path, exp: Experiment, metrics: dict[str, MetricSummar
                   holdout: HoldoutResult) -> list[parallel.Background]:
     """The figures, drawn into ``folder`` in forked children (when that is safe) while this process
     goes on; wait on each before reading them."""
-    return [parallel.start(lambda group=group: _draw_figures(folder, exp, metrics, cv, holdout, group))
+    return [parallel.start(functools.partial(_draw_figures, folder, exp, metrics, cv, holdout, group))
             for group in FIGURE_GROUPS]
 
 
 def copy_to_lake(lake: Lake, folder: Path, prefix: str) -> None:
     for path in sorted(folder.iterdir()):
         lake.put_file(prefix + path.name, path, overwrite=True)
+
+
+def publish_tune(tracker: Any, lake: Any, run_id: str, study: Any, summary: dict[str, Any], out: Path) -> None:
+    """The summary, the tuned experiment file and Optuna's figures: to the lake first, then MLflow."""
+    with tempfile.TemporaryDirectory(prefix="trilho-tune-") as tmp:
+        folder = Path(tmp)
+        (folder / "tune.json").write_text(json.dumps(summary, indent=2, default=str))
+        (folder / out.name).write_text(out.read_text())
+        try:
+            _figures(study, folder)
+        except Exception as exc:  # a figure that cannot be drawn loses no result
+            log.warning("Optuna's figures were not drawn: %s: %s", type(exc).__name__, exc)
+        for path in sorted(folder.iterdir()):
+            lake.put_file(summary["lake"]["reports"] + path.name, path, overwrite=True)
+        tracker.log_folder(run_id, folder)
+
+
+def _figures(study: Any, folder: Path) -> None:
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.exceptions import ExperimentalWarning
+    from optuna.visualization import matplotlib as ovm
+
+    with warnings.catch_warnings():  # Optuna marks its matplotlib figures experimental; they are what we need
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        warnings.simplefilter("ignore", UserWarning)  # e.g. "importances will be equal" on a handful of trials
+        _draw(study, folder, ovm, plt)
+
+
+def _draw(study: Any, folder: Path, ovm: Any, plt: Any) -> None:
+    ax = ovm.plot_optimization_history(study)
+    ax.figure.savefig(folder / "optimization_history.png", dpi=110, bbox_inches="tight")
+    plt.close(ax.figure)
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    if len(complete) >= 2 and len(study.best_trial.params) >= 1:
+        ax = ovm.plot_param_importances(study)
+        ax.figure.savefig(folder / "param_importances.png", dpi=110, bbox_inches="tight")
+        plt.close(ax.figure)
+

@@ -37,7 +37,7 @@ def load_classifier(spec: dict, path: str):
         def proba(X):
             return booster.inplace_predict(np.asarray(X, dtype=np.float32))
 
-        proba.matrix = True
+        proba.matrix = True  # type: ignore[attr-defined]
         return booster, proba
     import skops.io
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,166 +29,16 @@ from typing import Any
 
 import numpy as np
 
-from trilho import evaluate, stats
+from trilho import evaluate, reports, stats
 from trilho.errors import ConfigError
 from trilho.experiment import Experiment
 from trilho.settings import Settings
+from trilho.space import LOWER_IS_BETTER, Param, default_space, parse_space, tuned_config
 
 __all__ = ["TuneResult", "default_space", "parse_space", "tune", "tuned_config"]
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
-
-# what each family is usually searched over; keys as in the experiment file's [tune.space]
-DEFAULT_SPACES: dict[str, dict[str, dict[str, Any]]] = {
-    "xgboost": {
-        "model.params.n_estimators": {"int": [50, 400], "step": 50},
-        "model.params.max_depth": {"int": [2, 10]},
-        "model.params.learning_rate": {"float": [0.01, 0.3], "log": True},
-        "model.params.subsample": {"float": [0.5, 1.0]},
-        "model.params.colsample_bytree": {"float": [0.5, 1.0]},
-        "model.params.min_child_weight": {"float": [0.5, 10.0], "log": True},
-    },
-    "hist_gradient_boosting": {
-        "model.params.max_iter": {"int": [50, 400], "step": 50},
-        "model.params.learning_rate": {"float": [0.01, 0.3], "log": True},
-        "model.params.max_leaf_nodes": {"int": [8, 64], "log": True},
-        "model.params.l2_regularization": {"float": [1e-4, 10.0], "log": True},
-    },
-    "random_forest": {
-        "model.params.n_estimators": {"int": [100, 400], "step": 50},
-        "model.params.max_depth": {"choice": [None, 4, 8, 16]},
-        "model.params.min_samples_leaf": {"int": [1, 10]},
-        "model.params.max_features": {"choice": ["sqrt", "log2", 0.5]},
-    },
-    "extra_trees": {
-        "model.params.n_estimators": {"int": [100, 400], "step": 50},
-        "model.params.min_samples_leaf": {"int": [1, 10]},
-        "model.params.max_features": {"choice": ["sqrt", "log2", 0.5]},
-    },
-    "logistic_regression": {
-        "model.params.C": {"float": [1e-3, 100.0], "log": True},
-    },
-}
-RESAMPLER_SPACES: dict[str, dict[str, dict[str, Any]]] = {
-    "smote": {"resampler.params.k_neighbors": {"int": [3, 10]}},
-    "smotenc": {"resampler.params.k_neighbors": {"int": [3, 10]}},
-    "borderline_smote": {"resampler.params.k_neighbors": {"int": [3, 10]}},
-}
-_KINDS = ("int", "float", "choice")
-_LOWER_IS_BETTER = {"log_loss"}
-
-
-@dataclass(frozen=True)
-class Param:
-    """One searched parameter: ``section`` is "model" or "resampler"."""
-
-    key: str
-    section: str
-    name: str
-    kind: str
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: float | None = None
-    choices: tuple[Any, ...] = ()
-
-    def suggest(self, trial: Any) -> Any:
-        if self.kind == "choice":
-            # Optuna stores choices by position; a None or a mix of types stays as written
-            return self.choices[trial.suggest_categorical(self.key, list(range(len(self.choices))))]
-        if self.kind == "int":
-            return trial.suggest_int(self.key, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
-        return trial.suggest_float(self.key, float(self.low), float(self.high), step=self.step, log=self.log)
-
-
-def default_space(model: str, resampler: str) -> dict[str, dict[str, Any]]:
-    """The family's usual space (and its resampler's), for an experiment with no [tune.space]."""
-    from trilho.models import model_kind
-
-    family = model_kind(model).name
-    if family not in DEFAULT_SPACES:
-        raise ConfigError(f"trilho has no default search space for model {model!r}: give one in the experiment "
-                          "file, e.g. [tune.space] \"model.params.C\" = { float = [0.001, 100.0], log = true }")
-    return {**DEFAULT_SPACES[family], **RESAMPLER_SPACES.get(resampler, {})}
-
-
-def parse_space(exp: Experiment) -> list[Param]:
-    """The experiment's search space, every entry checked before any data is read or any trial runs:
-    the key names a parameter the model or resampler takes, the range is not empty, a log range is
-    positive, a choice has options. One ``ConfigError`` line names the entry and the fix."""
-    space = exp.tune.space or default_space(exp.model.name, exp.resampler.name)
-    params = [_entry(key, spec) for key, spec in space.items()]
-    _check_names(exp, params)
-    return params
-
-
-def _entry(key: str, spec: Any) -> Param:
-    where = f"tune.space {key!r}"
-    section, _, name = key.partition(".params.")
-    if section not in ("model", "resampler") or not name or "." in name:
-        raise ConfigError(f"{where}: keys are model.params.NAME or resampler.params.NAME")
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{where}: give a table, e.g. {{ int = [2, 10] }}, {{ float = [0.01, 0.3], log = true }} "
-                          'or { choice = ["a", "b"] }')
-    kinds = [k for k in _KINDS if k in spec]
-    unknown = sorted(set(spec) - {*_KINDS, "log", "step"})
-    if len(kinds) != 1 or unknown:
-        raise ConfigError(f"{where}: give exactly one of {list(_KINDS)} (and optionally log, step); got {sorted(spec)}")
-    kind, values = kinds[0], spec[kinds[0]]
-    if kind == "choice":
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"{where}: choice needs a non-empty list of options")
-        return Param(key, section, name, kind, choices=tuple(values))
-    if not (isinstance(values, list) and len(values) == 2 and all(isinstance(v, int | float) for v in values)):
-        raise ConfigError(f"{where}: {kind} needs [low, high], two numbers")
-    low, high = values
-    if kind == "int" and not all(float(v).is_integer() for v in values):
-        raise ConfigError(f"{where}: int needs whole numbers, got {values}; use float for a real range")
-    if not low < high:
-        raise ConfigError(f"{where}: the range [{low}, {high}] is empty; give low < high")
-    log_scale = bool(spec.get("log", False))
-    if log_scale and low <= 0:
-        raise ConfigError(f"{where}: a log range must be positive, got [{low}, {high}]")
-    step = spec.get("step")
-    if step is not None and (not isinstance(step, int | float) or step <= 0 or log_scale):
-        raise ConfigError(f"{where}: step must be a positive number, and cannot go with log = true")
-    return Param(key, section, name, kind, float(low), float(high), log_scale, None if step is None else float(step))
-
-
-def _check_names(exp: Experiment, params: list[Param]) -> None:
-    """Every searched name is a parameter of the model or resampler, checked as the run's own
-    configuration is, and, since XGBoost takes any name without complaint, against the ones its
-    estimator exposes."""
-    from trilho.models import RESAMPLERS, check_estimator, model_kind
-
-    kind = model_kind(exp.model.name)
-    if kind.format == "xgboost":
-        known = set(kind.cls()().get_params())
-        unknown = sorted(p.name for p in params if p.section == "model" and p.name not in known)
-        if unknown:
-            raise ConfigError(f"tune.space: model.params {unknown} are not parameters of {exp.model.name} "
-                              f"({kind.cls().__name__}); it takes {sorted(known)}")
-    probe: dict[str, dict[str, Any]] = {"model": {}, "resampler": {}}
-    for p in params:
-        probe[p.section][p.name] = p.choices[0] if p.kind == "choice" else (int(p.low) if p.kind == "int" else p.low)
-    if RESAMPLERS[exp.resampler.name].path is None and probe["resampler"]:
-        raise ConfigError(f"tune.space: resampler {exp.resampler.name!r} takes no parameters to search")
-    try:
-        check_estimator({"name": exp.model.name, "params": {**exp.model.params, **probe["model"]}},
-                        {"name": exp.resampler.name, "params": {**exp.resampler.params, **probe["resampler"]}},
-                        exp.data.missing)
-    except ConfigError as exc:
-        raise ConfigError(f"tune.space: {exc}") from None
-
-
-def tuned_config(exp: Experiment, best: dict[str, Any]) -> dict[str, Any]:
-    """The experiment as plain data with the search's best parameters in place."""
-    config = exp.resolved()
-    for key, value in best.items():
-        section, _, name = key.partition(".params.")
-        config[section]["params"][name] = value
-    return config
 
 
 @dataclass
@@ -215,7 +64,7 @@ def _storage_url(settings: Settings) -> str:
 
 
 def _direction(metric: str) -> str:
-    return "minimize" if metric in _LOWER_IS_BETTER else "maximize"
+    return "minimize" if metric in LOWER_IS_BETTER else "maximize"
 
 
 def _honest_interval(y: np.ndarray, proba: np.ndarray, labels: np.ndarray, metric: str, point: float,
@@ -235,153 +84,221 @@ def _honest_interval(y: np.ndarray, proba: np.ndarray, labels: np.ndarray, metri
     return tuple(float(v) for v in np.percentile(draws, [tail, 100 - tail]))  # type: ignore[return-value]
 
 
+@dataclass
+class _Rows:
+    """The rows of a tune: the folds' view of the data, split into the rows the search sees and
+    the rows set aside for the honest score."""
+
+    X: Any
+    y: np.ndarray
+    groups: Any
+    duplicates: dict[str, Any]
+    search: np.ndarray
+    held: np.ndarray
+    spec: dict[str, Any]
+
+    def searched(self) -> tuple[Any, np.ndarray, Any]:
+        X, y, g = self.X.iloc[self.search].reset_index(drop=True), self.y[self.search], self.groups
+        return X, y, None if g is None else g[self.search]
+
+
 def tune(exp: Experiment, settings: Settings, *, trials: int | None = None, timeout_s: float | None = None,
          study_name: str | None = None, out: Path | None = None, progress: Progress | None = None) -> TuneResult:
     """Search, on the experiment's folds, then score the best configuration on rows the search never saw."""
-    import optuna
-
     from trilho.cluster import open_executor
-    from trilho.pipeline import fold_data, load_clean, open_tracker
+    from trilho.curate import fold_data, load_clean
+    from trilho.pipeline import open_tracker
     from trilho.storage import open_lake
 
     space = parse_space(exp)  # a bad space is one line, before anything is read
     metric = exp.tune.metric or exp.registry.primary_metric
     if metric not in evaluate.METRICS:
         raise ConfigError(f"tune.metric {metric!r} is unknown; choose from {list(evaluate.METRICS)}")
-    n_trials = trials if trials is not None else exp.tune.trials
-    timeout_s = timeout_s if timeout_s is not None else exp.tune.timeout_s
+    budget = (trials if trials is not None else exp.tune.trials, timeout_s if timeout_s is not None else exp.tune.timeout_s)
     lake = open_lake(settings)
     with open_executor(settings) as executor:
         ingested, _, validation, data = load_clean(exp, settings, lake)
         tracker = open_tracker(settings, exp.tracking.experiment)
         X, y, groups, duplicates = fold_data(data, exp)
-        search, held = evaluate.holdout_split(y, exp.tune.holdout_fraction, exp.random_state, groups)
-        Xs, ys = X.iloc[search].reset_index(drop=True), y[search]
-        gs = None if groups is None else groups[search]
-        labels = np.arange(len(exp.data.classes))
-        cores = settings.free_cores()
+        rows = _Rows(X, y, groups, duplicates, *evaluate.holdout_split(y, exp.tune.holdout_fraction, exp.random_state,
+                                                                       groups), data.spec)
         sha = ingested.manifest["sha256"]
         name = study_name or f"{exp.name}-{sha[:12]}-{exp.model.name}+{exp.resampler.name}-{metric}"
-        storage = _storage_url(settings)
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study, storage = _open_study(exp, settings, name, metric, (len(rows.held), sha))
+        search = _Search(exp, rows, metric, space, evaluate.Runner(settings.free_cores(), executor))
         try:
-            study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
-                                        direction=_direction(metric))
-        except Exception as exc:  # a storage that cannot be opened: one line, nothing started
-            raise ConfigError(f"Optuna storage {storage!r} cannot hold study {name!r} ({type(exc).__name__}: "
-                              f"{exc}); set TRILHO_TUNE_STORAGE to a database URL") from exc
-        earlier = len(study.trials)
-        if earlier and study.user_attrs.get("trilho.holdout_rows") not in (None, len(held)):
-            raise ConfigError(f"study {name!r} was searched on other rows (holdout of "
-                              f"{study.user_attrs['trilho.holdout_rows']} rows, now {len(held)}); "
-                              "give --study a new name")
-        study.set_user_attr("trilho.holdout_rows", len(held))
-        study.set_user_attr("trilho.data_sha256", sha)
-        # a resumed study draws new points: the sampler's seed moves on with the trials already made
-        study.sampler = optuna.samplers.TPESampler(seed=exp.random_state + earlier)
-        study.pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
-        seeds = exp.cv.seeds
-        records: list[dict[str, Any]] = []
-        tags = {"trilho.experiment": exp.name, "trilho.kind": "tune", "trilho.study": name,
-                "trilho.data_sha256": sha}
+            with tracker.run(f"{exp.name}-tune", search.tags(name, sha)) as parent:
+                tracker.log_values(parent, params={
+                    "tune.metric": metric, "tune.study": name, "tune.storage": storage,
+                    "tune.holdout_fraction": str(exp.tune.holdout_fraction),
+                    "tune.space": json.dumps({p.key: p.kind for p in space})})
+                search.run(study, tracker, budget, progress)
+                config, summary = _conclude(search, study, {"study": name, "storage": storage, "run_id": parent,
+                                                            "lake": {"uri": lake.uri, "reports": f"reports/{parent}/",
+                                                                     "curated": validation["curated_key"]}})
+                tracker.log_values(parent, metrics=_summary_metrics(summary))
+                out = out or Path(f"{exp.name}-tuned.toml")
+                out.write_text(_render(config, summary))
+                summary["experiment_file"] = str(out)
+                reports.publish_tune(tracker, lake, parent, study, summary, out)
+        finally:
+            tracker.close()
+    return TuneResult(summary=summary, config=config, experiment_file=out, trials=search.records)
+
+
+def _open_study(exp: Experiment, settings: Settings, name: str, metric: str, held: tuple[int, str]) -> tuple[Any, str]:
+    """The study, created or resumed, with a sampler seeded past the trials it already has; a
+    resumed study must have set aside the same number of rows (``held``: that and the data digest)."""
+    import optuna
+
+    storage = _storage_url(settings)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
+                                    direction="minimize" if _direction(metric) == "minimize" else "maximize")
+    except Exception as exc:  # a storage that cannot be opened: one line, nothing started
+        raise ConfigError(f"Optuna storage {storage!r} cannot hold study {name!r} ({type(exc).__name__}: "
+                          f"{exc}); set TRILHO_TUNE_STORAGE to a database URL") from exc
+    earlier, (n_held, sha) = len(study.trials), held
+    if earlier and study.user_attrs.get("trilho.holdout_rows") not in (None, n_held):
+        raise ConfigError(f"study {name!r} was searched on other rows (holdout of "
+                          f"{study.user_attrs['trilho.holdout_rows']} rows, now {n_held}); give --study a new name")
+    study.set_user_attr("trilho.holdout_rows", n_held)
+    study.set_user_attr("trilho.data_sha256", sha)
+    # a resumed study draws new points: the sampler's seed moves on with the trials already made
+    study.sampler = optuna.samplers.TPESampler(seed=exp.random_state + earlier)
+    study.pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
+    return study, storage
+
+
+class _Search:
+    """The trials: each one a configuration scored on the experiment's folds of the search rows,
+    one repeat at a time (the pruner may stop it between repeats), each an MLflow child run."""
+
+    def __init__(self, exp: Experiment, rows: _Rows, metric: str, space: list[Param], runner: evaluate.Runner) -> None:
+        self.exp, self.rows, self.metric, self.space, self.runner = exp, rows, metric, space, runner
+        self.records: list[dict[str, Any]] = []
+        self.search_s = 0.0
+        self._tags: dict[str, str] = {}
+
+    def tags(self, name: str, sha: str) -> dict[str, str]:
+        self._tags = {"trilho.experiment": self.exp.name, "trilho.kind": "tune", "trilho.study": name,
+                      "trilho.data_sha256": sha}
+        return self._tags
+
+    def run(self, study: Any, tracker: Any, budget: tuple[int, float | None], progress: Progress | None) -> None:
+        import optuna
+
+        n_trials, timeout_s = budget
+
+        def count(_study: Any, trial: Any) -> None:
+            if trial.state == optuna.trial.TrialState.FAIL and self.records and "state" not in self.records[-1]:
+                self.records[-1]["state"] = "failed"
+                self.records[-1]["error"] = trial.system_attrs.get("fail_reason", "")
+            if progress:
+                progress("tune", len(self.records), n_trials)
+
         started = time.perf_counter()
-        with tracker.run(f"{exp.name}-tune", tags) as parent:
-            tracker.log_values(parent, params={"tune.metric": metric, "tune.study": name, "tune.storage": storage,
-                                               "tune.holdout_fraction": str(exp.tune.holdout_fraction),
-                                               "tune.space": json.dumps({p.key: p.kind for p in space})})
+        study.optimize(lambda trial: self.objective(trial, tracker), n_trials=n_trials, timeout=timeout_s,
+                       catch=(Exception,), callbacks=[count])
+        self.search_s = time.perf_counter() - started
 
-            def objective(trial: Any) -> float:
-                chosen = {p.key: p.suggest(trial) for p in space}
-                config = tuned_config(exp, chosen)  # what the trial fits is what the written file holds
-                trial.set_user_attr("trilho.params", json.dumps(chosen))
-                record = {"number": trial.number, "params": chosen, "fold_scores": []}
-                records.append(record)
-                child_tags = {**tags, "trilho.trial": str(trial.number)}
-                with tracker.run(f"{exp.name}-trial-{trial.number}", child_tags, nested=True) as child:
-                    tracker.log_values(child, params={k: json.dumps(v) for k, v in chosen.items()})
-                    scores: list[float] = []
-                    for step, seed in enumerate(seeds):  # the experiment's folds, one repeat at a time
-                        task = evaluate.Task(model=config["model"], resampler=config["resampler"],
-                                             random_state=exp.random_state, n_splits=exp.cv.n_splits, seeds=[seed],
-                                             groups=gs, encoding=data.spec)
-                        cv = evaluate.cross_validate(Xs, ys, task, evaluate.Runner(cores, executor))
-                        fold = cv.scores(metric).tolist()
-                        tracker.log_values(child, metrics=[(f"fold_{metric}", v, len(scores) + i)
-                                                           for i, v in enumerate(fold)])
-                        scores += fold
-                        record["fold_scores"] = scores
-                        trial.report(float(np.mean(scores)), step)
-                        if trial.should_prune():
-                            record["state"] = "pruned"
-                            break
-                    tracker.set_tag(child, "trilho.trial.state", record.get("state", "complete"))
-                    tracker.log_values(child, metrics=[(f"cv_{metric}", float(np.mean(scores)), 0)])
-                if record.get("state") == "pruned":
-                    raise optuna.TrialPruned()
-                record["state"], record["value"] = "complete", float(np.mean(scores))
-                return record["value"]
+    def objective(self, trial: Any, tracker: Any) -> float:
+        import optuna
 
-            def count(study_: Any, trial: Any) -> None:
-                if trial.state == optuna.trial.TrialState.FAIL and records and "state" not in records[-1]:
-                    records[-1]["state"] = "failed"
-                    records[-1]["error"] = trial.system_attrs.get("fail_reason", "")
-                if progress:
-                    progress("tune", len(records), n_trials)
+        chosen = {p.key: p.suggest(trial) for p in self.space}
+        config = tuned_config(self.exp, chosen)  # what the trial fits is what the written file holds
+        trial.set_user_attr("trilho.params", json.dumps(chosen))
+        record: dict[str, Any] = {"number": trial.number, "params": chosen, "fold_scores": []}
+        self.records.append(record)
+        tags = {**self._tags, "trilho.trial": str(trial.number)}
+        with tracker.run(f"{self.exp.name}-trial-{trial.number}", tags, nested=True) as child:
+            tracker.log_values(child, params={k: json.dumps(v) for k, v in chosen.items()})
+            scores = self._repeats(trial, tracker, child, config, record)
+            tracker.set_tag(child, "trilho.trial.state", record.get("state", "complete"))
+            tracker.log_values(child, metrics=[(f"cv_{self.metric}", float(np.mean(scores)), 0)])
+        if record.get("state") == "pruned":
+            raise optuna.TrialPruned()
+        record["state"], record["value"] = "complete", float(np.mean(scores))
+        return record["value"]
 
-            study.optimize(objective, n_trials=n_trials, timeout=timeout_s, catch=(Exception,), callbacks=[count])
-            search_s = time.perf_counter() - started
-            done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-            if not done:
-                failures = [r.get("error", "") for r in records if r.get("state") == "failed"]
-                raise ConfigError(f"no trial of study {name!r} completed ({len(records)} tried"
-                                  f"{'; first failure: ' + failures[0].splitlines()[-1] if failures and failures[0] else ''}); "
-                                  "check the search space")
-            best = study.best_trial
-            best_params = json.loads(best.user_attrs["trilho.params"])
-            config = tuned_config(exp, best_params)
-            honest = _score_on_held(exp, config, data.spec, X, y, held, labels, metric, cores)
-            untuned = _score_on_held(exp, exp.resolved(), data.spec, X, y, held, labels, metric, cores)
-            summary = {
-                "experiment": exp.name, "study": name, "storage": storage, "metric": metric,
-                "direction": _direction(metric), "run_id": parent,
-                "trials": {"this_command": len(records), "in_study": len(study.trials),
-                           "complete": len(done),
-                           "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
-                           "failed": sum(t.state == optuna.trial.TrialState.FAIL for t in study.trials)},
-                "search_rows": int(len(search)), "held_out_rows": int(len(held)),
-                "folds": {"n_splits": exp.cv.n_splits, "seeds": seeds, "duplicates": duplicates["policy"]},
-                "best": {"trial": best.number, "params": best_params, "cv_score": float(best.value)},
-                "honest": honest, "untuned": untuned,
-                # how much better the best trial's own score looks than what held-out rows show
-                "optimism": (float(best.value) - honest["score"]) * (1 if _direction(metric) == "maximize" else -1),
-                "search_s": search_s,
-                "finished": datetime.now(UTC).isoformat(),
-                "lake": {"uri": lake.uri, "reports": f"reports/{parent}/", "curated": validation["curated_key"]},
-            }
-            tracker.log_values(parent, metrics=[(k, v, 0) for k, v in {
-                f"best_cv_{metric}": float(best.value), f"honest_{metric}": honest["score"],
-                f"honest_{metric}_low": honest["low"], f"honest_{metric}_high": honest["high"],
-                f"untuned_{metric}": untuned["score"], "optimism": summary["optimism"]}.items()])
-            out = out or Path(f"{exp.name}-tuned.toml")
-            out.write_text(_render(config, summary))
-            summary["experiment_file"] = str(out)
-            _publish(tracker, lake, parent, study, summary, out)
-    return TuneResult(summary=summary, config=config, experiment_file=out, trials=records)
+    def _repeats(self, trial: Any, tracker: Any, child: str, config: dict[str, Any], record: dict[str, Any]) -> list[float]:
+        """The trial's fold scores, one repeat (seed) at a time, until the pruner stops it."""
+        exp, metric = self.exp, self.metric
+        X, y, groups = self.rows.searched()
+        scores: list[float] = []
+        for step, seed in enumerate(exp.cv.seeds):  # the experiment's folds, one repeat at a time
+            task = evaluate.Task(model=config["model"], resampler=config["resampler"], random_state=exp.random_state,
+                                 n_splits=exp.cv.n_splits, seeds=[seed], groups=groups, encoding=self.rows.spec)
+            fold = evaluate.cross_validate(X, y, task, self.runner).scores(metric).tolist()
+            tracker.log_values(child, metrics=[(f"fold_{metric}", v, len(scores) + i) for i, v in enumerate(fold)])
+            scores += fold
+            record["fold_scores"] = scores
+            trial.report(float(np.mean(scores)), step)
+            if trial.should_prune():
+                record["state"] = "pruned"
+                break
+        return scores
 
 
-def _score_on_held(exp: Experiment, config: dict[str, Any], spec: dict[str, Any], X: Any, y: np.ndarray,
-                   held: np.ndarray, labels: np.ndarray, metric: str, cores: int) -> dict[str, Any]:
+def _conclude(search: _Search, study: Any, where: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The best configuration, scored with the untuned one on the rows set aside, and the summary.
+    ``where``: the study's name and storage, the parent run and the lake's keys."""
+    import optuna
+
+    exp, rows, metric = search.exp, search.rows, search.metric
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not done:
+        failures = [r.get("error", "") for r in search.records if r.get("state") == "failed"]
+        first = "; first failure: " + failures[0].splitlines()[-1] if failures and failures[0] else ""
+        raise ConfigError(f"no trial of study {where['study']!r} completed ({len(search.records)} tried{first}); "
+                          "check the search space")
+    best = study.best_trial
+    best_params = json.loads(best.user_attrs["trilho.params"])
+    config = tuned_config(exp, best_params)
+    honest = _score_on_held(exp, config, rows, metric, search.runner.n_jobs)
+    untuned = _score_on_held(exp, exp.resolved(), rows, metric, search.runner.n_jobs)
+    states = optuna.trial.TrialState
+    summary = {
+        "experiment": exp.name, "study": where["study"], "storage": where["storage"], "metric": metric,
+        "direction": _direction(metric), "run_id": where["run_id"],
+        "trials": {"this_command": len(search.records), "in_study": len(study.trials), "complete": len(done),
+                   "pruned": sum(t.state == states.PRUNED for t in study.trials),
+                   "failed": sum(t.state == states.FAIL for t in study.trials)},
+        "search_rows": int(len(rows.search)), "held_out_rows": int(len(rows.held)),
+        "folds": {"n_splits": exp.cv.n_splits, "seeds": exp.cv.seeds, "duplicates": rows.duplicates["policy"]},
+        "best": {"trial": best.number, "params": best_params, "cv_score": float(best.value)},
+        "honest": honest, "untuned": untuned,
+        # how much better the best trial's own score looks than what held-out rows show
+        "optimism": (float(best.value) - honest["score"]) * (1 if _direction(metric) == "maximize" else -1),
+        "search_s": search.search_s,
+        "finished": datetime.now(UTC).isoformat(),
+        "lake": where["lake"],
+    }
+    return config, summary
+
+
+def _summary_metrics(summary: dict[str, Any]) -> list[tuple[str, float, int]]:
+    metric, honest = summary["metric"], summary["honest"]
+    return [(k, v, 0) for k, v in {
+        f"best_cv_{metric}": summary["best"]["cv_score"], f"honest_{metric}": honest["score"],
+        f"honest_{metric}_low": honest["low"], f"honest_{metric}_high": honest["high"],
+        f"untuned_{metric}": summary["untuned"]["score"], "optimism": summary["optimism"]}.items()]
+
+
+def _score_on_held(exp: Experiment, config: dict[str, Any], rows: _Rows, metric: str, cores: int) -> dict[str, Any]:
     """Fit the configuration on every row but the held-out ones, score it on them, with an interval."""
     estimator = {"model": config["model"], "resampler": config["resampler"], "random_state": exp.random_state,
-                 "encoding": spec}
-    row = evaluate._fold_fit(X, y, cores, estimator, 0, 0, held, labels)
-    low, high = _honest_interval(y[held], row["proba"], labels, metric, float(row[metric]), exp.evaluation.level,
-                                 exp.random_state)
+                 "encoding": rows.spec}
+    labels = np.arange(len(exp.data.classes))
+    row = evaluate.fold_fit(rows.X, rows.y, cores, estimator, 0, 0, rows.held, labels)
+    low, high = _honest_interval(rows.y[rows.held], row["proba"], labels, metric, float(row[metric]),
+                                 exp.evaluation.level, exp.random_state)
     return {"score": float(row[metric]), "low": float(low), "high": float(high), "level": exp.evaluation.level}
 
 
 def _render(config: dict[str, Any], summary: dict[str, Any]) -> str:
-    from trilho.profile import toml_document
+    from trilho.propose import toml_document
 
     head = [f"Written by `trilho tune` (study {summary['study']!r}, best of {summary['trials']['complete']} "
             "complete trials).",
@@ -390,46 +307,3 @@ def _render(config: dict[str, Any], summary: dict[str, Any]) -> str:
             f"[{summary['honest']['low']:.4f}, {summary['honest']['high']:.4f}].",
             "`trilho run -e THIS_FILE` runs it; the promotion gate decides whether it replaces the champion."]
     return toml_document({k: v for k, v in config.items() if not k.startswith("__")}, head)
-
-
-def _publish(tracker: Any, lake: Any, run_id: str, study: Any, summary: dict[str, Any], out: Path) -> None:
-    """The summary, the tuned experiment file and Optuna's figures: to the lake first, then MLflow."""
-    with tempfile.TemporaryDirectory(prefix="trilho-tune-") as tmp:
-        folder = Path(tmp)
-        (folder / "tune.json").write_text(json.dumps(summary, indent=2, default=str))
-        (folder / out.name).write_text(out.read_text())
-        try:
-            _figures(study, folder)
-        except Exception as exc:  # a figure that cannot be drawn loses no result
-            log.warning("Optuna's figures were not drawn: %s: %s", type(exc).__name__, exc)
-        for path in sorted(folder.iterdir()):
-            lake.put_file(summary["lake"]["reports"] + path.name, path, overwrite=True)
-        tracker.log_folder(run_id, folder)
-
-
-def _figures(study: Any, folder: Path) -> None:
-    import warnings
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from optuna.exceptions import ExperimentalWarning
-    from optuna.visualization import matplotlib as ovm
-
-    with warnings.catch_warnings():  # Optuna marks its matplotlib figures experimental; they are what we need
-        warnings.simplefilter("ignore", ExperimentalWarning)
-        warnings.simplefilter("ignore", UserWarning)  # e.g. "importances will be equal" on a handful of trials
-        _draw(study, folder, ovm, plt)
-
-
-def _draw(study: Any, folder: Path, ovm: Any, plt: Any) -> None:
-    ax = ovm.plot_optimization_history(study)
-    ax.figure.savefig(folder / "optimization_history.png", dpi=110, bbox_inches="tight")
-    plt.close(ax.figure)
-    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
-    if len(complete) >= 2 and len(study.best_trial.params) >= 1:
-        ax = ovm.plot_param_importances(study)
-        ax.figure.savefig(folder / "param_importances.png", dpi=110, bbox_inches="tight")
-        plt.close(ax.figure)
-

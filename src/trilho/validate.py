@@ -10,11 +10,11 @@ Row references are file line numbers: the header is line 1, the first data row l
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from trilho.contracts import ValidationReport
 from trilho.encoding import normalise_text
 from trilho.errors import DataValidationError
 from trilho.experiment import Experiment
@@ -34,7 +34,7 @@ def _feature_columns(df: pd.DataFrame, exp: Experiment) -> list[str]:
     return [c for c in df.columns if c not in skip]
 
 
-def _check_labels(df: pd.DataFrame, exp: Experiment, report: dict, errors: list) -> pd.Series | None:
+def _check_labels(df: pd.DataFrame, exp: Experiment, report: ValidationReport, errors: list) -> pd.Series | None:
     target = exp.data.target
     raw = df[target]
     normal = normalise_text(raw)
@@ -54,7 +54,7 @@ def _check_labels(df: pd.DataFrame, exp: Experiment, report: dict, errors: list)
     return normal.map(exp.data.labels)
 
 
-def _check_features(df: pd.DataFrame, exp: Experiment, report: dict, errors: list, warnings: list) -> pd.DataFrame:
+def _check_features(df: pd.DataFrame, exp: Experiment, report: ValidationReport, errors: list, warnings: list) -> pd.DataFrame:
     """Type every feature column; count missing values per column and apply the policy's verdict."""
     maps = exp.data.categorical_maps
     typed = {}
@@ -107,7 +107,7 @@ def _check_features(df: pd.DataFrame, exp: Experiment, report: dict, errors: lis
     return frame
 
 
-def _check_duplicates(features: pd.DataFrame, y: pd.Series | None, report: dict, warnings: list) -> None:
+def _check_duplicates(features: pd.DataFrame, y: pd.Series | None, report: ValidationReport, warnings: list) -> None:
     dup = features.duplicated(keep="first")
     same = pd.concat([features, y.rename("__y__")], axis=1).duplicated(keep="first") if y is not None else dup
     report["duplicates"] = {
@@ -125,8 +125,8 @@ def _check_duplicates(features: pd.DataFrame, y: pd.Series | None, report: dict,
                         f"({int(dup.sum() - same.sum())} with a different label)")
 
 
-def _check_classes(y: pd.Series, exp: Experiment, report: dict, errors: list) -> None:
-    counts = {exp.data.classes[int(k)]: int(v) for k, v in y.value_counts().sort_index().items()}
+def _check_classes(y: pd.Series, exp: Experiment, report: ValidationReport, errors: list) -> None:
+    counts = {exp.data.classes[int(k)]: int(v) for k, v in y.value_counts().sort_index().items()}  # type: ignore[call-overload]
     report["class_counts"] = counts
     if len(counts) < 2:
         errors.append(f"need at least 2 classes to classify, found only {list(counts)}")
@@ -145,7 +145,7 @@ def _check_classes(y: pd.Series, exp: Experiment, report: dict, errors: list) ->
                           "(lower resampler.params.k_neighbors or cv.n_splits)")
 
 
-def _check_ranges(frame: pd.DataFrame, exp: Experiment, report: dict, warnings: list) -> None:
+def _check_ranges(frame: pd.DataFrame, exp: Experiment, report: ValidationReport, warnings: list) -> None:
     report["out_of_range"] = {}
     for col, (lo, hi) in exp.data.ranges.items():
         if col not in frame.columns or col in exp.data.categorical_maps:
@@ -162,11 +162,11 @@ def _check_ranges(frame: pd.DataFrame, exp: Experiment, report: dict, warnings: 
             f"{c} ×{v['count']}" for c, v in report["out_of_range"].items()))
 
 
-def validate(df: pd.DataFrame, exp: Experiment) -> dict[str, Any]:
+def validate(df: pd.DataFrame, exp: Experiment) -> ValidationReport:
     """Validate a raw table; never raises for data problems, records them in the report."""
     errors: list[str] = []
     warnings: list[str] = []
-    report: dict[str, Any] = {
+    report: ValidationReport = {
         "rows": int(len(df)),
         "columns": [str(c) for c in df.columns],
         "dtypes": {str(c): str(t) for c, t in df.dtypes.items()},
@@ -193,7 +193,7 @@ def validate(df: pd.DataFrame, exp: Experiment) -> dict[str, Any]:
     return report
 
 
-def raise_for_errors(report: dict[str, Any]) -> None:
+def raise_for_errors(report: ValidationReport) -> None:
     """Raise one DataValidationError that lists every error in the report."""
     if report["errors"]:
         raise DataValidationError("invalid data: " + "; ".join(report["errors"]), report)

@@ -24,7 +24,7 @@ from trilho.encoding import model_outputs
 from trilho.errors import TrackingError
 from trilho.tracking.store import open_client
 
-__all__ = ["load_model", "log_model", "resolve_model", "save_model_files", "signature_example"]
+__all__ = ["download_model", "load_model", "log_model", "resolve_model", "save_model_files", "signature_example"]
 
 log = logging.getLogger(__name__)
 _PKG = Path(__file__).parent.parent
@@ -91,6 +91,7 @@ def _servable() -> Any:
     import importlib.util
 
     found = importlib.util.spec_from_file_location("trilho_servable", _PKG / "servable.py")
+    assert found is not None and found.loader is not None
     module = importlib.util.module_from_spec(found)
     found.loader.exec_module(module)
     return module
@@ -149,8 +150,28 @@ def resolve_model(model_uri: str, tracking_uri: str) -> dict[str, str]:
             "run_id": version.run_id or "", "ident": f"{_safe(name)}/v{version.version}"}
 
 
+def download_model(model_uri: str, dst: Path, tracking_uri: str) -> Path:
+    """The model's files from this tracking store alone. MLflow resolves ``models:/`` URIs through
+    its process-wide registry URI, so they are resolved here, through this store's client, to the
+    location of the files, which MLflow then downloads with this store's URI."""
+    import mlflow
+
+    client = open_client(tracking_uri)
+    found = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))?", model_uri)
+    location = model_uri
+    if found and found.group(1).startswith("m-") and not (found.group(2) or found.group(3)):
+        location = client.get_logged_model(found.group(1)).artifact_location
+    elif found:
+        name, alias, number = found.groups()
+        version = client.get_model_version_by_alias(name, alias).version if alias else number
+        location = client.get_model_version_download_uri(name, version)
+    dst.mkdir(parents=True, exist_ok=True)
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(dst), tracking_uri=tracking_uri))
+
+
 def load_model(model_uri: str, dst: Path, tracking_uri: str):
-    """``mlflow.pyfunc.load_model`` from this tracking store alone, with a cheaper check of the model's requirements and Python.
+    """``mlflow.pyfunc.load_model`` from this tracking store alone, with a cheaper check of the
+    model's requirements and Python.
 
     MLflow's own check maps every installed distribution to its modules (about a second on every
     load); the logged model pins its few requirements exactly, so comparing those pins with the
@@ -161,14 +182,11 @@ def load_model(model_uri: str, dst: Path, tracking_uri: str):
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    dst.mkdir(parents=True, exist_ok=True)
     try:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst),
-                                                    tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        model = mlflow.pyfunc.load_model(local, suppress_warnings=True)
+        dst = download_model(model_uri, dst, tracking_uri)
+        model = mlflow.pyfunc.load_model(str(dst), suppress_warnings=True)
     except (MlflowException, OSError) as exc:
         raise TrackingError(f"cannot load model {model_uri!r}: {exc}") from exc
-    dst = Path(local)
     requirements = dst / "requirements.txt"
     for line in requirements.read_text().splitlines() if requirements.is_file() else []:
         pinned = re.fullmatch(r"\s*([A-Za-z0-9_.\-]+)\s*==\s*([^\s;#]+)\s*", line)

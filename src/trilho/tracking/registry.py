@@ -154,17 +154,19 @@ DriftReport = Callable[[dict[str, str], dict[str, Any]], dict[str, Any] | None]
 def _decide_now(client: Any, who: Challenger, reevaluate: Reevaluate | None,
                 drift_report: DriftReport | None) -> GateDecision:
     """The decision against whichever version is champion at this moment."""
-    rules = dict(metric=who.metric, margin=who.margin, test_fraction=who.test_fraction, level=who.level)
     current = _alias_version(client, who.name, CHAMPION)
     if current is None:
-        return decide(who.fold_scores, None, **rules)
+        return decide(who.fold_scores, None, metric=who.metric, margin=who.margin, test_fraction=who.test_fraction,
+                      level=who.level)
     champion_run = client.get_run(current.run_id)
     same_data = champion_run.data.tags.get("trilho.data_sha256") == who.cv_key["data_sha256"]
     logged = _logged_estimate(champion_run, who.metric)
     if not same_data and logged is not None:
         drift = (drift_report(champion_run.data.tags, json.loads(run_text(client, current.run_id, "config.json")))
                  if drift_report else None)
-        return decide_on_changed_data(who.fold_scores, logged, drift, **rules, champion_version=str(current.version))
+        return decide_on_changed_data(who.fold_scores, logged, drift, metric=who.metric, margin=who.margin,
+                                      test_fraction=who.test_fraction, level=who.level,
+                                      champion_version=str(current.version))
     if _same_folds(champion_run, who.cv_key):
         champion_scores, basis = _fold_scores(client, current.run_id, who.metric), "same folds, logged scores"
     elif reevaluate is not None:
@@ -176,7 +178,8 @@ def _decide_now(client: Any, who: Challenger, reevaluate: Reevaluate | None,
     if len(champion_scores) != len(who.fold_scores):
         raise TrackingError(f"champion v{current.version} has {len(champion_scores)} fold scores for "
                             f"{who.metric!r}, the challenger {len(who.fold_scores)}")
-    return decide(who.fold_scores, champion_scores, **rules, champion_version=str(current.version), basis=basis)
+    return decide(who.fold_scores, champion_scores, metric=who.metric, margin=who.margin, test_fraction=who.test_fraction,
+                  level=who.level, champion_version=str(current.version), basis=basis)
 
 
 def _source(client: Any, model_uri: str) -> tuple[str, str | None]:

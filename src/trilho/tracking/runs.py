@@ -166,14 +166,14 @@ class Tracker:
                     sha256: str) -> None:
         """Record the training data by reference: its lake URI and the sha256 the lake already has
         (not a digest of the frame), a schema read from its first thousand rows, its size."""
-        import mlflow.data
+        from mlflow.data.pandas_dataset import from_pandas
         from mlflow.entities import Dataset, DatasetInput, InputTag
 
         with self.timed("log the dataset"), warnings.catch_warnings():
             # MLflow hints about integer columns and ambiguous local sources; both are expected here
             warnings.simplefilter("ignore", UserWarning)
-            sample = mlflow.data.from_pandas(frame.head(1000), source=source, name=name, targets=target,
-                                             digest=sha256[:10])._to_mlflow_entity()
+            sample = from_pandas(frame.head(1000), source=source, name=name, targets=target,
+                                 digest=sha256[:10])._to_mlflow_entity()
             profile = json.dumps({"num_rows": int(len(frame)), "num_elements": int(frame.size), "sha256": sha256})
             entity = Dataset(name, sample.digest, sample.source_type, sample.source, sample.schema, profile)
             self.client.log_inputs(run_id, datasets=[DatasetInput(entity, [InputTag("mlflow.data.context", "training")])])

@@ -1,161 +1,27 @@
-"""The lake: one small interface over a local folder or an S3-compatible bucket.
-
-Keys are POSIX-style relative paths (``raw/diabetes/<sha256>/file.csv``). ``put_*`` is write-once
-unless ``overwrite=True`` (only reports and pointers use it): raw objects are never replaced.
-A write is all-or-nothing: a reader never sees half an object.
-"""
+"""The lake in an S3-compatible bucket (MinIO, SeaweedFS, AWS): conditional writes, bounded waits, typed errors."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import logging
-import os
-import shutil
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 from urllib.parse import urlsplit
 
 from trilho.errors import ConfigError, StorageError
 from trilho.settings import Settings
+from trilho.storage.base import check_key, sha256_file
 
-__all__ = ["Lake", "LocalLake", "S3Lake", "open_lake", "sha256_file"]
+__all__ = ["S3Lake"]
 
 log = logging.getLogger(__name__)
 
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> tuple[str, int]:
-    """Hex sha256 and size of a file, read in chunks."""
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-            size += len(block)
-    return digest.hexdigest(), size
-
-
-def _check_key(key: str) -> str:
-    parts = key.split("/")
-    if not key or key.startswith("/") or any(p in {"", ".", ".."} for p in parts):
-        raise StorageError(f"lake key {key!r} must be a relative path without '.' or '..' parts")
-    return key
-
-
-@runtime_checkable
-class Lake(Protocol):
-    """What every lake offers; the pipeline only speaks this."""
-
-    uri: str
-
-    def exists(self, key: str) -> bool: ...
-    def put_file(self, key: str, path: str | Path, *, overwrite: bool = False,
-                 sha256: str | None = None) -> bool: ...
-    def put_bytes(self, key: str, data: bytes, *, overwrite: bool = False) -> bool: ...
-    def get_bytes(self, key: str) -> bytes: ...
-    def download(self, key: str, path: str | Path) -> Path: ...
-    def list(self, prefix: str = "") -> list[str]: ...
-    def url(self, key: str) -> str: ...
-    def delete(self, key: str) -> None: ...
-    def digest(self, key: str, read: bool = True) -> tuple[str, int] | None: ...
-    def arrow(self, key: str) -> tuple[Any, str]: ...
-
-
-class LocalLake:
-    """A lake in a local folder (the embedded default)."""
-
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root).expanduser().resolve()
-        self.uri = self.root.as_uri()
-
-    def _path(self, key: str) -> Path:
-        return self.root / _check_key(key)
-
-    def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
-
-    def _publish(self, tmp: Path, final: Path, overwrite: bool) -> bool:
-        if overwrite:
-            os.replace(tmp, final)
-            return True
-        try:
-            os.link(tmp, final)  # atomic create-if-absent: never replaces an existing object
-        except FileExistsError:
-            return False
-        finally:
-            tmp.unlink(missing_ok=True)
-        return True
-
-    def _write(self, key: str, fill, overwrite: bool) -> bool:
-        final = self._path(key)
-        if not overwrite and final.exists():
-            return False
-        name = None
-        try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(dir=final.parent, prefix=".tmp-")
-            with os.fdopen(fd, "wb") as fh:
-                fill(fh)
-            return self._publish(Path(name), final, overwrite)
-        except OSError as exc:
-            if name:  # a half-written temporary file never outlives the failure
-                Path(name).unlink(missing_ok=True)
-            raise StorageError(f"cannot write {key!r} to lake {self.uri}: {exc.strerror or exc}; "
-                               "free space there") from None
-
-    def put_file(self, key: str, path: str | Path, *, overwrite: bool = False, sha256: str | None = None) -> bool:
-        def fill(fh):
-            with open(path, "rb") as src:
-                shutil.copyfileobj(src, fh, 1 << 20)
-        return self._write(key, fill, overwrite)
-
-    def put_bytes(self, key: str, data: bytes, *, overwrite: bool = False) -> bool:
-        return self._write(key, lambda fh: fh.write(data), overwrite)
-
-    def get_bytes(self, key: str) -> bytes:
-        try:
-            return self._path(key).read_bytes()
-        except FileNotFoundError:
-            raise StorageError(f"object {key!r} not found in lake {self.uri}") from None
-
-    def download(self, key: str, path: str | Path) -> Path:
-        try:
-            shutil.copyfile(self._path(key), path)
-        except FileNotFoundError:
-            raise StorageError(f"object {key!r} not found in lake {self.uri}") from None
-        return Path(path)
-
-    def list(self, prefix: str = "") -> list[str]:
-        if not self.root.exists():
-            return []
-        keys = (p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
-        return sorted(k for k in keys if k.startswith(prefix) and not Path(k).name.startswith(".tmp-"))
-
-    def url(self, key: str) -> str:
-        return self._path(key).as_uri()
-
-    def arrow(self, key: str) -> tuple[Any, str]:
-        """A pyarrow filesystem and path that read ``key`` where the lake is (what Dask workers on
-        this machine, or with this folder mounted at the same path, read the curated data through)."""
-        import pyarrow.fs
-
-        return pyarrow.fs.LocalFileSystem(), str(self._path(key))
-
-    def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
-
-    def digest(self, key: str, read: bool = True) -> tuple[str, int] | None:
-        """sha256 and size of what the lake holds under ``key`` (read back: hashing a local file is
-        cheap, so ``read`` is always honoured as True), or None when absent."""
-        path = self._path(key)
-        return sha256_file(path) if path.is_file() else None
-
-
 # every S3 call: connect within 2 s, an answer within 60 s, three attempts (standard retry mode)
 _CONNECT_TIMEOUT_S, _READ_TIMEOUT_S, _ATTEMPTS = 2.0, 60.0, 3
+
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "403"}
 _MISSING_BUCKET = {"NoSuchBucket", "404", "NotFound"}
 
@@ -225,7 +91,7 @@ class S3Lake:
         return fs, f"{self.bucket}/{self._key(key)}"
 
     def _key(self, key: str) -> str:
-        key = _check_key(key)
+        key = check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _fail(self, action: str, key: str, exc: Exception) -> StorageError:
@@ -469,19 +335,3 @@ class S3Lake:
         except BotoCoreError as exc:
             raise self._fail("read back", key, exc) from exc
         return digest.hexdigest(), size
-
-
-def open_lake(settings: Settings, *, prepare: bool = True) -> Lake:
-    """The lake named by settings: ``s3://bucket[/prefix]`` or a local folder.
-
-    An S3 lake is checked first (bounded wait for the store, credentials, bucket bootstrap), so a
-    store that is down or refuses the keys fails in seconds, before any work.
-    """
-    if settings.lake.startswith("s3://"):
-        lake = S3Lake(settings.lake, settings)
-        if prepare:
-            lake.prepare(create=settings.create_buckets, wait_s=settings.s3_wait_s)
-        return lake
-    if "://" in settings.lake and not settings.lake.startswith("file://"):
-        raise ConfigError(f"lake {settings.lake!r}: use a folder path, file://path or s3://bucket[/prefix]")
-    return LocalLake(settings.lake.removeprefix("file://"))

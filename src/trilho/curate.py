@@ -1,0 +1,101 @@
+"""The data stage: ingest the source into the lake (idempotent), read the raw object back and
+check it is what was written, validate, clean, and keep the curated Parquet beside it; then the
+rows the folds see under the duplicate policy."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from trilho import evaluate
+from trilho.clean import CleanData, clean
+from trilho.contracts import ValidationReport
+from trilho.errors import StorageError
+from trilho.experiment import Experiment
+from trilho.ingest import Ingested, ingest, read_table
+from trilho.settings import Settings
+from trilho.storage import Lake, open_lake, sha256_file
+from trilho.validate import raise_for_errors, validate
+
+__all__ = ["CURATED_ROW_GROUP", "fold_data", "load_clean", "read_curated"]
+
+log = logging.getLogger(__name__)
+CURATED_ROW_GROUP = 100_000
+
+
+def load_clean(exp: Experiment, settings: Settings, lake: Lake | None = None
+               ) -> tuple[Ingested, pd.DataFrame, ValidationReport, CleanData]:
+    """Ingest (idempotent), read the raw object back from the lake, validate, clean, curate."""
+    lake = lake or open_lake(settings)
+    ingested, raw = _read_raw(exp, settings, lake)
+    report = validate(raw, exp)
+    raise_for_errors(report)
+    data = clean(raw, exp)
+    report["curated_key"] = _curate(lake, data, f"curated/{exp.name}/{ingested.manifest['sha256']}/data.parquet")
+    return ingested, raw, report, data
+
+
+def _read_raw(exp: Experiment, settings: Settings, lake: Lake) -> tuple[Ingested, pd.DataFrame]:
+    """The raw object as the lake holds it, checked against its manifest's digest; an object that
+    changed in the store is written again from the source."""
+    pinned = exp.source.sha256 or None
+    ingested = ingest(exp.source.uri, lake, settings, exp.name, pinned)
+    with tempfile.TemporaryDirectory(prefix="trilho-raw-") as tmp:
+        local = lake.download(ingested.key, Path(tmp) / ingested.manifest["file_name"])
+        digest, _ = sha256_file(local)  # the round trip: what comes back is what went in
+        if digest != ingested.manifest["sha256"]:  # changed in the store: the source writes it again
+            log.warning("raw object %s has sha256 %s, its manifest says %s: repairing it from %s",
+                        lake.url(ingested.key), digest, ingested.manifest["sha256"], exp.source.uri)
+            lake.delete(ingested.manifest_key)
+            lake.delete(ingested.key)
+            ingested = ingest(exp.source.uri, lake, settings, exp.name, pinned)
+            local = lake.download(ingested.key, local)
+            digest, _ = sha256_file(local)
+            if digest != ingested.manifest["sha256"]:
+                raise StorageError(f"raw object {lake.url(ingested.key)} has sha256 {digest} right after it was "
+                                   f"written with {ingested.manifest['sha256']}: the store changes what it holds")
+        return ingested, read_table(local)
+
+
+def _curate(lake: Lake, data: CleanData, key: str) -> str:
+    """The curated Parquet at ``key`` with its digest beside it (rebuilt when absent or not intact)."""
+    if read_curated(lake, key) is None:
+        buffer = io.BytesIO()
+        # row groups of CURATED_ROW_GROUP rows: the partitions a distributed final fit reads, one per task
+        data.curated().to_parquet(buffer, index=False, row_group_size=CURATED_ROW_GROUP)
+        lake.put_bytes(key, buffer.getvalue(), overwrite=True)
+        lake.put_bytes(key + ".sha256", hashlib.sha256(buffer.getvalue()).hexdigest().encode(), overwrite=True)
+    return key
+
+
+def read_curated(lake: Lake, key: str) -> str | None:
+    """The digest of a curated object when the lake holds it intact (its bytes hash to the digest
+    recorded beside it), else None: a derived object that cannot be trusted is rebuilt, never used."""
+    if not lake.exists(key + ".sha256"):
+        return None
+    recorded = lake.get_bytes(key + ".sha256").decode().strip()
+    held = lake.digest(key)
+    if held is None or held[0] != recorded:
+        log.warning("curated %s does not match its digest: it is rebuilt", lake.url(key))
+        return None
+    return recorded
+
+
+def fold_data(data: CleanData, exp: Experiment) -> tuple[pd.DataFrame, Any, Any, dict[str, Any]]:
+    """The rows and groups the folds see under the duplicate policy, and what the policy did."""
+    groups = evaluate.duplicate_groups(data.X)
+    distinct = len(set(groups))
+    info = {"policy": exp.cv.duplicates, "rows": int(len(data.y)), "distinct_feature_rows": distinct,
+            "rows_copying_another": int(len(groups) - distinct)}
+    if exp.cv.duplicates == "drop":
+        first = ~pd.Series(groups).duplicated().to_numpy()
+        info["rows_used"] = int(first.sum())
+        return data.X.loc[first].reset_index(drop=True), data.y[first], None, info
+    info["rows_used"] = int(len(data.y))
+    return data.X, data.y, (groups if exp.cv.duplicates == "group" else None), info

@@ -1,0 +1,286 @@
+"""``propose`` turns a data set's profile (trilho.profile) into the experiment a careful data
+scientist would start from, every choice with the reason for it; ``render`` writes it as a
+commented TOML file that ``trilho run -e FILE`` accepts unchanged. Pure."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from trilho.errors import ConfigError
+
+if TYPE_CHECKING:
+    from trilho.profile import Column, Profile
+
+__all__ = ["CAP", "CODE_MAX", "ID_NAME", "Proposal", "propose", "render", "toml_document"]
+
+CAP = 50                # distinct values kept per column; a text column with more is not a category
+CODE_MAX = 8            # an integer column with 3..CODE_MAX distinct values is taken as a code
+ID_NAME = re.compile(r"(^|[^a-z])(id|uuid|guid|key|no|num|number|index|unnamed)([^a-z]|$)|^id|id$", re.I)
+_TARGET_NAME = re.compile(r"^(target|label|labels|class|classes|y|outcome|diagnosis|churn|churned|default|"
+                          r"response|result|status|survived|category|grade|quality)$", re.I)
+
+
+@dataclass
+class Proposal:
+    config: dict[str, Any]
+    notes: dict[str, list[str]]      # per section, why each choice was made
+
+
+def _guess_target(profile: Profile) -> str:
+    def plausible(c: Column) -> bool:
+        return c.distinct is not None and 2 <= c.distinct <= 20
+
+    named = [n for n, c in profile.columns.items() if _TARGET_NAME.match(n) and plausible(c)]
+    if len(named) == 1:
+        return named[0]
+    candidates = [n for n, c in profile.columns.items() if plausible(c) and not profile.unique.get(n)]
+    which = f"several look like one: {named}" if named else "none is named like one"
+    raise ConfigError(f"which column is the label? {which}"
+                      f"; columns with 2-20 values: {candidates}; name it with --target COLUMN")
+
+
+def _label_codes(col: Column) -> list[str]:
+    labels = list(col.counts or {})
+    if all(re.fullmatch(r"-?\d+(\.0+)?", v) for v in labels):
+        return sorted(labels, key=lambda v: float(v))
+    return sorted(labels)
+
+
+Notes = dict[str, list[str]]
+
+
+def _check_target(profile: Profile, target: str) -> tuple[list[str], dict[str, int]]:
+    """The label's codes in order and their counts; a column that cannot be a label is refused."""
+    if target not in profile.columns:
+        raise ConfigError(f"--target {target!r} is not a column; the data has {list(profile.columns)}")
+    tcol = profile.columns[target]
+    if tcol.distinct is None:
+        raise ConfigError(f"--target {target!r} has more than {CAP} distinct values: a classification label "
+                          "has a few; pick the label column, or bin this one first")
+    if tcol.nulls:
+        raise ConfigError(f"--target {target!r} is missing on {tcol.nulls} rows; remove those rows first "
+                          "(a row with no label cannot be trained or scored)")
+    labels = _label_codes(tcol)
+    if len(labels) < 2:
+        raise ConfigError(f"--target {target!r} has a single value {labels}: nothing to classify")
+    return labels, {v: (tcol.counts or {})[v] for v in labels}
+
+
+def _column_role(profile: Profile, n: str, c: Column) -> tuple[str, str | None]:
+    """``drop``, ``categorical``, ``numeric`` or ``range`` (numeric with a finite range), and why."""
+    unique = profile.unique.get(n, False)
+    idlike = bool(ID_NAME.search(n))
+    if unique and (c.text or idlike or profile.rows > CAP):
+        return "drop", (f"{n!r}: identifier (unique on every row{', id-like name' if idlike else ''}); "
+                        "kept beside predictions, not a feature")
+    if idlike and (c.distinct is None or c.distinct > profile.rows // 2) and not c.text:
+        return "drop", (f"{n!r}: identifier (id-like name, {'many' if c.distinct is None else c.distinct} "
+                        "distinct values); not a feature")
+    if c.nulls == profile.rows:
+        return "drop", f"{n!r}: dropped, every value is missing"
+    if c.text or c.boolean:
+        if c.distinct is None:
+            return "drop", f"{n!r}: dropped, free text (over {CAP} distinct values); encode it yourself if it matters"
+        return "categorical", (f"{n!r}: categorical ({'boolean' if c.boolean else 'text'}, "
+                               f"{c.distinct} values; case and spaces ignored)")
+    if c.integer and c.distinct is not None and 3 <= c.distinct <= CODE_MAX and profile.rows >= 20 * c.distinct:
+        return "categorical", (f"{n!r}: categorical (integer codes, {c.distinct} values: "
+                               f"{sorted(c.counts or {}, key=float)}); remove it from data.categorical if these are quantities")
+    return ("range" if math.isfinite(c.low) else "numeric"), None
+
+
+def _columns(profile: Profile, target: str, notes: Notes) -> tuple[list[str], list[str], dict[str, list[float]]]:
+    """The columns set aside, the categorical ones, and the observed ranges of the numeric ones."""
+    drop: list[str] = []
+    categorical: list[str] = []
+    ranges: dict[str, list[float]] = {}
+    for n, c in profile.columns.items():
+        if n == target:
+            continue
+        role, why = _column_role(profile, n, c)
+        if why:
+            notes["columns"].append(why)
+        if role == "drop":
+            drop.append(n)
+        elif role == "categorical":
+            categorical.append(n)
+        elif role == "range":
+            ranges[n] = [c.low, c.high]
+    if ranges:
+        notes["columns"].append(f"{len(ranges)} numeric columns; their observed ranges are written as "
+                                "data.ranges: values outside are flagged by validation, and kept")
+    return drop, categorical, ranges
+
+
+def _resampler(counts: dict[str, int], n_splits: int, categorical: bool, numeric: bool, notes: Notes) -> dict[str, Any]:
+    """None for balanced classes; else SMOTE (or SMOTE-NC, or random oversampling) sized to the smallest class."""
+    smallest, largest = min(counts.values()), max(counts.values())
+    imbalance = smallest / largest
+    if imbalance >= 0.5:
+        notes["resampler"].append(f"classes are balanced enough (smallest/largest = {imbalance:.2f}): no resampler")
+        return {"name": "none", "params": {}}
+    k = min(5, smallest - math.ceil(smallest / n_splits) - 1)  # neighbours within the smallest class's training rows
+    if k >= 1 and not categorical:
+        resampler = {"name": "smote", "params": {} if k == 5 else {"k_neighbors": k}}
+        why = "SMOTE: synthetic rows between near neighbours of the smaller classes"
+    elif k >= 1 and numeric:
+        resampler = {"name": "smotenc", "params": {} if k == 5 else {"k_neighbors": k}}
+        why = "SMOTE-NC: SMOTE that keeps categorical columns to real categories"
+    else:
+        resampler = {"name": "random_over", "params": {}}
+        why = "random oversampling: the smallest class is too small for SMOTE's neighbours" if k < 1 \
+            else "random oversampling: every feature is categorical, which SMOTE cannot interpolate"
+    notes["resampler"].append(f"classes are imbalanced (smallest/largest = {imbalance:.2f}): {why}; "
+                              "applied to training folds only")
+    return resampler
+
+
+def _missing_policy(missing: dict[str, int], resampler: dict[str, Any], notes: Notes) -> str:
+    if not missing:
+        notes["missing"].append("no missing values; data.missing = 'impute' so that a row missing a value at "
+                                "prediction time still gets one (training medians / most frequent codes)")
+        return "impute"
+    policy = "impute" if resampler["name"] in {"smote", "smotenc"} else "native"  # SMOTE needs complete rows
+    notes["missing"].append("missing values: " + ", ".join(f"{k} {v}" for k, v in missing.items()))
+    notes["missing"].append("data.missing = 'impute': median / most frequent code, fitted in each training fold "
+                            "before the resampler (which needs complete rows)" if policy == "impute" else
+                            "data.missing = 'native': XGBoost learns where missing values go; nothing is invented")
+    return policy
+
+
+def _folds(profile: Profile, counts: dict[str, int], notes: Notes) -> tuple[int, int]:
+    smallest = min(counts.values())
+    if smallest < 2:
+        raise ConfigError(f"class {min(counts, key=lambda k: counts[k])!r} has a single row: no cross-validation can "
+                          "test it; remove it or merge it into another class")
+    n_splits = min(5, smallest)
+    if n_splits < 5:
+        notes["cv"].append(f"cv.n_splits = {n_splits}: the smallest class has {smallest} rows, and each fold needs one")
+    if profile.duplicate_rows:
+        notes["cv"].append(f"{profile.duplicate_rows} rows repeat another row's features: cv.duplicates = 'group' "
+                           "keeps every copy in one fold, so no row is tested on its own copy")
+    n_repeats = 10 if profile.rows <= 20_000 else 3 if profile.rows <= 200_000 else 1
+    notes["cv"].append(f"{n_repeats} repeats of {n_splits}-fold stratified CV for {profile.rows} rows "
+                       "(more repeats, steadier estimates; fewer for large data)")
+    return n_splits, n_repeats
+
+
+def propose(profile: Profile, name: str, source: str, target: str | None = None) -> Proposal:
+    """The experiment a careful data scientist would start from, with the reason for each choice."""
+    notes: Notes = {k: [] for k in ("data", "labels", "columns", "missing", "cv", "resampler", "model")}
+    target = target or _guess_target(profile)
+    labels, counts = _check_target(profile, target)
+    kind = "binary" if len(labels) == 2 else f"multiclass ({len(labels)} classes)"
+    notes["labels"].append(f"{target!r}: {kind}, counts {counts}; codes in this order")
+    drop, categorical, ranges = _columns(profile, target, notes)
+    features = [n for n in profile.columns if n != target and n not in drop]
+    if not features:
+        raise ConfigError("no feature columns are left once the label and the identifiers are set aside")
+    numeric = [n for n in features if n not in categorical]
+    n_splits, n_repeats = _folds(profile, counts, notes)
+    resampler = _resampler(counts, n_splits, bool(categorical), bool(numeric), notes)
+    missing = {n: profile.columns[n].nulls for n in features if profile.columns[n].nulls}
+    policy = _missing_policy(missing, resampler, notes)
+    notes["model"].append(f"xgboost: gradient-boosted trees, strong on tabular data of this size ({profile.rows} rows, "
+                          f"{len(features)} features), handles missing values and codes as they are; "
+                          "compare others with `trilho compare`")
+    metrics = ["accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "f1_weighted",
+               "mcc", "roc_auc_ovr", "log_loss"] + (["pr_auc"] if len(labels) == 2 else [])
+    config = {
+        "name": name,
+        "description": f"{target} ({kind}) from {source}",
+        "random_state": 42,
+        "source": {"uri": source},
+        "data": {"target": target, "labels": labels, "drop": drop, "categorical": categorical, "missing": policy,
+                 "min_rows": min(20, profile.rows), "ranges": ranges},
+        "cv": {"n_splits": n_splits, "n_repeats": n_repeats, "first_seed": 0, "duplicates": "group"},
+        "resampler": resampler,
+        "model": {"name": "xgboost", "params": {}},
+        "evaluation": {"metrics": metrics},
+        "tracking": {"experiment": name},
+        "registry": {"model_name": f"{name}-xgboost", "primary_metric": "f1_macro", "margin": 0.01},
+    }
+    notes["data"].append(f"{profile.rows} rows, {len(profile.columns)} columns: {len(features)} features "
+                         f"({len(numeric)} numeric, {len(categorical)} categorical), {len(drop)} set aside")
+    return Proposal(config=config, notes=notes)
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else ("inf" if v > 0 else "-inf")
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{_key(k)} = {_value(x)}" for k, x in v.items()) + " }" if v else "{}"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def _key(k: str) -> str:
+    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k, ensure_ascii=False)
+
+
+def _comment(lines: list[str]) -> str:
+    return "".join(f"# {line}\n" for line in lines)
+
+
+def toml_document(config: dict[str, Any], head: list[str]) -> str:
+    """A plain-data configuration as TOML under a comment: scalars first, then one table per
+    nested dict (``[a]``, ``[a.b]``); keys whose value is None are left out (TOML has no null)."""
+
+    def table(prefix: str, d: dict[str, Any]) -> list[str]:
+        flat = [f"{_key(k)} = {_value(v)}\n" for k, v in d.items() if v is not None and not isinstance(v, dict)]
+        # a dict of plain values stays inline, as `params = { ... }` does in the shipped files
+        inline = [f"{_key(k)} = {_value({a: b for a, b in v.items() if b is not None})}\n" for k, v in d.items()
+                  if isinstance(v, dict) and v and not any(isinstance(x, dict) for x in v.values()) and prefix]
+        nested = [(k, v) for k, v in d.items() if isinstance(v, dict) and (not prefix or any(
+            isinstance(x, dict) for x in v.values()) or not v)]
+        out = ([f"\n[{prefix}]\n"] if prefix and (flat or inline) else []) + flat + inline
+        for k, v in nested:
+            out += table(f"{prefix}.{_key(k)}" if prefix else _key(k), v)
+        return out
+
+    return _comment(head) + "".join(table("", config))
+
+
+def render(proposal: Proposal) -> str:
+    """The experiment as a commented TOML file."""
+    c, notes = proposal.config, proposal.notes
+    out = ["# Written by `trilho init`; every choice below says why. Edit freely, then `trilho run -e THIS_FILE`.\n"]
+    out.append(_comment(notes["data"]))
+    for key in ("name", "description", "random_state"):
+        out.append(f"{key} = {_value(c[key])}\n")
+    out.append(f"\n[source]\nuri = {_value(c['source']['uri'])}\n")
+    d = c["data"]
+    out.append("\n[data]\n" + _comment(notes["labels"]))
+    out.append(f"target = {_value(d['target'])}\nlabels = {_value(d['labels'])}\n")
+    out.append(_comment(notes["columns"]))
+    out.append(f"drop = {_value(d['drop'])}\ncategorical = {_value(d['categorical'])}\n")
+    out.append(_comment(notes["missing"]))
+    out.append(f"missing = {_value(d['missing'])}\nmin_rows = {d['min_rows']}\n")
+    if d["ranges"]:
+        out.append("\n[data.ranges]   # observed [min, max]: values outside are flagged, and kept\n")
+        out += [f"{_key(k)} = {_value(v)}\n" for k, v in d["ranges"].items()]
+    out.append("\n[cv]\n" + _comment(notes["cv"]))
+    out += [f"{k} = {_value(v)}\n" for k, v in c["cv"].items()]
+    out.append("\n[resampler]\n" + _comment(notes["resampler"]))
+    out.append(f"name = {_value(c['resampler']['name'])}\nparams = {_value(c['resampler']['params'])}\n")
+    out.append("\n[model]\n" + _comment(notes["model"]))
+    out.append(f"name = {_value(c['model']['name'])}\nparams = {_value(c['model']['params'])}\n")
+    out.append("\n[evaluation]\n# pr_auc is for two classes; roc_auc_ovr is one-vs-rest for more\n")
+    out.append(f"metrics = {_value(c['evaluation']['metrics'])}\n")
+    out.append(f"\n[tracking]\nexperiment = {_value(c['tracking']['experiment'])}\n")
+    out.append("\n[registry]\n# each run's model becomes the challenger; the gate promotes it unless it may be worse\n")
+    out += [f"{k} = {_value(v)}\n" for k, v in c["registry"].items()]
+    return "".join(out)
+
+

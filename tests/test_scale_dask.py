@@ -179,7 +179,7 @@ def test_a_distributed_final_fit_reads_the_lake_on_the_workers(where, dask_clust
                                                                monkeypatch):
     import mlflow
 
-    from trilho import pipeline
+    from trilho import curate, pipeline
     from trilho.ingest import read_table
     from trilho.models import build_pipeline
     from trilho.storage import open_lake
@@ -187,7 +187,7 @@ def test_a_distributed_final_fit_reads_the_lake_on_the_workers(where, dask_clust
     from . import corpus
     from .test_services import live_settings
 
-    monkeypatch.setattr(pipeline, "CURATED_ROW_GROUP", 700)  # several partitions from a small set
+    monkeypatch.setattr(curate, "CURATED_ROW_GROUP", 700)  # several partitions from a small set
     frame, target, _, _ = corpus.churn(rows=3000, seed=4)
     path = workdir / "churn.csv"
     frame.to_csv(path, index=False)

@@ -120,9 +120,10 @@ def test_fault_09_a_store_that_accepts_and_never_answers_fails_within_the_wait(s
 
     with _silent_store() as url:
         hung = s3_settings.model_copy(update={"s3_endpoint_url": url, "s3_wait_s": 3.0})
-        start = time.monotonic()  # the call alone: not the silent server's start and stop
+        lake = S3Lake(hung.lake, hung)  # the client is made first: the message times the wait, not its making
+        start = time.monotonic()
         with pytest.raises(StorageError, match=r"not reachable: waited (\d+)s \(ReadTimeoutError\)") as caught:
-            open_lake(hung)
+            lake.prepare(create=hung.create_buckets, wait_s=hung.s3_wait_s)  # what open_lake does first
         elapsed = time.monotonic() - start
     stated = int(caught.value.args[0].split("waited ")[1].split("s")[0])
     assert elapsed < 3.0 + 3.0 + 8  # the wait, one short read timeout, and slack for a busy machine
@@ -142,7 +143,7 @@ def test_ingest_into_the_s3_lake(s3_settings, small_csv):
 def test_a_store_that_stops_answering_after_the_preflight_fails_within_its_timeouts(s3_settings, monkeypatch):
     import time
 
-    from trilho import storage
+    from trilho.storage import s3 as storage
 
     monkeypatch.setattr(storage, "_READ_TIMEOUT_S", 1.0)  # the read timeout, shortened for the test
     with _silent_store() as url:

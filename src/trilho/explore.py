@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from trilho.contracts import RunSummary, ValidationReport
 from trilho.encoding import normalise_text
 from trilho.evaluate import duplicate_groups
 from trilho.experiment import Experiment
@@ -38,7 +39,7 @@ def _numeric(raw: pd.DataFrame, exp: Experiment) -> pd.DataFrame:
     return features.apply(pd.to_numeric, errors="coerce")
 
 
-def report_tables(report: dict[str, Any]) -> dict[str, pd.DataFrame]:
+def report_tables(report: ValidationReport | dict[str, Any]) -> dict[str, pd.DataFrame]:
     """The validation report as small tables: overview, classes, problems, out-of-range values."""
     overview = pd.DataFrame({
         "rows": [report["rows"]], "columns": [len(report["columns"])],
@@ -135,7 +136,7 @@ def duplicates_table(raw: pd.DataFrame, exp: Experiment) -> pd.DataFrame:
     return out.sort_values(["conflicting_labels", "group"], ascending=[False, True])
 
 
-def intervals_table(summary: dict[str, Any]) -> pd.DataFrame:
+def intervals_table(summary: RunSummary) -> pd.DataFrame:
     """Per metric: the fold mean and every interval method side by side (the headline marked)."""
     rows = []
     for metric, s in summary["cv"]["metrics"].items():
@@ -175,7 +176,7 @@ def latest_tune(lake: Any, experiment: str) -> dict[str, Any] | None:
     return max(found, key=lambda s: s.get("finished", "")) if found else None
 
 
-def run_link(tracking_uri: str, summary: dict[str, Any], ui: str = "http://127.0.0.1:5000") -> str:
+def run_link(tracking_uri: str, summary: RunSummary, ui: str = "http://127.0.0.1:5000") -> str:
     """Where to see the run: the server's own page, or the UI that ``trilho ui`` opens on a local store."""
     base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else ui
     return f"{base}/#/experiments/{quote(str(summary['mlflow_experiment_id']))}/runs/{quote(summary['run_id'])}"

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import logging
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -265,29 +266,27 @@ class S3Lake:
         return True
 
     def get_bytes(self, key: str) -> bytes:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
+        with self._reading("read", key):
             return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
-        except ClientError as exc:
-            if _code(exc) in {"NoSuchKey", "404"}:
-                raise StorageError(f"object {key!r} not found in lake {self.uri}") from None
-            raise self._fail("read", key, exc) from exc
-        except BotoCoreError as exc:
-            raise self._fail("read", key, exc) from exc
 
     def download(self, key: str, path: str | Path) -> Path:
+        with self._reading("download", key):
+            self.client.download_file(self.bucket, self._key(key), str(path), Config=self.transfer)
+        return Path(path)
+
+    @contextlib.contextmanager
+    def _reading(self, action: str, key: str) -> Iterator[None]:
+        """A read of ``key``: a missing object and a failing store are each one StorageError."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self.client.download_file(self.bucket, self._key(key), str(path), Config=self.transfer)
+            yield
         except ClientError as exc:
             if _code(exc) in {"NoSuchKey", "404"}:
                 raise StorageError(f"object {key!r} not found in lake {self.uri}") from None
-            raise self._fail("download", key, exc) from exc
+            raise self._fail(action, key, exc) from exc
         except BotoCoreError as exc:
-            raise self._fail("download", key, exc) from exc
-        return Path(path)
+            raise self._fail(action, key, exc) from exc
 
     def list(self, prefix: str = "") -> list[str]:
         from botocore.exceptions import BotoCoreError, ClientError

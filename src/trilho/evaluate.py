@@ -15,13 +15,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from imblearn.pipeline import Pipeline
-from sklearn.metrics import classification_report, confusion_matrix
+from sklearn.metrics import confusion_matrix
 
 from trilho.errors import EvaluationError
 from trilho.metrics import (
@@ -35,6 +35,7 @@ from trilho.metrics import (
 )
 from trilho.models import build_pipeline, check_names, model_kind
 from trilho.pool import Batch, ProgressFn, run_fits
+from trilho.results import CVResult, HoldoutResult, cv_result, holdout_result
 from trilho.splits import Plan, duplicate_groups, holdout_split, split_plan
 
 __all__ = [
@@ -85,32 +86,6 @@ class Runner:
     progress: ProgressFn | None = None
 
 
-@dataclass
-class CVResult:
-    folds: pd.DataFrame  # one row per fold: seed, fold, n_train, n_test, fit_s, one column per metric
-    confusion: np.ndarray  # out-of-fold confusion matrix summed over every fold
-    wall_s: float
-    workers: int
-    oof: pd.DataFrame | None = field(default=None, repr=False)  # per seed and row: fold, y, pred, proba_<k>
-    # nested CV (evaluation.nested_repeats): per seed, outer fold and row of another fold, the
-    # 0/1 error and log loss of the model trained without both folds
-    nested: pd.DataFrame | None = field(default=None, repr=False)
-    pool: str = "threads"  # what ran the fits: "threads", "processes" (GIL-bound estimators), or "dask"
-
-    def scores(self, metric: str) -> np.ndarray:
-        return self.folds[metric].to_numpy()
-
-
-@dataclass
-class HoldoutResult:
-    confusion: np.ndarray
-    report: dict[str, Any]
-    report_text: str
-    scores: dict[str, float]
-    train_index: np.ndarray = field(repr=False)
-    pipeline: Pipeline | None = field(default=None, repr=False)  # the fit on the training part
-
-
 def _complement(n: int, rows: np.ndarray) -> np.ndarray:
     """The rows of 0..n-1 not in ``rows``, ascending."""
     keep = np.ones(n, dtype=bool)
@@ -153,45 +128,6 @@ def _rows_fit(X, y, threads: int | Callable[[], int], estimator: dict, rows: np.
     """One fit on ``rows`` (every row when None)."""
     pipe = build_pipeline(**estimator, n_threads=threads)
     return pipe.fit(X, y) if rows is None else pipe.fit(X.iloc[rows], y[rows])
-
-
-def _cv_result(rows: list[dict[str, Any]], wall: float, workers: int, y: np.ndarray,
-               nested: list[pd.DataFrame] | None = None) -> CVResult:
-    confusion = np.sum([r.pop("cm") for r in rows], axis=0)
-    parts = []
-    for r in rows:
-        test, proba = r.pop("test"), r.pop("proba")
-        part = pd.DataFrame(proba, columns=[f"proba_{k}" for k in range(proba.shape[1])])
-        part.insert(0, "pred", proba.argmax(axis=1))
-        part.insert(0, "y", y[test])
-        part.insert(0, "fold", r["fold"])
-        part.insert(0, "row", test)
-        part.insert(0, "seed", r["seed"])
-        parts.append(part)
-    oof = pd.concat(parts, ignore_index=True).sort_values(["seed", "row"], kind="stable").reset_index(drop=True)
-    folds = pd.DataFrame(rows)
-    bad = ~np.isfinite(folds[list(METRICS)].to_numpy())
-    if bad.any():
-        raise EvaluationError(f"{int(bad.any(axis=1).sum())} folds produced non-finite scores")
-    inner = pd.concat(nested, ignore_index=True) if nested else None
-    return CVResult(folds=folds, confusion=confusion, wall_s=wall, workers=workers, oof=oof, nested=inner)
-
-
-def _holdout_result(pipe: Pipeline, X, y, train, test, classes) -> HoldoutResult:
-    pred = pipe.predict(X.iloc[test])
-    labels = list(range(len(classes)))
-    cm = confusion_matrix(y[test], pred, labels=labels)
-    kwargs = dict(labels=labels, target_names=classes, zero_division=0)
-    proba = np.zeros((len(test), len(labels)))
-    proba[:, pipe.classes_] = pipe.predict_proba(X.iloc[test])
-    return HoldoutResult(
-        confusion=cm,
-        report=classification_report(y[test], pred, output_dict=True, **kwargs),
-        report_text=classification_report(y[test], pred, **kwargs),
-        scores={**scores_from_confusion(cm), **probability_metrics(y[test], proba, np.array(labels))},
-        train_index=train,
-        pipeline=pipe,
-    )
 
 
 def _plan_fits(task: Task, plan: Plan, labels: np.ndarray, batch: Batch, prefix: str = "") -> None:
@@ -270,11 +206,11 @@ class Evaluation:
         begun = time.perf_counter()
         results, pool, workers = run_fits(X, y, batch, runner.n_jobs, runner.executor, runner.progress, arrived,
                                           self._stop)
-        cv = _cv_result(results[extra:extra + len(plan)], time.perf_counter() - begun, workers, y,
+        cv = cv_result(results[extra:extra + len(plan)], time.perf_counter() - begun, workers, y,
                         results[extra + len(plan):])
         cv.pool = pool
         classes = task.classes or [str(c) for c in labels]
-        held = _holdout_result(results[0], X, y, *split, classes) if split else None
+        held = holdout_result(results[0], X, y, *split, classes) if split else None
         return cv, held, (results[extra - 1] if task.final_fit else None)
 
 
@@ -324,7 +260,7 @@ def cross_validate_many(X: pd.DataFrame, y: np.ndarray, tasks: list[Task], runne
     wall = time.perf_counter() - begun
     out = []
     for k, task in enumerate(tasks):
-        cv = _cv_result(results[k * len(plan):(k + 1) * len(plan)], wall, workers, y)
+        cv = cv_result(results[k * len(plan):(k + 1) * len(plan)], wall, workers, y)
         gil = model_kind(task.model["name"]).gil_bound
         cv.pool = "dask" if pool == "dask" else ("processes" if pool == "processes" and gil else "threads")
         out.append(cv)

@@ -247,14 +247,9 @@ def _write_reports(run: _Run, inputs: _Inputs, fitted: _Fitted, summary: RunSumm
 
 def _figures_to_lake(run: _Run, drawing: list[parallel.Background]) -> None:
     """Wait for the figures; into the lake and the report folder (once)."""
-    if "figures_wait_s" in run.timings:
-        return
-    step = time.perf_counter()
-    for child in drawing:
-        child.wait()
-    run.timings["figures_wait_s"] = time.perf_counter() - step
-    for path in sorted((run.folder / "figures").glob("*.png")):
-        run.lake.put_file(run.prefix + path.name, path.rename(run.folder / "report" / path.name), overwrite=True)
+    if "figures_wait_s" not in run.timings:
+        run.timings["figures_wait_s"] = reports.collect_figures(drawing, run.folder / "figures", run.folder / "report",
+                                                                run.lake, run.prefix)
 
 
 def _track_results(run: _Run, inputs: _Inputs, fitted: _Fitted, summary: RunSummary, drawing: list[parallel.Background]) -> None:
@@ -267,7 +262,7 @@ def _track_results(run: _Run, inputs: _Inputs, fitted: _Fitted, summary: RunSumm
         if model_uri:
             summary["model_uri"] = model_uri
         if exp.tracking.layout == "nested":
-            _log_nested(tracker, fitted.cv, exp)
+            tracker.log_repeats(run.run_id, fitted.cv.folds, exp.evaluation.metrics)
         tracker.log_values(run.run_id, metrics=metric_rows(fitted.cv, summary["cv"]["metrics"], fitted.held,
                                                            exp.evaluation.metrics))
         if exp.registry.model_name and exp.tracking.log_model:  # needs no figure: while they are drawn
@@ -287,15 +282,6 @@ def _track_results(run: _Run, inputs: _Inputs, fitted: _Fitted, summary: RunSumm
     timings["total_s"] = time.perf_counter() - run.clock
     summary["timings"] = timings
     run.lake.put_bytes(run.prefix + "summary.json", json.dumps(summary, indent=2).encode(), overwrite=True)
-
-
-def _log_nested(tracker: Tracker, cv: evaluate.CVResult, exp: Experiment) -> None:
-    """The reference layout: one child run per repeat, its fold scores as steps."""
-    for seed, group in cv.folds.groupby("seed", sort=False):
-        with tracker.run(f"seed_{seed}", {"seed": str(seed), "trilho.kind": "repeat"}, nested=True) as child:
-            rows = [(m, v, int(f)) for m in exp.evaluation.metrics for f, v in zip(group["fold"], group[m], strict=True)]
-            rows += [(f"{m}_mean_seed", float(group[m].mean()), 0) for m in exp.evaluation.metrics]
-            tracker.log_values(child, metrics=rows)
 
 
 def _gate(run: _Run, inputs: _Inputs, fitted: _Fitted, summary: RunSummary) -> GateRecord:

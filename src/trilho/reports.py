@@ -7,6 +7,7 @@ import functools
 import json
 import logging
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from trilho.storage import Lake
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FIGURE_GROUPS", "copy_to_lake", "publish_tune", "start_figures", "write_artifacts"]
+__all__ = ["FIGURE_GROUPS", "collect_figures", "copy_to_lake", "publish_tune", "start_figures", "write_artifacts"]
 
 # the figures, in two groups of about equal drawing time: one forked child draws each
 FIGURE_GROUPS = (("cv_boxplot.png", "confusion_matrix_oof.png"),
@@ -85,6 +86,18 @@ def start_figures(folder: Path, exp: Experiment, metrics: dict[str, MetricSummar
     goes on; wait on each before reading them."""
     return [parallel.start(functools.partial(_draw_figures, folder, exp, metrics, cv, holdout, group))
             for group in FIGURE_GROUPS]
+
+
+def collect_figures(drawing: list[parallel.Background], figures: Path, folder: Path, lake: Lake, prefix: str) -> float:
+    """Wait for the figures being drawn into ``figures``, then move them into the report ``folder``
+    and the lake; returns the seconds spent waiting."""
+    step = time.perf_counter()
+    for child in drawing:
+        child.wait()
+    waited = time.perf_counter() - step
+    for path in sorted(figures.glob("*.png")):
+        lake.put_file(prefix + path.name, path.rename(folder / path.name), overwrite=True)
+    return waited
 
 
 def copy_to_lake(lake: Lake, folder: Path, prefix: str) -> None:

@@ -158,6 +158,18 @@ class Tracker:
             for chunk in _chunks(m, 1000):
                 self.client.log_batch(run_id, metrics=chunk, synchronous=True)
 
+    def log_repeats(self, run_id: str, folds: pd.DataFrame, metrics: list[str]) -> None:
+        """The reference layout under ``run_id``: one child run per repeat (seed), its fold scores as steps."""
+        self._runs.append(run_id)  # the children's parent, whichever run is innermost
+        try:
+            for seed, group in folds.groupby("seed", sort=False):
+                with self.run(f"seed_{seed}", {"seed": str(seed), "trilho.kind": "repeat"}, nested=True) as child:
+                    rows = [(m, v, int(f)) for m in metrics for f, v in zip(group["fold"], group[m], strict=True)]
+                    rows += [(f"{m}_mean_seed", float(group[m].mean()), 0) for m in metrics]
+                    self.log_values(child, metrics=rows)
+        finally:
+            self._runs.pop()
+
     def set_tag(self, run_id: str, key: str, value: str) -> None:
         with self.timed("tag the run"):
             self.client.set_tag(run_id, key, value)

@@ -1,0 +1,82 @@
+"""What an evaluation hands back: the folds' scores and out-of-fold predictions, and the holdout's
+report, assembled from the fits' raw results. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from imblearn.pipeline import Pipeline
+from sklearn.metrics import classification_report, confusion_matrix
+
+from trilho.errors import EvaluationError
+from trilho.metrics import METRICS, probability_metrics, scores_from_confusion
+
+__all__ = ["CVResult", "HoldoutResult", "cv_result", "holdout_result"]
+
+
+@dataclass
+class CVResult:
+    folds: pd.DataFrame  # one row per fold: seed, fold, n_train, n_test, fit_s, one column per metric
+    confusion: np.ndarray  # out-of-fold confusion matrix summed over every fold
+    wall_s: float
+    workers: int
+    oof: pd.DataFrame | None = field(default=None, repr=False)  # per seed and row: fold, y, pred, proba_<k>
+    # nested CV (evaluation.nested_repeats): per seed, outer fold and row of another fold, the
+    # 0/1 error and log loss of the model trained without both folds
+    nested: pd.DataFrame | None = field(default=None, repr=False)
+    pool: str = "threads"  # what ran the fits: "threads", "processes" (GIL-bound estimators), or "dask"
+
+    def scores(self, metric: str) -> np.ndarray:
+        return self.folds[metric].to_numpy()
+
+
+@dataclass
+class HoldoutResult:
+    confusion: np.ndarray
+    report: dict[str, Any]
+    report_text: str
+    scores: dict[str, float]
+    train_index: np.ndarray = field(repr=False)
+    pipeline: Pipeline | None = field(default=None, repr=False)  # the fit on the training part
+
+
+def cv_result(rows: list[dict[str, Any]], wall: float, workers: int, y: np.ndarray,
+               nested: list[pd.DataFrame] | None = None) -> CVResult:
+    confusion = np.sum([r.pop("cm") for r in rows], axis=0)
+    parts = []
+    for r in rows:
+        test, proba = r.pop("test"), r.pop("proba")
+        part = pd.DataFrame(proba, columns=[f"proba_{k}" for k in range(proba.shape[1])])
+        part.insert(0, "pred", proba.argmax(axis=1))
+        part.insert(0, "y", y[test])
+        part.insert(0, "fold", r["fold"])
+        part.insert(0, "row", test)
+        part.insert(0, "seed", r["seed"])
+        parts.append(part)
+    oof = pd.concat(parts, ignore_index=True).sort_values(["seed", "row"], kind="stable").reset_index(drop=True)
+    folds = pd.DataFrame(rows)
+    bad = ~np.isfinite(folds[list(METRICS)].to_numpy())
+    if bad.any():
+        raise EvaluationError(f"{int(bad.any(axis=1).sum())} folds produced non-finite scores")
+    inner = pd.concat(nested, ignore_index=True) if nested else None
+    return CVResult(folds=folds, confusion=confusion, wall_s=wall, workers=workers, oof=oof, nested=inner)
+
+
+def holdout_result(pipe: Pipeline, X, y, train, test, classes) -> HoldoutResult:
+    pred = pipe.predict(X.iloc[test])
+    labels = list(range(len(classes)))
+    cm = confusion_matrix(y[test], pred, labels=labels)
+    kwargs = dict(labels=labels, target_names=classes, zero_division=0)
+    proba = np.zeros((len(test), len(labels)))
+    proba[:, pipe.classes_] = pipe.predict_proba(X.iloc[test])
+    return HoldoutResult(
+        confusion=cm,
+        report=classification_report(y[test], pred, output_dict=True, **kwargs),
+        report_text=classification_report(y[test], pred, **kwargs),
+        scores={**scores_from_confusion(cm), **probability_metrics(y[test], proba, np.array(labels))},
+        train_index=train,
+        pipeline=pipe,
+    )

@@ -359,6 +359,10 @@ class FaultProxy:
                 continue
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
             with self._lock:
+                if self.cut.is_set():  # cut while it connected: nothing may be left open
+                    client.close()
+                    upstream.close()
+                    continue
                 self._conns += [client, upstream]
             threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
             threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
@@ -379,12 +383,13 @@ class FaultProxy:
                 dst.sendall(data)
         except OSError:
             pass
-        finally:
+        finally:  # both ends closed here, not left to the garbage collector (a ResourceWarning is an error)
             for s in (src, dst):
                 try:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+                s.close()
 
     @staticmethod
     def _refuse(client: socket.socket) -> None:
@@ -405,9 +410,9 @@ class FaultProxy:
             for s in self._conns:
                 try:
                     s.shutdown(socket.SHUT_RDWR)
-                    s.close()
-                except OSError:
+                except OSError:  # already shut by its relay thread: still closed below
                     pass
+                s.close()
             self._conns.clear()
 
     def close(self) -> None:

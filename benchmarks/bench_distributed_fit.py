@@ -82,8 +82,8 @@ def main() -> None:
     from trilho import load_experiment
     from trilho.clean import clean
     from trilho.cluster import DaskExecutor
+    from trilho.curate import CURATED_ROW_GROUP
     from trilho.models import build_pipeline
-    from trilho.pipeline import CURATED_ROW_GROUP
     from trilho.storage import LocalLake
     from trilho.synthetic import diabetes
 

@@ -41,7 +41,7 @@ def test_two_trackers_in_one_process_never_cross(tmp_path):
     before = mlflow.get_tracking_uri()
     a = Tracker(f"sqlite:///{tmp_path / 'a.db'}", "exp-a")
     b = Tracker(f"sqlite:///{tmp_path / 'b.db'}", "exp-b")
-    with a.run("parent-a", {}) as parent, b.run("only-b", {}) as other, a.run("child-a", {}, nested=True) as child:
+    with a.run("parent-a", {}) as parent, b.run("only-b", {}) as other, a.run("child-a", {}, parent=parent) as child:
         a.log_values(child, metrics=[("m", 1.0, 0)])
         b.log_values(other, metrics=[("m", 2.0, 0)])
     assert mlflow.get_tracking_uri() == before  # nothing process-wide was set

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from trilho import evaluate, plots, stats
+from trilho import evaluate, plots, reports, stats
 from trilho.cluster import open_executor
 from trilho.curate import fold_data, load_clean
 from trilho.errors import ConfigError
@@ -107,7 +107,7 @@ def _compare(exp: Experiment, settings: Settings, candidates: list[dict[str, Any
             rows.append({"candidate": label, "mean": float(scores.mean()), "ci_low": low, "ci_high": high,
                          "mean_diff": test["mean_diff"], "diff_low": test["low"], "diff_high": test["high"],
                          "p_value": test["p_value"], "t": test["t"]})
-            with tracker.run(label, {"trilho.kind": "candidate", "trilho.candidate": label}, nested=True) as child:
+            with tracker.run(label, {"trilho.kind": "candidate", "trilho.candidate": label}, parent=parent) as child:
                 tracker.log_values(child, params=flatten({"model": cand["model"], "resampler": cand["resampler"]}),
                                    metrics=[(f"{m}_fold", v, i) for m in exp.evaluation.metrics
                                             for i, v in enumerate(cv.scores(m))]
@@ -124,8 +124,7 @@ def _compare(exp: Experiment, settings: Settings, candidates: list[dict[str, Any
             pd.DataFrame({label: cv.scores(metric) for label, cv in results.items()}).to_csv(
                 folder / "fold_scores.csv", index_label="fold")
             plots.comparison_figure(table, metric, baseline).savefig(folder / "comparison.png", dpi=110)
-            for path in sorted(folder.iterdir()):
-                lake.put_file(f"reports/{parent}/{path.name}", path, overwrite=True)
+            reports.copy_to_lake(lake, folder, f"reports/{parent}/")
             tracker.log_values(parent, metrics=[(f"{r['candidate']}_{metric}_mean".replace("+", "_").replace("#", "_"),
                                                  r["mean"], 0) for r in rows])
             tracker.log_folder(parent, folder)

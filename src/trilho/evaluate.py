@@ -148,6 +148,40 @@ def _nested_fits(task: Task, plan: Plan, labels: np.ndarray, batch: Batch) -> No
                           f"nested fit without folds {a} and {b} of seed {seed}", True, gil)
 
 
+def _run_task(X: pd.DataFrame, y: np.ndarray, task: Task, runner: Runner,
+              arrived: Callable[[str, Any], None] | None = None, stop: threading.Event | None = None
+              ) -> tuple[CVResult, HoldoutResult | None, Pipeline | None]:
+    """Every fit of the task as one batch; ``arrived("holdout" | "final", pipeline)`` as each of
+    those two is fit, while the folds go on."""
+    labels = np.arange(int(y.max()) + 1)
+    batch = Batch()
+    gil = model_kind(task.model["name"]).gil_bound
+    kinds: dict[int, str] = {}
+    split = None
+    if task.holdout_fraction:  # the two larger fits first: the pool's last moments are not one long fit
+        split = holdout_split(y, task.holdout_fraction, task.random_state, task.groups)
+        kinds[batch.add((_rows_fit, (task.estimator, split[0])), "holdout fit", False, gil)] = "holdout"
+    if task.final_fit:
+        kinds[batch.add((_rows_fit, (task.estimator, None)), "final fit", False, gil)] = "final"
+    extra = len(batch.fits)
+    plan = split_plan(y, task.n_splits, task.seeds, task.groups)
+    _plan_fits(task, plan, labels, batch)
+    _nested_fits(task, plan, labels, batch)
+
+    def on_result(i: int, result: Any) -> None:
+        if arrived and i in kinds:
+            arrived(kinds[i], result)
+
+    begun = time.perf_counter()
+    results, pool, workers = run_fits(X, y, batch, runner.n_jobs, runner.executor, runner.progress, on_result, stop)
+    cv = cv_result(results[extra:extra + len(plan)], time.perf_counter() - begun, workers, y,
+                   results[extra + len(plan):])
+    cv.pool = pool
+    classes = task.classes or [str(c) for c in labels]
+    held = holdout_result(results[0], X, y, *split, classes) if split else None
+    return cv, held, (results[extra - 1] if task.final_fit else None)
+
+
 class Evaluation:
     """The fits of one task, running in a background thread: ``model("holdout" | "final")`` is a
     future of that fit, resolved as soon as it is fit; ``result()`` waits for every fit."""
@@ -176,42 +210,13 @@ class Evaluation:
 
     def _run(self, X: pd.DataFrame, y: np.ndarray, task: Task, runner: Runner) -> None:
         try:
-            self._done.set_result(self._evaluate(X, y, task, runner))
+            self._done.set_result(_run_task(X, y, task, runner, lambda kind, pipe: self._models[kind].set_result(pipe),
+                                            self._stop))
         except BaseException as exc:  # a waiter on any future learns why
             self._done.set_exception(exc)
         for future in self._models.values():
             if not future.done():
                 future.set_exception(self._done.exception() or EvaluationError("that fit was not asked for"))
-
-    def _evaluate(self, X: pd.DataFrame, y: np.ndarray, task: Task, runner: Runner):
-        labels = np.arange(int(y.max()) + 1)
-        batch = Batch([], [], [], [])
-        gil = model_kind(task.model["name"]).gil_bound
-        kinds: dict[int, str] = {}
-        split = None
-        if task.holdout_fraction:  # the two larger fits first: the pool's last moments are not one long fit
-            split = holdout_split(y, task.holdout_fraction, task.random_state, task.groups)
-            kinds[batch.add((_rows_fit, (task.estimator, split[0])), "holdout fit", False, gil)] = "holdout"
-        if task.final_fit:
-            kinds[batch.add((_rows_fit, (task.estimator, None)), "final fit", False, gil)] = "final"
-        extra = len(batch.fits)
-        plan = split_plan(y, task.n_splits, task.seeds, task.groups)
-        _plan_fits(task, plan, labels, batch)
-        _nested_fits(task, plan, labels, batch)
-
-        def arrived(i: int, result: Any) -> None:
-            if i in kinds:
-                self._models[kinds[i]].set_result(result)
-
-        begun = time.perf_counter()
-        results, pool, workers = run_fits(X, y, batch, runner.n_jobs, runner.executor, runner.progress, arrived,
-                                          self._stop)
-        cv = cv_result(results[extra:extra + len(plan)], time.perf_counter() - begun, workers, y,
-                        results[extra + len(plan):])
-        cv.pool = pool
-        classes = task.classes or [str(c) for c in labels]
-        held = holdout_result(results[0], X, y, *split, classes) if split else None
-        return cv, held, (results[extra - 1] if task.final_fit else None)
 
 
 @contextlib.contextmanager
@@ -230,9 +235,8 @@ def start(X: pd.DataFrame, y: np.ndarray, task: Task, runner: Runner | None = No
 def evaluate_all(X: pd.DataFrame, y: np.ndarray, task: Task, runner: Runner | None = None
                  ) -> tuple[CVResult, HoldoutResult | None, Pipeline | None]:
     """The folds, the holdout fit, the final fit and the nested-CV fits as one batch on one pool;
-    the same fits, seeds and scores wherever they run."""
-    with start(X, y, task, runner) as fitting:
-        return fitting.result()
+    the same fits, seeds and scores wherever they run. In this thread: nothing waits to overlap them."""
+    return _run_task(X, y, task, runner or Runner())
 
 
 def cross_validate(X: pd.DataFrame, y: np.ndarray, task: Task, runner: Runner | None = None) -> CVResult:
@@ -252,7 +256,7 @@ def cross_validate_many(X: pd.DataFrame, y: np.ndarray, tasks: list[Task], runne
     labels = np.arange(int(y.max()) + 1)
     first = tasks[0]
     plan = split_plan(y, first.n_splits, first.seeds, first.groups)
-    batch = Batch([], [], [], [])
+    batch = Batch()
     for task in tasks:
         _plan_fits(task, plan, labels, batch, f"{task.label or task.model['name']}: ")
     begun = time.perf_counter()

@@ -25,7 +25,7 @@ from trilho import evaluate, parallel, reports
 from trilho.clean import CleanData
 from trilho.cluster import open_executor
 from trilho.contracts import GateRecord, RunSummary, ValidationReport
-from trilho.curate import CURATED_ROW_GROUP, fold_data, load_clean, read_curated
+from trilho.curate import fold_data, load_clean, read_curated
 from trilho.errors import ConfigError, TrackingError
 from trilho.experiment import Experiment
 from trilho.ingest import Ingested
@@ -34,8 +34,8 @@ from trilho.storage import Lake, open_lake
 from trilho.summary import build_summary, metric_rows, summary_metrics
 from trilho.tracking import Tracker, flatten, save_model_files
 
-__all__ = ["CURATED_ROW_GROUP", "ExperimentResult", "cv_key", "fold_data", "load_clean", "open_tracker", "read_curated",
-           "run_experiment"]
+# load_clean and fold_data stay importable from here, where the notebook and scripts look for them
+__all__ = ["ExperimentResult", "cv_key", "fold_data", "load_clean", "open_tracker", "run_experiment"]
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
@@ -272,7 +272,7 @@ def _track_results(run: _Run, inputs: _Inputs, fitted: _Fitted, summary: RunSumm
     except TrackingError as exc:
         _figures_to_lake(run, drawing)
         summary["tracking_error"] = str(exc)
-        run.lake.put_bytes(run.prefix + "summary.json", json.dumps(summary, indent=2).encode(), overwrite=True)
+        _save_summary(run, summary)
         raise TrackingError(f"{exc}; nothing is lost: the results and the model are in "
                             f"{run.lake.uri}/{run.prefix}") from exc
     timings = run.timings
@@ -281,6 +281,10 @@ def _track_results(run: _Run, inputs: _Inputs, fitted: _Fitted, summary: RunSumm
     timings.update({f"tracking.{k}_s": v for k, v in tracker.breakdown.items()})
     timings["total_s"] = time.perf_counter() - run.clock
     summary["timings"] = timings
+    _save_summary(run, summary)
+
+
+def _save_summary(run: _Run, summary: RunSummary) -> None:
     run.lake.put_bytes(run.prefix + "summary.json", json.dumps(summary, indent=2).encode(), overwrite=True)
 
 

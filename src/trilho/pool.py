@@ -15,7 +15,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from threadpoolctl import threadpool_limits
@@ -114,10 +114,10 @@ class Batch:
     """Independent fits and their names (for errors); ``tick[i]`` when fit i counts as progress,
     ``gil_bound[i]`` when its estimator holds the GIL (trilho.models says which)."""
 
-    fits: list[Fit]
-    names: list[str]
-    tick: list[bool]
-    gil_bound: list[bool]
+    fits: list[Fit] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    tick: list[bool] = field(default_factory=list)
+    gil_bound: list[bool] = field(default_factory=list)
 
     def add(self, fit: Fit, name: str, tick: bool = True, gil_bound: bool = False) -> int:
         """Append one fit; returns its index."""

@@ -115,8 +115,7 @@ def publish_tune(tracker: Any, lake: Any, run_id: str, study: Any, summary: dict
             _figures(study, folder)
         except Exception as exc:  # a figure that cannot be drawn loses no result
             log.warning("Optuna's figures were not drawn: %s: %s", type(exc).__name__, exc)
-        for path in sorted(folder.iterdir()):
-            lake.put_file(summary["lake"]["reports"] + path.name, path, overwrite=True)
+        copy_to_lake(lake, folder, summary["lake"]["reports"])
         tracker.log_folder(run_id, folder)
 
 

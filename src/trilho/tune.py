@@ -18,6 +18,7 @@ usual run, its intervals and the promotion gate decide whether it replaces the c
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -97,7 +98,9 @@ class _Rows:
     held: np.ndarray
     spec: dict[str, Any]
 
+    @functools.cached_property
     def searched(self) -> tuple[Any, np.ndarray, Any]:
+        """The search rows (X, y, groups), cut once for every trial and repeat."""
         X, y, g = self.X.iloc[self.search].reset_index(drop=True), self.y[self.search], self.groups
         return X, y, None if g is None else g[self.search]
 
@@ -132,7 +135,7 @@ def tune(exp: Experiment, settings: Settings, *, trials: int | None = None, time
                     "tune.metric": metric, "tune.study": name, "tune.storage": storage,
                     "tune.holdout_fraction": str(exp.tune.holdout_fraction),
                     "tune.space": json.dumps({p.key: p.kind for p in space})})
-                search.run(study, tracker, budget, progress)
+                search.run(study, tracker, parent, budget, progress)
                 config, summary = _conclude(search, study, {"study": name, "storage": storage, "run_id": parent,
                                                             "lake": {"uri": lake.uri, "reports": f"reports/{parent}/",
                                                                      "curated": validation["curated_key"]}})
@@ -186,7 +189,8 @@ class _Search:
                       "trilho.data_sha256": sha}
         return self._tags
 
-    def run(self, study: Any, tracker: Any, budget: tuple[int, float | None], progress: Progress | None) -> None:
+    def run(self, study: Any, tracker: Any, parent: str, budget: tuple[int, float | None],
+            progress: Progress | None) -> None:
         import optuna
 
         n_trials, timeout_s = budget
@@ -199,11 +203,11 @@ class _Search:
                 progress("tune", len(self.records), n_trials)
 
         started = time.perf_counter()
-        study.optimize(lambda trial: self.objective(trial, tracker), n_trials=n_trials, timeout=timeout_s,
+        study.optimize(lambda trial: self.objective(trial, tracker, parent), n_trials=n_trials, timeout=timeout_s,
                        catch=(Exception,), callbacks=[count])
         self.search_s = time.perf_counter() - started
 
-    def objective(self, trial: Any, tracker: Any) -> float:
+    def objective(self, trial: Any, tracker: Any, parent: str) -> float:
         import optuna
 
         chosen = {p.key: p.suggest(trial) for p in self.space}
@@ -212,7 +216,7 @@ class _Search:
         record: dict[str, Any] = {"number": trial.number, "params": chosen, "fold_scores": []}
         self.records.append(record)
         tags = {**self._tags, "trilho.trial": str(trial.number)}
-        with tracker.run(f"{self.exp.name}-trial-{trial.number}", tags, nested=True) as child:
+        with tracker.run(f"{self.exp.name}-trial-{trial.number}", tags, parent=parent) as child:
             tracker.log_values(child, params={k: json.dumps(v) for k, v in chosen.items()})
             scores = self._repeats(trial, tracker, child, config, record)
             tracker.set_tag(child, "trilho.trial.state", record.get("state", "complete"))
@@ -225,7 +229,7 @@ class _Search:
     def _repeats(self, trial: Any, tracker: Any, child: str, config: dict[str, Any], record: dict[str, Any]) -> list[float]:
         """The trial's fold scores, one repeat (seed) at a time, until the pruner stops it."""
         exp, metric = self.exp, self.metric
-        X, y, groups = self.rows.searched()
+        X, y, groups = self.rows.searched
         scores: list[float] = []
         for step, seed in enumerate(exp.cv.seeds):  # the experiment's folds, one repeat at a time
             task = evaluate.Task(model=config["model"], resampler=config["resampler"], random_state=exp.random_state,

@@ -28,6 +28,8 @@ __all__ = ["download_model", "load_model", "log_model", "resolve_model", "save_m
 
 log = logging.getLogger(__name__)
 _PKG = Path(__file__).parent.parent
+# models:/NAME@ALIAS, models:/NAME/VERSION, or models:/<logged model id> (no alias, no version)
+_MODELS_URI = re.compile(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))?")
 _MODEL_REQUIREMENTS = {"xgboost": ("mlflow", "xgboost", "pandas", "numpy"),
                        "skops": ("mlflow", "scikit-learn", "skops", "pandas", "numpy", "scipy")}
 
@@ -135,8 +137,8 @@ def resolve_model(model_uri: str, tracking_uri: str) -> dict[str, str]:
     """Name, version and a path-safe identity for a model URI (aliases resolve to their version)."""
     from mlflow.exceptions import MlflowException
 
-    found = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", model_uri)
-    if not found:  # runs:/..., models:/m-<id>, a path: identified by the URI itself
+    found = _MODELS_URI.fullmatch(model_uri)
+    if not found or not (found.group(2) or found.group(3)):  # runs:/..., models:/m-<id>, a path: the URI itself
         return {"uri": model_uri, "name": "", "version": "",
                 "ident": f"model-{hashlib.sha256(model_uri.encode()).hexdigest()[:16]}"}
     name, alias, number = found.groups()
@@ -157,7 +159,7 @@ def download_model(model_uri: str, dst: Path, tracking_uri: str) -> Path:
     import mlflow
 
     client = open_client(tracking_uri)
-    found = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))?", model_uri)
+    found = _MODELS_URI.fullmatch(model_uri)
     location = model_uri
     if found and found.group(1).startswith("m-") and not (found.group(2) or found.group(3)):
         location = client.get_logged_model(found.group(1)).artifact_location

@@ -70,7 +70,6 @@ class Tracker:
         self.seconds = 0.0
         self.breakdown: dict[str, float] = {}
         self.pending_file = pending_file
-        self._runs: list[str] = []  # the open runs, innermost last: a nested run's parent
         self._background: ThreadPoolExecutor | None = None
         start = time.perf_counter()
         if tracking_uri.startswith(("http://", "https://")):
@@ -117,19 +116,18 @@ class Tracker:
             self.breakdown[what] = self.breakdown.get(what, 0.0) + spent
 
     @contextlib.contextmanager
-    def run(self, name: str, tags: dict[str, str], nested: bool = False) -> Iterator[str]:
-        """An MLflow run that ends FINISHED, or FAILED when the body raises; ``nested``: a child of
-        the innermost open run.
+    def run(self, name: str, tags: dict[str, str], parent: str | None = None) -> Iterator[str]:
+        """An MLflow run that ends FINISHED, or FAILED when the body raises; ``parent``: the run it
+        is a child of.
 
         If even FAILED cannot be recorded (the server went away), the run id is remembered and
         the next ``close_stale_runs`` marks it.
         """
         tags = {**tags, "trilho.host": socket.gethostname(), "trilho.pid": str(os.getpid())}
-        if nested and self._runs:
-            tags["mlflow.parentRunId"] = self._runs[-1]
+        if parent:
+            tags["mlflow.parentRunId"] = parent
         with self.timed("start a run"):
             run_id = self.client.create_run(self.experiment_id, tags=tags, run_name=name).info.run_id
-        self._runs.append(run_id)
         try:
             yield run_id
         except BaseException:
@@ -139,8 +137,6 @@ class Tracker:
             except Exception:
                 remember_unfinished(self.pending_file, self.uri, run_id)
             raise
-        finally:
-            self._runs.remove(run_id)
         with self.timed("end the run"):
             self.client.set_terminated(run_id, "FINISHED")
 
@@ -160,15 +156,11 @@ class Tracker:
 
     def log_repeats(self, run_id: str, folds: pd.DataFrame, metrics: list[str]) -> None:
         """The reference layout under ``run_id``: one child run per repeat (seed), its fold scores as steps."""
-        self._runs.append(run_id)  # the children's parent, whichever run is innermost
-        try:
-            for seed, group in folds.groupby("seed", sort=False):
-                with self.run(f"seed_{seed}", {"seed": str(seed), "trilho.kind": "repeat"}, nested=True) as child:
-                    rows = [(m, v, int(f)) for m in metrics for f, v in zip(group["fold"], group[m], strict=True)]
-                    rows += [(f"{m}_mean_seed", float(group[m].mean()), 0) for m in metrics]
-                    self.log_values(child, metrics=rows)
-        finally:
-            self._runs.pop()
+        for seed, group in folds.groupby("seed", sort=False):
+            with self.run(f"seed_{seed}", {"seed": str(seed), "trilho.kind": "repeat"}, parent=run_id) as child:
+                rows = [(m, v, int(f)) for m in metrics for f, v in zip(group["fold"], group[m], strict=True)]
+                rows += [(f"{m}_mean_seed", float(group[m].mean()), 0) for m in metrics]
+                self.log_values(child, metrics=rows)
 
     def set_tag(self, run_id: str, key: str, value: str) -> None:
         with self.timed("tag the run"):

@@ -215,3 +215,40 @@ def test_the_served_records_are_the_frames_records(output):
             expected = (frame_out.to_frame() if output == "labels" else frame_out).to_dict(orient="records")
             assert records == expected
             assert json.dumps(records) == json.dumps(expected)
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_a_served_booster_predicts_a_requests_rows_on_one_thread(workdir, classes):
+    """A request's few rows go to a one-thread copy of the booster (XGBoost's idle threads spin and
+    take a core from the server's other requests), through XGBoost's C function for dense rows; a
+    big batch keeps every thread. Every path gives the booster's own probabilities, gaps included,
+    and the copy leaves the booster's settings alone."""
+    import numpy as np
+    import xgboost
+
+    from trilho.tracking.model import _servable
+
+    servable = _servable()
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(servable.SMALL_BATCH + 500, 4))
+    y = np.digitize(X[:, 0] + rng.normal(size=len(X)), np.linspace(-1, 1, classes - 1))
+    X[rng.random(X.shape) < 0.1] = np.nan
+    xgboost.XGBClassifier(n_estimators=20, max_depth=3).fit(X, y).get_booster().save_model(workdir / "b.ubj")
+    booster, proba = servable.load_classifier({"format": "xgboost"}, str(workdir / "b.ubj"))
+
+    def threads(b):
+        return json.loads(b.save_config())["learner"]["generic_param"]["nthread"]
+
+    assert proba.matrix and threads(proba.single) == "1" and threads(booster) == "0"  # 0: every core
+    assert proba.direct is not None  # XGBoost's C function was reachable and agreed with inplace_predict
+    reference = xgboost.Booster(model_file=str(workdir / "b.ubj"))
+    used = []
+    direct, every_thread = proba.direct, proba.booster.inplace_predict
+    proba.direct = lambda data: used.append("direct") or direct(data)
+    proba.booster.inplace_predict = lambda data: used.append("every thread") or every_thread(data)
+    for n in (1, 5, servable.SMALL_BATCH, servable.SMALL_BATCH + 1, len(X)):
+        expected = reference.inplace_predict(X[:n].astype(np.float32))
+        found = proba(X[:n])
+        assert found.shape == expected.shape == ((n,) if classes == 2 else (n, classes))
+        np.testing.assert_array_equal(found, expected)
+    assert used == ["direct"] * 3 + ["every thread"] * 2

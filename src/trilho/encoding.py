@@ -152,6 +152,38 @@ def _memo_codes(col: str, raw: np.ndarray, dtype: Any, mapping: dict[str, int], 
     return np.fromiter((memo[k] for k in keys), dtype="float64", count=len(keys))
 
 
+_PLAN_LIMIT = 64  # column layouts remembered per model (a served model sees the same one again and again)
+
+
+def _plan(names: list[str], dtypes: list[Any], spec: dict[str, Any]) -> tuple[dict[str, int], list[int], list[int], list[int]]:
+    """For a frame's column names and dtypes: where each name is, and which features are numbers
+    as they stand, which categories held as text, and which the rest (``encode_features`` column by
+    column). The same layout arrives with every request, so the answer is remembered per layout."""
+    plans = spec.setdefault("__plans__", {})  # this model's own, like "__memo__"
+    try:
+        key: Any = (tuple(names), tuple(dtypes))
+        found = plans.get(key)
+    except TypeError:  # an unhashable dtype: work it out every time
+        key, found = None, None
+    if found is not None:
+        return found
+    features = spec["features"]
+    where = {c: i for i, c in enumerate(names)}
+    missing = [c for c in features if c not in where]
+    if missing:
+        raise ValueError(f"missing feature columns {missing}; expected {features}")
+    types = [dtypes[where[c]] for c in features]
+    plain = [i for i, c in enumerate(features) if spec["categorical"].get(c, False) is False and _plain_number(types[i])]
+    others = [i for i in range(len(features)) if i not in set(plain)]
+    texts = [i for i in others if spec["categorical"].get(features[i], False)
+             and (pd.api.types.is_object_dtype(types[i]) or isinstance(types[i], pd.StringDtype))]
+    rest = [i for i in others if i not in texts]
+    found = (where, plain, texts, rest)
+    if key is not None and len(plans) < _PLAN_LIMIT:
+        plans[key] = found
+    return found
+
+
 def encode_matrix(df: pd.DataFrame, spec: dict[str, Any]) -> np.ndarray:
     """``encode_features`` as one float64 matrix, what a prediction needs, at a fraction of its cost
     on a few rows: a request's rows are read as one object array (not a column at a time), numeric
@@ -163,35 +195,24 @@ def encode_matrix(df: pd.DataFrame, spec: dict[str, Any]) -> np.ndarray:
     # the column names as a plain list: asking a pandas Index (text held by Arrow) for a name builds
     # its lookup table anew for every request's fresh frame
     names = df.columns.tolist()
-    where = {c: i for i, c in enumerate(names)}
-    missing = [c for c in features if c not in where]
-    if missing:
-        raise ValueError(f"missing feature columns {missing}; expected {features}")
+    dtypes = df.dtypes.tolist()
+    where, plain, texts, rest = _plan(names, dtypes, spec)
     policy, fill = spec.get("missing", "reject"), spec.get("fill", {})
     out = np.empty((len(df), len(features)), dtype="float64")
-    dtypes = dict(zip(names, df.dtypes.tolist(), strict=True))
-    plain = [i for i, c in enumerate(features) if spec["categorical"].get(c, False) is False
-             and _plain_number(dtypes[c])]
     # a few rows (a request): every value in one object array at once, cheaper than a column at a time
     raw = df.to_numpy(dtype=object) if len(df) <= _SMALL_ROWS and len(where) == len(names) else None
     for i in plain:
-        if raw is not None and isinstance(dtypes[features[i]], np.dtype):
+        if raw is not None and isinstance(dtypes[where[features[i]]], np.dtype):
             out[:, i] = raw[:, where[features[i]]].astype("float64")
         else:
             out[:, i] = df[features[i]].to_numpy(dtype="float64", na_value=np.nan)
     out[np.isinf(out)] = np.nan  # infinite is as unknown as missing
-    taken = set(plain)
-    others = [i for i in range(len(features)) if i not in taken]
-    # categorical columns held as text: codes remembered per value; the rest go through encode_features
-    texts = [i for i in others if spec["categorical"].get(features[i], False)
-             and (pd.api.types.is_object_dtype(dtypes[features[i]]) or isinstance(dtypes[features[i]], pd.StringDtype))]
-    rest = [i for i in others if i not in texts]
     try:
         memos = spec.setdefault("__memo__", {})  # this model's own: per categorical column, value -> code
         for i in texts:
             col = features[i]
             values = raw[:, where[col]] if raw is not None else df[col].to_numpy(dtype=object)
-            out[:, i] = _memo_codes(col, values, dtypes[col], spec["categorical"][col], memos.setdefault(col, {}))
+            out[:, i] = _memo_codes(col, values, dtypes[where[col]], spec["categorical"][col], memos.setdefault(col, {}))
         if rest:  # text that should be numbers, and the rest: column by column, as in training
             part = encode_features(df[[features[i] for i in rest]],
                                    {**spec, "features": [features[i] for i in rest], "missing": "native"})

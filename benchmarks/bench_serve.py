@@ -8,7 +8,8 @@ with the same input signature, so the server parses and checks the same columns.
 ``mlflow models serve --env-manager local --workers W`` on 127.0.0.1, and a small asyncio client
 (keep-alive connections, one request at a time per client, ``dataframe_split`` JSON bodies) sends
 1-row and 100-row requests at 1, 32 and 200 clients. Per cell: requests/s, p50 and p99 latency in
-ms and errors, medians over ``--rounds`` (models interleaved within each round). The load is only
+ms, the server's CPU time per request (its processes' user + system time from /proc, Linux) and
+errors, medians over ``--rounds`` (models interleaved within each round). The load is only
 ever sent to 127.0.0.1 and every loop is bounded.
 """
 
@@ -65,8 +66,22 @@ async def _client(port: int, request: bytes, count: int, latencies: list[float],
         writer.close()
 
 
-def load(port: int, body: bytes, clients: int, requests: int, limit_s: float = 120.0) -> dict:
-    """``requests`` requests spread over ``clients`` keep-alive connections, one at a time each."""
+def _cpu_seconds(pids: list[int]) -> float | None:
+    """CPU time (user + system) used so far by these processes, from /proc (Linux); None elsewhere."""
+    try:
+        total = 0
+        for pid in pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def load(port: int, body: bytes, clients: int, requests: int, limit_s: float = 120.0,
+         server: list[int] | None = None) -> dict:
+    """``requests`` requests spread over ``clients`` keep-alive connections, one at a time each;
+    with the server's process ids, also the server's CPU time per answered request."""
     request = (f"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
     latencies: list[float] = []
@@ -79,10 +94,15 @@ def load(port: int, body: bytes, clients: int, requests: int, limit_s: float = 1
         await asyncio.gather(*[_client(port, request, n, latencies, errors, deadline) for n in each if n])
         return time.perf_counter() - start
 
+    before = _cpu_seconds(server or [])
     wall = asyncio.run(main())
+    after = _cpu_seconds(server or [])
     ordered = sorted(latencies) or [float("nan")]
+    cpu_ms = (1000 * (after - before) / len(latencies) if server and before is not None and after is not None
+              and latencies else float("nan"))
     return {"rps": len(latencies) / wall, "p50_ms": 1000 * ordered[len(ordered) // 2],
-            "p99_ms": 1000 * ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], "errors": len(errors)}
+            "p99_ms": 1000 * ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], "errors": len(errors),
+            "server_cpu_ms": cpu_ms}
 
 
 class Served:
@@ -111,6 +131,18 @@ class Served:
 
     def __enter__(self) -> Served:
         return self
+
+    def pids(self) -> list[int]:
+        """The server's processes (`mlflow models serve`, the uvicorn it starts and any workers): its
+        own process group, read from Linux's /proc; empty elsewhere."""
+        found = []
+        for entry in Path("/proc").glob("[0-9]*"):
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) == self.proc.pid:  # pgrp
+                    found.append(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                continue
+        return found
 
     def __exit__(self, *exc: object) -> None:
         import signal
@@ -171,18 +203,19 @@ def main() -> None:
             for name, uri in models.items():
                 with Served(uri, args.workers, env, folder / "serve.log") as served:
                     load(served.port, bodies[1], 8, 200)  # warm every worker
+                    pids = served.pids()
                     for n in ROWS:
                         for clients in CLIENTS:
                             count = args.requests if clients > 1 else max(50, args.requests // 5)
                             cells.setdefault((name, n, clients), []).append(
-                                load(served.port, bodies[n], clients, count))
+                                load(served.port, bodies[n], clients, count, server=pids))
     print(f"{os.cpu_count()} CPUs; mlflow models serve --workers {args.workers}; medians of {args.rounds} rounds\n")
-    print("| model | rows / request | clients | requests/s | p50 ms | p99 ms | errors |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | rows / request | clients | requests/s | p50 ms | p99 ms | server CPU ms / request | errors |")
+    print("|---|---|---|---|---|---|---|---|")
     for (name, n, clients), found in cells.items():
-        med = {k: statistics.median(r[k] for r in found) for k in ("rps", "p50_ms", "p99_ms")}
+        med = {k: statistics.median(r[k] for r in found) for k in ("rps", "p50_ms", "p99_ms", "server_cpu_ms")}
         print(f"| {name} | {n} | {clients} | {med['rps']:.0f} | {med['p50_ms']:.1f} | {med['p99_ms']:.1f} | "
-              f"{sum(r['errors'] for r in found)} |")
+              f"{med['server_cpu_ms']:.2f} | {sum(r['errors'] for r in found)} |")
     for n in ROWS:
         floor_rps = statistics.median(r["rps"] for r in cells[(next(iter(models)), n, 32)])
         ours = statistics.median(r["rps"] for r in cells[(list(models)[1], n, 32)])

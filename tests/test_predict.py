@@ -252,3 +252,53 @@ def test_a_served_booster_predicts_a_requests_rows_on_one_thread(workdir, classe
         assert found.shape == expected.shape == ((n,) if classes == 2 else (n, classes))
         np.testing.assert_array_equal(found, expected)
     assert used == ["direct"] * 3 + ["every thread"] * 2
+
+
+def test_a_served_model_works_one_requests_rows_at_a_time(workdir):
+    """Requests of a few rows go through the model one at a time (side by side, every call into
+    Arrow or XGBoost sends a request to the back of the queue for the GIL); big batches still
+    run side by side."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    import numpy as np
+    import xgboost
+
+    from trilho.encoding import feature_spec
+    from trilho.tracking.model import _servable
+
+    servable = _servable()
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(300, 2))
+    xgboost.XGBClassifier(n_estimators=5).fit(X, (X[:, 0] > 0).astype(int)).get_booster().save_model(workdir / "b.ubj")
+    spec = feature_spec(["a", "b"], {}, ["no", "yes"], [], "impute") | {"fill": {"a": 0.0, "b": 0.0}, "format": "xgboost"}
+    (workdir / "spec.json").write_text(json.dumps(spec))
+    model = servable.LabelledModel()
+    model.load_context(SimpleNamespace(artifacts={"spec": str(workdir / "spec.json"), "classifier": str(workdir / "b.ubj")}))
+    proba, active, most, meet = model.proba_, [0], [0], threading.Barrier(2, timeout=30)
+
+    def watched(X):
+        active[0] += 1
+        most[0] = max(most[0], active[0])
+        if len(X) > servable.SMALL_BATCH:
+            meet.wait()  # both big batches must be inside at once, or this times out
+        else:
+            time.sleep(0.05)
+        active[0] -= 1
+        return proba(X)
+
+    watched.matrix = True
+    model.proba_ = watched
+    small = pd.DataFrame({"a": [0.5], "b": [-1.0]})
+    big = pd.DataFrame({"a": rng.normal(size=servable.SMALL_BATCH + 1), "b": 0.0})
+    for frame, callers, expected in ((small, 4, 1), (big, 2, 2)):
+        most[0] = 0
+        answers: list = []
+        threads = [threading.Thread(target=lambda f=frame, a=answers: a.append(model.predict(None, f))) for _ in range(callers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert most[0] == expected and len(answers) == callers
+        assert list(answers[0].columns) == ["prediction", "proba_no", "proba_yes"]

@@ -8,8 +8,10 @@ other type is refused, never executed. trilho never imports this module; it only
 to ``mlflow.pyfunc.log_model``.
 """
 
+import contextlib
 import json
 import os
+import threading
 
 import numpy as np
 import pandas as pd
@@ -22,7 +24,7 @@ from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
 
 TRUSTED_PACKAGES = ("sklearn", "numpy", "scipy", "builtins", "collections")
-SMALL_BATCH = 1_000  # up to this many rows, one XGBoost thread predicts (see BoosterProba)
+SMALL_BATCH = 1_000  # up to this many rows, one XGBoost thread predicts (BoosterProba), one request at a time
 
 
 def load_classifier(spec: dict, path: str):
@@ -125,6 +127,12 @@ class LabelledModel(PythonModel):
         with open(context.artifacts["spec"], encoding="utf-8") as fh:
             self.spec_ = json.load(fh)
         self.classifier_, self.proba_ = load_classifier(self.spec_, context.artifacts["classifier"])
+        # MLflow's scoring server runs requests on a pool of threads that share one GIL. A request's
+        # model work is short Python with calls into Arrow and XGBoost that let the GIL go; run side
+        # by side, each such call sends the request to the back of the queue for the GIL behind the
+        # other requests' work. One request's few rows at a time, the work runs through (server
+        # CPU per 1-row request above MLflow's floor: about 1.1 ms with this, 1.1-1.6 ms without).
+        self.small_ = threading.Lock()
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None):
         """By default the label (in the data's own terms) and one probability column per class.
@@ -135,8 +143,10 @@ class LabelledModel(PythonModel):
         request skips building a frame only to take it apart again.
         """
         serving = os.environ.get("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "").lower() == "true"
-        return model_outputs(self.proba_, model_input, self.spec_, (params or {}).get("output", "both"),
-                             matrix=getattr(self.proba_, "matrix", False), records=serving)
+        small = len(model_input) <= SMALL_BATCH if hasattr(model_input, "__len__") else False
+        with self.small_ if small else contextlib.nullcontext():
+            return model_outputs(self.proba_, model_input, self.spec_, (params or {}).get("output", "both"),
+                                 matrix=getattr(self.proba_, "matrix", False), records=serving)
 
 
 set_model(LabelledModel())

@@ -131,7 +131,8 @@ class LabelledModel(PythonModel):
         # model work is short Python with calls into Arrow and XGBoost that let the GIL go; run side
         # by side, each such call sends the request to the back of the queue for the GIL behind the
         # other requests' work. One request's few rows at a time, the work runs through (server
-        # CPU per 1-row request above MLflow's floor: about 1.1 ms with this, 1.1-1.6 ms without).
+        # CPU per 1-row request above MLflow's floor, at 32 clients: 1.05-1.09 ms with this, 2.07 ms
+        # without; BENCHMARKS.md).
         self.small_ = threading.Lock()
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None):

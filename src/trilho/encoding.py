@@ -174,7 +174,8 @@ def _plan(names: list[str], dtypes: list[Any], spec: dict[str, Any]) -> tuple[di
         raise ValueError(f"missing feature columns {missing}; expected {features}")
     types = [dtypes[where[c]] for c in features]
     plain = [i for i, c in enumerate(features) if spec["categorical"].get(c, False) is False and _plain_number(types[i])]
-    others = [i for i in range(len(features)) if i not in set(plain)]
+    taken = set(plain)
+    others = [i for i in range(len(features)) if i not in taken]
     texts = [i for i in others if spec["categorical"].get(features[i], False)
              and (pd.api.types.is_object_dtype(types[i]) or isinstance(types[i], pd.StringDtype))]
     rest = [i for i in others if i not in texts]
@@ -261,7 +262,3 @@ def model_outputs(proba_fn: Callable[[Any], np.ndarray], frame: pd.DataFrame, sp
     columns = {f"proba_{c}": proba[:, i] for i, c in enumerate(classes)}
     return pd.DataFrame(columns if output == "proba" else {"prediction": labels, **columns}, index=frame.index)
 
-
-def booster_outputs(booster: Any, frame: pd.DataFrame, spec: dict[str, Any], output: str = "both"):
-    """``model_outputs`` of an XGBoost Booster (only its ``inplace_predict`` is used)."""
-    return model_outputs(lambda X: booster.inplace_predict(X.astype(np.float32)), frame, spec, output, matrix=True)

@@ -123,3 +123,15 @@ def test_run_goes_offline_in_one_line_when_the_source_cannot_be_reached(settings
     assert summary["data"]["source"].startswith("synthetic:diabetes") and summary["registry"]["name"] == "diabetes-xgboost-offline"
     refused = runner.invoke(app, args[:5] + ["--summary-json", "t.json"], env=_env(settings))  # no fallback: one clear error
     assert refused.exit_code == 1 and "cannot fetch" in refused.output
+
+
+def test_every_command_prints_its_help():
+    """Help texts go through rich's markup: a bracket in one (kaggle:owner/dataset[/file]) must be
+    escaped, or `--help` ends in a MarkupError traceback instead of the help."""
+    import typer
+
+    names = sorted(typer.main.get_command(app).commands)
+    assert {"run", "init", "predict", "tune"} <= set(names)
+    for name in names:
+        result = runner.invoke(app, [name, "--help"])
+        assert result.exit_code == 0 and "Usage" in result.output, (name, result.output[-500:])

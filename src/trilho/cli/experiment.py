@@ -54,7 +54,7 @@ def run(experiment: ExperimentOpt = "diabetes", source: SourceOpt = None, set_: 
 
 @command()
 def init(data: Annotated[str, typer.Argument(
-             help="The data: file:PATH, https://..., kaggle:owner/dataset[/file] or a lake key; CSV or Parquet.")],
+             help="The data: file:PATH, https://..., kaggle:owner/dataset\\[/file] or a lake key; CSV or Parquet.")],
          target: Annotated[str | None, typer.Option(
              "--target", "-t", help="The label column (guessed when one column clearly is).")] = None,
          output: Annotated[Path | None, typer.Option(

@@ -179,3 +179,40 @@ def test_the_gate_lock_on_a_team_server_holds_under_a_crowd(mlflow_pg_server, wo
         t.join(300)
     assert not errors, errors[:3]
     assert len(seen) == 40 and set(seen) == {1}
+
+
+@pytest.mark.parametrize("server", ["embedded", "mlflow_server", "mlflow_pg_server"])
+def test_runs_logging_the_same_new_dataset_at_once_all_record_it(server, request, workdir):
+    """Concurrent runs on one data set: MLflow's store looks the data set up, then inserts it, in
+    one transaction; two runs that both find nothing both insert, and one hits the unique key. Each
+    run must still end with the data set as its input."""
+    import threading
+
+    from trilho.tracking import Tracker
+
+    url = f"sqlite:///{workdir / 'mlflow.db'}" if server == "embedded" else request.getfixturevalue(server).url
+    frame = diabetes(rows=50, seed=4)
+    trackers = [Tracker(url, f"dataset-race-{server}") for _ in range(6)]
+    runs = [t.client.create_run(t.experiment_id).info.run_id for t in trackers]
+    errors: list[str] = []
+    for round_ in range(8):  # a new data set each round: every round is a fresh race
+        sha = f"{round_:02d}{'ab' * 31}"
+        barrier = threading.Barrier(len(trackers))
+
+        def log(tracker: Tracker, run_id: str) -> None:
+            barrier.wait()
+            try:
+                tracker.log_dataset(run_id, frame, "file:///data.csv", "race", "CLASS", sha)  # noqa: B023
+            except Exception as exc:  # noqa: BLE001 - reported below, by name
+                errors.append(f"{type(exc).__name__}: {str(exc)[:300]}")
+
+        threads = [threading.Thread(target=log, args=pair) for pair in zip(trackers, runs, strict=True)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    assert not errors, errors[:2]
+    client = trackers[0].client
+    for run_id in runs:
+        assert sorted(d.dataset.digest for d in client.get_run(run_id).inputs.dataset_inputs) == \
+            sorted(f"{r:02d}{'ab' * 4}" for r in range(8))

@@ -57,6 +57,15 @@ def _chunks(items: list, size: int) -> Iterator[list]:
         yield items[i:i + size]
 
 
+_INSERT_RACE_TRIES = 4
+
+
+def _lost_insert_race(exc: BaseException) -> bool:
+    """The store refused a row another client inserted a moment before (PostgreSQL, SQLite, MySQL wording)."""
+    text = str(exc).lower()
+    return any(words in text for words in ("unique constraint", "duplicate key", "duplicate entry"))
+
+
 class Tracker:
     """One experiment on one tracking store; counts the seconds it spends talking to it."""
 
@@ -180,7 +189,18 @@ class Tracker:
                                  digest=sha256[:10])._to_mlflow_entity()
             profile = json.dumps({"num_rows": int(len(frame)), "num_elements": int(frame.size), "sha256": sha256})
             entity = Dataset(name, sample.digest, sample.source_type, sample.source, sample.schema, profile)
-            self.client.log_inputs(run_id, datasets=[DatasetInput(entity, [InputTag("mlflow.data.context", "training")])])
+            inputs = [DatasetInput(entity, [InputTag("mlflow.data.context", "training")])]
+            for attempt in range(_INSERT_RACE_TRIES):
+                try:
+                    self.client.log_inputs(run_id, datasets=inputs)
+                    break
+                except Exception as exc:
+                    # MLflow's store looks the data set up, then inserts it: another run that logged
+                    # the same data set in between makes the insert break the unique key, and the
+                    # whole call is rolled back. Again, the look-up finds that run's row.
+                    if attempt + 1 == _INSERT_RACE_TRIES or not _lost_insert_race(exc):
+                        raise
+                    time.sleep(0.05 * (attempt + 1))
 
     def log_folder(self, run_id: str, folder: Path) -> None:
         with self.timed("upload artifacts"):

@@ -199,14 +199,15 @@ def test_runs_logging_the_same_new_dataset_at_once_all_record_it(server, request
         sha = f"{round_:02d}{'ab' * 31}"
         barrier = threading.Barrier(len(trackers))
 
-        def log(tracker: Tracker, run_id: str) -> None:
+        def log(tracker: Tracker, run_id: str, barrier: threading.Barrier, sha: str) -> None:
             barrier.wait()
             try:
-                tracker.log_dataset(run_id, frame, "file:///data.csv", "race", "CLASS", sha)  # noqa: B023
+                tracker.log_dataset(run_id, frame, "file:///data.csv", "race", "CLASS", sha)
             except Exception as exc:  # noqa: BLE001 - reported below, by name
                 errors.append(f"{type(exc).__name__}: {str(exc)[:300]}")
 
-        threads = [threading.Thread(target=log, args=pair) for pair in zip(trackers, runs, strict=True)]
+        threads = [threading.Thread(target=log, args=(tracker, run_id, barrier, sha))
+                   for tracker, run_id in zip(trackers, runs, strict=True)]
         for t in threads:
             t.start()
         for t in threads:

@@ -110,7 +110,24 @@ def repeats(rows: int = 450, seed: int = 6):
     return frame, "grade", ".csv", "colour"
 
 
-CORPUS = {"churn": churn, "species": species, "wide": wide, "rare": rare, "flags": flags, "repeats": repeats}
+def survey(rows: int = 500, seed: int = 7):
+    """Binary, its label spelled eight ways (Yes, y, TRUE, ... No, n, false), a text category."""
+    rng = np.random.default_rng(seed)
+    visits = rng.poisson(4, rows)
+    spend = rng.gamma(2.0, 30.0, rows).round(2)
+    channel = rng.choice(["email", "phone", "web"], rows)
+    score = (visits - 4) / 2 + (spend - 60) / 40 + (channel == "web") * 0.8 + rng.normal(0, 0.8, rows)
+    said_yes = score > 0.3
+    yes = rng.choice(["Yes", "yes", "Y", "TRUE"], rows, p=[0.4, 0.3, 0.2, 0.1])
+    no = rng.choice(["No", "no", "n", "false"], rows, p=[0.4, 0.3, 0.2, 0.1])
+    frame = pd.DataFrame({"visits": visits, "spend": spend, "channel": _mixed_case(rng, channel),
+                          "subscribed": np.where(said_yes, yes, no)})
+    return frame, "subscribed", ".csv", "channel"
+
+
+CORPUS = {"churn": churn, "species": species, "wide": wide, "rare": rare, "flags": flags, "repeats": repeats,
+          "survey": survey}
+CLASSES = {"churn": 2, "species": 3, "wide": 2, "rare": 3, "flags": 2, "repeats": 3, "survey": 2}
 
 
 def write(name: str, folder) -> tuple:

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from trilho import ConfigError, load_experiment
-from trilho.experiment import apply_overrides, builtin_experiments
+from trilho.experiment import DataSpec, apply_overrides, builtin_experiments
 
 
 def test_builtin_diabetes_experiment_holds_everything_specific_to_the_data():
@@ -58,3 +58,34 @@ def test_yaml_experiment_files_load_too(tmp_path):
 
     path.write_text(yaml.safe_dump(json.loads(json.dumps(data))))
     assert load_experiment(path).resolved() == data
+
+
+def _labels(labels) -> DataSpec:
+    return DataSpec(target="t", labels=labels)
+
+
+def test_several_spellings_of_a_class_share_its_code_and_the_first_names_it():
+    listed = _labels([["no", "N", "false"], ["Yes", "y", " TRUE "]])
+    mapped = _labels({"NO": 0, "n": 0, "FALSE": 0, "yes": 1, "Y": 1, "true": 1})
+    assert listed.labels == mapped.labels == {"NO": 0, "N": 0, "FALSE": 0, "YES": 1, "Y": 1, "TRUE": 1}
+    assert listed.classes == ["NO", "YES"]
+    assert listed.spellings == {"NO": ["NO", "N", "FALSE"], "YES": ["YES", "Y", "TRUE"]}
+    assert _labels({"Y": 1, "N": 0, "YES": 1}).classes == ["N", "Y"]  # by code, each class's first label
+    assert _labels(listed.labels).classes == ["NO", "YES"]  # the resolved config loads again alike
+    assert _labels(["N", "P", "Y"]).classes == ["N", "P", "Y"]  # one label per class, as before
+    assert _labels({"yes": 1, "YES": 1, "no": 0}).labels == {"YES": 1, "NO": 0}  # one label written twice
+
+
+@pytest.mark.parametrize(("labels", "message"), [
+    ({"A": 0, "a": 1}, r"'A' is given codes 0 and 1"),
+    ([["A", "B"], ["b"]], r"'B' is given codes 0 and 1"),
+    ({"A": 0, "B": 2}, r"label codes must be 0\.\.1, each used at least once"),
+    ({"A": 0, "B": 0}, r"need at least 2 classes"),
+    ([["A"], []], r"data.labels item 1 is an empty list"),
+    ([["A", "B"], ["B"]], r"lists 'B' for two classes \(0 and 1\)"),
+])
+def test_labels_that_cannot_be_classes_are_refused_by_name(labels, message):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=message):
+        _labels(labels)

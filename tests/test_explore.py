@@ -43,3 +43,13 @@ def test_intervals_table_and_run_link():
     assert table.loc["accuracy", "corrected_t *"] == "0.8800 – 0.9200"
     assert explore.run_link("http://mlflow:5000", summary) == "http://mlflow:5000/#/experiments/7/runs/abc"
     assert explore.run_link("sqlite:///m.db", summary).startswith("http://127.0.0.1:5000/#/")
+
+
+def test_every_spelling_of_a_class_is_counted_under_its_name():
+    from trilho.experiment import Experiment
+    from trilho.explore import _labels
+
+    exp = Experiment.model_validate({"name": "a", "source": {"uri": "file:a.csv"}, "model": {"name": "xgboost"},
+                                     "data": {"target": "t", "labels": [["NO", "N"], ["YES", "Y"]]}})
+    raw = pd.DataFrame({"t": ["yes", "Y", " n", "No", "maybe", None]})
+    assert _labels(raw, exp).tolist() == ["YES", "YES", "NO", "NO", "MAYBE", pd.NA]

@@ -113,3 +113,38 @@ def test_pr_auc_matches_scikit_learn_for_two_and_more_classes():
     proba3 = raw / raw.sum(axis=1, keepdims=True)
     expected = np.mean([average_precision_score(y3 == k, proba3[:, k]) for k in range(3)])
     assert probability_metrics(y3, proba3, np.array([0, 1, 2]))["pr_auc"] == pytest.approx(expected)
+
+
+def _answers(rows: int = 300, seed: int = 5) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    said_yes = rng.random(rows) < 0.4
+    return pd.DataFrame({"x": rng.normal(0, 1, rows) + said_yes,
+                         "answer": np.where(said_yes, rng.choice(["Yes", "y", "TRUE"], rows),
+                                            rng.choice(["no", "No", "N", "false"], rows))})
+
+
+def test_yes_and_no_spelled_many_ways_are_proposed_as_two_classes():
+    frame = _answers()
+    proposal = propose(profile_chunks([frame], "answer"), "a", "file:a.csv", "answer")
+    data = proposal.config["data"]
+    normal = normalise_text(frame["answer"]).value_counts()
+    # each side's most frequent spelling first: it names the class
+    assert data["labels"] == [sorted(["NO", "N", "FALSE"], key=lambda v: -normal[v]),
+                              sorted(["YES", "Y", "TRUE"], key=lambda v: -normal[v])]
+    assert "pr_auc" in proposal.config["evaluation"]["metrics"]  # a binary label
+    text = render(proposal)
+    assert "binary" in text and "merged into two classes" in text
+    exp = Experiment.model_validate(tomllib.loads(text))
+    assert exp.data.classes == [data["labels"][0][0], data["labels"][1][0]]
+    codes = normalise_text(frame["answer"]).map(exp.data.labels)
+    assert codes.notna().all() and (codes == 1).sum() == normal[["YES", "Y", "TRUE"]].sum()
+
+
+@pytest.mark.parametrize("other", ["MAYBE", "1"])
+def test_labels_are_not_merged_when_one_is_not_a_yes_or_no(other):
+    frame = _answers()
+    frame.loc[frame.index[:20], "answer"] = other
+    labels = propose(profile_chunks([frame], "answer"), "a", "file:a.csv", "answer").config["data"]["labels"]
+    assert all(isinstance(v, str) for v in labels) and other in labels and len(labels) == 7
+    two = pd.DataFrame({"x": range(40), "y": ["True", "false"] * 20})  # two spellings: two classes as they are
+    assert propose(profile_chunks([two], "y"), "b", "file:b.csv", "y").config["data"]["labels"] == ["FALSE", "TRUE"]

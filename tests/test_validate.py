@@ -115,3 +115,20 @@ def test_fault_26_duplicates_with_conflicting_labels_are_counted():
     assert report["duplicates"] == {"rows_duplicating_another": 4, "with_conflicting_label": 3,
                                     "conflicting_lines": [2, 3, 4, n + 3, n + 4, n + 5]}
     assert any("4 rows repeat" in w for w in report["warnings"])
+
+
+def test_spellings_of_one_class_are_one_class_and_the_report_says_which_were_merged():
+    exp = EXP.model_copy(update={"data": EXP.data.model_copy(update={"labels": {
+        "N": 0, "NO": 0, "P": 1, "Y": 2, "YES": 2}})})
+    exp = type(EXP).model_validate(exp.model_dump())  # validated as a file's labels would be
+    df = frame()
+    df.loc[[3, 8], "CLASS"] = ["yes", " No"]
+    report = validate(df, exp)
+    assert report["errors"] == []
+    assert report["labels"]["merged"] == {"N": ["N", "NO"], "Y": ["Y", "YES"]}
+    assert set(report["class_counts"]) == {"N", "P", "Y"}
+    data = clean(df, exp)
+    assert data.y[3] == 2 and data.y[8] == 0
+    assert np.bincount(data.y).sum() == len(df)
+    df.loc[5, "CLASS"] = "maybe"
+    assert "known labels are {'N': ['N', 'NO'], 'P': ['P'], 'Y': ['Y', 'YES']}" in errors_of(df, exp)

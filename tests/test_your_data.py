@@ -85,7 +85,7 @@ def test_init_run_predict_serve(name, workdir, env):
     summary = json.loads(summary_path.read_text())
     assert summary["registry"]["promote"] is True
     classes = summary["holdout"]["labels"]
-    assert classes == exp.data.classes
+    assert classes == exp.data.classes and len(classes) == corpus.CLASSES[name]
 
     rows = _prediction_rows(path, target, exp.data.drop, unseen, exp.data.categorical)
     rows_path = workdir / "rows.csv"

@@ -31,6 +31,20 @@ INTERVALS = ("percentile", "naive_t", "fold_bootstrap", "corrected_t", "row_boot
 CHEAP_INTERVALS = INTERVALS[:5]  # nested_cv costs k(k-1)/2 extra fits per nested repeat
 
 
+def _labels_from_list(items: list[Any]) -> Any:
+    """["N", "Y"] -> {N: 0, Y: 1}; [["NO", "N"], ["YES", "Y"]] -> {NO: 0, N: 0, YES: 1, Y: 1}."""
+    out: dict[str, int] = {}
+    for code, item in enumerate(items):
+        spellings = item if isinstance(item, list) else [item]
+        if not spellings:
+            raise ValueError(f"data.labels item {code} is an empty list; give the class at least one label")
+        for label in spellings:
+            key = str(label)
+            if out.setdefault(key, code) != code:
+                raise ValueError(f"data.labels lists {key!r} for two classes ({out[key]} and {code}); list it once")
+    return out
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -43,7 +57,9 @@ class SourceSpec(_Strict):
 class DataSpec(_Strict):
     target: str
     # {label: code} with codes 0..k-1, or a list of labels (codes in list order); text labels in
-    # any case and integer labels alike are stripped and upper-cased before mapping
+    # any case and integer labels alike are stripped and upper-cased before mapping. Several
+    # spellings of one class share its code ({YES = 1, Y = 1, ...}, or a list in the list:
+    # [["NO", "N"], ["YES", "Y"]]); the first one listed names the class.
     labels: dict[str, int]
     drop: list[str] = []
     # a list of columns (categories learned inside each training fold), or per column a
@@ -67,19 +83,23 @@ class DataSpec(_Strict):
                     raise ValueError(f"data.nonfinite ({legacy!r}) is the earlier name of data.missing "
                                      f"({data['missing']!r}); set data.missing only")
             if isinstance(data.get("labels"), list):
-                data["labels"] = {str(v): i for i, v in enumerate(data["labels"])}
+                data["labels"] = _labels_from_list(data["labels"])
         return data
 
     @field_validator("labels")
     @classmethod
     def _codes_are_0_to_k(cls, v: dict[str, int]) -> dict[str, int]:
-        if sorted(v.values()) != list(range(len(v))):
-            raise ValueError(f"label codes must be 0..{len(v) - 1} once each, got {v}")
-        if len(v) < 2:
-            raise ValueError("need at least 2 labels")
-        normal = {k.strip().upper(): c for k, c in v.items()}
-        if len(normal) < len(v):
-            raise ValueError(f"labels {sorted(v)} collide once stripped and upper-cased; list each label once")
+        codes = sorted(set(v.values()))
+        if codes != list(range(len(codes))):
+            raise ValueError(f"label codes must be 0..{len(codes) - 1}, each used at least once, got {v}")
+        if len(codes) < 2:
+            raise ValueError(f"need at least 2 classes, got {v}")
+        normal: dict[str, int] = {}
+        for label, code in v.items():
+            key = label.strip().upper()
+            if normal.setdefault(key, code) != code:
+                raise ValueError(f"labels {sorted(v)} collide once stripped and upper-cased: {key!r} is given "
+                                 f"codes {normal[key]} and {code}; list each label once")
         return normal
 
     @field_validator("categorical")
@@ -105,8 +125,20 @@ class DataSpec(_Strict):
 
     @property
     def classes(self) -> list[str]:
-        """Label names ordered by their code."""
-        return sorted(self.labels, key=self.labels.__getitem__)
+        """Class names ordered by their code: of several spellings of one class, the first listed."""
+        first: dict[int, str] = {}
+        for label, code in self.labels.items():
+            first.setdefault(code, label)
+        return [first[code] for code in sorted(first)]
+
+    @property
+    def spellings(self) -> dict[str, list[str]]:
+        """Per class name, every label that means it (the name first)."""
+        names = self.classes
+        out: dict[str, list[str]] = {name: [] for name in names}
+        for label, code in self.labels.items():
+            out[names[code]].append(label)
+        return out
 
 
 class CVSpec(_Strict):

@@ -31,7 +31,11 @@ __all__ = [
 
 
 def _labels(raw: pd.DataFrame, exp: Experiment) -> pd.Series:
-    return normalise_text(raw[exp.data.target]).rename("class")
+    """Each row's class name (every spelling of a class under its name); unknown labels as they are."""
+    normal = normalise_text(raw[exp.data.target])
+    names = {label: exp.data.classes[code] for label, code in exp.data.labels.items()}
+    named = normal.map(names).astype("string")
+    return named.where(named.notna(), normal).rename("class")
 
 
 def _numeric(raw: pd.DataFrame, exp: Experiment) -> pd.DataFrame:

@@ -50,11 +50,24 @@ def _label_codes(col: Column) -> list[str]:
     return sorted(labels)
 
 
+_NO, _YES = ("NO", "N", "FALSE", "F"), ("YES", "Y", "TRUE", "T")
+
+
+def _yes_no(counts: dict[str, int]) -> list[list[str]] | None:
+    """A label spelled in more than two ways that all say yes or no: [no spellings, yes spellings],
+    each side's most frequent spelling first (it names the class); None for any other label."""
+    no, yes = [v for v in _NO if v in counts], [v for v in _YES if v in counts]
+    if len(counts) <= 2 or not no or not yes or len(no) + len(yes) != len(counts):
+        return None
+    return [sorted(side, key=lambda v: -counts[v]) for side in (no, yes)]
+
+
 Notes = dict[str, list[str]]
 
 
-def _check_target(profile: Profile, target: str) -> tuple[list[str], dict[str, int]]:
-    """The label's codes in order and their counts; a column that cannot be a label is refused."""
+def _check_target(profile: Profile, target: str, notes: Notes) -> tuple[list[str] | list[list[str]], dict[str, int]]:
+    """The label's classes in code order (each a label, or its spellings) and each class's rows; a
+    column that cannot be a label is refused."""
     if target not in profile.columns:
         raise ConfigError(f"--target {target!r} is not a column; the data has {list(profile.columns)}")
     tcol = profile.columns[target]
@@ -64,10 +77,18 @@ def _check_target(profile: Profile, target: str) -> tuple[list[str], dict[str, i
     if tcol.nulls:
         raise ConfigError(f"--target {target!r} is missing on {tcol.nulls} rows; remove those rows first "
                           "(a row with no label cannot be trained or scored)")
+    counts = tcol.counts or {}
+    merged = _yes_no(counts)
+    if merged:
+        notes["labels"].append(f"{target!r} spells yes and no {len(counts)} ways, merged into two classes: "
+                               + " and ".join(f"{side[0]} (also {', '.join(side[1:])})" if len(side) > 1
+                                              else side[0] for side in merged)
+                               + "; to keep a spelling as a class of its own, list it alone in data.labels")
+        return merged, {side[0]: sum(counts[v] for v in side) for side in merged}
     labels = _label_codes(tcol)
     if len(labels) < 2:
         raise ConfigError(f"--target {target!r} has a single value {labels}: nothing to classify")
-    return labels, {v: (tcol.counts or {})[v] for v in labels}
+    return labels, {v: counts[v] for v in labels}
 
 
 def _column_role(profile: Profile, n: str, c: Column) -> tuple[str, str | None]:
@@ -173,9 +194,9 @@ def propose(profile: Profile, name: str, source: str, target: str | None = None)
     """The experiment a careful data scientist would start from, with the reason for each choice."""
     notes: Notes = {k: [] for k in ("data", "labels", "columns", "missing", "cv", "resampler", "model")}
     target = target or _guess_target(profile)
-    labels, counts = _check_target(profile, target)
+    labels, counts = _check_target(profile, target, notes)
     kind = "binary" if len(labels) == 2 else f"multiclass ({len(labels)} classes)"
-    notes["labels"].append(f"{target!r}: {kind}, counts {counts}; codes in this order")
+    notes["labels"].insert(0, f"{target!r}: {kind}, counts {counts}; codes in this order")
     drop, categorical, ranges = _columns(profile, target, notes)
     features = [n for n in profile.columns if n != target and n not in drop]
     if not features:

@@ -48,10 +48,27 @@ def _check_labels(df: pd.DataFrame, exp: Experiment, report: ValidationReport, e
         report["labels"]["unknown"] = {"values": values, "lines": _lines(unknown.index)}
         errors.append(
             f"column {target!r} has {len(unknown)} unknown labels {values} on lines "
-            f"{_lines(unknown.index)}; known labels are {exp.data.classes} (fix the rows or data.labels)"
+            f"{_lines(unknown.index)}; known labels are {_known(exp)} (fix the rows or data.labels)"
         )
         return None
+    merged = {name: sorted(seen) for name, seen in _spellings_seen(normal, exp).items() if len(seen) > 1}
+    if merged:
+        report["labels"]["merged"] = merged
     return normal.map(exp.data.labels)
+
+
+def _known(exp: Experiment) -> list[str] | dict[str, list[str]]:
+    spellings = exp.data.spellings
+    return exp.data.classes if all(len(v) == 1 for v in spellings.values()) else spellings
+
+
+def _spellings_seen(normal: pd.Series, exp: Experiment) -> dict[str, set[str]]:
+    """Per class, the spellings of it that the data holds."""
+    names = exp.data.classes
+    seen: dict[str, set[str]] = {}
+    for label in normal.unique():
+        seen.setdefault(names[exp.data.labels[label]], set()).add(str(label))
+    return seen
 
 
 def _check_features(df: pd.DataFrame, exp: Experiment, report: ValidationReport, errors: list, warnings: list) -> pd.DataFrame:

@@ -49,6 +49,27 @@ def test_profile_is_the_same_in_one_chunk_or_many():
     assert parts.unique["Patient ID"] and parts.unique["ticket"] and not parts.unique.get("stage", False)
 
 
+def test_duplicate_rows_are_counted_on_the_features_as_the_folds_see_them():
+    from trilho.splits import duplicate_groups
+
+    rng = np.random.default_rng(3)
+    base = pd.DataFrame({"visits": rng.integers(0, 5, 60), "city": rng.choice(["Lisbon", "Porto"], 60),
+                         "outcome": rng.choice(["yes", "no"], 60)})
+    copies = base.sample(25, random_state=1).assign(city=lambda f: f["city"].str.upper() + " ",  # other spelling
+                                                    outcome=lambda f: np.where(f["outcome"] == "yes", "no", "yes"))
+    frame = pd.concat([base, copies], ignore_index=True)
+    frame.loc[[0, 70], "visits"] = np.nan  # chunks that read the column as floats, and ones that read integers
+    features = frame.drop(columns=["outcome"]).assign(city=lambda f: normalise_text(f["city"]))
+    groups = duplicate_groups(features)
+    expected = len(frame) - len(np.unique(groups))
+    assert expected > 25
+    for chunks in ([frame], list(_chunks(frame, 20))):
+        # named, or not named (the label is guessed), with conflicting labels on copies: the same count
+        assert profile_chunks(chunks, "outcome").duplicate_rows("outcome") == expected
+        guessed = propose(profile_chunks(chunks), "d", "file:d.csv")
+        assert f"{expected} rows repeat another row's features" in " ".join(guessed.notes["cv"])
+
+
 def test_a_repeat_across_chunks_is_seen():
     frame = pd.DataFrame({"key": list(range(100)) + [3], "x": np.arange(101) * 1.5, "y": ["a", "b"] * 50 + ["a"]})
     assert profile_chunks(_chunks(frame, 50), "y").unique["key"] is False

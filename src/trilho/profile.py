@@ -22,7 +22,7 @@ import pandas as pd
 from trilho.encoding import normalise_text
 from trilho.errors import ConfigError, DataValidationError
 from trilho.ingest import check_size, iter_chunks, read_head
-from trilho.propose import CAP, ID_NAME, Proposal, propose, render
+from trilho.propose import CAP, ID_NAME, TARGET_NAME, Proposal, propose, render
 
 __all__ = ["Column", "Profile", "Proposal", "init_experiment", "profile_chunks", "propose", "render"]
 
@@ -54,8 +54,24 @@ class Column:
 class Profile:
     rows: int
     columns: dict[str, Column]
-    duplicate_rows: int              # rows whose non-identifier values repeat an earlier row's
+    # per possible label (the one named, or each column named like one): rows whose features (the
+    # columns that are neither an identifier nor that label) repeat an earlier row's
+    duplicates: dict[str, int]
     unique: dict[str, bool]          # per identifier-kind column: every value distinct
+
+    def duplicate_rows(self, target: str) -> int:
+        return self.duplicates.get(target, 0)
+
+
+def _comparable(frame: pd.DataFrame) -> pd.DataFrame:
+    """Values as the folds compare them: numbers as float64 (a chunk read as integers and one read
+    as floats agree), anything else stripped and upper-cased, as categories are."""
+    out = {}
+    for name in frame.columns:
+        values = frame[name]
+        numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+        out[name] = values.astype("float64") if numeric else normalise_text(values)
+    return pd.DataFrame(out, index=frame.index)
 
 
 def _fold_column(col: Column, values: pd.Series) -> None:
@@ -111,7 +127,7 @@ def profile_chunks(chunks: Iterable[pd.DataFrame], target: str | None = None) ->
     """Fold chunks into a profile; memory grows with the distinct values kept (capped) and eight
     bytes per row for each identifier-like column and for the row hashes."""
     columns: dict[str, Column] = {}
-    row_hashes: list[np.ndarray] = []
+    row_hashes: dict[str, list[np.ndarray]] = {}
     rows = 0
     skip: set[str] = set()
     for chunk in chunks:
@@ -121,10 +137,14 @@ def profile_chunks(chunks: Iterable[pd.DataFrame], target: str | None = None) ->
         for name, col in columns.items():
             _fold_column(col, chunk[name])
         if rows == 0:  # identifiers by the first chunk: unique per row there, or an id-like name
-            skip = {n for n, c in columns.items() if c.hashes is not None or ID_NAME.search(n)} | {target or ""}
-        kept = [c for c in chunk.columns if c not in skip]
-        if kept:
-            row_hashes.append(pd.util.hash_pandas_object(chunk[kept], index=False).to_numpy())
+            skip = {n for n, c in columns.items() if c.hashes is not None or ID_NAME.search(n)}
+            # the label is not a feature: without one named, each column that init may take for it
+            row_hashes = {n: [] for n in ([target] if target else [n for n in columns if TARGET_NAME.match(n)])}
+        kept = _comparable(chunk[[c for c in chunk.columns if c not in skip]])
+        for label, seen in row_hashes.items():
+            features = kept.drop(columns=[label], errors="ignore")
+            if len(features.columns):
+                seen.append(pd.util.hash_pandas_object(features, index=False).to_numpy())
         rows += len(chunk)
     if not columns:
         raise DataValidationError("the data has no rows")
@@ -135,9 +155,9 @@ def profile_chunks(chunks: Iterable[pd.DataFrame], target: str | None = None) ->
             found = np.concatenate(col.hashes) if col.hashes else np.empty(0, np.uint64)
             unique[name] = bool(len(np.unique(found)) == len(found) and col.nulls == 0)
             col.hashes = None
-    hashes = np.concatenate(row_hashes) if row_hashes else np.empty(0, np.uint64)
-    return Profile(rows=rows, columns=columns, duplicate_rows=int(len(hashes) - len(np.unique(hashes))),
-                   unique=unique)
+    duplicates = {label: int(rows - len(np.unique(np.concatenate(seen)))) if seen else 0
+                  for label, seen in row_hashes.items()}
+    return Profile(rows=rows, columns=columns, duplicates=duplicates, unique=unique)
 
 
 def _name_from(source: str) -> str:

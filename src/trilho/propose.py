@@ -20,7 +20,7 @@ __all__ = ["CAP", "CODE_MAX", "ID_NAME", "Proposal", "propose", "render", "toml_
 CAP = 50                # distinct values kept per column; a text column with more is not a category
 CODE_MAX = 8            # an integer column with 3..CODE_MAX distinct values is taken as a code
 ID_NAME = re.compile(r"(^|[^a-z])(id|uuid|guid|key|no|num|number|index|unnamed)([^a-z]|$)|^id|id$", re.I)
-_TARGET_NAME = re.compile(r"^(target|label|labels|class|classes|y|outcome|diagnosis|churn|churned|default|"
+TARGET_NAME = re.compile(r"^(target|label|labels|class|classes|y|outcome|diagnosis|churn|churned|default|"
                           r"response|result|status|survived|category|grade|quality)$", re.I)
 
 
@@ -34,7 +34,7 @@ def _guess_target(profile: Profile) -> str:
     def plausible(c: Column) -> bool:
         return c.distinct is not None and 2 <= c.distinct <= 20
 
-    named = [n for n, c in profile.columns.items() if _TARGET_NAME.match(n) and plausible(c)]
+    named = [n for n, c in profile.columns.items() if TARGET_NAME.match(n) and plausible(c)]
     if len(named) == 1:
         return named[0]
     candidates = [n for n, c in profile.columns.items() if plausible(c) and not profile.unique.get(n)]
@@ -173,7 +173,7 @@ def _missing_policy(missing: dict[str, int], resampler: dict[str, Any], notes: N
     return policy
 
 
-def _folds(profile: Profile, counts: dict[str, int], notes: Notes) -> tuple[int, int]:
+def _folds(profile: Profile, target: str, counts: dict[str, int], notes: Notes) -> tuple[int, int]:
     smallest = min(counts.values())
     if smallest < 2:
         raise ConfigError(f"class {min(counts, key=lambda k: counts[k])!r} has a single row: no cross-validation can "
@@ -181,8 +181,8 @@ def _folds(profile: Profile, counts: dict[str, int], notes: Notes) -> tuple[int,
     n_splits = min(5, smallest)
     if n_splits < 5:
         notes["cv"].append(f"cv.n_splits = {n_splits}: the smallest class has {smallest} rows, and each fold needs one")
-    if profile.duplicate_rows:
-        notes["cv"].append(f"{profile.duplicate_rows} rows repeat another row's features: cv.duplicates = 'group' "
+    if profile.duplicate_rows(target):
+        notes["cv"].append(f"{profile.duplicate_rows(target)} rows repeat another row's features: cv.duplicates = 'group' "
                            "keeps every copy in one fold, so no row is tested on its own copy")
     n_repeats = 10 if profile.rows <= 20_000 else 3 if profile.rows <= 200_000 else 1
     notes["cv"].append(f"{n_repeats} repeats of {n_splits}-fold stratified CV for {profile.rows} rows "
@@ -202,7 +202,7 @@ def propose(profile: Profile, name: str, source: str, target: str | None = None)
     if not features:
         raise ConfigError("no feature columns are left once the label and the identifiers are set aside")
     numeric = [n for n in features if n not in categorical]
-    n_splits, n_repeats = _folds(profile, counts, notes)
+    n_splits, n_repeats = _folds(profile, target, counts, notes)
     resampler = _resampler(counts, n_splits, bool(categorical), bool(numeric), notes)
     missing = {n: profile.columns[n].nulls for n in features if profile.columns[n].nulls}
     policy = _missing_policy(missing, resampler, notes)

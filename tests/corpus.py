@@ -111,7 +111,8 @@ def repeats(rows: int = 450, seed: int = 6):
 
 
 def survey(rows: int = 500, seed: int = 7):
-    """Binary, its label spelled eight ways (Yes, y, TRUE, ... No, n, false), a text category."""
+    """Binary, its label spelled eight ways (Yes, y, TRUE, ... No, n, false), a text category,
+    column names with characters MLflow refuses in a param's name."""
     rng = np.random.default_rng(seed)
     visits = rng.poisson(4, rows)
     spend = rng.gamma(2.0, 30.0, rows).round(2)
@@ -120,9 +121,9 @@ def survey(rows: int = 500, seed: int = 7):
     said_yes = score > 0.3
     yes = rng.choice(["Yes", "yes", "Y", "TRUE"], rows, p=[0.4, 0.3, 0.2, 0.1])
     no = rng.choice(["No", "no", "n", "false"], rows, p=[0.4, 0.3, 0.2, 0.1])
-    frame = pd.DataFrame({"visits": visits, "spend": spend, "channel": _mixed_case(rng, channel),
+    frame = pd.DataFrame({"visits/month": visits, "spend (€)": spend, "canal de venda": _mixed_case(rng, channel),
                           "subscribed": np.where(said_yes, yes, no)})
-    return frame, "subscribed", ".csv", "channel"
+    return frame, "subscribed", ".csv", "canal de venda"
 
 
 CORPUS = {"churn": churn, "species": species, "wide": wide, "rare": rare, "flags": flags, "repeats": repeats,

@@ -161,3 +161,26 @@ def test_fault_29_text_labels_reach_the_model_as_fixed_codes_logged_as_a_param(s
         "data.labels.N": 0, "data.labels.Y": 1, "data.labels.P": 2}
     assert result.summary["holdout"]["labels"] == ["N", "Y", "P"]
     assert result.summary["holdout"]["label_codes"] == [0, 1, 2]
+
+
+def test_params_and_metrics_named_after_any_column_are_accepted(workdir):
+    """A column named "weight (kg)" reaches MLflow in param names (data.ranges.<column>); MLflow
+    refuses such names, so trilho writes them as MLflow takes them, apart from one another."""
+    from trilho.tracking import Tracker
+    from trilho.tracking.runs import tracking_key
+
+    assert tracking_key("data.ranges.weight (kg)") == "data.ranges.weight _kg_"
+    assert tracking_key("data.ranges.km/h") == "data.ranges.km/h"  # valid names stay as they are
+    assert tracking_key("data.ranges.país") == "data.ranges.país"
+    assert tracking_key("data.ranges.x/") == "data.ranges.x_" and tracking_key("a//b") == "a__b"  # odd paths
+    assert len(tracking_key("a" * 400)) == 250 and tracking_key("a" * 400) != tracking_key("a" * 401)
+    tracker = Tracker(f"sqlite:///{workdir / 'mlflow.db'}", "names")
+    run_id = tracker.client.create_run(tracker.experiment_id).info.run_id
+    names = ["data.ranges.weight (kg)", "data.ranges.weight _kg_", "data.ranges.weight [kg]", "ok.name", "x:y/",
+             "a" * 300]
+    tracker.log_values(run_id, params={n: str(i) for i, n in enumerate(names)},
+                       metrics=[("f1 (macro)", 0.5, 0), ("f1 (macro)", 0.6, 1)])
+    data = tracker.client.get_run(run_id).data
+    assert len(data.params) == len(names) and sorted(data.params.values()) == sorted(map(str, range(len(names))))
+    assert data.params["data.ranges.weight _kg_"] == "1" and data.params["ok.name"] == "3"  # valid names kept
+    assert [m.value for m in tracker.client.get_metric_history(run_id, "f1 _macro_")] == [0.5, 0.6]

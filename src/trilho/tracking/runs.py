@@ -9,13 +9,16 @@ handed to ``Tracker.submit``: the tracker's own thread runs it, and the caller g
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
+import posixpath
+import re
 import socket
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -35,7 +38,7 @@ from trilho.tracking.store import (
     write_pending,
 )
 
-__all__ = ["Tracker", "flatten"]
+__all__ = ["Tracker", "flatten", "tracking_key"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,40 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
             out.update(flatten(value, f"{name}."))
         else:
             out[name] = json.dumps(value) if not isinstance(value, str) else value
+    return out
+
+
+# what MLflow accepts in a param or metric name on every platform (its own rule also allows ':',
+# except on Windows); anything else, such as a column named "weight (kg)", becomes "_"
+_NAME_CHAR = re.compile(r"[^\w.\- /]")
+_KEY_LIMIT = 250  # MLflow's longest param or metric name
+
+
+def tracking_key(name: str) -> str:
+    """``name`` as MLflow takes it for a param or a metric: other characters as "_", a name that
+    reads as an odd path ("a//b", "a/", "/a") without its slashes, a long one cut and ended with a
+    digest of the whole. A valid name comes back as it is."""
+    key = _NAME_CHAR.sub("_", name)
+    if "/" in key and (posixpath.normpath(key) != key or key.startswith("/")):
+        key = key.replace("/", "_")
+    return _with_digest(key, name) if len(key) > _KEY_LIMIT else key
+
+
+def _with_digest(key: str, name: str) -> str:
+    return f"{key[:_KEY_LIMIT - 9]}_{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+
+
+def _tracking_keys(names: Iterable[str]) -> dict[str, str]:
+    """Each name's tracking key: valid names as they are, then the others, a digest keeping apart
+    two that would otherwise share a key."""
+    names = list(names)
+    out = {name: name for name in names if tracking_key(name) == name}
+    taken = set(out)
+    for name in names:
+        if name not in out:
+            key = tracking_key(name)
+            out[name] = key = _with_digest(key, name) if key in taken else key
+            taken.add(key)
     return out
 
 
@@ -155,8 +192,10 @@ class Tracker:
         from mlflow.entities import Metric, Param
 
         now = int(time.time() * 1000)
-        p = [Param(k, v[:6000]) for k, v in (params or {}).items()]
-        m = [Metric(k, float(v), now, int(s)) for k, v, s in (metrics or [])]
+        pkeys = _tracking_keys(params or {})
+        mkeys = _tracking_keys(dict.fromkeys(k for k, _, _ in metrics or []))
+        p = [Param(pkeys[k], v[:6000]) for k, v in (params or {}).items()]
+        m = [Metric(mkeys[k], float(v), now, int(s)) for k, v, s in (metrics or [])]
         with self.timed("log params and metrics"):
             for chunk in _chunks(p, 100):
                 self.client.log_batch(run_id, params=chunk, synchronous=True)

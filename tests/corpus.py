@@ -36,7 +36,8 @@ def churn(rows: int = 600, seed: int = 1):
 
 
 def species(rows: int = 300, seed: int = 2):
-    """Multiclass with integer labels 0..2, numeric features only, missing numerics."""
+    """Multiclass with integer labels 0..2, numeric features only, missing numerics; written with
+    ";" and a decimal comma (CSV_STYLE)."""
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 3, rows)
     centres = np.array([[5.0, 3.4, 1.5, 0.2], [5.9, 2.8, 4.3, 1.3], [6.6, 3.0, 5.6, 2.0]])
@@ -128,6 +129,8 @@ def survey(rows: int = 500, seed: int = 7):
 
 CORPUS = {"churn": churn, "species": species, "wide": wide, "rare": rare, "flags": flags, "repeats": repeats,
           "survey": survey}
+# a European spreadsheet's export: ";" between values, a decimal comma
+CSV_STYLE = {"species": {"sep": ";", "decimal": ","}}
 CLASSES = {"churn": 2, "species": 3, "wide": 2, "rare": 3, "flags": 2, "repeats": 3, "survey": 2}
 
 
@@ -138,5 +141,5 @@ def write(name: str, folder) -> tuple:
     if suffix == ".parquet":
         frame.to_parquet(path, index=False)
     else:
-        frame.to_csv(path, index=False)
+        frame.to_csv(path, index=False, **CSV_STYLE.get(name, {}))
     return path, target, unseen

@@ -72,6 +72,30 @@ def test_fault_22_bom_and_crlf_are_read(tmp_path):
     assert list(frame.columns) == ["a", "b"] and len(frame) == 2
 
 
+@pytest.mark.parametrize("sep, decimal", [(";", ","), (";", "."), ("\t", "."), ("|", "."), (",", ".")])
+def test_separated_files_of_every_usual_kind_read_alike(tmp_path, sep, decimal):
+    """A European spreadsheet's export (";" and a decimal comma), tab- and pipe-separated files, and
+    a CSV whose text holds semicolons: every one is the same table, read whole or in chunks."""
+    from trilho.ingest import csv_dialect, iter_chunks
+
+    frame = pd.DataFrame({"age": [41.5, 57.1, None, 33.0] * 30, "count": [1, 2, 3, 4] * 30,
+                          "note": ["a; b", "c", "d, e", "f"] * 30, "label": ["Y", "N", "Y", "N"] * 30})
+    path = tmp_path / "t.csv"
+    frame.to_csv(path, index=False, sep=sep, decimal=decimal)
+    assert csv_dialect(path.read_bytes()) == {"sep": sep, "decimal": decimal}
+    pd.testing.assert_frame_equal(read_table(path), frame)
+    pd.testing.assert_frame_equal(pd.concat(iter_chunks(path, 50), ignore_index=True), frame)
+
+
+def test_a_file_that_splits_evenly_on_no_separator_is_read_as_a_csv(tmp_path):
+    from trilho.ingest import csv_dialect
+
+    assert csv_dialect(b"only\n1\n2\n") == {"sep": ",", "decimal": "."}  # one column
+    assert csv_dialect(b"a;b\n1;2;3\n4\n") == {"sep": ",", "decimal": "."}  # ragged: refused as before
+    assert csv_dialect(b"a;b\r1,5;2\r3,25;4\r") == {"sep": ";", "decimal": ","}  # CR-only lines
+    assert csv_dialect(b"a;b\n1,5;2\n3.25;4\n") == {"sep": ";", "decimal": "."}  # both marks: no guess
+
+
 @pytest.mark.parametrize("body, match", [(b"", "empty"), (b"a,b\n1,2,3,4\n5\n", "not a readable CSV")])
 def test_fault_31_unreadable_files_are_data_errors(tmp_path, body, match):
     path = tmp_path / "bad.csv"

@@ -7,6 +7,7 @@ reader that finds a manifest always finds the whole object; the same bytes twice
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
@@ -28,7 +29,7 @@ from trilho.errors import DataValidationError, SourceError, SourceUnreachableErr
 from trilho.settings import Settings
 from trilho.storage import Lake
 
-__all__ = ["Fetched", "Ingested", "fetch", "ingest", "iter_chunks", "read_table", "scan_file"]
+__all__ = ["Fetched", "Ingested", "csv_dialect", "fetch", "ingest", "iter_chunks", "read_table", "scan_file"]
 
 log = logging.getLogger(__name__)
 _WAY_OUT = "download the file yourself and pass --source file:PATH"
@@ -60,8 +61,45 @@ def _name(path: str | Path | io.BytesIO) -> str:
     return "the upload" if isinstance(path, io.BytesIO) else Path(path).name
 
 
+_SEPARATORS = (",", ";", "\t", "|")
+_DECIMAL_COMMA = re.compile(r"^[-+]?\d*,\d+$")
+_DECIMAL_POINT = re.compile(r"^[-+]?\d*\.\d+$")
+_SNIFF_BYTES = 1 << 16
+
+
+def csv_dialect(head: bytes) -> dict[str, str]:
+    """``read_csv``'s ``sep`` and ``decimal`` for a CSV whose first bytes are ``head``.
+
+    A comma unless the first lines (at most 50) split into the same number of fields, more than one,
+    only on another separator (";", tab, "|"); with ";" (a European spreadsheet export), numbers
+    written "3,5" and none "3.5" mean a decimal comma.
+    """
+    lines = [line for line in head.decode("utf-8-sig", errors="replace").splitlines() if line.strip()]
+    lines = lines[:50] if len(head) < _SNIFF_BYTES else lines[:50][:-1] or lines[:1]  # the last may be cut
+    for sep in _SEPARATORS:
+        rows = list(csv.reader(lines, delimiter=sep))
+        if rows and len(rows[0]) > 1 and all(len(r) == len(rows[0]) for r in rows):
+            break
+    else:
+        return {"sep": ",", "decimal": "."}
+    values = [v.strip() for r in rows[1:] for v in r]
+    comma = sep != "," and any(_DECIMAL_COMMA.match(v) for v in values) and \
+        not any(_DECIMAL_POINT.match(v) for v in values)
+    return {"sep": sep, "decimal": "," if comma else "."}
+
+
+def _dialect_of(path: str | Path | io.BytesIO) -> tuple[str, str]:
+    if isinstance(path, io.BytesIO):
+        found = csv_dialect(path.getvalue()[:_SNIFF_BYTES])
+    else:
+        with open(path, "rb") as fh:
+            found = csv_dialect(fh.read(_SNIFF_BYTES))
+    return found["sep"], found["decimal"]
+
+
 def read_table(path: str | Path | io.BytesIO, nrows: int | None = None, name: str | None = None) -> pd.DataFrame:
-    """Read a CSV (LF, CRLF or CR-only line endings, optional UTF-8 BOM) or a Parquet file into a frame."""
+    """Read a CSV (LF, CRLF or CR-only line endings, optional UTF-8 BOM; comma, semicolon, tab or
+    pipe separated, ``csv_dialect``) or a Parquet file into a frame."""
     if not isinstance(path, io.BytesIO) and is_parquet(path):
         import pyarrow.parquet as pq
 
@@ -78,7 +116,9 @@ def read_table(path: str | Path | io.BytesIO, nrows: int | None = None, name: st
             # index_col=False: a row longer than the header is an error, never a silent index
             warnings.simplefilter("error", pd.errors.ParserWarning)
             # the C engine accepts CR-only files; the python engine would not
-            return pd.read_csv(path, engine="c", encoding="utf-8-sig", index_col=False, nrows=nrows)
+            sep, decimal = _dialect_of(path)
+            return pd.read_csv(path, engine="c", encoding="utf-8-sig", index_col=False, nrows=nrows, sep=sep,
+                               decimal=decimal)
     except pd.errors.ParserWarning as exc:
         raise DataValidationError(f"{name or _name(path)!r} is not a readable CSV: rows are longer than the header "
                                   f"({exc})") from None
@@ -100,9 +140,10 @@ def iter_chunks(path: Path, rows: int, columns: list[str] | None = None) -> Iter
             yield batch.to_pandas()
         return
     wanted = None if columns is None else set(columns).__contains__
+    sep, decimal = _dialect_of(path)
     try:
         yield from pd.read_csv(path, chunksize=rows, engine="c", encoding="utf-8-sig", index_col=False, usecols=wanted,
-                               low_memory=False)
+                               low_memory=False, sep=sep, decimal=decimal)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise DataValidationError(f"{path.name!r} is not a readable CSV: {exc}") from None
 

@@ -59,7 +59,8 @@ def wide(rows: int = 400, seed: int = 3, features: int = 120):
 
 
 def rare(rows: int = 500, seed: int = 4):
-    """Multiclass with a rare class of 7 rows (near the fold limit), text labels, a categorical."""
+    """Multiclass with a rare class of 7 rows (near the fold limit), text labels, a categorical, a
+    numeric column with "?" for missing values."""
     rng = np.random.default_rng(seed)
     labels = np.array(["common"] * 300 + ["medium"] * 193 + ["rare"] * 7, dtype=object)
     rng.shuffle(labels)
@@ -71,7 +72,9 @@ def rare(rows: int = 500, seed: int = 4):
         "site": _mixed_case(rng, rng.choice(["north", "south", "east"], rows)),
         "outcome": _mixed_case(rng, labels),
     })
-    frame.loc[rng.choice(rows, 10, replace=False), "x3"] = np.nan
+    # a public data set's way of writing a missing number: "?" (one in the rows predicted)
+    frame["x3"] = frame["x3"].astype(object)
+    frame.loc[[3, *rng.choice(np.arange(10, rows), 9, replace=False)], "x3"] = "?"
     return frame, "outcome", ".csv", "site"
 
 
@@ -131,6 +134,7 @@ CORPUS = {"churn": churn, "species": species, "wide": wide, "rare": rare, "flags
           "survey": survey}
 # a European spreadsheet's export: ";" between values, a decimal comma
 CSV_STYLE = {"species": {"sep": ";", "decimal": ","}}
+MARKERS = {"rare": ["?"]}  # what init finds written for a missing value
 CLASSES = {"churn": 2, "species": 3, "wide": 2, "rare": 3, "flags": 2, "repeats": 3, "survey": 2}
 
 

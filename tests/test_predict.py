@@ -302,3 +302,25 @@ def test_a_served_model_works_one_requests_rows_at_a_time(workdir):
             t.join(60)
         assert most[0] == expected and len(answers) == callers
         assert list(answers[0].columns) == ["prediction", "proba_no", "proba_yes"]
+
+
+def test_a_missing_marker_is_a_missing_value_to_both_encodings():
+    """data.missing_markers = ["?"]: the logged model reads "?" (any case, spaces) as it reads an
+    empty cell, in a number column and a category alike; a value that is no marker is still refused."""
+    import numpy as np
+
+    from trilho.encoding import feature_spec
+
+    spec = feature_spec(["n", "c"], {"c": {"A": 0, "B": 1}}, ["x", "y"], [], "native", ["?", "n/a"])
+    marked = pd.DataFrame({"n": ["1.5", " ? ", "N/A", "2"], "c": ["a", "?", "b", " N/a"]}, dtype=object)
+    empty = pd.DataFrame({"n": [1.5, None, None, 2.0], "c": ["a", None, "b", None]})
+    slow, fast = _encode_both(marked, spec)
+    expected = np.array([[1.5, 0], [np.nan, np.nan], [np.nan, 1], [2, np.nan]])
+    np.testing.assert_array_equal(slow, expected)
+    np.testing.assert_array_equal(fast, expected)
+    np.testing.assert_array_equal(_encode_both(empty, spec)[1], expected)
+    marked.loc[0, "n"] = "??"
+    slow, fast = _encode_both(marked, spec)
+    assert slow == fast and "column 'n' has non-numeric values ['??']" in slow
+    assert _encode_both(marked, feature_spec(["n", "c"], {"c": {"A": 0}}, ["x", "y"], [], "native"))[0] \
+        .startswith("column 'n' has non-numeric values")  # no markers: "?" is not a number

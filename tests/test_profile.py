@@ -169,3 +169,28 @@ def test_labels_are_not_merged_when_one_is_not_a_yes_or_no(other):
     assert all(isinstance(v, str) for v in labels) and other in labels and len(labels) == 7
     two = pd.DataFrame({"x": range(40), "y": ["True", "false"] * 20})  # two spellings: two classes as they are
     assert propose(profile_chunks([two], "y"), "b", "file:b.csv", "y").config["data"]["labels"] == ["FALSE", "TRUE"]
+
+
+def test_numbers_with_a_missing_marker_are_numbers_with_gaps():
+    """A public set's "?" for a missing number: the column stays numeric (or integer codes), the
+    marker is proposed as data.missing_markers and counted among the missing values."""
+    rng = np.random.default_rng(6)
+    frame = pd.DataFrame({"chol": rng.normal(200, 30, 400).round(0), "ca": rng.integers(0, 4, 400),
+                          "note": rng.normal(0, 1, 400).round(2), "y": rng.choice(["a", "b"], 400)})
+    frame = frame.astype({"chol": object, "ca": object, "note": object})
+    frame.loc[[5, 300, 301], "chol"] = ["?", " ? ", "?"]
+    frame.loc[[7, 350], "ca"] = ["?", "-"]
+    frame.loc[[9, 390], "note"] = ["?", "see file"]  # a word that is no marker: text, as before
+    for chunks in ([frame], list(_chunks(frame, 100))):  # the first chunks hold only numbers
+        proposal = propose(profile_chunks(chunks, "y"), "m", "file:m.csv", "y")
+        data = proposal.config["data"]
+        assert data["missing_markers"] == ["-", "?"]
+        assert "chol" in data["ranges"] and data["categorical"] == ["ca"]
+        assert "note" in data["drop"]  # free text: over 50 distinct values
+        shown = " ".join(proposal.notes["columns"] + proposal.notes["missing"])
+        assert "'chol': numeric with '?' on 3 rows read as missing" in shown and "chol 3, ca 2" in shown
+    exp = Experiment.model_validate(tomllib.loads(render(proposal)))
+    assert exp.data.missing_markers == ["-", "?"]
+    plain = frame.assign(chol=frame["chol"].replace({"?": None, " ? ": None}))
+    assert "missing_markers" not in propose(profile_chunks([plain.drop(columns=["ca"])], "y"), "m", "file:m.csv",
+                                            "y").config["data"]

@@ -132,3 +132,20 @@ def test_spellings_of_one_class_are_one_class_and_the_report_says_which_were_mer
     assert np.bincount(data.y).sum() == len(df)
     df.loc[5, "CLASS"] = "maybe"
     assert "known labels are {'N': ['N', 'NO'], 'P': ['P'], 'Y': ['Y', 'YES']}" in errors_of(df, exp)
+
+
+def test_missing_markers_are_counted_as_missing_and_cleaned_to_gaps():
+    df = frame()
+    df["HbA1c"] = df["HbA1c"].astype(object)
+    df.loc[[2, 7], "HbA1c"] = ["?", " ? "]
+    assert "column 'HbA1c' has non-numeric values" in errors_of(df)  # unknown to the experiment: refused
+    data = EXP.model_dump()
+    data["data"] = {**data["data"], "missing_markers": [" ? "], "missing": "impute"}
+    exp = type(EXP).model_validate(data)
+    report = validate(df, exp)
+    assert report["errors"] == []
+    assert report["missing"]["by_column"]["HbA1c"] == 2
+    cleaned = clean(df, exp)
+    assert cleaned.X["HbA1c"].isna().sum() == 2 and cleaned.X["HbA1c"].dtype == "float64"
+    assert cleaned.spec["markers"] == ["?"]
+    assert df.loc[2, "HbA1c"] == "?"  # the raw frame is left as it was

@@ -79,6 +79,7 @@ def test_init_run_predict_serve(name, workdir, env):
     config = tomllib.loads(file.read_text())
     exp = Experiment.model_validate(config)  # the generated file loads as it is
     assert exp.data.target == target
+    assert exp.data.missing_markers == corpus.MARKERS.get(name, [])
 
     summary_path = workdir / "summary.json"
     _cli(["run", "-e", str(file), "--set", "cv.n_repeats=1", "--summary-json", str(summary_path)], env)
@@ -99,6 +100,8 @@ def test_init_run_predict_serve(name, workdir, env):
     assert sum(manifest["missing_values"].values()) >= 1
     if unseen:
         assert manifest["unseen_categories"] == {unseen: 1}
+    if name in corpus.MARKERS:  # the row with "?" is predicted, its value counted as missing
+        assert manifest["missing_values"].get("x3") == 1
     predicted = pq.read_table(workdir / "lake" / manifest["key"]).to_pandas()
     assert predicted["prediction"].notna().all() and set(predicted["prediction"]) <= set(classes)
     for ident in exp.data.drop:  # identifiers travel beside the predictions

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trilho.encoding import feature_spec, normalise_text, numeric_column
+from trilho.encoding import feature_spec, normalise_text, numeric_column, unmark
 from trilho.errors import DataValidationError
 from trilho.experiment import Experiment
 
@@ -51,7 +51,8 @@ def clean(df: pd.DataFrame, exp: Experiment) -> CleanData:
     target = exp.data.target
     features = [c for c in df.columns if c not in {target, *exp.data.drop}]
     maps = exp.data.categorical_maps
-    spec = feature_spec(features, maps, exp.data.classes, exp.data.drop, exp.data.missing)
+    spec = feature_spec(features, maps, exp.data.classes, exp.data.drop, exp.data.missing, exp.data.missing_markers)
+    df = unmark(df, features, exp.data.missing_markers)
     y = normalise_text(df[target]).map(exp.data.labels)
     if y.isna().any():
         raise DataValidationError(f"column {target!r} holds labels outside {exp.data.classes}; "

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["encode_features", "encode_matrix", "feature_spec", "model_outputs", "normalise_map", "normalise_text",
-           "numeric_column", "unseen_counts"]
+           "numeric_column", "unmark", "unseen_counts"]
 
 
 def normalise_text(values: pd.Series) -> pd.Series:
@@ -48,9 +48,10 @@ def normalise_map(mapping: dict[str, int]) -> dict[str, int]:
 
 
 def feature_spec(features: list[str], categorical: dict[str, dict[str, int] | None], classes: list[str],
-                 identifiers: list[str] | None = None, missing: str = "reject") -> dict[str, Any]:
+                 identifiers: list[str] | None = None, missing: str = "reject",
+                 markers: list[str] | None = None) -> dict[str, Any]:
     """The plain-data description of the encoding (before any fit: learned maps are ``None``)."""
-    return {
+    spec = {
         "features": list(features),
         "categorical": {c: (None if m is None else normalise_map(m)) for c, m in categorical.items()},
         "classes": list(classes),
@@ -58,6 +59,25 @@ def feature_spec(features: list[str], categorical: dict[str, dict[str, int] | No
         "missing": missing,
         "fill": {},
     }
+    if markers:
+        spec["markers"] = [m.strip().upper() for m in markers]
+    return spec
+
+
+def unmark(df: pd.DataFrame, columns: list[str], markers: list[str] | None) -> pd.DataFrame:
+    """``df`` with every value of ``columns`` that is one of ``markers`` (stripped, upper-cased
+    values: "?" for a missing value) made missing; ``df`` itself when there is nothing to do."""
+    if not markers:
+        return df
+    changed = {}
+    for col in columns:
+        values = df[col] if col in df.columns else None
+        if values is None or (pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)):
+            continue  # numbers hold no marker
+        marked = normalise_text(values).isin(markers).to_numpy(dtype=bool)
+        if marked.any():
+            changed[col] = values.astype(object).where(~marked, None)
+    return df.assign(**changed) if changed else df
 
 
 def numeric_column(col: str, values: pd.Series) -> pd.Series:
@@ -90,6 +110,7 @@ def encode_features(df: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
     missing = [c for c in spec["features"] if c not in df.columns]
     if missing:
         raise ValueError(f"missing feature columns {missing}; expected {spec['features']}")
+    df = unmark(df, spec["features"], spec.get("markers"))
     policy, fill = spec.get("missing", "reject"), spec.get("fill", {})
     out = {}
     for col in spec["features"]:
@@ -193,6 +214,8 @@ def encode_matrix(df: pd.DataFrame, spec: dict[str, Any]) -> np.ndarray:
     through ``encode_features``. Same values, same missing-value policy, same errors, in the same
     order (a test holds the two equal)."""
     features = spec["features"]
+    if spec.get("markers"):
+        df = unmark(df, [c for c in features if c in df.columns], spec["markers"])
     # the column names as a plain list: asking a pandas Index (text held by Arrow) for a name builds
     # its lookup table anew for every request's fresh frame
     names = df.columns.tolist()

@@ -71,6 +71,9 @@ class DataSpec(_Strict):
     # training fold before any resampler), "native" (the model's own handling), "drop" the rows,
     # or "reject" the data. The logged model applies the same policy when it predicts.
     missing: Literal["impute", "native", "drop", "reject"] = "impute"
+    # feature values that mean "missing" in this data (["?"] in many public sets), case and
+    # surrounding spaces ignored; read as missing in training and by the logged model alike
+    missing_markers: list[str] = []
 
     @model_validator(mode="before")
     @classmethod
@@ -101,6 +104,14 @@ class DataSpec(_Strict):
                 raise ValueError(f"labels {sorted(v)} collide once stripped and upper-cased: {key!r} is given "
                                  f"codes {normal[key]} and {code}; list each label once")
         return normal
+
+    @field_validator("missing_markers")
+    @classmethod
+    def _markers_are_normalised(cls, v: list[str]) -> list[str]:
+        markers = list(dict.fromkeys(str(m).strip().upper() for m in v))
+        if "" in markers:
+            raise ValueError("data.missing_markers holds an empty value; empty cells are missing already")
+        return markers
 
     @field_validator("categorical")
     @classmethod

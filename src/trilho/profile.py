@@ -22,7 +22,7 @@ import pandas as pd
 from trilho.encoding import normalise_text
 from trilho.errors import ConfigError, DataValidationError
 from trilho.ingest import check_size, iter_chunks, read_head
-from trilho.propose import CAP, ID_NAME, TARGET_NAME, Proposal, propose, render
+from trilho.propose import CAP, ID_NAME, MARKERS_MAX, MISSING_MARKERS, TARGET_NAME, Proposal, propose, render
 
 __all__ = ["Column", "Profile", "Proposal", "init_experiment", "profile_chunks", "propose", "render"]
 
@@ -39,6 +39,14 @@ class Column:
     high: float = -math.inf
     counts: dict[str, int] | None = field(default_factory=dict)  # None once over CAP distinct values
     hashes: list[np.ndarray] | None = field(default_factory=list)  # None once a repeat is seen or not an id kind
+    # the values that are not numbers, when every one is a usual stand-in for a missing value ("?"),
+    # with their rows; None once another is seen
+    markers: dict[str, int] | None = field(default_factory=dict)
+
+    @property
+    def marked(self) -> bool:
+        """Numbers, with some missing values written as a marker ("?")."""
+        return self.text and bool(self.markers) and math.isfinite(self.low)
 
     @property
     def distinct(self) -> int | None:
@@ -96,13 +104,27 @@ def _numbers(col: Column, values: pd.Series, present: pd.Series, found: pd.Serie
     """The column's values as numbers; text that is not a number marks the column as text."""
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         return present.to_numpy(dtype="float64")
-    if col.text:
+    if col.text and col.markers is None:
         return np.empty(0)
     distinct = found.index.to_series() if found is not None else pd.Series(pd.unique(present))
     converted = pd.to_numeric(distinct, errors="coerce")  # each distinct value is converted once
-    if converted.isna().any():
+    words = distinct[converted.isna().to_numpy()]
+    if len(words):
         col.text = True
+        _fold_markers(col, present, words)
     return converted.dropna().to_numpy(dtype="float64")
+
+
+def _fold_markers(col: Column, present: pd.Series, words: pd.Series) -> None:
+    if col.markers is None:
+        return
+    normal = normalise_text(words)
+    if len(col.markers) + len(normal) > MARKERS_MAX or not normal.isin(MISSING_MARKERS).all():
+        col.markers = None
+        return
+    rows = normalise_text(present[present.isin(set(words))]).value_counts()
+    for key, n in rows.items():
+        col.markers[str(key)] = col.markers.get(str(key), 0) + int(n)
 
 
 def _fold_numbers(col: Column, numbers: np.ndarray) -> None:

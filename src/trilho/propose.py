@@ -19,6 +19,11 @@ __all__ = ["CAP", "CODE_MAX", "ID_NAME", "Proposal", "propose", "render", "toml_
 
 CAP = 50                # distinct values kept per column; a text column with more is not a category
 CODE_MAX = 8            # an integer column with 3..CODE_MAX distinct values is taken as a code
+# what data sets write for a missing number beyond what the CSV reader knows ("NA", "null", ...);
+# a column of numbers with at most MARKERS_MAX of these is numbers with gaps
+MISSING_MARKERS = ("?", "??", "-", "--", "---", ".", "*", "MISSING", "UNKNOWN", "NONE", "NULL", "NAN", "NA", "N/A",
+                   "N.A.", "#N/A", "NOT AVAILABLE")
+MARKERS_MAX = 3
 ID_NAME = re.compile(r"(^|[^a-z])(id|uuid|guid|key|no|num|number|index|unnamed)([^a-z]|$)|^id|id$", re.I)
 TARGET_NAME = re.compile(r"^(target|label|labels|class|classes|y|outcome|diagnosis|churn|churned|default|"
                           r"response|result|status|survived|category|grade|quality)$", re.I)
@@ -101,8 +106,17 @@ def _column_role(profile: Profile, n: str, c: Column) -> tuple[str, str | None]:
     if idlike and (c.distinct is None or c.distinct > profile.rows // 2) and not c.text:
         return "drop", (f"{n!r}: identifier (id-like name, {'many' if c.distinct is None else c.distinct} "
                         "distinct values); not a feature")
-    if c.nulls == profile.rows:
+    if c.nulls == profile.rows or (c.marked and c.nulls + sum((c.markers or {}).values()) == profile.rows):
         return "drop", f"{n!r}: dropped, every value is missing"
+    numbers = {k: v for k, v in (c.counts or {}).items() if k not in (c.markers or {})} if c.marked else c.counts
+    distinct = None if numbers is None else len(numbers)
+    if c.marked:
+        kind = "categorical (integer codes" if c.integer and distinct is not None and 3 <= distinct <= CODE_MAX \
+            and profile.rows >= 20 * distinct else "numeric"
+        return ("categorical" if kind != "numeric" else "range"), (
+            f"{n!r}: {kind}{', ' if kind != 'numeric' else ' '}with "
+            + ", ".join(f"{k!r} on {v} rows" for k, v in (c.markers or {}).items())
+            + (")" if kind != "numeric" else "") + " read as missing (data.missing_markers)")
     if c.text or c.boolean:
         if c.distinct is None:
             return "drop", f"{n!r}: dropped, free text (over {CAP} distinct values); encode it yourself if it matters"
@@ -114,8 +128,10 @@ def _column_role(profile: Profile, n: str, c: Column) -> tuple[str, str | None]:
     return ("range" if math.isfinite(c.low) else "numeric"), None
 
 
-def _columns(profile: Profile, target: str, notes: Notes) -> tuple[list[str], list[str], dict[str, list[float]]]:
-    """The columns set aside, the categorical ones, and the observed ranges of the numeric ones."""
+def _columns(profile: Profile, target: str, notes: Notes, markers: set[str]
+             ) -> tuple[list[str], list[str], dict[str, list[float]]]:
+    """The columns set aside, the categorical ones, and the observed ranges of the numeric ones;
+    ``markers`` gathers what the numeric columns write for a missing value."""
     drop: list[str] = []
     categorical: list[str] = []
     ranges: dict[str, list[float]] = {}
@@ -123,6 +139,8 @@ def _columns(profile: Profile, target: str, notes: Notes) -> tuple[list[str], li
         if n == target:
             continue
         role, why = _column_role(profile, n, c)
+        if c.marked and role != "drop":
+            markers.update(c.markers or {})
         if why:
             notes["columns"].append(why)
         if role == "drop":
@@ -197,14 +215,17 @@ def propose(profile: Profile, name: str, source: str, target: str | None = None)
     labels, counts = _check_target(profile, target, notes)
     kind = "binary" if len(labels) == 2 else f"multiclass ({len(labels)} classes)"
     notes["labels"].insert(0, f"{target!r}: {kind}, counts {counts}; codes in this order")
-    drop, categorical, ranges = _columns(profile, target, notes)
+    markers: set[str] = set()
+    drop, categorical, ranges = _columns(profile, target, notes, markers)
     features = [n for n in profile.columns if n != target and n not in drop]
     if not features:
         raise ConfigError("no feature columns are left once the label and the identifiers are set aside")
     numeric = [n for n in features if n not in categorical]
     n_splits, n_repeats = _folds(profile, target, counts, notes)
     resampler = _resampler(counts, n_splits, bool(categorical), bool(numeric), notes)
-    missing = {n: profile.columns[n].nulls for n in features if profile.columns[n].nulls}
+    gaps = {n: profile.columns[n].nulls + (sum((profile.columns[n].markers or {}).values())
+                                           if profile.columns[n].marked else 0) for n in features}
+    missing = {n: k for n, k in gaps.items() if k}
     policy = _missing_policy(missing, resampler, notes)
     notes["model"].append(f"xgboost: gradient-boosted trees, strong on tabular data of this size ({profile.rows} rows, "
                           f"{len(features)} features), handles missing values and codes as they are; "
@@ -217,6 +238,7 @@ def propose(profile: Profile, name: str, source: str, target: str | None = None)
         "random_state": 42,
         "source": {"uri": source},
         "data": {"target": target, "labels": labels, "drop": drop, "categorical": categorical, "missing": policy,
+                 **({"missing_markers": sorted(markers)} if markers else {}),
                  "min_rows": min(20, profile.rows), "ranges": ranges},
         "cv": {"n_splits": n_splits, "n_repeats": n_repeats, "first_seed": 0, "duplicates": "group"},
         "resampler": resampler,
@@ -288,6 +310,9 @@ def render(proposal: Proposal) -> str:
     out.append(f"drop = {_value(d['drop'])}\ncategorical = {_value(d['categorical'])}\n")
     out.append(_comment(notes["missing"]))
     out.append(f"missing = {_value(d['missing'])}\nmin_rows = {d['min_rows']}\n")
+    if d.get("missing_markers"):
+        out.append(f"missing_markers = {_value(d['missing_markers'])}   # read as missing values, in training and "
+                   "by the logged model\n")
     if d["ranges"]:
         out.append("\n[data.ranges]   # observed [min, max]: values outside are flagged, and kept\n")
         out += [f"{_key(k)} = {_value(v)}\n" for k, v in d["ranges"].items()]

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from trilho.contracts import ValidationReport
-from trilho.encoding import normalise_text
+from trilho.encoding import normalise_text, unmark
 from trilho.errors import DataValidationError
 from trilho.experiment import Experiment
 from trilho.models import resampler_kind
@@ -200,6 +200,8 @@ def validate(df: pd.DataFrame, exp: Experiment) -> ValidationReport:
         errors.append(f"{len(df)} data rows, fewer than data.min_rows={exp.data.min_rows}")
         return report
     y = _check_labels(df, exp, report, errors)
+    # values the data uses for "missing" ("?") are missing values from here on, counted as such
+    df = unmark(df, _feature_columns(df, exp), exp.data.missing_markers)
     features = _check_features(df, exp, report, errors, warnings)
     if not features.columns.size:
         errors.append("no feature columns left after dropping the target and data.drop")

@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from trilho.encoding import model_outputs
+from trilho.encoding import model_outputs, unmark
 from trilho.errors import TrackingError
 from trilho.tracking.store import open_client
 
@@ -85,6 +85,7 @@ def signature_example(example: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFra
     value it cannot read.
     """
     categorical = set(spec["categorical"])
+    example = unmark(example, spec["features"], spec.get("markers"))  # "?" as a missing value, as the model reads it
     return example.astype({c: ("str" if c in categorical else "float64") for c in spec["features"]})
 
 

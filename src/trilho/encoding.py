@@ -214,8 +214,7 @@ def encode_matrix(df: pd.DataFrame, spec: dict[str, Any]) -> np.ndarray:
     through ``encode_features``. Same values, same missing-value policy, same errors, in the same
     order (a test holds the two equal)."""
     features = spec["features"]
-    if spec.get("markers"):
-        df = unmark(df, [c for c in features if c in df.columns], spec["markers"])
+    df = unmark(df, features, spec.get("markers"))
     # the column names as a plain list: asking a pandas Index (text held by Arrow) for a name builds
     # its lookup table anew for every request's fresh frame
     names = df.columns.tolist()

@@ -75,7 +75,9 @@ def csv_dialect(head: bytes) -> dict[str, str]:
     written "3,5" and none "3.5" mean a decimal comma.
     """
     lines = [line for line in head.decode("utf-8-sig", errors="replace").splitlines() if line.strip()]
-    lines = lines[:50] if len(head) < _SNIFF_BYTES else lines[:50][:-1] or lines[:1]  # the last may be cut
+    if len(head) >= _SNIFF_BYTES:  # a full head's last line may be cut short
+        lines = lines[:-1] or lines
+    lines = lines[:50]
     for sep in _SEPARATORS:
         rows = list(csv.reader(lines, delimiter=sep))
         if rows and len(rows[0]) > 1 and all(len(r) == len(rows[0]) for r in rows):
@@ -90,7 +92,8 @@ def csv_dialect(head: bytes) -> dict[str, str]:
 
 def _dialect_of(path: str | Path | io.BytesIO) -> tuple[str, str]:
     if isinstance(path, io.BytesIO):
-        found = csv_dialect(path.getvalue()[:_SNIFF_BYTES])
+        with path.getbuffer() as view:  # the head only, not a copy of the whole buffer
+            found = csv_dialect(bytes(view[:_SNIFF_BYTES]))
     else:
         with open(path, "rb") as fh:
             found = csv_dialect(fh.read(_SNIFF_BYTES))

@@ -146,8 +146,8 @@ def _features(chunk: pd.DataFrame, wanted: list[str] | None, source: str, done: 
         if missing:
             raise DataValidationError(f"input {source} lacks the model's columns {missing}; it needs {wanted}")
     features = chunk[wanted] if wanted is not None else chunk
-    if done.spec and done.spec.get("markers"):  # "?" and the like count as missing, not as unseen
-        features = unmark(features, list(features.columns), done.spec["markers"])
+    if done.spec:  # "?" and the like count as missing, not as unseen
+        features = unmark(features, list(features.columns), done.spec.get("markers"))
     for col, n in unseen_counts(features, done.spec).items() if done.spec else ():
         done.unseen[col] = done.unseen.get(col, 0) + n
     for name, n in features.isna().sum().items():

@@ -49,6 +49,11 @@ class Column:
         return self.text and bool(self.markers) and math.isfinite(self.low)
 
     @property
+    def gaps(self) -> int:
+        """Missing values: empty cells, and the markers of a marked column."""
+        return self.nulls + (sum((self.markers or {}).values()) if self.marked else 0)
+
+    @property
     def distinct(self) -> int | None:
         return None if self.counts is None else len(self.counts)
 

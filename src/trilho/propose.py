@@ -106,32 +106,33 @@ def _column_role(profile: Profile, n: str, c: Column) -> tuple[str, str | None]:
     if idlike and (c.distinct is None or c.distinct > profile.rows // 2) and not c.text:
         return "drop", (f"{n!r}: identifier (id-like name, {'many' if c.distinct is None else c.distinct} "
                         "distinct values); not a feature")
-    if c.nulls == profile.rows or (c.marked and c.nulls + sum((c.markers or {}).values()) == profile.rows):
+    if c.gaps == profile.rows:
         return "drop", f"{n!r}: dropped, every value is missing"
-    numbers = {k: v for k, v in (c.counts or {}).items() if k not in (c.markers or {})} if c.marked else c.counts
-    distinct = None if numbers is None else len(numbers)
     if c.marked:
-        kind = "categorical (integer codes" if c.integer and distinct is not None and 3 <= distinct <= CODE_MAX \
-            and profile.rows >= 20 * distinct else "numeric"
-        return ("categorical" if kind != "numeric" else "range"), (
-            f"{n!r}: {kind}{', ' if kind != 'numeric' else ' '}with "
-            + ", ".join(f"{k!r} on {v} rows" for k, v in (c.markers or {}).items())
-            + (")" if kind != "numeric" else "") + " read as missing (data.missing_markers)")
+        markers = c.markers or {}
+        found = ", ".join(f"{k!r} on {v} rows" for k, v in markers.items())
+        numbers = None if c.counts is None else len(set(c.counts) - set(markers))
+        if _integer_codes(profile, c, numbers):
+            return "categorical", f"{n!r}: categorical (integer codes, with {found}) read as missing (data.missing_markers)"
+        return "range", f"{n!r}: numeric with {found} read as missing (data.missing_markers)"
     if c.text or c.boolean:
         if c.distinct is None:
             return "drop", f"{n!r}: dropped, free text (over {CAP} distinct values); encode it yourself if it matters"
         return "categorical", (f"{n!r}: categorical ({'boolean' if c.boolean else 'text'}, "
                                f"{c.distinct} values; case and spaces ignored)")
-    if c.integer and c.distinct is not None and 3 <= c.distinct <= CODE_MAX and profile.rows >= 20 * c.distinct:
+    if _integer_codes(profile, c, c.distinct):
         return "categorical", (f"{n!r}: categorical (integer codes, {c.distinct} values: "
                                f"{sorted(c.counts or {}, key=float)}); remove it from data.categorical if these are quantities")
     return ("range" if math.isfinite(c.low) else "numeric"), None
 
 
-def _columns(profile: Profile, target: str, notes: Notes, markers: set[str]
-             ) -> tuple[list[str], list[str], dict[str, list[float]]]:
-    """The columns set aside, the categorical ones, and the observed ranges of the numeric ones;
-    ``markers`` gathers what the numeric columns write for a missing value."""
+def _integer_codes(profile: Profile, c: Column, distinct: int | None) -> bool:
+    """Whole numbers with 3..CODE_MAX values (``distinct``), each on 20 rows or more on average: codes."""
+    return c.integer and distinct is not None and 3 <= distinct <= CODE_MAX and profile.rows >= 20 * distinct
+
+
+def _columns(profile: Profile, target: str, notes: Notes) -> tuple[list[str], list[str], dict[str, list[float]]]:
+    """The columns set aside, the categorical ones, and the observed ranges of the numeric ones."""
     drop: list[str] = []
     categorical: list[str] = []
     ranges: dict[str, list[float]] = {}
@@ -139,8 +140,6 @@ def _columns(profile: Profile, target: str, notes: Notes, markers: set[str]
         if n == target:
             continue
         role, why = _column_role(profile, n, c)
-        if c.marked and role != "drop":
-            markers.update(c.markers or {})
         if why:
             notes["columns"].append(why)
         if role == "drop":
@@ -215,17 +214,16 @@ def propose(profile: Profile, name: str, source: str, target: str | None = None)
     labels, counts = _check_target(profile, target, notes)
     kind = "binary" if len(labels) == 2 else f"multiclass ({len(labels)} classes)"
     notes["labels"].insert(0, f"{target!r}: {kind}, counts {counts}; codes in this order")
-    markers: set[str] = set()
-    drop, categorical, ranges = _columns(profile, target, notes, markers)
+    drop, categorical, ranges = _columns(profile, target, notes)
     features = [n for n in profile.columns if n != target and n not in drop]
+    # what the kept numeric columns write for a missing value
+    markers = {k for n in features if profile.columns[n].marked for k in profile.columns[n].markers or {}}
     if not features:
         raise ConfigError("no feature columns are left once the label and the identifiers are set aside")
     numeric = [n for n in features if n not in categorical]
     n_splits, n_repeats = _folds(profile, target, counts, notes)
     resampler = _resampler(counts, n_splits, bool(categorical), bool(numeric), notes)
-    gaps = {n: profile.columns[n].nulls + (sum((profile.columns[n].markers or {}).values())
-                                           if profile.columns[n].marked else 0) for n in features}
-    missing = {n: k for n, k in gaps.items() if k}
+    missing = {n: profile.columns[n].gaps for n in features if profile.columns[n].gaps}
     policy = _missing_policy(missing, resampler, notes)
     notes["model"].append(f"xgboost: gradient-boosted trees, strong on tabular data of this size ({profile.rows} rows, "
                           f"{len(features)} features), handles missing values and codes as they are; "

@@ -143,12 +143,17 @@ class DataSpec(_Strict):
         return [first[code] for code in sorted(first)]
 
     @property
+    def class_of(self) -> dict[str, str]:
+        """Each label's class name (a spelling's class is named by its first spelling)."""
+        names = self.classes
+        return {label: names[code] for label, code in self.labels.items()}
+
+    @property
     def spellings(self) -> dict[str, list[str]]:
         """Per class name, every label that means it (the name first)."""
-        names = self.classes
-        out: dict[str, list[str]] = {name: [] for name in names}
-        for label, code in self.labels.items():
-            out[names[code]].append(label)
+        out: dict[str, list[str]] = {name: [] for name in self.classes}
+        for label, name in self.class_of.items():
+            out[name].append(label)
         return out
 
 

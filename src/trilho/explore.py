@@ -33,8 +33,7 @@ __all__ = [
 def _labels(raw: pd.DataFrame, exp: Experiment) -> pd.Series:
     """Each row's class name (every spelling of a class under its name); unknown labels as they are."""
     normal = normalise_text(raw[exp.data.target])
-    names = {label: exp.data.classes[code] for label, code in exp.data.labels.items()}
-    named = normal.map(names).astype("string")
+    named = normal.map(exp.data.class_of).astype("string")
     return named.where(named.notna(), normal).rename("class")
 
 

@@ -64,10 +64,10 @@ def _known(exp: Experiment) -> list[str] | dict[str, list[str]]:
 
 def _spellings_seen(normal: pd.Series, exp: Experiment) -> dict[str, set[str]]:
     """Per class, the spellings of it that the data holds."""
-    names = exp.data.classes
+    class_of = exp.data.class_of
     seen: dict[str, set[str]] = {}
     for label in normal.unique():
-        seen.setdefault(names[exp.data.labels[label]], set()).add(str(label))
+        seen.setdefault(class_of[label], set()).add(str(label))
     return seen
 
 

@@ -66,12 +66,18 @@ async def _client(port: int, request: bytes, count: int, latencies: list[float],
         writer.close()
 
 
+def _stat(pid: int | str) -> list[str]:
+    """The fields of /proc/PID/stat after the command's name (Linux): state is [0], pgrp [2],
+    utime [11], stime [12]."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def _cpu_seconds(pids: list[int]) -> float | None:
     """CPU time (user + system) used so far by these processes, from /proc (Linux); None elsewhere."""
     try:
         total = 0
         for pid in pids:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            fields = _stat(pid)
             total += int(fields[11]) + int(fields[12])
         return total / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
@@ -138,7 +144,7 @@ class Served:
         found = []
         for entry in Path("/proc").glob("[0-9]*"):
             try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) == self.proc.pid:  # pgrp
+                if int(_stat(entry.name)[2]) == self.proc.pid:  # its process group
                     found.append(int(entry.name))
             except (OSError, ValueError, IndexError):
                 continue

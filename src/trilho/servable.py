@@ -2,13 +2,17 @@
 
 MLflow runs this file when the model is loaded ("models from code"), so nothing in the logged
 model is a pickle: the encoding is plain JSON, an XGBoost model is XGBoost's own UBJSON file, and
-any other model is a skops file, loaded with an explicit list of trusted types (scikit-learn's own,
-and the classifier's package when the experiment named one by import path); a file that holds any
-other type is refused, never executed. trilho never imports this module; it only hands its path
-to ``mlflow.pyfunc.log_model``.
+any other model is a skops file, loaded with the explicit list of types it held when it was
+logged (classes only, of scikit-learn, NumPy, SciPy or the classifier's own package); a file that
+names any other type, or a callable such as ``builtins.exec``, is refused, never executed. Every
+file of the logged model has its sha256 in ``trilho-files.json``: a model whose files differ from
+it is refused before it reads them. trilho never imports this module; it only hands its path to
+``mlflow.pyfunc.log_model``.
 """
 
 import contextlib
+import hashlib
+import importlib
 import json
 import os
 import threading
@@ -23,7 +27,10 @@ except ImportError:  # while trilho logs the model, the package's own copy
 from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
 
+# the packages whose classes a skops file may name (a classifier's own package is added by its spec);
+# only classes: a function of any of them (builtins.exec, builtins.getattr, ...) is never trusted
 TRUSTED_PACKAGES = ("sklearn", "numpy", "scipy", "builtins", "collections")
+FILES = "trilho-files.json"  # every other file of the logged model with its sha256
 SMALL_BATCH = 1_000  # up to this many rows, one XGBoost thread predicts (BoosterProba), one request at a time
 
 
@@ -35,17 +42,89 @@ def load_classifier(spec: dict, path: str):
         import xgboost
 
         booster = xgboost.Booster()
-        booster.load_model(path)
+        try:
+            booster.load_model(path)
+        except xgboost.core.XGBoostError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelFilesError(f"model file {os.path.basename(path)} is not an XGBoost model file ({first})") from None
         return booster, BoosterProba(booster)
     import skops.io
 
-    allowed = (*TRUSTED_PACKAGES, *spec.get("trusted_packages", []))
+    packages = (*TRUSTED_PACKAGES, *spec.get("trusted_packages", []))
     found = skops.io.get_untrusted_types(file=path)
-    refused = [t for t in found if t.split(".")[0] not in allowed]
+    listed = spec.get("skops_types")  # what the file held when it was logged (older models: none)
+    refused = [t for t in found if (listed is not None and t not in listed) or not is_trusted_class(t, packages)]
     if refused:
-        raise ValueError(f"model file {path} holds types outside the trusted packages {list(allowed)}: {refused}")
+        raise ModelFilesError(f"model file {os.path.basename(path)} names types it did not hold when it was logged, "
+                              f"or that are not classes of {list(packages)}: {refused}; it is not loaded")
     estimator = skops.io.load(path, trusted=found)
     return estimator, estimator.predict_proba
+
+
+def is_trusted_class(name: str, packages) -> bool:
+    """Whether a skops type name is a class of one of ``packages``: a function (``builtins.exec``,
+    ``builtins.getattr``, ``os.system``) is never one; no module outside ``packages`` is imported."""
+    module, _, attr = name.rpartition(".")
+    if not module or module.split(".")[0] not in packages or attr.startswith("__"):
+        return False
+    try:
+        found = getattr(importlib.import_module(module), attr, None)
+    except ImportError:
+        return False
+    return isinstance(found, type)
+
+
+class ModelFilesError(ValueError):
+    """The logged model's files are not the ones it was logged with, or hold what it never holds."""
+
+
+def file_digests(root: str, skip_caches: bool = False) -> dict:
+    """Every file under ``root`` but the manifest, by its path relative to ``root``, with its sha256."""
+    found = {}
+    for folder, dirs, names in os.walk(root):
+        if skip_caches:
+            dirs[:] = [d for d in dirs if d != "__pycache__"]
+        for name in names:
+            path = os.path.join(folder, name)
+            rel = os.path.relpath(path, root).replace(os.sep, "/")
+            if rel == FILES:
+                continue
+            digest = hashlib.sha256()
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+            found[rel] = digest.hexdigest()
+    return found
+
+
+def check_files(root: str, logged: str | None = None, skip_caches: bool = False) -> bool:
+    """Refuse (``ModelFilesError``, naming the file) a model folder whose files differ from its
+    manifest, or whose manifest differs from ``logged`` (its sha256 as the tracking store recorded
+    it). False for a model logged without a manifest (nothing to check) when nothing was recorded.
+    ``skip_caches``: Python's own ``__pycache__`` folders, written while the model's code loads."""
+    manifest = os.path.join(root, FILES)
+    if not os.path.isfile(manifest):
+        if logged:
+            raise ModelFilesError(f"model file {FILES} is missing, but the model was logged with it: "
+                                  "its files were changed after logging; it is not loaded")
+        return False
+    with open(manifest, "rb") as fh:
+        data = fh.read()
+    if logged and hashlib.sha256(data).hexdigest() != logged:
+        raise ModelFilesError(f"model file {FILES} differs from the one logged (sha256 {hashlib.sha256(data).hexdigest()[:12]}, "
+                              f"logged {logged[:12]}): its files were changed after logging; it is not loaded")
+    expected = json.loads(data)["files"]
+    held = file_digests(root, skip_caches)
+    for rel in sorted(set(expected) | set(held)):
+        if rel not in held:
+            raise ModelFilesError(f"model file {rel} is missing: the model's files were changed after logging; "
+                                  "it is not loaded")
+        if rel not in expected:
+            raise ModelFilesError(f"model file {rel} was not part of the model when it was logged; it is not loaded")
+        if held[rel] != expected[rel]:
+            raise ModelFilesError(f"model file {rel} differs from the one logged (sha256 {held[rel][:12]}, logged "
+                                  f"{expected[rel][:12]}): it was changed after logging; the model is not loaded")
+    return True
 
 
 class BoosterProba:
@@ -124,6 +203,8 @@ class LabelledModel(PythonModel):
     """Encode raw rows like training did, run the classifier, return label names."""
 
     def load_context(self, context):
+        # the model's own folder (artifacts/spec.json is in it): nothing it reads may differ from what was logged
+        check_files(os.path.dirname(os.path.dirname(os.path.abspath(context.artifacts["spec"]))), skip_caches=True)
         with open(context.artifacts["spec"], encoding="utf-8") as fh:
             self.spec_ = json.load(fh)
         self.classifier_, self.proba_ = load_classifier(self.spec_, context.artifacts["classifier"])

@@ -1,4 +1,4 @@
-"""The registered model's commands: predict, models, promote."""
+"""The registered model's commands: predict, verify, models, promote."""
 
 from __future__ import annotations
 
@@ -27,6 +27,26 @@ def predict(model: Annotated[str, typer.Option(
     done = predict_batch(model, input_, load_settings(), output=output, chunk_rows=chunk_rows)
     verb = "already there, skipped" if done.get("skipped") else f"written in {done['seconds']:.1f}s"
     Console().print(f"{done['output']}: {done['rows']} rows by {done['model_uri']} ({verb})")
+
+
+@command()
+def verify(model: Annotated[str, typer.Argument(help="models:/NAME@ALIAS, models:/NAME/VERSION or models:/<model id>.")],
+           to: Annotated[str | None, typer.Option(
+               "--to", help="Keep the checked files in this folder (serve them from it: mlflow models serve -m DIR).")] = None,
+           ) -> None:
+    """Check a logged model's files against the digests recorded when it was logged; exit 1 if any differs."""
+    import tempfile
+    from pathlib import Path
+
+    from trilho.settings import load_settings
+    from trilho.tracking.model import download_model
+
+    tracking_uri = load_settings().tracking_uri
+    with tempfile.TemporaryDirectory(prefix="trilho-verify-") as tmp:
+        local = download_model(model, Path(to or tmp), tracking_uri)
+        count = sum(1 for p in local.rglob("*") if p.is_file())
+        where = f"; kept in {local}" if to else ""
+        Console().print(f"{model}: {count} files as logged{where}")
 
 
 @command()

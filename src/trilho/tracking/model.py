@@ -2,7 +2,10 @@
 
 ``save_model_files`` writes the fitted encoding as JSON and the classifier in XGBoost's own format
 or skops; ``log_model`` logs them as a pyfunc whose code is ``servable.py`` (plus ``encoding.py``),
-the only trilho code a serving environment needs.
+the only trilho code a serving environment needs. Every file of the logged model has its sha256 in
+the model's ``trilho-files.json``, and that file's own sha256 is a tag of the logged model (and of
+its registered versions) in the tracking store: ``load_model`` checks the files against it before
+any of the model's code runs.
 """
 
 from __future__ import annotations
@@ -21,15 +24,17 @@ from typing import Any
 import pandas as pd
 
 from trilho.encoding import model_outputs, unmark
-from trilho.errors import TrackingError
+from trilho.errors import StorageError, TrackingError
 from trilho.tracking.store import open_client
 
-__all__ = ["download_model", "load_model", "log_model", "resolve_model", "save_model_files", "signature_example"]
+__all__ = ["FILES_TAG", "check_model_files", "download_model", "load_model", "log_model", "logged_files_digest",
+           "resolve_model", "save_model_files", "signature_example"]
 
 log = logging.getLogger(__name__)
 _PKG = Path(__file__).parent.parent
 # models:/NAME@ALIAS, models:/NAME/VERSION, or models:/<logged model id> (no alias, no version)
 _MODELS_URI = re.compile(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))?")
+FILES_TAG = "trilho.files_sha256"  # the sha256 of the logged model's trilho-files.json
 _MODEL_REQUIREMENTS = {"xgboost": ("mlflow", "xgboost", "pandas", "numpy"),
                        "skops": ("mlflow", "scikit-learn", "skops", "pandas", "numpy", "scipy")}
 
@@ -58,9 +63,39 @@ def log_model(client: Any, experiment_id: str, run_id: str, model_dir: Path, exa
             python_model=str(_PKG / "servable.py"), code_paths=[str(_PKG / "encoding.py")],
             artifacts={"classifier": str(classifier), "spec": str(model_dir / "spec.json")},
             signature=_signature(spec, classifier, example), input_example=example, pip_requirements=requirements)
+        _portable(Path(local))
+        digest = _seal(Path(local))
+        (model_dir / "logged-files.json").write_text(json.dumps(
+            {"model_id": logged.model_id, FILES_TAG: digest,
+             "files": json.loads((Path(local) / _servable().FILES).read_text())["files"]}, indent=2))
         client.log_model_artifacts(logged.model_id, local)
+    client.set_logged_model_tags(logged.model_id, {FILES_TAG: digest})
     client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
     return f"models:/{logged.model_id}"
+
+
+def _portable(local: Path) -> None:
+    """The MLmodel file without the paths of the machine that logged it: MLflow records where the
+    model's code and artifacts were copied from, and reads only their names and paths inside the model."""
+    import yaml
+
+    mlmodel = local / "MLmodel"
+    meta = yaml.safe_load(mlmodel.read_text())
+    pyfunc = meta.get("flavors", {}).get("python_function", {})
+    if pyfunc.get("model_code_path"):
+        pyfunc["model_code_path"] = Path(pyfunc["model_code_path"]).name
+    for artifact in pyfunc.get("artifacts", {}).values():
+        if isinstance(artifact, dict) and "uri" in artifact:
+            artifact["uri"] = artifact["path"]
+    mlmodel.write_text(yaml.safe_dump(meta, default_flow_style=False, sort_keys=False))
+
+
+def _seal(local: Path) -> str:
+    """Write the model's manifest (every file's sha256, the last file written); returns its own sha256."""
+    servable = _servable()
+    data = json.dumps({"files": servable.file_digests(str(local))}, indent=2, sort_keys=True).encode()
+    (local / servable.FILES).write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def _signature(spec: dict[str, Any], classifier: Path, example: pd.DataFrame) -> Any:
@@ -114,7 +149,7 @@ def save_model_files(pipeline: Any, spec: dict[str, Any], folder: Path) -> Path:
 
     if len(steps) == 1 and isinstance(estimator, XGBClassifier):  # class-weighted ones too: weights act in fit only
         spec = {**spec, "format": "xgboost", "file": "booster.ubj"}
-        estimator.get_booster().save_model(folder / spec["file"])
+        _write(folder / spec["file"], lambda path: estimator.get_booster().save_model(path))
     else:
         import skops.io
         from sklearn.pipeline import Pipeline
@@ -123,9 +158,22 @@ def save_model_files(pipeline: Any, spec: dict[str, Any], folder: Path) -> Path:
         spec = {**spec, "format": "skops", "file": "classifier.skops",
                 "trusted_packages": [] if package in {"sklearn"} else [package],
                 "requirements": [] if package in {"sklearn"} else [_distribution(package)]}
-        skops.io.dump(estimator if len(steps) == 1 else Pipeline(steps), folder / spec["file"])
-    (folder / "spec.json").write_text(json.dumps(spec, indent=2))
+        _write(folder / spec["file"], lambda path: skops.io.dump(estimator if len(steps) == 1 else Pipeline(steps), path))
+        # the exact types the file holds beyond skops' defaults: loading trusts these and nothing else
+        spec["skops_types"] = sorted(skops.io.get_untrusted_types(file=folder / spec["file"]))
+    _write(folder / "spec.json", lambda path: path.write_text(json.dumps(spec, indent=2)))
     return folder
+
+
+def _write(path: Path, write: Any) -> None:
+    """One model file written, or one line saying which file could not be and why."""
+    try:
+        write(path)
+    except Exception as exc:  # XGBoostError, OSError (a full disk), skops' own errors
+        if isinstance(exc, OSError) or type(exc).__name__ == "XGBoostError":
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise StorageError(f"cannot write the model file {path}: {reason}") from None
+        raise
 
 
 def _distribution(package: str) -> str:
@@ -153,28 +201,64 @@ def resolve_model(model_uri: str, tracking_uri: str) -> dict[str, str]:
             "run_id": version.run_id or "", "ident": f"{_safe(name)}/v{version.version}"}
 
 
-def download_model(model_uri: str, dst: Path, tracking_uri: str) -> Path:
-    """The model's files from this tracking store alone. MLflow resolves ``models:/`` URIs through
-    its process-wide registry URI, so they are resolved here, through this store's client, to the
+def download_model(model_uri: str, dst: Path, tracking_uri: str, check: bool = True) -> Path:
+    """The model's files from this tracking store alone, checked (``check_model_files``) against
+    the digest the store recorded when it was logged. MLflow resolves ``models:/`` URIs through its
+    process-wide registry URI, so they are resolved here, through this store's client, to the
     location of the files, which MLflow then downloads with this store's URI."""
     import mlflow
 
     client = open_client(tracking_uri)
     found = _MODELS_URI.fullmatch(model_uri)
-    location = model_uri
+    location, logged = model_uri, None
     if found and found.group(1).startswith("m-") and not (found.group(2) or found.group(3)):
-        location = client.get_logged_model(found.group(1)).artifact_location
+        model = client.get_logged_model(found.group(1))
+        location, logged = model.artifact_location, model.tags.get(FILES_TAG)
     elif found:
         name, alias, number = found.groups()
-        version = client.get_model_version_by_alias(name, alias).version if alias else number
-        location = client.get_model_version_download_uri(name, version)
+        version = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number)
+        location = client.get_model_version_download_uri(name, version.version)
+        logged = logged_files_digest(client, version)
     dst.mkdir(parents=True, exist_ok=True)
-    return Path(mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(dst), tracking_uri=tracking_uri))
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(dst), tracking_uri=tracking_uri))
+    if check:
+        check_model_files(model_uri, local, logged)
+    return local
+
+
+def logged_files_digest(client: Any, version: Any) -> str | None:
+    """The digest of a registered version's files: its own tag, and its logged model's, which must agree."""
+    from mlflow.exceptions import MlflowException
+
+    on_version = (version.tags or {}).get(FILES_TAG)
+    model_id = getattr(version, "model_id", None)
+    on_model = None
+    if model_id:
+        try:
+            on_model = client.get_logged_model(model_id).tags.get(FILES_TAG)
+        except MlflowException:
+            on_model = None
+    if on_version and on_model and on_version != on_model:
+        raise TrackingError(f"model {version.name!r} version {version.version}: the files digest on the version "
+                            f"({on_version[:12]}) and on its logged model ({on_model[:12]}) differ; it is not loaded")
+    return on_version or on_model
+
+
+def check_model_files(model_uri: str, local: Path, logged: str | None) -> None:
+    """Refuse a downloaded model whose files differ from what was logged, in one line naming the
+    file, before any of its code runs; a model logged before trilho recorded digests is said."""
+    servable = _servable()
+    try:
+        checked = servable.check_files(str(local), logged)
+    except servable.ModelFilesError as exc:
+        raise TrackingError(f"model {model_uri!r}: {exc}") from None
+    if not checked:
+        log.warning("model %s was logged without file digests: its files cannot be checked", model_uri)
 
 
 def load_model(model_uri: str, dst: Path, tracking_uri: str):
-    """``mlflow.pyfunc.load_model`` from this tracking store alone, with a cheaper check of the
-    model's requirements and Python.
+    """``mlflow.pyfunc.load_model`` from this tracking store alone, once its files are checked
+    against what was logged, with a cheaper check of the model's requirements and Python.
 
     MLflow's own check maps every installed distribution to its modules (about a second on every
     load); the logged model pins its few requirements exactly, so comparing those pins with the
@@ -188,7 +272,7 @@ def load_model(model_uri: str, dst: Path, tracking_uri: str):
     try:
         dst = download_model(model_uri, dst, tracking_uri)
         model = mlflow.pyfunc.load_model(str(dst), suppress_warnings=True)
-    except (MlflowException, OSError) as exc:
+    except (MlflowException, OSError, ValueError) as exc:  # ValueError: the model's own refusals
         raise TrackingError(f"cannot load model {model_uri!r}: {exc}") from exc
     requirements = dst / "requirements.txt"
     for line in requirements.read_text().splitlines() if requirements.is_file() else []:

@@ -27,7 +27,9 @@ def test_every_service_the_stack_needs_is_there():
     assert services["train"]["profiles"] == ["train"] and services["serve"]["profiles"] == ["serve"]
     # the served model needs xgboost: the serve service runs the trilho image, which has it
     assert services["serve"]["image"] == services["jupyter"]["image"] == "trilho:local"
-    assert "@champion" in " ".join(services["serve"]["command"])
+    serve = " ".join(services["serve"]["command"])
+    # the champion is served from a copy whose files were checked against their logged digests
+    assert "trilho verify" in serve and "@champion" in serve and "--to /tmp/champion && mlflow models serve -m /tmp/champion" in serve
 
 
 def test_images_are_pinned():

@@ -18,7 +18,7 @@ from trilho.clean import CleanData, clean
 from trilho.contracts import ValidationReport
 from trilho.errors import StorageError
 from trilho.experiment import Experiment
-from trilho.ingest import Ingested, ingest, read_table
+from trilho.ingest import Ingested, ingest, read_table, repair_raw
 from trilho.settings import Settings
 from trilho.storage import Lake, open_lake, sha256_file
 from trilho.validate import raise_for_errors, validate
@@ -42,25 +42,33 @@ def load_clean(exp: Experiment, settings: Settings, lake: Lake | None = None
 
 
 def _read_raw(exp: Experiment, settings: Settings, lake: Lake) -> tuple[Ingested, pd.DataFrame]:
-    """The raw object as the lake holds it, checked against its manifest's digest; an object that
-    changed in the store is written again from the source."""
+    """The raw object as the lake holds it, checked against its manifest's digest. A copy that does
+    not match is read again (a transfer can be corrupt where the stored copy is not); one that reads
+    wrong twice is repaired from the source, fetched first, so a source that fails leaves the lake
+    as it was and stops the run with a StorageError."""
     pinned = exp.source.sha256 or None
     ingested = ingest(exp.source.uri, lake, settings, exp.name, pinned)
+    expected = ingested.manifest["sha256"]
     with tempfile.TemporaryDirectory(prefix="trilho-raw-") as tmp:
-        local = lake.download(ingested.key, Path(tmp) / ingested.manifest["file_name"])
-        digest, _ = sha256_file(local)  # the round trip: what comes back is what went in
-        if digest != ingested.manifest["sha256"]:  # changed in the store: the source writes it again
-            log.warning("raw object %s has sha256 %s, its manifest says %s: repairing it from %s",
-                        lake.url(ingested.key), digest, ingested.manifest["sha256"], exp.source.uri)
-            lake.delete(ingested.manifest_key)
-            lake.delete(ingested.key)
-            ingested = ingest(exp.source.uri, lake, settings, exp.name, pinned)
-            local = lake.download(ingested.key, local)
-            digest, _ = sha256_file(local)
-            if digest != ingested.manifest["sha256"]:
+        local = Path(tmp) / ingested.manifest["file_name"]
+        reads = [_download(lake, ingested.key, local)]  # the round trip: what comes back is what went in
+        if reads[0] != expected:
+            reads.append(_download(lake, ingested.key, local))
+            if reads[1] == expected:
+                log.warning("raw object %s read back with sha256 %s, then %s as its manifest says: a read was "
+                            "corrupt in transit; the second read is used", lake.url(ingested.key), reads[0], expected)
+        if reads[-1] != expected:
+            repair_raw(exp.source.uri, lake, settings, ingested, reads)
+            digest = _download(lake, ingested.key, local)
+            if digest != expected:
                 raise StorageError(f"raw object {lake.url(ingested.key)} has sha256 {digest} right after it was "
-                                   f"written with {ingested.manifest['sha256']}: the store changes what it holds")
+                                   f"written with {expected}: the store changes what it holds")
         return ingested, read_table(local)
+
+
+def _download(lake: Lake, key: str, local: Path) -> str:
+    """Download ``key`` to ``local``; the sha256 of what arrived."""
+    return sha256_file(lake.download(key, local))[0]
 
 
 def _curate(lake: Lake, data: CleanData, key: str) -> str:

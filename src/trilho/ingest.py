@@ -25,11 +25,12 @@ import pandas as pd
 
 from trilho import synthetic
 from trilho.contracts import RawManifest
-from trilho.errors import DataValidationError, SourceError, SourceUnreachableError
+from trilho.errors import DataValidationError, SourceError, SourceUnreachableError, StorageError
 from trilho.settings import Settings
 from trilho.storage import Lake
 
-__all__ = ["Fetched", "Ingested", "csv_dialect", "fetch", "ingest", "iter_chunks", "read_table", "scan_file"]
+__all__ = ["Fetched", "Ingested", "csv_dialect", "fetch", "ingest", "iter_chunks", "read_table", "repair_raw",
+           "scan_file"]
 
 log = logging.getLogger(__name__)
 _WAY_OUT = "download the file yourself and pass --source file:PATH"
@@ -264,7 +265,7 @@ def _fetch_http(source: str, settings: Settings, workdir: Path) -> Fetched:
     return Fetched(target, name, source, None)
 
 
-def _fetch_synthetic(spec: str, source: str, workdir: Path) -> Fetched:
+def _fetch_synthetic(spec: str, source: str, workdir: Path, max_bytes: int) -> Fetched:
     name, _, query = spec.partition("?")
     if name != "diabetes":
         raise SourceError(f"source {source!r}: the synthetic generators are ['diabetes']")
@@ -274,7 +275,7 @@ def _fetch_synthetic(spec: str, source: str, workdir: Path) -> Fetched:
         if unknown:
             raise ValueError(f"unknown parameters {sorted(unknown)}")
         args = {k: int(v) for k, v in pairs.items()}
-        frame = synthetic.diabetes(**args)
+        frame = synthetic.diabetes(**args, max_bytes=max_bytes)  # refused before it is made when too large
     except ValueError as exc:
         raise SourceError(f"source {source!r}: {exc}; use synthetic:diabetes?rows=N&seed=S") from exc
     file_name = f"synthetic-diabetes-rows{args.get('rows', 1000)}-seed{args.get('seed', 0)}.csv"
@@ -297,7 +298,7 @@ def fetch(source: str, settings: Settings, workdir: Path) -> Fetched:
     if scheme == "kaggle":
         return _fetch_kaggle(rest, source)
     if scheme == "synthetic":
-        return _fetch_synthetic(rest, source, workdir)
+        return _fetch_synthetic(rest, source, workdir, settings.max_source_bytes)
     raise SourceError(f"source {source!r}: unknown scheme {scheme!r}; use kaggle:, https://, file: or synthetic:")
 
 
@@ -319,11 +320,12 @@ def ingest(source: str, lake: Lake, settings: Settings, dataset: str,
             if held == (digest, size):
                 log.info("raw %s already in the lake (sha256 %s): skipped", manifest["key"], digest)
                 return Ingested(manifest["key"], manifest_key, manifest, skipped=True)
-            # the manifest promises bytes the lake does not hold: repair, never skip
+            # the manifest promises bytes the lake does not hold: repair, never skip; the fetched bytes
+            # are the ones it promises (their sha256 names its folder), so they go over the bad copy
             log.warning("raw %s is %s; writing it again from %s", manifest["key"],
                         "missing" if held is None else f"changed (sha256 {held[0]}, {held[1]} bytes)", source)
-            lake.delete(manifest_key)
-            lake.delete(manifest["key"])
+            _rewrite_raw(lake, manifest["key"], fetched.path, digest, size)
+            return Ingested(manifest["key"], manifest_key, manifest, skipped=False)
         # refuse what cannot be parsed before it reaches raw/, reading only its head (memory stays flat)
         head = read_head(fetched.path)
         if is_parquet(fetched.path):  # rows from the file's own metadata, not its line breaks
@@ -340,3 +342,35 @@ def ingest(source: str, lake: Lake, settings: Settings, dataset: str,
         lake.put_bytes(manifest_key, json.dumps(manifest, indent=2).encode())  # last: marks completion
         log.info("raw %s written (%d bytes, sha256 %s)", key, size, digest)
         return Ingested(key, manifest_key, manifest, skipped=False)
+
+
+def repair_raw(source: str, lake: Lake, settings: Settings, ingested: Ingested, reads: list[str]) -> None:
+    """Write the raw object of ``ingested`` again from ``source``: its lake copy read back as the
+    sha256s ``reads``, not as its manifest says. The source is fetched and checked against the
+    manifest first; until those bytes are in hand the lake is left exactly as it was."""
+    expected = ingested.manifest["sha256"]
+    seen = f"{reads[0]} twice" if len(reads) == 2 and reads[0] == reads[1] else ", then ".join(reads)
+    wrong = f"the lake's copy of {lake.url(ingested.key)} reads back with sha256 {seen}, its manifest says {expected}"
+    with tempfile.TemporaryDirectory(prefix="trilho-repair-") as tmp:
+        try:
+            fetched = fetch(source, settings, Path(tmp))
+            check_size(fetched.path, source, settings.max_source_bytes)
+        except SourceError as exc:
+            raise StorageError(f"{wrong}; the source could not be fetched to repair it ({exc}): "
+                               "nothing was removed") from exc
+        digest, size, _ = scan_file(fetched.path)
+        if digest != expected:
+            raise StorageError(f"{wrong}; the source {source!r} now sends sha256 {digest}, not those bytes, so it "
+                               "cannot repair it: nothing was removed")
+        log.warning("%s: writing it again from %s", wrong, source)
+        _rewrite_raw(lake, ingested.key, fetched.path, digest, size)
+
+
+def _rewrite_raw(lake: Lake, key: str, path: Path, digest: str, size: int) -> None:
+    """Put bytes that hash to ``key``'s own content address over a copy that does not (the one
+    overwrite a raw object gets), then read the stored copy back; the manifest stays as it is."""
+    lake.put_file(key, path, overwrite=True, sha256=digest)
+    held = lake.digest(key)
+    if held != (digest, size):
+        raise StorageError(f"raw object {lake.url(key)} was written again with sha256 {digest} ({size} bytes) and "
+                           f"reads back as {held} (sha256, bytes): the store changes what it holds")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,13 @@ __all__ = ["LocalLake"]
 
 log = logging.getLogger(__name__)
 
+
+def _create_temporary(folder: Path) -> tuple[int, str]:
+    """A new temporary file in ``folder``, open for writing, created with mode 0666 less the umask
+    (as any file a program makes: 0644 under umask 022, 0664 under 002), so a lake folder a team
+    shares stays readable to it; ``tempfile.mkstemp`` would make it 0600 whatever the umask."""
+    name = str(folder / f".tmp-{secrets.token_hex(8)}")  # 64 random bits; O_EXCL refuses a taken name
+    return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), name
 
 
 class LocalLake:
@@ -50,7 +57,7 @@ class LocalLake:
         name = None
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(dir=final.parent, prefix=".tmp-")
+            fd, name = _create_temporary(final.parent)
             with os.fdopen(fd, "wb") as fh:
                 fill(fh)
             return self._publish(Path(name), final, overwrite)
@@ -107,6 +114,3 @@ class LocalLake:
         path = self._path(key)
         return sha256_file(path) if path.is_file() else None
 
-
-# every S3 call: connect within 2 s, an answer within 60 s, three attempts (standard retry mode)
-_CONNECT_TIMEOUT_S, _READ_TIMEOUT_S, _ATTEMPTS = 2.0, 60.0, 3

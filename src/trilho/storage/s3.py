@@ -20,7 +20,8 @@ __all__ = ["S3Lake"]
 
 log = logging.getLogger(__name__)
 
-# every S3 call: connect within 2 s, an answer within 60 s, three attempts (standard retry mode)
+# every S3 call: connect within 2 s, an answer within 60 s, three attempts in all (standard retry mode;
+# botocore's ``max_attempts`` counts retries after the first request, ``total_max_attempts`` counts requests)
 _CONNECT_TIMEOUT_S, _READ_TIMEOUT_S, _ATTEMPTS = 2.0, 60.0, 3
 
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "403"}
@@ -69,15 +70,18 @@ class S3Lake:
         self._arrow = dict(endpoint_url=settings.s3_endpoint_url, region=settings.aws_region,
                            key_id=credentials["aws_access_key_id"], secret=credentials["aws_secret_access_key"])
         session = boto3.session.Session()
-        self.client = session.client("s3", config=Config(retries={"mode": "standard", "max_attempts": _ATTEMPTS}, **common),
-                                     **credentials)
+        retries = {"mode": "standard", "total_max_attempts": _ATTEMPTS}
+        self.client = session.client("s3", config=Config(retries=retries, **common), **credentials)
         # the preflight polls on its own clock, so its client does not retry, and a store that accepts
         # connections but never answers costs one short read timeout per poll, not a minute
         probe = {**common, "read_timeout": min(5.0, max(1.0, settings.s3_wait_s))}
-        self._probe = session.client("s3", config=Config(retries={"mode": "standard", "max_attempts": 1}, **probe),
-                                     **credentials)
+        once = {"mode": "standard", "total_max_attempts": 1}
+        self._probe = session.client("s3", config=Config(retries=once, **probe), **credentials)
+        # num_download_attempts=1: s3transfer's own retries of a download sit on top of botocore's (a
+        # store that never answers took 5 x 3 requests), so botocore's are the only ones: each request
+        # gets _ATTEMPTS in all, and a body that breaks off is one StorageError, as for get_bytes
         self.transfer = TransferConfig(multipart_threshold=16 * 1024**2, multipart_chunksize=16 * 1024**2,
-                                       max_concurrency=4, use_threads=True)
+                                       max_concurrency=4, use_threads=True, num_download_attempts=1)
 
     def arrow(self, key: str) -> tuple[Any, str]:
         """A pyarrow S3 filesystem with this lake's endpoint and credentials, and the path of ``key``
@@ -277,6 +281,7 @@ class S3Lake:
     @contextlib.contextmanager
     def _reading(self, action: str, key: str) -> Iterator[None]:
         """A read of ``key``: a missing object and a failing store are each one StorageError."""
+        from boto3.exceptions import Boto3Error
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -287,6 +292,8 @@ class S3Lake:
             raise self._fail(action, key, exc) from exc
         except BotoCoreError as exc:
             raise self._fail(action, key, exc) from exc
+        except Boto3Error as exc:  # a download's transfer failed (its body broke off): boto3's own kinds
+            raise self._fail(action, key, getattr(exc, "last_exception", None) or exc) from exc
 
     def list(self, prefix: str = "") -> list[str]:
         from botocore.exceptions import BotoCoreError, ClientError

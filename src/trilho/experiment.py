@@ -7,13 +7,14 @@ resolved result is what every run records.
 from __future__ import annotations
 
 import copy
+import posixpath
 import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from trilho.encoding import normalise_map
 from trilho.errors import ConfigError
@@ -29,6 +30,35 @@ __all__ = [
 # interval methods, described in trilho.stats and measured in STATISTICS.md
 INTERVALS = ("percentile", "naive_t", "fold_bootstrap", "corrected_t", "row_bootstrap", "nested_cv")
 CHEAP_INTERVALS = INTERVALS[:5]  # nested_cv costs k(k-1)/2 extra fits per nested repeat
+SEED_MAX = 2**32 - 1           # numpy and scikit-learn take seeds from 0 to this, no others
+SEED_PARAMS = ("random_state", "seed", "random_seed")  # model and resampler parameters that are seeds
+MAX_FITS = 10_000              # folds and nested fits of one run: more is a typo, not a plan
+
+
+def seed_error(key: str, value: Any, span: int = 1) -> str | None:
+    """Why ``value`` (the first of ``span`` consecutive seeds) is no seed, or None when it is one."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"{key} = {value!r}: seeds are whole numbers from 0 to {SEED_MAX:,}"
+    if value < 0 or value > SEED_MAX:
+        return f"{key} = {value}: seeds are whole numbers from 0 to {SEED_MAX:,} (numpy and scikit-learn take no others)"
+    if value + span - 1 > SEED_MAX:
+        return (f"{key} = {value}: its {span:,} repeats would take seeds up to {value + span - 1:,}, and seeds are "
+                f"whole numbers from 0 to {SEED_MAX:,}; lower {key} to at most {SEED_MAX - span + 1:,}")
+    return None
+
+
+def _model_name_error(name: str) -> str | None:
+    """Why MLflow would refuse ``name`` for a registered model (its own rule: mlflow.utils.validation and the
+    file store's ``_validate_model_name``), or None."""
+    if not name.strip():
+        return "is blank"
+    for char in ("/", ":", "%", "\\"):
+        if char in name:
+            return f"holds {char!r}"
+    norm = posixpath.normpath(name)
+    if norm != name or norm == "." or norm.startswith(".."):
+        return "reads as a path"
+    return None
 
 
 def _labels_from_list(items: list[Any]) -> Any:
@@ -165,6 +195,14 @@ class CVSpec(_Strict):
     # "drop" keeps the first copy only, "keep" splits them like any row (the reference's folds)
     duplicates: Literal["group", "drop", "keep"] = "group"
 
+    @field_validator("first_seed")
+    @classmethod
+    def _seeds_in_range(cls, v: int, info: ValidationInfo) -> int:
+        error = seed_error("cv.first_seed", v, info.data.get("n_repeats", 1))
+        if error:
+            raise ValueError(error)
+        return v
+
     @property
     def seeds(self) -> list[int]:
         return list(range(self.first_seed, self.first_seed + self.n_repeats))
@@ -220,6 +258,15 @@ class RegistrySpec(_Strict):
     margin: float = Field(0.01, ge=0) # promote unless the challenger may be worse by more than this
     level: float = Field(0.95, gt=0, lt=1)
 
+    @field_validator("model_name")
+    @classmethod
+    def _mlflow_takes_it(cls, v: str) -> str:
+        why = _model_name_error(v) if v else None
+        if why:
+            raise ValueError(f"registry.model_name {v!r} {why}, and MLflow refuses such names: use letters, digits, "
+                             "'-', '_', '.' and spaces, e.g. 'diabetes-xgboost'")
+        return v
+
 
 class Experiment(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -235,15 +282,29 @@ class Experiment(_Strict):
     registry: RegistrySpec = RegistrySpec()
     tune: TuneSpec = TuneSpec()
 
+    @field_validator("random_state")
+    @classmethod
+    def _seed_in_range(cls, v: int) -> int:
+        error = seed_error("random_state", v)
+        if error:
+            raise ValueError(f"{error}; use e.g. random_state = 42")
+        return v
+
     @model_validator(mode="after")
     def _known_metrics(self) -> Experiment:
         from trilho.evaluate import METRICS  # the one list of metric names
         from trilho.models import check_estimator
 
+        for section, params in (("model", self.model.params), ("resampler", self.resampler.params)):
+            for name in SEED_PARAMS:  # None is scikit-learn's "unseeded"
+                error = None if params.get(name) is None else seed_error(f"{section}.params.{name}", params[name])
+                if error:
+                    raise ValueError(error)
         try:  # an unknown model, resampler or parameter is found before anything is ingested
             check_estimator(self.model.model_dump(), self.resampler.model_dump(), self.data.missing)
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
+        self._check_fits()
         if self.model.distributed:
             self._check_distributed()
         overlap = sorted(set(self.data.categorical) & {self.data.target, *self.data.drop})
@@ -261,6 +322,18 @@ class Experiment(_Strict):
             raise ValueError(f"unknown interval methods {unknown or [self.evaluation.interval]}; "
                              f"choose from {list(INTERVALS)}")
         return self
+
+    def _check_fits(self) -> None:
+        """Refuse a run of more than MAX_FITS fits (folds, plus nested-CV pairs), before it starts."""
+        cv, ev = self.cv, self.evaluation
+        folds = cv.n_splits * cv.n_repeats
+        nested = min(ev.nested_repeats, cv.n_repeats) if "nested_cv" in (*ev.intervals, ev.interval) else 0
+        pairs = nested * cv.n_splits * (cv.n_splits - 1) // 2
+        if folds + pairs > MAX_FITS:
+            extra = f" + {nested:,} nested repeats of {pairs // nested:,} fits" if pairs else ""
+            raise ValueError(f"this experiment asks for about {folds + pairs:,} fits ({cv.n_splits} folds x "
+                             f"{cv.n_repeats:,} repeats{extra}), over {MAX_FITS:,}, the most one run may make: lower "
+                             f"cv.n_repeats{' or evaluation.nested_repeats' if pairs else ''} (or cv.n_splits)")
 
     def _check_distributed(self) -> None:
         from trilho.models import model_kind

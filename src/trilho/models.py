@@ -13,9 +13,14 @@ Any scikit-learn-compatible classifier can also be named by its import path
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import importlib.metadata
+import importlib.util
 import inspect
-from collections.abc import Callable
+import json
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -111,6 +116,35 @@ def _import(path: str, key: str) -> type:
 
 
 @cache
+def _distributions() -> Mapping[str, list[str]]:
+    return importlib.metadata.packages_distributions()
+
+
+def _check_installed(name: str, top: str) -> None:
+    """Refuse an import-path model whose top package no installed distribution provides (a plain module,
+    a script, the standard library): the logged model could not say what to install to load it."""
+    if top not in _distributions():
+        raise ConfigError(f"model.name {name!r}: {top!r} is not part of an installed package (a plain module, a "
+                          "script or the standard library), so the logged model could not name what to install "
+                          f"to load it; install it as a package (pip install -e .) or use a built-in ({sorted(MODELS)})")
+
+
+def _find_installed(name: str) -> None:
+    """An import-path model's package, found without running any of its code: only the top package is
+    looked up (finding a submodule would import its parents), and it must be installed."""
+    module = name.partition(":")[0] if ":" in name else name.rpartition(".")[0]
+    top = module.partition(".")[0]
+    try:
+        found = top.isidentifier() and importlib.util.find_spec(top) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise ConfigError(f"model.name {name!r}: no module {top!r} can be imported; use a built-in "
+                          f"({sorted(MODELS)}) or an installed class as package.module.Class")
+    _check_installed(name, top)
+
+
+@cache
 def model_kind(name: str) -> ModelKind:
     """The built-in family, or one made for an import path (``sklearn.svm.SVC``)."""
     if name in MODELS:
@@ -118,7 +152,9 @@ def model_kind(name: str) -> ModelKind:
     if "." not in name:
         raise ConfigError(f"model.name {name!r} is unknown; choose from {sorted(MODELS)} "
                           "or give a scikit-learn classifier's import path, e.g. sklearn.svm.SVC")
+    _find_installed(name)  # before its module is imported: importing runs its code
     cls = _import(name, "model.name")
+    _check_installed(name, cls.__module__.partition(".")[0])  # where the class itself lives, as the model records it
     for method in ("fit", "predict_proba", "get_params"):
         if not callable(getattr(cls, method, None)):
             raise ConfigError(f"model.name {name!r} has no {method}(); trilho needs a scikit-learn classifier "
@@ -145,12 +181,55 @@ def _param_names(cls: type) -> set[str]:
         return {p for p in inspect.signature(cls).parameters if p not in {"self", "args", "kwargs"}}
 
 
+# leaves of XGBoost's configuration that are not parameters
+_XGBOOST_NOT_PARAMS = {"name", "version", "metrics", "num_trees", "updater_seq", "specified_updater"}
+
+
+@cache
+def _xgboost_names(booster: str, objective: str) -> frozenset[str]:
+    """The parameter names XGBoost takes with this booster and objective: its scikit-learn estimator's,
+    and the native ones (num_class, eta, lambda, ...) its own configuration holds."""
+    import numpy as np
+    import xgboost
+
+    probe = {"booster": booster, "objective": objective, "nthread": 1,
+             **({"num_class": 2} if objective.startswith("multi:") else {})}
+    # one thread (none started: forked workers follow), and the rows held until the configuration is read
+    rows = xgboost.DMatrix(np.zeros((1, 1)), nthread=1)
+    try:
+        config = json.loads(xgboost.Booster(probe, cache=[rows]).save_config())
+    except xgboost.core.XGBoostError as exc:
+        # its first line, less the time and source file XGBoost puts before the message
+        reason = re.sub(r"^\[[^\]]*\]\s*\S+?:\d+:\s*", "", (str(exc) or type(exc).__name__).splitlines()[0])
+        raise ConfigError(f"model.params booster = {booster!r}, objective = {objective!r}: XGBoost refuses them "
+                          f"({reason})") from None
+    names = set(xgboost.XGBClassifier().get_params())
+    stack = [config]
+    while stack:
+        for key, value in stack.pop().items():
+            if isinstance(value, dict):
+                stack.append(value)
+            else:
+                names.add(key)
+    return frozenset(names - _XGBOOST_NOT_PARAMS)
+
+
+def _known_params(cls: type, params: dict[str, Any]) -> set[str]:
+    """The parameters ``cls`` takes; XGBoost's depend on the booster and objective in ``params``."""
+    if getattr(cls, "__module__", "").startswith("xgboost"):
+        return set(_xgboost_names(str(params.get("booster", "gbtree")), str(params.get("objective", "binary:logistic"))))
+    return _param_names(cls)
+
+
 def _check_params(cls: type, params: dict[str, Any], key: str, name: str) -> None:
-    known = _param_names(cls)
+    known = _known_params(cls, params)
     unknown = sorted(set(params) - known)
-    if unknown and not getattr(cls, "__module__", "").startswith("xgboost"):  # XGBoost takes any booster param
-        raise ConfigError(f"{key} {unknown} are not parameters of {name} ({cls.__name__}); "
-                          f"it takes {sorted(known)}")
+    if unknown:
+        close = {u: difflib.get_close_matches(u, known, n=1) for u in unknown}
+        hints = " ".join(f"Did you mean {c[0]!r} for {u!r}?" for u, c in close.items() if c)
+        listed = "" if all(close.values()) else f" It takes {sorted(known)}."
+        raise ConfigError(f"{key} {unknown} are not parameters of {name} ({cls.__name__}).{' ' + hints if hints else ''}"
+                          f"{listed}")
 
 
 def check_names(model: str, resampler: str, keys: tuple[str, str] = ("model.name", "resampler.name")) -> None:

@@ -24,7 +24,7 @@ import pandas as pd
 from trilho.contracts import PredictionManifest
 from trilho.encoding import unmark, unseen_counts
 from trilho.errors import ConfigError, DataValidationError, StorageError
-from trilho.ingest import iter_chunks, scan_file
+from trilho.ingest import check_size, is_parquet, iter_chunks, read_head, scan_file
 from trilho.settings import Settings
 from trilho.storage import Lake, open_lake
 from trilho.tracking.model import load_model, model_refusals, resolve_model
@@ -53,11 +53,13 @@ def predict_batch(model_uri: str, input_ref: str, settings: Settings, *, lake: L
         raise ConfigError(f"chunk_rows={chunk_rows}: must be at least 1")
     start = time.perf_counter()
     lake = lake or open_lake(settings)
-    model_info = resolve_model(model_uri, settings.tracking_uri)
-    timings = {"resolve_s": time.perf_counter() - start}
     with tempfile.TemporaryDirectory(prefix="trilho-predict-") as tmp:
         workdir = Path(tmp)
         path, source = _local_input(input_ref, lake, workdir)
+        _check_input(path, input_ref, settings)
+        step = time.perf_counter()
+        model_info = resolve_model(model_uri, settings.tracking_uri)
+        timings = {"resolve_s": time.perf_counter() - step}
         digest, size, _ = scan_file(path)
         prefix = f"{output.strip('/')}/{model_info['ident']}/{digest}"
         manifest_key = f"{prefix}/manifest.json"
@@ -85,6 +87,15 @@ def predict_batch(model_uri: str, input_ref: str, settings: Settings, *, lake: L
         lake.put_file(f"{prefix}/predictions.parquet", workdir / "predictions.parquet", overwrite=True)
         lake.put_bytes(manifest_key, json.dumps(manifest, indent=2).encode())  # last: marks completion
     return {**manifest, "skipped": False}
+
+
+def _check_input(path: Path, ref: str, settings: Settings) -> None:
+    """Refuse an input over the size limit, or a CSV whose first line does not end within
+    ``HEAD_BYTES`` (not table data), before the model is resolved or a row is parsed: the CSV
+    reader would hold such a line whole in memory."""
+    check_size(path, ref, settings.max_source_bytes)
+    if not is_parquet(path):
+        read_head(path, rows=1)
 
 
 @dataclass

@@ -132,17 +132,9 @@ def _entry(key: str, spec: Any) -> Param:
 
 def _check_names(exp: Experiment, params: list[Param]) -> None:
     """Every searched name is a parameter of the model or resampler, checked as the run's own
-    configuration is, and, since XGBoost takes any name without complaint, against the ones its
-    estimator exposes."""
-    from trilho.models import RESAMPLERS, check_estimator, model_kind
+    configuration is (XGBoost's names included: trilho.models)."""
+    from trilho.models import RESAMPLERS, check_estimator
 
-    kind = model_kind(exp.model.name)
-    if kind.format == "xgboost":
-        known = set(kind.cls()().get_params())
-        unknown = sorted(p.name for p in params if p.section == "model" and p.name not in known)
-        if unknown:
-            raise ConfigError(f"tune.space: model.params {unknown} are not parameters of {exp.model.name} "
-                              f"({kind.cls().__name__}); it takes {sorted(known)}")
     probe: dict[str, dict[str, Any]] = {"model": {}, "resampler": {}}
     for p in params:
         probe[p.section][p.name] = p.choices[0] if p.kind == "choice" else (int(p.low or 0) if p.kind == "int" else p.low)

@@ -257,6 +257,11 @@ class RegistrySpec(_Strict):
     primary_metric: str = "f1_macro"  # what the promotion gate compares
     margin: float = Field(0.01, ge=0) # promote unless the challenger may be worse by more than this
     level: float = Field(0.95, gt=0, lt=1)
+    # labelled rows (any source URI) kept in the lake and never trained on: the gate scores the
+    # champion and the challenger on them before any promotion ("" = none: on changed data the
+    # gate then cannot tell a better model from easier data, and keeps the challenger)
+    reference: str = ""
+    reference_sha256: str = ""        # pin the reference's bytes, as source.sha256 pins the data's
 
     @field_validator("model_name")
     @classmethod

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from trilho import stats
-from trilho.metrics import METRIC_RANGE
+from trilho.metrics import CONFUSION_METRICS, METRIC_RANGE, probability_metrics, scores_from_confusion
 
-__all__ = ["GateDecision", "decide", "decide_on_changed_data"]
+__all__ = ["GateDecision", "decide", "decide_on_changed_data", "decide_on_reference", "reference_score"]
 
 
 @dataclass(frozen=True)
@@ -78,8 +78,10 @@ def decide_on_changed_data(challenger: np.ndarray, champion: dict[str, float], d
     data would only measure the same procedure twice. So the challenger's own estimate and
     interval are set against the champion's logged ones (``mean``, ``low``, ``high``): a
     challenger whose whole interval lies more than ``margin`` below the champion's estimate is a
-    significant drop. Either that or a drifted data set (``trilho.drift``) keeps it out of
-    champion until a person promotes it with a reason.
+    significant drop. These findings and the drift report (``trilho.drift``) are recorded, but
+    they cannot tell a better model from an easier data set (a retrain on 1.5% flipped labels and a
+    shifted feature passed both), so without a reference set (``decide_on_reference``) the
+    challenger is kept out of champion until a person promotes it with a reason.
     """
     scores = np.asarray(challenger, dtype="float64")
     low, high = stats.corrected_t_interval(scores, test_fraction, level)
@@ -94,10 +96,64 @@ def decide_on_changed_data(challenger: np.ndarray, champion: dict[str, float], d
         findings.append("the champion's data are not in this lake, so drift was not measured")
     else:
         findings.append("data drift: " + ("; ".join(drift["reasons"]) if drifted else "none above the thresholds"))
-    promote = not drop and not drifted
-    if not promote:
-        findings.append("kept as challenger: promote it by hand with `trilho promote VERSION -r REASON` if intended")
+    # an easier data set scores higher and drift measures miss changes that matter: only rows both
+    # models are scored on can tell a better model from changed data
+    findings.append("no reference set is pinned (registry.reference), so the gate cannot tell a better model from "
+                    "changed data: kept as challenger; promote it by hand with `trilho promote VERSION -r REASON` "
+                    "if intended, or pin a reference set")
+    promote = False
     comparison = {"challenger_low": low, "challenger_high": high, "champion_low": champion.get("low", float("nan")),
                   "champion_high": champion.get("high", float("nan"))}
     return GateDecision(promote, "data changed; " + "; ".join(findings), metric, margin, mean, champion_version,
                         champion["mean"], comparison, "other data: estimates and drift", drift)
+
+
+def reference_score(metric: str, y: np.ndarray, pred: np.ndarray, proba: np.ndarray, n_classes: int) -> float:
+    """One model's ``metric`` on labelled rows: ``y`` and ``pred`` as class indices, ``proba`` per class."""
+    if metric in CONFUSION_METRICS:
+        cm = np.bincount(y * n_classes + pred, minlength=n_classes**2).reshape(n_classes, n_classes)
+        return scores_from_confusion(cm)[metric]
+    return probability_metrics(y, proba, np.arange(n_classes))[metric]
+
+
+def decide_on_reference(y: np.ndarray, challenger: tuple[np.ndarray, np.ndarray], champion: tuple[np.ndarray, np.ndarray],
+                        *, metric: str, margin: float, level: float = 0.95, champion_version: str | None = None,
+                        n_boot: int = 1000, seed: int = 0, before: GateDecision | None = None,
+                        drift: dict[str, Any] | None = None) -> GateDecision:
+    """Pure: champion and challenger scored on the same pinned reference rows (never trained on),
+    ``(pred, proba)`` each, class indices. The challenger is promoted when the lower end of the paired
+    bootstrap interval of (challenger - champion) is above -margin (lower is better for log loss),
+    and, when ``before`` (the decision on the same data and folds) is given, only if that promoted
+    too. On other data the reference decides; ``drift`` (the data's drift report) is recorded."""
+    y = np.asarray(y)
+    n_classes = int(max(y.max(initial=0), challenger[0].max(initial=0), champion[0].max(initial=0))) + 1
+    n_classes = max(n_classes, challenger[1].shape[1] if challenger[1].ndim == 2 else 0)
+    sign = -1.0 if metric == "log_loss" else 1.0  # the difference in the direction of "better"
+
+    def both(index: np.ndarray) -> tuple[float, float]:
+        return tuple(sign * reference_score(metric, y[index], m[0][index], m[1][index], n_classes)
+                     for m in (challenger, champion))  # type: ignore[return-value]
+
+    test = stats.paired_row_bootstrap(both, len(y), level, n_boot, seed)
+    promote = bool(test["low"] > -margin)
+    verdict = "not worse" if promote else "possibly worse"
+    towards = "challenger - champion" if sign > 0 else "champion - challenger (lower is better)"
+    reason = (f"on the reference set ({len(y)} rows never trained on), {metric}: challenger "
+              f"{sign * test['challenger']:.4f}, champion v{champion_version} {sign * test['champion']:.4f}; "
+              f"{towards} = {test['mean_diff']:+.4f}, {level:.0%} paired bootstrap interval "
+              f"[{test['low']:+.4f}, {test['high']:+.4f}]; {verdict} than the champion by more than the margin {margin:g}")
+    if before is not None:
+        reason = f"{reason}; on the run's data: {before.reason}"
+        promote = promote and before.promote
+    elif drift is not None:
+        reason = f"data changed; {reason}; data drift: " + ("; ".join(drift.get("reasons", [])) or "none above the thresholds")
+    if not promote:
+        reason += "; kept as challenger: promote it by hand with `trilho promote VERSION -r REASON` if intended"
+    comparison = {"reference_rows": float(len(y)), "reference_diff": test["mean_diff"], "reference_low": test["low"],
+                  "reference_high": test["high"]}
+    if before is not None:
+        comparison = {**before.comparison, **comparison}
+    return GateDecision(promote, reason, metric, margin, sign * test["challenger"], champion_version,
+                        sign * test["champion"], comparison,
+                        "reference set" + (f" and {before.basis}" if before is not None else ""),
+                        before.drift if before is not None else drift)

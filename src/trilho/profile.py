@@ -24,7 +24,7 @@ from trilho.errors import ConfigError, DataValidationError
 from trilho.ingest import check_size, iter_chunks, read_head
 from trilho.propose import CAP, ID_NAME, MARKERS_MAX, MISSING_MARKERS, TARGET_NAME, Proposal, propose, render
 
-__all__ = ["Column", "Profile", "Proposal", "init_experiment", "profile_chunks", "propose", "render"]
+__all__ = ["Column", "Profile", "Proposal", "experiment_name", "init_experiment", "profile_chunks", "propose", "render"]
 
 
 
@@ -187,7 +187,7 @@ def profile_chunks(chunks: Iterable[pd.DataFrame], target: str | None = None) ->
     return Profile(rows=rows, columns=columns, duplicates=duplicates, unique=unique)
 
 
-def _name_from(source: str) -> str:
+def experiment_name(source: str) -> str:
     scheme, sep, rest = source.partition(":")
     path = rest if sep and "/" not in scheme else source  # file:big.csv names "big", not "file:big"
     stem = Path(path.split("?")[0].rstrip("/")).stem or "experiment"
@@ -195,9 +195,45 @@ def _name_from(source: str) -> str:
     return name if name[0].isalnum() else f"x{name}"
 
 
-def init_experiment(data: str, settings: Any, target: str | None = None, name: str | None = None) -> Proposal:
+REFERENCE_MIN_ROWS = 1_000   # below this, rows set apart would leave too few to train or to tell models apart
+REFERENCE_SHARE, REFERENCE_MAX_ROWS = 0.10, 5_000
+
+
+def reference_rows(chunks: Iterable[pd.DataFrame], share: float) -> pd.DataFrame:
+    """About ``share`` of the rows, chosen by a hash of each row's values: the same rows whatever
+    the file's order, and every copy of a row on the same side (copies never straddle the line)."""
+    cut = np.uint64(int(share * 2**64))
+    kept = [chunk.loc[pd.util.hash_pandas_object(chunk.astype("string"), index=False).to_numpy() < cut]
+            for chunk in chunks]
+    return pd.concat(kept, ignore_index=True) if kept else pd.DataFrame()
+
+
+def _propose_reference(path: Path, proposal: Proposal, rows: int, reference_to: Path | None) -> None:
+    """Write the reference set beside the experiment file and pin it in the proposal, or say why not."""
+    import hashlib
+
+    notes = proposal.notes.setdefault("registry", [])
+    if reference_to is None:
+        return
+    if rows < REFERENCE_MIN_ROWS:
+        notes.append(f"no reference set: {rows} rows are too few to set some apart (under {REFERENCE_MIN_ROWS}); "
+                     "without one, the gate keeps a model trained on changed data as challenger")
+        return
+    share = min(REFERENCE_SHARE, REFERENCE_MAX_ROWS / rows)
+    picked = reference_rows(iter_chunks(path, 200_000), share)
+    picked.to_csv(reference_to, index=False)
+    digest = hashlib.sha256(reference_to.read_bytes()).hexdigest()
+    proposal.config["registry"] |= {"reference": f"file:{reference_to}", "reference_sha256": digest}
+    notes.append(f"reference set: {len(picked)} rows ({share:.0%}, chosen by a hash of each row) written to "
+                 f"{reference_to}; they are never trained on, and the gate scores champion and challenger on them "
+                 "before any promotion (pinned by its sha256)")
+
+
+def init_experiment(data: str, settings: Any, target: str | None = None, name: str | None = None,
+                    reference_to: Path | None = None) -> Proposal:
     """Fetch ``data`` (any source trilho reads, or a key in the lake), profile it in one bounded pass
-    and propose an experiment for it."""
+    and propose an experiment for it; with ``reference_to``, a reference set for the promotion gate
+    (some of the rows, never trained on) is written there."""
     import tempfile
 
     from trilho.ingest import fetch
@@ -218,4 +254,6 @@ def init_experiment(data: str, settings: Any, target: str | None = None, name: s
         check_size(path, data, settings.max_source_bytes)
         read_head(path)  # a file that is not a table is refused before it is read whole
         profile = profile_chunks(iter_chunks(path, 200_000), target)
-    return propose(profile, name or _name_from(data), data, target)
+        proposal = propose(profile, name or experiment_name(data), data, target)
+        _propose_reference(path, proposal, profile.rows, reference_to)
+    return proposal

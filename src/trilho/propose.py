@@ -324,6 +324,7 @@ def render(proposal: Proposal) -> str:
     out.append(f"metrics = {_value(c['evaluation']['metrics'])}\n")
     out.append(f"\n[tracking]\nexperiment = {_value(c['tracking']['experiment'])}\n")
     out.append("\n[registry]\n# each run's model becomes the challenger; the gate promotes it unless it may be worse\n")
+    out.append(_comment(notes.get("registry", [])))
     out += [f"{k} = {_value(v)}\n" for k, v in c["registry"].items()]
     return "".join(out)
 

@@ -25,6 +25,7 @@ __all__ = [
     "naive_t_interval",
     "nested_cv_interval",
     "paired_corrected_t",
+    "paired_row_bootstrap",
     "percentile_spread",
     "summarise",
 ]
@@ -226,6 +227,22 @@ def paired_corrected_t(a: np.ndarray, b: np.ndarray, test_fraction: float, level
     half = _st.t.ppf(0.5 + level / 2, J - 1) * se
     return {"mean_diff": mean, "low": mean - half, "high": mean + half, "t": float(t),
             "p_value": float(2 * _st.t.sf(abs(t), J - 1)), "n": J}
+
+
+def paired_row_bootstrap(score: Callable[[np.ndarray], tuple[float, float]], n: int, level: float = 0.95,
+                         n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
+    """Two models scored on the same ``n`` rows: the difference of their scores (a - b) with its
+    paired percentile bootstrap interval, rows drawn with replacement, each replicate scoring both
+    models on the same draw. ``score(index)`` gives both models' scores on the rows ``index``."""
+    if n < 2:
+        raise ValueError(f"a paired bootstrap needs at least 2 rows, got {n}")
+    a, b = score(np.arange(n))
+    rng = np.random.default_rng(seed)
+    diffs = np.array([np.subtract(*score(rng.integers(0, n, n))) for _ in range(n_boot)], dtype="float64")
+    diffs = diffs[np.isfinite(diffs)]
+    low, high = (np.quantile(diffs, [0.5 - level / 2, 0.5 + level / 2]) if len(diffs) else (np.nan, np.nan))
+    return {"mean_diff": float(a - b), "low": float(low), "high": float(high), "challenger": float(a),
+            "champion": float(b), "n": n, "n_boot": int(len(diffs))}
 
 
 def summarise(scores: dict[str, np.ndarray], low: float = 2.5, high: float = 97.5) -> dict[str, dict[str, Any]]:

@@ -64,13 +64,15 @@ def init(data: Annotated[str, typer.Argument(
     """Read the data once and write a commented experiment file that `trilho run -e FILE` accepts."""
     from trilho.errors import ConfigError
     from trilho.experiment import load_experiment
-    from trilho.profile import init_experiment, render
+    from trilho.profile import experiment_name, init_experiment, render
     from trilho.settings import load_settings
 
-    proposal = init_experiment(data, load_settings(), target, name)
-    path = output or Path(f"{proposal.config['name']}.toml")
-    if path.exists() and not force:
-        raise ConfigError(f"{str(path)!r} exists; choose another --output or pass --force")
+    path = output or Path(f"{name or experiment_name(data)}.toml")
+    reference = path.with_name(f"{path.stem}.reference.csv")  # rows the gate scores models on, never trained on
+    for existing in (path, reference):
+        if existing.exists() and not force:
+            raise ConfigError(f"{str(existing)!r} exists; choose another --output or pass --force")
+    proposal = init_experiment(data, load_settings(), target, name, reference_to=reference)
     path.write_text(render(proposal), encoding="utf-8")
     load_experiment(path)  # what was written loads as it is
     for section, lines in proposal.notes.items():

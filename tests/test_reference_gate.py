@@ -1,0 +1,90 @@
+"""The promotion gate on a pinned reference set: champion and challenger scored on the same rows,
+never trained on; without one, a changed data set is never promoted by the gate alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from trilho.clean import CleanData
+from trilho.gate import decide, decide_on_changed_data, decide_on_reference, reference_score
+from trilho.reference import ReferenceSet, without_reference
+from trilho.stats import paired_row_bootstrap
+
+
+def _model(y: np.ndarray, wrong: float, rng: np.random.Generator, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions that get a share ``wrong`` of the rows wrong, and probabilities that agree."""
+    pred = y.copy()
+    flip = rng.random(len(y)) < wrong
+    pred[flip] = (y[flip] + 1) % k
+    proba = np.full((len(y), k), 0.1)
+    proba[np.arange(len(y)), pred] = 0.8
+    return pred, proba
+
+
+def test_a_paired_row_bootstrap_of_identical_models_is_zero_and_of_a_better_one_positive():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 400)
+    good, bad = _model(y, 0.05, rng), _model(y, 0.30, rng)
+
+    def on(a, b):
+        return lambda i: (reference_score("accuracy", y[i], a[0][i], a[1][i], 3),
+                          reference_score("accuracy", y[i], b[0][i], b[1][i], 3))
+
+    same = paired_row_bootstrap(on(good, good), len(y), n_boot=200)
+    assert same["mean_diff"] == 0 and same["low"] == 0 and same["high"] == 0
+    better = paired_row_bootstrap(on(good, bad), len(y), n_boot=200)
+    assert better["mean_diff"] == pytest.approx(better["challenger"] - better["champion"])
+    assert 0 < better["low"] < better["mean_diff"] < better["high"]
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        paired_row_bootstrap(on(good, bad), 1)
+
+
+def test_the_reference_decides_by_the_paired_interval_in_the_metrics_direction():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 500)
+    champion, worse, alike = _model(y, 0.10, rng), _model(y, 0.35, rng), _model(y, 0.10, rng)
+    kept = decide_on_reference(y, worse, champion, metric="f1_macro", margin=0.01, champion_version="1", n_boot=300)
+    assert not kept.promote and "possibly worse" in kept.reason and "trilho promote" in kept.reason
+    assert kept.basis == "reference set" and kept.comparison["reference_rows"] == 500
+    assert kept.challenger_mean < kept.champion_mean
+    promoted = decide_on_reference(y, alike, champion, metric="f1_macro", margin=0.05, champion_version="1", n_boot=300)
+    assert promoted.promote and "not worse" in promoted.reason
+    # log loss: lower is better, and a worse model's higher loss is not a gain
+    lossy = decide_on_reference(y, worse, champion, metric="log_loss", margin=0.01, champion_version="1", n_boot=300)
+    assert not lossy.promote and lossy.challenger_mean > lossy.champion_mean and "lower is better" in lossy.reason
+    # on the same data and folds, both must pass: a decision that kept it keeps it
+    before = decide(np.full(10, 0.5), np.full(10, 0.9), metric="f1_macro", margin=0.01, test_fraction=0.2,
+                    champion_version="1")
+    both = decide_on_reference(y, alike, champion, metric="f1_macro", margin=0.05, champion_version="1", n_boot=300,
+                               before=before)
+    assert not before.promote and not both.promote and both.basis == "reference set and same folds"
+    # on other data the reference decides, and the drift report rides along
+    drift = {"drifted": True, "reasons": ["label shares moved"]}
+    changed = decide_on_reference(y, alike, champion, metric="f1_macro", margin=0.05, champion_version="1", n_boot=300,
+                                  drift=drift)
+    assert changed.promote and changed.drift == drift and "label shares moved" in changed.reason
+
+
+def test_without_a_reference_a_changed_data_set_is_never_promoted_by_the_gate():
+    rng = np.random.default_rng(2)
+    champion = {"mean": 0.95, "low": 0.93, "high": 0.97}
+    kwargs = dict(metric="f1_macro", margin=0.01, test_fraction=0.2, champion_version="3")
+    for scores, drift in ((0.96 + rng.normal(0, 0.01, 50), {"drifted": False, "reasons": []}),
+                          (0.95 + rng.normal(0, 0.01, 50), None)):
+        decision = decide_on_changed_data(scores, champion, drift, **kwargs)
+        assert not decision.promote and "cannot tell a better model from changed data" in decision.reason
+        assert "registry.reference" in decision.reason and "no significant drop" in decision.reason
+
+
+def test_training_rows_identical_to_a_reference_row_are_left_out():
+    X = pd.DataFrame({"a": [1, 2, 3, 4, 5, 6], "c": ["X", "Y", None, "X", "Y", "X"]})
+    y = np.array([0, 1, 0, 1, 0, 1])
+    data = CleanData(X=X, y=y, spec={}, dropped_rows=0)
+    # the same values read as floats (a column with a gap), a missing category, and one label changed
+    ref = ReferenceSet("file:ref.csv", "raw/k", "s", pd.DataFrame({"a": [2.0, 3.0, 4.0], "c": ["Y", None, "X"]}),
+                       np.array([1, 0, 0]))
+    kept, left = without_reference(data, ref)
+    assert left == 2 and kept.X["a"].tolist() == [1, 4, 5, 6] and kept.y.tolist() == [0, 1, 0, 1]
+    assert without_reference(data, None) == (data, 0)

@@ -7,18 +7,26 @@ child. A notebook kernel or a program with threads of its own therefore runs the
 Native libraries can hold state that a child cannot use either (a process whose main thread has
 fit an XGBoost model deadlocks a forked child's first XGBoost fit), so side work forked here must
 not train models, and a child that does not answer in time is killed and its work done in-line.
+
+A command told to stop (SIGTERM, or SIGINT: Ctrl-C) stops from its main thread: within
+``stop_on_signals`` the first of them raises ``Stopped`` there, so that every ``with`` block and
+``finally`` clause on the way out cleans up (the fits stop, temporary folders go, the MLflow run ends
+KILLED), and the children started within a ``scope`` are killed on the way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
+import os
+import signal
 import sys
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
-__all__ = ["Background", "fork_safe", "start"]
+__all__ = ["Background", "Stopped", "fork_safe", "scope", "start", "stop_on_signals"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +67,14 @@ class Background:
         if self._error is not None:
             raise self._error
 
+    def cancel(self) -> None:
+        """Kill the child still doing the work, if any; work done in-line is over already."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.join()
+            self._pipe.close()
+            self._process = self._pipe = None
+
 
 def _child(work: Callable[[], None], pipe) -> None:
     try:
@@ -83,3 +99,53 @@ def start(work: Callable[[], None]) -> Background:
     except Exception as exc:  # raised at wait(), like the forked case
         return Background(work, error=exc)
     return Background(work)
+
+
+@contextlib.contextmanager
+def scope() -> Iterator[list[Background]]:
+    """``with scope() as started``: the work appended to ``started`` is killed when the block is left
+    by an error or a stop; a block that ends normally leaves it to whoever waits for it."""
+    started: list[Background] = []
+    try:
+        yield started
+    except BaseException:
+        for work in started:
+            work.cancel()
+        raise
+
+
+class Stopped(KeyboardInterrupt):
+    """The process was told to stop by ``signum``; raised in the main thread by ``stop_on_signals``.
+    A KeyboardInterrupt, so that no ``except Exception`` takes it for an error; ``runs`` collects the
+    MLflow runs ended KILLED on its way out (trilho.tracking), the outermost last."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.signal_name = signal.Signals(signum).name
+        self.exit_code = 128 + signum  # what a shell reports for a process that a signal ended
+        self.runs: list[str] = []
+        super().__init__(f"stopped by {self.signal_name}")
+
+
+@contextlib.contextmanager
+def stop_on_signals(signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> Iterator[None]:
+    """Within, the first of ``signals`` raises ``Stopped`` in the main thread; a second one, while the
+    first is being cleaned up after, ends the process at once. Off the main thread (where Python
+    runs no signal handler) this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    told: list[int] = []
+
+    def handler(signum: int, _frame: object) -> None:
+        if told:  # asked again: the clean-up is taking too long for whoever is asking
+            os._exit(128 + signum)
+        told.append(signum)
+        raise Stopped(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

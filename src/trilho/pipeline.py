@@ -136,16 +136,16 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
         run = _Run(exp, settings, lake, tracker, executor, progress, clock, {"data_s": data_s})
         tags = {"trilho.experiment": exp.name, "trilho.data_sha256": inputs.ingested.manifest["sha256"],
                 "trilho.kind": "experiment"}
-        try:
-            with tracker.run(f"{exp.name}-cv", tags) as run.run_id, \
-                    tempfile.TemporaryDirectory(prefix="trilho-report-") as tmp:
-                run.folder = Path(tmp)
-                fitted = _evaluate(run, inputs)
-                summary = _summarise(run, inputs, fitted)
-                drawing = _write_reports(run, inputs, fitted, summary)
-                _track_results(run, inputs, fitted, summary, drawing)
-        finally:
-            tracker.close()
+        # left early (an error, or a stop: trilho.parallel), the figures' children are killed, the
+        # tracker's thread ends its call, the run's folder goes, then the run ends FAILED or KILLED
+        with tracker.run(f"{exp.name}-cv", tags) as run.run_id, \
+                tempfile.TemporaryDirectory(prefix="trilho-report-") as tmp, tracker.background(), \
+                parallel.scope() as drawing:
+            run.folder = Path(tmp)
+            fitted = _evaluate(run, inputs)
+            summary = _summarise(run, inputs, fitted)
+            _write_reports(run, inputs, fitted, summary, drawing)
+            _track_results(run, inputs, fitted, summary, drawing)
     return ExperimentResult(summary=summary, cv=fitted.cv, holdout=fitted.held, validation=inputs.validation,
                             timings=run.timings)
 
@@ -228,21 +228,21 @@ def _summarise(run: _Run, inputs: _Inputs, fitted: _Fitted) -> RunSummary:
     return summary
 
 
-def _write_reports(run: _Run, inputs: _Inputs, fitted: _Fitted, summary: RunSummary) -> list[parallel.Background]:
+def _write_reports(run: _Run, inputs: _Inputs, fitted: _Fitted, summary: RunSummary,
+                   drawing: list[parallel.Background]) -> None:
     """The result files to the lake (before MLflow sees them: a tracking failure loses nothing);
-    the figures start drawing in the background."""
+    the figures start drawing in the background, into ``drawing``."""
     step = time.perf_counter()
     folder, figures = run.folder / "report", run.folder / "figures"
     folder.mkdir()
     figures.mkdir()
     reports.write_artifacts(folder, run.exp, summary, (fitted.cv, fitted.held), inputs.validation,
                             inputs.ingested.manifest)
-    drawing = reports.start_figures(figures, run.exp, summary["cv"]["metrics"], fitted.cv, fitted.held)
+    drawing += reports.start_figures(figures, run.exp, summary["cv"]["metrics"], fitted.cv, fitted.held)
     run.timings["artifacts_s"] = time.perf_counter() - step
     step = time.perf_counter()
     reports.copy_to_lake(run.lake, folder, run.prefix)
     run.timings["lake_copy_s"] = time.perf_counter() - step
-    return drawing
 
 
 def _figures_to_lake(run: _Run, drawing: list[parallel.Background]) -> None:

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from trilho.errors import TrilhoError
+from trilho.parallel import Stopped, stop_on_signals
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="trilho: a tabular classification experiment on rails, from raw data to a registered model.")
@@ -37,16 +38,27 @@ def fail(exc: TrilhoError) -> typer.Exit:
     return typer.Exit(1)
 
 
+def stopped(stop: Stopped) -> typer.Exit:
+    """Say that a signal stopped the command, and which run it ended; the caller raises what this returns."""
+    ended = f": run {stop.runs[-1]} marked KILLED" if stop.runs else ""
+    console.print(f"stopped by {stop.signal_name}{ended}", highlight=False, soft_wrap=True)
+    return typer.Exit(stop.exit_code)
+
+
 def command(name: str | None = None) -> Callable[[Command], Command]:
-    """Register a command whose ``TrilhoError`` becomes one readable line and exit status 1."""
+    """Register a command whose ``TrilhoError`` becomes one readable line and exit status 1, and that
+    SIGTERM or SIGINT stops cleanly (trilho.parallel.Stopped): one line, exit status 143 or 130."""
 
     def register(fn: Command) -> Command:
         @functools.wraps(fn)
         def guarded(*args: Any, **kwargs: Any) -> Any:
             try:
-                return fn(*args, **kwargs)
+                with stop_on_signals():
+                    return fn(*args, **kwargs)
             except TrilhoError as exc:
                 raise fail(exc) from None
+            except Stopped as stop:
+                raise stopped(stop) from None
 
         app.command(name)(guarded)
         return fn

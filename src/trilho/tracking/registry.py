@@ -1,16 +1,13 @@
 """The model registry through one explicit client: every good run's model becomes the ``challenger``,
-and ``trilho.gate`` decides, under a lock, whether it becomes ``champion``."""
+and ``trilho.gate`` decides, under a lock (``trilho.tracking.store.gate_lock``), whether it becomes
+``champion``."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
-import os
-import random
-import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,75 +17,12 @@ import numpy as np
 from trilho.contracts import GateRecord
 from trilho.errors import TrackingError
 from trilho.gate import GateDecision, decide, decide_on_changed_data
-from trilho.tracking.store import open_client, process_alive, sqlite_file, store_lock
+from trilho.tracking.store import gate_lock, open_client
 
-__all__ = ["CHALLENGER", "CHAMPION", "Challenger", "gate_lock", "list_versions", "promote_by_hand",
-           "register_and_gate"]
+__all__ = ["CHALLENGER", "CHAMPION", "Challenger", "list_versions", "promote_by_hand", "register_and_gate"]
 
 log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
-
-
-GATE_WAIT_S = 900.0  # how long a challenger waits for another's gate (a re-evaluation re-fits)
-GATE_STALE_S = 3600.0  # a gate lock older than this was left by a process that died elsewhere
-
-
-@contextlib.contextmanager
-def gate_lock(client, tracking_uri: str, name: str, wait_s: float = GATE_WAIT_S) -> Iterator[None]:
-    """Held while one challenger is decided and the aliases move, so that two challengers arriving
-    at once are decided one after the other, the second against the first if it was promoted.
-
-    A SQLite store: a file lock beside it (released by the system if the process dies). Any other
-    store: a registered model named ``<name>.gate-lock``, created to take the lock and deleted to
-    release it; the database's unique names make its creation atomic, on any backend. A lock whose
-    holder died on this host, or older than ``GATE_STALE_S``, is taken over.
-    """
-    from mlflow.exceptions import MlflowException
-
-    if sqlite_file(tracking_uri) is not None:
-        with store_lock(tracking_uri, "gate"):
-            yield
-        return
-    lock, holder = f"{name}.gate-lock", f"{socket.gethostname()}:{os.getpid()}"
-    deadline = time.monotonic() + wait_s
-    while True:
-        if time.monotonic() > deadline:
-            raise TrackingError(f"another challenger of {name!r} held the promotion gate for over {wait_s:.0f}s "
-                                f"(registered model {lock!r}); if no trilho run is deciding, delete it")
-        try:
-            client.create_registered_model(lock, tags={"trilho.gate.holder": holder, "trilho.gate.since": f"{time.time():.3f}"},
-                                           description=f"trilho's promotion gate for {name!r} is deciding; deleted after")
-            break
-        except MlflowException as exc:
-            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-                # the lock existed when the store tried to create it, and was released before the
-                # store looked it up to word its refusal (MLflow's SQL store does both): try again
-                continue
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-        if _abandoned(client, lock):
-            with contextlib.suppress(MlflowException):
-                client.delete_registered_model(lock)
-            continue
-        time.sleep(0.1 + random.random() * 0.2)
-    try:
-        yield
-    finally:
-        with contextlib.suppress(MlflowException):
-            client.delete_registered_model(lock)
-
-
-def _abandoned(client, lock: str) -> bool:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        tags = client.get_registered_model(lock).tags
-    except MlflowException:
-        return False  # released meanwhile: try again
-    host, _, pid = tags.get("trilho.gate.holder", "").rpartition(":")
-    if host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid)):
-        return True
-    return time.time() - float(tags.get("trilho.gate.since", "inf")) > GATE_STALE_S
 
 
 def _logged_estimate(run, metric: str) -> dict[str, float] | None:

@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 from trilho.errors import TrackingError
+from trilho.parallel import Stopped
 from trilho.tracking import model as logged_model
 from trilho.tracking.store import (
     check_server,
@@ -137,11 +138,24 @@ class Tracker:
             self._background = ThreadPoolExecutor(1, thread_name_prefix="trilho-tracking")
         return self._background.submit(fn, *args)
 
-    def close(self) -> None:
-        """Wait for the submitted work and let its thread go."""
+    def close(self, cancel: bool = False) -> None:
+        """Wait for the submitted work and let its thread go; ``cancel``: only for the call under way,
+        the work not yet begun is dropped."""
         if self._background is not None:
-            self._background.shutdown(wait=True)
+            self._background.shutdown(wait=True, cancel_futures=cancel)
             self._background = None
+
+    @contextlib.contextmanager
+    def background(self) -> Iterator[None]:
+        """The span of the work given to ``submit``: leaving it waits for that work, or, when left by
+        an error or a stop, for the call under way only, so that nothing still reads what the
+        caller's own clean-up is about to remove."""
+        try:
+            yield
+        except BaseException:
+            self.close(cancel=True)
+            raise
+        self.close()
 
     @contextlib.contextmanager
     def timed(self, what: str) -> Iterator[None]:
@@ -163,11 +177,11 @@ class Tracker:
 
     @contextlib.contextmanager
     def run(self, name: str, tags: dict[str, str], parent: str | None = None) -> Iterator[str]:
-        """An MLflow run that ends FINISHED, or FAILED when the body raises; ``parent``: the run it
-        is a child of.
+        """An MLflow run that ends FINISHED, FAILED when the body raises, or KILLED when the process
+        was stopped (``trilho.parallel.Stopped``, or Ctrl-C); ``parent``: the run it is a child of.
 
-        If even FAILED cannot be recorded (the server went away), the run id is remembered and
-        the next ``close_stale_runs`` marks it.
+        If even that cannot be recorded (the server went away), the run id is remembered and the
+        next ``close_stale_runs`` marks it.
         """
         tags = {**tags, "trilho.host": socket.gethostname(), "trilho.pid": str(os.getpid())}
         if parent:
@@ -176,12 +190,16 @@ class Tracker:
             run_id = self.client.create_run(self.experiment_id, tags=tags, run_name=name).info.run_id
         try:
             yield run_id
-        except BaseException:
+        except BaseException as exc:
+            stopped = isinstance(exc, KeyboardInterrupt)
             try:
                 with self.timed("end the run"):
-                    self.client.set_terminated(run_id, "FAILED")
+                    self.client.set_terminated(run_id, "KILLED" if stopped else "FAILED")
             except Exception:
                 remember_unfinished(self.pending_file, self.uri, run_id)
+            else:
+                if isinstance(exc, Stopped):
+                    exc.runs.append(run_id)
             raise
         with self.timed("end the run"):
             self.client.set_terminated(run_id, "FINISHED")

@@ -1,4 +1,4 @@
-"""The tracking store itself: its lock, its experiment, whether a server answers, runs left unfinished.
+"""The tracking store itself: its locks, its experiment, whether a server answers, runs left unfinished.
 
 Every MLflow call trilho makes goes through ``trilho.tracking`` with an explicit client built for
 one tracking URI (``open_client``); nothing sets MLflow's process-wide tracking URI, so two stores
@@ -9,15 +9,23 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import os
+import random
+import socket
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from trilho.errors import TrackingError
 
-__all__ = ["check_server", "experiment_id", "open_client", "process_alive", "read_pending", "remember_unfinished",
-           "sqlite_file", "store_lock", "write_pending"]
+__all__ = ["check_server", "experiment_id", "gate_lock", "open_client", "process_alive", "read_pending",
+           "remember_unfinished", "sqlite_file", "store_lock", "write_pending"]
+
+log = logging.getLogger(__name__)
 
 
 def open_client(tracking_uri: str) -> Any:
@@ -53,6 +61,175 @@ def store_lock(tracking_uri: str, purpose: str = "store") -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+GATE_WAIT_S = 900.0  # how long a challenger waits for another's gate (a re-evaluation re-fits)
+GATE_LEASE_S = 30.0  # a gate lock whose heartbeat stood still this long, to a waiter's eyes, has lost its holder
+GATE_BEAT_S = 5.0  # how often the holder of a gate lock moves its heartbeat
+GATE_SAY_AFTER_S, GATE_SAY_EVERY_S = 5.0, 60.0  # a waiting challenger says so after this long, then this often
+_HOLDER, _SINCE, _BEAT, _TOKEN = "trilho.gate.holder", "trilho.gate.since", "trilho.gate.heartbeat", "trilho.gate.token"
+
+
+@contextlib.contextmanager
+def gate_lock(client: Any, tracking_uri: str, name: str, wait_s: float = GATE_WAIT_S, *, lease_s: float = GATE_LEASE_S,
+              beat_s: float = GATE_BEAT_S, say_after_s: float = GATE_SAY_AFTER_S,
+              say_every_s: float = GATE_SAY_EVERY_S) -> Iterator[None]:
+    """Held while one challenger of the registered model ``name`` is decided and the aliases move, so
+    that two challengers arriving at once are decided one after the other.
+
+    A SQLite store: a file lock beside it (released by the system if the process dies). Any other
+    store: a registered model named ``<name>.gate-lock``, created to take the lock and deleted to
+    release it; the database's unique names make its creation atomic, on any backend. The lock is a
+    lease: its holder moves the ``trilho.gate.heartbeat`` tag every ``beat_s`` from a thread of its
+    own, and a lock whose heartbeat has not moved for ``lease_s`` (or whose holder's process ended on
+    this host) is taken over. A waiter says what it waits for after ``say_after_s``, then every
+    ``say_every_s``, and gives up after ``wait_s``.
+    """
+    if sqlite_file(tracking_uri) is not None:
+        with store_lock(tracking_uri, "gate"):
+            yield
+        return
+    lock = f"{name}.gate-lock"
+    token = _take_gate(client, lock, name, wait_s, _Lease(lease_s), (say_after_s, say_every_s))
+    heartbeat = _Heartbeat(open_client(tracking_uri), lock, token, beat_s)
+    try:
+        yield
+    finally:
+        heartbeat.stop()
+        _release_gate(client, lock, token)
+
+
+def _take_gate(client: Any, lock: str, name: str, wait_s: float, lease: _Lease, say: tuple[float, float]) -> str:
+    """Create the lock, taking it over from a holder that is gone; returns this holder's token."""
+    from mlflow.exceptions import MlflowException
+
+    holder, token = f"{socket.gethostname()}:{os.getpid()}", uuid.uuid4().hex
+    start = time.monotonic()
+    say_at = start + say[0]
+    while True:
+        now = f"{time.time():.3f}"
+        try:
+            client.create_registered_model(lock, tags={_HOLDER: holder, _SINCE: now, _BEAT: now, _TOKEN: token},
+                                           description=f"trilho's promotion gate for {name!r} is deciding; deleted after")
+            return token
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                # the lock existed when the store tried to create it, and was released before the
+                # store looked it up to word its refusal (MLflow's SQL store does both): try again
+                continue
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        tags = _gate_tags(client, lock)
+        if tags is None:
+            continue  # released meanwhile
+        gone = lease.gone(tags)
+        if gone and _delete_unchanged(client, lock, tags):
+            log.warning("took over the promotion gate's lock %r from %s: %s", lock, tags.get(_HOLDER, "?"), gone)
+            continue
+        waited = time.monotonic() - start
+        if waited > wait_s:
+            raise TrackingError(f"another challenger of {name!r} held the promotion gate for over {wait_s:.0f}s "
+                                f"(registered model {lock!r}); if no trilho run is deciding, delete it "
+                                f"({_held_by(tags)})")
+        if time.monotonic() >= say_at:
+            log.warning("waiting %.0fs for the promotion gate of %r (registered model %r), %s", waited, name, lock,
+                        _held_by(tags))
+            say_at = time.monotonic() + say[1]
+        time.sleep(0.1 + random.random() * 0.2)
+
+
+class _Lease:
+    """Whether a gate lock's holder is gone: its process ended on this host, or the lock's heartbeat
+    has not moved for ``lease_s`` while this waiter watched. The waiter's own clock measures that,
+    so that a host whose clock runs ahead never takes a live holder's lock."""
+
+    def __init__(self, lease_s: float) -> None:
+        self.lease_s = lease_s
+        self._beat: tuple[str | None, ...] = ()
+        self._still_since = 0.0
+
+    def gone(self, tags: dict[str, str]) -> str | None:
+        host, _, pid = tags.get(_HOLDER, "").rpartition(":")
+        if host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid)):
+            return f"its process {pid} on this host has ended"
+        beat, now = (tags.get(_HOLDER), tags.get(_TOKEN), tags.get(_BEAT, tags.get(_SINCE))), time.monotonic()
+        if beat != self._beat:
+            self._beat, self._still_since = beat, now
+        elif now - self._still_since > self.lease_s:
+            return f"its heartbeat has not moved for {now - self._still_since:.0f}s"
+        return None
+
+
+class _Heartbeat:
+    """The holder's daemon thread: every ``beat_s`` it moves the lock's heartbeat, until stopped or
+    until the lock is no longer this holder's (taken over after a lease without a beat)."""
+
+    def __init__(self, client: Any, lock: str, token: str, beat_s: float) -> None:
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._beat, args=(client, lock, token, beat_s), daemon=True,
+                                        name="trilho-gate-heartbeat")
+        self._thread.start()
+
+    def _beat(self, client: Any, lock: str, token: str, beat_s: float) -> None:
+        while not self._stopped.wait(beat_s):
+            try:
+                tags = _gate_tags(client, lock)
+                if tags is None or tags.get(_TOKEN) != token:
+                    log.warning("the promotion gate's lock %r is no longer this process's: its heartbeat stops", lock)
+                    return
+                client.set_registered_model_tag(lock, _BEAT, f"{time.time():.3f}")
+            except Exception as exc:  # noqa: BLE001 - the next beat tries again; the lease allows a few misses
+                log.warning("could not move the heartbeat of the promotion gate's lock %r: %s", lock, exc)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=10.0)  # a beat in flight ends on its own: the thread is a daemon
+
+
+def _gate_tags(client: Any, lock: str) -> dict[str, str] | None:
+    """The lock's tags, or None when there is no lock."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return dict(client.get_registered_model(lock).tags)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+
+
+def _delete_unchanged(client: Any, lock: str, seen: dict[str, str]) -> bool:
+    """Delete the lock if it is still the one seen (not one that another waiter took over meanwhile)."""
+    from mlflow.exceptions import MlflowException
+
+    tags = _gate_tags(client, lock)
+    if tags is None or any(tags.get(key) != seen.get(key) for key in (_HOLDER, _TOKEN, _SINCE, _BEAT)):
+        return False
+    try:
+        client.delete_registered_model(lock)
+    except MlflowException:
+        return False  # another waiter deleted it first
+    return True
+
+
+def _release_gate(client: Any, lock: str, token: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    with contextlib.suppress(MlflowException):  # a lock left behind is taken over once its lease runs out
+        tags = _gate_tags(client, lock)
+        if tags is not None and tags.get(_TOKEN) == token:
+            client.delete_registered_model(lock)
+        else:
+            log.warning("the promotion gate's lock %r was taken over while this process held it", lock)
+
+
+def _held_by(tags: dict[str, str]) -> str:
+    """Who holds a gate lock and how long ago its heartbeat last moved, in words."""
+    try:
+        beat = f"its last heartbeat {time.time() - float(tags.get(_BEAT, tags.get(_SINCE, ''))):.0f}s ago"
+    except ValueError:
+        beat = "no heartbeat"
+    return f"held by {tags.get(_HOLDER, 'an unknown holder')}, {beat}"
 
 
 def experiment_id(client: Any, name: str) -> str:

@@ -88,3 +88,55 @@ def test_training_rows_identical_to_a_reference_row_are_left_out():
     kept, left = without_reference(data, ref)
     assert left == 2 and kept.X["a"].tolist() == [1, 4, 5, 6] and kept.y.tolist() == [0, 1, 0, 1]
     assert without_reference(data, None) == (data, 0)
+
+
+def _run(csv, reference, *extra):
+    import json
+
+    from trilho import load_experiment
+    from trilho.pipeline import run_experiment
+
+    from .conftest import FAST
+
+    return load_experiment("diabetes", [f"source.uri={json.dumps('file:' + str(csv))}", 'source.sha256=""', *FAST,
+                                        'registry.model_name="reference-gate"', *extra,
+                                        *([f"registry.reference={json.dumps('file:' + str(reference))}"] if reference else [])]), run_experiment
+
+
+@pytest.mark.training
+def test_the_gate_scores_champion_and_challenger_on_the_pinned_reference_set(settings, workdir):
+    from mlflow.tracking import MlflowClient
+
+    from trilho.synthetic import diabetes
+
+    reference = workdir / "reference.csv"
+    ref = diabetes(rows=400, seed=21)
+    ref.to_csv(reference, index=False)
+    first_csv = workdir / "first.csv"  # 25 of the reference's rows slipped into the training data
+    pd.concat([diabetes(rows=300, seed=3), ref.head(25)], ignore_index=True).to_csv(first_csv, index=False)
+    exp, run = _run(first_csv, reference, "registry.margin=0.1")
+    first = run(exp, settings).summary
+    assert first["registry"]["promote"] and first["data"]["reference"]["rows"] == 400
+    assert first["data"]["reference"]["training_rows_left_out"] == 25 and first["data"]["rows"] == 300
+    assert first["data"]["reference"]["key"].startswith("raw/diabetes-reference/")
+
+    fresh = workdir / "fresh.csv"  # a new sample of the same population: as good on the same rows
+    diabetes(rows=300, seed=11).to_csv(fresh, index=False)
+    exp, run = _run(fresh, reference, "registry.margin=0.1")
+    second = run(exp, settings).summary["registry"]
+    assert second["basis"] == "reference set" and "on the reference set (400 rows never trained on)" in second["reason"]
+    assert second["promote"], second["reason"]
+    assert second["drift"] is not None and "data drift" in second["reason"]
+
+    easy = workdir / "easy.csv"  # labels that follow one feature: a near-perfect estimate on its own data
+    frame = diabetes(rows=300, seed=12)
+    frame["CLASS"] = pd.qcut(frame["AGE"].rank(method="first"), 3, labels=["N", "P", "Y"]).astype(str)
+    frame.to_csv(easy, index=False)
+    exp, run = _run(easy, reference, "registry.margin=0.1")
+    third = run(exp, settings).summary
+    assert third["cv"]["metrics"]["f1_macro"]["mean"] > 0.9  # its own estimate looks excellent
+    decision = third["registry"]
+    assert not decision["promote"] and "possibly worse" in decision["reason"], decision["reason"]
+    assert decision["comparison"]["reference_high"] < -0.1  # far worse on rows both were scored on
+    client = MlflowClient(settings.tracking_uri)
+    assert str(client.get_model_version_by_alias("reference-gate", "champion").version) == second["version"]

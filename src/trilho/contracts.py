@@ -66,6 +66,7 @@ class DataSummary(TypedDict):
     features: list[str]
     ingest_skipped: bool
     warnings: list[str]
+    reference: NotRequired[dict[str, Any]]  # registry.reference: where, its sha256, rows, training rows left out
 
 
 class CVSummary(TypedDict):

@@ -29,6 +29,7 @@ from trilho.curate import fold_data, load_clean, read_curated
 from trilho.errors import ConfigError, TrackingError
 from trilho.experiment import Experiment
 from trilho.ingest import Ingested
+from trilho.reference import ReferenceSet, load_reference, without_reference
 from trilho.settings import Settings
 from trilho.storage import Lake, open_lake
 from trilho.summary import build_summary, metric_rows, summary_metrics
@@ -83,6 +84,8 @@ class _Inputs:
     raw: pd.DataFrame
     validation: ValidationReport
     data: CleanData
+    reference: ReferenceSet | None = None  # registry.reference: the gate's rows, left out of training
+    reference_rows_left_out: int = 0
 
 
 @dataclass
@@ -130,7 +133,7 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
                           "TRILHO_DASK_SCHEDULER=tcp://host:8786 (an existing cluster) or TRILHO_EXECUTOR=dask "
                           "(a local one), or model.distributed = false")
     with open_executor(settings) as executor:  # a Dask cluster is checked before anything is read
-        inputs = _Inputs(*load_clean(exp, settings, lake))
+        inputs = _with_reference(_Inputs(*load_clean(exp, settings, lake)), exp, settings, lake)
         data_s = time.perf_counter() - clock
         tracker = open_tracker(settings, exp.tracking.experiment)  # fails before any training
         run = _Run(exp, settings, lake, tracker, executor, progress, clock, {"data_s": data_s})
@@ -148,6 +151,13 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
             _track_results(run, inputs, fitted, summary, drawing)
     return ExperimentResult(summary=summary, cv=fitted.cv, holdout=fitted.held, validation=inputs.validation,
                             timings=run.timings)
+
+
+def _with_reference(inputs: _Inputs, exp: Experiment, settings: Settings, lake: Lake) -> _Inputs:
+    """The reference set in the lake, and the training data less its rows (never trained on)."""
+    reference = load_reference(exp, settings, lake)
+    data, left_out = without_reference(inputs.data, reference)
+    return _Inputs(inputs.ingested, inputs.raw, inputs.validation, data, reference, left_out)
 
 
 def _evaluate(run: _Run, inputs: _Inputs) -> _Fitted:
@@ -206,7 +216,10 @@ def _keep_model(run: _Run, inputs: _Inputs, pipe: Any, inputs_logged: Future) ->
     def log_model() -> str | None:
         if inputs_logged.exception() is not None:
             return None
-        return run.tracker.log_model(run.run_id, model_dir, example)
+        uri = run.tracker.log_model(run.run_id, model_dir, example)
+        # the digests of the logged model's files, beside the lake's copy of the model
+        run.lake.put_file(run.prefix + "model/logged-files.json", model_dir / "logged-files.json", overwrite=True)
+        return uri
 
     return run.tracker.submit(log_model)
 
@@ -225,6 +238,8 @@ def _summarise(run: _Run, inputs: _Inputs, fitted: _Fitted) -> RunSummary:
                   "curated": inputs.validation["curated_key"], "reports": run.prefix}})
     if fitted.distributed is not None:
         summary["final_fit"] = {**fitted.distributed, "where": "xgboost.dask"}
+    if inputs.reference is not None:
+        summary["data"]["reference"] = {**inputs.reference.info(), "training_rows_left_out": inputs.reference_rows_left_out}
     return summary
 
 
@@ -314,7 +329,8 @@ def _gate(run: _Run, inputs: _Inputs, fitted: _Fitted, summary: RunSummary) -> G
 
     who = Challenger(name=exp.registry.model_name, model_uri=summary["model_uri"], run_id=run.run_id,
                      fold_scores=fitted.cv.scores(metric), cv_key=cv_key(exp, summary["data"]["sha256"]), metric=metric,
-                     margin=exp.registry.margin, test_fraction=1.0 / exp.cv.n_splits, level=exp.registry.level)
+                     margin=exp.registry.margin, test_fraction=1.0 / exp.cv.n_splits, level=exp.registry.level,
+                     reference=None if inputs.reference is None else (inputs.reference.X, inputs.reference.y))
     with run.tracker.timed("register and gate the model"):
         record = register_and_gate(run.settings.tracking_uri, who, reevaluate, drift_report)
     run.tracker.set_tag(run.run_id, "trilho.registry", f"{record['name']} v{record['version']}: {record['reason']}")

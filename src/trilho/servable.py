@@ -44,8 +44,8 @@ def load_classifier(spec: dict, path: str):
         booster = xgboost.Booster()
         try:
             booster.load_model(path)
-        except xgboost.core.XGBoostError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        except (xgboost.core.XGBoostError, UnicodeDecodeError) as exc:  # XGBoost's message may quote the bytes
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             raise ModelFilesError(f"model file {os.path.basename(path)} is not an XGBoost model file ({first})") from None
         return booster, BoosterProba(booster)
     import skops.io

@@ -7,16 +7,20 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from trilho.contracts import GateRecord
 from trilho.errors import TrackingError
-from trilho.gate import GateDecision, decide, decide_on_changed_data
+from trilho.gate import GateDecision, decide, decide_on_changed_data, decide_on_reference
+from trilho.tracking.model import FILES_TAG, download_model, load_model
 from trilho.tracking.store import gate_lock, open_client
 
 __all__ = ["CHALLENGER", "CHAMPION", "Challenger", "list_versions", "promote_by_hand", "register_and_gate"]
@@ -76,6 +80,8 @@ class Challenger:
     margin: float
     test_fraction: float
     level: float = 0.95
+    # the pinned reference set: its features as the model takes them and its labels as class codes
+    reference: tuple[pd.DataFrame, np.ndarray] | None = None
 
 
 # the champion's procedure re-evaluated on the challenger's folds, from its logged configuration
@@ -85,9 +91,34 @@ Reevaluate = Callable[[dict[str, Any]], np.ndarray]
 DriftReport = Callable[[dict[str, str], dict[str, Any]], dict[str, Any] | None]
 
 
+def _reference_predictions(model_uri: str, X: pd.DataFrame, tracking_uri: str) -> tuple[list[str], np.ndarray]:
+    """A model's class probabilities on the reference rows (its files checked as it loads), and its classes."""
+    with tempfile.TemporaryDirectory(prefix="trilho-gate-") as tmp:
+        proba = load_model(model_uri, Path(tmp) / "model", tracking_uri).predict(X, params={"output": "proba"})
+    return list(proba.columns), proba.to_numpy(dtype="float64")
+
+
+def _on_reference(who: Challenger, current: Any, tracking_uri: str, before: GateDecision | None = None,
+                  drift: dict[str, Any] | None = None) -> GateDecision:
+    """Champion and challenger scored on the same pinned reference rows."""
+    assert who.reference is not None
+    X, y = who.reference
+    champion_classes, champion = _reference_predictions(f"models:/{who.name}/{current.version}", X, tracking_uri)
+    challenger_classes, challenger = _reference_predictions(who.model_uri, X, tracking_uri)
+    if champion_classes != challenger_classes:
+        return GateDecision(False, f"champion v{current.version} predicts {champion_classes}, the challenger "
+                            f"{challenger_classes}: they cannot be compared on the reference set; kept as challenger "
+                            "(promote it by hand with `trilho promote VERSION -r REASON` if intended)", who.metric,
+                            who.margin, float("nan"), str(current.version), basis="reference set", drift=drift)
+    return decide_on_reference(np.asarray(y), (challenger.argmax(axis=1), challenger), (champion.argmax(axis=1), champion),
+                               metric=who.metric, margin=who.margin, level=who.level, champion_version=str(current.version),
+                               before=before, drift=drift)
+
+
 def _decide_now(client: Any, who: Challenger, reevaluate: Reevaluate | None,
-                drift_report: DriftReport | None) -> GateDecision:
-    """The decision against whichever version is champion at this moment."""
+                drift_report: DriftReport | None, tracking_uri: str) -> GateDecision:
+    """The decision against whichever version is champion at this moment; with a reference set,
+    both are scored on it before any promotion."""
     current = _alias_version(client, who.name, CHAMPION)
     if current is None:
         return decide(who.fold_scores, None, metric=who.metric, margin=who.margin, test_fraction=who.test_fraction,
@@ -98,9 +129,17 @@ def _decide_now(client: Any, who: Challenger, reevaluate: Reevaluate | None,
     if not same_data and logged is not None:
         drift = (drift_report(champion_run.data.tags, json.loads(run_text(client, current.run_id, "config.json")))
                  if drift_report else None)
+        if who.reference is not None:
+            return _on_reference(who, current, tracking_uri, drift=drift)
         return decide_on_changed_data(who.fold_scores, logged, drift, metric=who.metric, margin=who.margin,
                                       test_fraction=who.test_fraction, level=who.level,
                                       champion_version=str(current.version))
+    decision = _decide_on_same_data(client, who, reevaluate, current, champion_run)
+    return decision if who.reference is None else _on_reference(who, current, tracking_uri, before=decision)
+
+
+def _decide_on_same_data(client: Any, who: Challenger, reevaluate: Reevaluate | None, current: Any,
+                         champion_run: Any) -> GateDecision:
     if _same_folds(champion_run, who.cv_key):
         champion_scores, basis = _fold_scores(client, current.run_id, who.metric), "same folds, logged scores"
     elif reevaluate is not None:
@@ -138,15 +177,18 @@ def register_and_gate(tracking_uri: str, who: Challenger, reevaluate: Reevaluate
 
     client = open_client(tracking_uri)
     try:
+        with tempfile.TemporaryDirectory(prefix="trilho-gate-") as tmp:  # only a model whose files are as logged
+            download_model(who.model_uri, Path(tmp), tracking_uri)
         # challengers are gated one at a time (gate_lock), each against the champion of its moment
         with gate_lock(client, tracking_uri, who.name):
-            decision = _decide_now(client, who, reevaluate, drift_report)  # first: the version carries it
+            decision = _decide_now(client, who, reevaluate, drift_report, tracking_uri)  # first: the version carries it
             with contextlib.suppress(MlflowException):
                 client.create_registered_model(who.name)
             source, model_id = _source(client, who.model_uri)
+            files = client.get_logged_model(model_id).tags.get(FILES_TAG) if model_id else None
             version = client.create_model_version(
-                who.name, source, run_id=who.run_id, tags={"trilho.run_id": who.run_id, **decision.tags()},
-                await_creation_for=0, model_id=model_id).version
+                who.name, source, run_id=who.run_id, await_creation_for=0, model_id=model_id,
+                tags={"trilho.run_id": who.run_id, **decision.tags(), **({FILES_TAG: files} if files else {})}).version
             client.set_registered_model_alias(who.name, CHALLENGER, version)
             if decision.promote:
                 client.set_registered_model_alias(who.name, CHAMPION, version)

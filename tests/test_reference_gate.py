@@ -140,3 +140,38 @@ def test_the_gate_scores_champion_and_challenger_on_the_pinned_reference_set(set
     assert decision["comparison"]["reference_high"] < -0.1  # far worse on rows both were scored on
     client = MlflowClient(settings.tracking_uri)
     assert str(client.get_model_version_by_alias("reference-gate", "champion").version) == second["version"]
+
+
+def test_init_writes_and_pins_a_reference_set_for_data_large_enough(workdir, settings):
+    import hashlib
+    import tomllib
+
+    from trilho.experiment import load_experiment
+    from trilho.profile import REFERENCE_MIN_ROWS, init_experiment, render
+    from trilho.synthetic import diabetes
+
+    frame = diabetes(rows=3000, seed=4)
+    frame = pd.concat([frame, frame.head(40)], ignore_index=True)  # 40 rows written twice
+    data = workdir / "big.csv"
+    frame.to_csv(data, index=False)
+    to = workdir / "big.reference.csv"
+    proposal = init_experiment(f"file:{data}", settings, reference_to=to)
+    registry = proposal.config["registry"]
+    assert registry["reference"] == f"file:{to}"
+    assert registry["reference_sha256"] == hashlib.sha256(to.read_bytes()).hexdigest()
+    picked = pd.read_csv(to)
+    assert 0.07 * len(frame) < len(picked) < 0.13 * len(frame) and list(picked.columns) == list(frame.columns)
+    # every copy of a row is on the same side
+    counts = frame.astype(str).value_counts()
+    assert all(counts[tuple(row)] == n for row, n in picked.astype(str).value_counts().items())
+    file = workdir / "big.toml"
+    file.write_text(render(proposal))
+    assert "reference set:" in file.read_text()
+    assert load_experiment(file).registry.reference == f"file:{to}"
+    assert tomllib.loads(file.read_text())["registry"]["reference_sha256"] == registry["reference_sha256"]
+
+    small = workdir / "small-data.csv"
+    diabetes(rows=REFERENCE_MIN_ROWS - 1, seed=4).to_csv(small, index=False)
+    none = init_experiment(f"file:{small}", settings, reference_to=workdir / "small-data.reference.csv")
+    assert "reference" not in none.config["registry"] and not (workdir / "small-data.reference.csv").exists()
+    assert any("no reference set" in line for line in none.notes["registry"])

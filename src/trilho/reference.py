@@ -45,9 +45,12 @@ def load_reference(exp: Experiment, settings: Settings, lake: Lake) -> Reference
     uri = exp.registry.reference
     if not uri:
         return None
-    as_source = exp.model_copy(update={"name": f"{exp.name}-reference",
-                                       "source": exp.source.model_copy(update={"uri": uri,
-                                                                               "sha256": exp.registry.reference_sha256 or None})})
+    # read, validated and cleaned by the data's rules; no folds and no resampler run on it, so their checks do not
+    as_source = exp.model_copy(update={
+        "name": f"{exp.name}-reference",
+        "source": exp.source.model_copy(update={"uri": uri, "sha256": exp.registry.reference_sha256 or None}),
+        "data": exp.data.model_copy(update={"min_rows": 2}), "cv": exp.cv.model_copy(update={"n_splits": 2}),
+        "resampler": exp.resampler.model_copy(update={"name": "none", "params": {}})})
     try:
         ingested, _, _, data = load_clean(as_source, settings, lake)
     except DataValidationError as exc:

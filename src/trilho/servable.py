@@ -31,6 +31,9 @@ from mlflow.pyfunc import PythonModel
 # only classes: a function of any of them (builtins.exec, builtins.getattr, ...) is never trusted
 TRUSTED_PACKAGES = ("sklearn", "numpy", "scipy", "builtins", "collections")
 FILES = "trilho-files.json"  # every other file of the logged model with its sha256
+# what MLflow itself writes into a model's folder (even in a local store) when it loads one by a
+# models:/ URI: a note of the name and version, never run
+MLFLOW_ADDS = ("registered_model_meta",)
 SMALL_BATCH = 1_000  # up to this many rows, one XGBoost thread predicts (BoosterProba), one request at a time
 
 
@@ -79,7 +82,8 @@ class ModelFilesError(ValueError):
 
 
 def file_digests(root: str, skip_caches: bool = False) -> dict:
-    """Every file under ``root`` but the manifest, by its path relative to ``root``, with its sha256."""
+    """Every file under ``root`` but the manifest, by its path relative to ``root``, with its sha256;
+    ``skip_caches`` leaves out Python's ``__pycache__`` folders; what MLflow adds is always left out."""
     found = {}
     for folder, dirs, names in os.walk(root):
         if skip_caches:
@@ -87,7 +91,7 @@ def file_digests(root: str, skip_caches: bool = False) -> dict:
         for name in names:
             path = os.path.join(folder, name)
             rel = os.path.relpath(path, root).replace(os.sep, "/")
-            if rel == FILES:
+            if rel == FILES or rel in MLFLOW_ADDS:
                 continue
             digest = hashlib.sha256()
             with open(path, "rb") as fh:
@@ -101,7 +105,8 @@ def check_files(root: str, logged: str | None = None, skip_caches: bool = False)
     """Refuse (``ModelFilesError``, naming the file) a model folder whose files differ from its
     manifest, or whose manifest differs from ``logged`` (its sha256 as the tracking store recorded
     it). False for a model logged without a manifest (nothing to check) when nothing was recorded.
-    ``skip_caches``: Python's own ``__pycache__`` folders, written while the model's code loads."""
+    ``skip_caches``: as the model checks itself while it loads, Python's own ``__pycache__`` folders
+    (written as its code loads) and MLflow's notes of a download are not the model's files."""
     manifest = os.path.join(root, FILES)
     if not os.path.isfile(manifest):
         if logged:

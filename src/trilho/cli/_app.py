@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
@@ -16,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from trilho.errors import TrilhoError
+from trilho.errors import StorageError, TrilhoError
 from trilho.parallel import Stopped, stop_on_signals
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -36,6 +37,19 @@ def fail(exc: TrilhoError) -> typer.Exit:
     """Say what went wrong in one line; the caller raises what this returns."""
     console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True)
     return typer.Exit(1)
+
+
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # a full disk, a quota, a file-size limit
+
+
+def disk_full(exc: OSError) -> str:
+    """One line for a write that found no room, wherever in a command it happened: the run it was
+    part of has ended FAILED and its temporary folder is gone (the with-blocks that hold them)."""
+    import tempfile
+
+    where = f" writing {exc.filename!r}" if exc.filename else ""
+    return (f"{os.strerror(exc.errno or errno.ENOSPC)}{where}: free some space there, or point TMPDIR (temporary "
+            f"files, now {tempfile.gettempdir()!r}) or the lake at a disk with room; a run this stopped ended FAILED")
 
 
 def stopped(stop: Stopped) -> typer.Exit:
@@ -59,6 +73,10 @@ def command(name: str | None = None) -> Callable[[Command], Command]:
                 raise fail(exc) from None
             except Stopped as stop:
                 raise stopped(stop) from None
+            except OSError as exc:
+                if exc.errno not in _FULL:  # other system errors are trilho's to word where they arise
+                    raise
+                raise fail(StorageError(disk_full(exc))) from None
 
         app.command(name)(guarded)
         return fn

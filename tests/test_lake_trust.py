@@ -286,7 +286,8 @@ def test_a_download_from_a_store_that_never_answers_makes_three_requests(workdir
                 return
             held.append(conn)
 
-    threading.Thread(target=accept, daemon=True).start()
+    accepting = threading.Thread(target=accept, daemon=True)
+    accepting.start()
     settings = load_settings(env_file=None, lake="s3://lake/team", s3_endpoint_url=f"http://127.0.0.1:{server.getsockname()[1]}",
                              aws_access_key_id="test", aws_secret_access_key="test-secret")
     lake = open_lake(settings, prepare=False)
@@ -295,9 +296,12 @@ def test_a_download_from_a_store_that_never_answers_makes_three_requests(workdir
             lake.download("raw/x", tmp_path / "x")
     finally:
         lake.client.close()
+        server.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept (close alone does not), so no thread outlives the test
         server.close()
+        accepting.join(5)
         for conn in held:
             conn.close()
+    assert not accepting.is_alive()
     assert len(held) == 3  # one connection a request: a timed-out connection is never reused
 
 

@@ -1,10 +1,13 @@
 """trilho: a tabular classification experiment on rails, from raw data to a registered model."""
 
 from trilho.errors import (
+    ClusterError,
     ConfigError,
     DataValidationError,
     EvaluationError,
+    NotebookError,
     SourceError,
+    SourceUnreachableError,
     StorageError,
     TrackingError,
     TrilhoError,
@@ -15,12 +18,15 @@ from trilho.settings import Settings, load_settings
 __version__ = "0.1.0"
 
 __all__ = [
+    "ClusterError",
     "ConfigError",
     "DataValidationError",
     "EvaluationError",
     "Experiment",
+    "NotebookError",
     "Settings",
     "SourceError",
+    "SourceUnreachableError",
     "StorageError",
     "TrackingError",
     "TrilhoError",

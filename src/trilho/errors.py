@@ -7,7 +7,9 @@ TrilhoError
  ├─ StorageError         the lake refused or lost an object
  ├─ DataValidationError  the data breaks the experiment's contract
  ├─ EvaluationError      a fold or a fit failed
- └─ TrackingError        MLflow could not be reached or refused a write
+ ├─ TrackingError        MLflow could not be reached or refused a write (or a model's files differ from what was logged)
+ ├─ ClusterError         the Dask cluster cannot run the fits
+ └─ NotebookError        a notebook's cell raised
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ __all__ = [
     "ConfigError",
     "DataValidationError",
     "EvaluationError",
+    "NotebookError",
     "SourceError",
     "SourceUnreachableError",
     "StorageError",
@@ -64,3 +67,7 @@ class EvaluationError(TrilhoError):
 
 class TrackingError(TrilhoError):
     pass
+
+
+class NotebookError(TrilhoError):
+    """A cell raised; the message names the cell and the error."""

@@ -13,13 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trilho.errors import ConfigError, TrilhoError
+from trilho.errors import ConfigError, NotebookError
 
-__all__ = ["NotebookError", "NotebookRun", "execute_notebook", "inject_parameters", "publish", "strip_outputs"]
-
-
-class NotebookError(TrilhoError):
-    """A cell raised; the message names the cell and the error."""
+__all__ = ["NotebookRun", "execute_notebook", "inject_parameters", "publish", "strip_outputs"]
 
 
 @dataclass(frozen=True)

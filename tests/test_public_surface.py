@@ -1,0 +1,39 @@
+"""The package's public names: what `import trilho` gives, and a complete tree of its errors."""
+
+from __future__ import annotations
+
+import inspect
+
+import trilho
+from trilho import errors
+
+PUBLIC = {
+    "ClusterError", "ConfigError", "DataValidationError", "EvaluationError", "Experiment", "NotebookError", "Settings",
+    "SourceError", "SourceUnreachableError", "StorageError", "TrackingError", "TrilhoError", "__version__",
+    "load_experiment", "load_settings",
+}
+
+
+def test_the_package_exports_exactly_its_public_names():
+    assert set(trilho.__all__) == PUBLIC
+    assert all(hasattr(trilho, name) for name in trilho.__all__)
+
+
+def test_every_error_is_in_the_tree_exported_and_documented():
+    defined = {name for name, obj in inspect.getmembers(errors, inspect.isclass)
+               if issubclass(obj, errors.TrilhoError) and obj.__module__ == errors.__name__}
+    assert defined == set(errors.__all__)
+    for name in defined:
+        assert getattr(trilho, name) is getattr(errors, name), name
+        assert name in (errors.__doc__ or ""), f"{name} is missing from the tree in errors' docstring"
+    # no module defines an error of its own outside errors.py
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.walk_packages(trilho.__path__, "trilho."):
+        if info.name in {"trilho.servable", "trilho.__main__"}:  # the logged model's own code stands alone
+            continue
+        module = importlib.import_module(info.name)
+        own = [n for n, obj in inspect.getmembers(module, inspect.isclass)
+               if issubclass(obj, errors.TrilhoError) and obj.__module__ == module.__name__ and module is not errors]
+        assert not own, f"{info.name} defines {own}: trilho's errors live in trilho.errors"

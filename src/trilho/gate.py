@@ -23,7 +23,9 @@ import numpy as np
 from trilho import stats
 from trilho.metrics import CONFUSION_METRICS, METRIC_RANGE, probability_metrics, scores_from_confusion
 
-__all__ = ["GateDecision", "decide", "decide_on_changed_data", "decide_on_reference", "reference_score"]
+__all__ = ["BY_HAND", "GateDecision", "decide", "decide_on_changed_data", "decide_on_reference", "reference_score"]
+
+BY_HAND = "promote it by hand with `trilho promote VERSION -r REASON` if intended"  # a kept challenger's way out
 
 
 @dataclass(frozen=True)
@@ -99,8 +101,7 @@ def decide_on_changed_data(challenger: np.ndarray, champion: dict[str, float], d
     # an easier data set scores higher and drift measures miss changes that matter: only rows both
     # models are scored on can tell a better model from changed data
     findings.append("no reference set is pinned (registry.reference), so the gate cannot tell a better model from "
-                    "changed data: kept as challenger; promote it by hand with `trilho promote VERSION -r REASON` "
-                    "if intended, or pin a reference set")
+                    f"changed data: kept as challenger; {BY_HAND}, or pin a reference set")
     promote = False
     comparison = {"challenger_low": low, "challenger_high": high, "champion_low": champion.get("low", float("nan")),
                   "champion_high": champion.get("high", float("nan"))}
@@ -125,9 +126,7 @@ def decide_on_reference(y: np.ndarray, challenger: tuple[np.ndarray, np.ndarray]
     bootstrap interval of (challenger - champion) is above -margin (lower is better for log loss),
     and, when ``before`` (the decision on the same data and folds) is given, only if that promoted
     too. On other data the reference decides; ``drift`` (the data's drift report) is recorded."""
-    y = np.asarray(y)
-    n_classes = int(max(y.max(initial=0), challenger[0].max(initial=0), champion[0].max(initial=0))) + 1
-    n_classes = max(n_classes, challenger[1].shape[1] if challenger[1].ndim == 2 else 0)
+    y, n_classes = np.asarray(y), challenger[1].shape[1]  # one probability column per class
     sign = -1.0 if metric == "log_loss" else 1.0  # the difference in the direction of "better"
 
     def both(index: np.ndarray) -> tuple[float, float]:
@@ -148,7 +147,7 @@ def decide_on_reference(y: np.ndarray, challenger: tuple[np.ndarray, np.ndarray]
     elif drift is not None:
         reason = f"data changed; {reason}; data drift: " + ("; ".join(drift.get("reasons", [])) or "none above the thresholds")
     if not promote:
-        reason += "; kept as challenger: promote it by hand with `trilho promote VERSION -r REASON` if intended"
+        reason += f"; kept as challenger: {BY_HAND}"
     comparison = {"reference_rows": float(len(y)), "reference_diff": test["mean_diff"], "reference_low": test["low"],
                   "reference_high": test["high"]}
     if before is not None:

@@ -210,7 +210,7 @@ def reference_rows(chunks: Iterable[pd.DataFrame], share: float) -> pd.DataFrame
 
 def _propose_reference(path: Path, proposal: Proposal, rows: int, reference_to: Path | None) -> None:
     """Write the reference set beside the experiment file and pin it in the proposal, or say why not."""
-    import hashlib
+    from trilho.storage import sha256_file
 
     notes = proposal.notes.setdefault("registry", [])
     if reference_to is None:
@@ -222,7 +222,7 @@ def _propose_reference(path: Path, proposal: Proposal, rows: int, reference_to: 
     share = min(REFERENCE_SHARE, REFERENCE_MAX_ROWS / rows)
     picked = reference_rows(iter_chunks(path, 200_000), share)
     picked.to_csv(reference_to, index=False)
-    digest = hashlib.sha256(reference_to.read_bytes()).hexdigest()
+    digest, _ = sha256_file(reference_to)
     proposal.config["registry"] |= {"reference": f"file:{reference_to}", "reference_sha256": digest}
     notes.append(f"reference set: {len(picked)} rows ({share:.0%}, chosen by a hash of each row) written to "
                  f"{reference_to}; they are never trained on, and the gate scores champion and challenger on them "

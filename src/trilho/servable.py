@@ -115,8 +115,9 @@ def check_files(root: str, logged: str | None = None, skip_caches: bool = False)
         return False
     with open(manifest, "rb") as fh:
         data = fh.read()
-    if logged and hashlib.sha256(data).hexdigest() != logged:
-        raise ModelFilesError(f"model file {FILES} differs from the one logged (sha256 {hashlib.sha256(data).hexdigest()[:12]}, "
+    held_digest = hashlib.sha256(data).hexdigest()
+    if logged and held_digest != logged:
+        raise ModelFilesError(f"model file {FILES} differs from the one logged (sha256 {held_digest[:12]}, "
                               f"logged {logged[:12]}): its files were changed after logging; it is not loaded")
     expected = json.loads(data)["files"]
     held = file_digests(root, skip_caches)

@@ -10,6 +10,7 @@ any of the model's code runs.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -64,10 +65,9 @@ def log_model(client: Any, experiment_id: str, run_id: str, model_dir: Path, exa
             artifacts={"classifier": str(classifier), "spec": str(model_dir / "spec.json")},
             signature=_signature(spec, classifier, example), input_example=example, pip_requirements=requirements)
         _portable(Path(local))
-        digest = _seal(Path(local))
+        digest, files = _seal(Path(local))
         (model_dir / "logged-files.json").write_text(json.dumps(
-            {"model_id": logged.model_id, FILES_TAG: digest,
-             "files": json.loads((Path(local) / _servable().FILES).read_text())["files"]}, indent=2))
+            {"model_id": logged.model_id, FILES_TAG: digest, "files": files}, indent=2))
         client.log_model_artifacts(logged.model_id, local)
     client.set_logged_model_tags(logged.model_id, {FILES_TAG: digest})
     client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
@@ -90,12 +90,14 @@ def _portable(local: Path) -> None:
     mlmodel.write_text(yaml.safe_dump(meta, default_flow_style=False, sort_keys=False))
 
 
-def _seal(local: Path) -> str:
-    """Write the model's manifest (every file's sha256, the last file written); returns its own sha256."""
+def _seal(local: Path) -> tuple[str, dict[str, str]]:
+    """Write the model's manifest (every file's sha256, the last file written); returns its own
+    sha256 and the files it lists."""
     servable = _servable()
-    data = json.dumps({"files": servable.file_digests(str(local))}, indent=2, sort_keys=True).encode()
+    files = servable.file_digests(str(local))
+    data = json.dumps({"files": files}, indent=2, sort_keys=True).encode()
     (local / servable.FILES).write_bytes(data)
-    return hashlib.sha256(data).hexdigest()
+    return hashlib.sha256(data).hexdigest(), files
 
 
 def _signature(spec: dict[str, Any], classifier: Path, example: pd.DataFrame) -> Any:
@@ -124,8 +126,10 @@ def signature_example(example: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFra
     return example.astype({c: ("str" if c in categorical else "float64") for c in spec["features"]})
 
 
+@functools.cache
 def _servable() -> Any:
-    """The logged model's own code, as MLflow will run it (loaded by path, never imported by trilho)."""
+    """The logged model's own code, as MLflow will run it (loaded by path, never imported by trilho;
+    loaded once: it defines functions and classes, and registers its model with MLflow)."""
     import importlib.util
 
     found = importlib.util.spec_from_file_location("trilho_servable", _PKG / "servable.py")
@@ -167,13 +171,13 @@ def save_model_files(pipeline: Any, spec: dict[str, Any], folder: Path) -> Path:
 
 def _write(path: Path, write: Any) -> None:
     """One model file written, or one line saying which file could not be and why."""
+    from xgboost.core import XGBoostError
+
     try:
         write(path)
-    except Exception as exc:  # XGBoostError, OSError (a full disk), skops' own errors
-        if isinstance(exc, OSError) or type(exc).__name__ == "XGBoostError":
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise StorageError(f"cannot write the model file {path}: {reason}") from None
-        raise
+    except (OSError, XGBoostError) as exc:  # a full disk, a folder in the file's place, XGBoost's own write
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise StorageError(f"cannot write the model file {path}: {reason}") from None
 
 
 def _distribution(package: str) -> str:
@@ -201,7 +205,7 @@ def resolve_model(model_uri: str, tracking_uri: str) -> dict[str, str]:
             "run_id": version.run_id or "", "ident": f"{_safe(name)}/v{version.version}"}
 
 
-def download_model(model_uri: str, dst: Path, tracking_uri: str, check: bool = True) -> Path:
+def download_model(model_uri: str, dst: Path, tracking_uri: str) -> Path:
     """The model's files from this tracking store alone, checked (``check_model_files``) against
     the digest the store recorded when it was logged. MLflow resolves ``models:/`` URIs through its
     process-wide registry URI, so they are resolved here, through this store's client, to the
@@ -221,8 +225,7 @@ def download_model(model_uri: str, dst: Path, tracking_uri: str, check: bool = T
         logged = logged_files_digest(client, version)
     dst.mkdir(parents=True, exist_ok=True)
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(dst), tracking_uri=tracking_uri))
-    if check:
-        check_model_files(model_uri, local, logged)
+    check_model_files(model_uri, local, logged)
     return local
 
 

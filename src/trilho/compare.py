@@ -9,26 +9,28 @@ parent run holds the table and the plot; each candidate is a child run with its 
 from __future__ import annotations
 
 import json
-import tempfile
-import time
+import re
+import tomllib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from trilho import evaluate, plots, reports, stats
-from trilho.cluster import open_executor
-from trilho.curate import fold_data, load_clean
+from trilho import evaluate, reports, stats
+from trilho.conductor import Context, Progress, conduct
 from trilho.errors import ConfigError
 from trilho.experiment import Experiment
+from trilho.metrics import METRICS
 from trilho.models import check_estimator, check_names
-from trilho.pipeline import Progress, open_tracker
 from trilho.settings import Settings
-from trilho.storage import Lake, open_lake
 from trilho.tracking import flatten
 
 __all__ = ["CompareResult", "compare", "parse_candidates"]
+
+# NAME or NAME[key=value, ...]: a model or a resampler with parameters set
+_PART = re.compile(r"\s*([A-Za-z0-9_]+)\s*(?:\[(.*)\])?\s*")
+
 
 @dataclass
 class CompareResult:
@@ -38,24 +40,74 @@ class CompareResult:
     summary: dict[str, Any]
 
 
+def _split_plus(item: str) -> list[str]:
+    """``a[x=1]+b``: the parts between the ``+`` signs outside brackets."""
+    parts, depth, current = [], 0, ""
+    for char in item:
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "+" and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    return [*parts, current]
+
+
+def _value(item: str, text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", text):
+            return text  # a bare word, as --set takes it
+        raise ConfigError(f"candidate {item!r}: value {text!r} is neither a TOML value nor a word; "
+                          "quote it, e.g. key='a b'") from None
+
+
+def _part(item: str, text: str) -> tuple[str, dict[str, Any]]:
+    """``NAME`` or ``NAME[key=value, ...]`` (values as TOML: 100, 0.1, true, 'text')."""
+    found = _PART.fullmatch(text)
+    if not found:
+        raise ConfigError(f"candidate {item!r}: {text!r} is not NAME or NAME[key=value, ...], "
+                          "e.g. 'random_forest[n_estimators=100]+smote'")
+    name, inner = found[1], found[2]
+    params: dict[str, Any] = {}
+    for pair in (p for p in re.split(r",(?![^\[]*\])", inner or "") if p.strip()):
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"candidate {item!r}: {pair.strip()!r} must look like key=value")
+        params[key.strip()] = _value(item, raw.strip())
+    return name, params
+
+
+def _label(name: str, params: dict[str, Any]) -> str:
+    if not params:
+        return name
+    return name + "[" + ",".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in params.items()) + "]"
+
+
 def parse_candidates(spec: list[str], exp: Experiment) -> list[dict[str, Any]]:
-    """``model+resampler`` names (``xgboost+smote``, ``random_forest+none``) into estimator configs."""
+    """``model+resampler`` names into estimator configs: ``xgboost+smote``, ``random_forest+none``,
+    and with parameters ``random_forest[n_estimators=100,max_depth=8]+smote[k_neighbors=3]``.
+    Parameters given replace the family's defaults (or the experiment's own, for its model)."""
     out: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
     for item in spec:
-        model, _, resampler = item.partition("+")
-        resampler = resampler or "none"
+        parts = _split_plus(item)
+        if len(parts) > 2:
+            raise ConfigError(f"candidate {item!r}: one model and at most one resampler, e.g. xgboost+smote")
+        model, given = _part(item, parts[0])
+        resampler, rgiven = _part(item, parts[1]) if len(parts) == 2 else ("none", {})
         try:
             check_names(model, resampler, keys=("model", "resampler"))
         except ConfigError as exc:
             raise ConfigError(f"candidate {item!r}: {exc}") from None
-        params = exp.model.params if model == exp.model.name else {}  # the family's defaults (trilho.models)
-        rparams = exp.resampler.params if resampler == exp.resampler.name else {}
+        params = {**(exp.model.params if model == exp.model.name else {}), **given}  # else trilho.models' defaults
+        rparams = {**(exp.resampler.params if resampler == exp.resampler.name else {}), **rgiven}
         try:
             check_estimator({"name": model, "params": params}, {"name": resampler, "params": rparams}, exp.data.missing)
         except ConfigError as exc:
             raise ConfigError(f"candidate {item!r}: {exc}") from None
-        label = f"{model}+{resampler}"
+        label = f"{_label(model, given)}+{_label(resampler, rgiven)}"
         seen[label] = seen.get(label, 0) + 1
         if seen[label] > 1:
             label = f"{label}#{seen[label]}"
@@ -70,63 +122,64 @@ def compare(exp: Experiment, settings: Settings, candidates: list[dict[str, Any]
             progress: Progress | None = None) -> CompareResult:
     """Evaluate every candidate on the experiment's folds; the first candidate is the baseline."""
     metric = metric or exp.registry.primary_metric
-    if metric not in evaluate.METRICS:
-        raise ConfigError(f"metric {metric!r} is unknown; choose from {sorted(evaluate.METRICS)}")
-    lake = open_lake(settings)
-    with open_executor(settings) as executor:  # a Dask cluster is checked before anything is read
-        return _compare(exp, settings, candidates, metric, progress, lake, executor)
-
-
-def _compare(exp: Experiment, settings: Settings, candidates: list[dict[str, Any]], metric: str,
-             progress: Progress | None, lake: Lake, executor: Any) -> CompareResult:
-    ingested, raw, _validation, data = load_clean(exp, settings, lake)
-    X, y, groups, duplicates = fold_data(data, exp)
-    tracker = open_tracker(settings, exp.tracking.experiment)
-    cores = settings.free_cores()
-    test_fraction = 1.0 / exp.cv.n_splits
-    tags = {"trilho.experiment": exp.name, "trilho.data_sha256": ingested.manifest["sha256"], "trilho.kind": "compare"}
-    start = time.perf_counter()
-    with tracker.run(f"{exp.name}-compare", tags) as parent:
-        tracker.log_values(parent, params=flatten(exp.resolved()) | {
+    if metric not in METRICS:
+        raise ConfigError(f"metric {metric!r} is unknown; choose from {sorted(METRICS)}")
+    with conduct(exp, settings) as ctx, ctx.tracker.run(f"{exp.name}-compare", ctx.tags("compare")) as parent:
+        ctx.tracker.log_values(parent, params=flatten(exp.resolved()) | {
             "compare.candidates": json.dumps([c["label"] for c in candidates]), "compare.metric": metric})
-        total = len(candidates) * exp.cv.n_splits * exp.cv.n_repeats
-        tasks = [evaluate.Task(model=c["model"], resampler=c["resampler"], random_state=exp.random_state,
-                               n_splits=exp.cv.n_splits, seeds=exp.cv.seeds, groups=groups, encoding=data.spec,
-                               label=c["label"]) for c in candidates]
-        runner = evaluate.Runner(cores, executor, (lambda done, _t: progress("compare", done, total)) if progress else None)
-        found = evaluate.cross_validate_many(X, y, tasks, runner)  # every candidate's folds in one batch on one pool
-        results = {cand["label"]: cv for cand, cv in zip(candidates, found, strict=True)}
-        baseline = candidates[0]["label"]
-        base = results[baseline].scores(metric)
-        rows = []
-        for cand in candidates:
-            label, cv = cand["label"], results[cand["label"]]
-            scores = cv.scores(metric)
-            low, high = stats.corrected_t_interval(scores, test_fraction, exp.evaluation.level)
-            test = stats.paired_corrected_t(scores, base, test_fraction, exp.evaluation.level)
-            rows.append({"candidate": label, "mean": float(scores.mean()), "ci_low": low, "ci_high": high,
-                         "mean_diff": test["mean_diff"], "diff_low": test["low"], "diff_high": test["high"],
-                         "p_value": test["p_value"], "t": test["t"]})
-            with tracker.run(label, {"trilho.kind": "candidate", "trilho.candidate": label}, parent=parent) as child:
-                tracker.log_values(child, params=flatten({"model": cand["model"], "resampler": cand["resampler"]}),
-                                   metrics=[(f"{m}_fold", v, i) for m in exp.evaluation.metrics
-                                            for i, v in enumerate(cv.scores(m))]
-                                   + [(f"{m}_mean", float(cv.scores(m).mean()), 0) for m in exp.evaluation.metrics]
-                                   + [("diff_vs_baseline", test["mean_diff"], 0), ("p_value", test["p_value"], 0)])
+        with ctx.timed("compare_s"):
+            results = _evaluate(ctx, candidates, progress)
+            rows = _rows(ctx, candidates, results, metric)
+            for cand, row in zip(candidates, rows, strict=True):
+                _log_candidate(ctx, parent, cand, results[cand["label"]], row)
         table = pd.DataFrame(rows)
+        baseline = candidates[0]["label"]
         summary = {"experiment": exp.name, "run_id": parent, "metric": metric, "baseline": baseline,
-                   "n_folds": len(base), "duplicates": duplicates, "seconds": time.perf_counter() - start,
-                   "candidates": rows, "lake": {"uri": lake.uri, "reports": f"reports/{parent}/"}}
-        with tempfile.TemporaryDirectory(prefix="trilho-compare-") as tmp:
-            folder = Path(tmp)
-            table.to_csv(folder / "comparison.csv", index=False)
-            (folder / "comparison.json").write_text(json.dumps(summary, indent=2))
-            pd.DataFrame({label: cv.scores(metric) for label, cv in results.items()}).to_csv(
-                folder / "fold_scores.csv", index_label="fold")
-            plots.comparison_figure(table, metric, baseline).savefig(folder / "comparison.png", dpi=110)
-            reports.copy_to_lake(lake, folder, f"reports/{parent}/")
-            tracker.log_values(parent, metrics=[(f"{r['candidate']}_{metric}_mean".replace("+", "_").replace("#", "_"),
-                                                 r["mean"], 0) for r in rows])
-            tracker.log_folder(parent, folder)
-    return CompareResult(table=table, scores={k: v.scores(metric) for k, v in results.items()}, run_id=parent,
-                         summary=summary)
+                   "n_folds": len(results[baseline].scores(metric)), "duplicates": ctx.inputs.duplicates,
+                   "seconds": ctx.timings["compare_s"], "candidates": rows,
+                   "lake": {"uri": ctx.lake.uri, "reports": f"reports/{parent}/"}}
+        scores = {label: cv.scores(metric) for label, cv in results.items()}
+        ctx.tracker.log_values(parent, metrics=[(_metric_name(f"{r['candidate']}_{metric}_mean"), r["mean"], 0)
+                                                for r in rows])
+        reports.publish_compare(ctx.tracker, ctx.lake, table, summary, scores)
+    return CompareResult(table=table, scores=scores, run_id=parent, summary=summary)
+
+
+def _metric_name(text: str) -> str:
+    """An MLflow metric name: letters, digits and ``_-./`` only."""
+    return re.sub(r"[^A-Za-z0-9_.\-/]", "_", text)
+
+
+def _evaluate(ctx: Context, candidates: list[dict[str, Any]], progress: Progress | None) -> dict[str, evaluate.CVResult]:
+    """Every candidate's folds in one batch on one pool."""
+    exp = ctx.exp
+    total = len(candidates) * exp.cv.n_splits * exp.cv.n_repeats
+    tasks = [ctx.task(model=c["model"], resampler=c["resampler"], label=c["label"]) for c in candidates]
+    found = evaluate.cross_validate_many(ctx.inputs.X, ctx.inputs.y, tasks, ctx.runner(progress, "compare", total))
+    return {cand["label"]: cv for cand, cv in zip(candidates, found, strict=True)}
+
+
+def _rows(ctx: Context, candidates: list[dict[str, Any]], results: dict[str, Any], metric: str) -> list[dict[str, Any]]:
+    """Each candidate's mean and corrected interval, and its paired difference from the first."""
+    test_fraction, level = 1.0 / ctx.exp.cv.n_splits, ctx.exp.evaluation.level
+    base = results[candidates[0]["label"]].scores(metric)
+    rows = []
+    for cand in candidates:
+        scores: np.ndarray = results[cand["label"]].scores(metric)
+        low, high = stats.corrected_t_interval(scores, test_fraction, level)
+        test = stats.paired_corrected_t(scores, base, test_fraction, level)
+        rows.append({"candidate": cand["label"], "mean": float(scores.mean()), "ci_low": low, "ci_high": high,
+                     "mean_diff": test["mean_diff"], "diff_low": test["low"], "diff_high": test["high"],
+                     "p_value": test["p_value"], "t": test["t"]})
+    return rows
+
+
+def _log_candidate(ctx: Context, parent: str, cand: dict[str, Any], cv: Any, row: dict[str, Any]) -> None:
+    """One child run per candidate: its params and fold scores, and its difference from the baseline."""
+    metrics = ctx.exp.evaluation.metrics
+    with ctx.tracker.run(cand["label"], {"trilho.kind": "candidate", "trilho.candidate": cand["label"]},
+                         parent=parent) as child:
+        ctx.tracker.log_values(child, params=flatten({"model": cand["model"], "resampler": cand["resampler"]}),
+                               metrics=[(f"{m}_fold", v, i) for m in metrics for i, v in enumerate(cv.scores(m))]
+                               + [(f"{m}_mean", float(cv.scores(m).mean()), 0) for m in metrics]
+                               + [("diff_vs_baseline", row["mean_diff"], 0), ("p_value", row["p_value"], 0)])

@@ -13,7 +13,6 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,33 +21,34 @@ from typing import Any
 import pandas as pd
 
 from trilho import evaluate, parallel, reports
-from trilho.clean import CleanData
-from trilho.cluster import open_executor
+from trilho.conductor import Context, Progress, conduct, open_tracker
 from trilho.contracts import GateRecord, RunSummary, ValidationReport
 from trilho.curate import fold_data, load_clean, read_curated
-from trilho.errors import ConfigError, TrackingError
+from trilho.errors import ConfigError, SourceUnreachableError, TrackingError
 from trilho.experiment import Experiment
-from trilho.ingest import Ingested
-from trilho.reference import ReferenceSet, load_reference, without_reference
+from trilho.results import CVResult, HoldoutResult
 from trilho.settings import Settings
-from trilho.storage import Lake, open_lake
+from trilho.storage import Lake
 from trilho.summary import build_summary, metric_rows, summary_metrics
-from trilho.tracking import Tracker, flatten, save_model_files
+from trilho.tracking import flatten, save_model_files
 
-# load_clean and fold_data stay importable from here, where the notebook and scripts look for them
-__all__ = ["ExperimentResult", "cv_key", "fold_data", "load_clean", "open_tracker", "run_experiment"]
+# load_clean, fold_data and open_tracker stay importable from here, where the notebook and scripts look for them
+__all__ = ["ExperimentResult", "cv_key", "fold_data", "load_clean", "offline_experiment", "open_tracker",
+           "run_experiment"]
 
 log = logging.getLogger(__name__)
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass
 class ExperimentResult:
     summary: RunSummary
-    cv: evaluate.CVResult
-    holdout: evaluate.HoldoutResult
+    cv: CVResult
+    holdout: HoldoutResult
     validation: ValidationReport
     timings: dict[str, float] = field(default_factory=dict)
+    # set when the experiment's own source could not be reached and ``offline_source`` ran instead:
+    # the source that failed, why, and the source and model name used in its place
+    offline: dict[str, str] | None = None
 
     @property
     def run_id(self) -> str:
@@ -61,14 +61,6 @@ def nested_repeats(exp: Experiment) -> int:
     return min(ev.nested_repeats, exp.cv.n_repeats) if "nested_cv" in (*ev.intervals, ev.interval) else 0
 
 
-def open_tracker(settings: Settings, experiment: str) -> Tracker:
-    """The tracking store named by settings (checked, bounded wait), its stale runs closed."""
-    tracker = Tracker(settings.tracking_uri, experiment, pending_file=settings.cache_dir / "unfinished_runs.json",
-                      wait_s=settings.mlflow_wait_s)
-    tracker.close_stale_runs()
-    return tracker
-
-
 def cv_key(exp: Experiment, data_sha256: str) -> dict[str, str]:
     """What fixes the folds: the data's digest and the CV params, as the run's params record them."""
     params = flatten(exp.resolved())
@@ -76,30 +68,21 @@ def cv_key(exp: Experiment, data_sha256: str) -> dict[str, str]:
                                                                     "cv.duplicates", "data.missing")}}
 
 
-@dataclass
-class _Inputs:
-    """What the data stage hands on: the ingest, the raw table, its report, the cleaned data."""
-
-    ingested: Ingested
-    raw: pd.DataFrame
-    validation: ValidationReport
-    data: CleanData
-    reference: ReferenceSet | None = None  # registry.reference: the gate's rows, left out of training
-    reference_rows_left_out: int = 0
+def offline_experiment(exp: Experiment, source: str) -> Experiment:
+    """The experiment on ``source`` instead of its own, its model registered apart (``NAME-offline``)."""
+    config = exp.resolved()
+    config["source"] = {**config["source"], "uri": source, "sha256": ""}
+    if exp.registry.model_name:
+        config["registry"] = {**config["registry"], "model_name": exp.registry.model_name + "-offline"}
+    return Experiment.model_validate(config)
 
 
 @dataclass
 class _Run:
-    """One experiment run's surroundings, shared by its stages."""
+    """One experiment run: its context, the MLflow run and the local folder its files gather in."""
 
-    exp: Experiment
-    settings: Settings
-    lake: Lake
-    tracker: Tracker
-    executor: Any
+    ctx: Context
     progress: Progress | None
-    clock: float
-    timings: dict[str, float] = field(default_factory=dict)
     run_id: str = ""
     folder: Path = Path()
 
@@ -111,129 +94,129 @@ class _Run:
 
 @dataclass
 class _Fitted:
-    """What the evaluation stage hands on: the scores, the holdout, the rows the folds saw, and
-    the futures of the MLflow work it started."""
+    """What the evaluation stage hands on: the scores, the holdout, and the futures of the MLflow
+    work it started."""
 
-    cv: evaluate.CVResult
-    held: evaluate.HoldoutResult
-    folds: tuple[pd.DataFrame, Any, Any]  # X, y, groups
-    duplicates: dict[str, Any]
+    cv: CVResult
+    held: HoldoutResult
     inputs_logged: Future
     model_logged: Future | None
     distributed: dict[str, Any] | None = None
 
 
 def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = None,
-                   progress: Progress | None = None) -> ExperimentResult:
-    """Run the whole experiment; returns the summary that ``--summary-json`` writes."""
-    clock = time.perf_counter()
-    lake = lake or open_lake(settings)
+                   progress: Progress | None = None, offline_source: str | None = None) -> ExperimentResult:
+    """Run the whole experiment; returns the summary that ``--summary-json`` writes.
+
+    ``offline_source``: when the experiment's own source cannot be reached, run on this source
+    instead (``offline_experiment``); the result says so in ``offline``."""
+    try:
+        return _run(exp, settings, lake, progress)
+    except SourceUnreachableError as exc:
+        if not offline_source or offline_source == exp.source.uri:
+            raise
+        substitute = offline_experiment(exp, offline_source)
+        offline = {"unreachable": exp.source.uri, "cause": type(exc.__cause__).__name__ if exc.__cause__ else "no answer",
+                   "source": offline_source, "model_name": substitute.registry.model_name or ""}
+        log.info("%r cannot be reached (%s); running on %s instead", exp.source.uri, offline["cause"], offline_source)
+        result = _run(substitute, settings, lake, progress)
+        result.offline = offline
+        return result
+
+
+def _run(exp: Experiment, settings: Settings, lake: Lake | None, progress: Progress | None) -> ExperimentResult:
     if exp.model.distributed and settings.executor != "dask":
         raise ConfigError("model.distributed = true fits the final model on a Dask cluster: set "
                           "TRILHO_DASK_SCHEDULER=tcp://host:8786 (an existing cluster) or TRILHO_EXECUTOR=dask "
                           "(a local one), or model.distributed = false")
-    with open_executor(settings) as executor:  # a Dask cluster is checked before anything is read
-        inputs = _with_reference(_Inputs(*load_clean(exp, settings, lake)), exp, settings, lake)
-        data_s = time.perf_counter() - clock
-        tracker = open_tracker(settings, exp.tracking.experiment)  # fails before any training
-        run = _Run(exp, settings, lake, tracker, executor, progress, clock, {"data_s": data_s})
-        tags = {"trilho.experiment": exp.name, "trilho.data_sha256": inputs.ingested.manifest["sha256"],
-                "trilho.kind": "experiment"}
+    with conduct(exp, settings, lake=lake, reference=True) as ctx:
+        run = _Run(ctx, progress)
         # left early (an error, or a stop: trilho.parallel), the figures' children are killed, the
         # tracker's thread ends its call, the run's folder goes, then the run ends FAILED or KILLED
-        with tracker.run(f"{exp.name}-cv", tags) as run.run_id, \
-                tempfile.TemporaryDirectory(prefix="trilho-report-") as tmp, tracker.background(), \
+        with ctx.tracker.run(f"{exp.name}-cv", ctx.tags("experiment")) as run.run_id, \
+                tempfile.TemporaryDirectory(prefix="trilho-report-") as tmp, ctx.tracker.background(), \
                 parallel.scope() as drawing:
             run.folder = Path(tmp)
-            fitted = _evaluate(run, inputs)
-            summary = _summarise(run, inputs, fitted)
-            _write_reports(run, inputs, fitted, summary, drawing)
-            _track_results(run, inputs, fitted, summary, drawing)
-    return ExperimentResult(summary=summary, cv=fitted.cv, holdout=fitted.held, validation=inputs.validation,
-                            timings=run.timings)
+            fitted = _evaluate(run)
+            summary = _summarise(run, fitted)
+            _write_reports(run, fitted, summary, drawing)
+            _track_results(run, fitted, summary, drawing)
+    return ExperimentResult(summary=summary, cv=fitted.cv, holdout=fitted.held, validation=ctx.inputs.validation,
+                            timings=ctx.timings)
 
 
-def _with_reference(inputs: _Inputs, exp: Experiment, settings: Settings, lake: Lake) -> _Inputs:
-    """The reference set in the lake, and the training data less its rows (never trained on)."""
-    reference = load_reference(exp, settings, lake)
-    data, left_out = without_reference(inputs.data, reference)
-    return _Inputs(inputs.ingested, inputs.raw, inputs.validation, data, reference, left_out)
-
-
-def _evaluate(run: _Run, inputs: _Inputs) -> _Fitted:
+def _evaluate(run: _Run) -> _Fitted:
     """The folds, the holdout fit and the final fit on one pool; MLflow gets the params and the
     dataset, then the model as soon as it is fit, on the tracker's thread while the folds go on."""
-    exp, data = run.exp, inputs.data
-    X, y, groups, duplicates = fold_data(data, exp)
-    task = evaluate.Task(model=exp.model.model_dump(), resampler=exp.resampler.model_dump(),
-                         random_state=exp.random_state, n_splits=exp.cv.n_splits, seeds=exp.cv.seeds,
-                         encoding=data.spec, groups=groups, holdout_fraction=exp.evaluation.holdout_fraction,
-                         classes=exp.data.classes, nested_repeats=nested_repeats(exp),
-                         final_fit=exp.tracking.final_fit == "all" and not exp.model.distributed)
-    progress = run.progress
-    runner = evaluate.Runner(run.settings.free_cores(), run.executor,
-                             (lambda done, total: progress("cv", done, total)) if progress else None)
-    step, tracked = time.perf_counter(), run.tracker.seconds
-    inputs_logged = run.tracker.submit(_log_inputs, run, inputs)  # waits on the server, not on a core
-    model_logged = None
-    with evaluate.start(X, y, task, runner) as fitting:
-        if exp.tracking.log_model and not exp.model.distributed:
-            kind = "final" if exp.tracking.final_fit == "all" else "holdout"  # the reference logged its 70% fit
-            model_logged = _keep_model(run, inputs, fitting.model(kind).result(), inputs_logged)
-        cv, held, _ = fitting.result()
-    distributed = None
-    if exp.model.distributed:  # the workers read the curated Parquet from the lake themselves
-        started = time.perf_counter()
-        pipe, distributed = run.executor.fit_distributed(
-            run.lake.arrow(inputs.validation["curated_key"]), data.spec, exp.model.model_dump(),
-            exp.resampler.model_dump(), exp.random_state)
-        distributed["fit_s"] = time.perf_counter() - started
-        model_logged = _keep_model(run, inputs, pipe, inputs_logged) if exp.tracking.log_model else None
-    # the tracker's thread ends with its work: with no other thread alive, the figures may be forked
-    run.tracker.close()
-    run.timings["cv_s"] = time.perf_counter() - step  # folds + holdout fit + final fit, one pool
-    run.timings["tracking_during_cv_s"] = run.tracker.seconds - tracked  # overlapped with the fits
+    ctx = run.ctx
+    exp, inputs, tracker = ctx.exp, ctx.inputs, ctx.tracker
+    task = ctx.task(holdout_fraction=exp.evaluation.holdout_fraction, classes=exp.data.classes,
+                    nested_repeats=nested_repeats(exp),
+                    final_fit=exp.tracking.final_fit == "all" and not exp.model.distributed)
+    tracked = tracker.seconds
+    with ctx.timed("cv_s"):  # folds + holdout fit + final fit, one pool
+        inputs_logged = tracker.submit(_log_inputs, run)  # waits on the server, not on a core
+        model_logged = None
+        with evaluate.start(inputs.X, inputs.y, task, ctx.runner(run.progress)) as fitting:
+            if exp.tracking.log_model and not exp.model.distributed:
+                kind = "final" if exp.tracking.final_fit == "all" else "holdout"  # the reference logged its 70% fit
+                model_logged = _keep_model(run, fitting.model(kind).result(), inputs_logged)
+            cv, held, _ = fitting.result()
+        distributed = None
+        if exp.model.distributed:  # the workers read the curated Parquet from the lake themselves
+            started = time.perf_counter()
+            pipe, distributed = ctx.executor.fit_distributed(
+                ctx.lake.arrow(inputs.validation["curated_key"]), inputs.data.spec, exp.model.model_dump(),
+                exp.resampler.model_dump(), exp.random_state)
+            distributed["fit_s"] = time.perf_counter() - started
+            model_logged = _keep_model(run, pipe, inputs_logged) if exp.tracking.log_model else None
+        # the tracker's thread ends with its work: with no other thread alive, the figures may be forked
+        tracker.close()
+    ctx.timings["tracking_during_cv_s"] = tracker.seconds - tracked  # overlapped with the fits
     assert held is not None  # the experiment always asks for a holdout
-    return _Fitted(cv, held, (X, y, groups), duplicates, inputs_logged, model_logged, distributed)
+    return _Fitted(cv, held, inputs_logged, model_logged, distributed)
 
 
-def _log_inputs(run: _Run, inputs: _Inputs) -> None:
-    exp, data = run.exp, inputs.data
-    run.tracker.log_values(run.run_id, params=flatten(exp.resolved()) | {
-        "data.rows": str(len(data.y)), "data.features": json.dumps(list(data.X.columns))})
-    run.tracker.log_dataset(run.run_id, inputs.raw, run.lake.url(inputs.ingested.key), exp.name, exp.data.target,
-                            inputs.ingested.manifest["sha256"])
+def _log_inputs(run: _Run) -> None:
+    ctx = run.ctx
+    exp, inputs = ctx.exp, ctx.inputs
+    ctx.tracker.log_values(run.run_id, params=flatten(exp.resolved()) | {
+        "data.rows": str(len(inputs.data.y)), "data.features": json.dumps(list(inputs.data.X.columns))})
+    ctx.tracker.log_dataset(run.run_id, inputs.raw, ctx.lake.url(inputs.ingested.key), exp.name, exp.data.target,
+                            inputs.sha256)
 
 
-def _keep_model(run: _Run, inputs: _Inputs, pipe: Any, inputs_logged: Future) -> Future:
+def _keep_model(run: _Run, pipe: Any, inputs_logged: Future) -> Future:
     """The model's files to the lake at once, then to MLflow on the tracker's thread (unless the
     run's first MLflow calls failed: that error is raised once, later, from their future)."""
+    ctx = run.ctx
     model_dir = run.folder / "model"
-    save_model_files(pipe, inputs.data.spec, model_dir)
-    reports.copy_to_lake(run.lake, model_dir, run.prefix + "model/")  # the lake has it before MLflow
-    example = inputs.raw.drop(columns=[run.exp.data.target, *run.exp.data.drop]).head(5)
+    save_model_files(pipe, ctx.inputs.data.spec, model_dir)
+    reports.copy_to_lake(ctx.lake, model_dir, run.prefix + "model/")  # the lake has it before MLflow
+    example = ctx.inputs.raw.drop(columns=[ctx.exp.data.target, *ctx.exp.data.drop]).head(5)
 
     def log_model() -> str | None:
         if inputs_logged.exception() is not None:
             return None
-        uri = run.tracker.log_model(run.run_id, model_dir, example)
+        uri = ctx.tracker.log_model(run.run_id, model_dir, example)
         # the digests of the logged model's files, beside the lake's copy of the model
-        run.lake.put_file(run.prefix + "model/logged-files.json", model_dir / "logged-files.json", overwrite=True)
+        ctx.lake.put_file(run.prefix + "model/logged-files.json", model_dir / "logged-files.json", overwrite=True)
         return uri
 
-    return run.tracker.submit(log_model)
+    return ctx.tracker.submit(log_model)
 
 
-def _summarise(run: _Run, inputs: _Inputs, fitted: _Fitted) -> RunSummary:
-    step = time.perf_counter()
-    metrics = summary_metrics(fitted.cv, run.exp)
-    run.timings["stats_s"] = time.perf_counter() - step
-    ingested, lake = inputs.ingested, run.lake
+def _summarise(run: _Run, fitted: _Fitted) -> RunSummary:
+    ctx = run.ctx
+    with ctx.timed("stats_s"):
+        metrics = summary_metrics(fitted.cv, ctx.exp)
+    inputs, lake = ctx.inputs, ctx.lake
+    ingested = inputs.ingested
     summary = build_summary(
-        run.exp, {"run_id": run.run_id, "tracking_uri": run.settings.tracking_uri,
-                  "mlflow_experiment_id": run.tracker.experiment_id}, fitted.cv, fitted.held, metrics,
+        ctx.exp, {"run_id": run.run_id, "tracking_uri": ctx.settings.tracking_uri,
+                  "mlflow_experiment_id": ctx.tracker.experiment_id}, fitted.cv, fitted.held, metrics,
         {"manifest": ingested.manifest, "validation": inputs.validation, "skipped": ingested.skipped,
-         "rows": len(inputs.data.y), "features": list(inputs.data.X.columns), "duplicates": fitted.duplicates,
+         "rows": len(inputs.data.y), "features": list(inputs.data.X.columns), "duplicates": inputs.duplicates,
          "lake": {"uri": lake.uri, "raw": ingested.key, "manifest": ingested.manifest_key,
                   "curated": inputs.validation["curated_key"], "reports": run.prefix}})
     if fitted.distributed is not None:
@@ -243,34 +226,34 @@ def _summarise(run: _Run, inputs: _Inputs, fitted: _Fitted) -> RunSummary:
     return summary
 
 
-def _write_reports(run: _Run, inputs: _Inputs, fitted: _Fitted, summary: RunSummary,
-                   drawing: list[parallel.Background]) -> None:
+def _write_reports(run: _Run, fitted: _Fitted, summary: RunSummary, drawing: list[parallel.Background]) -> None:
     """The result files to the lake (before MLflow sees them: a tracking failure loses nothing);
     the figures start drawing in the background, into ``drawing``."""
-    step = time.perf_counter()
-    folder, figures = run.folder / "report", run.folder / "figures"
-    folder.mkdir()
-    figures.mkdir()
-    reports.write_artifacts(folder, run.exp, summary, (fitted.cv, fitted.held), inputs.validation,
-                            inputs.ingested.manifest)
-    drawing += reports.start_figures(figures, run.exp, summary["cv"]["metrics"], fitted.cv, fitted.held)
-    run.timings["artifacts_s"] = time.perf_counter() - step
-    step = time.perf_counter()
-    reports.copy_to_lake(run.lake, folder, run.prefix)
-    run.timings["lake_copy_s"] = time.perf_counter() - step
+    ctx = run.ctx
+    with ctx.timed("artifacts_s"):
+        folder, figures = run.folder / "report", run.folder / "figures"
+        folder.mkdir()
+        figures.mkdir()
+        reports.write_artifacts(folder, ctx.exp, summary, (fitted.cv, fitted.held), ctx.inputs.validation,
+                                ctx.inputs.ingested.manifest)
+        drawing += reports.start_figures(figures, ctx.exp, summary["cv"]["metrics"], fitted.cv, fitted.held)
+    with ctx.timed("lake_copy_s"):
+        reports.copy_to_lake(ctx.lake, folder, run.prefix)
 
 
 def _figures_to_lake(run: _Run, drawing: list[parallel.Background]) -> None:
     """Wait for the figures; into the lake and the report folder (once)."""
-    if "figures_wait_s" not in run.timings:
-        run.timings["figures_wait_s"] = reports.collect_figures(drawing, run.folder / "figures", run.folder / "report",
-                                                                run.lake, run.prefix)
+    ctx = run.ctx
+    if "figures_wait_s" not in ctx.timings:
+        ctx.timings["figures_wait_s"] = reports.collect_figures(drawing, run.folder / "figures", run.folder / "report",
+                                                                ctx.lake, run.prefix)
 
 
-def _track_results(run: _Run, inputs: _Inputs, fitted: _Fitted, summary: RunSummary, drawing: list[parallel.Background]) -> None:
+def _track_results(run: _Run, fitted: _Fitted, summary: RunSummary, drawing: list[parallel.Background]) -> None:
     """The metrics, the gate's decision and the report folder to MLflow; on a tracking failure
     the summary is still written to the lake and the error says where everything is."""
-    exp, tracker = run.exp, run.tracker
+    ctx = run.ctx
+    exp, tracker = ctx.exp, ctx.tracker
     try:
         fitted.inputs_logged.result()
         model_uri = fitted.model_logged.result() if fitted.model_logged else None
@@ -281,7 +264,7 @@ def _track_results(run: _Run, inputs: _Inputs, fitted: _Fitted, summary: RunSumm
         tracker.log_values(run.run_id, metrics=metric_rows(fitted.cv, summary["cv"]["metrics"], fitted.held,
                                                            exp.evaluation.metrics))
         if exp.registry.model_name and exp.tracking.log_model:  # needs no figure: while they are drawn
-            summary["registry"] = _gate(run, inputs, fitted, summary)
+            summary["registry"] = _gate(run, fitted, summary)
         _figures_to_lake(run, drawing)
         tracker.log_folder(run.run_id, run.folder / "report")
     except TrackingError as exc:
@@ -289,50 +272,58 @@ def _track_results(run: _Run, inputs: _Inputs, fitted: _Fitted, summary: RunSumm
         summary["tracking_error"] = str(exc)
         _save_summary(run, summary)
         raise TrackingError(f"{exc}; nothing is lost: the results and the model are in "
-                            f"{run.lake.uri}/{run.prefix}") from exc
-    timings = run.timings
+                            f"{ctx.lake.uri}/{run.prefix}") from exc
+    timings = ctx.timings
     timings["tracking_s"] = tracker.seconds
     timings["mlflow_import_s"] = tracker.import_seconds
     timings.update({f"tracking.{k}_s": v for k, v in tracker.breakdown.items()})
-    timings["total_s"] = time.perf_counter() - run.clock
+    timings["total_s"] = ctx.elapsed()
     summary["timings"] = timings
     _save_summary(run, summary)
 
 
 def _save_summary(run: _Run, summary: RunSummary) -> None:
-    run.lake.put_bytes(run.prefix + "summary.json", json.dumps(summary, indent=2).encode(), overwrite=True)
+    run.ctx.lake.put_bytes(run.prefix + "summary.json", json.dumps(summary, indent=2).encode(), overwrite=True)
 
 
-def _gate(run: _Run, inputs: _Inputs, fitted: _Fitted, summary: RunSummary) -> GateRecord:
+def _gate(run: _Run, fitted: _Fitted, summary: RunSummary) -> GateRecord:
     """Register the model and let the gate decide its aliases; the decision goes to the run and the lake."""
-    from trilho import drift
     from trilho.tracking.registry import Challenger, register_and_gate
 
-    exp, (X, y, groups) = run.exp, fitted.folds
+    ctx = run.ctx
+    exp, inputs = ctx.exp, ctx.inputs
     metric = exp.registry.primary_metric
-    runner = evaluate.Runner(run.settings.free_cores(), run.executor)
-
-    def reevaluate(config: dict[str, Any]) -> Any:  # the champion's procedure on exactly the challenger's folds
-        champion = Experiment.model_validate(config)
-        task = evaluate.Task(model=champion.model.model_dump(), resampler=champion.resampler.model_dump(),
-                             random_state=champion.random_state, n_splits=exp.cv.n_splits, seeds=exp.cv.seeds,
-                             groups=groups, encoding={**inputs.data.spec, "missing": champion.data.missing})
-        return evaluate.cross_validate(X, y, task, runner).scores(metric)
-
-    def drift_report(tags: dict[str, str], config: dict[str, Any]) -> dict[str, Any] | None:
-        key = f"curated/{tags.get('trilho.experiment', '')}/{tags.get('trilho.data_sha256', '')}/data.parquet"
-        if read_curated(run.lake, key) is None:  # the champion's curated data, from this lake
-            log.warning("champion's data %s is not in lake %s (or not intact): drift not measured", key, run.lake.uri)
-            return None
-        old = pd.read_parquet(io.BytesIO(run.lake.get_bytes(key)))
-        return drift.compare_data(old, inputs.data.curated(), Experiment.model_validate(config).data.classes, exp.data.classes)
-
+    reference = inputs.reference
     who = Challenger(name=exp.registry.model_name, model_uri=summary["model_uri"], run_id=run.run_id,
-                     fold_scores=fitted.cv.scores(metric), cv_key=cv_key(exp, summary["data"]["sha256"]), metric=metric,
-                     margin=exp.registry.margin, test_fraction=1.0 / exp.cv.n_splits, level=exp.registry.level,
-                     reference=None if inputs.reference is None else (inputs.reference.X, inputs.reference.y))
-    with run.tracker.timed("register and gate the model"):
-        record = register_and_gate(run.settings.tracking_uri, who, reevaluate, drift_report)
-    run.tracker.set_tag(run.run_id, "trilho.registry", f"{record['name']} v{record['version']}: {record['reason']}")
-    run.lake.put_bytes(run.prefix + "promotion.json", json.dumps(record, indent=2).encode(), overwrite=True)
+                     fold_scores=fitted.cv.scores(metric), cv_key=cv_key(exp, summary["data"]["sha256"]),
+                     metric=metric, margin=exp.registry.margin, test_fraction=1.0 / exp.cv.n_splits,
+                     level=exp.registry.level, reference=None if reference is None else (reference.X, reference.y))
+    with ctx.tracker.timed("register and gate the model"):
+        record = register_and_gate(ctx.settings.tracking_uri, who, lambda config: _reevaluate(ctx, config, metric),
+                                   lambda tags, config: _drift_report(ctx, tags, config))
+    ctx.tracker.set_tag(run.run_id, "trilho.registry", f"{record['name']} v{record['version']}: {record['reason']}")
+    ctx.lake.put_bytes(run.prefix + "promotion.json", json.dumps(record, indent=2).encode(), overwrite=True)
     return record
+
+
+def _reevaluate(ctx: Context, config: dict[str, Any], metric: str) -> Any:
+    """The champion's procedure (its model, resampler, seed and missing-value policy) on exactly
+    the challenger's folds."""
+    champion = Experiment.model_validate(config)
+    task = ctx.task(model=champion.model.model_dump(), resampler=champion.resampler.model_dump(),
+                    random_state=champion.random_state,
+                    encoding={**ctx.inputs.data.spec, "missing": champion.data.missing})
+    return evaluate.cross_validate(ctx.inputs.X, ctx.inputs.y, task, ctx.runner()).scores(metric)
+
+
+def _drift_report(ctx: Context, tags: dict[str, str], config: dict[str, Any]) -> dict[str, Any] | None:
+    """How the champion's curated data (from this lake) differs from the challenger's."""
+    from trilho import drift
+
+    key = f"curated/{tags.get('trilho.experiment', '')}/{tags.get('trilho.data_sha256', '')}/data.parquet"
+    if read_curated(ctx.lake, key) is None:
+        log.warning("champion's data %s is not in lake %s (or not intact): drift not measured", key, ctx.lake.uri)
+        return None
+    old = pd.read_parquet(io.BytesIO(ctx.lake.get_bytes(key)))
+    return drift.compare_data(old, ctx.inputs.data.curated(), Experiment.model_validate(config).data.classes,
+                              ctx.exp.data.classes)

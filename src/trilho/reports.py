@@ -15,13 +15,14 @@ import pandas as pd
 
 from trilho import parallel, plots
 from trilho.contracts import MetricSummary, RawManifest, RunSummary, ValidationReport
-from trilho.evaluate import CVResult, HoldoutResult
 from trilho.experiment import Experiment
+from trilho.results import CVResult, HoldoutResult
 from trilho.storage import Lake
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FIGURE_GROUPS", "collect_figures", "copy_to_lake", "publish_tune", "start_figures", "write_artifacts"]
+__all__ = ["FIGURE_GROUPS", "collect_figures", "copy_to_lake", "publish_compare", "publish_tune", "start_figures",
+           "write_artifacts"]
 
 # the figures, in two groups of about equal drawing time: one forked child draws each
 FIGURE_GROUPS = (("cv_boxplot.png", "confusion_matrix_oof.png"),
@@ -103,6 +104,19 @@ def collect_figures(drawing: list[parallel.Background], figures: Path, folder: P
 def copy_to_lake(lake: Lake, folder: Path, prefix: str) -> None:
     for path in sorted(folder.iterdir()):
         lake.put_file(prefix + path.name, path, overwrite=True)
+
+
+def publish_compare(tracker: Any, lake: Lake, table: pd.DataFrame, summary: dict[str, Any],
+                    scores: dict[str, Any]) -> None:
+    """A comparison's table, summary, fold scores and figure: to the lake first, then MLflow."""
+    with tempfile.TemporaryDirectory(prefix="trilho-compare-") as tmp:
+        folder = Path(tmp)
+        table.to_csv(folder / "comparison.csv", index=False)
+        (folder / "comparison.json").write_text(json.dumps(summary, indent=2))
+        pd.DataFrame(scores).to_csv(folder / "fold_scores.csv", index_label="fold")
+        plots.comparison_figure(table, summary["metric"], summary["baseline"]).savefig(folder / "comparison.png", dpi=110)
+        copy_to_lake(lake, folder, summary["lake"]["reports"])
+        tracker.log_folder(summary["run_id"], folder)
 
 
 def publish_tune(tracker: Any, lake: Any, run_id: str, study: Any, summary: dict[str, Any], out: Path) -> None:

@@ -22,7 +22,6 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,15 +30,17 @@ from typing import Any
 import numpy as np
 
 from trilho import evaluate, reports, stats
+from trilho.conductor import Progress, conduct, experiment_task
 from trilho.errors import ConfigError
 from trilho.experiment import Experiment
+from trilho.metrics import CONFUSION_METRICS, METRICS, probability_metrics, scores_from_confusions
 from trilho.settings import Settings
-from trilho.space import LOWER_IS_BETTER, Param, default_space, parse_space, tuned_config
+from trilho.space import LOWER_IS_BETTER, Param, parse_space, tuned_config
+from trilho.splits import holdout_split
 
-__all__ = ["TuneResult", "default_space", "parse_space", "tune", "tuned_config"]
+__all__ = ["TuneResult", "tune"]
 
 log = logging.getLogger(__name__)
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass
@@ -71,16 +72,16 @@ def _direction(metric: str) -> str:
 def _honest_interval(y: np.ndarray, proba: np.ndarray, labels: np.ndarray, metric: str, point: float,
                      level: float, seed: int, n_boot: int = 1000) -> tuple[float, float]:
     """A percentile bootstrap over the held-out rows of the held-out score ``point``."""
-    if metric in evaluate.CONFUSION_METRICS:
+    if metric in CONFUSION_METRICS:
         offsets = stats.row_bootstrap_intervals(y, proba.argmax(axis=1)[None, :], len(labels),
-                                                evaluate.scores_from_confusions, [metric], level, n_boot, seed)[metric]
+                                                scores_from_confusions, [metric], level, n_boot, seed)[metric]
         return point + offsets[0], point + offsets[1]
     rng = np.random.default_rng(seed)
     draws = []
     for _ in range(n_boot // 2):  # the probability metrics are not vectorised: fewer replicates
         rows = rng.integers(0, len(y), len(y))
         if len(np.unique(y[rows])) == len(labels):
-            draws.append(evaluate.probability_metrics(y[rows], proba[rows], labels)[metric])
+            draws.append(probability_metrics(y[rows], proba[rows], labels)[metric])
     tail = (1 - level) / 2 * 100
     return tuple(float(v) for v in np.percentile(draws, [tail, 100 - tail]))  # type: ignore[return-value]
 
@@ -108,44 +109,32 @@ class _Rows:
 def tune(exp: Experiment, settings: Settings, *, trials: int | None = None, timeout_s: float | None = None,
          study_name: str | None = None, out: Path | None = None, progress: Progress | None = None) -> TuneResult:
     """Search, on the experiment's folds, then score the best configuration on rows the search never saw."""
-    from trilho.cluster import open_executor
-    from trilho.curate import fold_data, load_clean
-    from trilho.pipeline import open_tracker
-    from trilho.storage import open_lake
-
     space = parse_space(exp)  # a bad space is one line, before anything is read
     metric = exp.tune.metric or exp.registry.primary_metric
-    if metric not in evaluate.METRICS:
-        raise ConfigError(f"tune.metric {metric!r} is unknown; choose from {list(evaluate.METRICS)}")
+    if metric not in METRICS:
+        raise ConfigError(f"tune.metric {metric!r} is unknown; choose from {list(METRICS)}")
     budget = (trials if trials is not None else exp.tune.trials, timeout_s if timeout_s is not None else exp.tune.timeout_s)
-    lake = open_lake(settings)
-    with open_executor(settings) as executor:
-        ingested, _, validation, data = load_clean(exp, settings, lake)
-        tracker = open_tracker(settings, exp.tracking.experiment)
-        X, y, groups, duplicates = fold_data(data, exp)
-        rows = _Rows(X, y, groups, duplicates, *evaluate.holdout_split(y, exp.tune.holdout_fraction, exp.random_state,
-                                                                       groups), data.spec)
-        sha = ingested.manifest["sha256"]
-        name = study_name or f"{exp.name}-{sha[:12]}-{exp.model.name}+{exp.resampler.name}-{metric}"
-        study, storage = _open_study(exp, settings, name, metric, (len(rows.held), sha))
-        search = _Search(exp, rows, metric, space, evaluate.Runner(settings.free_cores(), executor))
-        try:
-            with tracker.run(f"{exp.name}-tune", search.tags(name, sha)) as parent:
-                tracker.log_values(parent, params={
-                    "tune.metric": metric, "tune.study": name, "tune.storage": storage,
-                    "tune.holdout_fraction": str(exp.tune.holdout_fraction),
-                    "tune.space": json.dumps({p.key: p.kind for p in space})})
-                search.run(study, tracker, parent, budget, progress)
-                config, summary = _conclude(search, study, {"study": name, "storage": storage, "run_id": parent,
-                                                            "lake": {"uri": lake.uri, "reports": f"reports/{parent}/",
-                                                                     "curated": validation["curated_key"]}})
-                tracker.log_values(parent, metrics=_summary_metrics(summary))
-                out = out or Path(f"{exp.name}-tuned.toml")
-                out.write_text(_render(config, summary))
-                summary["experiment_file"] = str(out)
-                reports.publish_tune(tracker, lake, parent, study, summary, out)
-        finally:
-            tracker.close()
+    with conduct(exp, settings) as ctx:
+        inputs, tracker = ctx.inputs, ctx.tracker
+        rows = _Rows(inputs.X, inputs.y, inputs.groups, inputs.duplicates,
+                     *holdout_split(inputs.y, exp.tune.holdout_fraction, exp.random_state, inputs.groups), inputs.data.spec)
+        name = study_name or f"{exp.name}-{inputs.sha256[:12]}-{exp.model.name}+{exp.resampler.name}-{metric}"
+        study, storage = _open_study(exp, settings, name, metric, (len(rows.held), inputs.sha256))
+        search = _Search(exp, rows, metric, space, ctx.runner())
+        with tracker.run(f"{exp.name}-tune", search.tags(name, inputs.sha256)) as parent:
+            tracker.log_values(parent, params={
+                "tune.metric": metric, "tune.study": name, "tune.storage": storage,
+                "tune.holdout_fraction": str(exp.tune.holdout_fraction),
+                "tune.space": json.dumps({p.key: p.kind for p in space})})
+            search.run(study, tracker, parent, budget, progress)
+            config, summary = _conclude(search, study, {"study": name, "storage": storage, "run_id": parent,
+                                                        "lake": {"uri": ctx.lake.uri, "reports": f"reports/{parent}/",
+                                                                 "curated": inputs.validation["curated_key"]}})
+            tracker.log_values(parent, metrics=_summary_metrics(summary))
+            out = out or Path(f"{exp.name}-tuned.toml")
+            out.write_text(_render(config, summary))
+            summary["experiment_file"] = str(out)
+            reports.publish_tune(tracker, ctx.lake, parent, study, summary, out)
     return TuneResult(summary=summary, config=config, experiment_file=out, trials=search.records)
 
 
@@ -232,8 +221,8 @@ class _Search:
         X, y, groups = self.rows.searched
         scores: list[float] = []
         for step, seed in enumerate(exp.cv.seeds):  # the experiment's folds, one repeat at a time
-            task = evaluate.Task(model=config["model"], resampler=config["resampler"], random_state=exp.random_state,
-                                 n_splits=exp.cv.n_splits, seeds=[seed], groups=groups, encoding=self.rows.spec)
+            task = experiment_task(exp, self.rows.spec, groups, model=config["model"], resampler=config["resampler"],
+                                   seeds=[seed])
             fold = evaluate.cross_validate(X, y, task, self.runner).scores(metric).tolist()
             tracker.log_values(child, metrics=[(f"fold_{metric}", v, len(scores) + i) for i, v in enumerate(fold)])
             scores += fold
@@ -292,8 +281,7 @@ def _summary_metrics(summary: dict[str, Any]) -> list[tuple[str, float, int]]:
 
 def _score_on_held(exp: Experiment, config: dict[str, Any], rows: _Rows, metric: str, cores: int) -> dict[str, Any]:
     """Fit the configuration on every row but the held-out ones, score it on them, with an interval."""
-    estimator = {"model": config["model"], "resampler": config["resampler"], "random_state": exp.random_state,
-                 "encoding": rows.spec}
+    estimator = experiment_task(exp, rows.spec, None, model=config["model"], resampler=config["resampler"]).estimator
     labels = np.arange(len(exp.data.classes))
     row = evaluate.fold_fit(rows.X, rows.y, cores, estimator, 0, 0, rows.held, labels)
     low, high = _honest_interval(rows.y[rows.held], row["proba"], labels, metric, float(row[metric]),

@@ -18,35 +18,27 @@ OfflineOpt = Annotated[str | None, typer.Option(
     "instead, said in one line; its model is registered under NAME-offline.")]
 
 
-def run_with_bar(exp: Any, settings: Any) -> Any:
+def run_with_bar(exp: Any, settings: Any, offline_source: str | None = None) -> Any:
     from trilho.pipeline import run_experiment
 
     return with_bar("cross-validating", exp.cv.n_splits * exp.cv.n_repeats,
-                    lambda progress: run_experiment(exp, settings, progress=progress))
+                    lambda progress: run_experiment(exp, settings, progress=progress, offline_source=offline_source))
 
 
 @command()
 def run(experiment: ExperimentOpt = "diabetes", source: SourceOpt = None, set_: SetOpt = None,
         summary_json: SummaryOpt = None, offline: OfflineOpt = None) -> None:
     """Ingest, validate, cross-validate, fit, and track the experiment."""
-    from trilho.errors import SourceUnreachableError
     from trilho.settings import load_settings
 
     exp = load(experiment, source, set_)
     settings = load_settings()
-    try:
-        result = run_with_bar(exp, settings)
-    except SourceUnreachableError as exc:
-        if not offline or source:
-            raise
-        cause = type(exc.__cause__).__name__ if exc.__cause__ else "no answer"
-        unreachable, model = exp.source.uri, exp.registry.model_name
-        exp = load(experiment, None, [*(set_ or []), f"source.uri={json.dumps(offline)}", 'source.sha256=""',
-                                      *([f"registry.model_name={json.dumps(model + '-offline')}"] if model else [])])
-        console.print(f"[bold yellow]offline:[/] {unreachable!r} cannot be reached ({cause}); running on {offline} "
-                      f"instead (model {exp.registry.model_name or 'not registered'}); give the real data with "
-                      "--source file:PATH", highlight=False, soft_wrap=True)
-        result = run_with_bar(exp, settings)
+    result = run_with_bar(exp, settings, None if source else offline)  # a source given is the one wanted
+    if result.offline:
+        gone = result.offline
+        console.print(f"[bold yellow]offline:[/] {gone['unreachable']!r} cannot be reached ({gone['cause']}); running on "
+                      f"{gone['source']} instead (model {gone['model_name'] or 'not registered'}); give the real data "
+                      "with --source file:PATH", highlight=False, soft_wrap=True)
     if summary_json:
         summary_json.write_text(json.dumps(result.summary, indent=2))
     show.run_summary(result.summary, settings.tracking_uri)
@@ -124,7 +116,8 @@ DEFAULT_CANDIDATES = ["xgboost+smote", "xgboost+none", "random_forest+smote", "r
 
 @command()
 def compare(candidates: Annotated[list[str] | None, typer.Argument(
-                help="model+resampler, e.g. xgboost+smote random_forest+none; the first is the baseline.")] = None,
+                help="model+resampler, e.g. xgboost+smote random_forest+none; parameters in brackets, quoted for the shell: "
+                "'random_forest[n_estimators=100]+smote'; the first is the baseline.")] = None,
             experiment: ExperimentOpt = "diabetes", source: SourceOpt = None, set_: SetOpt = None,
             metric: Annotated[str | None, typer.Option(
                 help="Metric to compare (default: registry.primary_metric).")] = None) -> None:

@@ -1,0 +1,145 @@
+"""What every conductor (``run``, ``compare``, ``tune``) stands on, opened in one order.
+
+``conduct`` opens the executor (a Dask cluster is checked before anything is read), prepares the
+data (ingest, validation, cleaning, the reference set when asked, the rows and groups the folds
+see) and then the tracking store (checked before any fit), and yields them as one ``Context``.
+The context builds the ``evaluate.Task`` of the experiment (the one place that turns experiment
+settings into what the folds evaluate), the runner on the free cores, and times stages into one
+``timings`` table. Each conductor then reads as its own stages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from trilho import evaluate
+from trilho.clean import CleanData
+from trilho.cluster import open_executor
+from trilho.contracts import ValidationReport
+from trilho.curate import fold_data, load_clean
+from trilho.experiment import Experiment
+from trilho.ingest import Ingested
+from trilho.reference import ReferenceSet, load_reference, without_reference
+from trilho.settings import Settings
+from trilho.storage import Lake, open_lake
+from trilho.tracking import Tracker
+
+__all__ = ["Context", "Prepared", "Progress", "conduct", "experiment_task", "open_tracker", "prepare"]
+
+Progress = Callable[[str, int, int], None]
+
+
+def open_tracker(settings: Settings, experiment: str) -> Tracker:
+    """The tracking store named by settings (checked, bounded wait), its stale runs closed."""
+    tracker = Tracker(settings.tracking_uri, experiment, pending_file=settings.cache_dir / "unfinished_runs.json",
+                      wait_s=settings.mlflow_wait_s)
+    tracker.close_stale_runs()
+    return tracker
+
+
+@dataclass
+class Prepared:
+    """The data stage's hand-over: the ingest, the raw table, its report, the cleaned data (less
+    the reference set's rows, when there is one), and the rows and groups the folds see."""
+
+    ingested: Ingested
+    raw: pd.DataFrame
+    validation: ValidationReport
+    data: CleanData
+    X: pd.DataFrame
+    y: np.ndarray
+    groups: np.ndarray | None
+    duplicates: dict[str, Any]
+    reference: ReferenceSet | None = None  # registry.reference: the gate's rows, left out of training
+    reference_rows_left_out: int = 0
+
+    @property
+    def sha256(self) -> str:
+        return self.ingested.manifest["sha256"]
+
+
+def prepare(exp: Experiment, settings: Settings, lake: Lake, *, reference: bool = False) -> Prepared:
+    """Ingest, validate and clean; leave out the reference set's rows (``reference``); the folds' rows."""
+    ingested, raw, validation, data = load_clean(exp, settings, lake)
+    chosen, left_out = None, 0
+    if reference:
+        chosen = load_reference(exp, settings, lake)
+        data, left_out = without_reference(data, chosen)
+    X, y, groups, duplicates = fold_data(data, exp)
+    return Prepared(ingested, raw, validation, data, X, y, groups, duplicates, chosen, left_out)
+
+
+def experiment_task(exp: Experiment, encoding: dict[str, Any], groups: np.ndarray | None, **changes: Any) -> evaluate.Task:
+    """The experiment's estimator on its folds (``n_splits`` per seed, ``groups`` whole); ``changes``
+    replace any field (another model, other seeds, the holdout and final fits)."""
+    task = evaluate.Task(model=exp.model.model_dump(), resampler=exp.resampler.model_dump(),
+                         random_state=exp.random_state, n_splits=exp.cv.n_splits, seeds=exp.cv.seeds,
+                         encoding=encoding, groups=groups)
+    return task.but(**changes) if changes else task
+
+
+@dataclass
+class Context:
+    """One conductor's surroundings: the experiment, the settings, the lake, the executor, the
+    prepared data and the tracker; ``timings`` collects each stage's seconds."""
+
+    exp: Experiment
+    settings: Settings
+    lake: Lake
+    executor: Any
+    inputs: Prepared
+    tracker: Tracker
+    clock: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def task(self, **changes: Any) -> evaluate.Task:
+        """The experiment's task on the prepared folds; ``changes`` as in ``experiment_task``."""
+        return experiment_task(self.exp, self.inputs.data.spec, self.inputs.groups, **changes)
+
+    def runner(self, progress: Progress | None = None, stage: str = "cv", total: int | None = None) -> evaluate.Runner:
+        """The fits on the free cores (or the executor); ``progress(stage, done, total)`` as they end."""
+        report = None
+        if progress is not None:
+            report = lambda done, n: progress(stage, done, n if total is None else total)
+        return evaluate.Runner(self.settings.free_cores(), self.executor, report)
+
+    def tags(self, kind: str) -> dict[str, str]:
+        """The tags every run of this context carries."""
+        return {"trilho.experiment": self.exp.name, "trilho.data_sha256": self.inputs.sha256, "trilho.kind": kind}
+
+    @contextlib.contextmanager
+    def timed(self, key: str) -> Iterator[None]:
+        """Add the seconds the block takes to ``timings[key]`` (also when it raises)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - start
+
+    def elapsed(self) -> float:
+        """Seconds since the context began opening."""
+        return time.perf_counter() - self.clock
+
+
+@contextlib.contextmanager
+def conduct(exp: Experiment, settings: Settings, *, lake: Lake | None = None, reference: bool = False) -> Iterator[Context]:
+    """The executor, the prepared data and the tracker, in that order; the tracker's thread and
+    the executor are closed on the way out."""
+    clock = time.perf_counter()
+    lake = lake or open_lake(settings)
+    with open_executor(settings) as executor:  # a Dask cluster is checked before anything is read
+        inputs = prepare(exp, settings, lake, reference=reference)
+        data_s = time.perf_counter() - clock
+        tracker = open_tracker(settings, exp.tracking.experiment)  # fails before any training
+        context = Context(exp, settings, lake, executor, inputs, tracker, clock, {"data_s": data_s})
+        try:
+            yield context
+        finally:
+            tracker.close()

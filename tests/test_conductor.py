@@ -1,0 +1,83 @@
+"""The one context every conductor (run, compare, tune) stands on, and the offline fallback in the API."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+
+from trilho import SourceUnreachableError, TrackingError, load_experiment
+from trilho.conductor import conduct, experiment_task
+from trilho.curate import fold_data, load_clean
+from trilho.storage import LocalLake
+
+from .conftest import FAST
+
+
+def _exp(small_csv, *extra):
+    return load_experiment("diabetes", [f'source.uri="file:{small_csv}"', 'source.sha256=""', *FAST, *extra])
+
+
+def test_the_context_holds_the_prepared_data_the_folds_see(settings, small_csv):
+    exp = _exp(small_csv)
+    with conduct(exp, settings) as ctx:
+        inputs = ctx.inputs
+        ingested, _raw, validation, data = load_clean(exp, settings, LocalLake(settings.lake))
+        X, y, groups, duplicates = fold_data(data, exp)
+        assert inputs.sha256 == ingested.manifest["sha256"] and inputs.validation == validation
+        assert inputs.X.equals(X) and (inputs.y == y).all() and duplicates == inputs.duplicates
+        assert (groups is None) == (inputs.groups is None)
+        assert inputs.reference is None and inputs.reference_rows_left_out == 0  # only `run` asks for it
+        assert ctx.tags("compare") == {"trilho.experiment": exp.name, "trilho.data_sha256": inputs.sha256,
+                                       "trilho.kind": "compare"}
+        assert ctx.timings["data_s"] > 0
+        with ctx.timed("step_s"):
+            pass
+        with pytest.raises(ValueError), ctx.timed("step_s"):
+            raise ValueError("a stage that fails still has its time")
+        assert ctx.timings["step_s"] >= 0 and set(ctx.timings) == {"data_s", "step_s"}
+        ctx.tracker.submit(lambda: None).result()
+        assert any(t.name.startswith("trilho-tracking") for t in threading.enumerate())
+    assert not any(t.name.startswith("trilho-tracking") for t in threading.enumerate())  # closed on the way out
+
+
+def test_the_experiments_task_is_built_in_one_place(settings, small_csv):
+    exp = _exp(small_csv, 'resampler.name="random_over"', "cv.n_splits=4", "random_state=7")
+    task = experiment_task(exp, {"missing": "native"}, None)
+    assert task.model == exp.model.model_dump() and task.resampler == exp.resampler.model_dump()
+    assert (task.random_state, task.n_splits, task.seeds) == (7, 4, exp.cv.seeds)
+    assert task.encoding == {"missing": "native"} and task.holdout_fraction is None and not task.final_fit
+    other = experiment_task(exp, {}, None, model={"name": "random_forest", "params": {}}, seeds=[3], label="rf")
+    assert other.model["name"] == "random_forest" and other.seeds == [3] and other.label == "rf"
+    assert other.n_splits == 4  # the experiment's folds, whatever the estimator
+
+
+def test_the_tracking_store_is_checked_after_the_data_and_before_any_fit(settings, small_csv):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    gone = settings.model_copy(update={"tracking_uri": f"http://127.0.0.1:{port}", "mlflow_wait_s": 0.5})
+    with pytest.raises(TrackingError), conduct(_exp(small_csv), gone):
+        pytest.fail("the context opened without a tracking store")
+    assert list(LocalLake(settings.lake).list("curated/"))  # the data stage ran: its Parquet is in the lake
+
+
+def _closed_port_source() -> str:
+    with socket.socket() as s:  # a port nobody listens on: the source's host does not answer
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/diabetes.csv"
+
+
+@pytest.mark.training
+def test_the_api_runs_on_the_offline_source_when_its_own_cannot_be_reached(settings):
+    from trilho.pipeline import run_experiment
+
+    exp = load_experiment("diabetes", [f'source.uri="{_closed_port_source()}"', 'source.sha256=""', *FAST])
+    result = run_experiment(exp, settings, offline_source="synthetic:diabetes?rows=300&seed=1")
+    assert result.offline == {"unreachable": exp.source.uri, "cause": "ConnectionError",
+                              "source": "synthetic:diabetes?rows=300&seed=1", "model_name": "diabetes-xgboost-offline"}
+    assert result.summary["data"]["source"].startswith("synthetic:diabetes")
+    assert result.summary["registry"]["name"] == "diabetes-xgboost-offline"
+    with pytest.raises(SourceUnreachableError):  # no fallback asked for: the error, as before
+        run_experiment(exp, settings)

@@ -110,10 +110,10 @@ def cv_floor(data_path: Path, cores: int) -> float:
     from threadpoolctl import threadpool_limits
 
     from trilho.clean import clean
-    from trilho.evaluate import build_pipeline, holdout_split
+    from trilho.curate import fold_data
     from trilho.ingest import read_table
-    from trilho.pipeline import fold_data
-    from trilho.splits import split_plan
+    from trilho.models import build_pipeline
+    from trilho.splits import holdout_split, split_plan
 
     exp = trilho_experiment(data_path)
     data = clean(read_table(data_path), exp)

@@ -31,8 +31,8 @@ def main() -> None:
     args = parser.parse_args()
     from trilho import evaluate, load_experiment, models
     from trilho.clean import clean
+    from trilho.curate import fold_data
     from trilho.ingest import read_table
-    from trilho.pipeline import fold_data
 
     exp = load_experiment("diabetes", [f'source.uri="file:{args.data}"', 'source.sha256=""',
                                        f"cv.n_repeats={args.repeats}"])

@@ -56,7 +56,7 @@ import json, sys, time
 import numpy as np
 from trilho import evaluate, load_experiment, splits
 from trilho.clean import clean
-from trilho.pipeline import fold_data
+from trilho.curate import fold_data
 from trilho.synthetic import diabetes
 
 rows = int(sys.argv[1])

@@ -47,9 +47,11 @@ def _frame(X, y, rows):
 
 def one_replicate(index: int, rows, test, X, y, trials: int) -> dict:
 
-    from trilho import evaluate, load_settings
+    from trilho import load_settings
+    from trilho.curate import fold_data, load_clean
     from trilho.experiment import Experiment
-    from trilho.pipeline import fold_data, load_clean
+    from trilho.models import build_pipeline
+    from trilho.splits import holdout_split
     from trilho.tune import tune
 
     with tempfile.TemporaryDirectory(prefix="trilho-optimism-") as tmp:
@@ -76,8 +78,8 @@ def one_replicate(index: int, rows, test, X, y, trials: int) -> dict:
         # the model the honest score scored: the tuned configuration fitted on the search rows
         _, _, _, data = load_clean(exp, settings)
         Xr, yr, groups, _ = fold_data(data, exp)
-        search, _ = evaluate.holdout_split(yr, exp.tune.holdout_fraction, exp.random_state, groups)
-        pipe = evaluate.build_pipeline(result.config["model"], result.config["resampler"], exp.random_state, 2,
+        search, _ = holdout_split(yr, exp.tune.holdout_fraction, exp.random_state, groups)
+        pipe = build_pipeline(result.config["model"], result.config["resampler"], exp.random_state, 2,
                                        data.spec).fit(Xr.iloc[search], yr[search])
         fresh = _frame(X, y, test).drop(columns=["label"])
         truth = float((pipe.predict(fresh) == y[test]).mean())

@@ -12,7 +12,9 @@ from sklearn.metrics import (
 )
 
 from trilho import ConfigError, EvaluationError, evaluate
-from trilho.evaluate import CONFUSION_METRICS, build_pipeline, cross_validate, scores_from_confusion
+from trilho.evaluate import cross_validate
+from trilho.metrics import CONFUSION_METRICS, scores_from_confusion
+from trilho.models import build_pipeline
 from trilho.stats import percentile_spread, summarise
 
 MODEL = {"name": "xgboost", "params": {"n_estimators": 10, "max_depth": 2}}
@@ -98,7 +100,7 @@ def test_summary_statistics():
 def test_probability_metrics_equal_scikit_learn(seed):
     from sklearn.metrics import log_loss, roc_auc_score
 
-    from trilho.evaluate import probability_metrics
+    from trilho.metrics import probability_metrics
 
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 3, 200)

@@ -280,7 +280,7 @@ def test_a_file_with_no_line_break_is_refused_without_reading_it_whole(tmp_path)
 
 
 def test_fault_20_a_changed_raw_object_or_curated_table_is_rebuilt_not_used(settings, small_experiment):
-    from trilho.pipeline import load_clean
+    from trilho.curate import load_clean
 
     lake = LocalLake(settings.lake)
     ingested, _, report, data = load_clean(small_experiment, settings, lake)

@@ -11,8 +11,8 @@ from sklearn.metrics import average_precision_score
 
 from trilho.encoding import normalise_text
 from trilho.errors import ConfigError
-from trilho.evaluate import probability_metrics
 from trilho.experiment import Experiment
+from trilho.metrics import probability_metrics
 from trilho.profile import profile_chunks, propose, render
 
 

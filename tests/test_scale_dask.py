@@ -18,12 +18,13 @@ from trilho import evaluate, load_settings
 from trilho.cluster import open_executor
 from trilho.encoding import feature_spec
 from trilho.errors import ClusterError
+from trilho.metrics import METRICS
 
 from .services import DaskCluster, free_port
 
 pytest.importorskip("distributed", reason="Dask is an extra: pip install -e '.[dask]' (the test extra has it)")
 
-SCORES = list(evaluate.METRICS)
+SCORES = list(METRICS)
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +208,7 @@ def test_a_distributed_final_fit_reads_the_lake_on_the_workers(where, dask_clust
     served = mlflow.pyfunc.load_model(summary["model_uri"])
     raw = read_table(path).drop(columns=[target])
     answer = served.predict(raw)
-    _, _, _, data = pipeline.load_clean(exp, settings)
+    _, _, _, data = curate.load_clean(exp, settings)
     here = build_pipeline(exp.model.model_dump(), exp.resampler.model_dump(), exp.random_state, 2,
                           data.spec).fit(data.X, data.y)
     labels = np.asarray(exp.data.classes)[here.predict(data.X)]

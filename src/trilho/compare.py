@@ -23,6 +23,7 @@ from trilho.errors import ConfigError
 from trilho.experiment import Experiment
 from trilho.metrics import METRICS
 from trilho.models import check_estimator, check_names
+from trilho.results import CVResult
 from trilho.settings import Settings
 from trilho.tracking import flatten
 
@@ -150,7 +151,7 @@ def _metric_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.\-/]", "_", text)
 
 
-def _evaluate(ctx: Context, candidates: list[dict[str, Any]], progress: Progress | None) -> dict[str, evaluate.CVResult]:
+def _evaluate(ctx: Context, candidates: list[dict[str, Any]], progress: Progress | None) -> dict[str, CVResult]:
     """Every candidate's folds in one batch on one pool."""
     exp = ctx.exp
     total = len(candidates) * exp.cv.n_splits * exp.cv.n_repeats

@@ -13,13 +13,13 @@ from typing import Any
 
 import pandas as pd
 
-from trilho import evaluate
 from trilho.clean import CleanData, clean
 from trilho.contracts import ValidationReport
 from trilho.errors import StorageError
 from trilho.experiment import Experiment
 from trilho.ingest import Ingested, ingest, read_table, repair_raw
 from trilho.settings import Settings
+from trilho.splits import duplicate_groups
 from trilho.storage import Lake, open_lake, sha256_file
 from trilho.validate import raise_for_errors, validate
 
@@ -97,7 +97,7 @@ def read_curated(lake: Lake, key: str) -> str | None:
 
 def fold_data(data: CleanData, exp: Experiment) -> tuple[pd.DataFrame, Any, Any, dict[str, Any]]:
     """The rows and groups the folds see under the duplicate policy, and what the policy did."""
-    groups = evaluate.duplicate_groups(data.X)
+    groups = duplicate_groups(data.X)
     distinct = len(set(groups))
     info = {"policy": exp.cv.duplicates, "rows": int(len(data.y)), "distinct_feature_rows": distinct,
             "rows_copying_another": int(len(groups) - distinct)}

@@ -24,27 +24,13 @@ from imblearn.pipeline import Pipeline
 from sklearn.metrics import confusion_matrix
 
 from trilho.errors import EvaluationError
-from trilho.metrics import (
-    CONFUSION_METRICS,
-    METRIC_RANGE,
-    METRICS,
-    probability_metrics,
-    row_log_loss,
-    scores_from_confusion,
-    scores_from_confusions,
-)
-from trilho.models import build_pipeline, check_names, model_kind
+from trilho.metrics import probability_metrics, row_log_loss, scores_from_confusion
+from trilho.models import build_pipeline, model_kind
 from trilho.pool import Batch, ProgressFn, run_fits
 from trilho.results import CVResult, HoldoutResult, cv_result, holdout_result
-from trilho.splits import Plan, duplicate_groups, holdout_split, split_plan
+from trilho.splits import Plan, holdout_split, split_plan
 
-__all__ = [
-    "CONFUSION_METRICS", "METRICS", "METRIC_RANGE",
-    "CVResult", "Evaluation", "HoldoutResult", "Runner", "Task",
-    "build_pipeline", "check_names", "cross_validate", "cross_validate_many", "duplicate_groups",
-    "evaluate_all", "fold_fit", "holdout_split", "probability_metrics", "row_log_loss", "scores_from_confusion",
-    "scores_from_confusions", "start",
-]
+__all__ = ["Evaluation", "Runner", "Task", "cross_validate", "cross_validate_many", "evaluate_all", "fold_fit", "start"]
 
 
 @dataclass(frozen=True, eq=False)

@@ -297,7 +297,7 @@ class Experiment(_Strict):
 
     @model_validator(mode="after")
     def _known_metrics(self) -> Experiment:
-        from trilho.evaluate import METRICS  # the one list of metric names
+        from trilho.metrics import METRICS  # the one list of metric names
         from trilho.models import check_estimator
 
         for section, params in (("model", self.model.params), ("resampler", self.resampler.params)):

@@ -15,8 +15,8 @@ from matplotlib.figure import Figure
 
 from trilho.contracts import RunSummary, ValidationReport
 from trilho.encoding import normalise_text
-from trilho.evaluate import duplicate_groups
 from trilho.experiment import Experiment
+from trilho.splits import duplicate_groups
 
 __all__ = [
     "class_balance_figure",

@@ -21,9 +21,9 @@ from typing import Any
 import pandas as pd
 
 from trilho import evaluate, parallel, reports
-from trilho.conductor import Context, Progress, conduct, open_tracker
+from trilho.conductor import Context, Progress, conduct
 from trilho.contracts import GateRecord, RunSummary, ValidationReport
-from trilho.curate import fold_data, load_clean, read_curated
+from trilho.curate import read_curated
 from trilho.errors import ConfigError, SourceUnreachableError, TrackingError
 from trilho.experiment import Experiment
 from trilho.results import CVResult, HoldoutResult
@@ -32,9 +32,7 @@ from trilho.storage import Lake
 from trilho.summary import build_summary, metric_rows, summary_metrics
 from trilho.tracking import flatten, save_model_files
 
-# load_clean, fold_data and open_tracker stay importable from here, where the notebook and scripts look for them
-__all__ = ["ExperimentResult", "cv_key", "fold_data", "load_clean", "offline_experiment", "open_tracker",
-           "run_experiment"]
+__all__ = ["ExperimentResult", "cv_key", "offline_experiment", "run_experiment"]
 
 log = logging.getLogger(__name__)
 

@@ -266,7 +266,7 @@ def nested_bounds(oof: Any, nested: Any, n_splits: int, level: float = 0.95,
                   seeds: list[int] | None = None) -> dict[str, tuple[float, float]]:
     """The nested-CV interval of the row-decomposable metrics (accuracy from the 0/1 error, log
     loss) from the out-of-fold predictions ``oof`` and the nested fits' per-row losses ``nested``
-    (trilho.evaluate.CVResult's frames) of ``seeds`` (default: every seed that has them)."""
+    (trilho.results.CVResult's frames) of ``seeds`` (default: every seed that has them)."""
     from trilho.metrics import row_log_loss
 
     nested = nested if seeds is None else nested[nested["seed"].isin(seeds)]

@@ -11,9 +11,9 @@ from typing import Any
 
 from trilho import stats
 from trilho.contracts import MetricSummary, RunSummary
-from trilho.evaluate import CVResult, HoldoutResult
 from trilho.experiment import Experiment
 from trilho.metrics import CONFUSION_METRICS, METRIC_RANGE, scores_from_confusions
+from trilho.results import CVResult, HoldoutResult
 
 __all__ = ["build_summary", "metric_rows", "summary_metrics"]
 

@@ -91,8 +91,8 @@ def ingest(experiment: ExperimentOpt = "diabetes", source: SourceOpt = None) -> 
 @command()
 def validate(experiment: ExperimentOpt = "diabetes", source: SourceOpt = None, set_: SetOpt = None) -> None:
     """Ingest and validate; print the report as JSON (exit 1 when the data cannot run)."""
+    from trilho.curate import load_clean
     from trilho.errors import DataValidationError
-    from trilho.pipeline import load_clean
     from trilho.settings import load_settings
 
     try:

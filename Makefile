@@ -12,11 +12,12 @@ OFFLINE_SOURCE ?= synthetic:diabetes?rows=1000&seed=1
 .PHONY: run test test-fast lint lock setup clean bench ui notebook server
 
 # the environment comes from uv.lock (every version pinned and hashed): the same set here, in CI and in
-# the Compose images; uv itself is the one pinned below. pyproject.toml keeps the lower bounds for
+# the Compose images; uv itself is the one pinned below. Bytecode is compiled at install (as pip does):
+# where PYTHONDONTWRITEBYTECODE is set, every start would otherwise compile MLflow and pandas afresh. pyproject.toml keeps the lower bounds for
 # users who `pip install` the package. After changing a dependency there, run `make lock`.
 UV_VERSION := 0.13.9
 UV := UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv
-SYNC := $(UV) sync --frozen --inexact --quiet
+SYNC := $(UV) sync --frozen --inexact --quiet --compile-bytecode
 
 $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)

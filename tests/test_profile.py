@@ -194,3 +194,31 @@ def test_numbers_with_a_missing_marker_are_numbers_with_gaps():
     plain = frame.assign(chol=frame["chol"].replace({"?": None, " ? ": None}))
     assert "missing_markers" not in propose(profile_chunks([plain.drop(columns=["ca"])], "y"), "m", "file:m.csv",
                                             "y").config["data"]
+
+
+def test_profile_and_propose_import_each_other_one_way_only(tmp_path):
+    """profile -> propose -> census: propose reading the profile's module again (even for type
+    hints) is a circle, and the layers contract says so."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import trilho.census
+    import trilho.profile
+    import trilho.propose
+
+    assert trilho.profile.Column is trilho.census.Column and trilho.propose.Profile is trilho.census.Profile
+    root = Path(__file__).resolve().parents[1]
+    lint = shutil.which("lint-imports") or str(Path(sys.executable).parent / "lint-imports")
+    copy = tmp_path / "src"
+    shutil.copytree(root / "src" / "trilho", copy / "trilho", ignore=shutil.ignore_patterns("__pycache__"))
+    propose_py = copy / "trilho" / "propose.py"
+    text = propose_py.read_text()
+    propose_py.write_text(text.replace("from typing import Any\n", "from typing import TYPE_CHECKING, Any\n", 1)
+                          + "\n\nif TYPE_CHECKING:\n    from trilho.profile import Column  # noqa: F401\n")
+    broken = subprocess.run([lint, "--config", str(root / "pyproject.toml"), "--no-cache"], cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(copy)}, capture_output=True, text=True, timeout=300)
+    assert broken.returncode != 0, broken.stdout[-3000:]
+    assert "trilho.propose -> trilho.profile" in broken.stdout, broken.stdout[-3000:]

@@ -9,71 +9,21 @@ unique) and the row hashes that count duplicates. ``propose`` turns a profile in
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from trilho.census import CAP, ID_NAME, MARKERS_MAX, MISSING_MARKERS, TARGET_NAME, Column, Profile
 from trilho.encoding import normalise_text
 from trilho.errors import ConfigError, DataValidationError
 from trilho.ingest import check_size, iter_chunks, read_head
-from trilho.propose import CAP, ID_NAME, MARKERS_MAX, MISSING_MARKERS, TARGET_NAME, Proposal, propose, render
+from trilho.propose import Proposal, propose, render
 
 __all__ = ["Column", "Profile", "Proposal", "experiment_name", "init_experiment", "profile_chunks", "propose", "render"]
-
-
-
-@dataclass
-class Column:
-    name: str
-    nulls: int = 0
-    text: bool = False              # some value is not a number
-    boolean: bool = False
-    integer: bool = True            # every numeric value is a whole number
-    low: float = math.inf
-    high: float = -math.inf
-    counts: dict[str, int] | None = field(default_factory=dict)  # None once over CAP distinct values
-    hashes: list[np.ndarray] | None = field(default_factory=list)  # None once a repeat is seen or not an id kind
-    # the values that are not numbers, when every one is a usual stand-in for a missing value ("?"),
-    # with their rows; None once another is seen
-    markers: dict[str, int] | None = field(default_factory=dict)
-
-    @property
-    def marked(self) -> bool:
-        """Numbers, with some missing values written as a marker ("?")."""
-        return self.text and bool(self.markers) and math.isfinite(self.low)
-
-    @property
-    def gaps(self) -> int:
-        """Missing values: empty cells, and the markers of a marked column."""
-        return self.nulls + (sum((self.markers or {}).values()) if self.marked else 0)
-
-    @property
-    def distinct(self) -> int | None:
-        return None if self.counts is None else len(self.counts)
-
-    def finish(self) -> None:
-        """Booleans written as text ("True", "false") are booleans too."""
-        if self.counts and set(self.counts) <= {"TRUE", "FALSE"}:
-            self.boolean = True
-
-
-@dataclass
-class Profile:
-    rows: int
-    columns: dict[str, Column]
-    # per possible label (the one named, or each column named like one): rows whose features (the
-    # columns that are neither an identifier nor that label) repeat an earlier row's
-    duplicates: dict[str, int]
-    unique: dict[str, bool]          # per identifier-kind column: every value distinct
-
-    def duplicate_rows(self, target: str) -> int:
-        return self.duplicates.get(target, 0)
 
 
 def _comparable(frame: pd.DataFrame) -> pd.DataFrame:

@@ -1,6 +1,7 @@
-"""``propose`` turns a data set's profile (trilho.profile) into the experiment a careful data
-scientist would start from, every choice with the reason for it; ``render`` writes it as a
-commented TOML file that ``trilho run -e FILE`` accepts unchanged. Pure."""
+"""``propose`` turns a data set's profile (a ``trilho.census.Profile``, folded by trilho.profile)
+into the experiment a careful data scientist would start from, every choice with the reason for
+it; ``render`` writes it as a commented TOML file that ``trilho run -e FILE`` accepts unchanged.
+Pure."""
 
 from __future__ import annotations
 
@@ -8,25 +9,12 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from trilho.census import CAP, CODE_MAX, ID_NAME, TARGET_NAME, Column, Profile
 from trilho.errors import ConfigError
 
-if TYPE_CHECKING:
-    from trilho.profile import Column, Profile
-
 __all__ = ["CAP", "CODE_MAX", "ID_NAME", "Proposal", "propose", "render", "toml_document"]
-
-CAP = 50                # distinct values kept per column; a text column with more is not a category
-CODE_MAX = 8            # an integer column with 3..CODE_MAX distinct values is taken as a code
-# what data sets write for a missing number beyond what the CSV reader knows ("NA", "null", ...);
-# a column of numbers with at most MARKERS_MAX of these is numbers with gaps
-MISSING_MARKERS = ("?", "??", "-", "--", "---", ".", "*", "MISSING", "UNKNOWN", "NONE", "NULL", "NAN", "NA", "N/A",
-                   "N.A.", "#N/A", "NOT AVAILABLE")
-MARKERS_MAX = 3
-ID_NAME = re.compile(r"(^|[^a-z])(id|uuid|guid|key|no|num|number|index|unnamed)([^a-z]|$)|^id|id$", re.I)
-TARGET_NAME = re.compile(r"^(target|label|labels|class|classes|y|outcome|diagnosis|churn|churned|default|"
-                          r"response|result|status|survived|category|grade|quality)$", re.I)
 
 
 @dataclass

@@ -1,0 +1,73 @@
+"""What ``trilho init`` counts of a data set, column by column, and the thresholds that read the
+counts: the profile's own data, shared by ``trilho.profile`` (which folds a table into it) and
+``trilho.propose`` (which reads it). Neither imports the other's way back: profile -> propose ->
+census, held by an import-linter contract. Pure."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["CAP", "CODE_MAX", "ID_NAME", "MARKERS_MAX", "MISSING_MARKERS", "TARGET_NAME", "Column", "Profile"]
+
+CAP = 50                # distinct values kept per column; a text column with more is not a category
+CODE_MAX = 8            # an integer column with 3..CODE_MAX distinct values is taken as a code
+# what data sets write for a missing number beyond what the CSV reader knows ("NA", "null", ...);
+# a column of numbers with at most MARKERS_MAX of these is numbers with gaps
+MISSING_MARKERS = ("?", "??", "-", "--", "---", ".", "*", "MISSING", "UNKNOWN", "NONE", "NULL", "NAN", "NA", "N/A",
+                   "N.A.", "#N/A", "NOT AVAILABLE")
+MARKERS_MAX = 3
+ID_NAME = re.compile(r"(^|[^a-z])(id|uuid|guid|key|no|num|number|index|unnamed)([^a-z]|$)|^id|id$", re.I)
+TARGET_NAME = re.compile(r"^(target|label|labels|class|classes|y|outcome|diagnosis|churn|churned|default|"
+                          r"response|result|status|survived|category|grade|quality)$", re.I)
+
+
+@dataclass
+class Column:
+    name: str
+    nulls: int = 0
+    text: bool = False              # some value is not a number
+    boolean: bool = False
+    integer: bool = True            # every numeric value is a whole number
+    low: float = math.inf
+    high: float = -math.inf
+    counts: dict[str, int] | None = field(default_factory=dict)  # None once over CAP distinct values
+    hashes: list[np.ndarray] | None = field(default_factory=list)  # None once a repeat is seen or not an id kind
+    # the values that are not numbers, when every one is a usual stand-in for a missing value ("?"),
+    # with their rows; None once another is seen
+    markers: dict[str, int] | None = field(default_factory=dict)
+
+    @property
+    def marked(self) -> bool:
+        """Numbers, with some missing values written as a marker ("?")."""
+        return self.text and bool(self.markers) and math.isfinite(self.low)
+
+    @property
+    def gaps(self) -> int:
+        """Missing values: empty cells, and the markers of a marked column."""
+        return self.nulls + (sum((self.markers or {}).values()) if self.marked else 0)
+
+    @property
+    def distinct(self) -> int | None:
+        return None if self.counts is None else len(self.counts)
+
+    def finish(self) -> None:
+        """Booleans written as text ("True", "false") are booleans too."""
+        if self.counts and set(self.counts) <= {"TRUE", "FALSE"}:
+            self.boolean = True
+
+
+@dataclass
+class Profile:
+    rows: int
+    columns: dict[str, Column]
+    # per possible label (the one named, or each column named like one): rows whose features (the
+    # columns that are neither an identifier nor that label) repeat an earlier row's
+    duplicates: dict[str, int]
+    unique: dict[str, bool]          # per identifier-kind column: every value distinct
+
+    def duplicate_rows(self, target: str) -> int:
+        return self.duplicates.get(target, 0)

@@ -71,19 +71,24 @@ def curves_figure(oof: pd.DataFrame, classes: list[str]) -> Figure:
 
 
 def intervals_figure(summary: Mapping[str, Any], metric: str) -> Figure:
-    """Every interval method for one metric, side by side, around the fold mean."""
+    """Every interval method for one metric, side by side, around the fold mean.
+
+    Each interval's bounds are written in a column right of the axes and the legend sits below
+    them, so neither covers a bar, a bound or a method's name."""
     entry = summary[metric]
     methods = [(m, iv) for m, iv in entry["intervals"].items() if iv]
-    fig = Figure(figsize=(6.4, 0.5 * len(methods) + 1.4), layout="constrained")
+    fig = Figure(figsize=(6.4, 0.5 * len(methods) + 1.8), layout="constrained")
     ax = fig.add_subplot()
+    beside = ax.get_yaxis_transform()  # x in axes fractions, y in data: just right of the axes
     for i, (_method, (lo, hi)) in enumerate(methods):
         ax.plot([lo, hi], [i, i], lw=3)
-        ax.text(hi, i, f"  [{lo:.3f}, {hi:.3f}]", va="center", fontsize=8)
+        ax.annotate(f"[{lo:.3f}, {hi:.3f}]", xy=(1, i), xycoords=beside, xytext=(6, 0), textcoords="offset points",
+                    va="center", fontsize=8)
     ax.axvline(entry["mean"], color="black", lw=0.8, ls="--", label=f"fold mean {entry['mean']:.3f}")
     ax.set_yticks(range(len(methods)), [m for m, _ in methods])
     ax.set_xlabel(metric)
     ax.set_title(f"{metric}: intervals side by side")
-    ax.legend(loc="lower right", fontsize=8)
+    fig.legend(loc="outside lower center", fontsize=8, frameon=False)
     return fig
 
 

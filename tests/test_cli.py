@@ -31,6 +31,7 @@ def test_run_writes_a_summary(settings, small_csv, workdir):
     assert summary["run_id"] and summary["lake"]["reports"] == f"reports/{summary['run_id']}/"
     assert summary["model_uri"].startswith("models:/")
     assert "MLflow run" in result.output and "mlflow ui --backend-store-uri" in result.output
+    assert "…" not in result.output and f"mlflow ui --backend-store-uri {settings.tracking_uri}" in result.output
 
 
 def _bad_files(tmp_path):
@@ -135,3 +136,61 @@ def test_every_command_prints_its_help():
     for name in names:
         result = runner.invoke(app, [name, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output, (name, result.output[-500:])
+
+
+def _summary(folder: str) -> dict:
+    """A run's summary as `trilho run` prints it: nine metrics, a long lake path, a registered model."""
+    metrics = {m: {"mean": 0.95, "std": 0.0123, "low": 0.9311, "high": 0.9788, "ci": [0.9402, 0.9711]}
+               for m in ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "f1_weighted",
+                         "mcc", "roc_auc_ovr", "log_loss")}
+    return {"experiment": "diabetes", "run_id": "58d1a030822d46ae9025b45cefd19c43", "mlflow_experiment": "experimento_xgboost",
+            "cv": {"n_folds": 50, "n_splits": 5, "seeds": list(range(10)), "level": 0.95, "interval": "corrected_t",
+                   "duplicates": {"policy": "group", "rows": 1000, "distinct_feature_rows": 826,
+                                  "rows_copying_another": 174, "rows_used": 1000},
+                   "metrics": metrics},
+            "holdout": {"scores": dict.fromkeys(metrics, 0.9916)},
+            "data": {"ingest_skipped": False},
+            "lake": {"uri": f"file://{folder}/a/lake/folder/deep/enough/to/pass/eighty/columns",
+                     "reports": "reports/58d1a030822d46ae9025b45cefd19c43/"},
+            "registry": {"name": "diabetes-xgboost", "version": "12", "aliases": ["challenger", "champion"],
+                         "reason": "no champion yet: the first model is promoted"},
+            "timings": {"total_s": 14.4, "cv_s": 3.2, "tracking_s": 9.1}}
+
+
+def test_a_piped_run_prints_its_table_whole_and_its_paths_on_one_line(monkeypatch, workdir, settings):
+    """Standard output that is no terminal (CliRunner's, like a pipe's) has no width: nothing is cut
+    to 80 columns (``0.9402–0.97…``, ``holdo…``) and no path or URI is broken over two lines."""
+    import types
+
+    import trilho.pipeline
+
+    summary = _summary(str(workdir))
+    monkeypatch.setattr(trilho.pipeline, "run_experiment",
+                        lambda *a, **k: types.SimpleNamespace(summary=summary, offline=None))
+    tracking = f"sqlite:///{workdir}/a/tracking/store/with/a/long/enough/name/mlflow.db"
+    result = runner.invoke(app, ["run"], env={**_env(settings), "MLFLOW_TRACKING_URI": tracking, "COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "…" not in result.output
+    header = next(line for line in lines if "metric" in line)
+    assert "holdout" in header and "95% CI" in header and "fold spread" in header
+    row = next(line for line in lines if "balanced_accuracy" in line)
+    assert "0.9402–0.9711" in row and "0.9311–0.9788" in row and "0.9916" in row
+    assert max(map(len, lines)) > 80  # wider than rich's guess for a terminal it cannot see
+    whole = [f"{summary['lake']['uri']}/{summary['lake']['reports']}", tracking, "models:/diabetes-xgboost/12",
+             f"mlflow ui --backend-store-uri {tracking}"]
+    for text in whole:
+        assert any(text in line for line in lines), (text, result.output)
+
+
+def test_a_terminal_table_still_fits_the_terminal(monkeypatch, capsys):
+    from rich.console import Console
+
+    from trilho.cli import show
+
+    monkeypatch.setattr(show, "Console", lambda **kw: Console(force_terminal=True, color_system=None, width=80, **kw))
+    show.run_summary(_summary("/tmp/" + "x" * 80), "sqlite:///mlflow.db")
+    lines = capsys.readouterr().out.splitlines()
+    table = [line for line in lines if line.startswith(("┃", "│"))]
+    assert table and max(map(len, table)) <= 80  # a terminal's width is the table's
+    assert any(line.startswith("lake results file:///tmp/" + "x" * 80) for line in lines)  # the terminal wraps it

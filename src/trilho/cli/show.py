@@ -1,4 +1,9 @@
-"""What the commands print: tables of a run, a comparison, a tuning."""
+"""What the commands print: tables of a run, a comparison, a tuning.
+
+On a terminal a table fits the terminal's width; piped or redirected (no terminal: a file, a log,
+``| less``) it is printed whole, however wide. Lines that carry a path, a URI or a run id are never
+cut or broken by a newline either way: the terminal wraps them, a file keeps them on one line.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +15,19 @@ from rich.table import Table
 
 from trilho.contracts import RunSummary
 
+# the width given to output that is no terminal: wide enough for any table trilho prints, so none
+# is cut to fit a width that is not there (rich would assume 80 columns)
+UNBOUNDED = 10_000
+
+
+def _console() -> Console:
+    """Standard output: a terminal's own width, or (not a terminal) no width to fit at all."""
+    out = Console(soft_wrap=True)
+    return out if out.is_terminal else Console(width=UNBOUNDED, soft_wrap=True)
+
 
 def run_summary(summary: RunSummary, tracking_uri: str) -> None:
-    out = Console()
+    out = _console()
     cv = summary["cv"]
     dup = cv.get("duplicates", {})
     table = Table(title=f"{summary['experiment']}: {cv['n_folds']} folds ({cv['n_splits']}-fold × {len(cv['seeds'])} seeds, "
@@ -48,13 +63,13 @@ def compare_summary(s: dict[str, Any]) -> None:
     for r in s["candidates"]:
         table.add_row(r["candidate"], f"{r['mean']:.4f}", f"{r['ci_low']:.4f} – {r['ci_high']:.4f}",
                       f"{r['mean_diff']:+.4f}", f"{r['diff_low']:+.4f} – {r['diff_high']:+.4f}", f"{r['p_value']:.3g}")
-    out = Console()
+    out = _console()
     out.print(table)
     out.print(f"MLflow run {s['run_id']} (one child per candidate); lake {s['lake']['uri']}/{s['lake']['reports']}")
 
 
 def tune_summary(s: dict[str, Any]) -> None:
-    out = Console()
+    out = _console()
     t = s["trials"]
     out.print(f"study {s['study']}: {t['this_command']} trials now, {t['in_study']} in all "
               f"({t['complete']} complete, {t['pruned']} pruned, {t['failed']} failed); storage {s['storage']}")

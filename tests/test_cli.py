@@ -194,3 +194,23 @@ def test_a_terminal_table_still_fits_the_terminal(monkeypatch, capsys):
     table = [line for line in lines if line.startswith(("┃", "│"))]
     assert table and max(map(len, table)) <= 80  # a terminal's width is the table's
     assert any(line.startswith("lake results file:///tmp/" + "x" * 80) for line in lines)  # the terminal wraps it
+
+
+@pytest.mark.training
+def test_a_first_run_on_a_fresh_store_prints_no_line_of_the_libraries(settings, small_csv, workdir):
+    """A new SQLite store: MLflow creates its tables (through alembic) and checks the model's input
+    example, each an INFO note of its own loggers; at the default level none of them is printed."""
+    import os
+    import re
+
+    assert not (workdir / "mlflow.db").exists()
+    args = [sys.executable, "-m", "trilho", "run", "--source", f"file:{small_csv}"]
+    for item in FAST:
+        args += ["--set", item]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_LOGGING_LEVEL"}
+    done = subprocess.run(args, env={**env, **_env(settings)}, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "MLflow run" in done.stdout and (workdir / "mlflow.db").exists()
+    theirs = re.compile(r"\b(INFO|DEBUG)\b|mlflow\.(store|pyfunc|tracking|models)|alembic|urllib3|botocore|sqlalchemy")
+    noise = [line for line in (done.stdout + done.stderr).splitlines() if theirs.search(line)]
+    assert not noise, noise

@@ -85,14 +85,28 @@ def command(name: str | None = None) -> Callable[[Command], Command]:
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what each stage does.")] = False) -> None:
+def main(verbose: Annotated[int, typer.Option(
+        "--verbose", "-v", count=True,
+        help="Log what each stage does; -vv also the libraries' own notes (MLflow, alembic, urllib3, ...).")] = 0) -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # a tracking server that dies mid-run should cost seconds, not MLflow's default minutes of retries
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if not verbose:  # MLflow sets its own loggers to INFO; its progress notes are noise here
-        logging.getLogger("mlflow").setLevel(logging.WARNING)
+    if verbose >= 2:
+        return
+    # The libraries' INFO notes (MLflow creating a fresh store's tables, alembic's migrations, a
+    # model's input check, urllib3's connections) are theirs, not the run's: at the default level,
+    # and with -v, they say only WARNING and above. MLflow and Dask set up their loggers when first
+    # imported, from their own variables: those are set here unless the user set them (asking for more).
+    quiet = ["alembic", "sqlalchemy", "urllib3", "botocore", "boto3", "s3transfer", "distributed", "dask", "matplotlib",
+             "PIL", "kagglehub", "httpx", "huey", "git"]
+    if "MLFLOW_LOGGING_LEVEL" not in os.environ:
+        os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"
+        quiet.append("mlflow")  # already imported (a caller's process): its loggers are set here too
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    for name in quiet:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def load(ref: str, source: str | None, overrides: list[str] | None) -> Any:

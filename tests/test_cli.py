@@ -181,6 +181,9 @@ def test_a_piped_run_prints_its_table_whole_and_its_paths_on_one_line(monkeypatc
              f"mlflow ui --backend-store-uri {tracking}"]
     for text in whole:
         assert any(text in line for line in lines), (text, result.output)
+    # the duplicates in the words `trilho init` uses, for the rows the folds use
+    assert "duplicates   174 of the 1,000 rows the folds use repeat an earlier row's features: cv.duplicates = " \
+        "'group', each set of copies stays in one fold" in lines
 
 
 def test_a_terminal_table_still_fits_the_terminal(monkeypatch, capsys):

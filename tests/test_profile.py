@@ -67,7 +67,7 @@ def test_duplicate_rows_are_counted_on_the_features_as_the_folds_see_them():
         # named, or not named (the label is guessed), with conflicting labels on copies: the same count
         assert profile_chunks(chunks, "outcome").duplicate_rows("outcome") == expected
         guessed = propose(profile_chunks(chunks), "d", "file:d.csv")
-        assert f"{expected} rows repeat another row's features" in " ".join(guessed.notes["cv"])
+        assert f"{expected} of the {len(frame)} rows repeat an earlier row's features" in " ".join(guessed.notes["cv"])
 
 
 def test_a_repeat_across_chunks_is_seen():
@@ -222,3 +222,50 @@ def test_profile_and_propose_import_each_other_one_way_only(tmp_path):
                             env={**os.environ, "PYTHONPATH": str(copy)}, capture_output=True, text=True, timeout=300)
     assert broken.returncode != 0, broken.stdout[-3000:]
     assert "trilho.propose -> trilho.profile" in broken.stdout, broken.stdout[-3000:]
+
+
+def test_init_counts_repeated_rows_as_the_run_does(workdir, settings):
+    """The count `trilho init` says is the run's: on the proposed features only (an id-like name
+    that is a feature counts, free text that is dropped does not), over the data's rows and over
+    the rows the folds will use once the reference set is set apart."""
+    from trilho.census import repeats_phrase
+    from trilho.clean import clean
+    from trilho.curate import fold_data
+    from trilho.ingest import read_table
+    from trilho.profile import init_experiment
+    from trilho.reference import ReferenceSet, without_reference
+    from trilho.synthetic import diabetes
+    from trilho.validate import validate
+
+    rng = np.random.default_rng(8)
+    frame = diabetes(rows=1200, seed=8).drop(columns=["No_Pation"])
+    frame["num_children"] = rng.integers(0, 4, len(frame))            # an id-like name, but a feature
+    frame["comment"] = [f"seen by {i % 300}" for i in range(len(frame))]  # free text: dropped
+    copies = frame.sample(150, random_state=2).assign(comment="copied", ID=lambda f: f["ID"] + 10_000)
+    path = workdir / "visits.csv"
+    pd.concat([frame, copies], ignore_index=True).to_csv(path, index=False)
+    to = workdir / "visits.reference.csv"
+    proposal = init_experiment(f"file:{path}", settings, target="CLASS", reference_to=to)
+    exp = Experiment.model_validate(proposal.config)
+    assert "comment" in exp.data.drop and "num_children" not in exp.data.drop
+
+    raw = read_table(path)  # what the run does with the same file
+    validation = validate(raw, exp)
+    reference = clean(read_table(to), exp)
+    data, _ = without_reference(clean(raw, exp), ReferenceSet("file:" + str(to), "", "", reference.X, reference.y))
+    folds = fold_data(data, exp)[3]
+    said = " ".join(proposal.notes["cv"])
+    assert validation["duplicates"]["rows_duplicating_another"] >= 150
+    assert repeats_phrase(validation["duplicates"]["rows_duplicating_another"], len(raw)) in said
+    assert repeats_phrase(folds["rows_copying_another"], folds["rows"], "the folds will use") in said
+    assert f"{repeats_phrase(validation['duplicates']['rows_duplicating_another'], len(raw))} (" \
+        in " ".join(validation["warnings"])
+
+    small = workdir / "few.csv"  # no reference set: the folds use every row, one number
+    again = frame.head(500).sample(40, random_state=3).assign(comment="copied")
+    pd.concat([frame.head(500), again], ignore_index=True).to_csv(small, index=False)
+    few = init_experiment(f"file:{small}", settings, target="CLASS", reference_to=workdir / "few.reference.csv")
+    exp = Experiment.model_validate(few.config)
+    folds = fold_data(clean(read_table(small), exp), exp)[3]
+    assert folds["rows"] == 540 and folds["rows_copying_another"] >= 40
+    assert f"{repeats_phrase(folds['rows_copying_another'], 540)}: cv.duplicates = 'group'" in " ".join(few.notes["cv"])

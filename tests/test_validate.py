@@ -114,7 +114,7 @@ def test_fault_26_duplicates_with_conflicting_labels_are_counted():
     n = len(df)  # file lines are index + 2 (the header is line 1): the originals and their relabelled copies
     assert report["duplicates"] == {"rows_duplicating_another": 4, "with_conflicting_label": 3,
                                     "conflicting_lines": [2, 3, 4, n + 3, n + 4, n + 5]}
-    assert any("4 rows repeat" in w for w in report["warnings"])
+    assert f"4 of the {n + 4:,} rows repeat an earlier row's features (3 with a different label)" in report["warnings"]
 
 
 def test_spellings_of_one_class_are_one_class_and_the_report_says_which_were_merged():

@@ -8,10 +8,13 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # in annotations only: the CLI's printing reads repeats_phrase without loading NumPy
+    import numpy as np
 
-__all__ = ["CAP", "CODE_MAX", "ID_NAME", "MARKERS_MAX", "MISSING_MARKERS", "TARGET_NAME", "Column", "Profile"]
+__all__ = ["CAP", "CODE_MAX", "ID_NAME", "MARKERS_MAX", "MISSING_MARKERS", "TARGET_NAME", "Column", "Profile", "Repeats",
+           "repeats_phrase"]
 
 CAP = 50                # distinct values kept per column; a text column with more is not a category
 CODE_MAX = 8            # an integer column with 3..CODE_MAX distinct values is taken as a code
@@ -71,3 +74,22 @@ class Profile:
 
     def duplicate_rows(self, target: str) -> int:
         return self.duplicates.get(target, 0)
+
+
+@dataclass(frozen=True)
+class Repeats:
+    """Rows whose features repeat an earlier row's, counted as the run counts them (on the
+    experiment's feature columns, typed as the run types them): of all the data's ``rows``, and of
+    the ``fold_rows`` the folds use (the rows left once a reference set's rows, and every row
+    identical to one of them, are set apart; all of them when there is no reference set)."""
+
+    rows: int
+    repeats: int
+    fold_rows: int
+    fold_repeats: int
+
+
+def repeats_phrase(repeats: int, rows: int, which: str = "") -> str:
+    """The one wording of the count, wherever it is said: "174 of the 1,000 rows repeat an earlier
+    row's features"; ``which`` says which rows ("the folds use")."""
+    return f"{repeats:,} of the {rows:,} rows{' ' + which if which else ''} repeat an earlier row's features"

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trilho.census import CAP, ID_NAME, MARKERS_MAX, MISSING_MARKERS, TARGET_NAME, Column, Profile
+from trilho.census import CAP, ID_NAME, MARKERS_MAX, MISSING_MARKERS, TARGET_NAME, Column, Profile, Repeats
 from trilho.encoding import normalise_text
 from trilho.errors import ConfigError, DataValidationError
 from trilho.ingest import check_size, iter_chunks, read_head
@@ -149,41 +149,100 @@ REFERENCE_MIN_ROWS = 1_000   # below this, rows set apart would leave too few to
 REFERENCE_SHARE, REFERENCE_MAX_ROWS = 0.10, 5_000
 
 
+def _picked(chunk: pd.DataFrame, cut: np.uint64) -> np.ndarray:
+    """The chunk's rows that go to the reference set: a hash of each row's values under ``cut``."""
+    return pd.util.hash_pandas_object(chunk.astype("string"), index=False).to_numpy() < cut
+
+
 def reference_rows(chunks: Iterable[pd.DataFrame], share: float) -> pd.DataFrame:
     """About ``share`` of the rows, chosen by a hash of each row's values: the same rows whatever
     the file's order, and every copy of a row on the same side (copies never straddle the line)."""
     cut = np.uint64(int(share * 2**64))
-    kept = [chunk.loc[pd.util.hash_pandas_object(chunk.astype("string"), index=False).to_numpy() < cut]
-            for chunk in chunks]
+    kept = [chunk.loc[_picked(chunk, cut)] for chunk in chunks]
     return pd.concat(kept, ignore_index=True) if kept else pd.DataFrame()
 
 
-def _propose_reference(path: Path, proposal: Proposal, rows: int, reference_to: Path | None) -> None:
-    """Write the reference set beside the experiment file and pin it in the proposal, or say why not."""
-    from trilho.storage import sha256_file
+def _typed_rows(chunk: pd.DataFrame, data: dict[str, Any], codes: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, a hash of its features as the run types them (trilho.clean: markers missing,
+    categories normalised, numbers as numbers; float64 whatever a chunk read) and its label's code."""
+    from trilho.clean import typed_features
+    from trilho.encoding import unmark
 
-    notes = proposal.notes.setdefault("registry", [])
+    features = [c for c in chunk.columns if c != data["target"] and c not in data["drop"]]
+    categorical = set(data["categorical"])
+    typed = typed_features(unmark(chunk, features, data.get("missing_markers")), features, categorical)
+    typed = typed.astype({c: "float64" for c in features if c not in categorical})
+    label = normalise_text(chunk[data["target"]]).map(codes).astype("float64").fillna(-1).to_numpy(dtype="int64")
+    return pd.util.hash_pandas_object(typed, index=False).to_numpy(), label
+
+
+def count_repeats(chunks: Iterable[pd.DataFrame], config: dict[str, Any], share: float | None = None
+                  ) -> tuple[Repeats, pd.DataFrame | None] | None:
+    """The rows that repeat an earlier row's features, counted on a proposed experiment's features
+    exactly as the run counts them (``trilho.curate.fold_data``, ``trilho.validate``); with
+    ``share``, also the reference rows (``reference_rows``) and the count among the rows the folds
+    will use once those rows, and every row identical to one of them, are set apart (as
+    ``trilho.reference.without_reference`` sets them apart). One pass, eight bytes a row twice. None
+    when a column does not read as the proposal says (the run's validation will say which)."""
+    data = config["data"]
+    codes = {str(v).strip().upper(): code for code, item in enumerate(data["labels"])
+             for v in (item if isinstance(item, list) else [item])}
+    cut = np.uint64(int(share * 2**64)) if share else None
+    hashes, keys, picked, frames = [], [], [], []
+    try:
+        for chunk in chunks:
+            chunk.columns = [str(c) for c in chunk.columns]
+            features, label = _typed_rows(chunk, data, codes)
+            hashes.append(features)
+            if cut is not None:
+                pick = _picked(chunk, cut)
+                frames.append(chunk.loc[pick])
+                picked.append(pick)
+                keys.append(pd.util.hash_pandas_object(pd.DataFrame({"f": features, "y": label}), index=False).to_numpy())
+    except (ValueError, KeyError):
+        return None
+    found = np.concatenate(hashes) if hashes else np.empty(0, np.uint64)
+    repeats = int(len(found) - len(np.unique(found)))
+    if cut is None:
+        return Repeats(len(found), repeats, len(found), repeats), None
+    key = np.concatenate(keys) if keys else np.empty(0, np.uint64)
+    train = ~np.isin(key, key[np.concatenate(picked)]) if keys else np.zeros(0, bool)
+    kept = found[train]
+    reference = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return Repeats(len(found), repeats, len(kept), int(len(kept) - len(np.unique(kept)))), reference
+
+
+def _reference_share(rows: int, reference_to: Path | None, notes: list[str]) -> float | None:
+    """The share of rows for a reference set, or None (and why not, when one was asked for)."""
     if reference_to is None:
-        return
+        return None
     if rows < REFERENCE_MIN_ROWS:
         notes.append(f"no reference set: {rows} rows are too few to set some apart (under {REFERENCE_MIN_ROWS}); "
                      "without one, the gate keeps a model trained on changed data as challenger")
-        return
-    share = min(REFERENCE_SHARE, REFERENCE_MAX_ROWS / rows)
-    picked = reference_rows(iter_chunks(path, 200_000), share)
+        return None
+    return min(REFERENCE_SHARE, REFERENCE_MAX_ROWS / rows)
+
+
+def _pin_reference(proposal: Proposal, picked: pd.DataFrame, share: float, reference_to: Path) -> None:
+    """Write the reference set beside the experiment file and pin it in the proposal."""
+    from trilho.storage import sha256_file
+
     picked.to_csv(reference_to, index=False)
     digest, _ = sha256_file(reference_to)
     proposal.config["registry"] |= {"reference": f"file:{reference_to}", "reference_sha256": digest}
-    notes.append(f"reference set: {len(picked)} rows ({share:.0%}, chosen by a hash of each row) written to "
-                 f"{reference_to}; they are never trained on, and the gate scores champion and challenger on them "
-                 "before any promotion (pinned by its sha256)")
+    proposal.notes.setdefault("registry", []).append(
+        f"reference set: {len(picked)} rows ({share:.0%}, chosen by a hash of each row) written to {reference_to}; they "
+        "are never trained on, and the gate scores champion and challenger on them before any promotion (pinned by "
+        "its sha256)")
 
 
 def init_experiment(data: str, settings: Any, target: str | None = None, name: str | None = None,
                     reference_to: Path | None = None) -> Proposal:
     """Fetch ``data`` (any source trilho reads, or a key in the lake), profile it in one bounded pass
-    and propose an experiment for it; with ``reference_to``, a reference set for the promotion gate
-    (some of the rows, never trained on) is written there."""
+    and propose an experiment for it; a second bounded pass counts the rows that repeat an earlier
+    row's features on the proposed features, as the run will count them (``count_repeats``). With
+    ``reference_to``, a reference set for the promotion gate (some of the rows, never trained on),
+    picked in that second pass, is written there."""
     import tempfile
 
     from trilho.ingest import fetch
@@ -204,6 +263,17 @@ def init_experiment(data: str, settings: Any, target: str | None = None, name: s
         check_size(path, data, settings.max_source_bytes)
         read_head(path)  # a file that is not a table is refused before it is read whole
         profile = profile_chunks(iter_chunks(path, 200_000), target)
-        proposal = propose(profile, name or experiment_name(data), data, target)
-        _propose_reference(path, proposal, profile.rows, reference_to)
+        name = name or experiment_name(data)
+        proposal = propose(profile, name, data, target)
+        why_not: list[str] = []
+        share = _reference_share(profile.rows, reference_to, why_not)
+        # a second pass: the repeated rows counted on the proposal's own features, as the run will
+        # count them (and on the rows the folds will use), with the reference rows picked meanwhile
+        counted = count_repeats(iter_chunks(path, 200_000), proposal.config, share)
+        repeats, picked = counted if counted is not None else (None, None)
+        proposal = propose(profile, name, data, proposal.config["data"]["target"], repeats)
+        proposal.notes.setdefault("registry", []).extend(why_not)
+        if share is not None and reference_to is not None:
+            _pin_reference(proposal, picked if picked is not None else reference_rows(iter_chunks(path, 200_000), share),
+                           share, reference_to)
     return proposal

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from trilho.census import CAP, CODE_MAX, ID_NAME, TARGET_NAME, Column, Profile
+from trilho.census import CAP, CODE_MAX, ID_NAME, TARGET_NAME, Column, Profile, Repeats, repeats_phrase
 from trilho.errors import ConfigError
 
 __all__ = ["CAP", "CODE_MAX", "ID_NAME", "Proposal", "propose", "render", "toml_document"]
@@ -178,7 +178,23 @@ def _missing_policy(missing: dict[str, int], resampler: dict[str, Any], notes: N
     return policy
 
 
-def _folds(profile: Profile, target: str, counts: dict[str, int], notes: Notes) -> tuple[int, int]:
+def _repeats_note(profile: Profile, target: str, repeats: Repeats | None) -> str | None:
+    """What the folds will do with rows that repeat an earlier row, in the words the run uses; None
+    when no row does. ``repeats``: the count on the proposed features, as the run will count it
+    (``init_experiment`` counts it so); without it, the profile's own count."""
+    if repeats is None:
+        repeats = Repeats(profile.rows, profile.duplicate_rows(target), profile.rows, profile.duplicate_rows(target))
+    if not repeats.repeats and not repeats.fold_repeats:
+        return None
+    said = repeats_phrase(repeats.repeats, repeats.rows)
+    if repeats.fold_rows != repeats.rows:
+        said += (f"; {repeats_phrase(repeats.fold_repeats, repeats.fold_rows, 'the folds will use')} (the reference "
+                 "set's rows, and rows identical to them, are never trained on)")
+    return f"{said}: cv.duplicates = 'group' keeps every copy in one fold, so no row is tested on its own copy"
+
+
+def _folds(profile: Profile, target: str, counts: dict[str, int], notes: Notes,
+           repeats: Repeats | None = None) -> tuple[int, int]:
     smallest = min(counts.values())
     if smallest < 2:
         raise ConfigError(f"class {min(counts, key=lambda k: counts[k])!r} has a single row: no cross-validation can "
@@ -186,17 +202,20 @@ def _folds(profile: Profile, target: str, counts: dict[str, int], notes: Notes) 
     n_splits = min(5, smallest)
     if n_splits < 5:
         notes["cv"].append(f"cv.n_splits = {n_splits}: the smallest class has {smallest} rows, and each fold needs one")
-    if profile.duplicate_rows(target):
-        notes["cv"].append(f"{profile.duplicate_rows(target)} rows repeat another row's features: cv.duplicates = 'group' "
-                           "keeps every copy in one fold, so no row is tested on its own copy")
+    repeated = _repeats_note(profile, target, repeats)
+    if repeated:
+        notes["cv"].append(repeated)
     n_repeats = 10 if profile.rows <= 20_000 else 3 if profile.rows <= 200_000 else 1
     notes["cv"].append(f"{n_repeats} repeats of {n_splits}-fold stratified CV for {profile.rows} rows "
                        "(more repeats, steadier estimates; fewer for large data)")
     return n_splits, n_repeats
 
 
-def propose(profile: Profile, name: str, source: str, target: str | None = None) -> Proposal:
-    """The experiment a careful data scientist would start from, with the reason for each choice."""
+def propose(profile: Profile, name: str, source: str, target: str | None = None,
+            repeats: Repeats | None = None) -> Proposal:
+    """The experiment a careful data scientist would start from, with the reason for each choice.
+    ``repeats``: the rows that repeat an earlier row, counted on this proposal's features as the
+    run will count them (``init_experiment`` counts them); without it, the profile's count."""
     notes: Notes = {k: [] for k in ("data", "labels", "columns", "missing", "cv", "resampler", "model")}
     target = target or _guess_target(profile)
     labels, counts = _check_target(profile, target, notes)
@@ -209,7 +228,7 @@ def propose(profile: Profile, name: str, source: str, target: str | None = None)
     if not features:
         raise ConfigError("no feature columns are left once the label and the identifiers are set aside")
     numeric = [n for n in features if n not in categorical]
-    n_splits, n_repeats = _folds(profile, target, counts, notes)
+    n_splits, n_repeats = _folds(profile, target, counts, notes, repeats)
     resampler = _resampler(counts, n_splits, bool(categorical), bool(numeric), notes)
     missing = {n: profile.columns[n].gaps for n in features if profile.columns[n].gaps}
     policy = _missing_policy(missing, resampler, notes)

@@ -14,11 +14,13 @@ import math
 import numpy as np
 import pandas as pd
 
+from trilho.census import repeats_phrase
 from trilho.contracts import ValidationReport
 from trilho.encoding import normalise_text, unmark
 from trilho.errors import DataValidationError
 from trilho.experiment import Experiment
 from trilho.models import resampler_kind
+from trilho.splits import duplicate_groups
 
 __all__ = ["raise_for_errors", "validate"]
 
@@ -125,20 +127,22 @@ def _check_features(df: pd.DataFrame, exp: Experiment, report: ValidationReport,
 
 
 def _check_duplicates(features: pd.DataFrame, y: pd.Series | None, report: ValidationReport, warnings: list) -> None:
-    dup = features.duplicated(keep="first")
-    same = pd.concat([features, y.rename("__y__")], axis=1).duplicated(keep="first") if y is not None else dup
+    """Rows whose features repeat an earlier row's, grouped as the folds group them
+    (``trilho.splits.duplicate_groups``): the count ``trilho init`` and the run's folds say too."""
+    groups = pd.Series(duplicate_groups(features), index=features.index)
+    dup = groups.duplicated(keep="first")
+    same = pd.DataFrame({"g": groups, "y": y}).duplicated(keep="first") if y is not None else dup
     report["duplicates"] = {
         "rows_duplicating_another": int(dup.sum()),
         "with_conflicting_label": int(dup.sum() - same.sum()),
         "conflicting_lines": [],
     }
     if y is not None and dup.any():  # every copy in a set of identical features that carries two labels
-        key = pd.util.hash_pandas_object(features, index=False)
-        labels_per_key = y.groupby(key.to_numpy()).nunique()
-        conflicting = key.isin(labels_per_key.index[labels_per_key > 1]).to_numpy()
+        labels_per_group = y.groupby(groups.to_numpy()).nunique()
+        conflicting = groups.isin(labels_per_group.index[labels_per_group > 1]).to_numpy()
         report["duplicates"]["conflicting_lines"] = _lines(features.index[conflicting])
     if dup.any():
-        warnings.append(f"{int(dup.sum())} rows repeat another row's features "
+        warnings.append(f"{repeats_phrase(int(dup.sum()), len(features))} "
                         f"({int(dup.sum() - same.sum())} with a different label)")
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from trilho.census import repeats_phrase
 from trilho.contracts import RunSummary
 
 # the width given to output that is no terminal: wide enough for any table trilho prints, so none
@@ -42,6 +43,8 @@ def run_summary(summary: RunSummary, tracking_uri: str) -> None:
     out.print(table)
     out.print(f"CI: {cv.get('interval', '-')} (see STATISTICS.md for its measured coverage); "
               "fold spread: the 2.5–97.5 percentiles of single fold scores, not a CI")
+    if dup.get("rows_copying_another"):
+        out.print(f"duplicates   {_duplicates(dup, summary['data'].get('reference', {}))}")
     if summary["data"]["ingest_skipped"]:
         out.print("raw data already in the lake (same sha256): ingest skipped")
     out.print(f"MLflow run   {summary['run_id']} in experiment {summary['mlflow_experiment']!r} at {tracking_uri}")
@@ -53,6 +56,18 @@ def run_summary(summary: RunSummary, tracking_uri: str) -> None:
         out.print(f"open the UI  trilho ui   (or: mlflow ui --backend-store-uri {tracking_uri})")
     t = summary.get("timings", {})
     out.print(f"took {t['total_s']:.1f}s: cv {t['cv_s']:.1f}s, tracking {t['tracking_s']:.1f}s")
+
+
+def _duplicates(dup: dict[str, Any], reference: dict[str, Any]) -> str:
+    """What the folds did with rows that repeat an earlier row, in the words `trilho init` uses."""
+    said = repeats_phrase(dup["rows_copying_another"], dup["rows"], "the folds use")
+    left = reference.get("training_rows_left_out", 0)
+    if left:
+        said += f" (after {left:,} rows identical to reference rows were left out)"
+    policy = dup.get("policy", "keep")
+    done = {"group": "each set of copies stays in one fold",
+            "drop": f"only the first of each is used ({dup.get('rows_used', 0):,} rows)"}.get(policy, "split like any row")
+    return f"{said}: cv.duplicates = {policy!r}, {done}"
 
 
 def compare_summary(s: dict[str, Any]) -> None:

@@ -67,13 +67,17 @@ def _labels(labels) -> DataSpec:
 def test_several_spellings_of_a_class_share_its_code_and_the_first_names_it():
     listed = _labels([["no", "N", "false"], ["Yes", "y", " TRUE "]])
     mapped = _labels({"NO": 0, "n": 0, "FALSE": 0, "yes": 1, "Y": 1, "true": 1})
-    assert listed.labels == mapped.labels == {"NO": 0, "N": 0, "FALSE": 0, "YES": 1, "Y": 1, "TRUE": 1}
-    assert listed.classes == ["NO", "YES"]
-    assert listed.spellings == {"NO": ["NO", "N", "FALSE"], "YES": ["YES", "Y", "TRUE"]}
+    # matched with case and spaces ignored; kept (and named) as written, stripped
+    assert listed.codes == mapped.codes == {"NO": 0, "N": 0, "FALSE": 0, "YES": 1, "Y": 1, "TRUE": 1}
+    assert listed.labels == {"no": 0, "N": 0, "false": 0, "Yes": 1, "y": 1, "TRUE": 1}
+    assert listed.classes == ["no", "Yes"] and mapped.classes == ["NO", "yes"]
+    assert listed.spellings == {"no": ["no", "N", "false"], "Yes": ["Yes", "y", "TRUE"]}
+    assert listed.class_of == {"NO": "no", "N": "no", "FALSE": "no", "YES": "Yes", "Y": "Yes", "TRUE": "Yes"}
     assert _labels({"Y": 1, "N": 0, "YES": 1}).classes == ["N", "Y"]  # by code, each class's first label
-    assert _labels(listed.labels).classes == ["NO", "YES"]  # the resolved config loads again alike
+    assert _labels(listed.labels).classes == ["no", "Yes"]  # the resolved config loads again alike
     assert _labels(["N", "P", "Y"]).classes == ["N", "P", "Y"]  # one label per class, as before
-    assert _labels({"yes": 1, "YES": 1, "no": 0}).labels == {"YES": 1, "NO": 0}  # one label written twice
+    twice = _labels({"yes": 1, "YES": 1, "no": 0})  # one label written twice: its first spelling stands
+    assert twice.labels == {"yes": 1, "no": 0} and twice.codes == {"YES": 1, "NO": 0}
 
 
 @pytest.mark.parametrize(("labels", "message"), [

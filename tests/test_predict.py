@@ -324,3 +324,75 @@ def test_a_missing_marker_is_a_missing_value_to_both_encodings():
     assert slow == fast and "column 'n' has non-numeric values ['??']" in slow
     assert _encode_both(marked, feature_spec(["n", "c"], {"c": {"A": 0}}, ["x", "y"], [], "native"))[0] \
         .startswith("column 'n' has non-numeric values")  # no markers: "?" is not a number
+
+
+def _tumours(rows: int = 400, seed: int = 4) -> pd.DataFrame:
+    """A label the data writes "Benign" and "Malignant", with a few rows in other cases."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    bad = rng.random(rows) < 0.35
+    frame = pd.DataFrame({"case": np.arange(rows), "radius": (rng.normal(12, 2, rows) + 4 * bad).round(2),
+                          "texture": (rng.normal(19, 4, rows) + 2 * bad).round(2),
+                          "diagnosis": np.where(bad, "Malignant", "Benign").astype(object)})
+    frame.loc[frame.index[:3], "diagnosis"] = ["benign", "BENIGN ", " malignant"]
+    return frame
+
+
+@pytest.mark.training
+def test_predictions_and_reports_use_the_datas_own_spelling_of_each_class(workdir, settings):
+    """`trilho init` -> run -> predict on a label written "Benign"/"Malignant": the prediction
+    column, the proba_<class> columns, the logged model's signature, the summary and the reports
+    name the classes so, not BENIGN/MALIGNANT; the codes are the same as before."""
+    from trilho.experiment import Experiment
+    from trilho.predict import load_model, resolve_model
+    from trilho.profile import init_experiment
+
+    path = workdir / "tumours.csv"
+    _tumours().to_csv(path, index=False)
+    proposal = init_experiment(f"file:{path}", settings, target="diagnosis")
+    assert proposal.config["data"]["labels"] == ["Benign", "Malignant"]  # codes in the order BENIGN, MALIGNANT
+    config = proposal.config | {"cv": {**proposal.config["cv"], "n_repeats": 1},
+                                "model": {"name": "xgboost", "params": {"n_estimators": 15, "max_depth": 3}}}
+    exp = Experiment.model_validate(config)
+    summary = run_experiment(exp, settings).summary
+    assert summary["holdout"]["labels"] == ["Benign", "Malignant"] and summary["holdout"]["label_codes"] == [0, 1]
+    assert {"Benign", "Malignant"} <= set(summary["holdout"]["report"])
+    report = LocalLake(settings.lake).root / summary["lake"]["reports"]
+    assert "Benign" in (report / "classification_report.txt").read_text()
+    assert set(json.loads((report / "validation_report.json").read_text())["class_counts"]) == {"Benign", "Malignant"}
+
+    uri = f"models:/{exp.registry.model_name}@champion"
+    logged = load_model(resolve_model(uri, settings.tracking_uri)["uri"], workdir / "logged", settings.tracking_uri)
+    assert logged.metadata.get_output_schema().input_names() == ["prediction", "proba_Benign", "proba_Malignant"]
+    done = predict_batch(uri, str(path), settings)
+    out = pq.read_table(LocalLake(settings.lake).root / done["key"]).to_pandas()
+    assert list(out.columns) == ["case", "prediction", "proba_Benign", "proba_Malignant"]
+    assert set(out["prediction"]) == {"Benign", "Malignant"}
+
+
+def test_a_model_logged_before_names_its_classes_as_it_did(workdir):
+    """A logged model's spec.json carries the names its outputs use: one logged before (upper-cased
+    names) still answers BENIGN / proba_BENIGN; one logged now, its data's spelling."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import xgboost
+
+    from trilho.encoding import feature_spec
+    from trilho.tracking.model import _servable
+
+    servable = _servable()
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(200, 2))
+    xgboost.XGBClassifier(n_estimators=5).fit(X, (X[:, 0] > 0).astype(int)).get_booster().save_model(workdir / "b.ubj")
+    rows = pd.DataFrame({"a": [2.0, -2.0], "b": [0.0, 0.0]})
+    for names in (["BENIGN", "MALIGNANT"], ["Benign", "Malignant"]):
+        spec = feature_spec(["a", "b"], {}, names, [], "impute") | {"fill": {"a": 0.0, "b": 0.0}, "format": "xgboost"}
+        (workdir / "spec.json").write_text(json.dumps(spec))
+        model = servable.LabelledModel()
+        model.load_context(SimpleNamespace(artifacts={"spec": str(workdir / "spec.json"),
+                                                      "classifier": str(workdir / "b.ubj")}))
+        answer = model.predict(None, rows)
+        assert list(answer.columns) == ["prediction", *(f"proba_{n}" for n in names)]
+        assert answer["prediction"].tolist() == [names[1], names[0]]

@@ -82,7 +82,7 @@ def test_proposal_sorts_columns_into_roles_and_loads():
     assert set(data["drop"]) == {"Patient ID", "ticket", "note"}
     assert data["categorical"] == ["stage", "insured", "city"]
     assert set(data["ranges"]) == {"height", "visits"}
-    assert data["labels"] == ["A", "B", "C"]
+    assert data["labels"] == ["a", "b", "c"]  # as the data writes them
     exp = Experiment.model_validate(tomllib.loads(render(proposal)))  # the rendered file is the proposal
     assert exp.data.categorical == data["categorical"] and exp.cv.n_splits == 5
     assert proposal.config["resampler"]["name"] == "smotenc"  # 0.1 vs 0.6: imbalanced, with categoricals
@@ -96,7 +96,7 @@ def test_rare_class_lowers_the_folds_and_the_neighbours():
     assert config["cv"]["n_splits"] == 4
     assert config["resampler"] == {"name": "smote", "params": {"k_neighbors": 2}}  # 3 training rows: k = 2
     frame.loc[frame.index[-3:], "y"] = "big"
-    with pytest.raises(ConfigError, match="'TINY' has a single row"):
+    with pytest.raises(ConfigError, match="'tiny' has a single row"):
         propose(profile_chunks([frame], "y"), "r", "file:r.csv", "y")
 
 
@@ -149,15 +149,18 @@ def test_yes_and_no_spelled_many_ways_are_proposed_as_two_classes():
     proposal = propose(profile_chunks([frame], "answer"), "a", "file:a.csv", "answer")
     data = proposal.config["data"]
     normal = normalise_text(frame["answer"]).value_counts()
-    # each side's most frequent spelling first: it names the class
-    assert data["labels"] == [sorted(["NO", "N", "FALSE"], key=lambda v: -normal[v]),
-                              sorted(["YES", "Y", "TRUE"], key=lambda v: -normal[v])]
+    written = frame["answer"].value_counts()
+    # every spelling as the data writes it most ("no" 61 times, "No" 57: "no"), the side's most written
+    # spelling first: it names the class
+    no = max(["no", "No"], key=lambda v: written[v])
+    assert data["labels"] == [sorted([no, "N", "false"], key=lambda v: -written[v]),
+                              sorted(["Yes", "y", "TRUE"], key=lambda v: -written[v])]
     assert "pr_auc" in proposal.config["evaluation"]["metrics"]  # a binary label
     text = render(proposal)
     assert "binary" in text and "merged into two classes" in text
     exp = Experiment.model_validate(tomllib.loads(text))
     assert exp.data.classes == [data["labels"][0][0], data["labels"][1][0]]
-    codes = normalise_text(frame["answer"]).map(exp.data.labels)
+    codes = normalise_text(frame["answer"]).map(exp.data.codes)
     assert codes.notna().all() and (codes == 1).sum() == normal[["YES", "Y", "TRUE"]].sum()
 
 
@@ -168,7 +171,7 @@ def test_labels_are_not_merged_when_one_is_not_a_yes_or_no(other):
     labels = propose(profile_chunks([frame], "answer"), "a", "file:a.csv", "answer").config["data"]["labels"]
     assert all(isinstance(v, str) for v in labels) and other in labels and len(labels) == 7
     two = pd.DataFrame({"x": range(40), "y": ["True", "false"] * 20})  # two spellings: two classes as they are
-    assert propose(profile_chunks([two], "y"), "b", "file:b.csv", "y").config["data"]["labels"] == ["FALSE", "TRUE"]
+    assert propose(profile_chunks([two], "y"), "b", "file:b.csv", "y").config["data"]["labels"] == ["false", "True"]
 
 
 def test_numbers_with_a_missing_marker_are_numbers_with_gaps():

@@ -149,3 +149,26 @@ def test_missing_markers_are_counted_as_missing_and_cleaned_to_gaps():
     assert cleaned.X["HbA1c"].isna().sum() == 2 and cleaned.X["HbA1c"].dtype == "float64"
     assert cleaned.spec["markers"] == ["?"]
     assert df.loc[2, "HbA1c"] == "?"  # the raw frame is left as it was
+
+
+def test_the_logged_models_classes_are_each_class_spelled_as_the_data_spells_it_most():
+    """Labels are matched with case and spaces ignored, and the codes are the experiment's; what a
+    person sees (the logged model's `prediction` and `proba_<class>` names, from the spec) is each
+    class as most of its rows write it, whatever case the experiment file lists it in."""
+    from trilho.clean import class_names
+
+    exp = EXP.model_copy(update={"data": EXP.data.model_copy(update={"labels": {"N": 0, "NO": 0, "Y": 1, "YES": 1,
+                                                                               "P": 2}})})
+    df = frame(rows=400)
+    labels = np.array(["No"] * 300 + ["no"] * 2 + ["n "] * 40 + ["yes"] * 30 + [" Y"] * 10 + ["p"] * 18)
+    df["CLASS"] = labels
+    data = clean(df, exp)
+    assert data.spec["classes"] == ["No", "yes", "p"]  # "No" (300) and "n " (40) both mean N: the most written
+    assert data.y.tolist() == [0] * 342 + [1] * 40 + [2] * 18  # the codes are the experiment's, as before
+    assert exp.data.classes == ["N", "Y", "P"]
+    # the shipped data spells its classes as its experiment does: nothing changes there
+    assert clean(frame(), EXP).spec["classes"] == ["N", "Y", "P"]
+    # a tie goes to the experiment's own spelling, then to the first in sort order; no rows: the experiment's
+    tied = pd.Series(["Benign", "benign", "Malignant", "malignant"])
+    assert class_names(tied, [0, 0, 1, 1], ["benign", "MALIGNANT", "Other"]) == ["benign", "Malignant", "Other"]
+    assert class_names(pd.Series([1.0, 0.0, 1.0]), [1, 0, 1], ["0", "1"]) == ["0", "1"]  # numbers read as numbers

@@ -38,6 +38,9 @@ class Column:
     low: float = math.inf
     high: float = -math.inf
     counts: dict[str, int] | None = field(default_factory=dict)  # None once over CAP distinct values
+    # per counted value (stripped, upper-cased), how the data writes it (stripped, case kept) and how
+    # often: "BENIGN" -> {"Benign": 300, "benign": 2}; emptied with counts
+    spelled: dict[str, dict[str, int]] = field(default_factory=dict)
     hashes: list[np.ndarray] | None = field(default_factory=list)  # None once a repeat is seen or not an id kind
     # the values that are not numbers, when every one is a usual stand-in for a missing value ("?"),
     # with their rows; None once another is seen
@@ -52,6 +55,17 @@ class Column:
     def gaps(self) -> int:
         """Missing values: empty cells, and the markers of a marked column."""
         return self.nulls + (sum((self.markers or {}).values()) if self.marked else 0)
+
+    def shown(self, value: str) -> str:
+        """A counted value as the data writes it most (300 "Benign", 2 "benign": "Benign"; a tie to
+        the first in sort order), or the value itself when its spellings were not kept."""
+        forms = self.spelled.get(value)
+        return min(forms, key=lambda form: (-forms[form], form)) if forms else value
+
+    def spelled_count(self, value: str) -> int:
+        """How many rows write ``value`` as ``shown`` writes it."""
+        forms = self.spelled.get(value)
+        return forms[self.shown(value)] if forms else (self.counts or {}).get(value, 0)
 
     @property
     def distinct(self) -> int | None:

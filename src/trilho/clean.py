@@ -1,8 +1,10 @@
 """From a validated raw table to model inputs: pure, no I/O.
 
-Labels are normalised and mapped to their codes here; features are only typed (numbers as
-numbers, categories as stripped, upper-cased text). What is learned from data (category codes,
-fill values for missing ones) is learned inside each training fold by the pipeline's encoder.
+Labels are normalised and mapped to their codes here, and each class gets the name its rows
+spell it by most (``class_names``: what the logged model's outputs are named by); features are
+only typed (numbers as numbers, categories as stripped, upper-cased text). What is learned from
+data (category codes, fill values for missing ones) is learned inside each training fold by the
+pipeline's encoder.
 """
 
 from __future__ import annotations
@@ -17,19 +19,47 @@ from trilho.encoding import feature_spec, normalise_text, numeric_column, unmark
 from trilho.errors import DataValidationError
 from trilho.experiment import Experiment
 
-__all__ = ["CleanData", "clean", "typed_features"]
+__all__ = ["CleanData", "as_written", "class_names", "clean", "typed_features"]
 
 
 @dataclass(frozen=True)
 class CleanData:
     X: pd.DataFrame
     y: np.ndarray
-    spec: dict[str, Any]  # the encoding before any fit (trilho.encoding); the pipeline's encoder learns the rest
+    # the encoding before any fit (trilho.encoding); the pipeline's encoder learns the rest. Its
+    # "classes" are the names the logged model gives its outputs: ``class_names`` of these rows
+    spec: dict[str, Any]
     dropped_rows: int
 
     def curated(self) -> pd.DataFrame:
         """Features and encoded target in one frame, as the curated zone stores them."""
         return self.X.assign(**{"__target__": self.y})
+
+
+def as_written(values: pd.Series) -> pd.Series:
+    """Values as the data writes them, only stripped (missing stays missing): the spelling a person
+    reads, where ``normalise_text`` (stripped and upper-cased) is the one matching uses. Numbers read
+    as numbers are written as ``normalise_text`` writes them (2.0 in a column with a gap is "2")."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        return normalise_text(values)
+    return values.astype("string").str.strip()
+
+
+def class_names(labels: pd.Series, y: pd.Series | np.ndarray, classes: list[str]) -> list[str]:
+    """Per class code, the spelling of it that most of its rows use (stripped, case kept: 300
+    "Benign" and 2 "benign" are "Benign"): the names the logged model gives its outputs. ``labels``:
+    the raw label column; ``y``: each row's code; ``classes``: the experiment's names, which win a
+    tie (then the first in sort order) and name a class that has no rows."""
+    pairs = pd.DataFrame({"code": np.asarray(y, dtype="int64"), "raw": labels.to_numpy()})
+    found = pairs.value_counts(sort=False)  # each distinct raw value once, then spelled
+    shown = as_written(pd.Series(found.index.get_level_values("raw"), dtype=labels.dtype)).to_numpy(dtype=object)
+    tally = pd.Series(found.to_numpy()).groupby([found.index.get_level_values("code").to_numpy(), shown]).sum()
+    best: dict[int, tuple[int, bool, str]] = {}
+    for pair, n in tally.items():
+        code, spelled = int(pair[0]), str(pair[1])  # type: ignore[index]
+        key = (-int(n), spelled != classes[code], spelled)
+        best[code] = min(best.get(code, key), key)
+    return [best[code][2] if code in best else name for code, name in enumerate(classes)]
 
 
 def typed_features(df: pd.DataFrame, features: list[str], categorical: set[str]) -> pd.DataFrame:
@@ -51,12 +81,13 @@ def clean(df: pd.DataFrame, exp: Experiment) -> CleanData:
     target = exp.data.target
     features = [c for c in df.columns if c not in {target, *exp.data.drop}]
     maps = exp.data.categorical_maps
-    spec = feature_spec(features, maps, exp.data.classes, exp.data.drop, exp.data.missing, exp.data.missing_markers)
     df = unmark(df, features, exp.data.missing_markers)
-    y = normalise_text(df[target]).map(exp.data.labels)
+    y = normalise_text(df[target]).map(exp.data.codes)
     if y.isna().any():
         raise DataValidationError(f"column {target!r} holds labels outside {exp.data.classes}; "
                                   "run validation first")
+    names = class_names(df[target], y, exp.data.classes)
+    spec = feature_spec(features, maps, names, exp.data.drop, exp.data.missing, exp.data.missing_markers)
     try:
         X = typed_features(df, features, set(maps))
     except ValueError as exc:

@@ -86,10 +86,12 @@ class SourceSpec(_Strict):
 
 class DataSpec(_Strict):
     target: str
-    # {label: code} with codes 0..k-1, or a list of labels (codes in list order); text labels in
-    # any case and integer labels alike are stripped and upper-cased before mapping. Several
-    # spellings of one class share its code ({YES = 1, Y = 1, ...}, or a list in the list:
-    # [["NO", "N"], ["YES", "Y"]]); the first one listed names the class.
+    # {label: code} with codes 0..k-1, or a list of labels (codes in list order). Labels are kept
+    # as written (stripped), and matched with case and surrounding spaces ignored (``codes``): the
+    # data's labels and these, text in any case or integers alike, are stripped and upper-cased
+    # before mapping. Several spellings of one class share its code ({Yes = 1, Y = 1, ...}, or a
+    # list in the list: [["No", "N"], ["Yes", "Y"]]); the first one listed names the class, as it
+    # is written (`trilho init` writes each class's most frequent spelling in the data).
     labels: dict[str, int]
     drop: list[str] = []
     # a list of columns (categories learned inside each training fold), or per column a
@@ -128,12 +130,15 @@ class DataSpec(_Strict):
         if len(codes) < 2:
             raise ValueError(f"need at least 2 classes, got {v}")
         normal: dict[str, int] = {}
+        written: dict[str, int] = {}
         for label, code in v.items():
             key = label.strip().upper()
             if normal.setdefault(key, code) != code:
                 raise ValueError(f"labels {sorted(v)} collide once stripped and upper-cased: {key!r} is given "
                                  f"codes {normal[key]} and {code}; list each label once")
-        return normal
+            if len(normal) > len(written):  # the first spelling of a label stands for it ("yes" and "YES": "yes")
+                written[label.strip()] = code
+        return written
 
     @field_validator("missing_markers")
     @classmethod
@@ -165,25 +170,33 @@ class DataSpec(_Strict):
         return dict(self.categorical)
 
     @property
+    def codes(self) -> dict[str, int]:
+        """What matching uses: each label stripped and upper-cased, with its code."""
+        return {label.strip().upper(): code for label, code in self.labels.items()}
+
+    @property
     def classes(self) -> list[str]:
-        """Class names ordered by their code: of several spellings of one class, the first listed."""
+        """Class names ordered by their code: of several spellings of one class, the first listed,
+        as it is written (what reports and the summary show; the logged model names its outputs by
+        the data's most frequent spelling, trilho.clean)."""
         first: dict[int, str] = {}
         for label, code in self.labels.items():
-            first.setdefault(code, label)
+            first.setdefault(code, label.strip())
         return [first[code] for code in sorted(first)]
 
     @property
     def class_of(self) -> dict[str, str]:
-        """Each label's class name (a spelling's class is named by its first spelling)."""
+        """Each label, stripped and upper-cased as the data's are matched, with its class's name."""
         names = self.classes
-        return {label: names[code] for label, code in self.labels.items()}
+        return {label: names[code] for label, code in self.codes.items()}
 
     @property
     def spellings(self) -> dict[str, list[str]]:
-        """Per class name, every label that means it (the name first)."""
-        out: dict[str, list[str]] = {name: [] for name in self.classes}
-        for label, name in self.class_of.items():
-            out[name].append(label)
+        """Per class name, every label that means it, as written (the name first)."""
+        names = self.classes
+        out: dict[str, list[str]] = {name: [] for name in names}
+        for label, code in self.labels.items():
+            out[names[code]].append(label.strip())
         return out
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from trilho.census import CAP, ID_NAME, MARKERS_MAX, MISSING_MARKERS, TARGET_NAME, Column, Profile, Repeats
+from trilho.clean import as_written
 from trilho.encoding import normalise_text
 from trilho.errors import ConfigError, DataValidationError
 from trilho.ingest import check_size, iter_chunks, read_head
@@ -92,12 +93,15 @@ def _fold_numbers(col: Column, numbers: np.ndarray) -> None:
 
 def _fold_counts(col: Column, found: pd.Series, dtype: Any) -> None:
     if len(found) > 2 * CAP or col.counts is None:
-        col.counts = None
+        col.counts, col.spelled = None, {}
         return
-    for key, n in zip(normalise_text(pd.Series(found.index, dtype=dtype)), found.to_numpy(), strict=True):
+    values = pd.Series(found.index, dtype=dtype)
+    for key, spelled, n in zip(normalise_text(values), as_written(values), found.to_numpy(), strict=True):
         col.counts[str(key)] = col.counts.get(str(key), 0) + int(n)
+        forms = col.spelled.setdefault(str(key), {})
+        forms[str(spelled)] = forms.get(str(spelled), 0) + int(n)
     if len(col.counts) > CAP:
-        col.counts = None
+        col.counts, col.spelled = None, {}
 
 
 def profile_chunks(chunks: Iterable[pd.DataFrame], target: str | None = None) -> Profile:

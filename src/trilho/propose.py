@@ -47,19 +47,20 @@ _NO, _YES = ("NO", "N", "FALSE", "F"), ("YES", "Y", "TRUE", "T")
 
 
 def _yes_no(counts: dict[str, int]) -> list[list[str]] | None:
-    """A label spelled in more than two ways that all say yes or no: [no spellings, yes spellings],
-    each side's most frequent spelling first (it names the class); None for any other label."""
+    """A label spelled in more than two ways that all say yes or no: [no spellings, yes spellings]
+    (stripped, upper-cased); None for any other label."""
     no, yes = [v for v in _NO if v in counts], [v for v in _YES if v in counts]
     if len(counts) <= 2 or not no or not yes or len(no) + len(yes) != len(counts):
         return None
-    return [sorted(side, key=lambda v: -counts[v]) for side in (no, yes)]
+    return [no, yes]
 
 
 Notes = dict[str, list[str]]
 
 
 def _check_target(profile: Profile, target: str, notes: Notes) -> tuple[list[str] | list[list[str]], dict[str, int]]:
-    """The label's classes in code order (each a label, or its spellings) and each class's rows; a
+    """The label's classes in code order (each a label, or its spellings, as the data writes each
+    most: the class's first label names it in reports and summaries) and each class's rows; a
     column that cannot be a label is refused."""
     if target not in profile.columns:
         raise ConfigError(f"--target {target!r} is not a column; the data has {list(profile.columns)}")
@@ -73,15 +74,18 @@ def _check_target(profile: Profile, target: str, notes: Notes) -> tuple[list[str
     counts = tcol.counts or {}
     merged = _yes_no(counts)
     if merged:
+        # each spelling as the data writes it most; the side's most written spelling first: it names the class
+        sides = [[tcol.shown(v) for v in sorted(side, key=lambda v: (-tcol.spelled_count(v), tcol.shown(v)))]
+                 for side in merged]
         notes["labels"].append(f"{target!r} spells yes and no {len(counts)} ways, merged into two classes: "
                                + " and ".join(f"{side[0]} (also {', '.join(side[1:])})" if len(side) > 1
-                                              else side[0] for side in merged)
+                                              else side[0] for side in sides)
                                + "; to keep a spelling as a class of its own, list it alone in data.labels")
-        return merged, {side[0]: sum(counts[v] for v in side) for side in merged}
-    labels = _label_codes(tcol)
+        return sides, {side[0]: sum(counts[v] for v in group) for side, group in zip(sides, merged, strict=True)}
+    labels = _label_codes(tcol)  # codes in the order of the matched (upper-cased) values, names as written
     if len(labels) < 2:
         raise ConfigError(f"--target {target!r} has a single value {labels}: nothing to classify")
-    return labels, {v: counts[v] for v in labels}
+    return [tcol.shown(v) for v in labels], {tcol.shown(v): counts[v] for v in labels}
 
 
 def _column_role(profile: Profile, n: str, c: Column) -> tuple[str, str | None]:

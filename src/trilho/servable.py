@@ -206,7 +206,11 @@ def direct_predict(booster):
 
 
 class LabelledModel(PythonModel):
-    """Encode raw rows like training did, run the classifier, return label names."""
+    """Encode raw rows like training did, run the classifier, return label names.
+
+    The names are the spec's ``classes``, written when the model was logged: each class as most of
+    its training rows spell it ("Benign"). A model logged before trilho kept that spelling holds
+    the upper-cased names ("BENIGN") there, and answers with them still."""
 
     def load_context(self, context):
         # the model's own folder (artifacts/spec.json is in it): nothing it reads may differ from what was logged

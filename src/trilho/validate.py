@@ -44,7 +44,8 @@ def _check_labels(df: pd.DataFrame, exp: Experiment, report: ValidationReport, e
         "raw_counts": {str(k): int(v) for k, v in raw.value_counts(dropna=False).items()},
         "normalised_rows": int((raw.astype("string") != normal).fillna(False).sum()),
     }
-    unknown = normal[~normal.isin(list(exp.data.labels)) | normal.isna()]
+    codes = exp.data.codes  # case and surrounding spaces ignored
+    unknown = normal[~normal.isin(list(codes)) | normal.isna()]
     if len(unknown):
         values = sorted({str(v) for v in raw.loc[unknown.index].unique()})
         report["labels"]["unknown"] = {"values": values, "lines": _lines(unknown.index)}
@@ -56,7 +57,7 @@ def _check_labels(df: pd.DataFrame, exp: Experiment, report: ValidationReport, e
     merged = {name: sorted(seen) for name, seen in _spellings_seen(normal, exp).items() if len(seen) > 1}
     if merged:
         report["labels"]["merged"] = merged
-    return normal.map(exp.data.labels)
+    return normal.map(codes)
 
 
 def _known(exp: Experiment) -> list[str] | dict[str, list[str]]:

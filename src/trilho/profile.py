@@ -1,10 +1,12 @@
-"""``trilho init``: read a data set once, in bounded memory, and write an experiment file for it.
+"""``trilho init``: read a data set in bounded memory, and write an experiment file for it.
 
 ``profile_chunks`` is pure: it folds chunks of a table into per-column counts (missing values,
-numeric or text, integer-valued, range, a capped set of distinct values, whether every value is
-unique) and the row hashes that count duplicates. ``propose`` turns a profile into an experiment
-(every choice with the reason for it) and ``render`` writes it as a commented TOML file that
-``trilho run -e FILE`` accepts unchanged.
+numeric or text, integer-valued, range, a capped set of distinct values and how the data spells
+each, whether every value is unique) and the row hashes that count duplicates. ``propose`` turns
+a profile into an experiment (every choice with the reason for it) and ``render`` writes it as a
+commented TOML file that ``trilho run -e FILE`` accepts unchanged. ``init_experiment`` reads the
+data twice: once to profile it, once (``count_repeats``) to count the repeated rows on the
+proposed features as the run will, and to pick the reference set.
 """
 
 from __future__ import annotations

@@ -1,5 +1,10 @@
 """trilho: a tabular classification experiment on rails, from raw data to a registered model."""
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from trilho.errors import (
     ClusterError,
     ConfigError,
@@ -12,8 +17,10 @@ from trilho.errors import (
     TrackingError,
     TrilhoError,
 )
-from trilho.experiment import Experiment, load_experiment
-from trilho.settings import Settings, load_settings
+
+if TYPE_CHECKING:  # loaded on first use (PEP 562): `import trilho` stays light for the command line
+    from trilho.experiment import Experiment, load_experiment
+    from trilho.settings import Settings, load_settings
 
 __version__ = "0.1.0"
 
@@ -34,3 +41,24 @@ __all__ = [
     "load_experiment",
     "load_settings",
 ]
+
+# the public names whose modules import pandas, pydantic and the rest: imported when first asked for
+_LAZY = {
+    "Experiment": "trilho.experiment",
+    "load_experiment": "trilho.experiment",
+    "Settings": "trilho.settings",
+    "load_settings": "trilho.settings",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # asked once: later look-ups do not come here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

@@ -19,9 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, unquote, urlsplit
-
-import pandas as pd
 
 from trilho import synthetic
 from trilho.contracts import RawManifest
@@ -29,8 +28,11 @@ from trilho.errors import DataValidationError, SourceError, SourceUnreachableErr
 from trilho.settings import Settings
 from trilho.storage import Lake
 
-__all__ = ["Fetched", "Ingested", "csv_dialect", "fetch", "ingest", "iter_chunks", "read_table", "repair_raw",
-           "scan_file"]
+if TYPE_CHECKING:  # pandas is imported where a table is read: a refusal before that costs no import of it
+    import pandas as pd
+
+__all__ = ["Fetched", "Ingested", "csv_dialect", "fetch", "ingest", "iter_chunks", "read_table",
+           "refuse_too_large", "repair_raw", "scan_file"]
 
 log = logging.getLogger(__name__)
 _WAY_OUT = "download the file yourself and pass --source file:PATH"
@@ -104,6 +106,8 @@ def _dialect_of(path: str | Path | io.BytesIO) -> tuple[str, str]:
 def read_table(path: str | Path | io.BytesIO, nrows: int | None = None, name: str | None = None) -> pd.DataFrame:
     """Read a CSV (LF, CRLF or CR-only line endings, optional UTF-8 BOM; comma, semicolon, tab or
     pipe separated, ``csv_dialect``) or a Parquet file into a frame."""
+    import pandas as pd
+
     if not isinstance(path, io.BytesIO) and is_parquet(path):
         import pyarrow.parquet as pq
 
@@ -135,6 +139,8 @@ def read_table(path: str | Path | io.BytesIO, nrows: int | None = None, name: st
 def iter_chunks(path: Path, rows: int, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
     """Chunks of a CSV or Parquet file, only ``columns`` of them (those the file has) when given;
     memory holds one chunk at a time."""
+    import pandas as pd
+
     if is_parquet(path):
         import pyarrow.parquet as pq
 
@@ -265,7 +271,7 @@ def _fetch_http(source: str, settings: Settings, workdir: Path) -> Fetched:
     return Fetched(target, name, source, None)
 
 
-def _fetch_synthetic(spec: str, source: str, workdir: Path, max_bytes: int) -> Fetched:
+def _synthetic_args(spec: str, source: str) -> dict[str, int]:
     name, _, query = spec.partition("?")
     if name != "diabetes":
         raise SourceError(f"source {source!r}: the synthetic generators are ['diabetes']")
@@ -274,13 +280,37 @@ def _fetch_synthetic(spec: str, source: str, workdir: Path, max_bytes: int) -> F
         unknown = set(pairs) - {"rows", "seed"}
         if unknown:
             raise ValueError(f"unknown parameters {sorted(unknown)}")
-        args = {k: int(v) for k, v in pairs.items()}
+        return {k: int(v) for k, v in pairs.items()}
+    except ValueError as exc:
+        raise SourceError(f"source {source!r}: {exc}; use synthetic:diabetes?rows=N&seed=S") from exc
+
+
+def _fetch_synthetic(spec: str, source: str, workdir: Path, max_bytes: int) -> Fetched:
+    args = _synthetic_args(spec, source)
+    try:
         frame = synthetic.diabetes(**args, max_bytes=max_bytes)  # refused before it is made when too large
     except ValueError as exc:
         raise SourceError(f"source {source!r}: {exc}; use synthetic:diabetes?rows=N&seed=S") from exc
     file_name = f"synthetic-diabetes-rows{args.get('rows', 1000)}-seed{args.get('seed', 0)}.csv"
     frame.to_csv(workdir / file_name, index=False)
     return Fetched(workdir / file_name, file_name, source, "generator-1")
+
+
+def refuse_too_large(source: str, limit: int) -> None:
+    """Refuse now a ``file:`` source over ``limit`` bytes, or a ``synthetic:`` one that would be, with
+    the refusal ``fetch`` and ``ingest`` give: a command can say it before it loads its experiment
+    (pandas, scikit-learn and the rest). Anything else, a bad source included, is left to them."""
+    scheme, _, rest = source.partition(":")
+    if scheme == "file":
+        path = Path(rest.removeprefix("//")).expanduser()
+        if path.is_file():
+            check_size(path, source, limit)
+    elif scheme == "synthetic":
+        try:
+            rows = _synthetic_args(rest, source).get("rows", 1000)
+            synthetic.check_rows(rows, limit)
+        except (SourceError, ValueError):  # not a size: fetch says it, in its turn
+            pass
 
 
 def fetch(source: str, settings: Settings, workdir: Path) -> Fetched:

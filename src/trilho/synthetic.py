@@ -11,12 +11,14 @@ good for demos, pipelines and scale benchmarks, not for conclusions about diabet
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from trilho.errors import ConfigError
 
-__all__ = ["diabetes"]
+if TYPE_CHECKING:  # imported when a table is made: a request refused for its size costs no import of them
+    import pandas as pd
+
+__all__ = ["check_rows", "diabetes"]
 
 CSV_BYTES_PER_ROW = 60  # measured: 56 bytes a row at 1,000 rows, 58 at 100,000 (the ids grow)
 
@@ -35,15 +37,23 @@ _LIMITS = {"AGE": (20, 79, 0), "Urea": (0.5, 38.9, 1), "Cr": (6, 800, 0), "HbA1c
            "VLDL": (0.1, 35.0, 1), "BMI": (19.0, 47.75, 1)}
 
 
-def diabetes(rows: int = 1000, seed: int = 0, max_bytes: int | None = None) -> pd.DataFrame:
-    """A synthetic diabetes table with ``rows`` rows, the same for the same seed; refused before a row
-    is made when its CSV would be over ``max_bytes`` (the sources' limit, TRILHO_MAX_SOURCE_BYTES)."""
+def check_rows(rows: int, max_bytes: int | None = None) -> None:
+    """Refuse ``rows`` the generator cannot make (ValueError), or whose CSV would be over ``max_bytes``."""
     if rows < 20:
         raise ValueError(f"rows={rows}: the synthetic diabetes set needs at least 20 rows")
     if max_bytes is not None and rows * CSV_BYTES_PER_ROW > max_bytes:
         raise ConfigError(f"synthetic:diabetes?rows={rows} would be about {rows * CSV_BYTES_PER_ROW:,} bytes as CSV, "
                           f"over TRILHO_MAX_SOURCE_BYTES={max_bytes:,}: ask for at most "
                           f"{max_bytes // CSV_BYTES_PER_ROW:,} rows, or raise TRILHO_MAX_SOURCE_BYTES")
+
+
+def diabetes(rows: int = 1000, seed: int = 0, max_bytes: int | None = None) -> pd.DataFrame:
+    """A synthetic diabetes table with ``rows`` rows, the same for the same seed; refused before a row
+    is made when its CSV would be over ``max_bytes`` (the sources' limit, TRILHO_MAX_SOURCE_BYTES)."""
+    check_rows(rows, max_bytes)
+    import numpy as np
+    import pandas as pd
+
     rng = np.random.default_rng(seed)
     n_unique = rows - int(round(rows * 0.17))
     labels = rng.choice(list(_CLASSES), size=n_unique, p=list(_CLASSES.values()))

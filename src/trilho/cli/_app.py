@@ -11,14 +11,17 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from trilho.errors import StorageError, TrilhoError
-from trilho.parallel import Stopped, stop_on_signals
+
+if TYPE_CHECKING:  # the rest is imported where it is used: `trilho --help` imports no more than it needs
+    from rich.progress import Progress
+
+    from trilho.parallel import Stopped
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="trilho: a tabular classification experiment on rails, from raw data to a registered model.")
@@ -66,6 +69,8 @@ def command(name: str | None = None) -> Callable[[Command], Command]:
     def register(fn: Command) -> Command:
         @functools.wraps(fn)
         def guarded(*args: Any, **kwargs: Any) -> Any:
+            from trilho.parallel import Stopped, stop_on_signals
+
             try:
                 with stop_on_signals():
                     return fn(*args, **kwargs)
@@ -109,8 +114,12 @@ def main(verbose: Annotated[int, typer.Option(
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def load(ref: str, source: str | None, overrides: list[str] | None) -> Any:
-    """The experiment named on the command line, with ``--source`` and ``--set`` applied."""
+def load(ref: str, source: str | None, overrides: list[str] | None, *, fetches: bool = True) -> Any:
+    """The experiment named on the command line, with ``--source`` and ``--set`` applied. For a
+    command that ``fetches`` the source, a ``--source`` over TRILHO_MAX_SOURCE_BYTES is refused
+    first, before the experiment's imports (pandas, scikit-learn: seconds) are paid for."""
+    if fetches and source:
+        refuse_too_large(source)
     from trilho.experiment import load_experiment
 
     extra = list(overrides or [])
@@ -119,11 +128,22 @@ def load(ref: str, source: str | None, overrides: list[str] | None) -> Any:
     return load_experiment(ref, extra)
 
 
+def refuse_too_large(source: str) -> None:
+    """The refusal a ``file:`` or ``synthetic:`` source over TRILHO_MAX_SOURCE_BYTES meets when it is
+    fetched, said now (trilho.ingest.refuse_too_large); other sources are left to the fetch."""
+    from trilho.ingest import refuse_too_large as refuse
+    from trilho.settings import load_settings
+
+    refuse(source, load_settings().max_source_bytes)
+
+
 def bar() -> Progress:
     """The progress bar of long commands, on stderr; it disappears when done.
 
     It redraws when told (``refresh=True``), not from a thread of its own: with no other thread
     alive the figures may be drawn in forked children (see trilho.parallel)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     return Progress(*columns, console=console, transient=True, auto_refresh=False)
 

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from trilho.cli import show
-from trilho.cli._app import ExperimentOpt, SetOpt, SourceOpt, command, console, load, with_bar
+from trilho.cli._app import ExperimentOpt, SetOpt, SourceOpt, command, console, load, refuse_too_large, with_bar
 
 SummaryOpt = Annotated[Path | None, typer.Option("--summary-json", help="Write the machine-readable summary here.")]
 OfflineOpt = Annotated[str | None, typer.Option(
@@ -54,6 +54,7 @@ def init(data: Annotated[str, typer.Argument(
          name: Annotated[str | None, typer.Option("--name", "-n", help="The experiment's name (default: the file's).")] = None,
          force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False) -> None:
     """Read the data once and write a commented experiment file that `trilho run -e FILE` accepts."""
+    refuse_too_large(data)  # before the imports below
     from trilho.errors import ConfigError
     from trilho.experiment import load_experiment
     from trilho.profile import experiment_name, init_experiment, render
@@ -91,12 +92,14 @@ def ingest(experiment: ExperimentOpt = "diabetes", source: SourceOpt = None) -> 
 @command()
 def validate(experiment: ExperimentOpt = "diabetes", source: SourceOpt = None, set_: SetOpt = None) -> None:
     """Ingest and validate; print the report as JSON (exit 1 when the data cannot run)."""
-    from trilho.curate import load_clean
     from trilho.errors import DataValidationError
     from trilho.settings import load_settings
 
+    exp = load(experiment, source, set_)  # a source too large is refused before the imports below
+    from trilho.curate import load_clean
+
     try:
-        _, _, report, _ = load_clean(load(experiment, source, set_), load_settings())
+        _, _, report, _ = load_clean(exp, load_settings())
     except DataValidationError as exc:
         if exc.report:
             print(json.dumps(exc.report, indent=2))
@@ -107,7 +110,7 @@ def validate(experiment: ExperimentOpt = "diabetes", source: SourceOpt = None, s
 @command()
 def config(experiment: ExperimentOpt = "diabetes", source: SourceOpt = None, set_: SetOpt = None) -> None:
     """Print the fully resolved experiment configuration."""
-    print(json.dumps(load(experiment, source, set_).resolved(), indent=2))
+    print(json.dumps(load(experiment, source, set_, fetches=False).resolved(), indent=2))
 
 
 DEFAULT_CANDIDATES = ["xgboost+smote", "xgboost+none", "random_forest+smote", "random_forest+none",
@@ -122,11 +125,12 @@ def compare(candidates: Annotated[list[str] | None, typer.Argument(
             metric: Annotated[str | None, typer.Option(
                 help="Metric to compare (default: registry.primary_metric).")] = None) -> None:
     """Evaluate candidates on identical folds; corrected paired t-test against the first."""
-    from trilho.compare import compare as run_compare
-    from trilho.compare import parse_candidates
     from trilho.settings import load_settings
 
-    exp = load(experiment, source, set_)
+    exp = load(experiment, source, set_)  # a source too large is refused before the imports below
+    from trilho.compare import compare as run_compare
+    from trilho.compare import parse_candidates
+
     chosen = parse_candidates(candidates or DEFAULT_CANDIDATES, exp)
     result = with_bar("comparing", len(chosen) * exp.cv.n_splits * exp.cv.n_repeats,
                       lambda progress: run_compare(exp, load_settings(), chosen, metric=metric, progress=progress))
@@ -146,11 +150,12 @@ def tune(experiment: ExperimentOpt = "diabetes", source: SourceOpt = None, set_:
              "--run", help="Then `trilho run` the tuned file: the promotion gate decides.")] = False,
          summary_json: SummaryOpt = None) -> None:
     """Search hyperparameters on the experiment's folds; report the best trial beside a score it never saw."""
-    from trilho.experiment import load_experiment
     from trilho.settings import load_settings
+
+    exp = load(experiment, source, set_)  # a source too large is refused before the imports below
+    from trilho.experiment import load_experiment
     from trilho.tune import tune as run_tune
 
-    exp = load(experiment, source, set_)
     settings = load_settings()
     result = with_bar("tuning", trials or exp.tune.trials, lambda progress: run_tune(
         exp, settings, trials=trials, timeout_s=timeout, study_name=study, out=out, progress=progress))

@@ -21,10 +21,18 @@ def predict(model: Annotated[str, typer.Option(
             output: Annotated[str, typer.Option("--output", "-o", help="Lake prefix for the predictions.")] = "predictions",
             chunk_rows: Annotated[int, typer.Option(help="Rows per chunk (memory holds one chunk).")] = 250_000) -> None:
     """Predict a file in chunks with a registered model; write Parquet and a manifest to the lake."""
-    from trilho.predict import predict_batch
+    from pathlib import Path
+
+    from trilho.ingest import check_size
     from trilho.settings import load_settings
 
-    done = predict_batch(model, input_, load_settings(), output=output, chunk_rows=chunk_rows)
+    settings = load_settings()
+    local = Path(input_.removeprefix("file:")).expanduser()  # a local input, as predict_batch finds it
+    if local.is_file():  # over the size limit: refused before trilho.predict's imports (pandas, MLflow)
+        check_size(local, input_, settings.max_source_bytes)
+    from trilho.predict import predict_batch
+
+    done = predict_batch(model, input_, settings, output=output, chunk_rows=chunk_rows)
     verb = "already there, skipped" if done.get("skipped") else f"written in {done['seconds']:.1f}s"
     Console().print(f"{done['output']}: {done['rows']} rows by {done['model_uri']} ({verb})")
 

@@ -35,3 +35,11 @@ def test_shifted_features_flipped_labels_and_new_conflicts_drift():
     conflict = compare_data(old, copies, ["no", "yes"], ["no", "yes"])
     assert conflict["conflict_rate"]["challenger"] > conflict["conflict_rate"]["champion"] + 0.05
     assert conflict["relabelled_rows"] >= 100  # every copy of the first hundred rows carries the other label
+
+
+def test_labels_spelled_otherwise_by_the_champion_are_the_same_labels():
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"a": rng.normal(size=400), "__target__": rng.integers(0, 2, 400)})
+    report = compare_data(frame, frame.copy(), ["BENIGN", "MALIGNANT"], ["Benign", "Malignant"])
+    assert report["label_shift"] == 0 and report["relabelled"] == 0 and not report["drifted"]
+    assert set(report["label_shares"]["champion"]) == {"Benign", "Malignant"}

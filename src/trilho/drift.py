@@ -66,6 +66,9 @@ def compare_data(old: pd.DataFrame, new: pd.DataFrame, old_classes: list[str], n
                  ) -> dict[str, Any]:
     """The drift report between two curated tables (features plus ``__target__`` codes)."""
     features = [c for c in new.columns if c != _TARGET and c in old.columns]
+    # labels compared case aside: a champion's configuration may spell them otherwise (BENIGN, Benign)
+    spelled = {c.casefold(): c for c in new_classes}
+    old_classes = [spelled.get(c.casefold(), c) for c in old_classes]
     old_y = pd.Series(np.asarray(old_classes, dtype=object)[old[_TARGET].to_numpy()])
     new_y = pd.Series(np.asarray(new_classes, dtype=object)[new[_TARGET].to_numpy()])
     old_keys = pd.util.hash_pandas_object(old[features], index=False).to_numpy()

@@ -105,7 +105,8 @@ def _on_reference(who: Challenger, current: Any, tracking_uri: str, before: Gate
     X, y = who.reference
     champion_classes, champion = _reference_predictions(f"models:/{who.name}/{current.version}", X, tracking_uri)
     challenger_classes, challenger = _reference_predictions(who.model_uri, X, tracking_uri)
-    if champion_classes != challenger_classes:
+    # the classes in order, case aside: a model logged before labels kept the data's own spelling says BENIGN
+    if [c.casefold() for c in champion_classes] != [c.casefold() for c in challenger_classes]:
         return GateDecision(False, f"champion v{current.version} predicts {champion_classes}, the challenger "
                             f"{challenger_classes}: they cannot be compared on the reference set; kept as challenger "
                             f"({BY_HAND})", who.metric,

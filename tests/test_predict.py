@@ -345,8 +345,8 @@ def test_predictions_and_reports_use_the_datas_own_spelling_of_each_class(workdi
     column, the proba_<class> columns, the logged model's signature, the summary and the reports
     name the classes so, not BENIGN/MALIGNANT; the codes are the same as before."""
     from trilho.experiment import Experiment
-    from trilho.predict import load_model, resolve_model
     from trilho.profile import init_experiment
+    from trilho.tracking.model import load_model, resolve_model
 
     path = workdir / "tumours.csv"
     _tumours().to_csv(path, index=False)

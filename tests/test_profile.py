@@ -13,7 +13,8 @@ from trilho.encoding import normalise_text
 from trilho.errors import ConfigError
 from trilho.experiment import Experiment
 from trilho.metrics import probability_metrics
-from trilho.profile import profile_chunks, propose, render
+from trilho.profile import profile_chunks
+from trilho.propose import propose, render
 
 
 def _chunks(frame: pd.DataFrame, size: int):
@@ -212,7 +213,7 @@ def test_profile_and_propose_import_each_other_one_way_only(tmp_path):
     import trilho.profile
     import trilho.propose
 
-    assert trilho.profile.Column is trilho.census.Column and trilho.propose.Profile is trilho.census.Profile
+    assert trilho.census.Column.__module__ == "trilho.census" == trilho.census.Profile.__module__
     root = Path(__file__).resolve().parents[1]
     lint = shutil.which("lint-imports") or str(Path(sys.executable).parent / "lint-imports")
     copy = tmp_path / "src"

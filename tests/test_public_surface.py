@@ -37,3 +37,36 @@ def test_every_error_is_in_the_tree_exported_and_documented():
         own = [n for n, obj in inspect.getmembers(module, inspect.isclass)
                if issubclass(obj, errors.TrilhoError) and obj.__module__ == module.__name__ and module is not errors]
         assert not own, f"{info.name} defines {own}: trilho's errors live in trilho.errors"
+
+
+def _defined_at_top(tree) -> set[str]:
+    import ast
+
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                names |= {n.id for n in ast.walk(target) if isinstance(n, ast.Name)}
+    return names
+
+
+def test_each_module_exports_only_the_names_it_defines():
+    """A module's ``__all__`` lists its own names; a name is imported from where it is defined
+    (packages' ``__init__`` files are the facades that gather names)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(trilho.__file__).parent
+    borrowed = {}
+    for path in sorted(root.rglob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        tree = ast.parse(path.read_text())
+        exported = next((ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+                         and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets)), [])
+        foreign = sorted(set(exported) - _defined_at_top(tree))
+        if foreign:
+            borrowed[str(path.relative_to(root))] = foreign
+    assert not borrowed, f"modules export names they import: {borrowed}"

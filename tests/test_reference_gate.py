@@ -147,7 +147,8 @@ def test_init_writes_and_pins_a_reference_set_for_data_large_enough(workdir, set
     import tomllib
 
     from trilho.experiment import load_experiment
-    from trilho.profile import REFERENCE_MIN_ROWS, init_experiment, render
+    from trilho.profile import REFERENCE_MIN_ROWS, init_experiment
+    from trilho.propose import render
     from trilho.synthetic import diabetes
 
     frame = diabetes(rows=3000, seed=4)

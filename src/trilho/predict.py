@@ -29,7 +29,7 @@ from trilho.settings import Settings
 from trilho.storage import Lake, open_lake
 from trilho.tracking.model import load_model, model_refusals, resolve_model
 
-__all__ = ["load_model", "predict_batch", "resolve_model"]
+__all__ = ["predict_batch"]
 
 log = logging.getLogger(__name__)
 

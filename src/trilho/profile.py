@@ -24,9 +24,9 @@ from trilho.clean import as_written
 from trilho.encoding import normalise_text
 from trilho.errors import ConfigError, DataValidationError
 from trilho.ingest import check_size, iter_chunks, read_head
-from trilho.propose import Proposal, propose, render
+from trilho.propose import Proposal, propose
 
-__all__ = ["Column", "Profile", "Proposal", "experiment_name", "init_experiment", "profile_chunks", "propose", "render"]
+__all__ = ["experiment_name", "init_experiment", "profile_chunks"]
 
 
 def _comparable(frame: pd.DataFrame) -> pd.DataFrame:

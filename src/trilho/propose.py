@@ -14,7 +14,7 @@ from typing import Any
 from trilho.census import CAP, CODE_MAX, ID_NAME, TARGET_NAME, Column, Profile, Repeats, repeats_phrase
 from trilho.errors import ConfigError
 
-__all__ = ["CAP", "CODE_MAX", "ID_NAME", "Proposal", "propose", "render", "toml_document"]
+__all__ = ["Proposal", "propose", "render", "toml_document"]
 
 
 @dataclass

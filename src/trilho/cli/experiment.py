@@ -57,7 +57,8 @@ def init(data: Annotated[str, typer.Argument(
     refuse_too_large(data)  # before the imports below
     from trilho.errors import ConfigError
     from trilho.experiment import load_experiment
-    from trilho.profile import experiment_name, init_experiment, render
+    from trilho.profile import experiment_name, init_experiment
+    from trilho.propose import render
     from trilho.settings import load_settings
 
     path = output or Path(f"{name or experiment_name(data)}.toml")

@@ -53,7 +53,7 @@ def init(data: Annotated[str, typer.Argument(
              "--output", "-o", help="Where to write the experiment file (default: NAME.toml).")] = None,
          name: Annotated[str | None, typer.Option("--name", "-n", help="The experiment's name (default: the file's).")] = None,
          force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False) -> None:
-    """Read the data once and write a commented experiment file that `trilho run -e FILE` accepts."""
+    """Profile the data (in bounded chunks) and write a commented experiment file that `trilho run -e FILE` accepts."""
     refuse_too_large(data)  # before the imports below
     from trilho.errors import ConfigError
     from trilho.experiment import load_experiment

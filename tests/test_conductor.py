@@ -81,3 +81,11 @@ def test_the_api_runs_on_the_offline_source_when_its_own_cannot_be_reached(setti
     assert result.summary["registry"]["name"] == "diabetes-xgboost-offline"
     with pytest.raises(SourceUnreachableError):  # no fallback asked for: the error, as before
         run_experiment(exp, settings)
+
+
+def test_the_contexts_task_takes_another_encoding_and_groups(settings, small_csv):
+    """The gate re-evaluates the champion with its own missing-value policy on the challenger's folds."""
+    with conduct(_exp(small_csv), settings) as ctx:
+        task = ctx.task(encoding={**ctx.inputs.data.spec, "missing": "impute"}, random_state=3)
+        assert task.encoding["missing"] == "impute" and task.random_state == 3 and task.groups is ctx.inputs.groups
+        assert ctx.task().encoding == ctx.inputs.data.spec

@@ -100,8 +100,10 @@ class Context:
     timings: dict[str, float] = field(default_factory=dict)
 
     def task(self, **changes: Any) -> evaluate.Task:
-        """The experiment's task on the prepared folds; ``changes`` as in ``experiment_task``."""
-        return experiment_task(self.exp, self.inputs.data.spec, self.inputs.groups, **changes)
+        """The experiment's task on the prepared folds; ``changes`` as in ``experiment_task`` (the
+        encoding and the groups among them)."""
+        encoding, groups = changes.pop("encoding", self.inputs.data.spec), changes.pop("groups", self.inputs.groups)
+        return experiment_task(self.exp, encoding, groups, **changes)
 
     def runner(self, progress: Progress | None = None, stage: str = "cv", total: int | None = None) -> evaluate.Runner:
         """The fits on the free cores (or the executor); ``progress(stage, done, total)`` as they end."""

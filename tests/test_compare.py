@@ -57,8 +57,10 @@ def test_candidates_take_parameters_in_brackets(small_csv):
     exp = _exp(small_csv)
     chosen = parse_candidates(["random_forest[n_estimators=100, max_depth=8]+smote[k_neighbors=3]",
                                "random_forest+none", "logistic_regression[C=0.5,penalty='l2']",
-                               "xgboost[learning_rate=1e+0]+none"], exp)
-    first, plain, linear, boosted = chosen
+                               "xgboost[learning_rate=1e+0]+none",
+                               "sklearn.ensemble:RandomForestClassifier[n_estimators=20]+none"], exp)
+    first, plain, linear, boosted, imported = chosen
+    assert imported["model"] == {"name": "sklearn.ensemble:RandomForestClassifier", "params": {"n_estimators": 20}}
     assert first["label"] == "random_forest[n_estimators=100,max_depth=8]+smote[k_neighbors=3]"
     assert first["model"] == {"name": "random_forest", "params": {"n_estimators": 100, "max_depth": 8}}
     assert first["resampler"]["params"]["k_neighbors"] == 3

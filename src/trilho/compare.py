@@ -29,8 +29,8 @@ from trilho.tracking import flatten
 
 __all__ = ["CompareResult", "compare", "parse_candidates"]
 
-# NAME or NAME[key=value, ...]: a model or a resampler with parameters set
-_PART = re.compile(r"\s*([A-Za-z0-9_]+)\s*(?:\[(.*)\])?\s*")
+# NAME or NAME[key=value, ...]: a model or a resampler (a name, or an import path) with parameters set
+_PART = re.compile(r"\s*([A-Za-z0-9_.:]+)\s*(?:\[(.*)\])?\s*")
 
 
 @dataclass

@@ -38,9 +38,9 @@ run: setup
 test: setup
 	$(BIN)/python -m pytest -q -ra
 
-## the tests that neither train a model nor start a service (under a minute)
+## the tests that neither train a model, start a service nor start fresh interpreters (about a minute)
 test-fast: setup
-	$(BIN)/python -m pytest -q -ra -m "not training and not services"
+	$(BIN)/python -m pytest -q -ra -m "not training and not services and not processes"
 
 $(VENV)/.lint: $(BIN)/trilho
 	$(SYNC) --extra test --extra lint

@@ -101,7 +101,7 @@ def _experiment(uri: str):
     return load_experiment("diabetes", [f"source.uri={json.dumps(uri)}", 'source.sha256=""', *FAST])
 
 
-@pytest.fixture(params=["local", "seaweedfs"])
+@pytest.fixture(params=["local", pytest.param("seaweedfs", marks=pytest.mark.services)])  # a service: not in test-fast
 def lake_settings(request, workdir, settings):
     """Settings of a real lake: a local folder, or a bucket on a real SeaweedFS."""
     if request.param == "local":

@@ -12,6 +12,8 @@ import textwrap
 
 import pytest
 
+pytestmark = pytest.mark.processes  # every test starts trilho in fresh interpreters
+
 HEAVY = ("pandas", "numpy", "mlflow", "sklearn", "xgboost", "matplotlib", "pyarrow", "imblearn", "optuna")
 
 # the command line in a fresh interpreter; its last line on stdout: the heavy modules it imported

@@ -190,12 +190,13 @@ def count_repeats(chunks: Iterable[pd.DataFrame], config: dict[str, Any], share:
     will use once those rows, and every row identical to one of them, are set apart (as
     ``trilho.reference.without_reference`` sets them apart). One pass, eight bytes a row twice. None
     when a column does not read as the proposal says (the run's validation will say which)."""
+    from trilho.experiment import DataSpec
+
     data = config["data"]
-    codes = {str(v).strip().upper(): code for code, item in enumerate(data["labels"])
-             for v in (item if isinstance(item, list) else [item])}
     cut = np.uint64(int(share * 2**64)) if share else None
     hashes, keys, picked, frames = [], [], [], []
     try:
+        codes = DataSpec.model_validate(data).codes  # the labels matched as the run matches them
         for chunk in chunks:
             chunk.columns = [str(c) for c in chunk.columns]
             features, label = _typed_rows(chunk, data, codes)

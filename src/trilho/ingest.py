@@ -296,18 +296,23 @@ def _fetch_synthetic(spec: str, source: str, workdir: Path, max_bytes: int) -> F
     return Fetched(workdir / file_name, file_name, source, "generator-1")
 
 
+def _local_path(rest: str) -> Path:
+    """The file a ``file:`` source names (``file:PATH`` or ``file://PATH``, ``~`` expanded)."""
+    return Path(rest.removeprefix("//")).expanduser()
+
+
 def refuse_too_large(source: str, limit: int) -> None:
     """Refuse now a ``file:`` source over ``limit`` bytes, or a ``synthetic:`` one that would be, with
     the refusal ``fetch`` and ``ingest`` give: a command can say it before it loads its experiment
     (pandas, scikit-learn and the rest). Anything else, a bad source included, is left to them."""
     scheme, _, rest = source.partition(":")
     if scheme == "file":
-        path = Path(rest.removeprefix("//")).expanduser()
+        path = _local_path(rest)
         if path.is_file():
             check_size(path, source, limit)
     elif scheme == "synthetic":
         try:
-            rows = _synthetic_args(rest, source).get("rows", 1000)
+            rows = _synthetic_args(rest, source).get("rows", synthetic.DEFAULT_ROWS)
             synthetic.check_rows(rows, limit)
         except (SourceError, ValueError):  # not a size: fetch says it, in its turn
             pass
@@ -319,7 +324,7 @@ def fetch(source: str, settings: Settings, workdir: Path) -> Fetched:
     if not sep:
         raise SourceError(f"source {source!r} has no scheme; use kaggle:, https://, file: or synthetic:")
     if scheme == "file":
-        path = Path(rest.removeprefix("//")).expanduser()
+        path = _local_path(rest)
         if not path.is_file():
             raise SourceError(f"source {source!r}: no file at {str(path)!r}")
         return Fetched(path, path.name, source, None)

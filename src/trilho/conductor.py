@@ -81,7 +81,7 @@ def experiment_task(exp: Experiment, encoding: dict[str, Any], groups: np.ndarra
     replace any field (another model, other seeds, the holdout and final fits)."""
     task = evaluate.Task(model=exp.model.model_dump(), resampler=exp.resampler.model_dump(),
                          random_state=exp.random_state, n_splits=exp.cv.n_splits, seeds=exp.cv.seeds,
-                         encoding=encoding, groups=groups)
+                         encoding=encoding, groups=groups, decision=exp.decision_rule())
     return task.but(**changes) if changes else task
 
 

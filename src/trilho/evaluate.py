@@ -52,6 +52,8 @@ class Task:
     final_fit: bool = False
     nested_repeats: int = 0
     label: str | None = None
+    # how a class is chosen from the probabilities (Experiment.decision_rule); None: the most probable
+    decision: dict[str, Any] | None = None
 
     @property
     def estimator(self) -> dict[str, Any]:

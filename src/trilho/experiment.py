@@ -231,6 +231,10 @@ class EstimatorSpec(_Strict):
 
 
 class ModelSpec(EstimatorSpec):
+    # the probabilities the model returns: "none" (the classifier's own), or calibrated by a
+    # "sigmoid" (Platt) or "isotonic" map fitted inside each training fold on that fold's own inner
+    # out-of-fold predictions, never on its test rows; the logged model applies the same map
+    calibration: Literal["none", "sigmoid", "isotonic"] = "none"
     # the final fit through xgboost.dask on the lake's curated Parquet, spread over a Dask cluster's
     # workers (the folds stay single-machine fits of the same procedure): README, "Scale"
     distributed: bool = False
@@ -248,6 +252,33 @@ class EvaluationSpec(_Strict):
     interval: str = "corrected_t"                     # the headline interval (see STATISTICS.md)
     intervals: list[str] = list(CHEAP_INTERVALS)      # every method reported side by side
     nested_repeats: int = Field(10, ge=1)             # repeats that also get nested CV, when "nested_cv" is listed
+
+
+class ValidationSpec(_Strict):
+    # a feature that alone predicts the label almost perfectly (a copy of the target, or known
+    # only after the outcome), a class too small to score, a date column under shuffled folds:
+    # "warn" names each on screen, in the reports and MLflow, and the gate does not promote a
+    # leaking model; "reject" stops the run before any fit
+    leaks: Literal["warn", "reject"] = "warn"
+    leak_score: float = Field(0.99, gt=0.5, le=1.0)  # one feature's own out-of-fold ROC AUC at or above this leaks
+
+
+DECISION_OBJECTIVES = ("argmax", "metric", "recall", "precision", "costs")
+
+
+class DecisionSpec(_Strict):
+    # how a class is chosen from the probabilities. "argmax": the most probable class. Two classes:
+    # "metric" (the threshold on the positive class that maximises ``metric``), "recall" (the most
+    # precise threshold whose recall of the positive class is at least ``floor``), "precision" (the
+    # most sensitive threshold whose precision is at least ``floor``). Any number of classes:
+    # "costs" (the class of least expected cost, ``costs[true][predicted]``). Thresholds are
+    # chosen inside each training fold, on its own inner out-of-fold predictions, so each test
+    # fold is scored with a threshold it never saw; the logged model applies the final fit's.
+    objective: Literal["argmax", "metric", "recall", "precision", "costs"] = "argmax"
+    metric: str = ""          # for "metric": a metric of the confusion matrix ("" = registry.primary_metric)
+    floor: float = Field(0.0, ge=0.0, le=1.0)  # for "recall" and "precision"
+    positive: str = ""        # two classes: the class the threshold is on ("" = the second class, code 1)
+    costs: list[list[float]] = []  # for "costs": one row (true class) and column (predicted) per class, in code order
 
 
 class TrackingSpec(_Strict):
@@ -299,6 +330,8 @@ class Experiment(_Strict):
     tracking: TrackingSpec = TrackingSpec()
     registry: RegistrySpec = RegistrySpec()
     tune: TuneSpec = TuneSpec()
+    validation: ValidationSpec = ValidationSpec()
+    decision: DecisionSpec = DecisionSpec()
 
     @field_validator("random_state")
     @classmethod
@@ -335,11 +368,49 @@ class Experiment(_Strict):
         if self.registry.model_name and self.registry.primary_metric not in self.evaluation.metrics:
             raise ValueError(f"registry.primary_metric {self.registry.primary_metric!r} is not one of "
                              f"evaluation.metrics {self.evaluation.metrics}")
+        self._check_decision()
         unknown = [m for m in self.evaluation.intervals if m not in INTERVALS]
         if unknown or self.evaluation.interval not in INTERVALS:
             raise ValueError(f"unknown interval methods {unknown or [self.evaluation.interval]}; "
                              f"choose from {list(INTERVALS)}")
         return self
+
+    def _check_decision(self) -> None:
+        """The decision's objective fits the classes: thresholds for two, costs for any number."""
+        from trilho.metrics import CONFUSION_METRICS
+
+        d, classes = self.decision, self.data.classes
+        if d.objective == "argmax":
+            return
+        if d.objective != "costs" and len(classes) != 2:
+            raise ValueError(f"decision.objective = {d.objective!r} sets a threshold, which needs two classes; "
+                             f"this experiment has {len(classes)} ({classes}): use 'costs' (a matrix "
+                             "costs[true][predicted]) or 'argmax'")
+        if d.objective == "metric" and (d.metric or self.registry.primary_metric) not in CONFUSION_METRICS:
+            raise ValueError(f"decision.metric {d.metric or self.registry.primary_metric!r} does not depend on a "
+                             f"threshold; choose one of {list(CONFUSION_METRICS)}")
+        if d.objective in ("recall", "precision") and not 0 < d.floor < 1:
+            raise ValueError(f"decision.objective = {d.objective!r} needs decision.floor between 0 and 1 "
+                             f"(the {d.objective} the positive class must keep), got {d.floor}")
+        if d.positive and d.positive.strip().upper() not in self.data.class_of:
+            raise ValueError(f"decision.positive {d.positive!r} is not a class; the classes are {classes}")
+        if d.objective == "costs":
+            k = len(classes)
+            if len(d.costs) != k or any(len(row) != k for row in d.costs):
+                raise ValueError(f"decision.costs must be {k} rows of {k} numbers (true class by predicted class, "
+                                 f"in the order {classes}), got {d.costs}")
+            if any(not 0 <= c < float("inf") for row in d.costs for c in row):
+                raise ValueError(f"decision.costs {d.costs}: each cost is a finite number of at least 0")
+
+    def decision_rule(self) -> dict[str, Any] | None:
+        """The decision as the fits apply it (None for argmax): the objective, the metric resolved,
+        the floor, the positive class's code and the costs."""
+        d = self.decision
+        if d.objective == "argmax":
+            return None
+        positive = self.data.codes[d.positive.strip().upper()] if d.positive else 1
+        return {"objective": d.objective, "metric": d.metric or self.registry.primary_metric, "floor": d.floor,
+                "positive": positive, "costs": d.costs}
 
     def _check_fits(self) -> None:
         """Refuse a run of more than MAX_FITS fits (folds, plus nested-CV pairs), before it starts."""

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from trilho import stats
-from trilho.metrics import CONFUSION_METRICS, METRIC_RANGE, probability_metrics, scores_from_confusion
+from trilho.metrics import CONFUSION_METRICS, LOWER_IS_BETTER, METRIC_RANGE, probability_metrics, scores_from_confusion
 
 __all__ = ["BY_HAND", "GateDecision", "decide", "decide_on_changed_data", "decide_on_reference", "reference_score"]
 
@@ -127,7 +127,7 @@ def decide_on_reference(y: np.ndarray, challenger: tuple[np.ndarray, np.ndarray]
     and, when ``before`` (the decision on the same data and folds) is given, only if that promoted
     too. On other data the reference decides; ``drift`` (the data's drift report) is recorded."""
     y, n_classes = np.asarray(y), challenger[1].shape[1]  # one probability column per class
-    sign = -1.0 if metric == "log_loss" else 1.0  # the difference in the direction of "better"
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0  # the difference in the direction of "better"
 
     def both(index: np.ndarray) -> tuple[float, float]:
         return tuple(sign * reference_score(metric, y[index], m[0][index], m[1][index], n_classes)

@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["CONFUSION_METRICS", "METRICS", "METRIC_RANGE", "average_precision", "probability_metrics",
-           "row_log_loss", "scores_from_confusion", "scores_from_confusions"]
+__all__ = ["CONFUSION_METRICS", "ECE_BINS", "LOWER_IS_BETTER", "METRICS", "METRIC_RANGE", "average_precision",
+           "brier_score", "expected_calibration_error", "probability_metrics", "reliability", "row_log_loss",
+           "scores_from_confusion", "scores_from_confusions"]
 
 METRICS = (
     "accuracy", "balanced_accuracy",
     "precision_weighted", "recall_weighted", "f1_weighted",
     "precision_macro", "recall_macro", "f1_macro",
-    "mcc", "roc_auc_ovr", "pr_auc", "log_loss",
+    "mcc", "roc_auc_ovr", "pr_auc", "log_loss", "brier", "ece",
 )
 # the values each metric can take: intervals are clipped to them
-METRIC_RANGE = dict.fromkeys(METRICS, (0.0, 1.0)) | {"mcc": (-1.0, 1.0), "log_loss": (0.0, float("inf"))}
+METRIC_RANGE = dict.fromkeys(METRICS, (0.0, 1.0)) | {"mcc": (-1.0, 1.0), "log_loss": (0.0, float("inf")),
+                                                     "brier": (0.0, 2.0)}
+LOWER_IS_BETTER = frozenset({"log_loss", "brier", "ece"})  # losses: a smaller value is the better model
+ECE_BINS = 10  # equal-width bins of the predicted class's probability
 CONFUSION_METRICS = METRICS[:9]  # computed from one confusion matrix; the rest need probabilities
 
 
@@ -71,7 +75,7 @@ def scores_from_confusion(cm: np.ndarray) -> dict[str, float]:
 def probability_metrics(y: np.ndarray, proba: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """One-vs-rest ROC AUC and PR AUC (average precision; both macro over the classes present in
     the fold; for two classes the ROC AUC is the binary one and the PR AUC that of the second
-    class, the positive one) and log loss.
+    class, the positive one), log loss, the Brier score and the expected calibration error.
 
     Closed forms in numpy (equal to scikit-learn's roc_auc_score and log_loss, which a test
     checks); computed in every fold, so they must cost little.
@@ -90,7 +94,41 @@ def probability_metrics(y: np.ndarray, proba: np.ndarray, labels: np.ndarray) ->
                 precisions.append(average_precision(positive, proba[:, j]))
     return {"roc_auc_ovr": float(np.mean(aucs)) if aucs else float("nan"),
             "pr_auc": float(np.mean(precisions)) if precisions else float("nan"),
-            "log_loss": float(row_log_loss(proba, index).mean())}
+            "log_loss": float(row_log_loss(proba, index).mean()),
+            "brier": brier_score(proba, index), "ece": expected_calibration_error(proba, index)}
+
+
+def brier_score(proba: np.ndarray, index: np.ndarray) -> float:
+    """The mean squared distance between the probabilities and the one-hot truth (``index``: each
+    row's class column), as scikit-learn's brier_score_loss gives it: halved for two classes (the
+    positive class's squared error, 0 to 1), whole for more (0 to 2)."""
+    truth = np.zeros_like(proba, dtype="float64")
+    truth[np.arange(len(index)), index] = 1.0
+    total = float(((proba - truth) ** 2).sum(axis=1).mean())
+    return total / 2 if proba.shape[1] == 2 else total
+
+
+def reliability(proba: np.ndarray, index: np.ndarray, bins: int = ECE_BINS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The predicted class's probability against how often it is right, in ``bins`` equal-width
+    bins of that probability: per bin its rows, mean probability and share correct (NaN where
+    the bin is empty)."""
+    confidence = proba.max(axis=1)
+    correct = (proba.argmax(axis=1) == index).astype("float64")
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    rows = np.bincount(which, minlength=bins).astype("float64")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_p = np.bincount(which, confidence, minlength=bins) / rows
+        right = np.bincount(which, correct, minlength=bins) / rows
+    return rows, mean_p, right
+
+
+def expected_calibration_error(proba: np.ndarray, index: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Expected calibration error (top-label, Guo et al. 2017): over equal-width bins of the
+    predicted class's probability, the rows' share times |share correct - mean probability|.
+    0 for probabilities that mean what they say; it does not reward ranking."""
+    rows, mean_p, right = reliability(proba, index, bins)
+    used = rows > 0
+    return float((rows[used] / rows.sum() * np.abs(right[used] - mean_p[used])).sum())
 
 
 def average_precision(positive: np.ndarray, score: np.ndarray) -> float:

@@ -9,6 +9,7 @@ from typing import Any
 
 from trilho.errors import ConfigError
 from trilho.experiment import Experiment
+from trilho.metrics import LOWER_IS_BETTER as _LOSSES
 
 __all__ = ["DEFAULT_SPACES", "LOWER_IS_BETTER", "Param", "default_space", "parse_space", "tuned_config"]
 
@@ -49,7 +50,7 @@ RESAMPLER_SPACES: dict[str, dict[str, dict[str, Any]]] = {
     "borderline_smote": {"resampler.params.k_neighbors": {"int": [3, 10]}},
 }
 _KINDS = ("int", "float", "choice")
-LOWER_IS_BETTER = {"log_loss"}
+LOWER_IS_BETTER = set(_LOSSES)  # the metrics a search minimises
 
 
 @dataclass(frozen=True)

@@ -130,6 +130,62 @@ def survey(rows: int = 500, seed: int = 7):
     return frame, "subscribed", ".csv", "canal de venda"
 
 
+def voyage(rows: int = 2_200, seed: int = 8):
+    """All-categorical, binary: three features of 4, 2 and 2 values, so nearly every row is an
+    exact copy of another (different people who happen to look alike), and a clear signal."""
+    rng = np.random.default_rng(seed)
+    cabin = rng.choice(["first", "second", "third", "crew"], rows, p=[0.15, 0.13, 0.32, 0.40])
+    sex = rng.choice(["male", "female"], rows, p=[0.78, 0.22])
+    age = rng.choice(["adult", "child"], rows, p=[0.95, 0.05])
+    logit = (-1.3 + 2.4 * (sex == "female") + 1.0 * (age == "child")
+             + pd.Series(cabin).map({"first": 1.6, "second": 0.7, "third": -0.3, "crew": 0.0}).to_numpy())
+    survived = rng.random(rows) < 1 / (1 + np.exp(-logit))
+    frame = pd.DataFrame({"cabin": cabin, "sex": sex, "age": age, "survived": np.where(survived, "yes", "no")})
+    return frame, "survived", ".csv", None
+
+
+def credit(rows: int = 6_000, seed: int = 9, positive: float = 0.033):
+    """Imbalanced binary (3.3% positive): numeric features with a weak signal, one categorical."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(0, 1, (rows, 6))
+    purpose = rng.choice(["car", "home", "education", "business"], rows)
+    logit = X[:, 0] * 0.9 - X[:, 1] * 0.7 + X[:, 2] * X[:, 3] * 0.5 + (purpose == "business") * 0.6
+    cut = np.quantile(logit + rng.logistic(0, 1, rows), 1 - positive)
+    default = logit + rng.logistic(0, 1, rows) > cut
+    frame = pd.DataFrame(X.round(3), columns=["income", "tenure", "debt_ratio", "utilisation", "inquiries", "age"])
+    frame["purpose"] = purpose
+    frame["defaulted"] = default.astype(int)
+    return frame, "defaulted", ".csv", "purpose"
+
+
+def leaky(rows: int = 800, seed: int = 10):
+    """Binary, with a column known only after the outcome: the label's own code, re-spelled."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1, (rows, 3))
+    y = (x[:, 0] + rng.normal(0, 1.2, rows) > 0.4)
+    frame = pd.DataFrame(x.round(3), columns=["a", "b", "c"])
+    frame["closed_reason"] = np.where(y, "charged off", "paid")
+    frame["label"] = np.where(y, "bad", "good")
+    return frame, "label", ".csv", None
+
+
+def flights(rows: int = 300_000, seed: int = 11):
+    """A 300,000-row set: numeric and categorical features, missing values, 19% positive."""
+    rng = np.random.default_rng(seed)
+    carrier = rng.choice([f"C{i}" for i in range(14)], rows)
+    origin = rng.choice([f"A{i:02d}" for i in range(40)], rows)
+    hour = rng.integers(5, 23, rows)
+    distance = rng.gamma(2.0, 400.0, rows).round(0)
+    weather = rng.gamma(1.5, 1.0, rows).round(2)
+    logit = (-2.0 + (hour - 14) * 0.08 + weather * 0.4 + (carrier == "C3") * 0.7
+             + pd.Series(origin).str[1:].astype(int).to_numpy() / 80 + rng.normal(0, 0.5, rows))
+    late = rng.random(rows) < 1 / (1 + np.exp(-logit))
+    frame = pd.DataFrame({"carrier": carrier, "origin": origin, "hour": hour, "distance": distance,
+                          "weather": weather, "delayed": np.where(late, "Y", "N")})
+    frame.loc[rng.choice(rows, rows // 50, replace=False), "weather"] = np.nan
+    return frame, "delayed", ".csv", "carrier"
+
+
 CORPUS = {"churn": churn, "species": species, "wide": wide, "rare": rare, "flags": flags, "repeats": repeats,
           "survey": survey}
 # a European spreadsheet's export: ";" between values, a decimal comma

@@ -86,7 +86,8 @@ def test_proposal_sorts_columns_into_roles_and_loads():
     assert data["labels"] == ["a", "b", "c"]  # as the data writes them
     exp = Experiment.model_validate(tomllib.loads(render(proposal)))  # the rendered file is the proposal
     assert exp.data.categorical == data["categorical"] and exp.cv.n_splits == 5
-    assert proposal.config["resampler"]["name"] == "smotenc"  # 0.1 vs 0.6: imbalanced, with categoricals
+    assert proposal.config["resampler"]["name"] == "none"  # 0.1 vs 0.6: imbalanced, and still no resampler
+    assert proposal.config["decision"] == {"objective": "argmax"}  # three classes: no threshold
 
 
 def test_rare_class_lowers_the_folds_and_the_neighbours():
@@ -95,7 +96,8 @@ def test_rare_class_lowers_the_folds_and_the_neighbours():
                           "y": ["big"] * 196 + ["tiny"] * 4})
     config = propose(profile_chunks([frame], "y"), "r", "file:r.csv", "y").config
     assert config["cv"]["n_splits"] == 4
-    assert config["resampler"] == {"name": "smote", "params": {"k_neighbors": 2}}  # 3 training rows: k = 2
+    assert config["resampler"] == {"name": "none", "params": {}}
+    assert config["decision"] == {"objective": "metric", "metric": "f1_macro"}  # two imbalanced classes
     frame.loc[frame.index[-3:], "y"] = "big"
     with pytest.raises(ConfigError, match="'tiny' has a single row"):
         propose(profile_chunks([frame], "y"), "r", "file:r.csv", "y")
@@ -272,4 +274,5 @@ def test_init_counts_repeated_rows_as_the_run_does(workdir, settings):
     exp = Experiment.model_validate(few.config)
     folds = fold_data(clean(read_table(small), exp), exp)[3]
     assert folds["rows"] == 540 and folds["rows_copying_another"] >= 40
-    assert f"{repeats_phrase(folds['rows_copying_another'], 540)}: cv.duplicates = 'group'" in " ".join(few.notes["cv"])
+    said = " ".join(few.notes["cv"])
+    assert repeats_phrase(folds["rows_copying_another"], 540) in said and "cv.duplicates = 'group'" in said

@@ -89,59 +89,105 @@ def _check_target(profile: Profile, target: str, notes: Notes) -> tuple[list[str
     return [tcol.shown(v) for v in labels], {tcol.shown(v): counts[v] for v in labels}
 
 
-def _resampler(counts: dict[str, int], n_splits: int, categorical: bool, numeric: bool, notes: Notes) -> dict[str, Any]:
-    """None for balanced classes; else SMOTE (or SMOTE-NC, or random oversampling) sized to the smallest class."""
+IMBALANCED = 0.5  # smallest class / largest below this: the classes are imbalanced
+
+
+def _resampler(counts: dict[str, int], notes: Notes) -> dict[str, Any]:
+    """No resampler: with boosted trees, resampling mostly costs calibration and ranking, and a
+    decision threshold reaches the same recall (van den Goorbergh et al. 2022; Elor and
+    Averbuch-Elor 2022); SMOTE also needs complete rows and grows the training set."""
     smallest, largest = min(counts.values()), max(counts.values())
     imbalance = smallest / largest
-    if imbalance >= 0.5:
+    if imbalance >= IMBALANCED:
         notes["resampler"].append(f"classes are balanced enough (smallest/largest = {imbalance:.2f}): no resampler")
-        return {"name": "none", "params": {}}
-    k = min(5, smallest - math.ceil(smallest / n_splits) - 1)  # neighbours within the smallest class's training rows
-    if k >= 1 and not categorical:
-        resampler = {"name": "smote", "params": {} if k == 5 else {"k_neighbors": k}}
-        why = "SMOTE: synthetic rows between near neighbours of the smaller classes"
-    elif k >= 1 and numeric:
-        resampler = {"name": "smotenc", "params": {} if k == 5 else {"k_neighbors": k}}
-        why = "SMOTE-NC: SMOTE that keeps categorical columns to real categories"
     else:
-        resampler = {"name": "random_over", "params": {}}
-        why = "random oversampling: the smallest class is too small for SMOTE's neighbours" if k < 1 \
-            else "random oversampling: every feature is categorical, which SMOTE cannot interpolate"
-    notes["resampler"].append(f"classes are imbalanced (smallest/largest = {imbalance:.2f}): {why}; "
-                              "applied to training folds only")
-    return resampler
+        notes["resampler"].append(
+            f"classes are imbalanced (smallest/largest = {imbalance:.2f}), and still no resampler: with boosted trees "
+            "resampling mostly costs calibrated probabilities and ranking, while a decision threshold gets the same "
+            "recall (van den Goorbergh et al. 2022; Elor and Averbuch-Elor 2022)"
+            + ("; see [decision]" if len(counts) == 2 else "; set [decision] costs to weigh the classes' errors"))
+        notes["resampler"].append("to resample anyway, set name = 'class_weight' (no new rows), 'smote' or "
+                                  "'random_over'; applied to training folds only")
+    return {"name": "none", "params": {}}
 
 
-def _missing_policy(missing: dict[str, int], resampler: dict[str, Any], notes: Notes) -> str:
+def _decision(counts: dict[str, int], labels: list[Any], primary: str, notes: Notes) -> dict[str, Any]:
+    """For two imbalanced classes, the threshold that maximises the primary metric, chosen inside
+    each training fold; else the most probable class."""
+    smallest, largest = min(counts.values()), max(counts.values())
+    if len(labels) != 2 or smallest / largest >= IMBALANCED:
+        notes["decision"].append("the most probable class is predicted (objective = 'argmax'); for two classes a "
+                                 "threshold can be chosen instead: objective = 'metric', 'recall' or 'precision'")
+        return {"objective": "argmax"}
+    notes["decision"].append(f"two imbalanced classes: the threshold on the probability of {_name(labels[1])!r} that "
+                             f"maximises {primary} is chosen inside each training fold (on its own inner "
+                             "out-of-fold predictions), so each test fold is scored with a threshold it never saw")
+    notes["decision"].append("objective = 'recall' with floor = 0.9 keeps 90% of that class found instead; "
+                             "'costs' = [[0, 1], [5, 0]] weighs each kind of error (costs[true][predicted])")
+    return {"objective": "metric", "metric": primary}
+
+
+def _name(label: Any) -> str:
+    """A class's name: the label, or of several spellings the first."""
+    return label[0] if isinstance(label, list) else label
+
+
+def _missing_policy(missing: dict[str, int], notes: Notes) -> str:
     if not missing:
         notes["missing"].append("no missing values; data.missing = 'impute' so that a row missing a value at "
                                 "prediction time still gets one (training medians / most frequent codes)")
         return "impute"
-    policy = "impute" if resampler["name"] in {"smote", "smotenc"} else "native"  # SMOTE needs complete rows
     notes["missing"].append("missing values: " + ", ".join(f"{k} {v}" for k, v in missing.items()))
-    notes["missing"].append("data.missing = 'impute': median / most frequent code, fitted in each training fold "
-                            "before the resampler (which needs complete rows)" if policy == "impute" else
-                            "data.missing = 'native': XGBoost learns where missing values go; nothing is invented")
-    return policy
+    notes["missing"].append("data.missing = 'native': XGBoost learns where missing values go; nothing is invented, "
+                            "and a gap that says something keeps saying it")
+    return "native"
 
 
-def _repeats_note(profile: Profile, target: str, repeats: Repeats | None) -> str | None:
-    """What the folds will do with rows that repeat an earlier row, in the words the run uses; None
-    when no row does. ``repeats``: the count on the proposed features, as the run will count it
-    (``init_experiment`` counts it so); without it, the profile's own count."""
+def chance_pairs(profile: Profile, features: list[str]) -> float | None:
+    """How many pairs of identical rows the features' own value shares would make by chance alone
+    (each feature independent, a missing value one more value): n(n-1)/2 times the product of each
+    feature's sum of squared shares. None where some feature has too many values to count: such
+    rows rarely meet by chance."""
+    n = profile.rows
+    collide = 1.0
+    for name in features:
+        c = profile.columns[name]
+        if c.counts is None or not n:
+            return None
+        shares = [v / n for v in c.counts.values()] + [c.gaps / n]
+        collide *= sum(x * x for x in shares)
+    return n * (n - 1) / 2 * collide
+
+
+def _repeats_note(profile: Profile, target: str, features: list[str], repeats: Repeats | None
+                  ) -> tuple[str, str | None]:
+    """``cv.duplicates`` and what the folds will do with rows that repeat an earlier row, in the
+    words the run uses (None when no row does). Copies stay in one fold ('group') where they are
+    likely one entity written twice; where the features take so few values that identical rows are
+    expected by chance (different people who answered alike), grouping would leave whole regions
+    of the feature space out of training, so they are split like any row ('keep').
+    ``repeats``: the count on the proposed features, as the run will count it (``init_experiment``
+    counts it so); without it, the profile's own count."""
     if repeats is None:
         repeats = Repeats(profile.rows, profile.duplicate_rows(target), profile.rows, profile.duplicate_rows(target))
     if not repeats.repeats and not repeats.fold_repeats:
-        return None
+        return "group", None
     said = repeats_phrase(repeats.repeats, repeats.rows)
     if repeats.fold_rows != repeats.rows:
         said += (f"; {repeats_phrase(repeats.fold_repeats, repeats.fold_rows, 'the folds will use')} (the reference "
                  "set's rows, and rows identical to them, are never trained on)")
-    return f"{said}: cv.duplicates = 'group' keeps every copy in one fold, so no row is tested on its own copy"
+    expected = chance_pairs(profile, features)
+    if expected is not None and expected >= repeats.repeats / 2:
+        return "keep", (f"{said}, and the features' own value shares make about {expected:,.0f} identical pairs by "
+                        "chance alone: these are different rows that look alike, so cv.duplicates = 'keep' splits "
+                        "them like any row (grouping them would hold whole kinds of rows out of training)")
+    chance = "" if expected is None else f" (chance alone would make about {expected:,.0f} identical pairs)"
+    return "group", (f"{said}{chance}: likely the same record written twice, so cv.duplicates = 'group' keeps "
+                     "every copy in one fold, and no row is tested on its own copy")
 
 
-def _folds(profile: Profile, target: str, counts: dict[str, int], notes: Notes,
-           repeats: Repeats | None = None) -> tuple[int, int]:
+def _folds(profile: Profile, target: str, features: list[str], counts: dict[str, int], notes: Notes,
+           repeats: Repeats | None = None) -> tuple[int, int, str]:
     smallest = min(counts.values())
     if smallest < 2:
         raise ConfigError(f"class {min(counts, key=lambda k: counts[k])!r} has a single row: no cross-validation can "
@@ -149,13 +195,13 @@ def _folds(profile: Profile, target: str, counts: dict[str, int], notes: Notes,
     n_splits = min(5, smallest)
     if n_splits < 5:
         notes["cv"].append(f"cv.n_splits = {n_splits}: the smallest class has {smallest} rows, and each fold needs one")
-    repeated = _repeats_note(profile, target, repeats)
+    duplicates, repeated = _repeats_note(profile, target, features, repeats)
     if repeated:
         notes["cv"].append(repeated)
     n_repeats = 10 if profile.rows <= 20_000 else 3 if profile.rows <= 200_000 else 1
     notes["cv"].append(f"{n_repeats} repeats of {n_splits}-fold stratified CV for {profile.rows} rows "
                        "(more repeats, steadier estimates; fewer for large data)")
-    return n_splits, n_repeats
+    return n_splits, n_repeats, duplicates
 
 
 def propose(profile: Profile, name: str, source: str, target: str | None = None,
@@ -163,7 +209,7 @@ def propose(profile: Profile, name: str, source: str, target: str | None = None,
     """The experiment a careful data scientist would start from, with the reason for each choice.
     ``repeats``: the rows that repeat an earlier row, counted on this proposal's features as the
     run will count them (``init_experiment`` counts them); without it, the profile's count."""
-    notes: Notes = {k: [] for k in ("data", "labels", "columns", "missing", "cv", "resampler", "model")}
+    notes: Notes = {k: [] for k in ("data", "labels", "columns", "missing", "cv", "resampler", "model", "decision")}
     target = target or _guess_target(profile)
     labels, counts = _check_target(profile, target, notes)
     kind = "binary" if len(labels) == 2 else f"multiclass ({len(labels)} classes)"
@@ -175,10 +221,12 @@ def propose(profile: Profile, name: str, source: str, target: str | None = None,
     if not features:
         raise ConfigError("no feature columns are left once the label and the identifiers are set aside")
     numeric = [n for n in features if n not in categorical]
-    n_splits, n_repeats = _folds(profile, target, counts, notes, repeats)
-    resampler = _resampler(counts, n_splits, bool(categorical), bool(numeric), notes)
+    n_splits, n_repeats, duplicates = _folds(profile, target, features, counts, notes, repeats)
+    resampler = _resampler(counts, notes)
     missing = {n: profile.columns[n].gaps for n in features if profile.columns[n].gaps}
-    policy = _missing_policy(missing, resampler, notes)
+    policy = _missing_policy(missing, notes)
+    primary = "f1_macro"
+    decision = _decision(counts, labels, primary, notes)
     notes["model"].append(f"xgboost: gradient-boosted trees, strong on tabular data of this size ({profile.rows} rows, "
                           f"{len(features)} features), handles missing values and codes as they are; "
                           "compare others with `trilho compare`")
@@ -192,12 +240,13 @@ def propose(profile: Profile, name: str, source: str, target: str | None = None,
         "data": {"target": target, "labels": labels, "drop": drop, "categorical": categorical, "missing": policy,
                  **({"missing_markers": sorted(markers)} if markers else {}),
                  "min_rows": min(20, profile.rows), "ranges": ranges},
-        "cv": {"n_splits": n_splits, "n_repeats": n_repeats, "first_seed": 0, "duplicates": "group"},
+        "cv": {"n_splits": n_splits, "n_repeats": n_repeats, "first_seed": 0, "duplicates": duplicates},
         "resampler": resampler,
         "model": {"name": "xgboost", "params": {}},
         "evaluation": {"metrics": metrics},
         "tracking": {"experiment": name},
-        "registry": {"model_name": f"{name}-xgboost", "primary_metric": "f1_macro", "margin": 0.01},
+        "registry": {"model_name": f"{name}-xgboost", "primary_metric": primary, "margin": 0.01},
+        "decision": decision,
     }
     notes["data"].append(f"{profile.rows} rows, {len(profile.columns)} columns: {len(features)} features "
                          f"({len(numeric)} numeric, {len(categorical)} categorical), {len(drop)} set aside")
@@ -272,6 +321,8 @@ def render(proposal: Proposal) -> str:
     out += [f"{k} = {_value(v)}\n" for k, v in c["cv"].items()]
     out.append("\n[resampler]\n" + _comment(notes["resampler"]))
     out.append(f"name = {_value(c['resampler']['name'])}\nparams = {_value(c['resampler']['params'])}\n")
+    out.append("\n[decision]\n" + _comment(notes["decision"]))
+    out += [f"{k} = {_value(v)}\n" for k, v in c["decision"].items()]
     out.append("\n[model]\n" + _comment(notes["model"]))
     out.append(f"name = {_value(c['model']['name'])}\nparams = {_value(c['model']['params'])}\n")
     out.append("\n[evaluation]\n# pr_auc is for two classes; roc_auc_ovr is one-vs-rest for more\n")

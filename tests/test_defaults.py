@@ -1,0 +1,69 @@
+"""`trilho init`'s defaults hold up: no resampler, grouped folds only where copies are likely one
+record, a decision threshold for two imbalanced classes (each failed on the earlier defaults)."""
+
+from __future__ import annotations
+
+import tomllib
+
+import numpy as np
+import pandas as pd
+
+from tests import corpus
+from trilho.experiment import Experiment
+from trilho.profile import profile_chunks
+from trilho.propose import chance_pairs, propose, render
+
+
+def _proposal(frame: pd.DataFrame, target: str):
+    return propose(profile_chunks([frame], target), "t", "file:t.csv", target)
+
+
+def test_imbalanced_classes_get_no_resampler_but_a_threshold():
+    frame, target, _, _ = corpus.credit(rows=3_000)
+    proposal = _proposal(frame, target)
+    config = proposal.config
+    assert config["resampler"] == {"name": "none", "params": {}}  # SMOTE-NC before
+    assert config["decision"] == {"objective": "metric", "metric": config["registry"]["primary_metric"]}
+    said = " ".join(proposal.notes["resampler"])
+    assert "imbalanced" in said and "'smote'" in said  # resamplers stay explained and available
+    exp = Experiment.model_validate(tomllib.loads(render(proposal)))
+    assert exp.decision.objective == "metric" and exp.resampler.name == "none"
+    assert exp.decision_rule() == {"objective": "metric", "metric": "f1_macro", "floor": 0.0, "positive": 1,
+                                   "costs": []}
+
+
+def test_missing_values_stay_missing_without_a_resampler():
+    frame, target, _, _ = corpus.churn()
+    config = _proposal(frame, target).config
+    assert config["resampler"]["name"] == "none"
+    assert config["data"]["missing"] == "native"  # SMOTE forced 'impute' before
+
+
+def test_identical_rows_of_a_small_feature_space_are_split_like_any_row():
+    frame, target, _, _ = corpus.voyage()
+    proposal = _proposal(frame, target)
+    assert proposal.config["cv"]["duplicates"] == "keep"  # 'group' before: AUC fell from 0.83 to 0.61
+    said = " ".join(proposal.notes["cv"])
+    assert "by chance alone" in said and "cv.duplicates = 'keep'" in said
+    exp = Experiment.model_validate(tomllib.loads(render(proposal)))
+    assert exp.cv.duplicates == "keep"
+
+
+def test_copies_among_continuous_features_are_still_grouped():
+    frame, target, _, _ = corpus.repeats()  # a continuous feature: copies are one record written twice
+    proposal = _proposal(frame, target)
+    assert proposal.config["cv"]["duplicates"] == "group"
+    assert "likely the same record" in " ".join(proposal.notes["cv"])
+
+
+def test_chance_pairs_count_the_pairs_independent_features_make():
+    rng = np.random.default_rng(0)
+    n = 4_000
+    frame = pd.DataFrame({"a": rng.choice(["x", "y"], n), "b": rng.choice(["p", "q", "r", "s"], n),
+                          "y": rng.choice(["0", "1"], n)})
+    profile = profile_chunks([frame], "y")
+    expected = chance_pairs(profile, ["a", "b"])
+    # two independent uniform features of 2 and 4 values: one pair in 8 is identical
+    assert abs(expected / (n * (n - 1) / 2) - 1 / 8) < 0.01
+    frame["c"] = rng.normal(0, 1, n)  # too many values to count: copies are not expected by chance
+    assert chance_pairs(profile_chunks([frame], "y"), ["a", "b", "c"]) is None

@@ -135,6 +135,8 @@ class RunSummary(TypedDict):
     registry: NotRequired[GateRecord]
     tracking_error: NotRequired[str]
     timings: NotRequired[dict[str, float]]
+    # the majority class and default models on the same folds (trilho.baselines.compare)
+    baselines: NotRequired[dict[str, Any]]
 
 
 class PredictionManifest(TypedDict):

@@ -252,6 +252,11 @@ class EvaluationSpec(_Strict):
     interval: str = "corrected_t"                     # the headline interval (see STATISTICS.md)
     intervals: list[str] = list(CHEAP_INTERVALS)      # every method reported side by side
     nested_repeats: int = Field(10, ge=1)             # repeats that also get nested CV, when "nested_cv" is listed
+    # what the model is measured against on the same folds: "majority" (its training folds' most
+    # frequent class, on every fold, no fit) and default models (on the first ``baseline_repeats``
+    # seeds: their fits cost time); [] for none
+    baselines: list[str] = ["majority", "hist_gradient_boosting"]
+    baseline_repeats: int = Field(1, ge=1)
 
 
 class ValidationSpec(_Strict):
@@ -362,6 +367,7 @@ class Experiment(_Strict):
         if overlap:
             raise ValueError(f"data.categorical lists {overlap}, which are the target or in data.drop")
 
+        self._check_baselines()
         unknown = [m for m in self.evaluation.metrics if m not in METRICS]
         if unknown:
             raise ValueError(f"unknown metrics {unknown}; choose from {sorted(METRICS)}")
@@ -374,6 +380,17 @@ class Experiment(_Strict):
             raise ValueError(f"unknown interval methods {unknown or [self.evaluation.interval]}; "
                              f"choose from {list(INTERVALS)}")
         return self
+
+    def _check_baselines(self) -> None:
+        from trilho.models import check_estimator, model_kind
+
+        for name in self.evaluation.baselines:
+            if name != "majority":
+                try:
+                    check_estimator({"name": name, "params": {}}, {"name": "none"},
+                                    "native" if model_kind(name).native_missing else "impute")
+                except ConfigError as exc:
+                    raise ValueError(f"evaluation.baselines: {exc}; or 'majority'") from None
 
     def _check_decision(self) -> None:
         """The decision's objective fits the classes: thresholds for two, costs for any number."""

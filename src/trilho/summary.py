@@ -15,7 +15,7 @@ from trilho.experiment import Experiment
 from trilho.metrics import CONFUSION_METRICS, METRIC_RANGE, scores_from_confusions
 from trilho.results import CVResult, HoldoutResult
 
-__all__ = ["build_summary", "metric_rows", "summary_metrics"]
+__all__ = ["baseline_rows", "build_summary", "metric_rows", "summary_metrics"]
 
 
 def _row_bootstrap(cv: CVResult, exp: Experiment) -> dict[str, tuple[float, float]]:
@@ -87,4 +87,16 @@ def metric_rows(cv: CVResult, summary: dict[str, MetricSummary], holdout: Holdou
             if bounds and method != "percentile":
                 rows += [(f"{m}_{method}_low", bounds[0], 0), (f"{m}_{method}_high", bounds[1], 0)]
     rows += [(f"holdout_{m}", holdout.scores[m], 0) for m in metrics]
+    return rows
+
+
+def baseline_rows(found: dict[str, Any] | None) -> list[tuple[str, float, int]]:
+    """(key, value, step) of the baselines' means and the model's paired differences from them."""
+    rows: list[tuple[str, float, int]] = []
+    for name, entry in (found or {}).get("models", {}).items():
+        for metric, s in entry["metrics"].items():
+            rows.append((f"baseline_{name}_{metric}_mean", s["mean"], 0))
+            if "diff" in s:
+                rows += [(f"vs_{name}_{metric}_diff", s["diff"], 0), (f"vs_{name}_{metric}_diff_low", s["low"], 0),
+                         (f"vs_{name}_{metric}_diff_high", s["high"], 0)]
     return rows

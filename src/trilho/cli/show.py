@@ -45,6 +45,11 @@ def run_summary(summary: RunSummary, tracking_uri: str) -> None:
               "fold spread: the 2.5–97.5 percentiles of single fold scores, not a CI")
     if dup.get("rows_copying_another"):
         out.print(f"duplicates   {_duplicates(dup, summary['data'].get('reference', {}))}")
+    if summary.get("baselines"):
+        out.print(f"baselines    {_baselines(summary['baselines'])}")
+    for line in summary["data"].get("warnings", []):
+        if "repeat an earlier row's features" not in line:  # the duplicates line says it
+            out.print(f"[bold yellow]warning[/]      {line}", highlight=False)
     if summary["data"]["ingest_skipped"]:
         out.print("raw data already in the lake (same sha256): ingest skipped")
     out.print(f"MLflow run   {summary['run_id']} in experiment {summary['mlflow_experiment']!r} at {tracking_uri}")
@@ -56,6 +61,18 @@ def run_summary(summary: RunSummary, tracking_uri: str) -> None:
         out.print(f"open the UI  trilho ui   (or: mlflow ui --backend-store-uri {tracking_uri})")
     t = summary.get("timings", {})
     out.print(f"took {t['total_s']:.1f}s: cv {t['cv_s']:.1f}s, tracking {t['tracking_s']:.1f}s")
+
+
+def _baselines(found: dict[str, Any]) -> str:
+    """Each baseline's primary metric and the model's paired difference from it, with its interval."""
+    metric, parts = found["primary_metric"], []
+    for name, entry in found["models"].items():
+        s = entry["metrics"].get(metric)
+        if not s:
+            continue
+        diff = f"; model {s['diff']:+.4f} [{s['low']:+.4f}, {s['high']:+.4f}]" if "diff" in s else ""
+        parts.append(f"{name} {s['mean']:.4f}{diff} ({entry['folds']} folds)")
+    return f"{metric}: " + "; ".join(parts)
 
 
 def _duplicates(dup: dict[str, Any], reference: dict[str, Any]) -> str:

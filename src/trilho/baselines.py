@@ -1,0 +1,92 @@
+"""What a run's model is measured against, on its own folds: the majority class (no fit: every
+test row gets its training fold's class shares) and a default reference model (scikit-learn's
+HistGradientBoosting as it comes, no resampler, no threshold), with the paired difference on the
+same folds and its interval. A model that does not beat the majority class on the primary metric
+is said to, in one line. Pure: arrays and fold tables in, plain data out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import confusion_matrix
+
+from trilho import stats
+from trilho.evaluate import Task
+from trilho.metrics import LOWER_IS_BETTER, probability_metrics, scores_from_confusion
+from trilho.splits import split_plan
+
+__all__ = ["MAJORITY", "baseline_task", "compare", "majority_folds", "verdict_lines"]
+
+MAJORITY = "majority"
+
+
+def majority_folds(y: np.ndarray, n_splits: int, seeds: list[int], groups: np.ndarray | None = None) -> pd.DataFrame:
+    """The majority class on every fold of the plan (the same folds the model's task draws,
+    trilho.splits): it predicts its training rows' most frequent class, with their class shares
+    as probabilities."""
+    labels = np.arange(int(y.max()) + 1)
+    rows = []
+    for seed, i, train, test in split_plan(y, n_splits, seeds, groups):
+        shares = np.bincount(y[train], minlength=len(labels)) / len(train)
+        proba = np.tile(shares, (len(test), 1))
+        pred = np.full(len(test), int(shares.argmax()))
+        cm = confusion_matrix(y[test], pred, labels=labels)
+        rows.append({"seed": seed, "fold": i, **scores_from_confusion(cm),
+                     **probability_metrics(y[test], proba, labels)})
+    return pd.DataFrame(rows)
+
+
+def baseline_task(task: Task, model: str, repeats: int) -> Task:
+    """``model`` with its defaults on the task's first ``repeats`` seeds: same folds, same encoding,
+    no resampler, no calibration, no threshold, and no fit besides the folds (missing values
+    imputed in-fold where the model cannot take them)."""
+    from trilho.models import model_kind
+
+    encoding = task.encoding
+    if encoding is not None and encoding.get("missing") == "native" and not model_kind(model).native_missing:
+        encoding = {**encoding, "missing": "impute"}
+    return task.but(encoding=encoding, model={"name": model, "params": {}, "calibration": "none"},
+                    resampler={"name": "none", "params": {}}, decision=None, seeds=task.seeds[:repeats],
+                    holdout_fraction=None, final_fit=False, nested_repeats=0, label=f"baseline {model}")
+
+
+def compare(model: pd.DataFrame, baselines: dict[str, pd.DataFrame], metrics: list[str], primary: str,
+            test_fraction: float, level: float) -> dict[str, Any]:
+    """Each baseline's mean per metric, and the model's paired difference from it on the folds
+    both were scored on (corrected resampled t interval, as the gate uses), signed so that a
+    positive difference is the model being better; ``verdict`` says better, worse or no different
+    at ``level``."""
+    out: dict[str, Any] = {"primary_metric": primary, "level": level, "models": {}}
+    for name, folds in baselines.items():
+        both = model.merge(folds, on=["seed", "fold"], suffixes=("", "__base"))
+        entry: dict[str, Any] = {"folds": len(both), "metrics": {}}
+        for metric in metrics:
+            sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+            a, b = both[metric].to_numpy(), both[f"{metric}__base"].to_numpy()
+            found = {"mean": float(b.mean())}
+            if len(both) >= 2:
+                paired = stats.paired_corrected_t(sign * a, sign * b, test_fraction, level)
+                found |= {"diff": paired["mean_diff"], "low": paired["low"], "high": paired["high"],
+                          "verdict": "better" if paired["low"] > 0 else "worse" if paired["high"] < 0 else "no different"}
+            entry["metrics"][metric] = found
+        out["models"][name] = entry
+    out["said"] = verdict_lines(out)
+    return out
+
+
+def verdict_lines(found: dict[str, Any]) -> list[str]:
+    """One line per baseline the model does not beat on the primary metric (none when it beats every one)."""
+    primary, lines = found["primary_metric"], []
+    for name, entry in found["models"].items():
+        score = entry["metrics"].get(primary, {})
+        if "verdict" not in score or score["verdict"] == "better":
+            continue
+        what = "the majority class" if name == MAJORITY else f"a default {name}"
+        how = "is worse than" if score["verdict"] == "worse" else "does not beat"
+        lines.append(f"the model {how} {what} on {primary}: {score['diff']:+.4f} "
+                     f"[{score['low']:+.4f}, {score['high']:+.4f}] over {entry['folds']} paired folds "
+                     f"(the baseline scores {score['mean']:.4f})")
+    return lines

@@ -40,7 +40,8 @@ def test_embedded_run_tracks_everything(settings, small_experiment, small_csv):
     names = {a.path for a in client.list_artifacts(s["run_id"])}
     expected = {"cv_boxplot.png", "confusion_matrix.png", "confusion_matrix_oof.png", "classification_report.txt",
                 "classification_report.json", "results.csv", "results.json", "validation_report.json",
-                "manifest.json", "config.json", "intervals.png", "roc_pr_curves.png", "intervals.csv"}
+                "manifest.json", "config.json", "intervals.png", "roc_pr_curves.png", "intervals.csv",
+                "reliability.png", "reliability.csv"}
     assert expected <= names
     lake = LocalLake(settings.lake)
     reports = {k.rsplit("/", 1)[1] for k in lake.list(f"reports/{s['run_id']}/")}

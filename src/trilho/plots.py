@@ -104,3 +104,39 @@ def comparison_figure(table: pd.DataFrame, metric: str, baseline: str) -> Figure
     ax.set_xlabel(f"{metric}: candidate - {baseline} (corrected paired t interval)")
     ax.set_title("Candidates on identical folds")
     return fig
+
+
+def reliability_table(oof: pd.DataFrame, n_classes: int, bins: int = 10) -> pd.DataFrame:
+    """Per class (one vs rest) and equal-width bin of its out-of-fold probability: the rows, their
+    mean probability and how often the class was the truth (every repeat pooled)."""
+    parts = []
+    truth = oof["y"].to_numpy()
+    for k in range(n_classes):
+        p = oof[f"proba_{k}"].to_numpy()
+        which = np.minimum((p * bins).astype(int), bins - 1)
+        rows = np.bincount(which, minlength=bins)
+        used = rows > 0
+        mean_p = np.bincount(which, p, minlength=bins)[used] / rows[used]
+        seen = np.bincount(which, (truth == k).astype(float), minlength=bins)[used] / rows[used]
+        parts.append(pd.DataFrame({"class": k, "bin": np.flatnonzero(used), "rows": rows[used],
+                                   "mean_probability": mean_p, "observed": seen}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def reliability_figure(table: pd.DataFrame, classes: list[str]) -> Figure:
+    """Reliability curves: each class's mean predicted probability against how often it was the
+    truth, per bin (a well-calibrated model lies on the diagonal); below, the rows per bin."""
+    fig = Figure(figsize=(6.4, 6.4), layout="constrained")
+    top, bottom = fig.subplots(2, 1, height_ratios=[3, 1], sharex=True)
+    for k, name in enumerate(classes):
+        part = table[table["class"] == k]
+        top.plot(part["mean_probability"], part["observed"], marker="o", ms=3, label=name)
+        bottom.plot(part["mean_probability"], part["rows"], marker=".", ms=3)
+    top.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
+    top.set(ylabel="observed share of the class", title="Reliability, one vs rest (out of fold)", xlim=(0, 1),
+            ylim=(0, 1))
+    top.legend(loc="upper left", fontsize=8)
+    bottom.set(xlabel="mean predicted probability (10 equal-width bins)", ylabel="rows", yscale="log")
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+    return fig

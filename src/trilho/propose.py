@@ -231,7 +231,7 @@ def propose(profile: Profile, name: str, source: str, target: str | None = None,
                           f"{len(features)} features), handles missing values and codes as they are; "
                           "compare others with `trilho compare`")
     metrics = ["accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "f1_weighted",
-               "mcc", "roc_auc_ovr", "log_loss"] + (["pr_auc"] if len(labels) == 2 else [])
+               "mcc", "roc_auc_ovr", "log_loss", "brier", "ece"] + (["pr_auc"] if len(labels) == 2 else [])
     config = {
         "name": name,
         "description": f"{target} ({kind}) from {source}",
@@ -325,7 +325,8 @@ def render(proposal: Proposal) -> str:
     out += [f"{k} = {_value(v)}\n" for k, v in c["decision"].items()]
     out.append("\n[model]\n" + _comment(notes["model"]))
     out.append(f"name = {_value(c['model']['name'])}\nparams = {_value(c['model']['params'])}\n")
-    out.append("\n[evaluation]\n# pr_auc is for two classes; roc_auc_ovr is one-vs-rest for more\n")
+    out.append("\n[evaluation]\n# pr_auc is for two classes; roc_auc_ovr is one-vs-rest for more; brier and ece (expected "
+               "calibration error)\n# say whether the probabilities mean what they say (lower is better, as for log_loss)\n")
     out.append(f"metrics = {_value(c['evaluation']['metrics'])}\n")
     out.append(f"\n[tracking]\nexperiment = {_value(c['tracking']['experiment'])}\n")
     out.append("\n[registry]\n# each run's model becomes the challenger; the gate promotes it unless it may be worse\n")

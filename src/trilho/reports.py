@@ -25,7 +25,7 @@ __all__ = ["FIGURE_GROUPS", "collect_figures", "copy_to_lake", "publish_compare"
            "write_artifacts"]
 
 # the figures, in two groups of about equal drawing time: one forked child draws each
-FIGURE_GROUPS = (("cv_boxplot.png", "confusion_matrix_oof.png"),
+FIGURE_GROUPS = (("cv_boxplot.png", "confusion_matrix_oof.png", "reliability.png"),
                  ("roc_pr_curves.png", "intervals.png", "confusion_matrix.png"))
 
 
@@ -48,6 +48,7 @@ def write_artifacts(folder: Path, exp: Experiment, summary: RunSummary, fitted: 
     pd.DataFrame(table).to_csv(folder / "intervals.csv", index=False)
     if cv.oof is not None:
         _oof_reports(folder, cv, exp.data.classes)
+        plots.reliability_table(cv.oof, len(exp.data.classes)).to_csv(folder / "reliability.csv", index=False)
 
 
 def _oof_reports(folder: Path, cv: CVResult, classes: list[str]) -> None:
@@ -76,6 +77,8 @@ def _draw_figures(folder: Path, exp: Experiment, summary: dict[str, MetricSummar
     oof = cv.oof
     if oof is not None:
         figures["roc_pr_curves.png"] = lambda: plots.curves_figure(oof, classes)
+        figures["reliability.png"] = lambda: plots.reliability_figure(plots.reliability_table(oof, len(classes)),
+                                                                      classes)
     for name, draw in figures.items():
         if name in only:
             draw().savefig(folder / name, dpi=110)

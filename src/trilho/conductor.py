@@ -26,12 +26,14 @@ from trilho.contracts import ValidationReport
 from trilho.curate import fold_data, load_clean
 from trilho.experiment import Experiment
 from trilho.ingest import Ingested
+from trilho.leaks import blocking, find_leaks
 from trilho.reference import ReferenceSet, load_reference, without_reference
 from trilho.settings import Settings
 from trilho.storage import Lake, open_lake
 from trilho.tracking import Tracker
+from trilho.validate import record_leaks
 
-__all__ = ["Context", "Prepared", "Progress", "conduct", "experiment_task", "open_tracker", "prepare"]
+__all__ = ["Context", "Prepared", "Progress", "check_leaks", "conduct", "experiment_task", "open_tracker", "prepare"]
 
 Progress = Callable[[str, int, int], None]
 
@@ -64,6 +66,12 @@ class Prepared:
     def sha256(self) -> str:
         return self.ingested.manifest["sha256"]
 
+    @property
+    def leaks(self) -> tuple[str, ...]:
+        """The messages of the one-feature leaks found before any fit (the gate keeps such a model
+        out of champion)."""
+        return tuple(f["message"] for f in blocking(self.validation.get("leaks", [])))
+
 
 def prepare(exp: Experiment, settings: Settings, lake: Lake, *, reference: bool = False) -> Prepared:
     """Ingest, validate and clean; leave out the reference set's rows (``reference``); the folds' rows."""
@@ -73,7 +81,17 @@ def prepare(exp: Experiment, settings: Settings, lake: Lake, *, reference: bool 
         chosen = load_reference(exp, settings, lake)
         data, left_out = without_reference(data, chosen)
     X, y, groups, duplicates = fold_data(data, exp)
+    check_leaks(validation, X, y, exp, groups)
     return Prepared(ingested, raw, validation, data, X, y, groups, duplicates, chosen, left_out)
+
+
+def check_leaks(validation: ValidationReport, X: pd.DataFrame, y: np.ndarray, exp: Experiment,
+                groups: np.ndarray | None = None) -> None:
+    """The leak checks on the rows the folds will see, into the report (``validate.record_leaks``):
+    under ``validation.leaks = "reject"`` a one-feature leak stops the run before any fit."""
+    findings = find_leaks(X, y, exp.data.classes, categorical=set(exp.data.categorical_maps), n_splits=exp.cv.n_splits,
+                          leak_score=exp.validation.leak_score, groups=groups, random_state=exp.random_state)
+    record_leaks(validation, findings, exp.validation.leaks)
 
 
 def experiment_task(exp: Experiment, encoding: dict[str, Any], groups: np.ndarray | None, **changes: Any) -> evaluate.Task:
@@ -114,7 +132,13 @@ class Context:
 
     def tags(self, kind: str) -> dict[str, str]:
         """The tags every run of this context carries."""
-        return {"trilho.experiment": self.exp.name, "trilho.data_sha256": self.inputs.sha256, "trilho.kind": kind}
+        tags = {"trilho.experiment": self.exp.name, "trilho.data_sha256": self.inputs.sha256, "trilho.kind": kind}
+        found = self.inputs.validation.get("leaks", [])
+        for key, what in (("trilho.leaks", "leak"), ("trilho.date_columns", "date"), ("trilho.small_classes", "small_class")):
+            named = [f["column"] for f in found if f["kind"] == what]
+            if named:  # searchable: tags."trilho.leaks" LIKE '%col%'
+                tags[key] = ", ".join(named)[:4000]
+        return tags
 
     @contextlib.contextmanager
     def timed(self, key: str) -> Iterator[None]:

@@ -45,6 +45,8 @@ class ValidationReport(TypedDict):
     class_counts: NotRequired[dict[str, int]]
     out_of_range: NotRequired[dict[str, Any]]
     curated_key: NotRequired[str]
+    # trilho.leaks before any fit: {"column", "kind" (leak | small_class | date), "score", "message"}
+    leaks: NotRequired[list[dict[str, Any]]]
 
 
 class MetricSummary(TypedDict):

@@ -9,8 +9,9 @@ when the lower end of the corrected paired t interval for (challenger - champion
 metric is above -margin (non-inferiority). On other data nothing is re-fitted: the challenger's
 estimate and interval are set against the champion's logged ones, beside a drift report between
 the two data sets (``trilho.drift``); a significant drop or drift keeps it challenger. A first model with no champion is
-promoted. Each decision, its figures and its reason are tags on the model version and a JSON
-report in the lake.
+promoted. A challenger whose run found a feature that alone predicts the label (``trilho.leaks``)
+is kept challenger whatever its scores, the reason naming the columns. Each decision, its figures
+and its reason are tags on the model version and a JSON report in the lake.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import numpy as np
 from trilho import stats
 from trilho.metrics import CONFUSION_METRICS, LOWER_IS_BETTER, METRIC_RANGE, probability_metrics, scores_from_confusion
 
-__all__ = ["BY_HAND", "GateDecision", "decide", "decide_on_changed_data", "decide_on_reference", "reference_score"]
+__all__ = ["BY_HAND", "GateDecision", "decide", "decide_on_changed_data", "decide_on_leaks", "decide_on_reference",
+           "reference_score"]
 
 BY_HAND = "promote it by hand with `trilho promote VERSION -r REASON` if intended"  # a kept challenger's way out
 
@@ -69,6 +71,18 @@ def decide(challenger: np.ndarray, champion: np.ndarray | None, *, metric: str, 
               f"p = {test['p_value']:.3g}; {verdict} than the champion by more than the margin {margin:g}")
     return GateDecision(promote, reason, metric, margin, float(challenger.mean()), champion_version,
                         float(np.mean(champion)), test, basis)
+
+
+def decide_on_leaks(leaks: list[str] | tuple[str, ...], challenger: np.ndarray, *, metric: str, margin: float,
+                    champion_version: str | None = None) -> GateDecision:
+    """Pure: a challenger whose run flagged a leak (``leaks``: one message per column, naming it) is
+    not promoted, whatever its fold scores: a model that scores on a copy of the label, or on a value
+    known only after the outcome, would fail on the rows it is meant for."""
+    listed = "; ".join(leaks[:5]) + (f"; and {len(leaks) - 5} more" if len(leaks) > 5 else "")
+    reason = (f"leak check: {listed}; a model that scores on such a column fails where it is not known, so it is "
+              f"kept as challenger whatever its {metric}: drop the column (data.drop) and run again, or {BY_HAND}")
+    return GateDecision(False, reason, metric, margin, float(np.mean(np.asarray(challenger, dtype="float64"))),
+                        champion_version, basis="leak check")
 
 
 def decide_on_changed_data(challenger: np.ndarray, champion: dict[str, float], drift: dict[str, Any] | None, *,

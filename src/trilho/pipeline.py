@@ -327,7 +327,8 @@ def _gate(run: _Run, fitted: _Fitted, summary: RunSummary) -> GateRecord:
     who = Challenger(name=exp.registry.model_name, model_uri=summary["model_uri"], run_id=run.run_id,
                      fold_scores=fitted.cv.scores(metric), cv_key=cv_key(exp, summary["data"]["sha256"]),
                      metric=metric, margin=exp.registry.margin, test_fraction=1.0 / exp.cv.n_splits,
-                     level=exp.registry.level, reference=None if reference is None else (reference.X, reference.y))
+                     level=exp.registry.level, reference=None if reference is None else (reference.X, reference.y),
+                     leaks=inputs.leaks)
     with ctx.tracker.timed("register and gate the model"):
         record = register_and_gate(ctx.settings.tracking_uri, who, lambda config: _reevaluate(ctx, config, metric),
                                    lambda tags, config: _drift_report(ctx, tags, config))

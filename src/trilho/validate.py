@@ -19,10 +19,11 @@ from trilho.contracts import ValidationReport
 from trilho.encoding import normalise_text, unmark
 from trilho.errors import DataValidationError
 from trilho.experiment import Experiment
+from trilho.leaks import blocking
 from trilho.models import resampler_kind
 from trilho.splits import duplicate_groups
 
-__all__ = ["raise_for_errors", "validate"]
+__all__ = ["raise_for_errors", "record_leaks", "validate"]
 
 _MAX_LISTED = 20
 
@@ -221,3 +222,18 @@ def raise_for_errors(report: ValidationReport) -> None:
     """Raise one DataValidationError that lists every error in the report."""
     if report["errors"]:
         raise DataValidationError("invalid data: " + "; ".join(report["errors"]), report)
+
+
+def record_leaks(report: ValidationReport, findings: list[dict], policy: str) -> None:
+    """Keep the leak checks' findings (``trilho.leaks.find_leaks``) in the report, each message among
+    its warnings; under ``validation.leaks = "reject"`` a one-feature leak stops the run here,
+    before any fit, with one DataValidationError naming the columns and the fix."""
+    report["leaks"] = findings
+    report["warnings"].extend(f["message"] for f in findings)
+    leaked = [f["column"] for f in blocking(findings)]
+    if leaked and policy == "reject":
+        scores = ", ".join(f"{f['column']!r} {f['score']:.4f}" for f in blocking(findings))
+        raise DataValidationError(
+            f"leak: {len(leaked)} column(s) alone predict the label (own out-of-fold ROC AUC: {scores}), so a "
+            f"model would score on them and fail where they are not known; set data.drop = {leaked} if they are "
+            "known only after the outcome, or validation.leaks = \"warn\" to run anyway", report)

@@ -19,7 +19,7 @@ import pandas as pd
 
 from trilho.contracts import GateRecord
 from trilho.errors import TrackingError
-from trilho.gate import BY_HAND, GateDecision, decide, decide_on_changed_data, decide_on_reference
+from trilho.gate import BY_HAND, GateDecision, decide, decide_on_changed_data, decide_on_leaks, decide_on_reference
 from trilho.tracking.model import FILES_TAG, download_model, load_model
 from trilho.tracking.store import gate_lock, open_client
 
@@ -82,6 +82,8 @@ class Challenger:
     level: float = 0.95
     # the pinned reference set: its features as the model takes them and its labels as class codes
     reference: tuple[pd.DataFrame, np.ndarray] | None = None
+    # the run's one-feature leaks (trilho.leaks), one message naming each column: never champion
+    leaks: tuple[str, ...] = ()
 
 
 # the champion's procedure re-evaluated on the challenger's folds, from its logged configuration
@@ -119,8 +121,11 @@ def _on_reference(who: Challenger, current: Any, tracking_uri: str, before: Gate
 def _decide_now(client: Any, who: Challenger, reevaluate: Reevaluate | None,
                 drift_report: DriftReport | None, tracking_uri: str) -> GateDecision:
     """The decision against whichever version is champion at this moment; with a reference set,
-    both are scored on it before any promotion."""
+    both are scored on it before any promotion. A leaking challenger is not compared at all."""
     current = _alias_version(client, who.name, CHAMPION)
+    if who.leaks:
+        return decide_on_leaks(who.leaks, who.fold_scores, metric=who.metric, margin=who.margin,
+                               champion_version=str(current.version) if current is not None else None)
     if current is None:
         return decide(who.fold_scores, None, metric=who.metric, margin=who.margin, test_fraction=who.test_fraction,
                       level=who.level)
@@ -168,7 +173,8 @@ def _source(client: Any, model_uri: str) -> tuple[str, str | None]:
 
 def register_and_gate(tracking_uri: str, who: Challenger, reevaluate: Reevaluate | None = None,
                       drift_report: DriftReport | None = None) -> GateRecord:
-    """Register the run's model, make it the challenger, and run the promotion gate.
+    """Register the run's model, make it the challenger, and run the promotion gate (a challenger
+    whose run flagged a leak, ``who.leaks``, is registered and never made champion).
 
     On the same data and folds the champion's logged fold scores pair with the challenger's; on
     the same data with other folds ``reevaluate(config)`` gives the champion configuration's scores

@@ -58,7 +58,7 @@ def init(data: Annotated[str, typer.Argument(
     from trilho.errors import ConfigError
     from trilho.experiment import load_experiment
     from trilho.profile import experiment_name, init_experiment
-    from trilho.propose import render
+    from trilho.propose import expected_seconds, render
     from trilho.settings import load_settings
 
     path = output or Path(f"{name or experiment_name(data)}.toml")
@@ -66,13 +66,18 @@ def init(data: Annotated[str, typer.Argument(
     for existing in (path, reference):
         if existing.exists() and not force:
             raise ConfigError(f"{str(existing)!r} exists; choose another --output or pass --force")
-    proposal = init_experiment(data, load_settings(), target, name, reference_to=reference)
+    settings = load_settings()
+    proposal = init_experiment(data, settings, target, name, reference_to=reference)
     path.write_text(render(proposal), encoding="utf-8")
     load_experiment(path)  # what was written loads as it is
     for section, lines in proposal.notes.items():
         for line in lines:
             console.print(f"[bold]{section:>9}[/]  {line}", highlight=False, soft_wrap=True)
-    Console().print(f"wrote {path}; next: trilho run -e {path}")
+    cores = settings.free_cores()
+    total = expected_seconds(proposal, cores)[0]
+    said = f"{total:.0f} s" if total < 90 else f"{total / 60:.1f} min"
+    Console().print(f"wrote {path}; next: trilho run -e {path}   (expected: about {said} on this machine's {cores} "
+                    f"core{'s' if cores > 1 else ''})", highlight=False, soft_wrap=True)
 
 
 @command()

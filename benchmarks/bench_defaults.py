@@ -16,6 +16,7 @@ corrected-t interval), the accuracy of init and of the majority class, any leak 
 whether init is within 0.01 ROC AUC of hgb (or better) and at least the majority's accuracy.
 
     python benchmarks/bench_defaults.py [--max-repeats 3] [--sets a,b,...] [--json out.json]
+    python benchmarks/bench_defaults.py --cli flights     # `trilho init` then `trilho run`, unedited, timed
 
 The corpus: two sets scikit-learn ships (breast cancer, wine) and sets made here (tests/corpus.py:
 imbalanced binary, all-categorical with natural copies, multiclass, a rare class, a target copy, a
@@ -147,13 +148,47 @@ def run_set(name: str, folder: Path, settings, max_repeats: int, previous: bool)
     return found
 
 
+def cli_run(name: str) -> dict:
+    """``trilho init`` and ``trilho run`` of the set, unedited, in fresh processes, on an embedded
+    lake and SQLite store: the seconds of each."""
+    import os
+    import subprocess
+
+    trilho = str(Path(sys.executable).with_name("trilho"))
+    with tempfile.TemporaryDirectory(prefix="trilho-bench-cli-") as tmp:
+        folder = Path(tmp)
+        frame, target, suffix, _ = SETS[name]()
+        path = folder / f"{name}{suffix}"
+        frame.to_parquet(path) if suffix == ".parquet" else frame.to_csv(path, index=False)
+        env = {**os.environ, "TRILHO_LAKE": str(folder / "lake"), "TRILHO_TRACKING_URI": f"sqlite:///{folder}/m.db"}
+        out = {"set": name, "rows": len(frame)}
+        for step, argv in (("init", [trilho, "init", f"file:{path}", "--target", target, "-o", str(folder / "e.toml")]),
+                           ("run", [trilho, "run", "-e", str(folder / "e.toml"), "--summary-json", str(folder / "s.json")])):
+            started = time.perf_counter()
+            done = subprocess.run(argv, cwd=folder, env=env, capture_output=True, text=True)
+            out[f"{step}_s"] = round(time.perf_counter() - started, 1)
+            if done.returncode:
+                raise SystemExit(f"{step} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+            if step == "init":
+                out["expected"] = done.stdout.strip().splitlines()[-1]
+        summary = json.loads((folder / "s.json").read_text())
+        out["timings"] = {k: round(v, 1) for k, v in summary["timings"].items() if not k.startswith("tracking.")}
+        out["roc_auc_ovr"] = summary["cv"]["metrics"].get("roc_auc_ovr", {}).get("mean")
+        out["warnings"] = summary["data"]["warnings"]
+        return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-repeats", type=int, default=3)
     parser.add_argument("--sets", default=",".join(SETS))
     parser.add_argument("--no-previous", action="store_true")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--cli", help="time `trilho init` and `trilho run` of this set instead")
     args = parser.parse_args()
+    if args.cli:
+        print(json.dumps(cli_run(args.cli), indent=2))
+        return
     from trilho.settings import load_settings
 
     rows = []

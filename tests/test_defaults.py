@@ -67,3 +67,17 @@ def test_chance_pairs_count_the_pairs_independent_features_make():
     assert abs(expected / (n * (n - 1) / 2) - 1 / 8) < 0.01
     frame["c"] = rng.normal(0, 1, n)  # too many values to count: copies are not expected by chance
     assert chance_pairs(profile_chunks([frame], "y"), ["a", "b", "c"]) is None
+
+
+def test_the_proposal_says_what_a_run_should_cost_and_grows_with_the_rows():
+    from trilho.propose import expected_seconds
+
+    small = _proposal(*corpus.credit(rows=1_000)[:2])
+    large = _proposal(*corpus.credit(rows=30_000)[:2])
+    assert "expected cost" in " ".join(small.notes["model"])
+    assert small.config["model"]["params"] == {"n_estimators": 200, "learning_rate": 0.1, "max_depth": 3}
+    (total_small, fit_small, _), (total_large, fit_large, fits_large) = (expected_seconds(small, 2),
+                                                                         expected_seconds(large, 2))
+    assert fit_large > 10 * fit_small > 0
+    assert fits_large == 5 * large.config["cv"]["n_repeats"] + 2 + 5  # folds, holdout and final, the baseline
+    assert expected_seconds(large, 1)[0] > total_large  # fewer cores, longer

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from trilho import SourceUnreachableError, TrackingError, load_experiment
-from trilho.conductor import conduct, experiment_task
+from trilho.conductor import check_leaks, conduct, experiment_task
 from trilho.curate import fold_data, load_clean
 from trilho.storage import LocalLake
 
@@ -25,12 +25,15 @@ def test_the_context_holds_the_prepared_data_the_folds_see(settings, small_csv):
         inputs = ctx.inputs
         ingested, _raw, validation, data = load_clean(exp, settings, LocalLake(settings.lake))
         X, y, groups, duplicates = fold_data(data, exp)
+        check_leaks(validation, X, y, exp, groups)  # on the rows the folds see, as prepare does
         assert inputs.sha256 == ingested.manifest["sha256"] and inputs.validation == validation
         assert inputs.X.equals(X) and (inputs.y == y).all() and duplicates == inputs.duplicates
         assert (groups is None) == (inputs.groups is None)
         assert inputs.reference is None and inputs.reference_rows_left_out == 0  # only `run` asks for it
+        # the small set's 12 P rows are 2.4 a test fold: named as a class too small to score
         assert ctx.tags("compare") == {"trilho.experiment": exp.name, "trilho.data_sha256": inputs.sha256,
-                                       "trilho.kind": "compare"}
+                                       "trilho.kind": "compare", "trilho.small_classes": "P"}
+        assert [f["kind"] for f in inputs.validation["leaks"]] == ["small_class"] and inputs.leaks == ()
         assert ctx.timings["data_s"] > 0
         with ctx.timed("step_s"):
             pass

@@ -56,6 +56,15 @@ def test_one_strong_but_honest_feature_is_not_flagged():
     assert not [f for f in find_leaks(X, y, ["a", "b"]) if f["kind"] == "leak"]
 
 
+def test_large_data_is_scored_on_a_sample_that_keeps_every_class():
+    rng = np.random.default_rng(5)
+    y = np.r_[np.zeros(19_700, int), np.ones(300, int)]
+    X = pd.DataFrame({"copy": y + rng.normal(0, 0.01, len(y)), "strong": y * 2.5 + rng.normal(0, 1, len(y))})
+    whole = single_feature_scores(X, y)
+    sampled = single_feature_scores(X, y, max_rows=5_000)  # the 300 rows of the rare class are all kept
+    assert sampled["copy"] > 0.99 and abs(sampled["strong"] - whole["strong"]) < 0.02
+
+
 def _prepared(exp: Experiment, path: Path):
     raw = read_table(path)
     assert not validate(raw, exp)["errors"]

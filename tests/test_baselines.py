@@ -78,3 +78,19 @@ def test_a_good_model_beats_the_majority_class_and_runs_without_baselines(settin
     plain = small_experiment.model_copy(update={"evaluation": small_experiment.evaluation.model_copy(
         update={"baselines": []})})
     assert "baselines" not in run_experiment(plain, settings).summary
+
+
+@pytest.mark.training
+def test_a_score_the_same_on_every_fold_is_named(settings, workdir):
+    from tests import corpus
+
+    frame, target, _, _ = corpus.leaky(rows=300)
+    frame.to_csv(workdir / "leaky.csv", index=False)
+    exp = Experiment.model_validate({
+        "name": "leaky", "source": {"uri": f"file:{workdir / 'leaky.csv'}"},
+        "data": {"target": target, "labels": ["good", "bad"], "categorical": ["closed_reason"]},
+        "cv": {"n_splits": 5, "n_repeats": 1}, "model": {"name": "xgboost", "params": {"n_estimators": 10}},
+        "evaluation": {"metrics": ["accuracy", "f1_macro"], "baselines": ["majority"]}})
+    warnings = run_experiment(exp, settings).summary["data"]["warnings"]
+    assert any(line.startswith("accuracy is 1.0000 on every fold") for line in warnings)
+    assert any("closed_reason" in line for line in warnings)  # the leak check names the column first

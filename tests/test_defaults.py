@@ -76,7 +76,7 @@ def test_the_proposal_says_what_a_run_should_cost_and_grows_with_the_rows():
     large = _proposal(*corpus.credit(rows=30_000)[:2])
     assert "expected cost" in " ".join(small.notes["model"])
     assert small.config["model"]["params"] == {"n_estimators": 200, "learning_rate": 0.1, "max_depth": 3}
-    (total_small, fit_small, _), (total_large, fit_large, fits_large) = (expected_seconds(small, 2),
+    (_, fit_small, _), (total_large, fit_large, fits_large) = (expected_seconds(small, 2),
                                                                          expected_seconds(large, 2))
     assert fit_large > 5 * fit_small > 0
     assert fits_large == 5 * large.config["cv"]["n_repeats"] + 2 + 5  # folds, holdout and final, the baseline

@@ -78,11 +78,12 @@ def compare(model: pd.DataFrame, baselines: dict[str, pd.DataFrame], metrics: li
 
 
 def verdict_lines(found: dict[str, Any]) -> list[str]:
-    """One line per baseline the model does not beat on the primary metric (none when it beats every one)."""
+    """On the primary metric: a line when the model does not beat the majority class, and one per
+    default model it is worse than (no different from one is no news: the screen shows the figures)."""
     primary, lines = found["primary_metric"], []
     for name, entry in found["models"].items():
         score = entry["metrics"].get(primary, {})
-        if "verdict" not in score or score["verdict"] == "better":
+        if "verdict" not in score or score["verdict"] == "better" or (name != MAJORITY and score["verdict"] != "worse"):
             continue
         what = "the majority class" if name == MAJORITY else f"a default {name}"
         how = "is worse than" if score["verdict"] == "worse" else "does not beat"

@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from trilho import baselines, evaluate, parallel, reports
+from trilho import baselines, evaluate, leaks, parallel, reports
 from trilho.conductor import Context, Progress, conduct
 from trilho.contracts import GateRecord, RunSummary, ValidationReport
 from trilho.curate import read_curated
@@ -245,9 +245,11 @@ def _summarise(run: _Run, fitted: _Fitted) -> RunSummary:
                   "curated": inputs.validation["curated_key"], "reports": run.prefix}})
     if fitted.distributed is not None:
         summary["final_fit"] = {**fitted.distributed, "where": "xgboost.dask"}
+    said = leaks.zero_width(metrics)
     if fitted.baselines is not None:
         summary["baselines"] = fitted.baselines
-        summary["data"]["warnings"] = [*summary["data"]["warnings"], *fitted.baselines["said"]]
+        said += fitted.baselines["said"]
+    summary["data"]["warnings"] = [*summary["data"]["warnings"], *said]
     if inputs.reference is not None:
         summary["data"]["reference"] = {**inputs.reference.info(), "training_rows_left_out": inputs.reference_rows_left_out}
     return summary

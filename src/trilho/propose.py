@@ -32,9 +32,10 @@ class Proposal:
 # ROC AUC short (BENCHMARKS.md)
 MODEL_PARAMS = {"n_estimators": 200, "learning_rate": 0.1, "max_depth": 3}
 # one fit's seconds ~ FIT_FIXED_S + FIT_S_PER_UNIT x training rows x features x trees x depth:
-# measured here (one core a fit) from 800 x 11 to 240,000 x 6 rows x features (bench_defaults.py)
-FIT_FIXED_S, FIT_S_PER_UNIT = 0.05, 6.5e-9
-RUN_FIXED_S = 10.0  # imports, MLflow, the model logged, figures: what a run costs besides its fits
+# measured here (one core a fit, other work beside it) from 800 x 11 to 240,000 x 5 rows x features
+# (bench_defaults.py --cli flights): a rough guide, said as one
+FIT_FIXED_S, FIT_S_PER_UNIT = 0.05, 9e-9
+RUN_FIXED_S = 15.0  # imports, MLflow, the model logged, figures: what a run costs besides its fits
 
 
 def expected_seconds(proposal: Proposal, cores: int) -> tuple[float, float, int]:

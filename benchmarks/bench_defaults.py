@@ -102,7 +102,7 @@ def _evaluate(config: dict, settings, max_repeats: int, ways: list[str]) -> dict
     out: dict = {"rows": len(inputs.y), "folds": len(exp.cv.seeds) * exp.cv.n_splits, "duplicates": exp.cv.duplicates,
                  "resampler": exp.resampler.name, "decision": exp.decision.objective,
                  "leaks": [leak["column"] for leak in inputs.validation.get("leaks", [])
-                           if leak.get("kind") == "target"] if "leaks" in inputs.validation else None}
+                           if leak.get("kind") == "leak"] if "leaks" in inputs.validation else None}
     folds = {}
     for way in ways:
         started = time.perf_counter()

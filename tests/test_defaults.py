@@ -81,3 +81,18 @@ def test_the_proposal_says_what_a_run_should_cost_and_grows_with_the_rows():
     assert fit_large > 5 * fit_small > 0
     assert fits_large == 5 * large.config["cv"]["n_repeats"] + 2 + 5  # folds, holdout and final, the baseline
     assert expected_seconds(large, 1)[0] > total_large  # fewer cores, longer
+
+
+def test_init_prints_its_notes_as_written_and_the_expected_time(workdir):
+    from typer.testing import CliRunner
+
+    from trilho.cli import app
+
+    frame, target, _, _ = corpus.credit(rows=1_200)
+    frame.to_csv(workdir / "credit.csv", index=False)
+    result = CliRunner().invoke(app, ["init", f"file:{workdir / 'credit.csv'}", "--target", target, "-o",
+                                      str(workdir / "credit.toml")])
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    assert "see [decision]" in flat and "costs[true][predicted]" in flat  # brackets are text, not markup
+    assert "expected: about" in flat and "core" in flat

@@ -55,6 +55,8 @@ def init(data: Annotated[str, typer.Argument(
          force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False) -> None:
     """Profile the data (in bounded chunks) and write a commented experiment file that `trilho run -e FILE` accepts."""
     refuse_too_large(data)  # before the imports below
+    from rich.markup import escape
+
     from trilho.errors import ConfigError
     from trilho.experiment import load_experiment
     from trilho.profile import experiment_name, init_experiment
@@ -72,7 +74,7 @@ def init(data: Annotated[str, typer.Argument(
     load_experiment(path)  # what was written loads as it is
     for section, lines in proposal.notes.items():
         for line in lines:
-            console.print(f"[bold]{section:>9}[/]  {line}", highlight=False, soft_wrap=True)
+            console.print(f"[bold]{section:>9}[/]  {escape(line)}", highlight=False, soft_wrap=True)
     cores = settings.free_cores()
     total = expected_seconds(proposal, cores)[0]
     said = f"{total:.0f} s" if total < 90 else f"{total / 60:.1f} min"

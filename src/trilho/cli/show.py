@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from trilho.census import repeats_phrase
@@ -46,10 +47,10 @@ def run_summary(summary: RunSummary, tracking_uri: str) -> None:
     if dup.get("rows_copying_another"):
         out.print(f"duplicates   {_duplicates(dup, summary['data'].get('reference', {}))}")
     if summary.get("baselines"):
-        out.print(f"baselines    {_baselines(summary['baselines'])}")
+        out.print(f"baselines    {escape(_baselines(summary['baselines']))}", highlight=False)
     for line in summary["data"].get("warnings", []):
         if "repeat an earlier row's features" not in line:  # the duplicates line says it
-            out.print(f"[bold yellow]warning[/]      {line}", highlight=False)
+            out.print(f"[bold yellow]warning[/]      {escape(line)}", highlight=False)
     if summary["data"]["ingest_skipped"]:
         out.print("raw data already in the lake (same sha256): ingest skipped")
     out.print(f"MLflow run   {summary['run_id']} in experiment {summary['mlflow_experiment']!r} at {tracking_uri}")

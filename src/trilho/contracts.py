@@ -139,6 +139,8 @@ class RunSummary(TypedDict):
     timings: NotRequired[dict[str, float]]
     # the majority class and default models on the same folds (trilho.baselines.compare)
     baselines: NotRequired[dict[str, Any]]
+    # the decision rule, the folds' thresholds and the logged model's (trilho.decision)
+    decision: NotRequired[dict[str, Any]]
 
 
 class PredictionManifest(TypedDict):

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["encode_features", "encode_matrix", "feature_spec", "model_outputs", "normalise_map", "normalise_text",
+__all__ = ["decided", "encode_features", "encode_matrix", "feature_spec", "model_outputs", "normalise_map", "normalise_text",
            "numeric_column", "unmark", "unseen_counts"]
 
 
@@ -253,6 +253,19 @@ def encode_matrix(df: pd.DataFrame, spec: dict[str, Any]) -> np.ndarray:
     return out
 
 
+def decided(proba: np.ndarray, decision: dict[str, Any] | None) -> np.ndarray:
+    """Each row's class code as the model was logged to decide: the most probable class, a
+    threshold on the positive class's probability (``{"positive", "threshold"}``), or the class of
+    least expected cost (``{"costs"}``, costs[true][predicted]). Models logged without a decision
+    answer with the most probable class, as they always did."""
+    if not decision:
+        return proba.argmax(axis=1)
+    if decision.get("objective") == "costs":
+        return (proba @ np.asarray(decision["costs"], dtype="float64")).argmin(axis=1)
+    positive = int(decision["positive"])
+    return np.where(proba[:, positive] >= float(decision["threshold"]), positive, 1 - positive)
+
+
 def model_outputs(proba_fn: Callable[[Any], np.ndarray], frame: pd.DataFrame, spec: dict[str, Any],
                   output: str = "both", matrix: bool = False, records: bool = False):
     """What the logged model returns for raw rows: labels, probabilities, or both.
@@ -272,7 +285,7 @@ def model_outputs(proba_fn: Callable[[Any], np.ndarray], frame: pd.DataFrame, sp
     if proba.ndim == 1:  # binary objectives give P(class 1)
         proba = np.column_stack([1.0 - proba, proba])
     classes = np.asarray(spec["classes"], dtype=object)
-    labels = classes[proba.argmax(axis=1)]
+    labels = classes[decided(proba, spec.get("decision"))]
     if records:
         names = [f"proba_{c}" for c in classes] if output != "labels" else []
         rows = [dict(zip(names, p, strict=True)) for p in proba.tolist()] if names else [{} for _ in labels]

@@ -23,6 +23,7 @@ import pandas as pd
 from imblearn.pipeline import Pipeline
 from sklearn.metrics import confusion_matrix
 
+from trilho.decision import decide, fit_decided
 from trilho.errors import EvaluationError
 from trilho.metrics import probability_metrics, row_log_loss, scores_from_confusion
 from trilho.models import build_pipeline, model_kind
@@ -81,19 +82,32 @@ def _complement(n: int, rows: np.ndarray) -> np.ndarray:
     return np.flatnonzero(keep)
 
 
-def fold_fit(X, y, threads: int | Callable[[], int], estimator: dict, seed: int, i: int, test: np.ndarray, labels: np.ndarray
-              ) -> dict[str, Any]:
+def _fitted(X, y, threads: int | Callable[[], int], estimator: dict, rows: np.ndarray | None,
+            decision: dict[str, Any] | None, seed: int) -> Any:
+    """The estimator fitted on ``rows`` (every row when None); with a decision rule, wrapped with it
+    (its threshold chosen on the inner folds of those rows alone: trilho.decision)."""
+    def fit(picked: np.ndarray | None) -> Pipeline:
+        pipe = build_pipeline(**estimator, n_threads=threads)
+        return pipe.fit(X, y) if picked is None else pipe.fit(X.iloc[picked], y[picked])
+
+    return fit_decided(fit, X, y, rows, decision, seed)
+
+
+def fold_fit(X, y, threads: int | Callable[[], int], estimator: dict, seed: int, i: int, test: np.ndarray, labels: np.ndarray,
+             decision: dict[str, Any] | None = None) -> dict[str, Any]:
     """One fold: trained on every row outside ``test``, scored on ``test``."""
     start = time.perf_counter()
     train = _complement(len(y), test)
-    pipe = build_pipeline(**estimator, n_threads=threads)
-    pipe.fit(X.iloc[train], y[train])
+    pipe = _fitted(X, y, threads, estimator, train, decision, seed)
     proba = np.zeros((len(test), len(labels)))
     proba[:, pipe.classes_] = pipe.predict_proba(X.iloc[test])
-    pred = labels[proba.argmax(axis=1)]  # what predict() gives for these models
+    codes = decide(proba, decision, getattr(pipe, "threshold_", None))  # argmax without a rule: what predict() gives
+    pred = labels[codes]
     cm = confusion_matrix(y[test], pred, labels=labels)
+    threshold = getattr(pipe, "threshold_", None)
     return {"seed": seed, "fold": i, "n_train": len(train), "n_test": len(test),
-            "fit_s": time.perf_counter() - start, "cm": cm, "test": test, "proba": proba,
+            "fit_s": time.perf_counter() - start, "cm": cm, "test": test, "proba": proba, "pred": codes,
+            **({"threshold": float("nan") if threshold is None else threshold} if decision else {}),
             **scores_from_confusion(cm), **probability_metrics(y[test], proba, labels)}
 
 
@@ -112,17 +126,18 @@ def _pair_fit(X, y, threads: int | Callable[[], int], estimator: dict, seed: int
                          "logloss": row_log_loss(proba, truth)})
 
 
-def _rows_fit(X, y, threads: int | Callable[[], int], estimator: dict, rows: np.ndarray | None) -> Pipeline:
-    """One fit on ``rows`` (every row when None)."""
-    pipe = build_pipeline(**estimator, n_threads=threads)
-    return pipe.fit(X, y) if rows is None else pipe.fit(X.iloc[rows], y[rows])
+def _rows_fit(X, y, threads: int | Callable[[], int], estimator: dict, rows: np.ndarray | None,
+              decision: dict[str, Any] | None = None, seed: int = 0) -> Any:
+    """One fit on ``rows`` (every row when None), with the decision rule when there is one."""
+    return _fitted(X, y, threads, estimator, rows, decision, seed)
 
 
 def _plan_fits(task: Task, plan: Plan, labels: np.ndarray, batch: Batch, prefix: str = "") -> None:
     """One fit per fold of the plan."""
     gil = model_kind(task.model["name"]).gil_bound
     for seed, i, _train, test in plan:
-        batch.add((fold_fit, (task.estimator, seed, i, test, labels)), f"{prefix}fold {i} of seed {seed}", True, gil)
+        batch.add((fold_fit, (task.estimator, seed, i, test, labels, task.decision)), f"{prefix}fold {i} of seed {seed}",
+                  True, gil)
 
 
 def _nested_fits(task: Task, plan: Plan, labels: np.ndarray, batch: Batch) -> None:
@@ -148,9 +163,11 @@ def _run_task(X: pd.DataFrame, y: np.ndarray, task: Task, runner: Runner,
     split = None
     if task.holdout_fraction:  # the two larger fits first: the pool's last moments are not one long fit
         split = holdout_split(y, task.holdout_fraction, task.random_state, task.groups)
-        kinds[batch.add((_rows_fit, (task.estimator, split[0])), "holdout fit", False, gil)] = "holdout"
+        kinds[batch.add((_rows_fit, (task.estimator, split[0], task.decision, task.random_state)), "holdout fit", False,
+                        gil)] = "holdout"
     if task.final_fit:
-        kinds[batch.add((_rows_fit, (task.estimator, None)), "final fit", False, gil)] = "final"
+        kinds[batch.add((_rows_fit, (task.estimator, None, task.decision, task.random_state)), "final fit", False,
+                        gil)] = "final"
     extra = len(batch.fits)
     plan = split_plan(y, task.n_splits, task.seeds, task.groups)
     _plan_fits(task, plan, labels, batch)

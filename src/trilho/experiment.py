@@ -451,6 +451,10 @@ class Experiment(_Strict):
             raise ValueError(f"model.distributed = true cannot resample: resampler.name {self.resampler.name!r} needs "
                              "every row in one process. Use resampler.name = 'class_weight' (each row weighted by its "
                              "class's share, the same answer to imbalance) or 'none'")
+        if self.decision.objective != "argmax":
+            raise ValueError(f"model.distributed = true fits the final model on the cluster, where no inner folds can "
+                             f"choose its threshold: decision.objective = {self.decision.objective!r} needs "
+                             "model.distributed = false (or objective = 'argmax')")
         if self.tracking.final_fit != "all" or not self.tracking.log_model:
             raise ValueError("model.distributed = true distributes the final fit on all rows: it needs "
                              "tracking.final_fit = 'all' and tracking.log_model = true")

@@ -84,6 +84,7 @@ class _Run:
     progress: Progress | None
     run_id: str = ""
     folder: Path = Path()
+    threshold: float | None = None  # the logged model's own, when a decision rule chose one
 
     @property
     def prefix(self) -> str:
@@ -215,6 +216,7 @@ def _keep_model(run: _Run, pipe: Any, inputs_logged: Future) -> Future:
     run's first MLflow calls failed: that error is raised once, later, from their future)."""
     ctx = run.ctx
     model_dir = run.folder / "model"
+    run.threshold = getattr(pipe, "threshold_", None)
     save_model_files(pipe, ctx.inputs.data.spec, model_dir)
     reports.copy_to_lake(ctx.lake, model_dir, run.prefix + "model/")  # the lake has it before MLflow
     example = ctx.inputs.raw.drop(columns=[ctx.exp.data.target, *ctx.exp.data.drop]).head(5)
@@ -245,6 +247,8 @@ def _summarise(run: _Run, fitted: _Fitted) -> RunSummary:
                   "curated": inputs.validation["curated_key"], "reports": run.prefix}})
     if fitted.distributed is not None:
         summary["final_fit"] = {**fitted.distributed, "where": "xgboost.dask"}
+    if ctx.exp.decision.objective != "argmax":
+        summary["decision"] = _decision_summary(ctx.exp, fitted.cv, run.threshold)
     said = leaks.zero_width(metrics)
     if fitted.baselines is not None:
         summary["baselines"] = fitted.baselines
@@ -253,6 +257,27 @@ def _summarise(run: _Run, fitted: _Fitted) -> RunSummary:
     if inputs.reference is not None:
         summary["data"]["reference"] = {**inputs.reference.info(), "training_rows_left_out": inputs.reference_rows_left_out}
     return summary
+
+
+def _decision_summary(exp: Experiment, cv: CVResult, final: float | None) -> dict[str, Any]:
+    """The decision rule, each fold's threshold (chosen on its own training rows) and their spread,
+    and the logged model's threshold (chosen on the inner folds of every row)."""
+    out: dict[str, Any] = {"objective": exp.decision.objective, **exp.decision.model_dump(exclude={"objective"})}
+    if "threshold" in cv.folds and cv.folds["threshold"].notna().any():
+        t = cv.folds["threshold"].to_numpy()
+        out["threshold"] = {"mean": float(t.mean()), "std": float(t.std(ddof=1)) if len(t) > 1 else 0.0,
+                            "low": float(t.min()), "high": float(t.max()), "folds": t.round(6).tolist(),
+                            "model": final}
+    return out
+
+
+def _threshold_rows(decision: dict[str, Any] | None) -> list[tuple[str, float, int]]:
+    found = (decision or {}).get("threshold")
+    if not found:
+        return []
+    rows = [(f"decision_threshold_{k}", found[k], 0) for k in ("mean", "std", "low", "high")]
+    rows += [("decision_threshold_fold", v, step) for step, v in enumerate(found["folds"])]
+    return rows + ([("decision_threshold_model", found["model"], 0)] if found["model"] is not None else [])
 
 
 def _write_reports(run: _Run, fitted: _Fitted, summary: RunSummary, drawing: list[parallel.Background]) -> None:
@@ -291,7 +316,8 @@ def _track_results(run: _Run, fitted: _Fitted, summary: RunSummary, drawing: lis
         if exp.tracking.layout == "nested":
             tracker.log_repeats(run.run_id, fitted.cv.folds, exp.evaluation.metrics)
         tracker.log_values(run.run_id, metrics=metric_rows(fitted.cv, summary["cv"]["metrics"], fitted.held,
-                                                           exp.evaluation.metrics) + baseline_rows(fitted.baselines))
+                                                           exp.evaluation.metrics) + baseline_rows(fitted.baselines)
+                           + _threshold_rows(summary.get("decision")))
         if fitted.baselines is not None:
             tracker.set_tag(run.run_id, "trilho.baselines", "; ".join(fitted.baselines["said"]) or
                             f"beats every baseline on {fitted.baselines['primary_metric']}")

@@ -49,8 +49,9 @@ def cv_result(rows: list[dict[str, Any]], wall: float, workers: int, y: np.ndarr
     parts = []
     for r in rows:
         test, proba = r.pop("test"), r.pop("proba")
+        pred = r.pop("pred", None)  # the decision's classes (the most probable without a rule)
         part = pd.DataFrame(proba, columns=[f"proba_{k}" for k in range(proba.shape[1])])
-        part.insert(0, "pred", proba.argmax(axis=1))
+        part.insert(0, "pred", proba.argmax(axis=1) if pred is None else pred)
         part.insert(0, "y", y[test])
         part.insert(0, "fold", r["fold"])
         part.insert(0, "row", test)

@@ -46,6 +46,8 @@ def run_summary(summary: RunSummary, tracking_uri: str) -> None:
               "fold spread: the 2.5–97.5 percentiles of single fold scores, not a CI")
     if dup.get("rows_copying_another"):
         out.print(f"duplicates   {_duplicates(dup, summary['data'].get('reference', {}))}")
+    if summary.get("decision"):
+        out.print(f"decision     {escape(_decision(summary['decision'], summary['holdout']['labels']))}", highlight=False)
     if summary.get("baselines"):
         out.print(f"baselines    {escape(_baselines(summary['baselines']))}", highlight=False)
     for line in summary["data"].get("warnings", []):
@@ -62,6 +64,22 @@ def run_summary(summary: RunSummary, tracking_uri: str) -> None:
         out.print(f"open the UI  trilho ui   (or: mlflow ui --backend-store-uri {tracking_uri})")
     t = summary.get("timings", {})
     out.print(f"took {t['total_s']:.1f}s: cv {t['cv_s']:.1f}s, tracking {t['tracking_s']:.1f}s")
+
+
+def _decision(d: dict[str, Any], classes: list[str]) -> str:
+    """The rule, and the threshold each fold chose on its own training rows."""
+    if d["objective"] == "costs":
+        return f"the class of least expected cost (costs[true][predicted] = {d['costs']})"
+    goal = {"metric": f"maximising {d.get('metric') or 'the primary metric'}",
+            "recall": f"keeping recall at {d['floor']:g} or more, the most precise",
+            "precision": f"keeping precision at {d['floor']:g} or more, the most sensitive"}[d["objective"]]
+    t = d.get("threshold")
+    if not t:
+        return goal
+    positive = classes[1] if not d.get("positive") else d["positive"]
+    model = f"; the logged model's {t['model']:.4f}" if t.get("model") is not None else ""
+    return (f"threshold on P({positive}) {goal}: {t['mean']:.4f} on average over the folds "
+            f"({t['low']:.4f}–{t['high']:.4f}, each chosen on its fold's training rows){model}")
 
 
 def _baselines(found: dict[str, Any]) -> str:

@@ -143,3 +143,38 @@ def test_a_run_reports_its_thresholds_and_logs_a_model_that_applies_its_own(sett
     expected = np.where(out["proba_1"] >= found["model"], "1", "0")
     assert out["prediction"].tolist() == expected.tolist()
     assert (out["prediction"] == "1").sum() > (out["proba_1"] >= 0.5).sum()
+
+
+@pytest.mark.parametrize("method", ["sigmoid", "isotonic"])
+def test_calibration_in_each_fold_mends_probabilities_oversampling_inflated(method):
+    from trilho.evaluate import Task, cross_validate
+
+    X, y = _imbalanced(rows=1_200, seed=6)
+    task = Task(model={"name": "xgboost", "params": {"n_estimators": 40, "max_depth": 3}, "calibration": "none"},
+                resampler={"name": "random_over", "params": {}}, random_state=0, n_splits=4, seeds=[0, 1])
+    raw = cross_validate(X, y, task).folds
+    mended = cross_validate(X, y, task.but(model={**task.model, "calibration": method})).folds
+    assert mended["brier"].mean() < raw["brier"].mean() - 0.01
+    assert mended["ece"].mean() < raw["ece"].mean()
+    assert mended["log_loss"].mean() < raw["log_loss"].mean()
+
+
+def test_the_logged_model_returns_calibrated_probabilities(tmp_path):
+    from trilho.encoding import feature_spec
+    from trilho.servable import load_classifier
+    from trilho.tracking.model import save_model_files
+
+    X, y = _imbalanced(seed=7)
+    spec = feature_spec(list(X.columns), {}, ["no", "yes"], [], "impute")
+    estimator = {"model": {"name": "logistic_regression", "params": {}}, "resampler": {"name": "random_over"},
+                 "random_state": 0, "encoding": spec}
+    model = fit_decided(lambda rows: build_pipeline(**estimator).fit(X if rows is None else X.iloc[rows],
+                                                                     y if rows is None else y[rows]),
+                        X, y, None, None, 0, "sigmoid")
+    folder = save_model_files(model, spec, tmp_path / "model")
+    written = json.loads((folder / "spec.json").read_text())
+    assert written["calibration"]["method"] == "sigmoid" and "decision" not in written
+    _, proba_fn = load_classifier(written, str(folder / written["file"]))
+    out = model_outputs(proba_fn, X, written)
+    assert np.allclose(out["proba_yes"], model.predict_proba(X)[:, 1])
+    assert not np.allclose(out["proba_yes"], model.pipeline_.predict_proba(X)[:, 1])  # the map did something

@@ -1,4 +1,8 @@
-"""How a class is chosen from the probabilities, and where a threshold comes from.
+"""Calibrated probabilities, how a class is chosen from them, and where a threshold comes from.
+
+``model.calibration`` ("sigmoid": Platt's logistic map of the log-odds; "isotonic": a monotone
+step map) is fitted on the same inner out-of-fold probabilities as the threshold, never on the
+rows a fold is scored on.
 
 A rule (``Experiment.decision_rule``) is one of: the threshold on the positive class that
 maximises a metric of the confusion matrix (``metric``), the most precise threshold that keeps
@@ -17,9 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from trilho.encoding import calibrated, decided
 from trilho.metrics import scores_from_confusions
 
-__all__ = ["INNER_SPLITS", "Decided", "choose_threshold", "decide", "fit_decided", "needs_threshold"]
+__all__ = ["INNER_SPLITS", "Decided", "choose_threshold", "decide", "fit_calibration", "fit_decided", "needs_threshold"]
 
 INNER_SPLITS = 3  # folds inside a fit's training rows that give its threshold
 
@@ -69,44 +74,70 @@ def choose_threshold(truth: np.ndarray, score: np.ndarray, rule: dict[str, Any])
 
 def decide(proba: np.ndarray, rule: dict[str, Any] | None, threshold: float | None) -> np.ndarray:
     """Each row's class code: the rule's (a threshold on the positive class, or least expected
-    cost), or the most probable class when there is no rule."""
+    cost), or the most probable class when there is no rule; as the logged model decides."""
     if not rule:
         return proba.argmax(axis=1)
     if rule["objective"] == "costs":
-        return (proba @ np.asarray(rule["costs"], dtype="float64")).argmin(axis=1)
-    positive = int(rule["positive"])
-    return np.where(proba[:, positive] >= threshold, positive, 1 - positive)
+        return decided(proba, {"objective": "costs", "costs": rule["costs"]})
+    return decided(proba, {"positive": int(rule["positive"]), "threshold": threshold})
 
 
-def _inner_threshold(fit: Callable[[np.ndarray], Any], X, y: np.ndarray, rule: dict[str, Any], seed: int) -> float:
-    """The threshold from the inner out-of-fold probabilities of the rows (X, y)."""
+def fit_calibration(proba: np.ndarray, y: np.ndarray, method: str) -> dict[str, Any]:
+    """A calibration map (trilho.encoding.calibrated reads it) fitted on out-of-fold ``proba``
+    (one column per class) and the true codes ``y``: for two classes one map of the second class's
+    probability, for more one per class, one vs rest."""
+    columns = [1] if proba.shape[1] == 2 else list(range(proba.shape[1]))
+    maps = []
+    for k in columns:
+        p, truth = proba[:, k], (y == k).astype(float)
+        if method == "sigmoid":
+            from sklearn.linear_model import LogisticRegression
+
+            q = np.clip(p, 1e-12, 1 - 1e-12)
+            if truth.min() == truth.max():
+                maps.append({"a": 1.0, "b": 0.0})
+                continue
+            fit = LogisticRegression(C=1e6, max_iter=1000).fit(np.log(q / (1 - q))[:, None], truth)
+            maps.append({"a": float(fit.coef_[0, 0]), "b": float(fit.intercept_[0])})
+        else:
+            from sklearn.isotonic import IsotonicRegression
+
+            iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(p, truth)
+            maps.append({"x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()})
+    return {"method": method, "maps": maps}
+
+
+def _inner_proba(fit: Callable[[np.ndarray], Any], X, y: np.ndarray, seed: int, n_classes: int) -> np.ndarray | None:
+    """Out-of-fold probabilities of the rows (X, y) from ``INNER_SPLITS`` stratified folds of them
+    (None when a class has too few rows to hold any out)."""
     from sklearn.model_selection import StratifiedKFold
 
-    positive = int(rule["positive"])
-    score = np.zeros(len(y))
-    splits = min(INNER_SPLITS, int(np.bincount(y).min()))
-    if splits < 2:  # too few rows of a class to hold any out: the usual cut
-        return 0.5
+    counts = np.bincount(y, minlength=n_classes)
+    splits = min(INNER_SPLITS, int(counts[counts > 0].min()))
+    if splits < 2:
+        return None
+    proba = np.zeros((len(y), n_classes))
     for inner_train, inner_test in StratifiedKFold(splits, shuffle=True, random_state=seed).split(np.zeros(len(y)), y):
         model = fit(inner_train)
-        proba = model.predict_proba(X.iloc[inner_test])
-        column = list(model.classes_).index(positive) if positive in model.classes_ else None
-        score[inner_test] = 0.0 if column is None else proba[:, column]
-    return choose_threshold((y == positive).astype(int), score, rule)
+        proba[np.ix_(inner_test, model.classes_)] = model.predict_proba(X.iloc[inner_test])
+    return proba
 
 
 class Decided:
     """A fitted pipeline and the rule that turns its probabilities into classes (with the
     threshold its own training rows gave)."""
 
-    def __init__(self, pipeline: Any, rule: dict[str, Any], threshold: float | None) -> None:
+    def __init__(self, pipeline: Any, rule: dict[str, Any] | None, threshold: float | None,
+                 calibration: dict[str, Any] | None = None, n_classes: int = 2) -> None:
         self.pipeline_ = pipeline
         self.rule_ = rule
         self.threshold_ = threshold
+        self.calibration_ = calibration
+        self.n_classes_ = n_classes
 
     @property
     def classes_(self) -> np.ndarray:
-        return self.pipeline_.classes_
+        return np.arange(self.n_classes_) if self.calibration_ else self.pipeline_.classes_
 
     @property
     def named_steps(self) -> Any:
@@ -117,7 +148,13 @@ class Decided:
         return self.pipeline_.steps
 
     def predict_proba(self, X) -> np.ndarray:
-        return self.pipeline_.predict_proba(X)
+        """The pipeline's probabilities, through the calibration map when there is one."""
+        proba = self.pipeline_.predict_proba(X)
+        if not self.calibration_:
+            return proba
+        full = np.zeros((len(proba), self.n_classes_))
+        full[:, self.pipeline_.classes_] = proba
+        return calibrated(full, self.calibration_)
 
     def predict(self, X) -> np.ndarray:
         proba = self.predict_proba(X)
@@ -126,22 +163,39 @@ class Decided:
         return decide(full, self.rule_, self.threshold_)
 
     def spec(self) -> dict[str, Any]:
-        """What the logged model needs to decide as this does (plain JSON)."""
-        if self.rule_["objective"] == "costs":
-            return {"objective": "costs", "costs": self.rule_["costs"]}
-        return {"objective": self.rule_["objective"], "positive": int(self.rule_["positive"]),
-                "threshold": float(self.threshold_)}
+        """What the logged model needs to answer as this does (plain JSON): ``calibration`` and
+        ``decision`` keys of its spec.json, each only when there is one."""
+        out: dict[str, Any] = {}
+        if self.calibration_:
+            out["calibration"] = self.calibration_
+        if self.rule_ and self.rule_["objective"] == "costs":
+            out["decision"] = {"objective": "costs", "costs": self.rule_["costs"]}
+        elif self.rule_:
+            out["decision"] = {"objective": self.rule_["objective"], "positive": int(self.rule_["positive"]),
+                               "threshold": float(self.threshold_)}
+        return out
 
 
 def fit_decided(fit: Callable[[np.ndarray | None], Any], X, y: np.ndarray, rows: np.ndarray | None,
-                rule: dict[str, Any] | None, seed: int) -> Any:
-    """``fit(rows)`` (a fitted pipeline on those rows; every row when None), wrapped with the rule:
-    a threshold is first chosen on the inner folds of ``rows`` alone."""
+                rule: dict[str, Any] | None, seed: int, calibration: str = "none") -> Any:
+    """``fit(rows)`` (a fitted pipeline on those rows; every row when None), wrapped with the
+    calibration map and the rule: both are first fitted on the inner out-of-fold probabilities of
+    ``rows`` alone (the threshold on the calibrated ones). Neither asked for: the bare pipeline."""
     model = fit(rows)
-    if not rule:
+    if not rule and calibration == "none":
         return model
+    n_classes = int(y.max()) + 1
+    picked = np.arange(len(y)) if rows is None else np.asarray(rows)
+    inner = None
+    if calibration != "none" or needs_threshold(rule):
+        inner = _inner_proba(lambda part: fit(picked[part]), X.iloc[picked], y[picked], seed, n_classes)
+    mapping = None
+    if calibration != "none" and inner is not None:
+        mapping = fit_calibration(inner, y[picked], calibration)
+        inner = calibrated(inner, mapping)
     threshold = None
     if needs_threshold(rule):
-        picked = np.arange(len(y)) if rows is None else np.asarray(rows)
-        threshold = _inner_threshold(lambda inner: fit(picked[inner]), X.iloc[picked], y[picked], rule, seed)
-    return Decided(model, rule, threshold)
+        positive = int(rule["positive"])
+        threshold = 0.5 if inner is None else choose_threshold((y[picked] == positive).astype(int), inner[:, positive],
+                                                               rule)
+    return Decided(model, rule, threshold, mapping, n_classes)

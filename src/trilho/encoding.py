@@ -24,8 +24,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["decided", "encode_features", "encode_matrix", "feature_spec", "model_outputs", "normalise_map", "normalise_text",
-           "numeric_column", "unmark", "unseen_counts"]
+__all__ = [
+    "calibrated",
+    "decided",
+    "encode_features",
+    "encode_matrix",
+    "feature_spec",
+    "model_outputs",
+    "normalise_map",
+    "normalise_text",
+    "numeric_column",
+    "unmark",
+    "unseen_counts",
+]
 
 
 def normalise_text(values: pd.Series) -> pd.Series:
@@ -253,6 +264,30 @@ def encode_matrix(df: pd.DataFrame, spec: dict[str, Any]) -> np.ndarray:
     return out
 
 
+def calibrated(proba: np.ndarray, calibration: dict[str, Any] | None) -> np.ndarray:
+    """The probabilities through the model's calibration map (none: as they are). Two classes: the
+    map of the second class's probability, the first its complement. More: one map per class, one
+    vs rest, the rows renormalised (a row mapped to all zeros becomes uniform). A map is
+    ``{"a", "b"}`` (sigmoid of a * logit(p) + b) or ``{"x", "y"}`` (isotonic: a step function,
+    linear between its knots)."""
+    if not calibration:
+        return proba
+
+    def one(p: np.ndarray, m: dict[str, Any]) -> np.ndarray:
+        if "a" in m:
+            q = np.clip(p, 1e-12, 1 - 1e-12)
+            return 1.0 / (1.0 + np.exp(-(m["a"] * np.log(q / (1 - q)) + m["b"])))
+        return np.interp(p, m["x"], m["y"])
+
+    maps = calibration["maps"]
+    if proba.shape[1] == 2:
+        p1 = one(proba[:, 1], maps[0])
+        return np.column_stack([1.0 - p1, p1])
+    out = np.column_stack([one(proba[:, k], m) for k, m in enumerate(maps)])
+    total = out.sum(axis=1, keepdims=True)
+    return np.where(total > 0, out / np.where(total > 0, total, 1.0), 1.0 / out.shape[1])
+
+
 def decided(proba: np.ndarray, decision: dict[str, Any] | None) -> np.ndarray:
     """Each row's class code as the model was logged to decide: the most probable class, a
     threshold on the positive class's probability (``{"positive", "threshold"}``), or the class of
@@ -284,6 +319,7 @@ def model_outputs(proba_fn: Callable[[Any], np.ndarray], frame: pd.DataFrame, sp
     proba = np.asarray(proba_fn(X), dtype="float64")
     if proba.ndim == 1:  # binary objectives give P(class 1)
         proba = np.column_stack([1.0 - proba, proba])
+    proba = calibrated(proba, spec.get("calibration"))
     classes = np.asarray(spec["classes"], dtype=object)
     labels = classes[decided(proba, spec.get("decision"))]
     if records:

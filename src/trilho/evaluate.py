@@ -90,7 +90,7 @@ def _fitted(X, y, threads: int | Callable[[], int], estimator: dict, rows: np.nd
         pipe = build_pipeline(**estimator, n_threads=threads)
         return pipe.fit(X, y) if picked is None else pipe.fit(X.iloc[picked], y[picked])
 
-    return fit_decided(fit, X, y, rows, decision, seed)
+    return fit_decided(fit, X, y, rows, decision, seed, estimator["model"].get("calibration", "none"))
 
 
 def fold_fit(X, y, threads: int | Callable[[], int], estimator: dict, seed: int, i: int, test: np.ndarray, labels: np.ndarray,

@@ -451,6 +451,10 @@ class Experiment(_Strict):
             raise ValueError(f"model.distributed = true cannot resample: resampler.name {self.resampler.name!r} needs "
                              "every row in one process. Use resampler.name = 'class_weight' (each row weighted by its "
                              "class's share, the same answer to imbalance) or 'none'")
+        if self.model.calibration != "none":
+            raise ValueError(f"model.distributed = true fits the final model on the cluster, where no inner folds can "
+                             f"fit a calibration map: model.calibration = {self.model.calibration!r} needs "
+                             "model.distributed = false (or calibration = 'none')")
         if self.decision.objective != "argmax":
             raise ValueError(f"model.distributed = true fits the final model on the cluster, where no inner folds can "
                              f"choose its threshold: decision.objective = {self.decision.objective!r} needs "

@@ -147,8 +147,8 @@ def save_model_files(pipeline: Any, spec: dict[str, Any], folder: Path) -> Path:
     steps = models.serving_steps(pipeline)
     if "encode" in pipeline.named_steps:
         spec = {**pipeline.named_steps["encode"].spec_, "classes": spec["classes"], "identifiers": spec["identifiers"]}
-    if getattr(pipeline, "rule_", None):  # a decision rule (trilho.decision.Decided): applied by the logged model
-        spec = {**spec, "decision": pipeline.spec()}
+    if hasattr(pipeline, "rule_"):  # a calibration map or decision rule (trilho.decision.Decided): the model applies them
+        spec = {**spec, **pipeline.spec()}
     folder.mkdir(parents=True, exist_ok=True)
     estimator = steps[-1][1]
     from xgboost import XGBClassifier

@@ -173,7 +173,7 @@ def test_labels_are_not_merged_when_one_is_not_a_yes_or_no(other):
     frame.loc[frame.index[:20], "answer"] = other
     labels = propose(profile_chunks([frame], "answer"), "a", "file:a.csv", "answer").config["data"]["labels"]
     assert all(isinstance(v, str) for v in labels) and other in labels and len(labels) == 7
-    two = pd.DataFrame({"x": range(40), "y": ["True", "false"] * 20})  # two spellings: two classes as they are
+    two = pd.DataFrame({"x": [i % 7 for i in range(40)], "y": ["True", "false"] * 20})  # two spellings: two classes
     assert propose(profile_chunks([two], "y"), "b", "file:b.csv", "y").config["data"]["labels"] == ["false", "True"]
 
 

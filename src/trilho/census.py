@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # in annotations only: the CLI's printing reads repeats_phrase without loading NumPy
     import numpy as np
 
-__all__ = ["CAP", "CODE_MAX", "ID_NAME", "MARKERS_MAX", "MISSING_MARKERS", "TARGET_NAME", "Column", "Profile", "Repeats",
-           "repeats_phrase"]
+__all__ = ["CAP", "CATEGORY_ROWS", "CODE_MAX", "COUNT_CAP", "ID_NAME", "MARKERS_MAX", "MISSING_MARKERS", "TARGET_NAME",
+           "Column", "Profile", "Repeats", "category_limit", "repeats_phrase"]
 
-CAP = 50                # distinct values kept per column; a text column with more is not a category
+CAP = 50                # the fewest distinct values a text column may have and still be no category: at most this is one
+COUNT_CAP = 1_000       # distinct values counted per column; a column with more is not a category
+CATEGORY_ROWS = 20      # a text column with more than CAP values is a category when each averages this many rows
 CODE_MAX = 8            # an integer column with 3..CODE_MAX distinct values is taken as a code
 # what data sets write for a missing number beyond what the CSV reader knows ("NA", "null", ...);
 # a column of numbers with at most MARKERS_MAX of these is numbers with gaps
@@ -37,7 +39,7 @@ class Column:
     integer: bool = True            # every numeric value is a whole number
     low: float = math.inf
     high: float = -math.inf
-    counts: dict[str, int] | None = field(default_factory=dict)  # None once over CAP distinct values
+    counts: dict[str, int] | None = field(default_factory=dict)  # None once over COUNT_CAP distinct values
     # per counted value (stripped, upper-cased), how the data writes it (stripped, case kept) and how
     # often: "BENIGN" -> {"Benign": 300, "benign": 2}; emptied with counts
     spelled: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -75,6 +77,13 @@ class Column:
         """Booleans written as text ("True", "false") are booleans too."""
         if self.counts and set(self.counts) <= {"TRUE", "FALSE"}:
             self.boolean = True
+
+
+def category_limit(rows: int) -> int:
+    """The most distinct values a text column may have on ``rows`` rows and still be a category:
+    CAP, or more where each value still averages CATEGORY_ROWS rows (a 51-level state on 3,000 rows
+    is one; 5,000 values on 5,000 rows are free text), never over COUNT_CAP."""
+    return max(CAP, min(COUNT_CAP, rows // CATEGORY_ROWS))
 
 
 @dataclass

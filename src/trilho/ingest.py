@@ -103,6 +103,12 @@ def _dialect_of(path: str | Path | io.BytesIO) -> tuple[str, str]:
     return found["sep"], found["decimal"]
 
 
+# only an empty cell is a missing value: pandas' own words ("NA", "None", "null", "NaN", "N/A", ...)
+# are values as written (a class may be called "None"); the words this data uses for a missing
+# value are the experiment's data.missing_markers, which `trilho init` finds and proposes
+AS_WRITTEN = {"keep_default_na": False, "na_values": [""]}
+
+
 def read_table(path: str | Path | io.BytesIO, nrows: int | None = None, name: str | None = None) -> pd.DataFrame:
     """Read a CSV (LF, CRLF or CR-only line endings, optional UTF-8 BOM; comma, semicolon, tab or
     pipe separated, ``csv_dialect``) or a Parquet file into a frame."""
@@ -126,7 +132,7 @@ def read_table(path: str | Path | io.BytesIO, nrows: int | None = None, name: st
             # the C engine accepts CR-only files; the python engine would not
             sep, decimal = _dialect_of(path)
             return pd.read_csv(path, engine="c", encoding="utf-8-sig", index_col=False, nrows=nrows, sep=sep,
-                               decimal=decimal)
+                               decimal=decimal, **AS_WRITTEN)
     except pd.errors.ParserWarning as exc:
         raise DataValidationError(f"{name or _name(path)!r} is not a readable CSV: rows are longer than the header "
                                   f"({exc})") from None
@@ -153,7 +159,7 @@ def iter_chunks(path: Path, rows: int, columns: list[str] | None = None) -> Iter
     sep, decimal = _dialect_of(path)
     try:
         yield from pd.read_csv(path, chunksize=rows, engine="c", encoding="utf-8-sig", index_col=False, usecols=wanted,
-                               low_memory=False, sep=sep, decimal=decimal)
+                               low_memory=False, sep=sep, decimal=decimal, **AS_WRITTEN)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise DataValidationError(f"{path.name!r} is not a readable CSV: {exc}") from None
 

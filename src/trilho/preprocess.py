@@ -22,6 +22,15 @@ __all__ = ["FILLED", "TableEncoder"]
 FILLED = frozenset({"impute", "drop"})  # the policies that learn fill values ("drop" fills at prediction only)
 
 
+def _ordered(values) -> list[str]:
+    """Category values in code order: by value when every one is a number (2 before 10), else as text."""
+    values = list(values)
+    try:
+        return sorted(values, key=lambda v: (float(v), v))
+    except ValueError:
+        return sorted(values)
+
+
 class TableEncoder(TransformerMixin, BaseEstimator):
     """Raw feature columns in, numeric columns out, per the spec of ``trilho.encoding``."""
 
@@ -47,7 +56,7 @@ class TableEncoder(TransformerMixin, BaseEstimator):
             mapping = spec["categorical"].get(col, False)
             if mapping is None:  # learned from this fold: sorted, so the codes do not depend on row order
                 seen = counts[col][counts[col] > 0].index
-                mapping = spec["categorical"][col] = {str(v): i for i, v in enumerate(sorted(map(str, seen)))}
+                mapping = spec["categorical"][col] = {v: i for i, v in enumerate(_ordered(map(str, seen)))}
             if not filled:  # "reject" refuses a gap, "native" hands it to the model
                 continue
             if mapping is False:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trilho.census import CAP, ID_NAME, MARKERS_MAX, MISSING_MARKERS, TARGET_NAME, Column, Profile, Repeats
+from trilho.census import COUNT_CAP, MARKERS_MAX, MISSING_MARKERS, TARGET_NAME, Column, Profile, Repeats
 from trilho.clean import as_written
 from trilho.encoding import normalise_text
 from trilho.errors import ConfigError, DataValidationError
@@ -94,7 +94,7 @@ def _fold_numbers(col: Column, numbers: np.ndarray) -> None:
 
 
 def _fold_counts(col: Column, found: pd.Series, dtype: Any) -> None:
-    if len(found) > 2 * CAP or col.counts is None:
+    if len(found) > 2 * COUNT_CAP or col.counts is None:
         col.counts, col.spelled = None, {}
         return
     values = pd.Series(found.index, dtype=dtype)
@@ -102,7 +102,7 @@ def _fold_counts(col: Column, found: pd.Series, dtype: Any) -> None:
         col.counts[str(key)] = col.counts.get(str(key), 0) + int(n)
         forms = col.spelled.setdefault(str(key), {})
         forms[str(spelled)] = forms.get(str(spelled), 0) + int(n)
-    if len(col.counts) > CAP:
+    if len(col.counts) > COUNT_CAP:
         col.counts, col.spelled = None, {}
 
 
@@ -120,7 +120,7 @@ def profile_chunks(chunks: Iterable[pd.DataFrame], target: str | None = None) ->
         for name, col in columns.items():
             _fold_column(col, chunk[name])
         if rows == 0:  # identifiers by the first chunk: unique per row there, or an id-like name
-            skip = {n for n, c in columns.items() if c.hashes is not None or ID_NAME.search(n)}
+            skip = {n for n, c in columns.items() if c.hashes is not None}
             # the label is not a feature: without one named, each column that init may take for it
             row_hashes = {n: [] for n in ([target] if target else [n for n in columns if TARGET_NAME.match(n)])}
         kept = _comparable(chunk[[c for c in chunk.columns if c not in skip]])

@@ -91,7 +91,7 @@ def _check_target(profile: Profile, target: str, notes: Notes) -> tuple[list[str
     if target not in profile.columns:
         raise ConfigError(f"--target {target!r} is not a column; the data has {list(profile.columns)}")
     tcol = profile.columns[target]
-    if tcol.distinct is None:
+    if tcol.distinct is None or tcol.distinct > CAP:
         raise ConfigError(f"--target {target!r} has more than {CAP} distinct values: a classification label "
                           "has a few; pick the label column, or bin this one first")
     if tcol.nulls:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from trilho.census import CAP, CODE_MAX, ID_NAME, Column, Profile
+from trilho.census import CATEGORY_ROWS, CODE_MAX, ID_NAME, Column, Profile, category_limit
 
 __all__ = ["column_role", "columns", "integer_codes"]
 
@@ -15,14 +15,16 @@ Notes = dict[str, list[str]]
 
 def column_role(profile: Profile, n: str, c: Column) -> tuple[str, str | None]:
     """``drop``, ``categorical``, ``numeric`` or ``range`` (numeric with a finite range), and why."""
+    # an identifier is told by its values: unique on every row, and text codes or a run of whole
+    # numbers; an id-like name adds to them, never decides alone (a count named num_..., an amount
+    # named ..._num, repeat their values and are features)
     unique = profile.unique.get(n, False)
     idlike = bool(ID_NAME.search(n))
-    if unique and (c.text or idlike or profile.rows > CAP):
-        return "drop", (f"{n!r}: identifier (unique on every row{', id-like name' if idlike else ''}); "
+    run = c.integer and not c.text and math.isfinite(c.low) and c.high - c.low + 1 <= 2 * profile.rows
+    if unique and (c.text or idlike or run):
+        why = ", ".join(w for w, on in (("id-like name", idlike), ("a run of whole numbers", run)) if on)
+        return "drop", (f"{n!r}: identifier (unique on every row{', ' + why if why else ''}); "
                         "kept beside predictions, not a feature")
-    if idlike and (c.distinct is None or c.distinct > profile.rows // 2) and not c.text:
-        return "drop", (f"{n!r}: identifier (id-like name, {'many' if c.distinct is None else c.distinct} "
-                        "distinct values); not a feature")
     if c.gaps == profile.rows:
         return "drop", f"{n!r}: dropped, every value is missing"
     if c.marked:
@@ -33,8 +35,10 @@ def column_role(profile: Profile, n: str, c: Column) -> tuple[str, str | None]:
             return "categorical", f"{n!r}: categorical (integer codes, with {found}) read as missing (data.missing_markers)"
         return "range", f"{n!r}: numeric with {found} read as missing (data.missing_markers)"
     if c.text or c.boolean:
-        if c.distinct is None:
-            return "drop", f"{n!r}: dropped, free text (over {CAP} distinct values); encode it yourself if it matters"
+        limit = category_limit(profile.rows)
+        if c.distinct is None or c.distinct > limit:
+            return "drop", (f"{n!r}: dropped, free text (over {limit} distinct values: a category needs about "
+                            f"{CATEGORY_ROWS} rows a value); encode it yourself if it matters")
         return "categorical", (f"{n!r}: categorical ({'boolean' if c.boolean else 'text'}, "
                                f"{c.distinct} values; case and spaces ignored)")
     if integer_codes(profile, c, c.distinct):

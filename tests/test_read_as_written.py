@@ -1,0 +1,82 @@
+"""Data read as its users wrote it: only empty cells are missing, identifiers told by their values,
+the category cut scaled to the rows, integer codes ordered as numbers (each failed before)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from trilho.ingest import read_table
+from trilho.preprocess import _ordered
+from trilho.profile import init_experiment, profile_chunks
+from trilho.propose import propose
+
+
+def _roles(frame: pd.DataFrame, target: str) -> dict:
+    return propose(profile_chunks([frame], target), "t", "file:t.csv", target).config["data"]
+
+
+def test_a_class_written_none_or_na_is_a_class(workdir, settings):
+    rng = np.random.default_rng(0)
+    rows = 300
+    x = rng.normal(0, 1, rows)
+    frame = pd.DataFrame({"x": x.round(3), "plan": rng.choice(["basic", "NA", "plus"], rows),
+                          "risk": np.where(x > 0.5, "High", np.where(x < -0.5, "None", "NA"))})
+    path = workdir / "risk.csv"
+    frame.to_csv(path, index=False)
+    read = read_table(path)
+    assert read["risk"].isna().sum() == 0 and set(read["risk"]) == {"High", "None", "NA"}
+    proposal = init_experiment(f"file:{path}", settings, target="risk")
+    assert sorted(proposal.config["data"]["labels"]) == ["High", "NA", "None"]  # "is missing on ... rows" before
+    assert "plan" in proposal.config["data"]["categorical"]  # "NA" is one of its values, as written
+    from trilho.conductor import prepare
+    from trilho.experiment import Experiment
+    from trilho.storage import open_lake
+
+    exp = Experiment.model_validate(proposal.config)
+    inputs = prepare(exp, settings, open_lake(settings))
+    assert len(inputs.y) + (inputs.reference_rows_left_out or 0) <= rows and np.bincount(inputs.y).size == 3
+
+
+def test_a_number_column_writing_na_for_a_gap_gets_it_as_a_marker(workdir, settings):
+    rng = np.random.default_rng(1)
+    values = rng.normal(50, 10, 200).round(1).astype(object)
+    values[::20] = "NA"
+    frame = pd.DataFrame({"score": values, "y": rng.choice(["a", "b"], 200)})
+    path = workdir / "gaps.csv"
+    frame.to_csv(path, index=False)
+    data = init_experiment(f"file:{path}", settings, target="y").config["data"]
+    assert data["missing_markers"] == ["NA"] and "score" in data["ranges"]
+
+
+def test_identifiers_are_told_by_values_not_by_names():
+    rng = np.random.default_rng(2)
+    rows = 2_000
+    frame = pd.DataFrame({
+        "num_total_cc_accounts": rng.integers(0, 300, rows),           # a count: repeats its values
+        "balance_num": rng.gamma(2, 500, rows).round(0),               # an amount with a name like a code
+        "account_id": rng.permutation(rows) + 10_000,                  # a run of whole numbers, unique
+        "ref": [f"R{v:07d}" for v in rng.choice(10**7, rows, replace=False)],  # unique text codes
+        "y": rng.choice(["yes", "no"], rows)})
+    data = _roles(frame, "y")
+    assert set(data["drop"]) == {"account_id", "ref"}
+    assert "num_total_cc_accounts" not in data["drop"] and "balance_num" not in data["drop"]
+
+
+def test_the_category_cut_scales_with_the_rows():
+    rng = np.random.default_rng(3)
+    states = [f"S{i:02d}" for i in range(51)]
+    frame = pd.DataFrame({"state": rng.choice(states, 3_000), "x": rng.normal(0, 1, 3_000),
+                          "y": rng.choice(["a", "b"], 3_000)})
+    assert "state" in _roles(frame, "y")["categorical"]  # free text, and dropped, at 51 levels before
+    notes = pd.DataFrame({"note": [f"note {i}" for i in range(5_000)], "x": rng.normal(0, 1, 5_000),
+                          "y": rng.choice(["a", "b"], 5_000)})
+    notes.loc[::2, "note"] = "same"  # not unique, so not an identifier: free text
+    assert "note" in _roles(notes, "y")["drop"]
+
+
+@pytest.mark.parametrize("values, expected", [(["10", "2", "1"], ["1", "2", "10"]),
+                                              (["b", "10", "a"], ["10", "a", "b"])])
+def test_integer_codes_are_ordered_as_numbers(values, expected):
+    assert _ordered(values) == expected

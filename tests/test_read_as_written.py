@@ -80,3 +80,16 @@ def test_the_category_cut_scales_with_the_rows():
                                               (["b", "10", "a"], ["10", "a", "b"])])
 def test_integer_codes_are_ordered_as_numbers(values, expected):
     assert _ordered(values) == expected
+
+
+def test_dates_are_recognised_and_said():
+    rng = np.random.default_rng(4)
+    days = pd.date_range("2021-01-01", periods=400, freq="D")
+    frame = pd.DataFrame({"opened": days.strftime("%Y-%m-%d"), "seen": days.strftime("%d/%m/%Y %H:%M"),
+                          "x": rng.normal(0, 1, 400), "y": rng.choice(["a", "b"], 400)})
+    proposal = propose(profile_chunks([frame], "y"), "t", "file:t.csv", "y")
+    assert {"opened", "seen"} <= set(proposal.config["data"]["drop"])
+    said = " ".join(proposal.notes["columns"])
+    assert "'opened': dates or times" in said and "'seen': dates or times" in said
+    frame["code"] = rng.choice(["2021-A", "B"], 400)  # not dates
+    assert "code" in _roles(frame, "y")["categorical"]

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # in annotations only: the CLI's printing reads repeats_phrase without loading NumPy
     import numpy as np
 
-__all__ = ["CAP", "CATEGORY_ROWS", "CODE_MAX", "COUNT_CAP", "ID_NAME", "MARKERS_MAX", "MISSING_MARKERS", "TARGET_NAME",
-           "Column", "Profile", "Repeats", "category_limit", "repeats_phrase"]
+__all__ = ["CAP", "CATEGORY_ROWS", "CODE_MAX", "COUNT_CAP", "DATE_TEXT", "ID_NAME", "MARKERS_MAX", "MISSING_MARKERS",
+           "TARGET_NAME", "Column", "Profile", "Repeats", "category_limit", "repeats_phrase"]
 
 CAP = 50                # the fewest distinct values a text column may have and still be no category: at most this is one
 COUNT_CAP = 1_000       # distinct values counted per column; a column with more is not a category
@@ -26,6 +26,9 @@ MISSING_MARKERS = ("?", "??", "-", "--", "---", ".", "*", "MISSING", "UNKNOWN", 
                    "N.A.", "#N/A", "NOT AVAILABLE")
 MARKERS_MAX = 3
 ID_NAME = re.compile(r"(^|[^a-z])(id|uuid|guid|key|no|num|number|index|unnamed)([^a-z]|$)|^id|id$", re.I)
+# a date or date-time as data sets write them: 2021-03-04, 2021/03/04 10:00, 04/03/2021, 4.3.21
+DATE_TEXT = re.compile(r"^(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})"
+                       r"([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$")
 TARGET_NAME = re.compile(r"^(target|label|labels|class|classes|y|outcome|diagnosis|churn|churned|default|"
                           r"response|result|status|survived|category|grade|quality)$", re.I)
 
@@ -47,6 +50,7 @@ class Column:
     # the values that are not numbers, when every one is a usual stand-in for a missing value ("?"),
     # with their rows; None once another is seen
     markers: dict[str, int] | None = field(default_factory=dict)
+    dates: bool | None = None       # every text value seen looks like a date or date-time (None: none seen yet)
 
     @property
     def marked(self) -> bool:

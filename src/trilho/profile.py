@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trilho.census import COUNT_CAP, MARKERS_MAX, MISSING_MARKERS, TARGET_NAME, Column, Profile, Repeats
+from trilho.census import COUNT_CAP, DATE_TEXT, MARKERS_MAX, MISSING_MARKERS, TARGET_NAME, Column, Profile, Repeats
 from trilho.clean import as_written
 from trilho.encoding import normalise_text
 from trilho.errors import ConfigError, DataValidationError
@@ -49,6 +49,9 @@ def _fold_column(col: Column, values: pd.Series) -> None:
     _fold_numbers(col, _numbers(col, values, present, found))
     if col.counts is not None and found is not None:  # counted on the raw values; only a few are spelled out
         _fold_counts(col, found, present.dtype)
+    if col.text and col.dates is not False and len(present):
+        sample = pd.Series(pd.unique(present.astype(str).str.strip()))[:200]
+        col.dates = bool(sample.str.match(DATE_TEXT).all())
     if col.hashes is not None:  # identifiers are whole numbers or text; a float measurement is not one
         if (not col.text and not col.integer) or present.duplicated().any():
             col.hashes = None

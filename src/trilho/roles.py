@@ -18,6 +18,9 @@ def column_role(profile: Profile, n: str, c: Column) -> tuple[str, str | None]:
     # an identifier is told by its values: unique on every row, and text codes or a run of whole
     # numbers; an id-like name adds to them, never decides alone (a count named num_..., an amount
     # named ..._num, repeat their values and are features)
+    if c.text and c.dates:
+        return "drop", (f"{n!r}: dates or times, left out: shuffled folds would train on the future of the rows "
+                        "they test; derive what matters (month, weekday, days since) as columns of its own")
     unique = profile.unique.get(n, False)
     idlike = bool(ID_NAME.search(n))
     run = c.integer and not c.text and math.isfinite(c.low) and c.high - c.low + 1 <= 2 * profile.rows

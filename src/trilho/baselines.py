@@ -66,7 +66,7 @@ def compare(model: pd.DataFrame, baselines: dict[str, pd.DataFrame], metrics: li
         for metric in metrics:
             sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
             a, b = both[metric].to_numpy(), both[f"{metric}__base"].to_numpy()
-            found = {"mean": float(b.mean())}
+            found: dict[str, Any] = {"mean": float(b.mean())}
             if len(both) >= 2:
                 paired = stats.paired_corrected_t(sign * a, sign * b, test_fraction, level)
                 found |= {"diff": paired["mean_diff"], "low": paired["low"], "high": paired["high"],

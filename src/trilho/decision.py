@@ -30,7 +30,7 @@ INNER_SPLITS = 3  # folds inside a fit's training rows that give its threshold
 
 
 def needs_threshold(rule: dict[str, Any] | None) -> bool:
-    return bool(rule) and rule["objective"] in ("metric", "recall", "precision")
+    return rule is not None and rule["objective"] in ("metric", "recall", "precision")
 
 
 def _confusions(truth: np.ndarray, score: np.ndarray, cuts: np.ndarray) -> np.ndarray:
@@ -172,7 +172,7 @@ class Decided:
             out["decision"] = {"objective": "costs", "costs": self.rule_["costs"]}
         elif self.rule_:
             out["decision"] = {"objective": self.rule_["objective"], "positive": int(self.rule_["positive"]),
-                               "threshold": float(self.threshold_)}
+                               "threshold": float(self.threshold_ if self.threshold_ is not None else 0.5)}
         return out
 
 
@@ -194,7 +194,7 @@ def fit_decided(fit: Callable[[np.ndarray | None], Any], X, y: np.ndarray, rows:
         mapping = fit_calibration(inner, y[picked], calibration)
         inner = calibrated(inner, mapping)
     threshold = None
-    if needs_threshold(rule):
+    if rule is not None and needs_threshold(rule):
         positive = int(rule["positive"])
         threshold = 0.5 if inner is None else choose_threshold((y[picked] == positive).astype(int), inner[:, positive],
                                                                rule)

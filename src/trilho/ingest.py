@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from trilho import synthetic
@@ -106,7 +106,7 @@ def _dialect_of(path: str | Path | io.BytesIO) -> tuple[str, str]:
 # only an empty cell is a missing value: pandas' own words ("NA", "None", "null", "NaN", "N/A", ...)
 # are values as written (a class may be called "None"); the words this data uses for a missing
 # value are the experiment's data.missing_markers, which `trilho init` finds and proposes
-AS_WRITTEN = {"keep_default_na": False, "na_values": [""]}
+AS_WRITTEN: dict[str, Any] = {"keep_default_na": False, "na_values": [""]}
 
 
 def read_table(path: str | Path | io.BytesIO, nrows: int | None = None, name: str | None = None) -> pd.DataFrame:

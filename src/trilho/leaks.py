@@ -246,7 +246,7 @@ def _time_of(values: pd.Series, categorical: bool, rng: np.random.Generator) -> 
     if parsed.notna().mean() < 0.9:
         return None
     seconds = ((parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds()).to_numpy(dtype="float64")
-    when = seconds[pd.Index(distinct).get_indexer(text)]
+    when = seconds[pd.Index(distinct).get_indexer(pd.Index(text))]
     ok = np.isfinite(when)
     return "dates written as text", rows[ok], when[ok]
 

@@ -30,6 +30,9 @@ class CleanData:
     # "classes" are the names the logged model gives its outputs: ``class_names`` of these rows
     spec: dict[str, Any]
     dropped_rows: int
+    # evaluation.groups: each group column as the data writes it, one row per row of X (a column
+    # the model does not use, such as one in data.drop, may split the metrics too)
+    group_columns: pd.DataFrame | None = None
 
     def curated(self) -> pd.DataFrame:
         """Features and encoded target in one frame, as the curated zone stores them."""
@@ -99,4 +102,9 @@ def clean(df: pd.DataFrame, exp: Experiment) -> CleanData:
     if exp.data.missing != "drop":
         keep[:] = True
     X = X.loc[keep].reset_index(drop=True)
-    return CleanData(X=X, y=y[keep].to_numpy(dtype="int64"), spec=spec, dropped_rows=int((~keep).sum()))
+    found = None
+    if exp.evaluation.groups:
+        found = df.loc[keep, exp.evaluation.groups].reset_index(drop=True)
+        found = found.assign(**{c: as_written(found[c]) for c in found.columns})
+    return CleanData(X=X, y=y[keep].to_numpy(dtype="int64"), spec=spec, dropped_rows=int((~keep).sum()),
+                     group_columns=found)

@@ -23,7 +23,7 @@ from trilho import evaluate
 from trilho.clean import CleanData
 from trilho.cluster import open_executor
 from trilho.contracts import ValidationReport
-from trilho.curate import fold_data, load_clean
+from trilho.curate import fold_data, fold_group_columns, load_clean
 from trilho.experiment import Experiment
 from trilho.ingest import Ingested
 from trilho.leaks import blocking, find_leaks
@@ -61,6 +61,7 @@ class Prepared:
     duplicates: dict[str, Any]
     reference: ReferenceSet | None = None  # registry.reference: the gate's rows, left out of training
     reference_rows_left_out: int = 0
+    group_columns: pd.DataFrame | None = None  # evaluation.groups, one row per row of X
 
     @property
     def sha256(self) -> str:
@@ -82,7 +83,8 @@ def prepare(exp: Experiment, settings: Settings, lake: Lake, *, reference: bool 
         data, left_out = without_reference(data, chosen)
     X, y, groups, duplicates = fold_data(data, exp)
     check_leaks(validation, X, y, exp, groups)
-    return Prepared(ingested, raw, validation, data, X, y, groups, duplicates, chosen, left_out)
+    return Prepared(ingested, raw, validation, data, X, y, groups, duplicates, chosen, left_out,
+                    fold_group_columns(data, exp))
 
 
 def check_leaks(validation: ValidationReport, X: pd.DataFrame, y: np.ndarray, exp: Experiment,

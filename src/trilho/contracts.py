@@ -141,6 +141,10 @@ class RunSummary(TypedDict):
     baselines: NotRequired[dict[str, Any]]
     # the decision rule, the folds' thresholds and the logged model's (trilho.decision)
     decision: NotRequired[dict[str, Any]]
+    # each feature's importance on held-out rows, by name (trilho.explain.summarise_importance)
+    importance: NotRequired[dict[str, Any]]
+    # evaluation.groups: every metric per group value, out of fold (trilho.groups.group_metrics)
+    groups: NotRequired[dict[str, Any]]
 
 
 class PredictionManifest(TypedDict):

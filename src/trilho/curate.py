@@ -23,7 +23,7 @@ from trilho.splits import duplicate_groups
 from trilho.storage import Lake, open_lake, sha256_file
 from trilho.validate import raise_for_errors, validate
 
-__all__ = ["CURATED_ROW_GROUP", "fold_data", "load_clean", "read_curated"]
+__all__ = ["CURATED_ROW_GROUP", "fold_data", "fold_group_columns", "load_clean", "read_curated"]
 
 log = logging.getLogger(__name__)
 CURATED_ROW_GROUP = 100_000
@@ -93,6 +93,16 @@ def read_curated(lake: Lake, key: str) -> str | None:
         log.warning("curated %s does not match its digest: it is rebuilt", lake.url(key))
         return None
     return recorded
+
+
+def fold_group_columns(data: CleanData, exp: Experiment) -> pd.DataFrame | None:
+    """The ``evaluation.groups`` columns of the rows the folds see (``fold_data``'s rows)."""
+    if data.group_columns is None:
+        return None
+    if exp.cv.duplicates != "drop":
+        return data.group_columns
+    first = ~pd.Series(duplicate_groups(data.X)).duplicated().to_numpy()
+    return data.group_columns.loc[first].reset_index(drop=True)
 
 
 def fold_data(data: CleanData, exp: Experiment) -> tuple[pd.DataFrame, Any, Any, dict[str, Any]]:

@@ -25,6 +25,7 @@ from sklearn.metrics import confusion_matrix
 
 from trilho.decision import decide, fit_decided
 from trilho.errors import EvaluationError
+from trilho.explain import fold_importance
 from trilho.metrics import probability_metrics, row_log_loss, scores_from_confusion
 from trilho.models import build_pipeline, model_kind
 from trilho.pool import Batch, ProgressFn, run_fits
@@ -55,6 +56,9 @@ class Task:
     label: str | None = None
     # how a class is chosen from the probabilities (Experiment.decision_rule); None: the most probable
     decision: dict[str, Any] | None = None
+    # the folds of the first ``explain_repeats`` seeds explain their models on their held-out rows
+    # (trilho.explain): one repeat explains every row once
+    explain_repeats: int = 0
 
     @property
     def estimator(self) -> dict[str, Any]:
@@ -94,8 +98,9 @@ def _fitted(X, y, threads: int | Callable[[], int], estimator: dict, rows: np.nd
 
 
 def fold_fit(X, y, threads: int | Callable[[], int], estimator: dict, seed: int, i: int, test: np.ndarray, labels: np.ndarray,
-             decision: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One fold: trained on every row outside ``test``, scored on ``test``."""
+             decision: dict[str, Any] | None = None, explain: bool = False) -> dict[str, Any]:
+    """One fold: trained on every row outside ``test``, scored on ``test`` (and, with ``explain``,
+    its model explained on ``test``: trilho.explain)."""
     start = time.perf_counter()
     train = _complement(len(y), test)
     pipe = _fitted(X, y, threads, estimator, train, decision, seed)
@@ -105,9 +110,15 @@ def fold_fit(X, y, threads: int | Callable[[], int], estimator: dict, seed: int,
     pred = labels[codes]
     cm = confusion_matrix(y[test], pred, labels=labels)
     threshold = getattr(pipe, "threshold_", None)
+    fit_s = time.perf_counter() - start
+    explained = {}
+    if explain:
+        step = time.perf_counter()
+        method, values = fold_importance(pipe, X.iloc[test], np.searchsorted(labels, y[test]), len(labels), seed * 1009 + i)
+        explained = {"importance": values, "importance_method": method, "explain_s": time.perf_counter() - step}
     return {"seed": seed, "fold": i, "n_train": len(train), "n_test": len(test),
-            "fit_s": time.perf_counter() - start, "cm": cm, "test": test, "proba": proba, "pred": codes,
-            **({"threshold": float("nan") if threshold is None else threshold} if decision else {}),
+            "fit_s": fit_s, "cm": cm, "test": test, "proba": proba, "pred": codes,
+            **({"threshold": float("nan") if threshold is None else threshold} if decision else {}), **explained,
             **scores_from_confusion(cm), **probability_metrics(y[test], proba, labels)}
 
 
@@ -136,7 +147,9 @@ def _plan_fits(task: Task, plan: Plan, labels: np.ndarray, batch: Batch, prefix:
     """One fit per fold of the plan."""
     gil = model_kind(task.model["name"]).gil_bound
     for seed, i, _train, test in plan:
-        batch.add((fold_fit, (task.estimator, seed, i, test, labels, task.decision)), f"{prefix}fold {i} of seed {seed}",
+        explain = seed in task.seeds[:task.explain_repeats]
+        batch.add((fold_fit, (task.estimator, seed, i, test, labels, task.decision, explain)),
+                  f"{prefix}fold {i} of seed {seed}",
                   True, gil)
 
 

@@ -257,6 +257,12 @@ class EvaluationSpec(_Strict):
     # seeds: their fits cost time); [] for none
     baselines: list[str] = ["majority", "hist_gradient_boosting"]
     baseline_repeats: int = Field(1, ge=1)
+    # the folds of the first ``explain_repeats`` seeds explain their models on their held-out rows
+    # (TreeSHAP for XGBoost, permutation importance for the rest: every row once per repeat); 0: none
+    explain_repeats: int = Field(1, ge=0)
+    # feature columns whose values split every metric, out of fold, with intervals and the largest
+    # gap between groups ("Gender"); a missing value is a group of its own
+    groups: list[str] = []
 
 
 class ValidationSpec(_Strict):
@@ -366,6 +372,9 @@ class Experiment(_Strict):
         overlap = sorted(set(self.data.categorical) & {self.data.target, *self.data.drop})
         if overlap:
             raise ValueError(f"data.categorical lists {overlap}, which are the target or in data.drop")
+        if self.data.target in self.evaluation.groups:
+            raise ValueError(f"evaluation.groups lists the target {self.data.target!r}: the metrics by class are "
+                             "already in the classification report; name a feature or a column in data.drop")
 
         self._check_baselines()
         unknown = [m for m in self.evaluation.metrics if m not in METRICS]

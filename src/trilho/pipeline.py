@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from trilho import baselines, evaluate, leaks, parallel, reports
+from trilho import baselines, evaluate, explain, groups, leaks, parallel, reports
 from trilho.conductor import Context, Progress, conduct
 from trilho.contracts import GateRecord, RunSummary, ValidationReport
 from trilho.curate import read_curated
@@ -85,6 +85,7 @@ class _Run:
     run_id: str = ""
     folder: Path = Path()
     threshold: float | None = None  # the logged model's own, when a decision rule chose one
+    group_table: pd.DataFrame | None = None  # evaluation.groups: per fold and group, every metric
 
     @property
     def prefix(self) -> str:
@@ -153,7 +154,8 @@ def _evaluate(run: _Run) -> _Fitted:
     exp, inputs, tracker = ctx.exp, ctx.inputs, ctx.tracker
     task = ctx.task(holdout_fraction=exp.evaluation.holdout_fraction, classes=exp.data.classes,
                     nested_repeats=nested_repeats(exp),
-                    final_fit=exp.tracking.final_fit == "all" and not exp.model.distributed)
+                    final_fit=exp.tracking.final_fit == "all" and not exp.model.distributed,
+                    explain_repeats=exp.evaluation.explain_repeats)
     tracked = tracker.seconds
     with ctx.timed("cv_s"):  # folds + holdout fit + final fit, one pool
         inputs_logged = tracker.submit(_log_inputs, run)  # waits on the server, not on a core
@@ -251,6 +253,7 @@ def _summarise(run: _Run, fitted: _Fitted) -> RunSummary:
         summary["final_fit"] = {**fitted.distributed, "where": "xgboost.dask"}
     if ctx.exp.decision.objective != "argmax":
         summary["decision"] = _decision_summary(ctx.exp, fitted.cv, run.threshold)
+    _explained(run, fitted.cv, summary)
     said = leaks.zero_width(metrics)
     if fitted.baselines is not None:
         summary["baselines"] = fitted.baselines
@@ -259,6 +262,21 @@ def _summarise(run: _Run, fitted: _Fitted) -> RunSummary:
     if inputs.reference is not None:
         summary["data"]["reference"] = {**inputs.reference.info(), "training_rows_left_out": inputs.reference_rows_left_out}
     return summary
+
+
+def _explained(run: _Run, cv: CVResult, summary: RunSummary) -> None:
+    """The folds' feature importance and the metrics by group, into the summary."""
+    ctx = run.ctx
+    exp, inputs = ctx.exp, ctx.inputs
+    with ctx.timed("explain_s"):
+        if cv.importance is not None:
+            summary["importance"] = explain.summarise_importance(cv.importance, list(inputs.X.columns),
+                                                                 cv.importance_method, 1.0 / exp.cv.n_splits,
+                                                                 exp.evaluation.level)
+        if inputs.group_columns is not None and cv.oof is not None:
+            summary["groups"], run.group_table = groups.group_metrics(
+                cv.oof, inputs.group_columns, exp.evaluation.metrics, len(exp.data.classes), 1.0 / exp.cv.n_splits,
+                exp.evaluation.level)
 
 
 def _decision_summary(exp: Experiment, cv: CVResult, final: float | None) -> dict[str, Any]:
@@ -291,8 +309,8 @@ def _write_reports(run: _Run, fitted: _Fitted, summary: RunSummary, drawing: lis
         folder.mkdir()
         figures.mkdir()
         reports.write_artifacts(folder, ctx.exp, summary, (fitted.cv, fitted.held), ctx.inputs.validation,
-                                ctx.inputs.ingested.manifest)
-        drawing += reports.start_figures(figures, ctx.exp, summary["cv"]["metrics"], fitted.cv, fitted.held)
+                                ctx.inputs.ingested.manifest, run.group_table)
+        drawing += reports.start_figures(figures, ctx.exp, summary, fitted.cv, fitted.held)
     with ctx.timed("lake_copy_s"):
         reports.copy_to_lake(ctx.lake, folder, run.prefix)
 
@@ -320,6 +338,8 @@ def _track_results(run: _Run, fitted: _Fitted, summary: RunSummary, drawing: lis
         tracker.log_values(run.run_id, metrics=metric_rows(fitted.cv, summary["cv"]["metrics"], fitted.held,
                                                            exp.evaluation.metrics) + baseline_rows(fitted.baselines)
                            + _threshold_rows(summary.get("decision")))
+        if summary.get("importance"):
+            tracker.set_tag(run.run_id, "trilho.top_features", ", ".join(explain.top_features(summary["importance"]))[:4000])
         if fitted.baselines is not None:
             tracker.set_tag(run.run_id, "trilho.baselines", "; ".join(fitted.baselines["said"]) or
                             f"beats every baseline on {fitted.baselines['primary_metric']}")

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-__all__ = ["comparison_figure", "confusion_matrix_figure", "curves_figure", "fold_boxplot", "intervals_figure"]
+__all__ = ["comparison_figure", "confusion_matrix_figure", "curves_figure", "fold_boxplot", "groups_figure",
+           "importance_figure", "intervals_figure", "reliability_figure", "reliability_table"]
 
 
 def fold_boxplot(folds: pd.DataFrame, metrics: list[str], title: str = "Cross-validation fold scores") -> Figure:
@@ -139,4 +140,51 @@ def reliability_figure(table: pd.DataFrame, classes: list[str]) -> Figure:
     bottom.set(xlabel="mean predicted probability (10 equal-width bins)", ylabel="rows", yscale="log")
     for ax in (top, bottom):
         ax.grid(alpha=0.3)
+    return fig
+
+
+def importance_figure(importance: Mapping[str, Any], top: int = 20) -> Figure:
+    """The ``top`` most important features, out of fold: each one's mean over the explained folds
+    with its interval (corrected t) and the folds' own values as points."""
+    table = list(importance["features"].items())[:top][::-1]  # the most important at the top
+    fig = Figure(figsize=(7.2, 0.32 * len(table) + 1.6), layout="constrained")
+    ax = fig.add_subplot()
+    for i, (_name, entry) in enumerate(table):
+        ax.barh(i, entry["mean"], color="tab:blue", alpha=0.75)
+        ax.plot([entry["low"], entry["high"]], [i, i], color="black", lw=1.2)
+    ax.set_yticks(range(len(table)), [name for name, _ in table], fontsize=8)
+    ax.axvline(0, color="grey", lw=0.8)
+    shown = f"top {len(table)} of {len(importance['features'])}" if len(importance["features"]) > top else "every feature"
+    ax.set_xlabel(importance["measure"])
+    ax.set_title(f"Feature importance, out of fold ({shown}; {importance['folds']} folds, "
+                 f"{importance['level']:.0%} interval)", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def groups_figure(groups: Mapping[str, Any], metric: str) -> Figure:
+    """Per group column, each group's out-of-fold ``metric`` with its interval; groups too small to
+    score are named below their column."""
+    columns = list(groups)
+    heights = [max(len(groups[c]["groups"]), 1) for c in columns]
+    fig = Figure(figsize=(7.2, 0.38 * sum(heights) + 1.3 * len(columns) + 0.4), layout="constrained")
+    axes = fig.subplots(len(columns), 1, squeeze=False, height_ratios=heights)[:, 0]
+    for ax, column in zip(axes, columns, strict=True):
+        entry = groups[column]
+        names = list(entry["groups"])
+        for i, name in enumerate(names):
+            found = entry["groups"][name]["metrics"].get(metric)
+            if found:
+                ax.plot([found["low"], found["high"]], [i, i], lw=3, color="tab:blue")
+                ax.plot([found["mean"]], [i], "o", color="black", ms=4)
+        ax.set_yticks(range(len(names)), [f"{n} ({entry['groups'][n]['rows']:,} rows)" for n in names], fontsize=8)
+        small = entry["too_small"]
+        note = f"; too small to score: {', '.join(f'{k} ({v})' for k, v in small.items())}" if small else ""
+        gap = entry["gap"].get(metric)
+        gap_text = (f"; gap {gap['diff']:+.3f}" + (f" [{gap['low']:+.3f}, {gap['high']:+.3f}]" if "low" in gap else "")
+                    if gap else "")
+        ax.set_title(f"{metric} by {column}{gap_text}{note}", fontsize=9, loc="left")
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_ylim(-0.6, max(len(names), 1) - 0.4)
+    axes[-1].set_xlabel(f"{metric}, out of fold (interval: corrected t)")
     return fig

@@ -82,4 +82,5 @@ def without_reference(data: CleanData, reference: ReferenceSet | None) -> tuple[
         return data, 0
     log.info("%d training rows are also in the reference set %s: left out of training", int(held.sum()), reference.uri)
     keep = ~held
-    return replace(data, X=data.X.loc[keep].reset_index(drop=True), y=data.y[keep]), int(held.sum())
+    found = None if data.group_columns is None else data.group_columns.loc[keep].reset_index(drop=True)
+    return replace(data, X=data.X.loc[keep].reset_index(drop=True), y=data.y[keep], group_columns=found), int(held.sum())

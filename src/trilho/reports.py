@@ -25,13 +25,14 @@ __all__ = ["FIGURE_GROUPS", "collect_figures", "copy_to_lake", "publish_compare"
            "write_artifacts"]
 
 # the figures, in two groups of about equal drawing time: one forked child draws each
-FIGURE_GROUPS = (("cv_boxplot.png", "confusion_matrix_oof.png", "reliability.png"),
-                 ("roc_pr_curves.png", "intervals.png", "confusion_matrix.png"))
+FIGURE_GROUPS = (("cv_boxplot.png", "confusion_matrix_oof.png", "reliability.png", "importance.png"),
+                 ("roc_pr_curves.png", "intervals.png", "confusion_matrix.png", "groups.png"))
 
 
 def write_artifacts(folder: Path, exp: Experiment, summary: RunSummary, fitted: tuple[CVResult, HoldoutResult],
-                    validation: ValidationReport, manifest: RawManifest) -> None:
-    """Every result file of the run (not the figures) into ``folder``."""
+                    validation: ValidationReport, manifest: RawManifest, group_table: pd.DataFrame | None = None) -> None:
+    """Every result file of the run (not the figures) into ``folder``; ``group_table``: the
+    per-fold scores by group (trilho.groups)."""
     cv, holdout = fitted
     metrics = summary["cv"]["metrics"]
     cv.folds.to_csv(folder / "results.csv", index=False)
@@ -49,6 +50,12 @@ def write_artifacts(folder: Path, exp: Experiment, summary: RunSummary, fitted: 
     if cv.oof is not None:
         _oof_reports(folder, cv, exp.data.classes)
         plots.reliability_table(cv.oof, len(exp.data.classes)).to_csv(folder / "reliability.csv", index=False)
+    if "importance" in summary:
+        found = summary["importance"]
+        pd.DataFrame([{"feature": name, **entry, "method": found["method"]} for name, entry in found["features"].items()]
+                     ).to_csv(folder / "importance.csv", index=False)
+    if group_table is not None and len(group_table):
+        group_table.to_csv(folder / "groups.csv", index=False)
 
 
 def _oof_reports(folder: Path, cv: CVResult, classes: list[str]) -> None:
@@ -62,9 +69,10 @@ def _oof_reports(folder: Path, cv: CVResult, classes: list[str]) -> None:
         classification_report(cv.oof["y"], cv.oof["pred"], output_dict=True, **kwargs), indent=2))
 
 
-def _draw_figures(folder: Path, exp: Experiment, summary: dict[str, MetricSummary], cv: CVResult,
-                  holdout: HoldoutResult, only: tuple[str, ...]) -> None:
+def _draw_figures(folder: Path, exp: Experiment, run: RunSummary, cv: CVResult, holdout: HoldoutResult,
+                  only: tuple[str, ...]) -> None:
     classes = exp.data.classes
+    summary = run["cv"]["metrics"]
     focus = exp.registry.primary_metric if exp.registry.primary_metric in summary else next(iter(summary))
     figures = {
         "cv_boxplot.png": lambda: plots.fold_boxplot(cv.folds, exp.evaluation.metrics),
@@ -79,16 +87,20 @@ def _draw_figures(folder: Path, exp: Experiment, summary: dict[str, MetricSummar
         figures["roc_pr_curves.png"] = lambda: plots.curves_figure(oof, classes)
         figures["reliability.png"] = lambda: plots.reliability_figure(plots.reliability_table(oof, len(classes)),
                                                                       classes)
+    if run.get("importance"):
+        figures["importance.png"] = lambda: plots.importance_figure(run["importance"])
+    if run.get("groups"):
+        figures["groups.png"] = lambda: plots.groups_figure(run["groups"], focus)
     for name, draw in figures.items():
         if name in only:
             draw().savefig(folder / name, dpi=110)
 
 
-def start_figures(folder: Path, exp: Experiment, metrics: dict[str, MetricSummary], cv: CVResult,
+def start_figures(folder: Path, exp: Experiment, summary: RunSummary, cv: CVResult,
                   holdout: HoldoutResult) -> list[parallel.Background]:
     """The figures, drawn into ``folder`` in forked children (when that is safe) while this process
     goes on; wait on each before reading them."""
-    return [parallel.start(functools.partial(_draw_figures, folder, exp, metrics, cv, holdout, group))
+    return [parallel.start(functools.partial(_draw_figures, folder, exp, summary, cv, holdout, group))
             for group in FIGURE_GROUPS]
 
 

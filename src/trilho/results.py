@@ -28,6 +28,10 @@ class CVResult:
     # 0/1 error and log loss of the model trained without both folds
     nested: pd.DataFrame | None = field(default=None, repr=False)
     pool: str = "threads"  # what ran the fits: "threads", "processes" (GIL-bound estimators), or "dask"
+    # per explained fold (the rows of ``folds`` with an ``explain_s``) and feature, the fold's model
+    # explained on its held-out rows (trilho.explain), and the method; None when not asked for
+    importance: np.ndarray | None = field(default=None, repr=False)
+    importance_method: str = ""
 
     def scores(self, metric: str) -> np.ndarray:
         return self.folds[metric].to_numpy()
@@ -46,6 +50,8 @@ class HoldoutResult:
 def cv_result(rows: list[dict[str, Any]], wall: float, workers: int, y: np.ndarray,
                nested: list[pd.DataFrame] | None = None) -> CVResult:
     confusion = np.sum([r.pop("cm") for r in rows], axis=0)
+    explained = [r.pop("importance") for r in rows if "importance" in r]
+    methods = {r.pop("importance_method") for r in rows if "importance_method" in r}
     parts = []
     for r in rows:
         test, proba = r.pop("test"), r.pop("proba")
@@ -63,7 +69,9 @@ def cv_result(rows: list[dict[str, Any]], wall: float, workers: int, y: np.ndarr
     if bad.any():
         raise EvaluationError(f"{int(bad.any(axis=1).sum())} folds produced non-finite scores")
     inner = pd.concat(nested, ignore_index=True) if nested else None
-    return CVResult(folds=folds, confusion=confusion, wall_s=wall, workers=workers, oof=oof, nested=inner)
+    return CVResult(folds=folds, confusion=confusion, wall_s=wall, workers=workers, oof=oof, nested=inner,
+                    importance=np.vstack(explained) if explained else None,
+                    importance_method=methods.pop() if len(methods) == 1 else "")
 
 
 def holdout_result(pipe: Pipeline, X, y, train, test, classes) -> HoldoutResult:

@@ -196,11 +196,11 @@ def validate(df: pd.DataFrame, exp: Experiment) -> ValidationReport:
         "errors": errors,
         "warnings": warnings,
     }
-    expected = [exp.data.target, *exp.data.drop, *exp.data.categorical]
-    missing = [c for c in expected if c not in df.columns]
+    expected = [exp.data.target, *exp.data.drop, *exp.data.categorical, *exp.evaluation.groups]
+    missing = list(dict.fromkeys(c for c in expected if c not in df.columns))
     if missing:
         errors.append(f"missing columns {missing}; the file has {report['columns']} "
-                      "(check data.target, data.drop and data.categorical)")
+                      "(check data.target, data.drop, data.categorical and evaluation.groups)")
         return report
     if len(df) < exp.data.min_rows:
         errors.append(f"{len(df)} data rows, fewer than data.min_rows={exp.data.min_rows}")

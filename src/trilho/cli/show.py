@@ -50,6 +50,10 @@ def run_summary(summary: RunSummary, tracking_uri: str) -> None:
         out.print(f"decision     {escape(_decision(summary['decision'], summary['holdout']['labels']))}", highlight=False)
     if summary.get("baselines"):
         out.print(f"baselines    {escape(_baselines(summary['baselines']))}", highlight=False)
+    if summary.get("importance"):
+        out.print(f"importance   {escape(_importance(summary['importance']))}", highlight=False)
+    for column, entry in summary.get("groups", {}).items():
+        out.print(f"by {escape(column):<10}{escape(_groups(entry, summary))}", highlight=False)
     for line in summary["data"].get("warnings", []):
         if "repeat an earlier row's features" not in line:  # the duplicates line says it
             out.print(f"[bold yellow]warning[/]      {escape(line)}", highlight=False)
@@ -64,6 +68,28 @@ def run_summary(summary: RunSummary, tracking_uri: str) -> None:
         out.print(f"open the UI  trilho ui   (or: mlflow ui --backend-store-uri {tracking_uri})")
     t = summary.get("timings", {})
     out.print(f"took {t['total_s']:.1f}s: cv {t['cv_s']:.1f}s, tracking {t['tracking_s']:.1f}s")
+
+
+def _importance(found: dict[str, Any], top: int = 5) -> str:
+    """The most important features, out of fold, with their intervals."""
+    shown = [f"{name} {e['mean']:.3g} [{e['low']:.3g}, {e['high']:.3g}]" for name, e in list(found["features"].items())[:top]]
+    more = len(found["features"]) - len(shown)
+    return f"{'; '.join(shown)}{f'; {more} more' if more > 0 else ''} ({found['measure']}, {found['folds']} folds)"
+
+
+def _groups(entry: dict[str, Any], summary: RunSummary) -> str:
+    """Each group's primary metric and the largest gap between groups."""
+    metrics = summary["cv"]["metrics"]
+    metric = ((summary.get("registry") or {}).get("metric") or (summary.get("baselines") or {}).get("primary_metric")
+              or next(iter(metrics)))
+    metric = metric if metric in metrics else next(iter(metrics))
+    parts = [f"{g} {e['metrics'][metric]['mean']:.4f}" for g, e in entry["groups"].items() if e["metrics"].get(metric)]
+    gap = entry["gap"].get(metric)
+    if gap and "low" in gap:
+        parts.append(f"gap {gap['best']} - {gap['worst']} {gap['diff']:+.4f} [{gap['low']:+.4f}, {gap['high']:+.4f}]")
+    if entry["too_small"]:
+        parts.append("too small to score: " + ", ".join(f"{g} ({n} rows)" for g, n in entry["too_small"].items()))
+    return f"{metric}: " + "; ".join(parts)
 
 
 def _decision(d: dict[str, Any], classes: list[str]) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from trilho import parallel, plots
-from trilho.contracts import MetricSummary, RawManifest, RunSummary, ValidationReport
+from trilho.contracts import RawManifest, RunSummary, ValidationReport
 from trilho.experiment import Experiment
 from trilho.results import CVResult, HoldoutResult
 from trilho.storage import Lake

@@ -46,14 +46,7 @@ def run_summary(summary: RunSummary, tracking_uri: str) -> None:
               "fold spread: the 2.5–97.5 percentiles of single fold scores, not a CI")
     if dup.get("rows_copying_another"):
         out.print(f"duplicates   {_duplicates(dup, summary['data'].get('reference', {}))}")
-    if summary.get("decision"):
-        out.print(f"decision     {escape(_decision(summary['decision'], summary['holdout']['labels']))}", highlight=False)
-    if summary.get("baselines"):
-        out.print(f"baselines    {escape(_baselines(summary['baselines']))}", highlight=False)
-    if summary.get("importance"):
-        out.print(f"importance   {escape(_importance(summary['importance']))}", highlight=False)
-    for column, entry in summary.get("groups", {}).items():
-        out.print(f"by {escape(column):<10}{escape(_groups(entry, summary))}", highlight=False)
+    _findings(out, summary)
     for line in summary["data"].get("warnings", []):
         if "repeat an earlier row's features" not in line:  # the duplicates line says it
             out.print(f"[bold yellow]warning[/]      {escape(line)}", highlight=False)
@@ -68,6 +61,18 @@ def run_summary(summary: RunSummary, tracking_uri: str) -> None:
         out.print(f"open the UI  trilho ui   (or: mlflow ui --backend-store-uri {tracking_uri})")
     t = summary.get("timings", {})
     out.print(f"took {t['total_s']:.1f}s: cv {t['cv_s']:.1f}s, tracking {t['tracking_s']:.1f}s")
+
+
+def _findings(out: Console, summary: RunSummary) -> None:
+    """The decision, the baselines, the importance and the groups, a line each."""
+    if summary.get("decision"):
+        out.print(f"decision     {escape(_decision(summary['decision'], summary['holdout']['labels']))}", highlight=False)
+    if summary.get("baselines"):
+        out.print(f"baselines    {escape(_baselines(summary['baselines']))}", highlight=False)
+    if summary.get("importance"):
+        out.print(f"importance   {escape(_importance(summary['importance']))}", highlight=False)
+    for column, entry in summary.get("groups", {}).items():
+        out.print(f"by {escape(column):<10}{escape(_groups(entry, summary))}", highlight=False)
 
 
 def _importance(found: dict[str, Any], top: int = 5) -> str:

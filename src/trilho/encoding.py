@@ -29,6 +29,8 @@ __all__ = [
     "decided",
     "encode_features",
     "encode_matrix",
+    "explained_class",
+    "explanations",
     "feature_spec",
     "model_outputs",
     "normalise_map",
@@ -302,7 +304,8 @@ def decided(proba: np.ndarray, decision: dict[str, Any] | None) -> np.ndarray:
 
 
 def model_outputs(proba_fn: Callable[[Any], np.ndarray], frame: pd.DataFrame, spec: dict[str, Any],
-                  output: str = "both", matrix: bool = False, records: bool = False):
+                  output: str = "both", matrix: bool = False, records: bool = False,
+                  explainer: Callable[..., dict[str, np.ndarray]] | None = None):
     """What the logged model returns for raw rows: labels, probabilities, or both.
 
     ``proba_fn`` maps encoded rows to class probabilities (one column per class, in ``classes``
@@ -310,26 +313,57 @@ def model_outputs(proba_fn: Callable[[Any], np.ndarray], frame: pd.DataFrame, sp
     ``matrix`` (XGBoost's boosters), else ``encode_features``'s frame (scikit-learn estimators,
     fitted on frames). ``output="labels"`` gives a Series named ``prediction`` in the data's own
     terms, ``"proba"`` one ``proba_<class>`` column per class, ``"both"`` the label then the
-    probabilities.
+    probabilities. ``explainer(X, probabilities, codes)`` (the encoded rows, the function from
+    encoded rows to calibrated probabilities, each row's class code) gives columns to add after
+    them: each feature's contribution to the row's answer (``explanations``).
     """
     if output not in ("both", "labels", "proba"):
         raise ValueError(f"params output={output!r}: use 'both', 'labels' or 'proba'")
     frame = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)
     X = encode_matrix(frame, spec) if matrix else encode_features(frame, spec)
-    proba = np.asarray(proba_fn(X), dtype="float64")
-    if proba.ndim == 1:  # binary objectives give P(class 1)
-        proba = np.column_stack([1.0 - proba, proba])
-    proba = calibrated(proba, spec.get("calibration"))
+
+    def probabilities(rows: Any) -> np.ndarray:
+        found = np.asarray(proba_fn(rows), dtype="float64")
+        if found.ndim == 1:  # binary objectives give P(class 1)
+            found = np.column_stack([1.0 - found, found])
+        return calibrated(found, spec.get("calibration"))
+
+    proba = probabilities(X)
     classes = np.asarray(spec["classes"], dtype=object)
-    labels = classes[decided(proba, spec.get("decision"))]
+    codes = decided(proba, spec.get("decision"))
+    labels = classes[codes]
+    extra = explainer(X, probabilities, codes) if explainer is not None else {}
     if records:
         names = [f"proba_{c}" for c in classes] if output != "labels" else []
         rows = [dict(zip(names, p, strict=True)) for p in proba.tolist()] if names else [{} for _ in labels]
         if output != "proba":
             rows = [{"prediction": label, **row} for label, row in zip(labels.tolist(), rows, strict=True)]
+        if extra:
+            listed = {k: np.asarray(v).tolist() for k, v in extra.items()}
+            rows = [{**row, **{k: v[i] for k, v in listed.items()}} for i, row in enumerate(rows)]
         return rows
-    if output == "labels":
+    if output == "labels" and not extra:
         return pd.Series(labels, name="prediction", index=frame.index)
     columns = {f"proba_{c}": proba[:, i] for i, c in enumerate(classes)}
-    return pd.DataFrame(columns if output == "proba" else {"prediction": labels, **columns}, index=frame.index)
+    if output == "labels":
+        columns = {}
+    out = columns if output == "proba" else {"prediction": labels, **columns}
+    return pd.DataFrame({**out, **extra}, index=frame.index)
 
+
+def explained_class(codes: np.ndarray, n_classes: int) -> np.ndarray:
+    """The class each row's explanation is about: the second class for two (the positive one, whose
+    probability a threshold is on), the predicted class for more."""
+    return np.ones(len(codes), dtype=np.int64) if n_classes == 2 else np.asarray(codes, dtype=np.int64)
+
+
+def explanations(contributions: np.ndarray, spec: dict[str, Any], which: np.ndarray,
+                 base: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The columns an explanation adds: ``contrib_<feature>`` (one per feature, in the spec's
+    order), ``base_value`` where the contributions add up to the answer from it, and
+    ``explained_class``, the class they are about."""
+    out = {f"contrib_{c}": contributions[:, j] for j, c in enumerate(spec["features"])}
+    if base is not None:
+        out["base_value"] = base
+    out["explained_class"] = np.asarray(spec["classes"], dtype=object)[which]
+    return out

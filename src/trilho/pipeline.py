@@ -221,7 +221,7 @@ def _keep_model(run: _Run, pipe: Any, inputs_logged: Future) -> Future:
     ctx = run.ctx
     model_dir = run.folder / "model"
     run.threshold = getattr(pipe, "threshold_", None)
-    save_model_files(pipe, ctx.inputs.data.spec, model_dir)
+    save_model_files(pipe, ctx.inputs.data.spec, model_dir, ctx.inputs.X)
     reports.copy_to_lake(ctx.lake, model_dir, run.prefix + "model/")  # the lake has it before MLflow
     example = ctx.inputs.raw.drop(columns=[ctx.exp.data.target, *ctx.exp.data.drop]).head(5)
 

@@ -47,8 +47,11 @@ def _local_input(ref: str, lake: Lake, workdir: Path) -> tuple[Path, str]:
 
 
 def predict_batch(model_uri: str, input_ref: str, settings: Settings, *, lake: Lake | None = None,
-                  output: str = "predictions", chunk_rows: int = 250_000) -> PredictionManifest:
-    """Predict every row of ``input_ref`` with the model; returns the manifest (``skipped`` if done before)."""
+                  output: str = "predictions", chunk_rows: int = 250_000, explain: bool = False) -> PredictionManifest:
+    """Predict every row of ``input_ref`` with the model; returns the manifest (``skipped`` if done
+    before). ``explain``: each row also gets each feature's contribution to its answer
+    (``contrib_<feature>``; the logged model's ``load_explainer`` says how), written apart from the
+    plain predictions of the same model and input."""
     if chunk_rows < 1:
         raise ConfigError(f"chunk_rows={chunk_rows}: must be at least 1")
     start = time.perf_counter()
@@ -61,7 +64,7 @@ def predict_batch(model_uri: str, input_ref: str, settings: Settings, *, lake: L
         model_info = resolve_model(model_uri, settings.tracking_uri)
         timings = {"resolve_s": time.perf_counter() - step}
         digest, size, _ = scan_file(path)
-        prefix = f"{output.strip('/')}/{model_info['ident']}/{digest}"
+        prefix = f"{output.strip('/')}/{model_info['ident']}/{digest}{'/explained' if explain else ''}"
         manifest_key = f"{prefix}/manifest.json"
         if lake.exists(manifest_key):
             done: PredictionManifest = json.loads(lake.get_bytes(manifest_key))
@@ -71,7 +74,10 @@ def predict_batch(model_uri: str, input_ref: str, settings: Settings, *, lake: L
         model = load_model(model_info["uri"], workdir / "model", settings.tracking_uri)
         timings["load_s"] = time.perf_counter() - step
         step = time.perf_counter()
-        streamed = _stream(model, path, source, workdir / "predictions.parquet", chunk_rows)
+        if explain:
+            _check_explains(model, model_info["uri"])
+        streamed = _stream(model, path, source, workdir / "predictions.parquet", chunk_rows,
+                           {"explain": True} if explain else None)
         timings["stream_s"] = time.perf_counter() - step  # read, check, predict, write: every chunk
         manifest: PredictionManifest = {
             "model_uri": model_info["uri"], "requested_model": model_uri, "model_name": model_info["name"],
@@ -107,7 +113,18 @@ class _Streamed:
     absent: dict[str, int] = field(default_factory=dict)  # missing values the model's policy filled (or left)
 
 
-def _stream(model: Any, path: Path, source: str, out_path: Path, chunk_rows: int) -> _Streamed:
+def _check_explains(model: Any, uri: str) -> None:
+    """Refuse ``explain`` for a model logged before trilho could explain its answers."""
+    schema = model.metadata.get_params_schema()
+    names = [p.name for p in schema.params] if schema is not None else []
+    if "explain" not in names:
+        raise ConfigError(f"model {uri} was logged before trilho could explain its answers (its signature has "
+                          f"no 'explain' parameter); run its experiment again to log one that can, or predict "
+                          "without --explain")
+
+
+def _stream(model: Any, path: Path, source: str, out_path: Path, chunk_rows: int,
+            params: dict[str, Any] | None = None) -> _Streamed:
     """Read, check, predict and write every chunk. The Parquet writer works on its own thread (it
     releases the GIL), so writing chunk i overlaps predicting chunk i + 1; one chunk in flight
     keeps memory at two chunks at most."""
@@ -124,7 +141,7 @@ def _stream(model: Any, path: Path, source: str, out_path: Path, chunk_rows: int
         for chunk in iter_chunks(path, chunk_rows, None if wanted is None else [*wanted, *identifiers]):
             features = _features(chunk, wanted, source, done)
             try:
-                predicted = model.predict(features).reset_index(drop=True)
+                predicted = model.predict(features, params=params).reset_index(drop=True)
             except (*model_refusals(), ValueError, TypeError) as exc:  # type: ignore[misc]
                 raise DataValidationError(f"input {source}, rows {done.rows + 1}-{done.rows + len(chunk)}: the model "
                                           f"refused them: {exc}") from None

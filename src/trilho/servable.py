@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 
 try:  # a loaded model finds encoding.py in its code/ folder (code_paths)
-    from encoding import model_outputs
+    from encoding import explained_class, explanations, model_outputs
 except ImportError:  # while trilho logs the model, the package's own copy
-    from trilho.encoding import model_outputs
+    from trilho.encoding import explained_class, explanations, model_outputs
 from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
 
@@ -62,6 +62,50 @@ def load_classifier(spec: dict, path: str):
                               f"or that are not classes of {list(packages)}: {refused}; it is not loaded")
     estimator = skops.io.load(path, trusted=found)
     return estimator, estimator.predict_proba
+
+
+def load_explainer(spec: dict, classifier):
+    """A function of (encoded rows, their probability function, their class codes) to each
+    feature's contribution to each row's answer, or None where the model cannot say (a model
+    logged before trilho explained rows: a skops model with no reference row).
+
+    An XGBoost booster answers with its own TreeSHAP: contributions to the margin (the log-odds
+    of the explained class, before any calibration map) that add up, with ``base_value``, to that
+    margin exactly. Any other model: how much the explained class's probability drops when the
+    feature alone is set to its typical training value (``spec["reference"]``: the median, or the
+    most frequent category), one prediction of the rows per feature; these need not add up."""
+    n_classes = len(spec["classes"])
+    features = spec["features"]
+    if spec.get("format", "xgboost") == "xgboost":
+        import xgboost
+
+        names = classifier.feature_names
+
+        def tree_shap(X, probabilities, codes):
+            which = explained_class(codes, n_classes)
+            found = classifier.predict(xgboost.DMatrix(np.asarray(X, dtype=np.float32), feature_names=names),
+                                       pred_contribs=True)
+            if found.ndim == 3:  # one set per class: the explained class's
+                found = found[np.arange(len(which)), which]
+            return explanations(found[:, :-1], spec, which, found[:, -1])
+
+        return tree_shap
+    reference = spec.get("reference")
+    if not reference:
+        return None
+
+    def occlusion(X, probabilities, codes):
+        which = explained_class(codes, n_classes)
+        rows = np.arange(len(which))
+        answer = probabilities(X)[rows, which]
+        out = np.empty((len(which), len(features)))
+        for j, col in enumerate(features):
+            typical = X.copy()
+            typical[col] = reference[col]
+            out[:, j] = answer - probabilities(typical)[rows, which]
+        return explanations(out, spec, which)
+
+    return occlusion
 
 
 def is_trusted_class(name: str, packages) -> bool:
@@ -218,6 +262,7 @@ class LabelledModel(PythonModel):
         with open(context.artifacts["spec"], encoding="utf-8") as fh:
             self.spec_ = json.load(fh)
         self.classifier_, self.proba_ = load_classifier(self.spec_, context.artifacts["classifier"])
+        self.explainer_ = load_explainer(self.spec_, self.classifier_)
         # MLflow's scoring server runs requests on a pool of threads that share one GIL. A request's
         # model work is short Python with calls into Arrow and XGBoost that let the GIL go; run side
         # by side, each such call sends the request to the back of the queue for the GIL behind the
@@ -229,16 +274,25 @@ class LabelledModel(PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None):
         """By default the label (in the data's own terms) and one probability column per class.
 
-        ``params={"output": "labels"}`` returns only the labels, ``"proba"`` only the probabilities.
+        ``params={"output": "labels"}`` returns only the labels, ``"proba"`` only the probabilities;
+        ``params={"explain": True}`` adds each feature's contribution to each row's answer
+        (``load_explainer``: ``contrib_<feature>``, ``base_value`` for TreeSHAP, ``explained_class``).
         Inside ``mlflow models serve`` (MLflow marks its scoring server's process) the same rows
         come back as the records MLflow would make of the frame for its JSON answer, so each
         request skips building a frame only to take it apart again.
         """
         serving = os.environ.get("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "").lower() == "true"
         small = len(model_input) <= SMALL_BATCH if hasattr(model_input, "__len__") else False
+        params = params or {}
+        explainer = None
+        if params.get("explain") in (True, "true", "True", 1, "1"):
+            explainer = getattr(self, "explainer_", None)
+            if explainer is None:
+                raise ValueError("params explain=true: this model was logged before trilho could explain its "
+                                 "answers; log it again (trilho run) to explain them")
         with self.small_ if small else contextlib.nullcontext():
-            return model_outputs(self.proba_, model_input, self.spec_, (params or {}).get("output", "both"),
-                                 matrix=getattr(self.proba_, "matrix", False), records=serving)
+            return model_outputs(self.proba_, model_input, self.spec_, params.get("output", "both"),
+                                 matrix=getattr(self.proba_, "matrix", False), records=serving, explainer=explainer)
 
 
 set_model(LabelledModel())

@@ -19,7 +19,10 @@ def predict(model: Annotated[str, typer.Option(
             input_: Annotated[str, typer.Option(
                 "--input", "-i", help="CSV or Parquet: a local path or a key in the lake.")],
             output: Annotated[str, typer.Option("--output", "-o", help="Lake prefix for the predictions.")] = "predictions",
-            chunk_rows: Annotated[int, typer.Option(help="Rows per chunk (memory holds one chunk).")] = 250_000) -> None:
+            chunk_rows: Annotated[int, typer.Option(help="Rows per chunk (memory holds one chunk).")] = 250_000,
+            explain: Annotated[bool, typer.Option(
+                "--explain", help="Add each feature's contribution to each row's answer (contrib_<feature>: "
+                                  "TreeSHAP for XGBoost, summing with base_value to the margin).")] = False) -> None:
     """Predict a file in chunks with a registered model; write Parquet and a manifest to the lake."""
     from pathlib import Path
 
@@ -32,7 +35,7 @@ def predict(model: Annotated[str, typer.Option(
         check_size(local, input_, settings.max_source_bytes)
     from trilho.predict import predict_batch
 
-    done = predict_batch(model, input_, settings, output=output, chunk_rows=chunk_rows)
+    done = predict_batch(model, input_, settings, output=output, chunk_rows=chunk_rows, explain=explain)
     verb = "already there, skipped" if done.get("skipped") else f"written in {done['seconds']:.1f}s"
     Console().print(f"{done['output']}: {done['rows']} rows by {done['model_uri']} ({verb})")
 

@@ -107,7 +107,7 @@ def _signature(spec: dict[str, Any], classifier: Path, example: pd.DataFrame) ->
 
     _, proba = _servable().load_classifier(spec, str(classifier))
     output = model_outputs(proba, example, spec, matrix=getattr(proba, "matrix", False))  # classes in spec order
-    inferred = infer_signature(example, output, params={"output": "both"})
+    inferred = infer_signature(example, output, params={"output": "both", "explain": False})
     return ModelSignature(inputs=Schema([ColSpec(AnyType(), c) for c in spec["features"]]),
                           outputs=inferred.outputs, params=inferred.params)
 
@@ -139,14 +139,44 @@ def _servable() -> Any:
     return module
 
 
-def save_model_files(pipeline: Any, spec: dict[str, Any], folder: Path) -> Path:
+REFERENCE_ROWS = 10_000  # training rows, at most, that give the reference row of an explanation
+
+
+def reference_row(encoder: Any, X: pd.DataFrame, seed: int = 0) -> dict[str, float]:
+    """Each feature's typical training value, encoded: the median of a number, the most frequent
+    code of a category (missing values aside; a column with none gets 0). What a model that has
+    no TreeSHAP of its own sets a feature to, to see how much the feature moved its answer."""
+    import numpy as np
+
+    if len(X) > REFERENCE_ROWS:
+        X = X.sample(REFERENCE_ROWS, random_state=seed)
+    encoded = encoder.transform(X)
+    out = {}
+    for col in encoded.columns:
+        values = encoded[col].dropna()
+        if not len(values):
+            out[col] = 0.0
+        elif col in encoder.spec_["categorical"]:
+            counts = values.value_counts()
+            out[col] = float(counts[counts == counts.max()].index.min())
+        else:
+            out[col] = float(np.median(values.to_numpy(dtype="float64")))
+    return out
+
+
+def save_model_files(pipeline: Any, spec: dict[str, Any], folder: Path, background: pd.DataFrame | None = None) -> Path:
     """The fitted encoding as JSON and the fitted classifier without pickle: XGBoost's own file, or
-    skops for every other family (with what it needs to be trusted); the resampler stays behind."""
+    skops for every other family (with what it needs to be trusted); the resampler stays behind.
+    ``background``: training rows, whose typical values (``reference_row``) the model explains
+    its answers against when it has no TreeSHAP."""
     from trilho import models
 
     steps = models.serving_steps(pipeline)
     if "encode" in pipeline.named_steps:
-        spec = {**pipeline.named_steps["encode"].spec_, "classes": spec["classes"], "identifiers": spec["identifiers"]}
+        encoder = pipeline.named_steps["encode"]
+        spec = {**encoder.spec_, "classes": spec["classes"], "identifiers": spec["identifiers"]}
+        if background is not None:
+            spec["reference"] = reference_row(encoder, background)
     if hasattr(pipeline, "rule_"):  # a calibration map or decision rule (trilho.decision.Decided): the model applies them
         spec = {**spec, **pipeline.spec()}
     folder.mkdir(parents=True, exist_ok=True)

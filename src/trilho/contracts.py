@@ -145,6 +145,8 @@ class RunSummary(TypedDict):
     importance: NotRequired[dict[str, Any]]
     # evaluation.groups: every metric per group value, out of fold (trilho.groups.group_metrics)
     groups: NotRequired[dict[str, Any]]
+    # where the run's HTML page is in the lake (trilho.pages)
+    report_html: NotRequired[str]
 
 
 class PredictionManifest(TypedDict):

@@ -346,9 +346,11 @@ def _track_results(run: _Run, fitted: _Fitted, summary: RunSummary, drawing: lis
         if exp.registry.model_name and exp.tracking.log_model:  # needs no figure: while they are drawn
             summary["registry"] = _gate(run, fitted, summary)
         _figures_to_lake(run, drawing)
+        _page(run, summary)
         tracker.log_folder(run.run_id, run.folder / "report")
     except TrackingError as exc:
         _figures_to_lake(run, drawing)
+        _page(run, summary)
         summary["tracking_error"] = str(exc)
         _save_summary(run, summary)
         raise TrackingError(f"{exc}; nothing is lost: the results and the model are in "
@@ -360,6 +362,17 @@ def _track_results(run: _Run, fitted: _Fitted, summary: RunSummary, drawing: lis
     timings["total_s"] = ctx.elapsed()
     summary["timings"] = timings
     _save_summary(run, summary)
+
+
+def _page(run: _Run, summary: RunSummary) -> None:
+    """The run's HTML page, once, into its report folder and the lake."""
+    ctx = run.ctx
+    if "page_s" in ctx.timings:
+        return
+    with ctx.timed("page_s"):
+        summary["report_html"] = ctx.lake.url(run.prefix + "report.html")
+        page = reports.write_page(run.folder / "report", {**summary, "timings": {**ctx.timings, "total_s": ctx.elapsed()}})
+        ctx.lake.put_file(run.prefix + "report.html", page, overwrite=True)
 
 
 def _save_summary(run: _Run, summary: RunSummary) -> None:

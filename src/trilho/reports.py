@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from trilho import parallel, plots
+from trilho import pages, parallel, plots
 from trilho.contracts import RawManifest, RunSummary, ValidationReport
 from trilho.experiment import Experiment
 from trilho.results import CVResult, HoldoutResult
@@ -21,8 +21,8 @@ from trilho.storage import Lake
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FIGURE_GROUPS", "collect_figures", "copy_to_lake", "publish_compare", "publish_tune", "start_figures",
-           "write_artifacts"]
+__all__ = ["FIGURE_GROUPS", "collect_figures", "copy_to_lake", "page_from_lake", "publish_compare", "publish_tune",
+           "start_figures", "write_artifacts", "write_page"]
 
 # the figures, in two groups of about equal drawing time: one forked child draws each
 FIGURE_GROUPS = (("cv_boxplot.png", "confusion_matrix_oof.png", "reliability.png", "importance.png"),
@@ -116,6 +116,45 @@ def collect_figures(drawing: list[parallel.Background], figures: Path, folder: P
     return waited
 
 
+def _pngs(folder: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(folder.glob("*.png"))}
+
+
+def write_page(folder: Path, summary: RunSummary) -> Path:
+    """The run's HTML page (``report.html``) from the files of its report ``folder``."""
+    validation = json.loads((folder / "validation_report.json").read_text())
+    config = json.loads((folder / "config.json").read_text())
+    page = folder / "report.html"
+    page.write_text(pages.render_run(dict(summary), validation, config, _pngs(folder)), encoding="utf-8")
+    return page
+
+
+def page_from_lake(lake: Lake, run_id: str, out: Path | None = None) -> tuple[str, Path]:
+    """A run's page rendered again from what the lake holds of it (its summary, reports and
+    figures), written back to the lake; returns its lake key and a local copy (``out``, or a file
+    in a temporary folder the caller removes)."""
+    from trilho.errors import StorageError
+
+    prefix = f"reports/{run_id}/"
+    if not lake.exists(prefix + "summary.json"):
+        raise StorageError(f"run {run_id!r} has no summary in lake {lake.uri} ({prefix}summary.json): it is not a "
+                           "trilho run, it failed before its results were written, or the lake is another one "
+                           "(TRILHO_LAKE)")
+    with tempfile.TemporaryDirectory(prefix="trilho-page-") as tmp:
+        folder = Path(tmp)
+        for key in lake.list(prefix):
+            name = key[len(prefix):]
+            if "/" not in name and (name.endswith(".png") or name in {"summary.json", "validation_report.json",
+                                                                       "config.json"}):
+                (folder / name).write_bytes(lake.get_bytes(key))
+        page = write_page(folder, json.loads((folder / "summary.json").read_text()))
+        lake.put_file(prefix + "report.html", page, overwrite=True)
+        target = out or Path(tempfile.mkdtemp(prefix="trilho-report-")) / f"report-{run_id}.html"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(page.read_bytes())
+    return prefix + "report.html", target
+
+
 def copy_to_lake(lake: Lake, folder: Path, prefix: str) -> None:
     for path in sorted(folder.iterdir()):
         lake.put_file(prefix + path.name, path, overwrite=True)
@@ -130,6 +169,8 @@ def publish_compare(tracker: Any, lake: Lake, table: pd.DataFrame, summary: dict
         (folder / "comparison.json").write_text(json.dumps(summary, indent=2))
         pd.DataFrame(scores).to_csv(folder / "fold_scores.csv", index_label="fold")
         plots.comparison_figure(table, summary["metric"], summary["baseline"]).savefig(folder / "comparison.png", dpi=110)
+        (folder / "report.html").write_text(pages.render_compare(
+            summary, table.to_dict(orient="records"), _pngs(folder)), encoding="utf-8")
         copy_to_lake(lake, folder, summary["lake"]["reports"])
         tracker.log_folder(summary["run_id"], folder)
 
@@ -144,6 +185,8 @@ def publish_tune(tracker: Any, lake: Any, run_id: str, study: Any, summary: dict
             _figures(study, folder)
         except Exception as exc:  # a figure that cannot be drawn loses no result
             log.warning("Optuna's figures were not drawn: %s: %s", type(exc).__name__, exc)
+        (folder / "report.html").write_text(pages.render_tune(json.loads(json.dumps(summary, default=str)),
+                                                              _pngs(folder)), encoding="utf-8")
         copy_to_lake(lake, folder, summary["lake"]["reports"])
         tracker.log_folder(run_id, folder)
 

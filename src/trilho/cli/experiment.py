@@ -45,6 +45,42 @@ def run(experiment: ExperimentOpt = "diabetes", source: SourceOpt = None, set_: 
 
 
 @command()
+def report(run_id: Annotated[str | None, typer.Argument(
+               help="An MLflow run id of `trilho run` (default: the newest run of --experiment).")] = None,
+           experiment: ExperimentOpt = "diabetes",
+           out: Annotated[Path | None, typer.Option("--out", "-o", help="Where to write the page (default: "
+                                                    "report-RUN.html here).")] = None,
+           open_: Annotated[bool, typer.Option("--open", help="Open the page in a browser.")] = False) -> None:
+    """Write a run's self-contained HTML page (report.html) from what the lake holds of it, back to the lake,
+    to MLflow and here."""
+    import logging
+
+    from trilho.errors import ConfigError
+    from trilho.reports import page_from_lake
+    from trilho.settings import load_settings
+    from trilho.storage import open_lake
+    from trilho.tracking.store import latest_run, log_page
+
+    settings = load_settings()
+    if run_id is None:
+        name = load(experiment, None, None).tracking.experiment
+        run_id = latest_run(settings.tracking_uri, name)
+        if run_id is None:
+            raise ConfigError(f"MLflow experiment {name!r} at {settings.tracking_uri} has no trilho run yet; "
+                              "give a run id, or run it first (trilho run)")
+    key, page = page_from_lake(open_lake(settings), run_id, out or Path(f"report-{run_id}.html"))
+    try:
+        log_page(settings.tracking_uri, run_id, page)
+    except Exception as exc:  # the page is written and in the lake: MLflow only gets a copy
+        logging.getLogger(__name__).warning("report.html not logged to MLflow run %s: %s", run_id, exc)
+    console.print(f"{page} (and {key} in the lake)", highlight=False)
+    if open_:
+        import webbrowser
+
+        webbrowser.open(page.resolve().as_uri())
+
+
+@command()
 def init(data: Annotated[str, typer.Argument(
              help="The data: file:PATH, https://..., kaggle:owner/dataset\\[/file] or a lake key; CSV or Parquet.")],
          target: Annotated[str | None, typer.Option(

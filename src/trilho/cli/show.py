@@ -54,6 +54,8 @@ def run_summary(summary: RunSummary, tracking_uri: str) -> None:
         out.print("raw data already in the lake (same sha256): ingest skipped")
     out.print(f"MLflow run   {summary['run_id']} in experiment {summary['mlflow_experiment']!r} at {tracking_uri}")
     out.print(f"lake results {summary['lake']['uri']}/{summary['lake']['reports']}")
+    if summary.get("report_html"):
+        out.print(f"report       {summary['report_html']}")
     if "registry" in summary:
         reg = summary["registry"]
         out.print(f"model        models:/{reg['name']}/{reg['version']} ({', '.join(reg['aliases'])}): {reg['reason']}")

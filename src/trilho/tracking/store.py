@@ -22,8 +22,8 @@ from typing import Any
 
 from trilho.errors import TrackingError
 
-__all__ = ["check_server", "experiment_id", "gate_lock", "open_client", "process_alive", "read_pending",
-           "remember_unfinished", "sqlite_file", "store_lock", "write_pending"]
+__all__ = ["check_server", "experiment_id", "gate_lock", "latest_run", "log_page", "open_client", "process_alive",
+           "read_pending", "remember_unfinished", "sqlite_file", "store_lock", "write_pending"]
 
 log = logging.getLogger(__name__)
 
@@ -305,3 +305,26 @@ def check_server(uri: str, wait_s: float = 5.0) -> None:
     if resp.status_code != 200:
         raise TrackingError(f"MLflow server {uri} answered /health with HTTP {resp.status_code}; "
                             "check the address and the server's --allowed-hosts")
+
+
+def latest_run(tracking_uri: str, experiment: str) -> str | None:
+    """The run id of the newest ``trilho run`` in the MLflow experiment named ``experiment``, or None."""
+    client = open_client(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    runs = client.search_runs([found.experiment_id], filter_string="tags.`trilho.kind` = 'experiment'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
+def log_page(tracking_uri: str, run_id: str, page: Path) -> None:
+    """A run's HTML page into its artifacts, as ``report.html`` (beside the rest of its report folder)."""
+    import shutil
+    import tempfile
+
+    client = open_client(tracking_uri)
+    with tempfile.TemporaryDirectory(prefix="trilho-page-") as tmp:
+        copy = Path(tmp) / "report.html"
+        shutil.copyfile(page, copy)
+        client.log_artifact(run_id, str(copy))

@@ -1,0 +1,79 @@
+"""One self-contained HTML page per run, comparison and study: what a person reads. Pure.
+
+The pages are rendered from what the run already wrote (its summary, validation report and
+configuration) and its figures, inlined as PNG data; they load nothing from anywhere, so one
+file can be mailed, archived or opened offline. ``render_run``, ``render_compare`` and
+``render_tune`` share one style (``templates/base.html``).
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = ["png_size", "render_compare", "render_run", "render_tune"]
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """A PNG's width and height, from its header; (0, 0) for anything else."""
+    if len(data) < 24 or data[:8] != b"\x89PNG\r\n\x1a\n":
+        return 0, 0
+    width, height = struct.unpack(">II", data[16:24])
+    return int(width), int(height)
+
+
+def _figures(figures: dict[str, bytes]) -> dict[str, dict[str, Any]]:
+    """Each figure as the page inlines it, shown at its size for 110 dpi on a 96-dpi screen."""
+    out = {}
+    for name, data in figures.items():
+        width, height = png_size(data)
+        if width and height:
+            out[name] = {"data": base64.b64encode(data).decode("ascii"),
+                         "width": round(width * 96 / 110), "height": round(height * 96 / 110)}
+    return out
+
+
+def _environment() -> Any:
+    import jinja2
+
+    return jinja2.Environment(loader=jinja2.PackageLoader("trilho", "templates"),
+                              autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.ChainableUndefined,
+                              trim_blocks=True, lstrip_blocks=True)
+
+
+def _common() -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        found = version("trilho")
+    except PackageNotFoundError:
+        found = "(not installed)"
+    return {"version": found, "written": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def render_run(summary: dict[str, Any], validation: dict[str, Any], config: dict[str, Any],
+               figures: dict[str, bytes]) -> str:
+    """The run's page: its data and validation, results with intervals, baselines, calibration and
+    the decision, explanations, metrics by group, the gate's decision (the champion beside the
+    challenger) and where everything is."""
+    from trilho.groups import MIN_ROWS
+
+    metrics = list(summary["cv"]["metrics"])
+    primary = (summary.get("registry") or {}).get("metric") or (summary.get("baselines") or {}).get("primary_metric")
+    shown = list(dict.fromkeys([m for m in (primary, "accuracy", "roc_auc_ovr") if m in metrics] or metrics[:2]))
+    return _environment().get_template("run.html").render(
+        s=summary, validation=validation, config=config, figures=_figures(figures), shown_metrics=shown,
+        min_group_rows=MIN_ROWS, **_common())
+
+
+def render_compare(summary: dict[str, Any], table: list[dict[str, Any]], figures: dict[str, bytes]) -> str:
+    """A comparison's page: every candidate against the baseline on the same folds."""
+    return _environment().get_template("compare.html").render(
+        s=summary, table=table, figures=_figures(figures), **_common())
+
+
+def render_tune(summary: dict[str, Any], figures: dict[str, bytes]) -> str:
+    """A study's page: the best trial, its score on rows the search never saw, and the search's figures."""
+    return _environment().get_template("tune.html").render(s=summary, figures=_figures(figures), **_common())

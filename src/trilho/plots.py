@@ -165,7 +165,7 @@ def importance_figure(importance: Mapping[str, Any], top: int = 20) -> Figure:
 def groups_figure(groups: Mapping[str, Any], metric: str) -> Figure:
     """Per group column, each group's out-of-fold ``metric`` with its interval; groups too small to
     score are named below their column."""
-    columns = list(groups)
+    columns = [c for c in groups if groups[c]["groups"]] or list(groups)[:1]
     heights = [max(len(groups[c]["groups"]), 1) for c in columns]
     fig = Figure(figsize=(7.2, 0.38 * sum(heights) + 1.3 * len(columns) + 0.4), layout="constrained")
     axes = fig.subplots(len(columns), 1, squeeze=False, height_ratios=heights)[:, 0]
@@ -179,7 +179,9 @@ def groups_figure(groups: Mapping[str, Any], metric: str) -> Figure:
                 ax.plot([found["mean"]], [i], "o", color="black", ms=4)
         ax.set_yticks(range(len(names)), [f"{n} ({entry['groups'][n]['rows']:,} rows)" for n in names], fontsize=8)
         small = entry["too_small"]
-        note = f"; too small to score: {', '.join(f'{k} ({v})' for k, v in small.items())}" if small else ""
+        listed = ", ".join(f"{k} ({v})" for k, v in list(small.items())[:4])
+        more = f" and {len(small) - 4} more" if len(small) > 4 else ""
+        note = f"\ntoo small to score: {listed}{more}" if small else ""
         gap = entry["gap"].get(metric)
         gap_text = (f"; gap {gap['diff']:+.3f}" + (f" [{gap['low']:+.3f}, {gap['high']:+.3f}]" if "low" in gap else "")
                     if gap else "")

@@ -1,0 +1,98 @@
+"""One page a person reads: every run, comparison and study writes a self-contained report.html,
+opened here in a real headless Chromium, offline."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from trilho.cli import app
+from trilho.experiment import Experiment
+from trilho.tracking.store import latest_run
+
+from . import corpus
+from .browser import assert_readable, open_page
+
+pytestmark = pytest.mark.training
+
+
+def _churn(workdir, **changes) -> Experiment:
+    frame, *_ = corpus.churn(rows=400, seed=3)
+    path = workdir / "churn.csv"
+    frame.to_csv(path, index=False)
+    config = {"name": "churn", "source": {"uri": f"file:{path}"},
+              "data": {"target": "Churn", "labels": ["no", "yes"], "drop": ["customer_id"],
+                       "categorical": ["contract", "internet"], "missing": "native"},
+              "cv": {"n_repeats": 2}, "resampler": {"name": "none"},
+              "model": {"name": "xgboost", "params": {"n_estimators": 30, "max_depth": 3}},
+              "evaluation": {"groups": ["internet", "customer_id"], "baselines": ["majority"]},
+              "tracking": {"experiment": "churn"}, "registry": {"model_name": "churn-page"}}
+    return Experiment.model_validate(config | changes)
+
+
+def test_a_run_page_shows_every_part_offline_and_trilho_report_writes_it_again(workdir, settings):
+    from trilho.pipeline import run_experiment
+
+    exp = _churn(workdir)
+    run_experiment(exp, settings)
+    summary = run_experiment(exp, settings).summary  # a champion exists: side by side
+    folder = workdir / "lake" / summary["lake"]["reports"]
+    page = folder / "report.html"
+    assert summary["report_html"] == page.as_uri()
+    html = page.read_text(encoding="utf-8")
+    assert not re.search(r'(src|href)="(?!data:|#)', html)  # nothing to fetch: figures inline, links in-page
+    seen = open_page(page, workdir)
+    figures = {"cv_boxplot.png", "intervals.png", "confusion_matrix.png", "confusion_matrix_oof.png",
+               "roc_pr_curves.png", "reliability.png", "importance.png", "groups.png"}
+    assert figures <= {p.name for p in folder.glob("*.png")}
+    assert_readable(seen, len(figures))
+    assert seen["sections"] == ["Data and its validation", "Results, out of fold", "Baselines on the same folds",
+                                "Calibration and the decision", "Which features drive the model", "Metrics by group",
+                                "The gate's decision", "Where everything is"]
+    assert f"Champion v{summary['registry']['champion_version']}" in html and "Challenger v2" in html
+    for feature in summary["data"]["features"]:
+        assert f"<td style=\"text-align:left\">{feature}</td>" in html
+    assert "too few rows per fold to score" in html  # internet's missing values: 20 rows of 400 in 5 folds
+    # an identifier as a group: 19 values named one by one (each too small to score, said, not
+    # hidden), the rest together as "(other)"
+    ids = summary["groups"]["customer_id"]
+    assert set(ids["groups"]) == {"(other)"} and len(ids["too_small"]) == 19
+
+    # written again from the lake alone, to the lake, to MLflow and here
+    page.unlink()
+    env = {"TRILHO_LAKE": settings.lake, "MLFLOW_TRACKING_URI": settings.tracking_uri}
+    done = CliRunner().invoke(app, ["report", summary["run_id"], "-o", str(workdir / "again.html")], env=env)
+    assert done.exit_code == 0, done.output
+    assert page.is_file() and (workdir / "again.html").read_bytes() == page.read_bytes()
+    assert_readable(open_page(workdir / "again.html", workdir), len(figures))
+    client = MlflowClient(settings.tracking_uri)
+    assert "report.html" in {a.path for a in client.list_artifacts(summary["run_id"])}
+    assert latest_run(settings.tracking_uri, "churn") == summary["run_id"]  # what `trilho report` takes by default
+    done = CliRunner().invoke(app, ["report", "nosuchrun"], env=env)
+    assert done.exit_code != 0 and "nosuchrun" in done.output
+
+
+def test_compare_and_tune_write_their_own_pages(workdir, settings):
+    from trilho.compare import compare, parse_candidates
+    from trilho.tune import tune
+
+    exp = _churn(workdir, cv={"n_repeats": 1})
+    result = compare(exp, settings, parse_candidates(["xgboost[n_estimators=10]+none",
+                                                       "random_forest[n_estimators=10]+none"], exp))
+    page = workdir / "lake" / result.summary["lake"]["reports"] / "report.html"
+    seen = open_page(page, workdir)
+    assert_readable(seen, 1)
+    assert "random_forest" in page.read_text(encoding="utf-8")
+
+    tuned = _churn(workdir, cv={"n_repeats": 1},
+                   tune={"trials": 3, "space": {"model.params.max_depth": {"int": [2, 4]}}})
+    found = tune(tuned, settings, out=workdir / "tuned.toml").summary
+    page = workdir / "lake" / found["lake"]["reports"] / "report.html"
+    seen = open_page(page, workdir)
+    assert_readable(seen, 1)
+    text = page.read_text(encoding="utf-8")
+    assert "held-out rows" in text and json.dumps(found["best"]["params"]["model.params.max_depth"]) in text

@@ -44,6 +44,11 @@ def env(workdir, settings):
             "TRILHO_CACHE_DIR": str(workdir / "cache"), "PATH": path}
 
 
+def summary_features(exp: Experiment, path) -> list[str]:
+    """The data's columns the experiment keeps as features, as the file orders them."""
+    return [c for c in read_table(path).columns if c not in {exp.data.target, *exp.data.drop}]
+
+
 def _prediction_rows(path, target: str, drop: list[str], unseen: str | None, categorical=()) -> pd.DataFrame:
     """Six rows of the data with the label removed, one missing value, and one never-seen category."""
     rows = read_table(path).head(6).drop(columns=[target])
@@ -57,7 +62,7 @@ def _prediction_rows(path, target: str, drop: list[str], unseen: str | None, cat
     return rows
 
 
-def _serve(model_uri: str, env: dict, workdir, rows: pd.DataFrame, classes: list[str]) -> None:
+def _serve(model_uri: str, env: dict, workdir, rows: pd.DataFrame, classes: list[str], features: list[str]) -> None:
     with model_server(model_uri, env, workdir / "serve.log") as url:
         body = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
         answer = requests.post(url + "/invocations", json=body, timeout=30)
@@ -66,6 +71,12 @@ def _serve(model_uri: str, env: dict, workdir, rows: pd.DataFrame, classes: list
         assert len(predictions) == len(rows)
         assert all(p["prediction"] in classes for p in predictions)
         assert all(abs(sum(p[f"proba_{c}"] for c in classes) - 1) < 1e-6 for p in predictions)
+        # on request, each feature's contribution to each row's answer (TreeSHAP: adding up to the margin)
+        answer = requests.post(url + "/invocations", json={**body, "params": {"explain": True}}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        for row in answer.json()["predictions"]:
+            assert [k for k in row if k.startswith("contrib_")] == [f"contrib_{f}" for f in features]
+            assert row["explained_class"] in classes
 
 
 @pytest.mark.training
@@ -82,9 +93,14 @@ def test_init_run_predict_serve(name, workdir, env):
     assert exp.data.missing_markers == corpus.MARKERS.get(name, [])
 
     summary_path = workdir / "summary.json"
-    _cli(["run", "-e", str(file), "--set", "cv.n_repeats=1", "--summary-json", str(summary_path)], env)
+    grouped = [*exp.data.categorical, *summary_features(exp, path)][:1]  # a category where there is one
+    _cli(["run", "-e", str(file), "--set", "cv.n_repeats=1", "--set", f"evaluation.groups={json.dumps(grouped)}",
+          "--summary-json", str(summary_path)], env)
     summary = json.loads(summary_path.read_text())
     assert summary["registry"]["promote"] is True
+    # every feature judged out of fold, by the data's own column name; every metric by group
+    assert set(summary["importance"]["features"]) == set(summary["data"]["features"])
+    assert list(summary["groups"]) == grouped and summary["groups"][grouped[0]]["groups"]
     classes = summary["holdout"]["labels"]
     assert classes == exp.data.classes and len(classes) == corpus.CLASSES[name]
 
@@ -92,7 +108,7 @@ def test_init_run_predict_serve(name, workdir, env):
     rows_path = workdir / "rows.csv"
     rows.to_csv(rows_path, index=False)
     model_uri = f"models:/{exp.registry.model_name}@champion"
-    _cli(["predict", "-m", model_uri, "-i", str(rows_path)], env)
+    _cli(["predict", "-m", model_uri, "-i", str(rows_path), "--explain"], env)
     manifests = list((workdir / "lake" / "predictions").rglob("manifest.json"))
     assert len(manifests) == 1
     manifest = json.loads(manifests[0].read_text())
@@ -106,8 +122,11 @@ def test_init_run_predict_serve(name, workdir, env):
     assert predicted["prediction"].notna().all() and set(predicted["prediction"]) <= set(classes)
     for ident in exp.data.drop:  # identifiers travel beside the predictions
         assert ident in predicted.columns
+    features = summary["data"]["features"]
+    assert [c for c in predicted.columns if c.startswith("contrib_")] == [f"contrib_{f}" for f in features]
+    assert predicted[[f"contrib_{f}" for f in features]].notna().all().all()
 
-    _serve(model_uri, env, workdir, rows.drop(columns=exp.data.drop), classes)
+    _serve(model_uri, env, workdir, rows.drop(columns=exp.data.drop), classes, features)
 
 
 def test_init_explains_and_guesses_the_label(workdir, env):

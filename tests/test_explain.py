@@ -19,7 +19,7 @@ pytestmark = pytest.mark.training
 
 
 def _spec(X: pd.DataFrame, categorical: list[str], classes: list[str], missing: str = "native") -> dict:
-    return {**feature_spec(list(X.columns), {c: None for c in categorical}, classes), "missing": missing}
+    return {**feature_spec(list(X.columns), dict.fromkeys(categorical), classes), "missing": missing}
 
 
 def _churn():

@@ -24,6 +24,8 @@ __all__ = [
     "distributions_figure",
     "duplicates_table",
     "feature_boxplots_figure",
+    "groups_table",
+    "importance_table",
     "intervals_table",
     "report_tables",
     "run_link",
@@ -183,3 +185,26 @@ def run_link(tracking_uri: str, summary: RunSummary, ui: str = "http://127.0.0.1
     """Where to see the run: the server's own page, or the UI that ``trilho ui`` opens on a local store."""
     base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else ui
     return f"{base}/#/experiments/{quote(str(summary['mlflow_experiment_id']))}/runs/{quote(summary['run_id'])}"
+
+
+def importance_table(summary: RunSummary) -> pd.DataFrame:
+    """The run's out-of-fold feature importance, most important first (what report.html shows)."""
+    found = summary.get("importance")
+    if not found:
+        return pd.DataFrame(columns=["feature", "mean", "std", "low", "high"])
+    return pd.DataFrame([{"feature": name, **entry} for name, entry in found["features"].items()]).set_index("rank")
+
+
+def groups_table(summary: RunSummary, metric: str | None = None) -> pd.DataFrame:
+    """Per group column and value: rows, share and one metric's mean and interval, out of fold;
+    the groups too small to score are listed with their rows and no score."""
+    rows = []
+    metric = metric or next(iter(summary["cv"]["metrics"]))
+    for column, entry in summary.get("groups", {}).items():
+        for group, found in entry["groups"].items():
+            score = found["metrics"].get(metric) or {}
+            rows.append({"column": column, "group": group, "rows": found["rows"], "share": round(found["share"], 3),
+                         metric: score.get("mean"), "low": score.get("low"), "high": score.get("high")})
+        rows += [{"column": column, "group": group, "rows": n, "share": None, metric: None, "low": None, "high": None}
+                 for group, n in entry["too_small"].items()]
+    return pd.DataFrame(rows)

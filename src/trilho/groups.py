@@ -59,7 +59,9 @@ def group_folds(oof: pd.DataFrame, labels: pd.Series, metrics: list[str], n_clas
     proba_all = oof[proba_cols].to_numpy()
     keys = pd.DataFrame({"seed": oof["seed"].to_numpy(), "fold": oof["fold"].to_numpy(), "group": groups})
     rows = []
-    for (seed, fold, group), where in keys.groupby(["seed", "fold", "group"], sort=True).indices.items():
+    found_groups: dict[Any, Any] = keys.groupby(["seed", "fold", "group"], sort=True).indices
+    for key, where in found_groups.items():
+        seed, fold, group = key
         y, pred = y_all[where], pred_all[where]
         cm = np.zeros((n_classes, n_classes), dtype=np.int64)
         np.add.at(cm, (y, pred), 1)

@@ -170,7 +170,8 @@ def publish_compare(tracker: Any, lake: Lake, table: pd.DataFrame, summary: dict
         pd.DataFrame(scores).to_csv(folder / "fold_scores.csv", index_label="fold")
         plots.comparison_figure(table, summary["metric"], summary["baseline"]).savefig(folder / "comparison.png", dpi=110)
         (folder / "report.html").write_text(pages.render_compare(
-            summary, table.to_dict(orient="records"), _pngs(folder)), encoding="utf-8")
+            summary, [{str(k): v for k, v in row.items()} for row in table.to_dict(orient="records")], _pngs(folder)),
+            encoding="utf-8")
         copy_to_lake(lake, folder, summary["lake"]["reports"])
         tracker.log_folder(summary["run_id"], folder)
 

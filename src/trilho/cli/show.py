@@ -87,8 +87,8 @@ def _importance(found: dict[str, Any], top: int = 5) -> str:
 def _groups(entry: dict[str, Any], summary: RunSummary) -> str:
     """Each group's primary metric and the largest gap between groups."""
     metrics = summary["cv"]["metrics"]
-    metric = ((summary.get("registry") or {}).get("metric") or (summary.get("baselines") or {}).get("primary_metric")
-              or next(iter(metrics)))
+    registry: dict[str, Any] = dict(summary.get("registry") or {})
+    metric = registry.get("metric") or (summary.get("baselines") or {}).get("primary_metric") or next(iter(metrics))
     metric = metric if metric in metrics else next(iter(metrics))
     parts = [f"{g} {e['metrics'][metric]['mean']:.4f}" for g, e in entry["groups"].items() if e["metrics"].get(metric)]
     gap = entry["gap"].get(metric)

@@ -71,6 +71,11 @@ def test_a_run_page_shows_every_part_offline_and_trilho_report_writes_it_again(w
     assert_readable(open_page(workdir / "again.html", workdir), len(figures))
     client = MlflowClient(settings.tracking_uri)
     assert "report.html" in {a.path for a in client.list_artifacts(summary["run_id"])}
+    logged = client.get_run(summary["run_id"]).data
+    gap = summary["groups"]["internet"]["gap"]["accuracy"]
+    assert logged.metrics["group_internet_gap_accuracy"] == pytest.approx(gap["diff"])
+    assert logged.metrics["importance_tenure"] == pytest.approx(summary["importance"]["features"]["tenure"]["mean"])
+    assert set(logged.tags["trilho.top_features"].split(", ")) <= set(summary["data"]["features"])
     assert latest_run(settings.tracking_uri, "churn") == summary["run_id"]  # what `trilho report` takes by default
     done = CliRunner().invoke(app, ["report", "nosuchrun"], env=env)
     assert done.exit_code != 0 and "nosuchrun" in done.output
@@ -96,3 +101,25 @@ def test_compare_and_tune_write_their_own_pages(workdir, settings):
     assert_readable(seen, 1)
     text = page.read_text(encoding="utf-8")
     assert "held-out rows" in text and json.dumps(found["best"]["params"]["model.params.max_depth"]) in text
+
+
+def test_the_gate_section_reads_every_kind_of_comparison():
+    from trilho.pages import render_run
+
+    base = {"experiment": "x", "run_id": "r1", "tracking_uri": "sqlite:///m.db", "mlflow_experiment": "x",
+            "data": {"source": "file:x.csv", "sha256": "0" * 64, "rows": 10, "features": ["a"], "warnings": []},
+            "cv": {"n_splits": 5, "seeds": [0], "n_folds": 5, "duplicates": {"policy": "keep"}, "interval": "corrected_t",
+                   "level": 0.95, "metrics": {"accuracy": {"mean": 0.8, "std": 0.1, "low": 0.7, "high": 0.9,
+                                                            "ci": [0.75, 0.85]}}},
+            "holdout": {"labels": ["a", "b"], "scores": {"accuracy": 0.8}}, "lake": {"uri": "file:///l", "reports": "reports/r1/"}}
+    registry = {"name": "m", "version": "2", "aliases": ["challenger"], "promote": False, "reason": "kept",
+                "metric": "accuracy", "margin": 0.01, "challenger_mean": 0.8, "champion_version": "1",
+                "champion_mean": 0.79, "basis": "b", "drift": None}
+    config = {"evaluation": {"holdout_fraction": 0.3}, "model": {"calibration": "none"}, "decision": {"objective": "argmax"}}
+    shapes = {"same folds": {"mean_diff": 0.0123, "low": -0.01, "high": 0.03, "p_value": 0.4, "n": 5},
+              "other data": {"challenger_low": 0.7123, "challenger_high": 0.9, "champion_low": 0.6, "champion_high": 0.9},
+              "reference set": {"reference_rows": 200.0, "reference_diff": 0.0456, "reference_low": 0.01,
+                                "reference_high": 0.08}}
+    for comparison, shown in zip(shapes.values(), ["+0.0123", "0.7123", "+0.0456"], strict=True):
+        html = render_run({**base, "registry": {**registry, "comparison": comparison}}, {}, config, {})
+        assert shown in html and "Champion v1" in html

@@ -29,7 +29,7 @@ from trilho.experiment import Experiment
 from trilho.results import CVResult, HoldoutResult
 from trilho.settings import Settings
 from trilho.storage import Lake
-from trilho.summary import baseline_rows, build_summary, metric_rows, summary_metrics
+from trilho.summary import baseline_rows, build_summary, explained_rows, metric_rows, summary_metrics
 from trilho.tracking import flatten, save_model_files
 
 __all__ = ["ExperimentResult", "cv_key", "offline_experiment", "run_experiment"]
@@ -337,7 +337,7 @@ def _track_results(run: _Run, fitted: _Fitted, summary: RunSummary, drawing: lis
             tracker.log_repeats(run.run_id, fitted.cv.folds, exp.evaluation.metrics)
         tracker.log_values(run.run_id, metrics=metric_rows(fitted.cv, summary["cv"]["metrics"], fitted.held,
                                                            exp.evaluation.metrics) + baseline_rows(fitted.baselines)
-                           + _threshold_rows(summary.get("decision")))
+                           + _threshold_rows(summary.get("decision")) + explained_rows(summary))
         if summary.get("importance"):
             tracker.set_tag(run.run_id, "trilho.top_features", ", ".join(explain.top_features(summary["importance"]))[:4000])
         if fitted.baselines is not None:
@@ -370,9 +370,15 @@ def _page(run: _Run, summary: RunSummary) -> None:
     if "page_s" in ctx.timings:
         return
     with ctx.timed("page_s"):
-        summary["report_html"] = ctx.lake.url(run.prefix + "report.html")
-        page = reports.write_page(run.folder / "report", {**summary, "timings": {**ctx.timings, "total_s": ctx.elapsed()}})
+        try:
+            page = reports.write_page(run.folder / "report", {**summary, "report_html": "",
+                                                              "timings": {**ctx.timings, "total_s": ctx.elapsed()}})
+        except Exception as exc:  # a page that cannot be drawn loses no result: everything else is written
+            log.warning("the run's report.html was not written (%s: %s); every other result is; try `trilho "
+                        "report %s` once fixed", type(exc).__name__, exc, run.run_id)
+            return
         ctx.lake.put_file(run.prefix + "report.html", page, overwrite=True)
+        summary["report_html"] = ctx.lake.url(run.prefix + "report.html")
 
 
 def _save_summary(run: _Run, summary: RunSummary) -> None:

@@ -15,7 +15,7 @@ from trilho.experiment import Experiment
 from trilho.metrics import CONFUSION_METRICS, METRIC_RANGE, scores_from_confusions
 from trilho.results import CVResult, HoldoutResult
 
-__all__ = ["baseline_rows", "build_summary", "metric_rows", "summary_metrics"]
+__all__ = ["baseline_rows", "build_summary", "explained_rows", "metric_rows", "summary_metrics"]
 
 
 def _row_bootstrap(cv: CVResult, exp: Experiment) -> dict[str, tuple[float, float]]:
@@ -99,4 +99,21 @@ def baseline_rows(found: dict[str, Any] | None) -> list[tuple[str, float, int]]:
             if "diff" in s:
                 rows += [(f"vs_{name}_{metric}_diff", s["diff"], 0), (f"vs_{name}_{metric}_diff_low", s["low"], 0),
                          (f"vs_{name}_{metric}_diff_high", s["high"], 0)]
+    return rows
+
+
+def explained_rows(summary: RunSummary) -> list[tuple[str, float, int]]:
+    """(key, value, step) of each feature's importance and, per group column, each group's metric
+    means and the largest gaps with their intervals."""
+    rows: list[tuple[str, float, int]] = []
+    for name, entry in (summary.get("importance") or {}).get("features", {}).items():
+        rows.append((f"importance_{name}", entry["mean"], 0))
+    for column, found in (summary.get("groups") or {}).items():
+        for group, entry in found["groups"].items():
+            rows += [(f"group_{column}_{group}_{metric}", s["mean"], 0) for metric, s in entry["metrics"].items() if s]
+        for metric, gap in found["gap"].items():
+            rows.append((f"group_{column}_gap_{metric}", gap["diff"], 0))
+            if "low" in gap:
+                rows += [(f"group_{column}_gap_{metric}_low", gap["low"], 0),
+                         (f"group_{column}_gap_{metric}_high", gap["high"], 0)]
     return rows

@@ -62,7 +62,13 @@ def _permutation(pipe: Any, X: pd.DataFrame, codes: np.ndarray, n_classes: int, 
         picked = np.clip(proba[np.arange(len(truth)), truth], 1e-15, 1.0)
         return float(np.log(picked).mean())
 
-    found = permutation_importance(pipe, X, codes, scoring=neg_log_loss, n_repeats=1, random_state=seed, n_jobs=1)
+    import warnings
+
+    with warnings.catch_warnings():
+        # on a fold's thread of trilho's pool, scikit-learn notes that its configuration is not the
+        # thread's own; with n_jobs=1 the shuffles run in this thread, under this configuration
+        warnings.filterwarnings("ignore", message=".*sklearn.utils.parallel.delayed.*", category=UserWarning)
+        found = permutation_importance(pipe, X, codes, scoring=neg_log_loss, n_repeats=1, random_state=seed, n_jobs=1)
     return np.asarray(found.importances_mean, dtype="float64")
 
 

@@ -344,9 +344,7 @@ def model_outputs(proba_fn: Callable[[Any], np.ndarray], frame: pd.DataFrame, sp
         return rows
     if output == "labels" and not extra:
         return pd.Series(labels, name="prediction", index=frame.index)
-    columns = {f"proba_{c}": proba[:, i] for i, c in enumerate(classes)}
-    if output == "labels":
-        columns = {}
+    columns = {} if output == "labels" else {f"proba_{c}": proba[:, i] for i, c in enumerate(classes)}
     out = columns if output == "proba" else {"prediction": labels, **columns}
     return pd.DataFrame({**out, **extra}, index=frame.index)
 

@@ -59,10 +59,10 @@ def render_run(summary: dict[str, Any], validation: dict[str, Any], config: dict
     the decision, explanations, metrics by group, the gate's decision (the champion beside the
     challenger) and where everything is."""
     from trilho.groups import MIN_ROWS
+    from trilho.summary import primary_metric
 
     metrics = list(summary["cv"]["metrics"])
-    primary = (summary.get("registry") or {}).get("metric") or (summary.get("baselines") or {}).get("primary_metric")
-    shown = list(dict.fromkeys([m for m in (primary, "accuracy", "roc_auc_ovr") if m in metrics] or metrics[:2]))
+    shown = list(dict.fromkeys(m for m in (primary_metric(summary), "accuracy", "roc_auc_ovr") if m in metrics))
     return _environment().get_template("run.html").render(
         s=summary, validation=validation, config=config, figures=_figures(figures), shown_metrics=shown,
         min_group_rows=MIN_ROWS, **_common())

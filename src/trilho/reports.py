@@ -129,10 +129,9 @@ def write_page(folder: Path, summary: RunSummary) -> Path:
     return page
 
 
-def page_from_lake(lake: Lake, run_id: str, out: Path | None = None) -> tuple[str, Path]:
+def page_from_lake(lake: Lake, run_id: str, out: Path) -> str:
     """A run's page rendered again from what the lake holds of it (its summary, reports and
-    figures), written back to the lake; returns its lake key and a local copy (``out``, or a file
-    in a temporary folder the caller removes)."""
+    figures), written back to the lake and to ``out``; returns its lake key."""
     from trilho.errors import StorageError
 
     prefix = f"reports/{run_id}/"
@@ -149,10 +148,9 @@ def page_from_lake(lake: Lake, run_id: str, out: Path | None = None) -> tuple[st
                 (folder / name).write_bytes(lake.get_bytes(key))
         page = write_page(folder, json.loads((folder / "summary.json").read_text()))
         lake.put_file(prefix + "report.html", page, overwrite=True)
-        target = out or Path(tempfile.mkdtemp(prefix="trilho-report-")) / f"report-{run_id}.html"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(page.read_bytes())
-    return prefix + "report.html", target
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(page.read_bytes())
+    return prefix + "report.html"
 
 
 def copy_to_lake(lake: Lake, folder: Path, prefix: str) -> None:

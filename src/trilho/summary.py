@@ -15,7 +15,7 @@ from trilho.experiment import Experiment
 from trilho.metrics import CONFUSION_METRICS, METRIC_RANGE, scores_from_confusions
 from trilho.results import CVResult, HoldoutResult
 
-__all__ = ["baseline_rows", "build_summary", "explained_rows", "metric_rows", "summary_metrics"]
+__all__ = ["baseline_rows", "build_summary", "explained_rows", "metric_rows", "primary_metric", "summary_metrics"]
 
 
 def _row_bootstrap(cv: CVResult, exp: Experiment) -> dict[str, tuple[float, float]]:
@@ -117,3 +117,11 @@ def explained_rows(summary: RunSummary) -> list[tuple[str, float, int]]:
                 rows += [(f"group_{column}_gap_{metric}_low", gap["low"], 0),
                          (f"group_{column}_gap_{metric}_high", gap["high"], 0)]
     return rows
+
+
+def primary_metric(summary: RunSummary | dict[str, Any]) -> str:
+    """The metric a run is judged on: the gate's, else the baselines', else its first metric."""
+    metrics = summary["cv"]["metrics"]
+    registry: dict[str, Any] = dict(summary.get("registry") or {})
+    found = registry.get("metric") or (summary.get("baselines") or {}).get("primary_metric")
+    return found if found in metrics else next(iter(metrics))

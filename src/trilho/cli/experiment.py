@@ -68,7 +68,8 @@ def report(run_id: Annotated[str | None, typer.Argument(
         if run_id is None:
             raise ConfigError(f"MLflow experiment {name!r} at {settings.tracking_uri} has no trilho run yet; "
                               "give a run id, or run it first (trilho run)")
-    key, page = page_from_lake(open_lake(settings), run_id, out or Path(f"report-{run_id}.html"))
+    page = out or Path(f"report-{run_id}.html")
+    key = page_from_lake(open_lake(settings), run_id, page)
     try:
         log_page(settings.tracking_uri, run_id, page)
     except Exception as exc:  # the page is written and in the lake: MLflow only gets a copy

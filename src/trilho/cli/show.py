@@ -86,10 +86,9 @@ def _importance(found: dict[str, Any], top: int = 5) -> str:
 
 def _groups(entry: dict[str, Any], summary: RunSummary) -> str:
     """Each group's primary metric and the largest gap between groups."""
-    metrics = summary["cv"]["metrics"]
-    registry: dict[str, Any] = dict(summary.get("registry") or {})
-    metric = registry.get("metric") or (summary.get("baselines") or {}).get("primary_metric") or next(iter(metrics))
-    metric = metric if metric in metrics else next(iter(metrics))
+    from trilho.summary import primary_metric  # on use: it imports the statistics
+
+    metric = primary_metric(summary)
     parts = [f"{g} {e['metrics'][metric]['mean']:.4f}" for g, e in entry["groups"].items() if e["metrics"].get(metric)]
     gap = entry["gap"].get(metric)
     if gap and "low" in gap:

@@ -173,10 +173,7 @@ def save_model_files(pipeline: Any, spec: dict[str, Any], folder: Path, backgrou
 
     steps = models.serving_steps(pipeline)
     if "encode" in pipeline.named_steps:
-        encoder = pipeline.named_steps["encode"]
-        spec = {**encoder.spec_, "classes": spec["classes"], "identifiers": spec["identifiers"]}
-        if background is not None:
-            spec["reference"] = reference_row(encoder, background)
+        spec = {**pipeline.named_steps["encode"].spec_, "classes": spec["classes"], "identifiers": spec["identifiers"]}
     if hasattr(pipeline, "rule_"):  # a calibration map or decision rule (trilho.decision.Decided): the model applies them
         spec = {**spec, **pipeline.spec()}
     folder.mkdir(parents=True, exist_ok=True)
@@ -194,6 +191,8 @@ def save_model_files(pipeline: Any, spec: dict[str, Any], folder: Path, backgrou
         spec = {**spec, "format": "skops", "file": "classifier.skops",
                 "trusted_packages": [] if package in {"sklearn"} else [package],
                 "requirements": [] if package in {"sklearn"} else [_distribution(package)]}
+        if background is not None and "encode" in pipeline.named_steps:  # XGBoost explains by TreeSHAP instead
+            spec["reference"] = reference_row(pipeline.named_steps["encode"], background)
         _write(folder / spec["file"], lambda path: skops.io.dump(estimator if len(steps) == 1 else Pipeline(steps), path))
         # the exact types the file holds beyond skops' defaults: loading trusts these and nothing else
         spec["skops_types"] = sorted(skops.io.get_untrusted_types(file=folder / spec["file"]))

@@ -124,4 +124,4 @@ def primary_metric(summary: RunSummary | dict[str, Any]) -> str:
     metrics = summary["cv"]["metrics"]
     registry: dict[str, Any] = dict(summary.get("registry") or {})
     found = registry.get("metric") or (summary.get("baselines") or {}).get("primary_metric")
-    return found if found in metrics else next(iter(metrics))
+    return str(found) if found in metrics else next(iter(metrics))

@@ -25,7 +25,10 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "answers",
     "calibrated",
+    "check_output",
+    "class_probabilities",
     "decided",
     "encode_features",
     "encode_matrix",
@@ -317,18 +320,33 @@ def model_outputs(proba_fn: Callable[[Any], np.ndarray], frame: pd.DataFrame, sp
     encoded rows to calibrated probabilities, each row's class code) gives columns to add after
     them: each feature's contribution to the row's answer (``explanations``).
     """
+    frame = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)
+    check_output(output)
+    X = encode_matrix(frame, spec) if matrix else encode_features(frame, spec)
+    return answers(proba_fn, X, spec, output, records=records, explainer=explainer, index=frame.index)
+
+
+def check_output(output: str) -> None:
+    """Refuse an ``output`` parameter the model does not know, naming the ones it does."""
     if output not in ("both", "labels", "proba"):
         raise ValueError(f"params output={output!r}: use 'both', 'labels' or 'proba'")
-    frame = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)
-    X = encode_matrix(frame, spec) if matrix else encode_features(frame, spec)
 
-    def probabilities(rows: Any) -> np.ndarray:
-        found = np.asarray(proba_fn(rows), dtype="float64")
-        if found.ndim == 1:  # binary objectives give P(class 1)
-            found = np.column_stack([1.0 - found, found])
-        return calibrated(found, spec.get("calibration"))
 
-    proba = probabilities(X)
+def class_probabilities(proba_fn: Callable[[Any], np.ndarray], X: Any, spec: dict[str, Any]) -> np.ndarray:
+    """The model's calibrated class probabilities of encoded rows, one column per class."""
+    found = np.asarray(proba_fn(X), dtype="float64")
+    if found.ndim == 1:  # binary objectives give P(class 1)
+        found = np.column_stack([1.0 - found, found])
+    return calibrated(found, spec.get("calibration"))
+
+
+def answers(proba_fn: Callable[[Any], np.ndarray], X: Any, spec: dict[str, Any], output: str = "both",
+            records: bool = False, explainer: Callable[..., dict[str, np.ndarray]] | None = None,
+            index: Any = None, proba: np.ndarray | None = None):
+    """``model_outputs`` of rows already encoded (``X``); ``proba``: their class probabilities where
+    they were already computed (with other rows, in one call: a served batch)."""
+    probabilities = lambda rows: class_probabilities(proba_fn, rows, spec)
+    proba = probabilities(X) if proba is None else proba
     classes = np.asarray(spec["classes"], dtype=object)
     codes = decided(proba, spec.get("decision"))
     labels = classes[codes]
@@ -343,10 +361,10 @@ def model_outputs(proba_fn: Callable[[Any], np.ndarray], frame: pd.DataFrame, sp
             rows = [{**row, **{k: v[i] for k, v in listed.items()}} for i, row in enumerate(rows)]
         return rows
     if output == "labels" and not extra:
-        return pd.Series(labels, name="prediction", index=frame.index)
+        return pd.Series(labels, name="prediction", index=index)
     columns = {} if output == "labels" else {f"proba_{c}": proba[:, i] for i, c in enumerate(classes)}
     out = columns if output == "proba" else {"prediction": labels, **columns}
-    return pd.DataFrame({**out, **extra}, index=frame.index)
+    return pd.DataFrame({**out, **extra}, index=index)
 
 
 def explained_class(codes: np.ndarray, n_classes: int) -> np.ndarray:

@@ -67,6 +67,16 @@ class Settings(BaseSettings):
     dask_wait_s: float = Field(10.0, gt=0, validation_alias=_env("TRILHO_DASK_WAIT_S"))
     # where `trilho tune` keeps its Optuna studies (None: beside the tracking store; trilho.tune)
     tune_storage: str | None = Field(None, validation_alias=_env("TRILHO_TUNE_STORAGE"))
+    # trilho serve (trilho.serve): who may ask, how much, how often it looks for a new version, its log
+    serve_token: SecretStr | None = Field(None, validation_alias=_env("TRILHO_SERVE_TOKEN"))
+    serve_max_body_bytes: int = Field(16 * 1024**2, gt=0, validation_alias=_env("TRILHO_SERVE_MAX_BODY_BYTES"))
+    serve_refresh_s: float = Field(30.0, ge=0, validation_alias=_env("TRILHO_SERVE_REFRESH_S"))
+    serve_batch_wait_ms: float = Field(0.0, ge=0, le=100, validation_alias=_env("TRILHO_SERVE_BATCH_WAIT_MS"))
+    serve_max_batch_rows: int = Field(1_000, ge=1, validation_alias=_env("TRILHO_SERVE_MAX_BATCH_ROWS"))
+    serve_log: bool = Field(True, validation_alias=_env("TRILHO_SERVE_LOG"))
+    serve_log_prefix: str = Field("predictions/served", min_length=1, validation_alias=_env("TRILHO_SERVE_LOG_PREFIX"))
+    serve_log_queue_rows: int = Field(100_000, ge=1, validation_alias=_env("TRILHO_SERVE_LOG_QUEUE_ROWS"))
+    serve_log_flush_s: float = Field(5.0, gt=0, validation_alias=_env("TRILHO_SERVE_LOG_FLUSH_S"))
 
     @model_validator(mode="after")
     def _lake_from_bucket(self) -> Settings:

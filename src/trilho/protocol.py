@@ -1,0 +1,232 @@
+"""MLflow's scoring protocol, read and answered without a pandas frame per request: pure.
+
+A request body is JSON with one of ``dataframe_split`` (``{"columns", "data"}``),
+``dataframe_records`` (a list of objects), ``instances`` (a list of objects) or ``inputs`` (an
+object of columns, or a list of objects), and optionally ``params``; or CSV with a header line.
+It is read into one list of values per column (``Parsed.columns``), and the model's features are
+encoded straight from those lists (``encode_request``) when every value is what a JSON body
+usually holds (numbers for numeric features, text or whole numbers for categories, nulls).
+Anything else (text in a numeric column, true/false, a CSV body) goes through a frame and
+``encoding.encode_matrix``, which names the column of any value it cannot read. Both give the
+same matrix: a test holds them equal.
+
+JSON is read by orjson; a body holding the ``NaN`` or ``Infinity`` literals (which orjson refuses
+and MLflow's own parser reads) is read again by the standard library's parser.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+
+from trilho.encoding import encode_features, encode_matrix
+
+__all__ = ["FORMATS", "Parsed", "RequestError", "encode_request", "model_frame", "parse_body", "params_of"]
+
+FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+_NONE = type(None)
+_NUMBER = (int, float)
+_CODE = (str, int, _NONE)  # values a categorical column's memory takes: text, whole numbers, nulls
+
+
+class RequestError(ValueError):
+    """A request the server answers with ``status`` and this message, never with a trace."""
+
+    def __init__(self, message: str, status: int = 400, kind: str = "bad_request") -> None:
+        super().__init__(message)
+        self.status, self.kind = status, kind
+
+
+@dataclass
+class Parsed:
+    """A request's rows: per column its values in row order, or (CSV) a frame; and its params."""
+
+    rows: int
+    columns: dict[str, list[Any]] | None = None
+    frame: pd.DataFrame | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def as_frame(self) -> pd.DataFrame:
+        """The rows as the frame MLflow's server would build of them."""
+        if self.frame is not None:
+            return self.frame
+        assert self.columns is not None
+        return pd.DataFrame({c: pd.Series(v, dtype=object).infer_objects() if v else pd.Series([], dtype=object)
+                             for c, v in self.columns.items()})
+
+
+def _loads(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    try:  # the NaN and Infinity literals, as MLflow's server reads them
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestError(f"the body is not valid JSON ({str(exc)[:200]}); send one of {list(FORMATS)}") from None
+
+
+def _from_records(records: Any, key: str) -> dict[str, list[Any]]:
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise RequestError(f"{key!r} must be a list of objects, one per row (column name: value)")
+    names: dict[str, None] = {}
+    for r in records:
+        names.update(dict.fromkeys(r))
+    return {c: [r.get(c) for r in records] for c in names}
+
+
+def _from_split(split: Any) -> dict[str, list[Any]]:
+    if not isinstance(split, dict) or not isinstance(split.get("data"), list):
+        raise RequestError("'dataframe_split' must be an object with 'columns' (the names) and 'data' (the rows)")
+    columns, data = split.get("columns"), split["data"]
+    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+        raise RequestError("'dataframe_split' needs 'columns': the list of column names, in the rows' order")
+    for i, row in enumerate(data):
+        if not isinstance(row, list) or len(row) != len(columns):
+            raise RequestError(f"'dataframe_split' row {i} has {len(row) if isinstance(row, list) else 'no list of'} "
+                               f"values; the columns are {len(columns)}: {columns}")
+    return {c: [row[j] for row in data] for j, c in enumerate(columns)}
+
+
+def _from_columns(inputs: dict[str, Any]) -> dict[str, list[Any]]:
+    lengths = {len(v) for v in inputs.values() if isinstance(v, list)}
+    if not lengths:  # one row, a value per column
+        return {c: [v] for c, v in inputs.items()}
+    if len(lengths) > 1 or any(not isinstance(v, list) for v in inputs.values()):
+        raise RequestError("'inputs' as an object must hold one list of values per column, all of one length")
+    return {c: list(v) for c, v in inputs.items()}
+
+
+def parse_body(body: bytes, content_type: str) -> Parsed:
+    """A request's rows and params, or a ``RequestError`` that says what the body should be."""
+    mime, _, rest = (content_type or "").partition(";")
+    mime = mime.strip().lower()
+    charset = rest.partition("charset=")[2].strip().lower() or "utf-8"
+    if charset not in ("utf-8", "utf8"):
+        raise RequestError(f"charset {charset!r}: the server reads UTF-8 only", 415, "unsupported_media_type")
+    if mime == "text/csv":
+        try:
+            frame = pd.read_csv(io.BytesIO(body))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise RequestError(f"the body is not CSV with a header line ({str(exc)[:200]})") from None
+        return Parsed(rows=len(frame), frame=frame)
+    if mime not in ("application/json", ""):
+        raise RequestError(f"content type {mime!r}: send application/json or text/csv", 415, "unsupported_media_type")
+    doc = _loads(body)
+    if not isinstance(doc, dict):
+        raise RequestError(f"the body must be a JSON object with one of {list(FORMATS)}; got a {type(doc).__name__}")
+    found = [k for k in FORMATS if k in doc]
+    if len(found) != 1:
+        raise RequestError(f"the body must hold exactly one of {list(FORMATS)}; it holds {sorted(doc)}")
+    key, value = found[0], doc[found[0]]
+    params = doc.get("params") or {}
+    if not isinstance(params, dict):
+        raise RequestError("'params' must be an object (name: value)")
+    if key == "dataframe_split":
+        columns = _from_split(value)
+    elif key == "inputs" and isinstance(value, dict):
+        columns = _from_columns(value)
+    elif isinstance(value, list) and value and not isinstance(value[0], dict):
+        raise RequestError(f"{key!r} holds rows without column names; send objects (column: value) or "
+                           "'dataframe_split' with 'columns'")
+    else:
+        columns = _from_records(value, key)
+    rows = len(next(iter(columns.values()))) if columns else 0
+    return Parsed(rows=rows, columns=columns, params=params)
+
+
+def params_of(params: dict[str, Any]) -> tuple[str, bool]:
+    """The ``output`` and ``explain`` parameters of a request (the logged model's own two)."""
+    unknown = sorted(set(params) - {"output", "explain"})
+    if unknown:
+        raise RequestError(f"params {unknown}: the model takes 'output' and 'explain'")
+    explain = params.get("explain", False)
+    if explain not in (True, False, "true", "false", "True", "False", 1, 0, "1", "0"):
+        raise RequestError(f"params explain={explain!r}: use true or false")
+    return str(params.get("output", "both")), explain in (True, "true", "True", 1, "1")
+
+
+def _code_of(col: str, value: Any, spec: dict[str, Any]) -> float:
+    """One categorical value's code as a frame of it encodes it (missing, unseen or a marker: NaN)."""
+    one = pd.DataFrame({col: pd.Series([value], dtype=object).infer_objects()})
+    found = encode_features(one, {**spec, "features": [col], "missing": "native"})
+    return float(found[col].iloc[0])
+
+
+def _fast_matrix(columns: dict[str, list[Any]], rows: int, spec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The features as ``encode_matrix`` would give them and where they were missing (or, for a
+    category, unseen) before the missing-value policy filled them; None where a value is not one
+    the fast path reads (the caller then goes through a frame)."""
+    features = spec["features"]
+    out = np.empty((rows, len(features)), dtype="float64")
+    memos = spec.setdefault("__values__", {})  # this model's own: per categorical column, value -> code
+    for j, col in enumerate(features):
+        values = columns[col]
+        mapping = spec["categorical"].get(col, False)
+        if mapping is False:
+            if not all(type(v) in _NUMBER or v is None for v in values):
+                return None
+            out[:, j] = [np.nan if v is None else v for v in values]
+            continue
+        if mapping is None or not all(type(v) in _CODE for v in values):
+            return None
+        memo = memos.setdefault(col, {})
+        for i, v in enumerate(values):
+            key = (type(v), v)
+            code = memo.get(key)
+            if code is None:
+                code = _code_of(col, v, spec)
+                if len(memo) < 10_000:
+                    memo[key] = code
+            out[i, j] = code
+    out[np.isinf(out)] = np.nan  # infinite is as unknown as missing
+    gaps = np.isnan(out)
+    if gaps.any() and spec.get("missing", "reject") == "reject":
+        return None  # the frame's encoding names the column
+    return _filled(out, gaps, spec), gaps
+
+
+def _filled(X: np.ndarray, gaps: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+    """``X`` with its gaps filled as the model's missing-value policy says (``native``: kept)."""
+    if not gaps.any() or spec.get("missing", "reject") == "native":
+        return X
+    fill, features = spec.get("fill", {}), spec["features"]
+    for j in np.flatnonzero(gaps.any(axis=0)).tolist():
+        if features[j] in fill:
+            X[gaps[:, j], j] = fill[features[j]]
+    return X
+
+
+def encode_request(parsed: Parsed, spec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The request's features as ``encode_matrix``'s float matrix, and where they were missing (a
+    category: missing or unseen) before the model's policy filled them; ``ValueError`` naming the
+    column that is missing or holds what the model cannot read."""
+    if parsed.columns is not None:
+        missing = [c for c in spec["features"] if c not in parsed.columns]
+        if missing:
+            raise ValueError(f"missing feature columns {missing}; expected {spec['features']}")
+        if not spec.get("markers"):  # a marker ("?") may hide in any text: the frame's way reads it
+            found = _fast_matrix(parsed.columns, parsed.rows, spec)
+            if found is not None:
+                return found
+    frame = parsed.as_frame()
+    if spec.get("missing", "reject") in ("native", "reject"):  # nothing is filled
+        X = encode_matrix(frame, spec)
+        return X, np.isnan(X)
+    X = encode_matrix(frame, {**spec, "missing": "native"})
+    gaps = np.isnan(X)
+    return _filled(X, gaps, spec), gaps
+
+
+def model_frame(X: np.ndarray, spec: dict[str, Any]) -> pd.DataFrame:
+    """``encode_features``' frame of a float matrix, for models fitted on frames (integer codes
+    where a categorical column is complete, as in training)."""
+    frame = pd.DataFrame(X, columns=spec["features"])
+    whole = {c: "int64" for c in spec["categorical"] if c in frame and not frame[c].isna().any()}
+    return frame.astype(whole) if whole else frame

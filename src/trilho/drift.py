@@ -26,13 +26,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["THRESHOLDS", "compare_data"]
+__all__ = ["THRESHOLDS", "compare_data", "psi"]
 
 THRESHOLDS = {"relabelled": 0.01, "label_shift": 0.05, "psi": 0.25}
 _TARGET = "__target__"
 
 
-def _psi(expected: np.ndarray, actual: np.ndarray) -> float:
+def psi(expected: np.ndarray, actual: np.ndarray) -> float:
+    """The population stability index of counts (or shares) ``actual`` against ``expected``, bin by
+    bin; an empty bin counts as a share of 1e-4."""
     e = np.clip(expected / max(expected.sum(), 1), 1e-4, None)
     a = np.clip(actual / max(actual.sum(), 1), 1e-4, None)
     return float(np.sum((a - e) * np.log(a / e)))
@@ -49,10 +51,10 @@ def _feature_psi(old: pd.Series, new: pd.Series) -> float:
         expected, actual = bins(old), bins(new)
         expected = np.append(expected, old.isna().sum())
         actual = np.append(actual, new.isna().sum())
-        return _psi(expected.astype(float), actual.astype(float))
+        return psi(expected.astype(float), actual.astype(float))
     shares = pd.concat([old.astype("string").fillna("<missing>").value_counts().rename("old"),
                         new.astype("string").fillna("<missing>").value_counts().rename("new")], axis=1).fillna(0)
-    return _psi(shares["old"].to_numpy(float), shares["new"].to_numpy(float))
+    return psi(shares["old"].to_numpy(float), shares["new"].to_numpy(float))
 
 
 def _conflict_rate(X: pd.DataFrame, y: pd.Series, keys: np.ndarray) -> tuple[float, float]:
@@ -86,7 +88,7 @@ def compare_data(old: pd.DataFrame, new: pd.DataFrame, old_classes: list[str], n
     new_share = new_y.value_counts(normalize=True).reindex(classes, fill_value=0.0)
     old_dup, old_conflict = _conflict_rate(old[features], old_y, old_keys)
     new_dup, new_conflict = _conflict_rate(new[features], new_y, new_keys)
-    psi = {c: round(_feature_psi(old[c], new[c]), 4) for c in features}
+    by_feature = {c: round(_feature_psi(old[c], new[c]), 4) for c in features}
     report: dict[str, Any] = {
         "rows": {"champion": int(len(old)), "challenger": int(len(new))},
         "rows_in_both": matched,
@@ -97,7 +99,7 @@ def compare_data(old: pd.DataFrame, new: pd.DataFrame, old_classes: list[str], n
         "label_shift": round(float((old_share - new_share).abs().sum() / 2), 4),
         "duplicate_rate": {"champion": round(old_dup, 4), "challenger": round(new_dup, 4)},
         "conflict_rate": {"champion": round(old_conflict, 4), "challenger": round(new_conflict, 4)},
-        "features": psi,
+        "features": by_feature,
         "missing_features": sorted((set(old.columns) ^ set(new.columns)) - {_TARGET}),
         "thresholds": dict(THRESHOLDS),
     }
@@ -107,7 +109,7 @@ def compare_data(old: pd.DataFrame, new: pd.DataFrame, old_classes: list[str], n
                        f"(copies within the old set disagree on {natural:.1%})")
     if report["label_shift"] > THRESHOLDS["label_shift"]:
         reasons.append(f"label shares moved by {report['label_shift']:.3f} (total variation)")
-    shifted = {c: v for c, v in psi.items() if v >= THRESHOLDS["psi"]}
+    shifted = {c: v for c, v in by_feature.items() if v >= THRESHOLDS["psi"]}
     if shifted:
         reasons.append(f"features shifted (PSI ≥ {THRESHOLDS['psi']}): {shifted}")
     if report["missing_features"]:

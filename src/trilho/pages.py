@@ -13,7 +13,7 @@ import struct
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["png_size", "render_compare", "render_run", "render_tune"]
+__all__ = ["png_size", "render_compare", "render_monitor", "render_run", "render_tune"]
 
 
 def png_size(data: bytes) -> tuple[int, int]:
@@ -77,3 +77,9 @@ def render_compare(summary: dict[str, Any], table: list[dict[str, Any]], figures
 def render_tune(summary: dict[str, Any], figures: dict[str, bytes]) -> str:
     """A study's page: the best trial, its score on rows the search never saw, and the search's figures."""
     return _environment().get_template("tune.html").render(s=summary, figures=_figures(figures), **_common())
+
+
+def render_monitor(report: dict[str, Any], figures: dict[str, bytes]) -> str:
+    """A monitoring report's page: what crossed a threshold, inputs against training, live metrics."""
+    return _environment().get_template("monitor.html").render(r=report, figures=_figures(figures), **_common())
+

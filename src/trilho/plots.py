@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-__all__ = ["comparison_figure", "confusion_matrix_figure", "curves_figure", "fold_boxplot", "groups_figure",
+__all__ = ["comparison_figure", "confusion_matrix_figure", "curves_figure", "drift_figure", "fold_boxplot", "groups_figure",
            "importance_figure", "intervals_figure", "reliability_figure", "reliability_table"]
 
 
@@ -190,3 +190,18 @@ def groups_figure(groups: Mapping[str, Any], metric: str) -> Figure:
         ax.set_ylim(-0.6, max(len(names), 1) - 0.4)
     axes[-1].set_xlabel(f"{metric}, out of fold (interval: corrected t)")
     return fig
+
+
+def drift_figure(features: list[Mapping[str, Any]], threshold: float, top: int = 20) -> Figure:
+    """Each feature's PSI (served rows against training), highest first, with the flag's threshold."""
+    shown = features[:top][::-1]
+    fig = Figure(figsize=(7, 0.35 * len(shown) + 1.4), layout="constrained")
+    ax = fig.add_subplot()
+    values = [f["psi"] for f in shown]
+    ax.barh([str(f["feature"]) for f in shown], values, color=["#c0392b" if v >= threshold else "#4c72b0" for v in values])
+    ax.axvline(threshold, color="#333", linestyle="--", linewidth=1, label=f"flagged at {threshold}")
+    ax.set_xlabel("population stability index")
+    ax.set_title("Served rows against the training data")
+    ax.legend(loc="lower right")
+    return fig
+

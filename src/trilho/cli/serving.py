@@ -38,3 +38,48 @@ def serve(model: ModelArg,
     typer.echo(f"serving {model} on http://{host}:{port} ({workers} worker{'s' if workers > 1 else ''}); "
                "Ctrl-C stops it", err=True)
     run_server(model, settings, host=host, port=port, workers=workers)
+
+
+@command()
+def monitor(model: ModelArg,
+            since: Annotated[str | None, typer.Option(help="From when: an ISO date or time, or back from now: 30m, 24h, 7d.")] = None,
+            until: Annotated[str | None, typer.Option(help="Until when (same forms).")] = None,
+            json_out: Annotated[bool, typer.Option("--json", help="Print the whole report as JSON.")] = False) -> None:
+    """Hold what a model served against its training data (and labels that came back); exit 3 if anything is flagged."""
+    import json
+
+    from trilho.monitor import FLAGGED_EXIT, monitor_model, parse_when
+    from trilho.settings import load_settings
+
+    report = monitor_model(model, load_settings(), since=parse_when(since), until=parse_when(until))
+    if json_out:
+        typer.echo(json.dumps(report, indent=2, default=str))
+    else:
+        t = report["traffic"]
+        typer.echo(f"{report['model']['uri']}: {t['rows']} served rows against {t['training_rows']} training rows"
+                   + (f"; {report['live']['rows']} with labels" if report.get("live") else ""))
+        for f in t["features"][:5]:
+            typer.echo(f"  {f['feature']:<24} PSI {f['psi']:.3f}  missing {f['missing_served']:.1%}  unseen {f['unseen_share']:.1%}")
+        for m, e in ((report.get("live") or {}).get("metrics") or {}).items():
+            cv = e["cv"]
+            typer.echo(f"  live {m:<19} {e['live']:.3f} [{e['low']:.3f}, {e['high']:.3f}]"
+                       + (f"  cross-validated {cv['mean']:.3f} [{cv['low']:.3f}, {cv['high']:.3f}]" if cv else ""))
+        typer.echo(t.get("note") or "")
+        for flag in report["flags"]:
+            typer.echo(f"FLAGGED {flag['reason']}")
+        typer.echo(f"report {report['report']}")
+    if report["flagged"]:
+        raise typer.Exit(FLAGGED_EXIT)
+
+
+@command()
+def feedback(file: Annotated[str, typer.Argument(help="CSV or Parquet: label, and request_id (+ row) or an identifier column.")],
+             model: Annotated[str, typer.Option("--model", "-m", help="The model whose answers these label.")],
+             label: Annotated[str, typer.Option(help="The column holding the true label.")] = "label") -> None:
+    """Keep labels that arrived after the answers, for trilho monitor's live metrics."""
+    from trilho.monitor import record_feedback
+    from trilho.settings import load_settings
+
+    done = record_feedback(file, model, load_settings(), label_column=label)
+    verb = "already kept" if done["skipped"] else "kept"
+    typer.echo(f"{done['url']}: {done['rows']} labels {verb}, joined on {done['joined_on']}")

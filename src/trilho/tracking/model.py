@@ -196,8 +196,26 @@ def save_model_files(pipeline: Any, spec: dict[str, Any], folder: Path, backgrou
         _write(folder / spec["file"], lambda path: skops.io.dump(estimator if len(steps) == 1 else Pipeline(steps), path))
         # the exact types the file holds beyond skops' defaults: loading trusts these and nothing else
         spec["skops_types"] = sorted(skops.io.get_untrusted_types(file=folder / spec["file"]))
+    if background is not None and len(background):
+        spec["profile"] = _profile(spec, folder / spec["file"], background)
     _write(folder / "spec.json", lambda path: path.write_text(json.dumps(spec, indent=2)))
     return folder
+
+
+def _profile(spec: dict[str, Any], classifier: Path, X: pd.DataFrame, seed: int = 0) -> dict[str, Any]:
+    """The training rows' profile (``trilho.traffic``), which ``trilho monitor`` holds served rows
+    against: up to ``REFERENCE_ROWS`` of them, with the classes the saved model itself predicts."""
+    from trilho.encoding import class_probabilities, decided, encode_features, encode_matrix
+    from trilho.traffic import training_profile
+
+    if len(X) > REFERENCE_ROWS:
+        X = X.sample(REFERENCE_ROWS, random_state=seed)
+    X = X[spec["features"]]
+    working = dict(spec)  # the encoders remember layouts in the spec they are given: not in the file's
+    _, proba = _servable().load_classifier(working, str(classifier))
+    encoded = encode_matrix(X, working) if getattr(proba, "matrix", False) else encode_features(X, working)
+    predicted = decided(class_probabilities(proba, encoded, working), working.get("decision"))
+    return training_profile(X, spec, predicted)
 
 
 def _write(path: Path, write: Any) -> None:

@@ -1,0 +1,187 @@
+"""``trilho monitor`` and ``trilho feedback``: close the loop from served answers back to a retrain.
+
+``record_feedback`` keeps labels that arrived after the answers (a CSV or Parquet file with a
+``label`` column and either ``request_id`` (and ``row``, 0 when absent) or one of the model's
+identifier columns) in the lake, under ``feedback/<model>/<sha256>.parquet``: write-once, so
+sending one file twice keeps it once.
+
+``monitor_model`` reads the prediction log of the model's version (``trilho serve`` wrote it),
+holds the rows against the training profile the model carries (``trilho.traffic``), joins the
+labels that came back, and writes the report (``monitor.json``, ``drift.png``, ``report.html``)
+to the lake (``reports/monitor/<model>/<version>/<time>/``) and to an MLflow run of the
+experiment ``<model>-monitor``. ``flagged`` says whether anything crossed its threshold; the
+command's exit status (3) says the same to a scheduler.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from trilho.errors import ConfigError, DataValidationError, StorageError, TrackingError
+from trilho.prediction_log import read_log
+from trilho.settings import Settings
+from trilho.storage import Lake, open_lake
+from trilho.storage.base import sha256_file
+from trilho.traffic import compare_traffic, live_metrics
+
+__all__ = ["FLAGGED_EXIT", "monitor_model", "parse_when", "record_feedback"]
+
+log = logging.getLogger(__name__)
+FLAGGED_EXIT = 3  # `trilho monitor`'s exit status when something crossed its threshold (1 is an error)
+FEEDBACK = "feedback"
+
+
+def parse_when(text: str | None, now: datetime | None = None) -> datetime | None:
+    """An ISO date or time (UTC unless it says otherwise), or a span back from now: 30m, 24h, 7d."""
+    if not text:
+        return None
+    now = now or datetime.now(UTC)
+    units = {"m": 60, "h": 3600, "d": 86400}
+    if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
+        return now - pd.Timedelta(seconds=float(text[:-1]) * units[text[-1]]).to_pytimedelta()
+    try:
+        found = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"--since/--until {text!r}: give an ISO date or time (2026-12-01, 2026-12-01T08:00) "
+                          "or a span back from now (30m, 24h, 7d)") from None
+    return found if found.tzinfo else found.replace(tzinfo=UTC)
+
+
+def _name(info: dict[str, str]) -> str:
+    return info["name"] or info["ident"]
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        return pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise DataValidationError(f"feedback {path}: cannot read it as CSV or Parquet ({str(exc)[:200]})") from None
+
+
+def record_feedback(path: str | Path, model_uri: str, settings: Settings, *, label_column: str = "label",
+                    lake: Lake | None = None) -> dict[str, Any]:
+    """Keep the labels of ``path`` for the model's monitoring; returns where and how many."""
+    from trilho.tracking.monitor import model_spec
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise StorageError(f"feedback {str(path)!r}: no such file")
+    frame = _read_table(path)
+    info, spec = model_spec(model_uri, settings.tracking_uri)
+    if label_column not in frame.columns:
+        raise DataValidationError(f"feedback {path}: no column {label_column!r} (the true label); it has "
+                                  f"{list(frame.columns)[:20]}; name it with --label")
+    keys = ["request_id"] if "request_id" in frame.columns else [c for c in spec.get("identifiers", []) if c in frame]
+    if not keys:
+        raise DataValidationError(f"feedback {path}: no column to join on; give request_id (and row) as "
+                                  f"trilho serve answered them (X-Request-ID), or an identifier column "
+                                  f"{spec.get('identifiers') or '(the model has none)'}")
+    spelled = {str(c).strip().casefold(): c for c in spec["classes"]}
+    labels = frame[label_column].astype("string").str.strip().str.casefold()
+    unknown = sorted(set(labels.dropna()) - set(spelled))
+    if unknown or labels.isna().any():
+        raise DataValidationError(f"feedback {path}: labels {unknown[:10] or ['(missing)']} are not classes of the "
+                                  f"model {spec['classes']}")
+    kept = frame[keys].copy()
+    if keys == ["request_id"]:
+        kept["request_id"] = kept["request_id"].astype(str)
+        kept["row"] = frame["row"].astype("int64") if "row" in frame.columns else 0
+    kept["label"] = labels.map(spelled).astype(str)
+    kept["received_at"] = pd.Timestamp.now(tz="UTC")
+    lake = lake or open_lake(settings)
+    digest, _ = sha256_file(path)
+    key = f"{FEEDBACK}/{_name(info)}/{digest}.parquet"
+    buffer = io.BytesIO()
+    kept.to_parquet(buffer, index=False)
+    written = lake.put_bytes(key, buffer.getvalue())  # write-once: the same file again keeps the first copy
+    return {"key": key, "url": lake.url(key), "rows": int(len(kept)), "joined_on": keys, "skipped": not written}
+
+
+def _feedback(lake: Lake, name: str) -> pd.DataFrame:
+    keys = sorted(k for k in lake.list(f"{FEEDBACK}/{name}/") if k.endswith(".parquet"))
+    frames = [pd.read_parquet(io.BytesIO(lake.get_bytes(k))) for k in keys]
+    if not frames:
+        return pd.DataFrame()
+    return pd.concat(frames, ignore_index=True).sort_values("received_at", kind="stable")
+
+
+def _joined(served: pd.DataFrame, feedback: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
+    """The served rows whose label came back, with it (the latest label of a row wins)."""
+    if served.empty or feedback.empty:
+        return pd.DataFrame()
+    parts = []
+    by_request = feedback[feedback["request_id"].notna()] if "request_id" in feedback else feedback.iloc[:0]
+    if len(by_request):
+        latest = by_request.drop_duplicates(["request_id", "row"], keep="last")[["request_id", "row", "label"]]
+        parts.append(served.merge(latest.astype({"row": "int64"}), on=["request_id", "row"], how="inner"))
+    for col in spec.get("identifiers", []):
+        if col in feedback and col in served:
+            latest = feedback[feedback[col].notna()][[col, "label"]].drop_duplicates([col], keep="last")
+            parts.append(served.assign(**{col: served[col].astype(str)}).merge(latest.astype({col: str}), on=col))
+    if not parts:
+        return pd.DataFrame()
+    joined = pd.concat(parts, ignore_index=True)
+    return joined.drop_duplicates(["request_id", "row"], keep="first")
+
+
+def monitor_model(model_uri: str, settings: Settings, *, since: datetime | None = None, until: datetime | None = None,
+                  lake: Lake | None = None, thresholds: dict[str, float] | None = None,
+                  track: bool = True) -> dict[str, Any]:
+    """The monitoring report of the model's version (written to the lake and MLflow)."""
+    from trilho import pages, plots
+    from trilho.tracking.monitor import log_monitor, model_spec, run_estimates
+
+    info, spec = model_spec(model_uri, settings.tracking_uri)
+    if "profile" not in spec:
+        raise ConfigError(f"model {info['uri']} was logged before trilho kept a profile of its training data; run its "
+                          "experiment again (trilho run) to log one that can be monitored")
+    lake = lake or open_lake(settings)
+    name = _name(info)
+    log_prefix = f"{settings.serve_log_prefix.strip('/')}/{name}"
+    served = read_log(lake, log_prefix, since, until, version=info["version"] or None)
+    traffic = compare_traffic(spec["profile"], served, spec, thresholds)
+    joined = _joined(served, _feedback(lake, name), spec)
+    live = None
+    if len(joined):
+        live = live_metrics(joined["label"].to_numpy(), joined["prediction"].astype(str).to_numpy(),
+                            [str(c) for c in spec["classes"]], run_estimates(settings.tracking_uri, info.get("run_id", "")))
+    flags = [*traffic["flags"], *((live or {}).get("flags", []))]
+    now = datetime.now(UTC)
+    prefix = f"reports/monitor/{name}/{info['version'] or 'unversioned'}/{now:%Y%m%dT%H%M%SZ}/"
+    report: dict[str, Any] = {
+        "model": {"requested": model_uri, "uri": info["uri"], "name": info["name"], "version": info["version"],
+                  "run_id": info.get("run_id", "")},
+        "window": {"since": since.isoformat() if since else None, "until": until.isoformat() if until else None},
+        "checked_at": now.isoformat(timespec="seconds"), "flagged": bool(flags), "flags": flags,
+        "traffic": traffic, "live": live,
+        "sources": {"log": f"{lake.uri.rstrip('/')}/{log_prefix}/", "feedback": f"{lake.uri.rstrip('/')}/{FEEDBACK}/{name}/"},
+        "report": lake.url(prefix + "report.html"),
+    }
+    with tempfile.TemporaryDirectory(prefix="trilho-monitor-") as tmp:
+        folder = Path(tmp)
+        figures = {}
+        if traffic["features"]:
+            buffer = io.BytesIO()
+            plots.drift_figure(traffic["features"], traffic["thresholds"]["psi"]).savefig(buffer, format="png", dpi=110)
+            figures["drift.png"] = buffer.getvalue()
+            (folder / "drift.png").write_bytes(figures["drift.png"])
+        (folder / "monitor.json").write_text(json.dumps(report, indent=2, default=str))
+        (folder / "report.html").write_text(pages.render_monitor(report, figures), encoding="utf-8")
+        for path in sorted(folder.iterdir()):
+            lake.put_file(prefix + path.name, path, overwrite=True)
+        if track:
+            try:
+                report["mlflow_run_id"] = log_monitor(settings.tracking_uri, report, folder)
+            except TrackingError as exc:  # the lake has the report; the tracking store is told next time
+                log.warning("monitoring report not logged to MLflow: %s", exc)
+    return report

@@ -19,10 +19,10 @@ FAST = ["cv.n_repeats=1", "model.params.n_estimators=15", "model.params.max_dept
 
 # what `make test-fast` leaves out (-m "not training and not services"): a test that starts a
 # service is marked by the fixtures it asks for, or by its module when the module starts its own
-# (Dask, Jupyter kernels, moto, mlflow models serve); a test that fits a model is marked where it
+# (Dask, Jupyter kernels, moto, mlflow models serve, trilho serve); a test that fits a model is marked where it
 # is written (@pytest.mark.training, or pytestmark for a module of them)
 SERVICE_FIXTURES = {"seaweed", "mlflow_server", "postgres", "mlflow_pg_server"}
-SERVICE_MODULES = {"test_services", "test_storage_s3", "test_scale_dask", "test_notebook", "test_load"}
+SERVICE_MODULES = {"test_services", "test_storage_s3", "test_scale_dask", "test_notebook", "test_load", "test_serve"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -89,6 +89,33 @@ def model_server(model_uri: str, env: dict[str, str], log: Path):
         _stop(proc)
 
 
+@contextlib.contextmanager
+def trilho_server(model_uri: str, env: dict[str, str], log: Path, *args: str):
+    """``trilho serve`` of a model on a free port of 127.0.0.1; yields its URL and process once
+    /ready answers, and stops it with SIGTERM (a clean stop, which flushes its prediction log)."""
+    port = free_port()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "trilho", "serve", model_uri, "--port", str(port), *args],
+                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait(lambda: requests.get(url + "/ready", timeout=1).status_code == 200, "trilho serve", proc, log, 120)
+        yield url, proc
+    finally:
+        stop_cleanly(proc)
+
+
+def stop_cleanly(proc: subprocess.Popen, grace_s: float = 30) -> int | None:
+    """SIGTERM, then wait for the process to finish what it holds; SIGKILL only past ``grace_s``."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            _stop(proc)
+    return proc.returncode
+
+
 def weed_binary() -> str | None:
     return shutil.which("weed") or shutil.which("weed", path=str(Path(sys.executable).parent))
 

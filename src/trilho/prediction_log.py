@@ -21,9 +21,9 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from itertools import chain
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -95,7 +95,7 @@ def _table(records: list[Served]):
         for r in records:
             groups.setdefault((r.numeric, tuple(r.classes), tuple(r.texts)), []).append(r)
         return pa.concat_tables([_table(g) for g in groups.values()], promote_options="permissive")
-    numbers = np.vstack([r.numbers for r in records]) if first.numeric else None
+    numbers = np.vstack([r.numbers for r in records]) if first.numeric else np.empty((0, 0))
     for j, col in enumerate(first.numeric):
         out[col] = pa.array(numbers[:, j], from_pandas=True)
     for col in first.texts:

@@ -229,7 +229,7 @@ class App:
         import numpy as np
 
         assert self.log is not None
-        texts = [c for c in (*model.texts, *model.spec.get("identifiers", []))]
+        texts = [*model.texts, *model.spec.get("identifiers", [])]
         source = parsed.columns if parsed.columns is not None else {c: parsed.frame[c].tolist() for c in texts
                                                                     if c in parsed.frame.columns}
         if proba is None:  # an explained answer: its probabilities, from the answer's own columns

@@ -86,17 +86,17 @@ def _feature_finding(col: str, profile: dict[str, Any], served: pd.Series, mappi
         counts = np.bincount(np.searchsorted(edges, finite, side="right"), minlength=len(edges) + 1).astype(float)
         expected = np.asarray(profile["shares"], dtype="float64") * (1 - profile["missing"])
         found = {"missing": float(1 - len(finite) / n), "unseen": 0.0}
-        shown = {"served_median": float(np.median(finite)) if len(finite) else None}
+        shown: dict[str, Any] = {"served_median": float(np.median(finite)) if len(finite) else None}
         actual = np.append(counts, n - len(finite))
     else:
         normal = normalise_text(served.astype(object))
         present = normal.dropna()
         known = set(mapping or {})
         unseen = int((~present.isin(known)).sum()) if known else 0
-        values = present.where(present.isin(list(profile["shares"])), OTHER) if OTHER in profile["shares"] else present
+        binned = present.where(present.isin(list(profile["shares"])), OTHER) if OTHER in profile["shares"] else present
         shares = profile["shares"]
         names = list(shares)
-        counted = values.value_counts()
+        counted = binned.value_counts()
         # values never seen in the training profile's list (nor folded into its other): their own bin
         actual = np.array([float(counted.get(k, 0)) for k in names] + [float(counted[~counted.index.isin(names)].sum()),
                                                                          float(n - len(present))])
@@ -142,7 +142,8 @@ def compare_traffic(profile: dict[str, Any], served: pd.DataFrame, spec: dict[st
                           "reason": f"{f['feature']}: PSI {f['psi']:.3f} ≥ {limits['psi']}"})
         if f["missing_served"] - f["missing_training"] > limits["missing"]:
             flags.append({"kind": "missing", "feature": f["feature"], "value": f["missing_served"],
-                          "reason": f"{f['feature']}: {f['missing_served']:.1%} missing, {f['missing_training']:.1%} in training"})
+                          "reason": f"{f['feature']}: {f['missing_served']:.1%} missing, "
+                                    f"{f['missing_training']:.1%} in training"})
         if f["unseen_share"] > limits["unseen"]:
             flags.append({"kind": "unseen", "feature": f["feature"], "value": f["unseen_share"],
                           "reason": f"{f['feature']}: {f['unseen_share']:.1%} of rows hold categories never seen in training"})

@@ -42,7 +42,8 @@ def serve(model: ModelArg,
 
 @command()
 def monitor(model: ModelArg,
-            since: Annotated[str | None, typer.Option(help="From when: an ISO date or time, or back from now: 30m, 24h, 7d.")] = None,
+            since: Annotated[str | None, typer.Option(
+                help="From when: an ISO date or time, or back from now: 30m, 24h, 7d.")] = None,
             until: Annotated[str | None, typer.Option(help="Until when (same forms).")] = None,
             json_out: Annotated[bool, typer.Option("--json", help="Print the whole report as JSON.")] = False) -> None:
     """Hold what a model served against its training data (and labels that came back); exit 3 if anything is flagged."""
@@ -59,7 +60,8 @@ def monitor(model: ModelArg,
         typer.echo(f"{report['model']['uri']}: {t['rows']} served rows against {t['training_rows']} training rows"
                    + (f"; {report['live']['rows']} with labels" if report.get("live") else ""))
         for f in t["features"][:5]:
-            typer.echo(f"  {f['feature']:<24} PSI {f['psi']:.3f}  missing {f['missing_served']:.1%}  unseen {f['unseen_share']:.1%}")
+            typer.echo(f"  {f['feature']:<24} PSI {f['psi']:.3f}  missing {f['missing_served']:.1%}  "
+                       f"unseen {f['unseen_share']:.1%}")
         for m, e in ((report.get("live") or {}).get("metrics") or {}).items():
             cv = e["cv"]
             typer.echo(f"  live {m:<19} {e['live']:.3f} [{e['low']:.3f}, {e['high']:.3f}]"
@@ -73,7 +75,8 @@ def monitor(model: ModelArg,
 
 
 @command()
-def feedback(file: Annotated[str, typer.Argument(help="CSV or Parquet: label, and request_id (+ row) or an identifier column.")],
+def feedback(file: Annotated[str, typer.Argument(
+                 help="CSV or Parquet: label, and request_id (+ row) or an identifier column.")],
              model: Annotated[str, typer.Option("--model", "-m", help="The model whose answers these label.")],
              label: Annotated[str, typer.Option(help="The column holding the true label.")] = "label") -> None:
     """Keep labels that arrived after the answers, for trilho monitor's live metrics."""

@@ -29,8 +29,12 @@ def test_every_service_the_stack_needs_is_there():
     # the served model needs xgboost: the serve service runs the trilho image, which has it
     assert services["serve"]["image"] == services["jupyter"]["image"] == "trilho:local"
     serve = " ".join(services["serve"]["command"])
-    # the champion is served from a copy whose files were checked against their logged digests
-    assert "trilho verify" in serve and "@champion" in serve and "--to /tmp/champion && mlflow models serve -m /tmp/champion" in serve
+    # trilho serve follows the champion alias (its files checked against their logged digests as it loads)
+    assert "exec trilho serve" in serve and "@champion" in serve and "--host 0.0.0.0" in serve
+    assert services["serve"]["healthcheck"]["test"][-1].endswith("u.urlopen('http://localhost:5001/ready', timeout=3)")
+    # it logs its answers to the lake: it has the store's settings, and waits for the buckets
+    assert services["serve"]["environment"]["BUCKET_DATA"].startswith("${BUCKET_DATA:?")
+    assert services["serve"]["depends_on"]["buckets"]["condition"] == "service_completed_successfully"
 
 
 def test_images_are_pinned():

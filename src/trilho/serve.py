@@ -39,6 +39,7 @@ from starlette.routing import Route
 
 from trilho import __version__
 from trilho.encoding import answers, check_output
+from trilho.errors import ConfigError
 from trilho.prediction_log import PredictionLog, Served
 from trilho.protocol import RequestError, encode_request, params_of, parse_body
 from trilho.served import Batcher, Follower, ServedModel, load_served
@@ -290,24 +291,78 @@ def create_app(model_uri: str, settings: Settings) -> Starlette:
     return app
 
 
-def app_from_environment() -> Starlette:
-    """The application of one of several workers: the model from TRILHO_SERVE_MODEL, settings from
-    the environment (uvicorn imports this in each worker process)."""
+def _listening_socket(host: str, port: int):
+    """A socket of its own for one worker: SO_REUSEPORT lets every worker bind the port (the kernel
+    spreads the connections), and TCP_NODELAY, which accepted connections inherit, keeps small
+    answers from waiting on the client's delayed ACK (uvicorn's one socket shared by its workers
+    left Nagle's algorithm on: about 40 ms a keep-alive request, BENCHMARKS.md)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _worker(model_uri: str, host: str, port: int) -> None:
+    """One worker process: its own socket, its own model, settings from the environment."""
+    import uvicorn
+
     from trilho.settings import load_settings
 
-    return create_app(os.environ["TRILHO_SERVE_MODEL"], load_settings())
+    config = uvicorn.Config(create_app(model_uri, load_settings()), log_level="warning", access_log=False,
+                            timeout_graceful_shutdown=30)
+    uvicorn.Server(config).run(sockets=[_listening_socket(host, port)])
 
 
 def run_server(model_uri: str, settings: Settings, host: str = "127.0.0.1", port: int = 5001, workers: int = 1) -> None:
-    """Serve until stopped (SIGINT or SIGTERM: requests in flight finish, the log is flushed)."""
+    """Serve until stopped (SIGINT or SIGTERM: requests in flight finish, the log is flushed).
+
+    Several workers are processes started fresh (spawned: a forked copy of a process that has
+    used XGBoost's threads can deadlock), each with its own socket on the port and its own model;
+    their metrics are merged through prometheus_client's multiprocess directory."""
     import uvicorn
 
-    options: dict[str, Any] = {"host": host, "port": port, "log_level": "warning", "access_log": False,
-                               "timeout_graceful_shutdown": 30}
     if workers <= 1:
-        uvicorn.run(create_app(model_uri, settings), **options)
+        uvicorn.run(create_app(model_uri, settings), host=host, port=port, log_level="warning", access_log=False,
+                    timeout_graceful_shutdown=30)
         return
-    os.environ["TRILHO_SERVE_MODEL"] = model_uri
+    import multiprocessing
+    import signal
+    import socket
+    from multiprocessing.connection import wait
+
+    if not hasattr(socket, "SO_REUSEPORT"):
+        raise ConfigError("--workers above 1 needs SO_REUSEPORT (Linux, macOS); run one worker per process "
+                          "behind a load balancer instead")
+    _listening_socket(host, port).close()  # the port is free and ours to take, said now rather than in a worker
+    context = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="trilho-metrics-") as metrics_dir:
-        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", metrics_dir)
-        uvicorn.run("trilho.serve:app_from_environment", factory=True, workers=workers, **options)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # the children read it as they import prometheus_client
+        children = [context.Process(target=_worker, args=(model_uri, host, port), name=f"trilho-serve-{i}")
+                    for i in range(workers)]
+        for child in children:
+            child.start()
+
+        def stop(signum: int, _frame: Any) -> None:
+            for child in children:
+                if child.is_alive() and child.pid:
+                    os.kill(child.pid, signal.SIGTERM)
+
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while any(c.is_alive() for c in children):
+                wait([c.sentinel for c in children if c.is_alive()])
+                if any(c.exitcode not in (None, 0) for c in children):  # one failed (its model, its port): all stop
+                    stop(signal.SIGTERM, None)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        failed = [c.exitcode for c in children if c.exitcode not in (0, -signal.SIGTERM, -signal.SIGINT)]
+        if failed:
+            raise ConfigError(f"a worker of trilho serve exited with status {failed[0]}; its messages are above")

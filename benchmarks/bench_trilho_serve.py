@@ -72,7 +72,7 @@ class TrilhoServed(Served):
         raise SystemExit(f"trilho serve did not answer:\n{log.read_text()[-3000:]}")
 
 
-def wrk_load(port: int, body_file: Path, clients: int, seconds: float, server: list[int], lua: Path) -> dict:
+def wrk_load(port: int, body_file: Path, clients: int, seconds: int, server: list[int], lua: Path) -> dict:
     """``wrk`` for ``seconds`` at ``clients`` connections; its figures and the server's CPU per request."""
     lua.write_text(LUA.format(body=body_file))
     threads = 1 if clients < 64 else 2
@@ -82,6 +82,8 @@ def wrk_load(port: int, body_file: Path, clients: int, seconds: float, server: l
                           timeout=seconds + 60)
     after = _cpu_seconds(server)
     out = done.stdout
+    if "requests in" not in out:
+        raise SystemExit(f"wrk gave no figures (exit {done.returncode}):\n{out}\n{done.stderr}")
 
     def ms(label: str) -> float:
         found = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
@@ -102,7 +104,7 @@ def wrk_load(port: int, body_file: Path, clients: int, seconds: float, server: l
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=8.0, help="per cell (wrk)")
+    parser.add_argument("--seconds", type=int, default=8, help="per cell (wrk)")
     parser.add_argument("--requests", type=int, default=2000, help="per cell (the python client)")
     parser.add_argument("--client", choices=["wrk", "python"], default="wrk" if shutil.which("wrk") else "python")
     args = parser.parse_args()
@@ -156,7 +158,8 @@ def main() -> None:
     print()
     for name in ("trilho", "trilho, 2 workers"):
         for n, clients in CELLS:
-            ratio = med[(name, n, clients)]["rps"] / med[("mlflow", n, clients)]["rps"]
+            base = med[("mlflow", n, clients)]["rps"]
+            ratio = med[(name, n, clients)]["rps"] / base if base else float("inf")
             print(f"{name} / mlflow, {n} row(s) at {clients} clients: {ratio:.1f}x requests/s")
     for name in ("trilho, no batching", "trilho, batch wait 2 ms"):
         for n, clients in BATCH_CELLS:

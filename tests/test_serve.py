@@ -238,9 +238,14 @@ def test_monitor_flags_shifted_traffic_and_not_traffic_like_the_training_data(tr
     shifted = diabetes(rows=400, seed=32).drop(columns=DROP)
     shifted["HbA1c"] += 3.0
     shifted["BMI"] *= 1.4
+    batch = tmp_path / "batch.csv"
+    diabetes(rows=300, seed=33).to_csv(batch, index=False)
+    from trilho.predict import predict_batch
+
+    predict_batch(uri, str(batch), trained["settings"])  # batch predictions of this version are monitored too
     with trilho_server(uri, env, tmp_path / "trilho.log") as (url, _):
         ids = _post(url, like.drop(columns=DROP), 20)
-        time.sleep(0.05)
+        time.sleep(1.1)  # a batch prediction's time is kept to the second
         between = datetime.now(UTC)
         time.sleep(0.05)
         _post(url, shifted, 50)
@@ -255,7 +260,8 @@ def test_monitor_flags_shifted_traffic_and_not_traffic_like_the_training_data(tr
     clean = _monitor(env, uri, "--until", between.isoformat(), "--json")
     assert clean.returncode == 0, clean.stdout[-2000:] + clean.stderr[-2000:]
     report = json.loads(clean.stdout)
-    assert report["traffic"]["rows"] == 600 and report["flags"] == [] and not report["flagged"]
+    assert report["traffic"]["sources"] == {"served": 600, "batch": 300}
+    assert report["traffic"]["rows"] == 900 and report["flags"] == [] and not report["flagged"]
     assert report["live"]["rows"] == 600 and "f1_macro" in report["live"]["metrics"]
     assert report["live"]["metrics"]["f1_macro"]["cv"]["mean"] > 0
 

@@ -140,3 +140,16 @@ def test_a_failing_or_slow_lake_never_slows_or_fails_a_request_and_drops_are_cou
     assert outcomes.count(False) > 0 and slow.dropped == 3 * outcomes.count(False)  # a full queue drops, counted
     slow.close()
     assert slow.written + slow.dropped == 120
+
+
+def test_the_log_keeps_a_filled_gap_as_missing_and_only_the_numeric_columns_as_numbers(tmp_path: Path):
+    lake = LocalLake(str(tmp_path / "lake"))
+    log = PredictionLog(lake, flush_s=60)
+    X = np.array([[1.0, 7.0, 2.0], [3.0, 0.0, 4.0]])  # column 1 is a category's code; row 1's "a" was filled
+    gaps = np.array([[False, False, False], [True, True, False]])
+    log.offer(Served("r", time.time(), "m", "1", 1.0, X, ("a", "b"), {"kind": ["x", None]}, ["no", "yes"],
+                     np.array([[0.6, 0.4], [0.3, 0.7]]), ("no", "yes"), (0, 2), gaps))
+    log.close()
+    frame = read_log(lake, "predictions/served/m")
+    assert frame["a"].tolist()[0] == 1.0 and np.isnan(frame["a"].tolist()[1]) and frame["b"].tolist() == [2.0, 4.0]
+    assert frame["kind"].tolist() == ["x", None] and frame["prediction"].tolist() == ["no", "yes"]

@@ -134,10 +134,48 @@ def _joined(served: pd.DataFrame, feedback: pd.DataFrame, spec: dict[str, Any]) 
     return joined.drop_duplicates(["request_id", "row"], keep="first")
 
 
+BATCH_ROWS = 200_000  # rows of one batch prediction's input read back, at most (the first ones)
+
+
+def _batch_rows(lake: Lake, info: dict[str, str], spec: dict[str, Any], since: datetime | None,
+                until: datetime | None, output: str = "predictions") -> pd.DataFrame:
+    """The rows ``trilho predict`` predicted with this version (inputs that are still where they
+    were read from), with their predictions, as the prediction log holds them; an input that is
+    gone is said and skipped."""
+    from trilho.ingest import iter_chunks
+
+    frames = []
+    with tempfile.TemporaryDirectory(prefix="trilho-monitor-") as tmp:
+        for key in lake.list(f"{output}/{info['ident']}/"):
+            if not key.endswith("/manifest.json") or "/explained/" in key:
+                continue
+            manifest = json.loads(lake.get_bytes(key))
+            made = datetime.fromisoformat(manifest["created_at"])
+            if (since and made < since) or (until and made >= until):
+                continue
+            source, base = str(manifest["input"]), lake.uri.rstrip("/") + "/"
+            if source.startswith(base) and lake.exists(source[len(base):]):
+                local = lake.download(source[len(base):], Path(tmp) / Path(source).name)
+            else:
+                from urllib.parse import unquote, urlparse
+
+                local = Path(unquote(urlparse(source).path)) if source.startswith("file:") else Path(source)
+            if not local.is_file():
+                log.warning("batch predictions %s: their input %s is gone; left out", key, source)
+                continue
+            features = next(iter_chunks(local, BATCH_ROWS, list(spec["features"])), pd.DataFrame())
+            predicted = pd.read_parquet(io.BytesIO(lake.get_bytes(manifest["key"])), columns=["prediction"])
+            rows = min(len(features), len(predicted))
+            frames.append(features.head(rows).assign(prediction=predicted["prediction"].astype(str).head(rows).to_numpy(),
+                                                     served_at=pd.Timestamp(made)))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
 def monitor_model(model_uri: str, settings: Settings, *, since: datetime | None = None, until: datetime | None = None,
                   lake: Lake | None = None, thresholds: dict[str, float] | None = None,
-                  track: bool = True) -> dict[str, Any]:
-    """The monitoring report of the model's version (written to the lake and MLflow)."""
+                  track: bool = True, batch: bool = True) -> dict[str, Any]:
+    """The monitoring report of the model's version (written to the lake and MLflow): the rows it
+    served, and (``batch``) those ``trilho predict`` predicted with it."""
     from trilho import pages, plots
     from trilho.tracking.monitor import log_monitor, model_spec, run_estimates
 
@@ -149,7 +187,11 @@ def monitor_model(model_uri: str, settings: Settings, *, since: datetime | None 
     name = _name(info)
     log_prefix = f"{settings.serve_log_prefix.strip('/')}/{name}"
     served = read_log(lake, log_prefix, since, until, version=info["version"] or None)
-    traffic = compare_traffic(spec["profile"], served, spec, thresholds)
+    predicted = _batch_rows(lake, info, spec, since, until) if batch else pd.DataFrame()
+    rows = pd.concat([f for f in (served, predicted) if len(f)], ignore_index=True) if len(served) or len(predicted) \
+        else served
+    traffic = compare_traffic(spec["profile"], rows, spec, thresholds)
+    traffic["sources"] = {"served": int(len(served)), "batch": int(len(predicted))}
     joined = _joined(served, _feedback(lake, name), spec)
     live = None
     if len(joined):

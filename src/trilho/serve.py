@@ -225,23 +225,18 @@ class App:
 
     def _keep(self, rid: str, model: ServedModel, parsed: Any, rows: list[dict[str, Any]], proba: Any,
               elapsed: float, X: Any, gaps: Any) -> None:
-        """The request's record to the prediction log's queue (cheap: the thread that writes it
-        does the rest)."""
-        import numpy as np
-
+        """The request's record to the prediction log's queue: references to what the request
+        already holds (the log's own thread and its batches do the rest)."""
         assert self.log is not None
-        texts = [*model.texts, *model.spec.get("identifiers", [])]
-        source = parsed.columns if parsed.columns is not None else {c: parsed.frame[c].tolist() for c in texts
+        source = parsed.columns if parsed.columns is not None else {c: parsed.frame[c].tolist() for c in model.kept
                                                                     if c in parsed.frame.columns}
-        if proba is None:  # an explained answer: its probabilities, from the answer's own columns
-            proba = np.array([[r[f"proba_{c}"] for c in model.spec["classes"]] for r in rows]) if "proba_" + \
-                str(model.spec["classes"][0]) in rows[0] else model.probabilities(X)
+        if proba is None:  # an explained answer: the probabilities once more
+            proba = model.probabilities(X)
         labels = [r["prediction"] for r in rows] if "prediction" in rows[0] else \
-            np.asarray(model.spec["classes"], dtype=object)[model.decide(proba)].tolist()
-        numbers = np.where(gaps[:, model.numeric_at], np.nan, X[:, model.numeric_at])
-        self.log.offer(Served(rid, time.time(), model.name, model.version, round(1000 * elapsed, 3), numbers,
-                              model.numeric, {c: source[c] for c in texts if c in source}, labels, proba,
-                              list(model.spec["classes"])))
+            [model.spec["classes"][k] for k in model.decide(proba).tolist()]
+        self.log.offer(Served(rid, time.time(), model.name, model.version, round(1000 * elapsed, 3), X, model.numeric,
+                              {c: source[c] for c in model.kept if c in source}, labels, proba, model.classes,
+                              model.numeric_at, gaps))
 
     async def health(self, request: Request) -> Response:
         return _json({"status": "ok"})

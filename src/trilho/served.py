@@ -46,9 +46,11 @@ class ServedModel:
 
     def __post_init__(self) -> None:
         features, categorical = self.spec["features"], self.spec["categorical"]
-        self.numeric_at = [j for j, c in enumerate(features) if categorical.get(c, False) is False]
+        self.numeric_at = tuple(j for j, c in enumerate(features) if categorical.get(c, False) is False)
         self.numeric = tuple(features[j] for j in self.numeric_at)
-        self.texts = tuple(c for c in features if c not in self.numeric)
+        # what the prediction log keeps as sent: the categories and the rows' identifiers
+        self.kept = (*(c for c in features if c not in self.numeric), *self.spec.get("identifiers", []))
+        self.classes = tuple(str(c) for c in self.spec["classes"])
 
     def decide(self, proba: np.ndarray) -> np.ndarray:
         return decided(proba, self.spec.get("decision"))

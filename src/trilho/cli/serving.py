@@ -45,6 +45,8 @@ def monitor(model: ModelArg,
             since: Annotated[str | None, typer.Option(
                 help="From when: an ISO date or time, or back from now: 30m, 24h, 7d.")] = None,
             until: Annotated[str | None, typer.Option(help="Until when (same forms).")] = None,
+            batch: Annotated[bool, typer.Option(
+                "--batch/--no-batch", help="Also the rows trilho predict predicted with this version.")] = True,
             json_out: Annotated[bool, typer.Option("--json", help="Print the whole report as JSON.")] = False) -> None:
     """Hold what a model served against its training data (and labels that came back); exit 3 if anything is flagged."""
     import json
@@ -52,12 +54,13 @@ def monitor(model: ModelArg,
     from trilho.monitor import FLAGGED_EXIT, monitor_model, parse_when
     from trilho.settings import load_settings
 
-    report = monitor_model(model, load_settings(), since=parse_when(since), until=parse_when(until))
+    report = monitor_model(model, load_settings(), since=parse_when(since), until=parse_when(until), batch=batch)
     if json_out:
         typer.echo(json.dumps(report, indent=2, default=str))
     else:
         t = report["traffic"]
-        typer.echo(f"{report['model']['uri']}: {t['rows']} served rows against {t['training_rows']} training rows"
+        typer.echo(f"{report['model']['uri']}: {t['sources']['served']} served and {t['sources']['batch']} batch-predicted "
+                   f"rows against {t['training_rows']} training rows"
                    + (f"; {report['live']['rows']} with labels" if report.get("live") else ""))
         for f in t["features"][:5]:
             typer.echo(f"  {f['feature']:<24} PSI {f['psi']:.3f}  missing {f['missing_served']:.1%}  "

@@ -152,4 +152,4 @@ def test_the_log_keeps_a_filled_gap_as_missing_and_only_the_numeric_columns_as_n
     log.close()
     frame = read_log(lake, "predictions/served/m")
     assert frame["a"].tolist()[0] == 1.0 and np.isnan(frame["a"].tolist()[1]) and frame["b"].tolist() == [2.0, 4.0]
-    assert frame["kind"].tolist() == ["x", None] and frame["prediction"].tolist() == ["no", "yes"]
+    assert frame["kind"].iloc[0] == "x" and pd.isna(frame["kind"].iloc[1]) and frame["prediction"].tolist() == ["no", "yes"]

@@ -287,5 +287,9 @@ def test_the_cli_refuses_bad_options_in_one_line(trained):
     done = subprocess.run([sys.executable, "-m", "trilho", "serve", "models:/x/1", "--workers", "0"], env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "--workers 0: must be at least 1" in done.stderr
+    for workers in ("1", "2"):
+        missing = subprocess.run([sys.executable, "-m", "trilho", "serve", "models:/no-such-model@champion", "--workers",
+                                  workers], env=env, capture_output=True, text=True, timeout=120)
+        assert missing.returncode == 1 and "not found" in missing.stderr and "Traceback" not in missing.stderr
     bad = _monitor(env, f"models:/{trained['names']['xgboost']}/1", "--since", "yesterday")
     assert bad.returncode == 1 and "--since/--until 'yesterday'" in bad.stderr

@@ -106,8 +106,8 @@ def _refusal(exc: RequestError, rid: str) -> Response:
 class App:
     """The routes' shared state: settings, metrics, the model and its follower, the batcher, the log."""
 
-    def __init__(self, model_uri: str, settings: Settings) -> None:
-        self.model_uri, self.settings = model_uri, settings
+    def __init__(self, model_uri: str, settings: Settings, model: ServedModel | None = None) -> None:
+        self.model_uri, self.settings, self.preloaded = model_uri, settings, model
         self.metrics = Metrics()
         token = settings.serve_token.get_secret_value() if settings.serve_token else ""
         self.token = f"Bearer {token}".encode() if token else b""
@@ -119,7 +119,9 @@ class App:
     # -- the life of the server -------------------------------------------------------------
     async def start(self) -> None:
         s = self.settings
-        model = await asyncio.to_thread(load_served, self.model_uri, s.tracking_uri, self.folder)
+        model, self.preloaded = self.preloaded, None
+        if model is None:
+            model = await asyncio.to_thread(load_served, self.model_uri, s.tracking_uri, self.folder)
         self.metrics.serving(model)
         self.follower = Follower(model, s.tracking_uri, self.folder, s.serve_refresh_s, self._swapped,
                                  lambda kind: self.metrics.refresh_errors.labels(kind).inc())
@@ -265,9 +267,10 @@ class App:
         return Response(self.metrics.text(), media_type=CONTENT_TYPE_LATEST)
 
 
-def create_app(model_uri: str, settings: Settings) -> Starlette:
-    """The ASGI application serving ``model_uri`` (loaded at startup; ``/ready`` says when)."""
-    state = App(model_uri, settings)
+def create_app(model_uri: str, settings: Settings, model: ServedModel | None = None) -> Starlette:
+    """The ASGI application serving ``model_uri`` (loaded at startup, unless ``model`` is it
+    already; ``/ready`` says when)."""
+    state = App(model_uri, settings, model)
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
@@ -323,9 +326,11 @@ def run_server(model_uri: str, settings: Settings, host: str = "127.0.0.1", port
     their metrics are merged through prometheus_client's multiprocess directory."""
     import uvicorn
 
-    if workers <= 1:
-        uvicorn.run(create_app(model_uri, settings), host=host, port=port, log_level="warning", access_log=False,
-                    timeout_graceful_shutdown=30)
+    if workers <= 1:  # loaded first: a model that cannot be served is one line, not a failed startup's trace
+        with tempfile.TemporaryDirectory(prefix="trilho-serve-") as folder:
+            model = load_served(model_uri, settings.tracking_uri, Path(folder))
+            uvicorn.run(create_app(model_uri, settings, model), host=host, port=port, log_level="warning",
+                        access_log=False, timeout_graceful_shutdown=30)
         return
     import multiprocessing
     import signal
@@ -335,6 +340,9 @@ def run_server(model_uri: str, settings: Settings, host: str = "127.0.0.1", port
     if not hasattr(socket, "SO_REUSEPORT"):
         raise ConfigError("--workers above 1 needs SO_REUSEPORT (Linux, macOS); run one worker per process "
                           "behind a load balancer instead")
+    from trilho.tracking.model import resolve_model
+
+    resolve_model(model_uri, settings.tracking_uri)  # a model that is not there: one line, before any worker starts
     _listening_socket(host, port).close()  # the port is free and ours to take, said now rather than in a worker
     context = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="trilho-metrics-") as metrics_dir:

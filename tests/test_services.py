@@ -24,7 +24,7 @@ from trilho.storage import S3Lake, open_lake
 from trilho.tracking import Tracker
 from trilho.tracking.model import load_model
 
-from .services import ACCESS_KEY, SECRET_KEY, FaultProxy, MlflowServer
+from .services import ACCESS_KEY, SECRET_KEY, FaultProxy, MlflowServer, free_port
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -411,3 +411,36 @@ def test_fault_19_an_artifact_store_down_while_tracking_is_up_fails_the_run(work
         server.stop()
         proxy.close()
         gc.collect()
+
+
+def test_the_prediction_log_writes_to_an_s3_lake_and_counts_what_a_dead_store_loses(workdir, seaweed):
+    """trilho serve's log through the real S3 store; then the store's address goes dead: the requests'
+    records are dropped and counted, and offering them never waits on the store."""
+    import numpy as np
+
+    from trilho.prediction_log import PredictionLog, Served, read_log
+
+    settings = live_settings(workdir, seaweed.endpoint, "sqlite:///x.db")
+    lake = open_lake(settings)
+
+    def served(i: int) -> Served:
+        return Served(f"r{i}", time.time(), "m", "3", 1.0, np.full((2, 1), float(i)), ("a",), {"kind": ["x", "y"]},
+                      ["no", "yes"], np.array([[0.7, 0.3], [0.2, 0.8]]), ("no", "yes"))
+
+    log = PredictionLog(lake, flush_s=0.2)
+    for i in range(30):
+        log.offer(served(i))
+    log.close()
+    frame = read_log(lake, "predictions/served/m", version="3")
+    assert len(frame) == 60 and log.written == 60 and log.dropped == 0
+    assert sorted(frame["a"].unique().tolist()) == [float(i) for i in range(30)]
+
+    dead = open_lake(settings.model_copy(update={"s3_endpoint_url": f"http://127.0.0.1:{free_port()}", "s3_wait_s": 0.0}),
+                     prepare=False)
+    lost = PredictionLog(dead, flush_s=0.1)
+    start = time.perf_counter()
+    for i in range(10):
+        lost.offer(served(i))
+    assert time.perf_counter() - start < 0.5
+    lost.close()
+    assert lost.dropped == 20 and lost.written == 0

@@ -76,6 +76,7 @@ class Metrics:
                                       registry=r)
         self.logged = Counter("trilho_prediction_log_rows", "Rows of the prediction log, written or dropped.",
                               ["outcome"], registry=r)
+        self.answered = self.requests.labels("invocations", "200")  # the common case, looked up once
 
     def serving(self, model: ServedModel, old: ServedModel | None = None) -> None:
         if old is not None:
@@ -172,7 +173,9 @@ class App:
 
     async def invocations(self, request: Request) -> Response:
         start = time.perf_counter()
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+        given = request.headers.get("x-request-id", "")
+        # the caller's id joins its labels later (trilho feedback); a long or unprintable one is not kept
+        rid = given if given and len(given) <= 128 and given.isprintable() else uuid.uuid4().hex
         m = self.metrics
         if not self._allowed(request):
             m.errors.labels("unauthorized").inc()
@@ -220,7 +223,7 @@ class App:
         elapsed = time.perf_counter() - start
         m.latency.observe(elapsed)
         m.rows.inc(parsed.rows)
-        m.requests.labels("invocations", "200").inc()
+        m.answered.inc()
         if self.log is not None and parsed.rows:
             self._keep(rid, model, parsed, rows, proba, elapsed, X, gaps)
         return Response(body, media_type=_JSON, headers={"X-Request-ID": rid, "X-Model-Version": model.version})

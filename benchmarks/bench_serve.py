@@ -116,24 +116,27 @@ class Served:
 
     def __init__(self, uri: str, workers: int, env: dict[str, str], log: Path) -> None:
         self.port = _free_port()
+        self.start([sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
+                    "--host", "127.0.0.1", "-p", str(self.port), "-w", str(workers)], env, log, "/ping",
+                   "mlflow models serve")
+
+    def start(self, command: list[str], env: dict[str, str], log: Path, probe: str, what: str) -> None:
+        """Start ``command`` in its own process group; return once ``probe`` answers 200 (bounded)."""
         self.log = log
         with open(log, "wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
-                 "--host", "127.0.0.1", "-p", str(self.port), "-w", str(workers)],
-                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise SystemExit(f"mlflow models serve exited:\n{log.read_text()[-3000:]}")
+                raise SystemExit(f"{what} exited:\n{log.read_text()[-3000:]}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                    s.sendall(b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                    s.sendall(f"GET {probe} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
                     if b" 200 " in s.recv(100):
                         return
             except OSError:
                 time.sleep(0.3)
-        raise SystemExit(f"mlflow models serve did not answer:\n{log.read_text()[-3000:]}")
+        raise SystemExit(f"{what} did not answer:\n{log.read_text()[-3000:]}")
 
     def __enter__(self) -> Served:
         return self

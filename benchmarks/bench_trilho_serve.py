@@ -32,7 +32,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -51,25 +50,8 @@ class TrilhoServed(Served):
 
     def __init__(self, uri: str, workers: int, env: dict[str, str], log: Path) -> None:  # noqa: D107
         self.port = _free_port()
-        self.log = log
-        with open(log, "wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "trilho", "serve", uri, "--port", str(self.port),
-                                          "--workers", str(workers)], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-        import socket
-
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"trilho serve exited:\n{log.read_text()[-3000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                    s.sendall(b"GET /ready HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-                    if b" 200 " in s.recv(100):
-                        return
-            except OSError:
-                time.sleep(0.3)
-        raise SystemExit(f"trilho serve did not answer:\n{log.read_text()[-3000:]}")
+        self.start([sys.executable, "-m", "trilho", "serve", uri, "--port", str(self.port), "--workers", str(workers)],
+                   env, log, "/ready", "trilho serve")
 
 
 def wrk_load(port: int, body_file: Path, clients: int, seconds: int, server: list[int], lua: Path) -> dict:

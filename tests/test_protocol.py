@@ -62,7 +62,7 @@ def test_the_fast_request_encoding_is_the_frames_encoding():
             assert fast == slow, (trial, policy)
         else:
             np.testing.assert_array_equal(fast, slow, err_msg=f"trial {trial}, policy {policy}")
-    assert specs["impute"]["__values__"]["kind"]  # values were remembered, and the answers held
+    assert specs["impute"]["__memo__"]["kind"]  # values were remembered, and the answers held
 
 
 def test_every_format_of_the_protocol_reads_the_same_rows():

@@ -35,10 +35,12 @@ __all__ = [
     "explained_class",
     "explanations",
     "feature_spec",
+    "fill_gaps",
     "model_outputs",
     "normalise_map",
     "normalise_text",
     "numeric_column",
+    "remembered_codes",
     "unmark",
     "unseen_counts",
 ]
@@ -172,7 +174,7 @@ _SMALL_ROWS = 1_000   # up to this many rows, encode_matrix reads the frame as o
 _MEMO_LIMIT = 10_000  # values remembered per categorical column (a served model sees the same few again and again)
 
 
-def _memo_codes(col: str, raw: np.ndarray, dtype: Any, mapping: dict[str, int], memo: dict) -> np.ndarray:
+def remembered_codes(col: str, raw: np.ndarray, dtype: Any, mapping: dict[str, int], memo: dict) -> np.ndarray:
     """``codes`` of a text column, each distinct value computed once by ``codes`` itself and then
     remembered: text normalises value by value, so a remembered code is the one ``codes`` gives.
     Keys carry the value's type (1 and "1" and 1.0 are three values to pandas' text conversion)."""
@@ -236,7 +238,7 @@ def encode_matrix(df: pd.DataFrame, spec: dict[str, Any]) -> np.ndarray:
     names = df.columns.tolist()
     dtypes = df.dtypes.tolist()
     where, plain, texts, rest = _plan(names, dtypes, spec)
-    policy, fill = spec.get("missing", "reject"), spec.get("fill", {})
+    policy = spec.get("missing", "reject")
     out = np.empty((len(df), len(features)), dtype="float64")
     # a few rows (a request): every value in one object array at once, cheaper than a column at a time
     raw = df.to_numpy(dtype=object) if len(df) <= _SMALL_ROWS and len(where) == len(names) else None
@@ -251,7 +253,7 @@ def encode_matrix(df: pd.DataFrame, spec: dict[str, Any]) -> np.ndarray:
         for i in texts:
             col = features[i]
             values = raw[:, where[col]] if raw is not None else df[col].to_numpy(dtype=object)
-            out[:, i] = _memo_codes(col, values, dtypes[where[col]], spec["categorical"][col], memos.setdefault(col, {}))
+            out[:, i] = remembered_codes(col, values, dtypes[where[col]], spec["categorical"][col], memos.setdefault(col, {}))
         if rest:  # text that should be numbers, and the rest: column by column, as in training
             part = encode_features(df[[features[i] for i in rest]],
                                    {**spec, "features": [features[i] for i in rest], "missing": "native"})
@@ -262,11 +264,19 @@ def encode_matrix(df: pd.DataFrame, spec: dict[str, Any]) -> np.ndarray:
     except ValueError:  # bad input: the column-by-column encoding names the first bad column, in order
         encode_features(df, spec)
         raise
-    if gaps.any() and policy != "native":
-        for i in np.flatnonzero(gaps.any(axis=0)).tolist():
-            if features[i] in fill:
-                out[gaps[:, i], i] = fill[features[i]]
-    return out
+    return fill_gaps(out, gaps, spec)
+
+
+def fill_gaps(X: np.ndarray, gaps: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+    """``X`` (filled in place) where ``gaps`` holds, as the model's missing-value policy says: each
+    column's fill value, or (``native``) the gaps kept."""
+    if not gaps.any() or spec.get("missing", "reject") == "native":
+        return X
+    fill, features = spec.get("fill", {}), spec["features"]
+    for i in np.flatnonzero(gaps.any(axis=0)).tolist():
+        if features[i] in fill:
+            X[gaps[:, i], i] = fill[features[i]]
+    return X
 
 
 def calibrated(proba: np.ndarray, calibration: dict[str, Any] | None) -> np.ndarray:

@@ -25,7 +25,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from trilho.encoding import encode_features, encode_matrix
+from trilho.encoding import encode_matrix, fill_gaps, remembered_codes
 
 __all__ = ["FORMATS", "Parsed", "RequestError", "encode_request", "model_frame", "parse_body", "params_of"]
 
@@ -33,6 +33,7 @@ FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 _NONE = type(None)
 _NUMBER = (int, float)
 _CODE = (str, int, _NONE)  # values a categorical column's memory takes: text, whole numbers, nulls
+_OBJECT = np.dtype(object)
 
 
 class RequestError(ValueError):
@@ -152,20 +153,13 @@ def params_of(params: dict[str, Any]) -> tuple[str, bool]:
     return str(params.get("output", "both")), explain in (True, "true", "True", 1, "1")
 
 
-def _code_of(col: str, value: Any, spec: dict[str, Any]) -> float:
-    """One categorical value's code as a frame of it encodes it (missing, unseen or a marker: NaN)."""
-    one = pd.DataFrame({col: pd.Series([value], dtype=object).infer_objects()})
-    found = encode_features(one, {**spec, "features": [col], "missing": "native"})
-    return float(found[col].iloc[0])
-
-
 def _fast_matrix(columns: dict[str, list[Any]], rows: int, spec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
     """The features as ``encode_matrix`` would give them and where they were missing (or, for a
     category, unseen) before the missing-value policy filled them; None where a value is not one
     the fast path reads (the caller then goes through a frame)."""
     features = spec["features"]
     out = np.empty((rows, len(features)), dtype="float64")
-    memos = spec.setdefault("__values__", {})  # this model's own: per categorical column, value -> code
+    memos = spec.setdefault("__memo__", {})  # this model's own: per categorical column, value -> code
     for j, col in enumerate(features):
         values = columns[col]
         mapping = spec["categorical"].get(col, False)
@@ -176,31 +170,14 @@ def _fast_matrix(columns: dict[str, list[Any]], rows: int, spec: dict[str, Any])
             continue
         if mapping is None or not all(type(v) in _CODE for v in values):
             return None
-        memo = memos.setdefault(col, {})
-        for i, v in enumerate(values):
-            key = (type(v), v)
-            code = memo.get(key)
-            if code is None:
-                code = _code_of(col, v, spec)
-                if len(memo) < 10_000:
-                    memo[key] = code
-            out[i, j] = code
+        # encode_matrix's own memory of each value's code: in an object column (and with no markers, which
+        # the caller has ruled out) a value's code does not depend on the rest of its column
+        out[:, j] = remembered_codes(col, np.array(values, dtype=object), _OBJECT, mapping, memos.setdefault(col, {}))
     out[np.isinf(out)] = np.nan  # infinite is as unknown as missing
     gaps = np.isnan(out)
     if gaps.any() and spec.get("missing", "reject") == "reject":
         return None  # the frame's encoding names the column
-    return _filled(out, gaps, spec), gaps
-
-
-def _filled(X: np.ndarray, gaps: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
-    """``X`` with its gaps filled as the model's missing-value policy says (``native``: kept)."""
-    if not gaps.any() or spec.get("missing", "reject") == "native":
-        return X
-    fill, features = spec.get("fill", {}), spec["features"]
-    for j in np.flatnonzero(gaps.any(axis=0)).tolist():
-        if features[j] in fill:
-            X[gaps[:, j], j] = fill[features[j]]
-    return X
+    return fill_gaps(out, gaps, spec), gaps
 
 
 def encode_request(parsed: Parsed, spec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -221,7 +198,7 @@ def encode_request(parsed: Parsed, spec: dict[str, Any]) -> tuple[np.ndarray, np
         return X, np.isnan(X)
     X = encode_matrix(frame, {**spec, "missing": "native"})
     gaps = np.isnan(X)
-    return _filled(X, gaps, spec), gaps
+    return fill_gaps(X, gaps, spec), gaps
 
 
 def model_frame(X: np.ndarray, spec: dict[str, Any]) -> pd.DataFrame:

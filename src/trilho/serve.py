@@ -38,7 +38,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from trilho import __version__
-from trilho.encoding import answers, check_output
+from trilho.encoding import answers, check_output, class_probabilities
 from trilho.errors import ConfigError
 from trilho.prediction_log import PredictionLog, Served
 from trilho.protocol import RequestError, encode_request, params_of, parse_body
@@ -97,6 +97,10 @@ class Metrics:
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status, media_type=_JSON,
                     headers=headers)
+
+
+def _unauthorized(headers: dict[str, str] | None = None) -> Response:
+    return _json({"error_code": "UNAUTHORIZED", "message": "send Authorization: Bearer <token>"}, 401, headers)
 
 
 def _refusal(exc: RequestError, rid: str) -> Response:
@@ -180,8 +184,7 @@ class App:
         if not self._allowed(request):
             m.errors.labels("unauthorized").inc()
             m.requests.labels("invocations", "401").inc()
-            return _json({"error_code": "UNAUTHORIZED", "message": "send Authorization: Bearer <token>"}, 401,
-                         {"WWW-Authenticate": "Bearer", "X-Request-ID": rid})
+            return _unauthorized({"WWW-Authenticate": "Bearer", "X-Request-ID": rid})
         assert self.follower is not None
         model = self.follower.current
         try:
@@ -196,8 +199,10 @@ class App:
                 if model.explainer is None:
                     raise RequestError("params explain=true: this model was logged before trilho could explain its "
                                        "answers; log it again (trilho run) to explain them")
-                rows = answers(model.proba, model.encoded(X), model.spec, output, records=True, explainer=model.explainer)
-                proba = None
+                encoded = model.encoded(X)
+                proba = class_probabilities(model.proba, encoded, model.spec)  # once: the answer's and the log's
+                rows = answers(model.proba, encoded, model.spec, output, records=True, explainer=model.explainer,
+                               proba=proba)
             else:
                 if len(X) >= _BIG:
                     proba = await asyncio.to_thread(model.probabilities, X)
@@ -235,8 +240,6 @@ class App:
         assert self.log is not None
         source = parsed.columns if parsed.columns is not None else {c: parsed.frame[c].tolist() for c in model.kept
                                                                     if c in parsed.frame.columns}
-        if proba is None:  # an explained answer: the probabilities once more
-            proba = model.probabilities(X)
         labels = [r["prediction"] for r in rows] if "prediction" in rows[0] else \
             [model.spec["classes"][k] for k in model.decide(proba).tolist()]
         self.log.offer(Served(rid, time.time(), model.name, model.version, round(1000 * elapsed, 3), X, model.numeric,
@@ -256,7 +259,7 @@ class App:
 
     async def version(self, request: Request) -> Response:
         if not self._allowed(request):
-            return _json({"error_code": "UNAUTHORIZED", "message": "send Authorization: Bearer <token>"}, 401)
+            return _unauthorized()
         current = self.follower.current if self.follower else None
         return _json({"trilho": __version__, "model": None if current is None else {
             "requested": current.requested, "uri": current.uri, "name": current.name, "version": current.version,
@@ -264,7 +267,7 @@ class App:
 
     async def metrics_text(self, request: Request) -> Response:
         if not self._allowed(request):
-            return _json({"error_code": "UNAUTHORIZED", "message": "send Authorization: Bearer <token>"}, 401)
+            return _unauthorized()
         from prometheus_client import CONTENT_TYPE_LATEST
 
         return Response(self.metrics.text(), media_type=CONTENT_TYPE_LATEST)

@@ -1,4 +1,5 @@
-"""Data read as its users wrote it: only empty cells are missing, identifiers told by their values,
+"""Data read as its users wrote it: empty cells and the writers' own missing words (NA, NULL, ...) are
+missing, any other word is a value; identifiers told by their values,
 the category cut scaled to the rows, integer codes ordered as numbers (each failed before)."""
 
 from __future__ import annotations
@@ -17,37 +18,60 @@ def _roles(frame: pd.DataFrame, target: str) -> dict:
     return propose(profile_chunks([frame], target), "t", "file:t.csv", target).config["data"]
 
 
-def test_a_class_written_none_or_na_is_a_class(workdir, settings):
+def test_a_class_written_none_is_a_class_and_a_label_written_na_is_missing(workdir, settings):
     rng = np.random.default_rng(0)
     rows = 300
     x = rng.normal(0, 1, rows)
     frame = pd.DataFrame({"x": x.round(3), "plan": rng.choice(["basic", "NA", "plus"], rows),
                           "risk": np.where(x > 0.5, "High", np.where(x < -0.5, "None", "NA"))})
+    unlabelled = int((frame["risk"] == "NA").sum())
     path = workdir / "risk.csv"
     frame.to_csv(path, index=False)
     read = read_table(path)
-    assert read["risk"].isna().sum() == 0 and set(read["risk"]) == {"High", "None", "NA"}
+    assert read["risk"].isna().sum() == 0 and set(read["risk"]) == {"High", "None", "NA"}  # read as written
     proposal = init_experiment(f"file:{path}", settings, target="risk")
-    assert sorted(proposal.config["data"]["labels"]) == ["High", "NA", "None"]  # "is missing on ... rows" before
-    assert "plan" in proposal.config["data"]["categorical"]  # "NA" is one of its values, as written
+    assert sorted(proposal.config["data"]["labels"]) == ["High", "None"]  # NA is no class (it was before)
+    assert any(f"missing on {unlabelled} of {rows} rows" in n for n in proposal.notes["labels"])
+    assert "plan" in proposal.config["data"]["categorical"]
     from trilho.conductor import prepare
     from trilho.experiment import Experiment
     from trilho.storage import open_lake
 
     exp = Experiment.model_validate(proposal.config)
     inputs = prepare(exp, settings, open_lake(settings))
-    assert len(inputs.y) + (inputs.reference_rows_left_out or 0) <= rows and np.bincount(inputs.y).size == 3
+    assert len(inputs.y) == rows - unlabelled and np.bincount(inputs.y).size == 2
+    assert inputs.validation["unlabelled"]["rows"] == unlabelled and inputs.data.unlabelled_rows == unlabelled
+    assert any(f"{unlabelled} rows have no label" in w for w in inputs.validation["warnings"])
+    # "plan" writes NA: a missing value there too, counted as one
+    assert inputs.validation["nulls"]["plan"] == int((frame["plan"] == "NA")[frame["risk"] != "NA"].sum())
+
+    # where the data means NA as a value (North America, a class), data.not_missing keeps it
+    kept = exp.model_copy(update={"data": exp.data.model_copy(update={
+        "not_missing": ["NA"], "labels": {"High": 0, "NA": 1, "None": 2}})})
+    kept = Experiment.model_validate(kept.model_dump())
+    inputs = prepare(kept, settings, open_lake(settings))
+    assert len(inputs.y) == rows and np.bincount(inputs.y).size == 3 and "nulls" not in inputs.validation or \
+        "plan" not in inputs.validation["nulls"]
 
 
-def test_a_number_column_writing_na_for_a_gap_gets_it_as_a_marker(workdir, settings):
+def test_a_word_outside_the_written_missing_words_is_refused_by_not_missing():
+    from trilho.experiment import DataSpec
+
+    with pytest.raises(ValueError, match=r"data.not_missing holds \['None'\]"):
+        DataSpec.model_validate({"target": "y", "labels": ["a", "b"], "not_missing": ["None"]})
+
+
+def test_a_number_column_writing_na_for_a_gap_reads_it_as_missing_with_no_marker(workdir, settings):
     rng = np.random.default_rng(1)
     values = rng.normal(50, 10, 200).round(1).astype(object)
     values[::20] = "NA"
     frame = pd.DataFrame({"score": values, "y": rng.choice(["a", "b"], 200)})
     path = workdir / "gaps.csv"
     frame.to_csv(path, index=False)
-    data = init_experiment(f"file:{path}", settings, target="y").config["data"]
-    assert data["missing_markers"] == ["NA"] and "score" in data["ranges"]
+    proposal = init_experiment(f"file:{path}", settings, target="y")
+    data = proposal.config["data"]
+    assert "missing_markers" not in data and "score" in data["ranges"] and "score" not in data["categorical"]
+    assert any("score" in n and "10" in n for n in proposal.notes["missing"])
 
 
 def test_identifiers_are_told_by_values_not_by_names():

@@ -102,6 +102,10 @@ class Profile:
     def duplicate_rows(self, target: str) -> int:
         return self.duplicates.get(target, 0)
 
+    def labelled_rows(self, target: str) -> int:
+        """The rows whose label is there (the run leaves the others out)."""
+        return self.rows - (self.columns[target].nulls if target in self.columns else 0)
+
 
 @dataclass(frozen=True)
 class Repeats:

@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trilho.encoding import feature_spec, normalise_text, numeric_column, unmark
+from trilho.encoding import feature_spec, missing_words, normalise_text, numeric_column, unmark
 from trilho.errors import DataValidationError
 from trilho.experiment import Experiment
 
-__all__ = ["CleanData", "as_written", "class_names", "clean", "typed_features"]
+__all__ = ["CleanData", "as_written", "class_names", "clean", "typed_features", "unlabelled"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,8 @@ class CleanData:
     # evaluation.groups: each group column as the data writes it, one row per row of X (a column
     # the model does not use, such as one in data.drop, may split the metrics too)
     group_columns: pd.DataFrame | None = None
+    # rows whose label is missing (an empty cell, "NA", a marker): left out before anything else
+    unlabelled_rows: int = 0
 
     def curated(self) -> pd.DataFrame:
         """Features and encoded target in one frame, as the curated zone stores them."""
@@ -65,6 +67,16 @@ def class_names(labels: pd.Series, y: pd.Series | np.ndarray, classes: list[str]
     return [best[code][2] if code in best else name for code, name in enumerate(classes)]
 
 
+def unlabelled(df: pd.DataFrame, exp: Experiment) -> np.ndarray:
+    """Where the label is missing: an empty cell, a word the writers use for a missing value (``NA``)
+    or one of data.missing_markers, unless data.labels names that word as a class. Such rows are
+    left out of training and scoring, and counted."""
+    values = df[exp.data.target]
+    words = [w for w in exp.data.written_missing if w.upper() not in exp.data.codes]
+    markers = [m for m in exp.data.missing_markers if m not in exp.data.codes]
+    return values.isna().to_numpy(dtype=bool) | missing_words(values, markers, words)
+
+
 def typed_features(df: pd.DataFrame, features: list[str], categorical: set[str]) -> pd.DataFrame:
     """The feature columns typed: categoricals as normalised text (missing stays missing), the rest
     numeric (integers stay integers; infinite values become missing). Raises ``ValueError`` naming
@@ -84,13 +96,16 @@ def clean(df: pd.DataFrame, exp: Experiment) -> CleanData:
     target = exp.data.target
     features = [c for c in df.columns if c not in {target, *exp.data.drop}]
     maps = exp.data.categorical_maps
-    df = unmark(df, features, exp.data.missing_markers)
+    gone = unlabelled(df, exp)
+    df = df.loc[~gone] if gone.any() else df
+    df = unmark(df, features, exp.data.missing_markers, exp.data.written_missing)
     y = normalise_text(df[target]).map(exp.data.codes)
     if y.isna().any():
         raise DataValidationError(f"column {target!r} holds labels outside {exp.data.classes}; "
                                   "run validation first")
     names = class_names(df[target], y, exp.data.classes)
-    spec = feature_spec(features, maps, names, exp.data.drop, exp.data.missing, exp.data.missing_markers)
+    spec = feature_spec(features, maps, names, exp.data.drop, exp.data.missing, exp.data.missing_markers,
+                        exp.data.written_missing)
     try:
         X = typed_features(df, features, set(maps))
     except ValueError as exc:
@@ -107,4 +122,4 @@ def clean(df: pd.DataFrame, exp: Experiment) -> CleanData:
         found = df.loc[keep, exp.evaluation.groups].reset_index(drop=True)
         found = found.assign(**{c: as_written(found[c]) for c in found.columns})
     return CleanData(X=X, y=y[keep].to_numpy(dtype="int64"), spec=spec, dropped_rows=int((~keep).sum()),
-                     group_columns=found)
+                     group_columns=found, unlabelled_rows=int(gone.sum()))

@@ -79,7 +79,9 @@ def prepare(exp: Experiment, settings: Settings, lake: Lake, *, reference: bool 
     ingested, raw, validation, data = load_clean(exp, settings, lake)
     chosen, left_out = None, 0
     if reference:
-        chosen = load_reference(exp, settings, lake)
+        chosen, unusable = load_reference(exp, settings, lake)
+        if unusable:
+            validation["warnings"].append(unusable)
         data, left_out = without_reference(data, chosen)
     X, y, groups, duplicates = fold_data(data, exp)
     check_leaks(validation, X, y, exp, groups)

@@ -35,6 +35,8 @@ class ValidationReport(TypedDict):
     errors: list[str]
     warnings: list[str]
     labels: NotRequired[dict[str, Any]]
+    # rows whose label is missing, left out: {"rows", "lines"}
+    unlabelled: NotRequired[dict[str, Any]]
     non_numeric: NotRequired[dict[str, Any]]
     nulls: NotRequired[dict[str, int]]
     infinities: NotRequired[dict[str, int]]

@@ -9,7 +9,10 @@ This module depends on pandas and numpy only, so that it can travel inside a log
 - ``missing``: the policy (``impute``, ``native``, ``drop``, ``reject``) and ``fill``: per column
   the value a missing one becomes (the training fold's median, or its most frequent code);
 - ``classes``: the label names in the order of the model's outputs; ``identifiers``: the columns
-  that name a row (batch predictions keep them).
+  that name a row (batch predictions keep them);
+- ``written``: the words read as a missing value in any column as common writers write one
+  (``WRITTEN_MISSING``: R's ``NA``, Excel's ``#N/A``, SQL's ``NULL``, ...), less those the
+  experiment keeps as values; ``markers``: the experiment's own words for a missing value ("?").
 
 A category never seen in training, like a missing value, gets the column's fill value (or stays
 missing for a model that handles it natively): every row gets a prediction unless the policy is
@@ -25,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "WRITTEN_MISSING",
     "answers",
     "calibrated",
     "check_output",
@@ -36,6 +40,7 @@ __all__ = [
     "explanations",
     "feature_spec",
     "fill_gaps",
+    "missing_words",
     "model_outputs",
     "normalise_map",
     "normalise_text",
@@ -44,6 +49,12 @@ __all__ = [
     "unmark",
     "unseen_counts",
 ]
+
+# how the common writers write a missing value: R's write.csv (NA), Excel (#N/A), SQL exports
+# (NULL, null), pandas and NumPy (NaN, <NA>), and hand-made sheets (N/A). Read as missing in every
+# column, matched as written (surrounding spaces aside): "None", "no" or "na" are values unless
+# data.missing_markers names them, and data.not_missing keeps one of these as a value
+WRITTEN_MISSING = ("NA", "#N/A", "NULL", "null", "NaN", "N/A", "<NA>")
 
 
 def normalise_text(values: pd.Series) -> pd.Series:
@@ -67,7 +78,8 @@ def normalise_map(mapping: dict[str, int]) -> dict[str, int]:
 
 def feature_spec(features: list[str], categorical: dict[str, dict[str, int] | None], classes: list[str],
                  identifiers: list[str] | None = None, missing: str = "reject",
-                 markers: list[str] | None = None) -> dict[str, Any]:
+                 markers: list[str] | None = None, written: tuple[str, ...] | list[str] = WRITTEN_MISSING
+                 ) -> dict[str, Any]:
     """The plain-data description of the encoding (before any fit: learned maps are ``None``)."""
     spec = {
         "features": list(features),
@@ -76,23 +88,46 @@ def feature_spec(features: list[str], categorical: dict[str, dict[str, int] | No
         "identifiers": list(identifiers or []),
         "missing": missing,
         "fill": {},
+        "written": list(written),
     }
     if markers:
         spec["markers"] = [m.strip().upper() for m in markers]
     return spec
 
 
-def unmark(df: pd.DataFrame, columns: list[str], markers: list[str] | None) -> pd.DataFrame:
-    """``df`` with every value of ``columns`` that is one of ``markers`` (stripped, upper-cased
-    values: "?" for a missing value) made missing; ``df`` itself when there is nothing to do."""
-    if not markers:
+def missing_words(values: pd.Series, markers: list[str] | None,
+                  written: tuple[str, ...] | list[str] | None = WRITTEN_MISSING) -> np.ndarray:
+    """Where ``values`` hold a word that means a missing value: one of ``written`` as written, or one of
+    ``markers`` (stripped, upper-cased values: "?"). The one rule for training, prediction and serving.
+    Numbers hold no such word. Each distinct value is looked at once."""
+    if (not markers and not written) or (pd.api.types.is_numeric_dtype(values)
+                                         and not pd.api.types.is_bool_dtype(values)):
+        return np.zeros(len(values), dtype=bool)
+    try:
+        distinct = pd.Series(pd.unique(values.dropna()), dtype=object)
+    except TypeError:  # an unhashable value (a list in a cell): every value on its own
+        distinct = values.dropna().astype(object)
+    text = distinct.astype("string").str.strip()
+    found = text.isin(list(written or ())).to_numpy(dtype=bool, copy=True)
+    if markers:
+        found = found | text.str.upper().isin(markers).to_numpy(dtype=bool)
+    if not found.any():
+        return np.zeros(len(values), dtype=bool)
+    return values.isin(distinct[found].tolist()).to_numpy(dtype=bool)
+
+
+def unmark(df: pd.DataFrame, columns: list[str], markers: list[str] | None,
+           written: tuple[str, ...] | list[str] | None = WRITTEN_MISSING) -> pd.DataFrame:
+    """``df`` with every value of ``columns`` that means a missing value (``missing_words``) made
+    missing; ``df`` itself when there is nothing to do."""
+    if not markers and not written:
         return df
     changed = {}
     for col in columns:
-        values = df[col] if col in df.columns else None
-        if values is None or (pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)):
-            continue  # numbers hold no marker
-        marked = normalise_text(values).isin(markers).to_numpy(dtype=bool)
+        if col not in df.columns:
+            continue
+        values = df[col]
+        marked = missing_words(values, markers, written)
         if marked.any():
             changed[col] = values.astype(object).where(~marked, None)
     return df.assign(**changed) if changed else df
@@ -128,7 +163,7 @@ def encode_features(df: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
     missing = [c for c in spec["features"] if c not in df.columns]
     if missing:
         raise ValueError(f"missing feature columns {missing}; expected {spec['features']}")
-    df = unmark(df, spec["features"], spec.get("markers"))
+    df = unmark(df, spec["features"], spec.get("markers"), spec.get("written", WRITTEN_MISSING))
     policy, fill = spec.get("missing", "reject"), spec.get("fill", {})
     out = {}
     for col in spec["features"]:
@@ -232,7 +267,7 @@ def encode_matrix(df: pd.DataFrame, spec: dict[str, Any]) -> np.ndarray:
     through ``encode_features``. Same values, same missing-value policy, same errors, in the same
     order (a test holds the two equal)."""
     features = spec["features"]
-    df = unmark(df, features, spec.get("markers"))
+    df = unmark(df, features, spec.get("markers"), spec.get("written", WRITTEN_MISSING))
     # the column names as a plain list: asking a pandas Index (text held by Arrow) for a name builds
     # its lookup table anew for every request's fresh frame
     names = df.columns.tolist()

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from trilho.encoding import normalise_map
+from trilho.encoding import WRITTEN_MISSING, normalise_map
 from trilho.errors import ConfigError
 
 __all__ = [
@@ -106,6 +106,9 @@ class DataSpec(_Strict):
     # feature values that mean "missing" in this data (["?"] in many public sets), case and
     # surrounding spaces ignored; read as missing in training and by the logged model alike
     missing_markers: list[str] = []
+    # words of trilho.encoding.WRITTEN_MISSING (NA, #N/A, NULL, null, NaN, N/A, <NA>: missing in every
+    # column by default) that this data uses as values: ["NA"] where NA means North America
+    not_missing: list[str] = []
 
     @model_validator(mode="before")
     @classmethod
@@ -147,6 +150,21 @@ class DataSpec(_Strict):
         if "" in markers:
             raise ValueError("data.missing_markers holds an empty value; empty cells are missing already")
         return markers
+
+    @field_validator("not_missing")
+    @classmethod
+    def _kept_words_are_missing_words(cls, v: list[str]) -> list[str]:
+        words = list(dict.fromkeys(str(w).strip() for w in v))
+        odd = [w for w in words if w not in WRITTEN_MISSING]
+        if odd:
+            raise ValueError(f"data.not_missing holds {odd}, which are values already; it keeps words of "
+                             f"{list(WRITTEN_MISSING)} as values (they are read as missing by default)")
+        return words
+
+    @property
+    def written_missing(self) -> list[str]:
+        """The words read as a missing value in every column: the common writers' ones, less those kept."""
+        return [w for w in WRITTEN_MISSING if w not in self.not_missing]
 
     @field_validator("categorical")
     @classmethod

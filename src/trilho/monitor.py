@@ -25,6 +25,7 @@ from typing import Any
 
 import pandas as pd
 
+from trilho.encoding import WRITTEN_MISSING, missing_words
 from trilho.errors import ConfigError, DataValidationError, StorageError, TrackingError
 from trilho.prediction_log import read_log
 from trilho.settings import Settings
@@ -60,10 +61,14 @@ def _name(info: dict[str, str]) -> str:
 
 
 def _read_table(path: Path) -> pd.DataFrame:
+    """A feedback file read as the training data is (``trilho.ingest.read_table``: any separator,
+    line ending and encoding it knows, Parquet)."""
+    from trilho.ingest import read_table
+
     try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            return pd.read_parquet(path)
-        return pd.read_csv(path)
+        return read_table(path)
+    except DataValidationError as exc:
+        raise DataValidationError(f"feedback {path}: {exc}") from None
     except (OSError, ValueError) as exc:
         raise DataValidationError(f"feedback {path}: cannot read it as CSV or Parquet ({str(exc)[:200]})") from None
 
@@ -88,9 +93,13 @@ def record_feedback(path: str | Path, model_uri: str, settings: Settings, *, lab
                                   f"{spec.get('identifiers') or '(the model has none)'}")
     spelled = {str(c).strip().casefold(): c for c in spec["classes"]}
     labels = frame[label_column].astype("string").str.strip().str.casefold()
-    unknown = sorted(set(labels.dropna()) - set(spelled))
-    if unknown or labels.isna().any():
-        raise DataValidationError(f"feedback {path}: labels {unknown[:10] or ['(missing)']} are not classes of the "
+    # a label not known yet (empty, NA) is no feedback: its row is left out and counted
+    words = [w for w in spec.get("written", WRITTEN_MISSING) if w.casefold() not in spelled]
+    unlabelled = labels.isna().to_numpy(dtype=bool) | missing_words(frame[label_column], None, words)
+    frame, labels = frame.loc[~unlabelled], labels.loc[~unlabelled]
+    unknown = sorted(set(labels) - set(spelled))
+    if unknown:
+        raise DataValidationError(f"feedback {path}: labels {unknown[:10]} are not classes of the "
                                   f"model {spec['classes']}")
     kept = frame[keys].copy()
     if keys == ["request_id"]:
@@ -104,7 +113,8 @@ def record_feedback(path: str | Path, model_uri: str, settings: Settings, *, lab
     buffer = io.BytesIO()
     kept.to_parquet(buffer, index=False)
     written = lake.put_bytes(key, buffer.getvalue())  # write-once: the same file again keeps the first copy
-    return {"key": key, "url": lake.url(key), "rows": int(len(kept)), "joined_on": keys, "skipped": not written}
+    return {"key": key, "url": lake.url(key), "rows": int(len(kept)), "joined_on": keys, "skipped": not written,
+            "unlabelled_rows": int(unlabelled.sum())}
 
 
 def _feedback(lake: Lake, name: str) -> pd.DataFrame:

@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from trilho.contracts import PredictionManifest
-from trilho.encoding import unmark, unseen_counts
+from trilho.encoding import WRITTEN_MISSING, unmark, unseen_counts
 from trilho.errors import ConfigError, DataValidationError, StorageError
 from trilho.ingest import check_size, is_parquet, iter_chunks, read_head, scan_file
 from trilho.settings import Settings
@@ -175,7 +175,8 @@ def _features(chunk: pd.DataFrame, wanted: list[str] | None, source: str, done: 
             raise DataValidationError(f"input {source} lacks the model's columns {missing}; it needs {wanted}")
     features = chunk[wanted] if wanted is not None else chunk
     if done.spec:  # "?" and the like count as missing, not as unseen
-        features = unmark(features, list(features.columns), done.spec.get("markers"))
+        features = unmark(features, list(features.columns), done.spec.get("markers"),
+                          done.spec.get("written", WRITTEN_MISSING))
     for col, n in unseen_counts(features, done.spec).items() if done.spec else ():
         done.unseen[col] = done.unseen.get(col, 0) + n
     for name, n in features.isna().sum().items():

@@ -12,7 +12,7 @@ proposed features as the run will, and to pick the reference set.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import pandas as pd
 
 from trilho.census import COUNT_CAP, DATE_TEXT, MARKERS_MAX, MISSING_MARKERS, TARGET_NAME, Column, Profile, Repeats
 from trilho.clean import as_written
-from trilho.encoding import normalise_text
+from trilho.encoding import WRITTEN_MISSING, normalise_text, unmark
 from trilho.errors import ConfigError, DataValidationError
 from trilho.ingest import check_size, iter_chunks, read_head
 from trilho.propose import Proposal, propose
@@ -156,26 +156,25 @@ def experiment_name(source: str) -> str:
 
 REFERENCE_MIN_ROWS = 1_000   # below this, rows set apart would leave too few to train or to tell models apart
 REFERENCE_SHARE, REFERENCE_MAX_ROWS = 0.10, 5_000
+REFERENCE_CLASS_FLOOR = 20   # rows of each class the reference set aims for, however rare the class
+REFERENCE_CLASS_CAP = 0.25   # at most this share of a class's rows set apart (training keeps the rest)
+# each class needs this many reference rows for the gate to use the set (trilho.reference agrees)
+REFERENCE_CLASS_MIN = 5
 
 
-def _picked(chunk: pd.DataFrame, cut: np.uint64) -> np.ndarray:
-    """The chunk's rows that go to the reference set: a hash of each row's values under ``cut``."""
-    return pd.util.hash_pandas_object(chunk.astype("string"), index=False).to_numpy() < cut
-
-
-def reference_rows(chunks: Iterable[pd.DataFrame], share: float) -> pd.DataFrame:
-    """About ``share`` of the rows, chosen by a hash of each row's values: the same rows whatever
-    the file's order, and every copy of a row on the same side (copies never straddle the line)."""
-    cut = np.uint64(int(share * 2**64))
-    kept = [chunk.loc[_picked(chunk, cut)] for chunk in chunks]
-    return pd.concat(kept, ignore_index=True) if kept else pd.DataFrame()
+def as_read(chunks: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """Chunks with the common writers' missing-value words (NA, #N/A, NULL, ...) missing in every
+    column, as the run reads them (``trilho.encoding.WRITTEN_MISSING``)."""
+    for chunk in chunks:
+        chunk.columns = [str(c) for c in chunk.columns]
+        yield unmark(chunk, list(chunk.columns), None, WRITTEN_MISSING)
 
 
 def _typed_rows(chunk: pd.DataFrame, data: dict[str, Any], codes: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
     """Per row, a hash of its features as the run types them (trilho.clean: markers missing,
-    categories normalised, numbers as numbers; float64 whatever a chunk read) and its label's code."""
+    categories normalised, numbers as numbers; float64 whatever a chunk read) and its label's code
+    (-1 where the row has no label)."""
     from trilho.clean import typed_features
-    from trilho.encoding import unmark
 
     features = [c for c in chunk.columns if c != data["target"] and c not in data["drop"]]
     categorical = set(data["categorical"])
@@ -185,41 +184,88 @@ def _typed_rows(chunk: pd.DataFrame, data: dict[str, Any], codes: dict[str, int]
     return pd.util.hash_pandas_object(typed, index=False).to_numpy(), label
 
 
+def _row_keys(features: np.ndarray, label: np.ndarray) -> np.ndarray:
+    return pd.util.hash_pandas_object(pd.DataFrame({"f": features, "y": label}), index=False).to_numpy()
+
+
 def count_repeats(chunks: Iterable[pd.DataFrame], config: dict[str, Any], share: float | None = None
-                  ) -> tuple[Repeats, pd.DataFrame | None] | None:
+                  ) -> tuple[Repeats, np.ndarray | None, str | None] | None:
     """The rows that repeat an earlier row's features, counted on a proposed experiment's features
     exactly as the run counts them (``trilho.curate.fold_data``, ``trilho.validate``); with
-    ``share``, also the reference rows (``reference_rows``) and the count among the rows the folds
-    will use once those rows, and every row identical to one of them, are set apart (as
-    ``trilho.reference.without_reference`` sets them apart). One pass, eight bytes a row twice. None
-    when a column does not read as the proposal says (the run's validation will say which)."""
+    ``share``, also the reference set (``pick_reference``: the keys of its distinct rows, or None
+    and why not) and the count among the rows the folds will use once those rows, and every row
+    identical to one of them, are set apart (as ``trilho.reference.without_reference`` sets them
+    apart). One pass, eight bytes a row thrice. None when a column does not read as the proposal
+    says (the run's validation will say which)."""
     from trilho.experiment import DataSpec
 
     data = config["data"]
-    cut = np.uint64(int(share * 2**64)) if share else None
-    hashes, keys, picked, frames = [], [], [], []
+    hashes, keys, labels = [], [], []
     try:
         codes = DataSpec.model_validate(data).codes  # the labels matched as the run matches them
         for chunk in chunks:
-            chunk.columns = [str(c) for c in chunk.columns]
             features, label = _typed_rows(chunk, data, codes)
-            hashes.append(features)
-            if cut is not None:
-                pick = _picked(chunk, cut)
-                frames.append(chunk.loc[pick])
-                picked.append(pick)
-                keys.append(pd.util.hash_pandas_object(pd.DataFrame({"f": features, "y": label}), index=False).to_numpy())
+            hashes.append(features[label >= 0])  # a row with no label is left out of the run
+            if share is not None:
+                keys.append(_row_keys(features, label)[label >= 0])
+                labels.append(label[label >= 0])
     except (ValueError, KeyError):
         return None
     found = np.concatenate(hashes) if hashes else np.empty(0, np.uint64)
     repeats = int(len(found) - len(np.unique(found)))
-    if cut is None:
-        return Repeats(len(found), repeats, len(found), repeats), None
+    if share is None:
+        return Repeats(len(found), repeats, len(found), repeats), None, None
     key = np.concatenate(keys) if keys else np.empty(0, np.uint64)
-    train = ~np.isin(key, key[np.concatenate(picked)]) if keys else np.zeros(0, bool)
-    kept = found[train]
-    reference = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    return Repeats(len(found), repeats, len(kept), int(len(kept) - len(np.unique(kept)))), reference
+    chosen, why = pick_reference(key, np.concatenate(labels) if labels else np.empty(0, np.int64), share,
+                                 [str(c) for c in DataSpec.model_validate(data).classes])
+    kept = found if chosen is None else found[~np.isin(key, chosen)]
+    return Repeats(len(found), repeats, len(kept), int(len(kept) - len(np.unique(kept)))), chosen, why
+
+
+def pick_reference(keys: np.ndarray, labels: np.ndarray, share: float, classes: list[str]
+                   ) -> tuple[np.ndarray | None, str | None]:
+    """The reference set, class by class: whole sets of identical rows (``keys``: features and
+    label), in the fixed order of their hashes, until the class has ``share`` of its rows (at least
+    ``REFERENCE_CLASS_FLOOR``), never more than ``REFERENCE_CLASS_CAP`` of them and never one set
+    larger than the class's aim (a pattern that many rows share stays in training). The chosen keys,
+    or None and why when a class cannot spare ``REFERENCE_CLASS_MIN`` rows this way (data with few
+    distinct rows: every copy of a row goes to the same side)."""
+    sizes = pd.DataFrame({"label": labels, "key": keys}).groupby(["label", "key"]).size()
+    chosen: list[np.ndarray] = []
+    for code, name in enumerate(classes):
+        if code not in sizes.index.get_level_values(0):
+            return None, f"no reference set: the data has no row of class {name!r}"
+        own = sizes.xs(code, level="label").sort_index()  # by hash: a fixed order that is no order of the file
+        n = int(own.sum())
+        cap = int(n * REFERENCE_CLASS_CAP)
+        want = min(max(round(share * n), REFERENCE_CLASS_FLOOR), cap)
+        fits = own[own <= max(want, 1)].to_numpy()
+        taken = np.cumsum(fits)
+        # whole sets in hash order while the aim is not reached; a set that would pass the cap ends it
+        stop = int(np.searchsorted(taken, want, side="left")) + 1
+        take = min(stop, len(fits))
+        while take and taken[take - 1] > cap:
+            take -= 1
+        if take == 0 or taken[take - 1] < REFERENCE_CLASS_MIN:
+            return None, (f"no reference set: class {name!r} cannot spare {REFERENCE_CLASS_MIN} rows for it "
+                          f"({n} rows in {len(own)} distinct ones; each copy of a row goes to the same side, and "
+                          f"at most {REFERENCE_CLASS_CAP:.0%} of a class is set apart); without one, the gate "
+                          "compares on the folds")
+        chosen.append(own.index[own <= max(want, 1)].to_numpy()[:take])
+    return np.concatenate(chosen).astype(np.uint64), None
+
+
+def reference_rows(chunks: Iterable[pd.DataFrame], config: dict[str, Any], chosen: np.ndarray) -> pd.DataFrame:
+    """The rows whose features and label are one of the ``chosen`` keys (``pick_reference``), as written."""
+    from trilho.experiment import DataSpec
+
+    data = config["data"]
+    codes = DataSpec.model_validate(data).codes
+    kept = []
+    for chunk in chunks:
+        features, label = _typed_rows(chunk, data, codes)
+        kept.append(chunk.loc[np.isin(_row_keys(features, label), chosen) & (label >= 0)])
+    return pd.concat(kept, ignore_index=True) if kept else pd.DataFrame()
 
 
 def _reference_share(rows: int, reference_to: Path | None, notes: list[str]) -> float | None:
@@ -233,17 +279,19 @@ def _reference_share(rows: int, reference_to: Path | None, notes: list[str]) -> 
     return min(REFERENCE_SHARE, REFERENCE_MAX_ROWS / rows)
 
 
-def _pin_reference(proposal: Proposal, picked: pd.DataFrame, share: float, reference_to: Path) -> None:
+def _pin_reference(proposal: Proposal, picked: pd.DataFrame, reference_to: Path, rows: int) -> None:
     """Write the reference set beside the experiment file and pin it in the proposal."""
     from trilho.storage import sha256_file
 
     picked.to_csv(reference_to, index=False)
     digest, _ = sha256_file(reference_to)
     proposal.config["registry"] |= {"reference": f"file:{reference_to}", "reference_sha256": digest}
+    target = proposal.config["data"]["target"]
+    counts = {str(k): int(v) for k, v in picked[target].astype("string").str.strip().value_counts().items()}
     proposal.notes.setdefault("registry", []).append(
-        f"reference set: {len(picked)} rows ({share:.0%}, chosen by a hash of each row) written to {reference_to}; they "
-        "are never trained on, and the gate scores champion and challenger on them before any promotion (pinned by "
-        "its sha256)")
+        f"reference set: {len(picked)} rows ({len(picked) / max(rows, 1):.0%}; by class {counts}; whole sets of "
+        f"identical rows chosen by their hash, class by class) written to {reference_to}; they are never trained "
+        "on, and the gate scores champion and challenger on them before any promotion (pinned by its sha256)")
 
 
 def init_experiment(data: str, settings: Any, target: str | None = None, name: str | None = None,
@@ -272,18 +320,20 @@ def init_experiment(data: str, settings: Any, target: str | None = None, name: s
             data = lake.url(key)
         check_size(path, data, settings.max_source_bytes)
         read_head(path)  # a file that is not a table is refused before it is read whole
-        profile = profile_chunks(iter_chunks(path, 200_000), target)
+        profile = profile_chunks(as_read(iter_chunks(path, 200_000)), target)
         name = name or experiment_name(data)
         proposal = propose(profile, name, data, target)
         why_not: list[str] = []
-        share = _reference_share(profile.rows, reference_to, why_not)
+        share = _reference_share(profile.labelled_rows(proposal.config["data"]["target"]), reference_to, why_not)
         # a second pass: the repeated rows counted on the proposal's own features, as the run will
-        # count them (and on the rows the folds will use), with the reference rows picked meanwhile
-        counted = count_repeats(iter_chunks(path, 200_000), proposal.config, share)
-        repeats, picked = counted if counted is not None else (None, None)
+        # count them (and on the rows the folds will use), with the reference set chosen meanwhile
+        counted = count_repeats(as_read(iter_chunks(path, 200_000)), proposal.config, share)
+        repeats, chosen, why = counted if counted is not None else (None, None, None)
+        if share is not None and counted is None:
+            why = "no reference set: a column does not read as proposed (the run's validation says which)"
         proposal = propose(profile, name, data, proposal.config["data"]["target"], repeats)
-        proposal.notes.setdefault("registry", []).extend(why_not)
-        if share is not None and reference_to is not None:
-            _pin_reference(proposal, picked if picked is not None else reference_rows(iter_chunks(path, 200_000), share),
-                           share, reference_to)
+        proposal.notes.setdefault("registry", []).extend([*why_not, *([why] if why else [])])
+        if chosen is not None and reference_to is not None:
+            picked = reference_rows(as_read(iter_chunks(path, 200_000)), proposal.config, chosen)
+            _pin_reference(proposal, picked, reference_to, profile.labelled_rows(proposal.config["data"]["target"]))
     return proposal

@@ -95,8 +95,8 @@ def _check_target(profile: Profile, target: str, notes: Notes) -> tuple[list[str
         raise ConfigError(f"--target {target!r} has more than {CAP} distinct values: a classification label "
                           "has a few; pick the label column, or bin this one first")
     if tcol.nulls:
-        raise ConfigError(f"--target {target!r} is missing on {tcol.nulls} rows; remove those rows first "
-                          "(a row with no label cannot be trained or scored)")
+        notes["labels"].append(f"{target!r} is missing on {tcol.nulls} of {profile.rows} rows (empty, or written NA, "
+                               "NULL, ...): those rows are left out of training and scoring, and counted")
     counts = tcol.counts or {}
     merged = _yes_no(counts)
     if merged:
@@ -267,7 +267,7 @@ def propose(profile: Profile, name: str, source: str, target: str | None = None,
         "source": {"uri": source},
         "data": {"target": target, "labels": labels, "drop": drop, "categorical": categorical, "missing": policy,
                  **({"missing_markers": sorted(markers)} if markers else {}),
-                 "min_rows": min(20, profile.rows), "ranges": ranges},
+                 "min_rows": min(20, profile.labelled_rows(target)), "ranges": ranges},
         "cv": {"n_splits": n_splits, "n_repeats": n_repeats, "first_seed": 0, "duplicates": duplicates},
         "resampler": resampler,
         "model": {"name": "xgboost", "params": dict(MODEL_PARAMS)},

@@ -40,11 +40,17 @@ class ReferenceSet:
         return {"uri": self.uri, "key": self.key, "sha256": self.sha256, "rows": int(len(self.y))}
 
 
-def load_reference(exp: Experiment, settings: Settings, lake: Lake) -> ReferenceSet | None:
-    """The experiment's reference set, ingested into the lake as ``<name>-reference`` (None when unset)."""
+REFERENCE_CLASS_MIN = 5  # rows of each class the gate needs on the reference set to compare two models at all
+
+
+def load_reference(exp: Experiment, settings: Settings, lake: Lake) -> tuple[ReferenceSet | None, str | None]:
+    """The experiment's reference set, ingested into the lake as ``<name>-reference`` (None when
+    unset), and why it is not used when it cannot serve the gate: a file that does not validate, a
+    class it lacks or holds too few rows of. Then the gate compares on the folds, as with none; a
+    changed file (its pinned sha256) still stops the run, as any tampered source does."""
     uri = exp.registry.reference
     if not uri:
-        return None
+        return None, None
     # read, validated and cleaned by the data's rules; no folds and no resampler run on it, so their checks do not
     as_source = exp.model_copy(update={
         "name": f"{exp.name}-reference",
@@ -54,11 +60,20 @@ def load_reference(exp: Experiment, settings: Settings, lake: Lake) -> Reference
     try:
         ingested, _, _, data = load_clean(as_source, settings, lake)
     except DataValidationError as exc:
-        raise DataValidationError(f"registry.reference {uri!r}: {exc}", exc.report) from None
-    if len(data.y) < 2:
-        raise DataValidationError(f"registry.reference {uri!r} holds {len(data.y)} usable rows; the gate needs "
-                                  "labelled rows to score both models on (a few hundred tell models apart)")
-    return ReferenceSet(uri, ingested.key, ingested.manifest["sha256"], data.X, data.y)
+        return None, _unusable(uri, str(exc))
+    counts = np.bincount(data.y, minlength=len(exp.data.classes))
+    few = {exp.data.classes[k]: int(n) for k, n in enumerate(counts) if n < REFERENCE_CLASS_MIN}
+    if few:
+        return None, _unusable(uri, f"it holds {few} rows of these classes, under the {REFERENCE_CLASS_MIN} per class "
+                                    "the gate needs")
+    return ReferenceSet(uri, ingested.key, ingested.manifest["sha256"], data.X, data.y), None
+
+
+def _unusable(uri: str, why: str) -> str:
+    message = (f"registry.reference {uri!r} cannot serve the gate ({why[:300]}): the gate compares on the folds "
+               "instead; fix the file or pick another (trilho init --reference), or unset registry.reference")
+    log.warning("%s", message)
+    return message
 
 
 def _row_keys(X: pd.DataFrame, y: np.ndarray) -> np.ndarray:

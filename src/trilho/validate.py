@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from trilho.census import repeats_phrase
+from trilho.clean import unlabelled
 from trilho.contracts import ValidationReport
 from trilho.encoding import normalise_text, unmark
 from trilho.errors import DataValidationError
@@ -202,12 +203,20 @@ def validate(df: pd.DataFrame, exp: Experiment) -> ValidationReport:
         errors.append(f"missing columns {missing}; the file has {report['columns']} "
                       "(check data.target, data.drop, data.categorical and evaluation.groups)")
         return report
+    gone = unlabelled(df, exp)
+    if gone.any():  # no label: left out and counted, never a class of its own
+        target = exp.data.target
+        report["unlabelled"] = {"rows": int(gone.sum()), "lines": _lines(df.index[gone])}
+        warnings.append(f"{int(gone.sum())} rows have no label (column {target!r} empty or a missing-value word "
+                        f"such as NA) on lines {_lines(df.index[gone])}: left out of training and scoring")
+        df = df.loc[~gone]
     if len(df) < exp.data.min_rows:
-        errors.append(f"{len(df)} data rows, fewer than data.min_rows={exp.data.min_rows}")
+        without = f" with a label ({int(gone.sum())} without)" if gone.any() else ""
+        errors.append(f"{len(df)} data rows{without}, fewer than data.min_rows={exp.data.min_rows}")
         return report
     y = _check_labels(df, exp, report, errors)
-    # values the data uses for "missing" ("?") are missing values from here on, counted as such
-    df = unmark(df, _feature_columns(df, exp), exp.data.missing_markers)
+    # values the data uses for "missing" ("?", NA) are missing values from here on, counted as such
+    df = unmark(df, _feature_columns(df, exp), exp.data.missing_markers, exp.data.written_missing)
     features = _check_features(df, exp, report, errors, warnings)
     if not features.columns.size:
         errors.append("no feature columns left after dropping the target and data.drop")

@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from trilho.encoding import model_outputs, unmark
+from trilho.encoding import WRITTEN_MISSING, model_outputs, unmark
 from trilho.errors import StorageError, TrackingError
 from trilho.tracking.store import open_client
 
@@ -122,7 +122,8 @@ def signature_example(example: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFra
     value it cannot read.
     """
     categorical = set(spec["categorical"])
-    example = unmark(example, spec["features"], spec.get("markers"))  # "?" as a missing value, as the model reads it
+    # "?" and NA as missing values, as the model reads them
+    example = unmark(example, spec["features"], spec.get("markers"), spec.get("written", WRITTEN_MISSING))
     return example.astype({c: ("str" if c in categorical else "float64") for c in spec["features"]})
 
 

@@ -58,6 +58,24 @@ def test_batch_predict_from_the_lake_is_chunked_validated_and_idempotent(setting
 
 
 @pytest.mark.training
+def test_new_rows_written_by_r_with_na_in_a_numeric_column_are_predicted_and_counted(settings, small_csv, workdir):
+    """The model was trained on rows with no gap (as init proposes for such data, gaps are imputed);
+    R writes the new rows' gaps as NA, SQL as NULL ("column 'HbA1c' has non-numeric values ['NA']" before)."""
+    exp = load_experiment("diabetes", [f'source.uri="file:{small_csv}"', 'source.sha256=""', *FAST,
+                                       'data.missing="impute"'])
+    run_experiment(exp, settings)
+    raw = pd.read_csv(small_csv).head(20).astype({"HbA1c": "object", "BMI": "object"})
+    raw.loc[[2, 5], "HbA1c"] = "NA"
+    raw.loc[7, "BMI"] = "NULL"
+    raw.to_csv(workdir / "from-r.csv", index=False)
+    assert (workdir / "from-r.csv").read_text().count(",NA,") == 2
+    done = predict_batch(CHAMPION, str(workdir / "from-r.csv"), settings)
+    assert done["rows"] == 20 and done["missing_values"] == {"HbA1c": 2, "BMI": 1}
+    out = pq.read_table(LocalLake(settings.lake).root / done["key"]).to_pandas()
+    assert out["prediction"].notna().all() and len(out) == 20
+
+
+@pytest.mark.training
 def test_batch_predict_refuses_bad_input_clearly(settings, trained, small_csv, workdir):
     raw = pd.read_csv(small_csv)
     raw.drop(columns=["HbA1c"]).to_csv(workdir / "missing.csv", index=False)

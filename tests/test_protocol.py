@@ -149,3 +149,46 @@ def test_a_frame_fitted_model_gets_integer_codes_where_a_category_is_complete():
     frame = model_frame(np.array([[1.0, 0.5, 1.0, 2.0], [2.0, np.nan, np.nan, 0.0]]), spec)
     assert frame.dtypes.astype(str).tolist() == ["float64", "float64", "float64", "int64"]
     assert list(frame.columns) == spec["features"]
+
+
+def test_numbers_sent_as_text_and_missing_words_take_the_fast_path_with_the_frames_answers():
+    """A CSV-to-JSON client or a web form sends "50" for 50, and R's NA or SQL's NULL for a gap: the
+    fast path reads them (it stepped aside for them before, at a thirtieth of the speed) and gives
+    encode_matrix's matrix of the same frame, value for value, under every policy."""
+    rng = np.random.default_rng(7)
+    texts = ["12", " 7 ", "-3", "+4", "1e2", "0.25", ".5", "NA", "NULL", "null", "N/A", "#N/A", "NaN", "<NA>", "?"]
+    for trial in range(300):
+        policy = str(rng.choice(["impute", "native", "reject", "marked"]))
+        spec = _spec("impute", ["?"]) if policy == "marked" else _spec(policy)
+        rows = [{"ints": str(rng.choice(texts)) if rng.random() < 0.5 else int(rng.integers(0, 9)),
+                 "floats": str(rng.choice(texts)) if rng.random() < 0.5 else float(rng.normal()),
+                 "flags": str(rng.choice(["yes", "NO", "NA", "NULL"])), "kind": str(rng.choice(["a", "b", "NA"]))}
+                for _ in range(int(rng.integers(1, 20)))]
+        fast, slow = _both({"dataframe_records": rows}, spec)
+        if isinstance(fast, str) or isinstance(slow, str):
+            assert fast == slow, (trial, policy)
+        else:
+            np.testing.assert_array_equal(fast, slow, err_msg=f"trial {trial}, policy {policy}")
+    spec = _spec("impute")
+    parsed = parse_body(b'{"dataframe_records": [{"ints": "50", "floats": "NA", "flags": "yes", "kind": "NA"}]}', JSON)
+    X, gaps = encode_request(parsed, spec)
+    assert X.tolist() == [[50.0, 0.5, 1.0, 2.0]] and gaps.tolist() == [[False, True, False, True]]
+    assert spec["__texts__"] == {"50": 50.0, "NA": pytest.approx(np.nan, nan_ok=True)}  # the fast path read them
+
+
+@pytest.mark.parametrize("row, says", [
+    ({"ints": True, "floats": 1.0, "flags": "yes", "kind": "a"}, "column 'ints' row 0 holds true"),
+    ({"ints": 1, "floats": [1, 2], "flags": "yes", "kind": "a"}, "column 'floats' row 0 holds a JSON list"),
+    ({"ints": 1, "floats": 1.0, "flags": {"a": 1}, "kind": "a"}, "column 'flags' row 0 holds a JSON object"),
+])
+def test_a_cell_no_table_holds_is_refused_naming_its_column(row, says):
+    parsed = parse_body(json.dumps({"dataframe_records": [row]}).encode(), JSON)
+    with pytest.raises(RequestError, match=says) as found:
+        encode_request(parsed, _spec("impute"))
+    assert found.value.status == 400
+
+
+def test_json_nested_past_any_table_is_a_request_error():
+    with pytest.raises(RequestError, match="nests JSON too deeply") as found:
+        parse_body(b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", JSON)
+    assert found.value.status == 400

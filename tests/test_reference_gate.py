@@ -3,6 +3,8 @@ never trained on; without one, a changed data set is never promoted by the gate 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -178,3 +180,67 @@ def test_init_writes_and_pins_a_reference_set_for_data_large_enough(workdir, set
     none = init_experiment(f"file:{small}", settings, reference_to=workdir / "small-data.reference.csv")
     assert "reference" not in none.config["registry"] and not (workdir / "small-data.reference.csv").exists()
     assert any("no reference set" in line for line in none.notes["registry"])
+
+
+# the classic titanic table's counts (R's datasets::Titanic): class, sex, age, survived -> passengers
+_TITANIC = {
+    ("No", "Child", "Male"): (0, 0, 35, 0), ("No", "Child", "Female"): (0, 0, 17, 0),
+    ("No", "Adult", "Male"): (118, 154, 387, 670), ("No", "Adult", "Female"): (4, 13, 89, 3),
+    ("Yes", "Child", "Male"): (5, 11, 13, 0), ("Yes", "Child", "Female"): (1, 13, 14, 0),
+    ("Yes", "Adult", "Male"): (57, 14, 75, 192), ("Yes", "Adult", "Female"): (140, 80, 76, 20),
+}
+
+
+def _titanic_like(seed: int = 0) -> pd.DataFrame:
+    """2,201 passengers in four categorical columns: 24 distinct rows, most written hundreds of
+    times, in a shuffled order."""
+    rows = [(klass, sex, age, survived)
+            for (survived, age, sex), counts in _TITANIC.items()
+            for klass, n in zip(("1st", "2nd", "3rd", "Crew"), counts, strict=True) for _ in range(n)]
+    # written in lower case as some exports write it ("yes", "crew"): the hash of these rows took one class only
+    frame = pd.DataFrame(rows, columns=["Class", "Sex", "Age", "Survived"]).apply(lambda c: c.str.lower())
+    return frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+@pytest.mark.training
+def test_init_on_a_table_of_few_distinct_rows_writes_a_file_that_runs(workdir, settings):
+    """Every copy of a row goes to the same side: a reference set picked by hashing rows took one
+    class only, and `trilho run -e` on the file init had just written stopped ("need at least 2
+    classes to classify, found only ['yes']"). Now it is picked class by class, or not at all."""
+    from trilho.experiment import load_experiment
+    from trilho.pipeline import run_experiment
+    from trilho.profile import init_experiment
+    from trilho.propose import render
+
+    frame = _titanic_like()
+    assert len(frame) == 2_201 and len(frame.drop_duplicates()) == 24
+    data, to = workdir / "titanic.csv", workdir / "titanic.reference.csv"
+    frame.to_csv(data, index=False)
+    proposal = init_experiment(f"file:{data}", settings, target="Survived", reference_to=to)
+    file = workdir / "titanic.toml"
+    file.write_text(render(proposal))
+    if to.exists():  # each class is there, and in a usable number
+        counts = pd.read_csv(to)["Survived"].value_counts()
+        assert set(counts.index) == {"yes", "no"} and counts.min() >= 5
+    else:
+        assert any("no reference set" in n for n in proposal.notes["registry"])
+    exp = load_experiment(file, ["cv.n_repeats=1"])
+    summary = run_experiment(exp, settings).summary
+    if to.exists():
+        assert summary["data"]["reference"]["rows"] == len(pd.read_csv(to))
+    assert not any("cannot serve the gate" in w for w in summary["data"]["warnings"])
+
+
+def test_a_reference_set_that_cannot_serve_the_gate_is_a_warning_and_the_gate_uses_the_folds(workdir, settings):
+    from trilho.experiment import load_experiment
+    from trilho.reference import load_reference
+    from trilho.storage import open_lake
+    from trilho.synthetic import diabetes
+
+    one_class = diabetes(rows=60, seed=2)
+    one_class = one_class[one_class["CLASS"] == one_class["CLASS"].iloc[0]]
+    path = workdir / "one-class.csv"
+    one_class.to_csv(path, index=False)
+    exp = load_experiment("diabetes", [f"registry.reference={json.dumps('file:' + str(path))}"])
+    chosen, why = load_reference(exp, settings, open_lake(settings))
+    assert chosen is None and "cannot serve the gate" in why and "compares on the folds instead" in why

@@ -79,6 +79,11 @@ def _bodies(rows: pd.DataFrame) -> dict[str, tuple[bytes, str]]:
         "explained": {"dataframe_split": split, "params": {"explain": True}},
         "one row": {"dataframe_records": records[:1]},
         "lower-case category": {"dataframe_records": [{**records[0], "Gender": " f "}]},
+        # a CSV-to-JSON client or a web form: every number as text; R's NA and SQL's NULL for a gap
+        "numbers as text": {"dataframe_records": [{k: str(v) if isinstance(v, int | float) else v for k, v in r.items()}
+                                                  for r in records]},
+        "missing written NA and NULL": {"dataframe_records": [{**records[0], "HbA1c": "NA", "AGE": "NULL"},
+                                                              {**records[1], "BMI": "N/A"}]},
     }
     encoded = {k: (json.dumps(v).encode(), "application/json") for k, v in out.items()}
     encoded["csv"] = (rows.to_csv(index=False).encode(), "text/csv")

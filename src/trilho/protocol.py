@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from trilho.encoding import encode_matrix, fill_gaps, remembered_codes
+from trilho.encoding import WRITTEN_MISSING, encode_matrix, fill_gaps, remembered_codes
 
 __all__ = ["FORMATS", "Parsed", "RequestError", "encode_request", "model_frame", "parse_body", "params_of"]
 
@@ -69,6 +70,9 @@ def _loads(body: bytes) -> Any:
         pass
     try:  # the NaN and Infinity literals, as MLflow's server reads them
         return json.loads(body)
+    except RecursionError:
+        raise RequestError("the body nests JSON too deeply to be a table; send one of "
+                           f"{list(FORMATS)} with a value per cell") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise RequestError(f"the body is not valid JSON ({str(exc)[:200]}); send one of {list(FORMATS)}") from None
 
@@ -153,6 +157,52 @@ def params_of(params: dict[str, Any]) -> tuple[str, bool]:
     return str(params.get("output", "both")), explain in (True, "true", "True", 1, "1")
 
 
+# a number written as text the way a CSV-to-JSON client or a web form sends one ("50", "-1.5e3"):
+# what pandas' own conversion reads as the same number (anything else goes through the frame)
+_NUMBER_TEXT = re.compile(r"\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*")
+_TEXT_LIMIT = 10_000  # texts remembered per model
+
+
+def _numbers(values: list[Any], spec: dict[str, Any]) -> list[float] | None:
+    """A numeric column whose values include text: numbers written as text read as the numbers,
+    a missing-value word (``NA``, a marker) as missing, each text worked out once and remembered;
+    None where a value is something else (the frame's way names it)."""
+    memo = spec.setdefault("__texts__", {})  # this model's own: text -> number (NaN: a missing-value word)
+    if "__words__" not in spec:
+        spec["__words__"] = (frozenset(spec.get("written", WRITTEN_MISSING)), frozenset(spec.get("markers") or ()))
+    written, markers = spec["__words__"]
+    out = []
+    for v in values:
+        kind = type(v)
+        if kind in _NUMBER:
+            out.append(v)
+        elif v is None:
+            out.append(np.nan)
+        elif kind is str:
+            found = memo.get(v)
+            if found is None:
+                word = v.strip()
+                if word in written or word.upper() in markers:
+                    found = np.nan
+                elif _NUMBER_TEXT.fullmatch(v):
+                    found = float(v)
+                else:
+                    return None
+                if len(memo) < _TEXT_LIMIT:
+                    memo[v] = found
+            out.append(found)
+        else:
+            return None
+    return out
+
+
+def _words_coded(mapping: dict[str, int], spec: dict[str, Any]) -> bool:
+    """A hand-written category map that gives a missing-value word a code: the frame's way reads
+    the word as missing first, so the fast path (which would code it) steps aside."""
+    words = (*spec.get("written", WRITTEN_MISSING), *(spec.get("markers") or ()))
+    return any(str(w).strip().upper() in mapping for w in words)
+
+
 def _fast_matrix(columns: dict[str, list[Any]], rows: int, spec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
     """The features as ``encode_matrix`` would give them and where they were missing (or, for a
     category, unseen) before the missing-value policy filled them; None where a value is not one
@@ -164,11 +214,15 @@ def _fast_matrix(columns: dict[str, list[Any]], rows: int, spec: dict[str, Any])
         values = columns[col]
         mapping = spec["categorical"].get(col, False)
         if mapping is False:
-            if not all(type(v) in _NUMBER or v is None for v in values):
+            if all(type(v) in _NUMBER or v is None for v in values):
+                out[:, j] = [np.nan if v is None else v for v in values]
+                continue
+            read = _numbers(values, spec)
+            if read is None:
                 return None
-            out[:, j] = [np.nan if v is None else v for v in values]
+            out[:, j] = read
             continue
-        if mapping is None or not all(type(v) in _CODE for v in values):
+        if mapping is None or not all(type(v) in _CODE for v in values) or _words_coded(mapping, spec):
             return None
         # encode_matrix's own memory of each value's code: in an object column (and with no markers, which
         # the caller has ruled out) a value's code does not depend on the rest of its column
@@ -180,6 +234,20 @@ def _fast_matrix(columns: dict[str, list[Any]], rows: int, spec: dict[str, Any])
     return fill_gaps(out, gaps, spec), gaps
 
 
+def _check_cells(columns: dict[str, list[Any]], spec: dict[str, Any]) -> None:
+    """Refuse, naming the column and row, a cell no table holds: a list or an object, or true/false
+    where the model takes a number (reading it as 1 or 0 would be a guess)."""
+    for col in spec["features"]:
+        numeric = spec["categorical"].get(col, False) is False
+        for i, v in enumerate(columns[col]):
+            if isinstance(v, list | dict):
+                raise RequestError(f"column {col!r} row {i} holds a JSON {'list' if isinstance(v, list) else 'object'}; "
+                                   "each cell must be a number, text or null")
+            if numeric and isinstance(v, bool):
+                raise RequestError(f"column {col!r} row {i} holds {str(v).lower()}; the model takes a number there "
+                                   "(send 1 or 0 if that is what it means)")
+
+
 def encode_request(parsed: Parsed, spec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """The request's features as ``encode_matrix``'s float matrix, and where they were missing (a
     category: missing or unseen) before the model's policy filled them; ``ValueError`` naming the
@@ -188,10 +256,10 @@ def encode_request(parsed: Parsed, spec: dict[str, Any]) -> tuple[np.ndarray, np
         missing = [c for c in spec["features"] if c not in parsed.columns]
         if missing:
             raise ValueError(f"missing feature columns {missing}; expected {spec['features']}")
-        if not spec.get("markers"):  # a marker ("?") may hide in any text: the frame's way reads it
-            found = _fast_matrix(parsed.columns, parsed.rows, spec)
-            if found is not None:
-                return found
+        found = _fast_matrix(parsed.columns, parsed.rows, spec)
+        if found is not None:
+            return found
+        _check_cells(parsed.columns, spec)
     frame = parsed.as_frame()
     if spec.get("missing", "reject") in ("native", "reject"):  # nothing is filled
         X = encode_matrix(frame, spec)

@@ -50,7 +50,8 @@ def baseline_task(task: Task, model: str, repeats: int) -> Task:
         encoding = {**encoding, "missing": "impute"}
     return task.but(encoding=encoding, model={"name": model, "params": {}, "calibration": "none"},
                     resampler={"name": "none", "params": {}}, decision=None, seeds=task.seeds[:repeats],
-                    holdout_fraction=None, final_fit=False, nested_repeats=0, label=f"baseline {model}")
+                    holdout_fraction=None, final_fit=False, nested_repeats=0, explain_repeats=0,
+                    label=f"baseline {model}")
 
 
 def compare(model: pd.DataFrame, baselines: dict[str, pd.DataFrame], metrics: list[str], primary: str,

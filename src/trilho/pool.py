@@ -61,6 +61,17 @@ def _processes(workers: int, X, y):
         pool.shutdown(wait=True)
 
 
+def _in_thread(fn: Callable[..., Any], X, y, share: Callable[[], int], args: tuple, gil: bool) -> Any:
+    """A fit in one of the pool's threads. OpenMP's thread count is each thread's own: the limit the
+    session set in the thread that opened it does not reach this one, where scikit-learn's OpenMP
+    estimators (histogram boosting) would start a team of every core's size beside the other fits.
+    XGBoost is given its share itself (and may take the idle cores late in the pool)."""
+    if not gil:
+        return fn(X, y, share, *args)
+    with threadpool_limits(share(), user_api="openmp"):
+        return fn(X, y, share, *args)
+
+
 class _Cores:
     """The pool's cores and how many of its fits are unfinished: while fewer fits are left than
     cores (the pool's last moments), a fit running in a thread may take the idle cores."""
@@ -104,7 +115,7 @@ class LocalPool:
                 fn, args = fit
                 if procs is not None and gil:  # the slot's thread waits for its worker process
                     return pool.submit(cores.run, lambda _share: procs.submit(_in_process, fn, threads, args).result())
-                return pool.submit(cores.run, lambda share: fn(X, y, share, *args))
+                return pool.submit(cores.run, lambda share: _in_thread(fn, X, y, share, args, gil))
 
             yield submit, as_completed, ("processes" if processes else "threads"), workers
 

@@ -104,9 +104,15 @@ def missing_words(values: pd.Series, markers: list[str] | None,
                                          and not pd.api.types.is_bool_dtype(values)):
         return np.zeros(len(values), dtype=bool)
     try:
-        distinct = pd.Series(pd.unique(values.dropna()), dtype=object)
+        distinct = pd.unique(values.dropna().to_numpy(dtype=object))
     except TypeError:  # an unhashable value (a list in a cell): every value on its own
-        distinct = values.dropna().astype(object)
+        distinct = values.dropna().to_numpy(dtype=object)
+    if all(type(v) is str for v in distinct):  # text, as a CSV column holds it: plain Python, no pandas per call
+        words = frozenset(written or ())
+        upper = frozenset(markers or ())
+        hit = [v for v in distinct if v.strip() in words or (upper and v.strip().upper() in upper)]
+        return values.isin(hit).to_numpy(dtype=bool) if hit else np.zeros(len(values), dtype=bool)
+    distinct = pd.Series(distinct, dtype=object)
     text = distinct.astype("string").str.strip()
     found = text.isin(list(written or ())).to_numpy(dtype=bool, copy=True)
     if markers:

@@ -8,9 +8,9 @@ from collections import OrderedDict
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
+from sklearn.model_selection import StratifiedKFold, train_test_split
 
-__all__ = ["EXACT_GROUP_LIMIT", "Plan", "duplicate_groups", "grouped_stratified_folds", "holdout_split", "split_plan"]
+__all__ = ["Plan", "duplicate_groups", "grouped_stratified_folds", "holdout_split", "split_plan"]
 
 # one fold of one seed: (seed, fold index, training rows, test rows)
 Plan = list[tuple[int, int, np.ndarray, np.ndarray]]
@@ -22,11 +22,10 @@ def duplicate_groups(X: pd.DataFrame) -> np.ndarray:
     return pd.factorize(hashes)[0]
 
 
-# up to this many groups, grouped folds are scikit-learn's StratifiedGroupKFold (a greedy loop over
-# the groups in Python: 1.8 s a repeat at 8,300 groups here, 20 s at 83,000), which keeps the
-# results of small data sets such as the diabetes one as they were; above it they are
-# ``grouped_stratified_folds`` (vectorised: 0.16 s a repeat at 830,000 groups). BENCHMARKS.md.
-EXACT_GROUP_LIMIT = 2_000
+# grouped folds are ``grouped_stratified_folds`` at every size (vectorised: 0.001 s a repeat at
+# 8,300 groups, 0.16 s at 830,000). scikit-learn's StratifiedGroupKFold, a greedy loop over the groups
+# in Python, took 0.2 s a repeat on the diabetes set's 1,000 rows (2 s of a default run's ten repeats,
+# before any fit could start) and 20 s at 83,000 groups. BENCHMARKS.md.
 
 
 def grouped_stratified_folds(y: np.ndarray, groups: np.ndarray, n_splits: int, seed: int) -> np.ndarray:
@@ -72,8 +71,6 @@ def _seed_folds(y: np.ndarray, n_splits: int, seed: int, groups: np.ndarray | No
     dummy = np.zeros(len(y))
     if groups is None:
         splits = StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(dummy, y)
-    elif int(np.max(groups)) + 1 <= EXACT_GROUP_LIMIT:
-        splits = StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed).split(dummy, y, groups)
     else:
         fold = grouped_stratified_folds(y, groups, n_splits, seed)
         splits = ((np.flatnonzero(fold != i), np.flatnonzero(fold == i)) for i in range(n_splits))

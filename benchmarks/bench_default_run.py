@@ -1,0 +1,84 @@
+"""The default run against the seed's notebook, both as whole processes, side by side in one run.
+
+Each round starts, in turn and on the same machine: the seed style (``bench_experiment.seed_style``
+in a fresh interpreter: its imports, the repeated-CV loop, its metrics and MLflow calls, on a SQLite
+store) and ``trilho run --experiment diabetes --source file:DATA`` (what ``make run`` runs, a fresh
+lake and store each round). It prints each round's wall times, their ratio, and the run's own
+timings: the 50 CV fits' phase against the extras (baselines, explanations, statistics, figures,
+page), the model's logging, and the process's total.
+
+    python benchmarks/bench_default_run.py [--data PATH] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "diabetes.csv"
+BIN = Path(sys.executable).parent
+EXTRAS = ("baselines_s", "stats_s", "explain_s", "figures_wait_s", "page_s")
+
+
+def _timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"{cmd[:3]} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    return wall
+
+
+def seed_process(data: Path, folder: Path, env: dict[str, str]) -> float:
+    code = ("import sys; sys.path.insert(0, %r); from bench_experiment import seed_style; "
+            "from pathlib import Path; seed_style(Path(%r), %r)") % (
+        str(ROOT / "benchmarks"), str(data), f"sqlite:///{folder}/seed.db")
+    return _timed([sys.executable, "-c", code], folder, env)
+
+
+def trilho_process(data: Path, folder: Path, env: dict[str, str]) -> tuple[float, dict]:
+    summary = folder / "summary.json"
+    wall = _timed([str(BIN / "trilho"), "run", "--experiment", "diabetes", "--source", f"file:{data}",
+                   "--summary-json", str(summary)], folder, env)
+    return wall, json.loads(summary.read_text())["timings"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    if not args.data.exists():
+        sys.exit(f"{args.data} not found: pass --data PATH (the diabetes CSV)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRILHO_", "MLFLOW_"))}
+    env["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    rows = []
+    for r in range(args.rounds):
+        with tempfile.TemporaryDirectory(prefix="trilho-bench-") as tmp:
+            seed_dir, run_dir = Path(tmp) / "seed", Path(tmp) / "run"
+            seed_dir.mkdir()
+            run_dir.mkdir()
+            seed_s = seed_process(args.data, seed_dir, env)
+            run_s, t = trilho_process(args.data, run_dir, {**env, "TRILHO_LAKE": str(run_dir / "lake"),
+                                                           "MLFLOW_TRACKING_URI": f"sqlite:///{run_dir}/mlflow.db"})
+        extras = sum(t.get(k, 0.0) for k in EXTRAS)
+        row = {"seed_s": seed_s, "trilho_s": run_s, "speedup": seed_s / run_s, "cv_s": t["cv_s"],
+               "extras_s": extras, "extras_over_cv": extras / t["cv_s"], "baselines_s": t.get("baselines_s", 0.0),
+               "log_model_s": t.get("tracking.log the model_s", 0.0), "run_total_s": t["total_s"]}
+        rows.append(row)
+        print(f"round {r + 1}: " + "  ".join(f"{k}={v:.3f}" for k, v in row.items()), flush=True)
+    print(f"\nrounds={args.rounds}  data={args.data.name}  (medians; speedup = seed process / trilho process)")
+    for key in rows[0]:
+        print(f"  {key:15s} {statistics.median(r[key] for r in rows):8.3f}")
+
+
+if __name__ == "__main__":
+    main()

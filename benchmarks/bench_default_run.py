@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "diabetes.csv"
 BIN = Path(sys.executable).parent
-EXTRAS = ("baselines_s", "stats_s", "explain_s", "figures_wait_s", "page_s")
+EXTRAS = ("baselines_s", "stats_s", "explain_s", "figures_start_s", "figures_wait_s", "page_s")
 
 
 def _timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:

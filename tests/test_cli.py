@@ -40,14 +40,24 @@ def _bad_files(tmp_path):
     rows = "".join(row.format(label=lab) for lab in ["N"] * 30 + ["Y"] * 30 + ["P"] * 30)
     cases = {
         "empty.csv": ("", "empty"),
-        "header.csv": (good, "0 data rows"),
+        "header.csv": (good, "no data rows"),
         "unknown.csv": (good + rows + row.format(label="Q"), "unknown labels ['Q']"),
         "text.csv": (good + rows.replace("4.7", "abc", 1), "non-numeric values ['abc']"),
         "tiny_class.csv": (good + "".join(row.format(label=lab) for lab in ["N"] * 30 + ["Y"] * 30 + ["P"] * 2),
                            "class 'P' has 2 rows"),
+        # files as other programs write them: each named, with the fix ("'utf-8' codec can't decode" before)
+        "latin1.csv": ((good + rows).replace("F,", "Fê,", 1).encode("latin-1"), "is not UTF-8 text: line 2"),
+        "utf16.csv": ((good + rows).encode("utf-16"), "is UTF-16 text"),
+        "workbook.csv": (b"PK\x03\x04" + bytes(200), "is a spreadsheet (.xlsx)"),
+        "twice.csv": (good.replace("Chol", "HbA1c") + rows, "'HbA1c' at columns [7, 8]"),  # silently 'HbA1c.1' before
+        # a header and one row of 9 MB: refused before it is parsed (a MemoryError at 300 MB before)
+        "long.csv": (good + "1," * (4_500_000) + "N\n", "has a line of 9,000,001 bytes"),
     }
     for name, (text, _) in cases.items():
-        (tmp_path / name).write_text(text)
+        if isinstance(text, bytes):
+            (tmp_path / name).write_bytes(text)
+        else:
+            (tmp_path / name).write_text(text)
     return cases
 
 
@@ -60,7 +70,8 @@ def test_bad_input_gives_one_clear_line_and_writes_raw_once(settings, tmp_path):
             assert len(lines) == 1 and lines[0].startswith("error:"), (name, result.output)
             assert message in result.output.replace("\n", " "), (name, result.output)
     raw = LocalLake(settings.lake).list("raw/")
-    # the parseable bad files were kept once each (data + manifest); the empty one never entered
+    # the parseable bad files were kept once each (data + manifest); the empty one, the long line and those
+    # that are not UTF-8 CSV text (their head is read before anything is written) never entered
     assert len(raw) == 2 * 4 and len(set(raw)) == len(raw)
 
 

@@ -197,18 +197,19 @@ def test_synthetic_source_is_reproducible_and_dirty(settings, tmp_path):
     assert 0.10 < features.duplicated().mean() < 0.25  # repeated patients, like the real file
 
 
-@pytest.mark.parametrize("content, lines", [
-    (b"a,b\n1,2\n", 2), (b"a,b\r1,2\r3,4", 3), (b"a,b\r\n1,2\r\n3,4\r\n", 3), (b"", 0), (b"a,b", 1),
+@pytest.mark.parametrize("content, lines, longest", [
+    (b"a,b\n1,2\n", 2, 3), (b"a,b\r1,2\r3,4", 3, 3), (b"a,b\r\n1,2\r\n3,4\r\n", 3, 4), (b"", 0, 0), (b"a,b", 1, 3),
+    (b"a\n" + b"9" * 50 + b"\nb\n", 3, 50), (b"a\nb\n" + b"7" * 40, 3, 40),
 ])
 @pytest.mark.parametrize("chunk", [1, 2, 3, 1 << 20])
-def test_scan_file_counts_lines_in_one_pass_across_block_edges(tmp_path, content, lines, chunk):
+def test_scan_file_counts_lines_in_one_pass_across_block_edges(tmp_path, content, lines, longest, chunk):
     import hashlib
 
     from trilho.ingest import scan_file
 
     path = tmp_path / "f.csv"
     path.write_bytes(content)
-    assert scan_file(path, chunk=chunk) == (hashlib.sha256(content).hexdigest(), len(content), lines)
+    assert scan_file(path, chunk=chunk) == (hashlib.sha256(content).hexdigest(), len(content), lines, longest)
 
 
 @pytest.mark.parametrize("name", ["diabetes.csv", "diabetes_cr_line_endings.csv"])

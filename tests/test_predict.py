@@ -86,6 +86,12 @@ def test_batch_predict_refuses_bad_input_clearly(settings, trained, small_csv, w
     bad.to_csv(workdir / "typed.csv", index=False)
     with pytest.raises(DataValidationError, match=r"rows 1-300: the model refused them.*AGE"):
         predict_batch(CHAMPION, str(workdir / "typed.csv"), settings)
+    raw.head(0).to_csv(workdir / "header.csv", index=False)  # "NULL pointer access" from the model before
+    with pytest.raises(DataValidationError, match="no data rows: input .* holds a header line only"):
+        predict_batch(CHAMPION, str(workdir / "header.csv"), settings)
+    (workdir / "long.csv").write_text(raw.head(0).to_csv(index=False) + "1," * 4_500_000 + "\n")
+    with pytest.raises(DataValidationError, match="'long.csv' has a line of 9,000,000 bytes"):
+        predict_batch(CHAMPION, str(workdir / "long.csv"), settings)
     with pytest.raises(TrackingError, match="not found.*trilho models"):
         predict_batch("models:/no-such-model@champion", str(small_csv), settings)
     assert not LocalLake(settings.lake).list("predictions/")  # nothing half-written

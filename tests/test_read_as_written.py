@@ -117,3 +117,11 @@ def test_dates_are_recognised_and_said():
     assert "'opened': dates or times" in said and "'seen': dates or times" in said
     frame["code"] = rng.choice(["2021-A", "B"], 400)  # not dates
     assert "code" in _roles(frame, "y")["categorical"]
+
+
+def test_init_on_a_header_line_only_says_so(workdir, settings):
+    from trilho.errors import DataValidationError
+
+    (workdir / "header.csv").write_text("a,b,y\n")
+    with pytest.raises(DataValidationError, match="no data rows: .* holds a header line only"):  # "single value []"
+        init_experiment(f"file:{workdir / 'header.csv'}", settings, target="y")

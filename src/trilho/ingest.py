@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from trilho import synthetic
@@ -31,8 +31,8 @@ from trilho.storage import Lake
 if TYPE_CHECKING:  # pandas is imported where a table is read: a refusal before that costs no import of it
     import pandas as pd
 
-__all__ = ["Fetched", "Ingested", "csv_dialect", "fetch", "ingest", "iter_chunks", "read_table",
-           "refuse_too_large", "repair_raw", "scan_file"]
+__all__ = ["MAX_LINE_BYTES", "Fetched", "Ingested", "Scanned", "check_lines", "csv_dialect", "fetch", "ingest",
+           "iter_chunks", "read_table", "refuse_too_large", "repair_raw", "scan_file"]
 
 log = logging.getLogger(__name__)
 _WAY_OUT = "download the file yourself and pass --source file:PATH"
@@ -93,13 +93,67 @@ def csv_dialect(head: bytes) -> dict[str, str]:
     return {"sep": sep, "decimal": "," if comma else "."}
 
 
-def _dialect_of(path: str | Path | io.BytesIO) -> tuple[str, str]:
+_SAVE_AS = "open it in the program that wrote it and save it as 'CSV UTF-8', or convert it"
+
+
+def not_utf8(name: str, data: bytes, exc: UnicodeDecodeError, head: bool = True) -> DataValidationError:
+    """The error for text that is not UTF-8: where (``head``: ``data`` is the file's first bytes),
+    what the byte reads as in the encoding older spreadsheet exports use (Windows-1252, a superset
+    of Latin-1 for text), and the fix."""
+    bad = bytes(data[exc.start:exc.start + 1])
+    line = bytes(data[:exc.start]).count(b"\n") + 1
+    where = f"line {line}, byte {exc.start:,}" if head else f"a byte past the first {_SNIFF_BYTES // 1024} KiB"
+    return DataValidationError(
+        f"{name!r} is not UTF-8 text: {where} is 0x{bad.hex()}, {bad.decode('cp1252', errors='replace')!r} in "
+        f"Windows-1252/Latin-1, the encoding older Excel and many exports write; {_SAVE_AS} "
+        "(iconv -f WINDOWS-1252 -t UTF-8 IN > OUT)")
+
+
+def check_text(head: bytes, name: str) -> None:
+    """Refuse, naming what the file is and the fix, a file that is no UTF-8 CSV text: a spreadsheet
+    saved under a .csv name, UTF-16 text (Excel's 'Unicode Text'), Latin-1 text."""
+    if head.startswith(b"\x1f\x8b"):  # gzip: the CSV reader decompresses it by its name
+        return
+    if head.startswith(b"PK\x03\x04"):
+        raise DataValidationError(f"{name!r} is a spreadsheet (.xlsx) or a zip archive, not CSV text, whatever its "
+                                  f"name says; {_SAVE_AS}")
+    if head.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
+        raise DataValidationError(f"{name!r} is an old Excel workbook (.xls), not CSV text; {_SAVE_AS}")
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in head[:4096]:
+        raise DataValidationError(f"{name!r} is UTF-16 text (as Excel's 'Unicode Text' and some Windows tools write "
+                                  f"it), not UTF-8; {_SAVE_AS} (iconv -f UTF-16 -t UTF-8 IN > OUT)")
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3:  # not a character cut short by the end of the head
+            raise not_utf8(name, head, exc) from None
+
+
+def check_header(head: bytes, sep: str, name: str) -> None:
+    """Refuse a header that names one column twice (pandas would rename the copy 'name.1' silently)."""
+    first = head.decode("utf-8-sig", errors="replace").splitlines()[:1]
+    names = next(csv.reader(first, delimiter=sep), []) if first else []
+    seen: dict[str, list[int]] = {}
+    for i, col in enumerate(names, start=1):
+        seen.setdefault(col, []).append(i)
+    twice = {c: at for c, at in seen.items() if len(at) > 1 and c.strip()}
+    if twice:
+        listed = "; ".join(f"{c!r} at columns {at}" for c, at in twice.items())
+        raise DataValidationError(f"{name!r} names a column more than once in its header ({listed}): each column "
+                                  "needs its own name; rename or remove the copies")
+
+
+def _dialect_of(path: str | Path | io.BytesIO, name: str | None = None) -> tuple[str, str]:
     if isinstance(path, io.BytesIO):
         with path.getbuffer() as view:  # the head only, not a copy of the whole buffer
-            found = csv_dialect(bytes(view[:_SNIFF_BYTES]))
+            head = bytes(view[:_SNIFF_BYTES])
     else:
         with open(path, "rb") as fh:
-            found = csv_dialect(fh.read(_SNIFF_BYTES))
+            head = fh.read(_SNIFF_BYTES)
+    name = name or _name(path)
+    check_text(head, name)
+    found = csv_dialect(head)
+    check_header(head, found["sep"], name)
     return found["sep"], found["decimal"]
 
 
@@ -130,7 +184,7 @@ def read_table(path: str | Path | io.BytesIO, nrows: int | None = None, name: st
             # index_col=False: a row longer than the header is an error, never a silent index
             warnings.simplefilter("error", pd.errors.ParserWarning)
             # the C engine accepts CR-only files; the python engine would not
-            sep, decimal = _dialect_of(path)
+            sep, decimal = _dialect_of(path, name)
             return pd.read_csv(path, engine="c", encoding="utf-8-sig", index_col=False, nrows=nrows, sep=sep,
                                decimal=decimal, **AS_WRITTEN)
     except pd.errors.ParserWarning as exc:
@@ -138,7 +192,9 @@ def read_table(path: str | Path | io.BytesIO, nrows: int | None = None, name: st
                                   f"({exc})") from None
     except pd.errors.EmptyDataError:
         raise DataValidationError(f"{name or _name(path)!r} is empty: no columns to parse") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise not_utf8(name or _name(path), exc.object, exc, head=False) from None
+    except pd.errors.ParserError as exc:
         raise DataValidationError(f"{name or _name(path)!r} is not a readable CSV: {exc}") from exc
 
 
@@ -160,7 +216,9 @@ def iter_chunks(path: Path, rows: int, columns: list[str] | None = None) -> Iter
     try:
         yield from pd.read_csv(path, chunksize=rows, engine="c", encoding="utf-8-sig", index_col=False, usecols=wanted,
                                low_memory=False, sep=sep, decimal=decimal, **AS_WRITTEN)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path.name, exc.object, exc, head=False) from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise DataValidationError(f"{path.name!r} is not a readable CSV: {exc}") from None
 
 
@@ -196,26 +254,57 @@ def read_head(path: str | Path, rows: int = 1000, max_bytes: int = HEAD_BYTES) -
     return read_table(io.BytesIO(block), nrows=rows, name=Path(path).name)
 
 
-def scan_file(path: str | Path, chunk: int = 1 << 22) -> tuple[str, int, int]:
-    """sha256, bytes and number of lines of a file in one streamed pass (memory stays flat).
+class Scanned(NamedTuple):
+    sha256: str
+    bytes: int
+    lines: int
+    longest_line: int  # bytes, its ending aside
+
+
+def scan_file(path: str | Path, chunk: int = 1 << 22) -> Scanned:
+    """sha256, bytes, number of lines and the longest line's length of a file in one streamed pass
+    (memory stays flat).
 
     The line ending is read off the first block: LF and CRLF files count LFs, CR-only files
     (an old spreadsheet export) count CRs. A last line without an ending counts too.
     """
+    import numpy as np
+
     digest = hashlib.sha256()
-    size = lines = 0
+    size = lines = longest = 0
     ending = None
     last = b""
+    since = 0  # bytes since the last line ending
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
             if ending is None and (b"\r" in block or b"\n" in block):
                 ending = b"\r" if b"\n" not in block else b"\n"
             digest.update(block)
             size += len(block)
-            lines += block.count(ending) if ending else 0
+            ends = np.flatnonzero(np.frombuffer(block, np.uint8) == ending[0]) if ending else np.empty(0, np.int64)
+            lines += len(ends)
+            if len(ends):
+                longest = max(longest, since + int(ends[0]), int(np.diff(ends).max(initial=0)) - 1)
+                since = len(block) - int(ends[-1]) - 1
+            else:
+                since += len(block)
+            longest = max(longest, since)
             last = block[-1:]
     lines += size > 0 and last not in (b"\n", b"\r")
-    return digest.hexdigest(), size, lines
+    return Scanned(digest.hexdigest(), size, lines, longest)
+
+
+MAX_LINE_BYTES = 8 << 20  # a CSV row longer than this is no table data (and would take gigabytes to parse)
+
+
+def check_lines(path: Path, scanned: Scanned, name: str) -> None:
+    """Refuse a CSV with a line over ``MAX_LINE_BYTES`` before a row is parsed: the reader would hold
+    it whole, several times over."""
+    if scanned.longest_line > MAX_LINE_BYTES and not is_parquet(path):
+        raise DataValidationError(
+            f"{name!r} has a line of {scanned.longest_line:,} bytes; trilho reads rows of at most {MAX_LINE_BYTES:,} "
+            "bytes (a file saved without line breaks, or a cell holding a whole document?): split it into rows, or "
+            "keep long text out of the table")
 
 
 def _fetch_kaggle(spec: str, source: str) -> Fetched:
@@ -349,7 +438,9 @@ def ingest(source: str, lake: Lake, settings: Settings, dataset: str,
     with tempfile.TemporaryDirectory(prefix="trilho-fetch-") as tmp:
         fetched = fetch(source, settings, Path(tmp))
         check_size(fetched.path, source, settings.max_source_bytes)  # every kind of source, before reading it
-        digest, size, lines = scan_file(fetched.path)
+        scanned = scan_file(fetched.path)
+        check_lines(fetched.path, scanned, fetched.file_name)
+        digest, size, lines, _ = scanned
         if expected_sha256 and digest != expected_sha256:
             raise SourceError(f"source {source!r} has sha256 {digest}, expected {expected_sha256} "
                               "(source.sha256); the data changed upstream: check it, then update or clear the pin")
@@ -399,7 +490,7 @@ def repair_raw(source: str, lake: Lake, settings: Settings, ingested: Ingested, 
         except SourceError as exc:
             raise StorageError(f"{wrong}; the source could not be fetched to repair it ({exc}): "
                                "nothing was removed") from exc
-        digest, size, _ = scan_file(fetched.path)
+        digest, size, _, _ = scan_file(fetched.path)
         if digest != expected:
             raise StorageError(f"{wrong}; the source {source!r} now sends sha256 {digest}, not those bytes, so it "
                                "cannot repair it: nothing was removed")

@@ -104,6 +104,7 @@ class _Fitted:
     model_logged: Future | None
     distributed: dict[str, Any] | None = None
     baselines: dict[str, Any] | None = None
+    task: evaluate.Task | None = None  # the folds' task, which the baselines share
 
 
 def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = None,
@@ -141,7 +142,10 @@ def _run(exp: Experiment, settings: Settings, lake: Lake | None, progress: Progr
             run.folder = Path(tmp)
             fitted = _evaluate(run)
             summary = _summarise(run, fitted)
-            _write_reports(run, fitted, summary, drawing)
+            # the figures need no baseline: they draw in forked children while the baselines fit
+            drawing += _start_figures(run, fitted, summary)
+            _add_baselines(run, fitted, summary)
+            _write_reports(run, fitted, summary)
             _track_results(run, fitted, summary, drawing)
     return ExperimentResult(summary=summary, cv=fitted.cv, holdout=fitted.held, validation=ctx.inputs.validation,
                             timings=ctx.timings)
@@ -176,12 +180,21 @@ def _evaluate(run: _Run) -> _Fitted:
         # the tracker's thread ends with its work: with no other thread alive, the figures may be forked
         tracker.close()
     ctx.timings["tracking_during_cv_s"] = tracker.seconds - tracked  # overlapped with the fits
-    # on the same folds, once the model is in MLflow: beside the tracker's work (which holds the
-    # GIL) a one-thread baseline took 4.7 s where it takes 1.9 s alone (diabetes)
-    with ctx.timed("baselines_s"):
-        found = _baselines(ctx, task, cv)
     assert held is not None  # the experiment always asks for a holdout
-    return _Fitted(cv, held, inputs_logged, model_logged, distributed, found)
+    return _Fitted(cv, held, inputs_logged, model_logged, distributed, task=task)
+
+
+def _add_baselines(run: _Run, fitted: _Fitted, summary: RunSummary) -> None:
+    """The baselines on the same folds, once the model is in MLflow (beside the tracker's work,
+    which holds the GIL, a one-thread baseline took 4.7 s where it takes 1.9 s alone), into the
+    summary and its warnings."""
+    ctx = run.ctx
+    assert fitted.task is not None
+    with ctx.timed("baselines_s"):
+        fitted.baselines = _baselines(ctx, fitted.task, fitted.cv)
+    if fitted.baselines is not None:
+        summary["baselines"] = fitted.baselines
+        summary["data"]["warnings"] = [*summary["data"]["warnings"], *fitted.baselines["said"]]
 
 
 def _baselines(ctx: Context, task: evaluate.Task, cv: CVResult) -> dict[str, Any] | None:
@@ -255,9 +268,6 @@ def _summarise(run: _Run, fitted: _Fitted) -> RunSummary:
         summary["decision"] = _decision_summary(ctx.exp, fitted.cv, run.threshold)
     _explained(run, fitted.cv, summary)
     said = leaks.zero_width(metrics)
-    if fitted.baselines is not None:
-        summary["baselines"] = fitted.baselines
-        said += fitted.baselines["said"]
     summary["data"]["warnings"] = [*summary["data"]["warnings"], *said]
     if inputs.reference is not None:
         summary["data"]["reference"] = {**inputs.reference.info(), "training_rows_left_out": inputs.reference_rows_left_out}
@@ -300,17 +310,22 @@ def _threshold_rows(decision: dict[str, Any] | None) -> list[tuple[str, float, i
     return rows + ([("decision_threshold_model", found["model"], 0)] if found["model"] is not None else [])
 
 
-def _write_reports(run: _Run, fitted: _Fitted, summary: RunSummary, drawing: list[parallel.Background]) -> None:
-    """The result files to the lake (before MLflow sees them: a tracking failure loses nothing);
-    the figures start drawing in the background, into ``drawing``."""
+def _start_figures(run: _Run, fitted: _Fitted, summary: RunSummary) -> list[parallel.Background]:
+    """The figures, drawing in the background into the run's ``figures`` folder."""
+    with run.ctx.timed("figures_start_s"):
+        figures = run.folder / "figures"
+        figures.mkdir()
+        return reports.start_figures(figures, run.ctx.exp, summary, fitted.cv, fitted.held)
+
+
+def _write_reports(run: _Run, fitted: _Fitted, summary: RunSummary) -> None:
+    """The result files to the lake (before MLflow sees them: a tracking failure loses nothing)."""
     ctx = run.ctx
     with ctx.timed("artifacts_s"):
-        folder, figures = run.folder / "report", run.folder / "figures"
+        folder = run.folder / "report"
         folder.mkdir()
-        figures.mkdir()
         reports.write_artifacts(folder, ctx.exp, summary, (fitted.cv, fitted.held), ctx.inputs.validation,
                                 ctx.inputs.ingested.manifest, run.group_table)
-        drawing += reports.start_figures(figures, ctx.exp, summary, fitted.cv, fitted.held)
     with ctx.timed("lake_copy_s"):
         reports.copy_to_lake(ctx.lake, folder, run.prefix)
 

@@ -24,7 +24,7 @@ import pandas as pd
 from trilho.contracts import PredictionManifest
 from trilho.encoding import WRITTEN_MISSING, unmark, unseen_counts
 from trilho.errors import ConfigError, DataValidationError, StorageError
-from trilho.ingest import check_size, is_parquet, iter_chunks, read_head, scan_file
+from trilho.ingest import check_lines, check_size, is_parquet, iter_chunks, read_head, scan_file
 from trilho.settings import Settings
 from trilho.storage import Lake, open_lake
 from trilho.tracking.model import load_model, model_refusals, resolve_model
@@ -63,7 +63,9 @@ def predict_batch(model_uri: str, input_ref: str, settings: Settings, *, lake: L
         step = time.perf_counter()
         model_info = resolve_model(model_uri, settings.tracking_uri)
         timings = {"resolve_s": time.perf_counter() - step}
-        digest, size, _ = scan_file(path)
+        scanned = scan_file(path)
+        check_lines(path, scanned, Path(source).name)
+        digest, size = scanned.sha256, scanned.bytes
         prefix = f"{output.strip('/')}/{model_info['ident']}/{digest}{'/explained' if explain else ''}"
         manifest_key = f"{prefix}/manifest.json"
         if lake.exists(manifest_key):
@@ -139,6 +141,8 @@ def _stream(model: Any, path: Path, source: str, out_path: Path, chunk_rows: int
     background = ThreadPoolExecutor(1, thread_name_prefix="trilho-write")
     try:
         for chunk in iter_chunks(path, chunk_rows, None if wanted is None else [*wanted, *identifiers]):
+            if chunk.empty:  # a header line only: nothing to predict (the model would not be asked)
+                continue
             features = _features(chunk, wanted, source, done)
             try:
                 predicted = model.predict(features, params=params).reset_index(drop=True)
@@ -161,7 +165,7 @@ def _stream(model: Any, path: Path, source: str, out_path: Path, chunk_rows: int
         if writer is not None:
             writer.close()
     if writer is None:
-        raise DataValidationError(f"input {source} has no rows to predict")
+        raise DataValidationError(f"no data rows: input {source} holds a header line only; nothing to predict")
     done.columns = pq.read_schema(out_path).names
     return done
 

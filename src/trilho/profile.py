@@ -321,6 +321,9 @@ def init_experiment(data: str, settings: Any, target: str | None = None, name: s
         check_size(path, data, settings.max_source_bytes)
         read_head(path)  # a file that is not a table is refused before it is read whole
         profile = profile_chunks(as_read(iter_chunks(path, 200_000)), target)
+        if profile.rows == 0:
+            raise DataValidationError(f"no data rows: {data!r} holds a header line only "
+                                      f"({len(profile.columns)} columns); init needs rows to propose anything")
         name = name or experiment_name(data)
         proposal = propose(profile, name, data, target)
         why_not: list[str] = []

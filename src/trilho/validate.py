@@ -212,7 +212,9 @@ def validate(df: pd.DataFrame, exp: Experiment) -> ValidationReport:
         df = df.loc[~gone]
     if len(df) < exp.data.min_rows:
         without = f" with a label ({int(gone.sum())} without)" if gone.any() else ""
-        errors.append(f"{len(df)} data rows{without}, fewer than data.min_rows={exp.data.min_rows}")
+        empty = "no data rows: the file holds a header line only; " if not len(report["columns"]) or not \
+            report["rows"] else ""
+        errors.append(f"{empty}{len(df)} data rows{without}, fewer than data.min_rows={exp.data.min_rows}")
         return report
     y = _check_labels(df, exp, report, errors)
     # values the data uses for "missing" ("?", NA) are missing values from here on, counted as such

@@ -420,3 +420,30 @@ def test_a_model_logged_before_names_its_classes_as_it_did(workdir):
         answer = model.predict(None, rows)
         assert list(answer.columns) == ["prediction", *(f"proba_{n}" for n in names)]
         assert answer["prediction"].tolist() == [names[1], names[0]]
+
+
+@pytest.mark.training
+def test_verify_to_a_folder_keeps_the_checked_copy_at_its_top_and_nothing_when_a_file_differs(settings, trained,
+                                                                                                 workdir):
+    """`trilho verify … --to DIR && mlflow models serve -m DIR`: the model sat in DIR/artifacts, and a
+    failed check left the changed files there."""
+    import mlflow
+
+    from trilho.errors import ConfigError
+    from trilho.tracking.model import keep_verified
+
+    kept = keep_verified(CHAMPION, workdir / "checked", settings.tracking_uri)
+    assert (kept / "MLmodel").is_file()
+    model = mlflow.pyfunc.load_model(str(kept))  # what `mlflow models serve -m DIR` loads
+    assert model.metadata.get_input_schema() is not None
+    with pytest.raises(ConfigError, match="not a new or empty folder"):
+        keep_verified(CHAMPION, workdir / "checked", settings.tracking_uri)
+
+    stored = [p for p in workdir.rglob("servable.py") if "checked" not in p.parts and "lake" not in p.parts]
+    assert stored
+    for path in stored:
+        path.write_text(path.read_text() + "\n# changed\n")
+    with pytest.raises(TrackingError, match="servable.py differs"):
+        keep_verified(CHAMPION, workdir / "bad", settings.tracking_uri)
+    assert not (workdir / "bad").exists() or not any((workdir / "bad").iterdir())
+    assert not [p for p in workdir.iterdir() if p.name.startswith(".trilho-verify-")]  # the check's folder went too

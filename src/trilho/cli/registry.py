@@ -50,14 +50,18 @@ def verify(model: Annotated[str, typer.Argument(help="models:/NAME@ALIAS, models
     from pathlib import Path
 
     from trilho.settings import load_settings
-    from trilho.tracking.model import download_model
+    from trilho.tracking.model import download_model, keep_verified
 
     tracking_uri = load_settings().tracking_uri
-    with tempfile.TemporaryDirectory(prefix="trilho-verify-") as tmp:
-        local = download_model(model, Path(to or tmp), tracking_uri)
+    if to:  # checked beside it, moved in only once every file is as logged
+        local = keep_verified(model, Path(to).expanduser(), tracking_uri)
         count = sum(1 for p in local.rglob("*") if p.is_file())
-        where = f"; kept in {local}" if to else ""
-        Console().print(f"{model}: {count} files as logged{where}")
+        Console().print(f"{model}: {count} files as logged; kept in {local} (mlflow models serve -m {local})")
+        return
+    with tempfile.TemporaryDirectory(prefix="trilho-verify-") as tmp:
+        local = download_model(model, Path(tmp), tracking_uri)
+        count = sum(1 for p in local.rglob("*") if p.is_file())
+        Console().print(f"{model}: {count} files as logged")
 
 
 @command()

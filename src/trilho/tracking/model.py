@@ -28,7 +28,8 @@ from trilho.encoding import WRITTEN_MISSING, model_outputs, unmark
 from trilho.errors import StorageError, TrackingError
 from trilho.tracking.store import open_client
 
-__all__ = ["FILES_TAG", "check_model_files", "download_model", "load_model", "log_model", "logged_files_digest",
+__all__ = ["FILES_TAG", "check_model_files", "download_model", "keep_verified", "load_model", "log_model",
+           "logged_files_digest",
            "resolve_model", "save_model_files", "signature_example"]
 
 log = logging.getLogger(__name__)
@@ -277,6 +278,26 @@ def download_model(model_uri: str, dst: Path, tracking_uri: str) -> Path:
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(dst), tracking_uri=tracking_uri))
     check_model_files(model_uri, local, logged)
     return local
+
+
+def keep_verified(model_uri: str, to: Path, tracking_uri: str) -> Path:
+    """The model's files, checked (``download_model``) in a folder beside ``to``, then moved into
+    ``to`` (a new or empty folder) as the model's own folder, its ``MLmodel`` at the top, so that
+    ``mlflow models serve -m TO`` serves the checked copy. A check that fails leaves ``to`` as it was."""
+    import shutil
+
+    from trilho.errors import ConfigError
+
+    if to.exists() and (not to.is_dir() or any(to.iterdir())):
+        raise ConfigError(f"--to {str(to)!r} is not a new or empty folder: name a folder for the checked copy alone")
+    to.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".trilho-verify-", dir=to.parent) as tmp:  # one file system: moves
+        local = download_model(model_uri, Path(tmp), tracking_uri)
+        found = local if (local / "MLmodel").is_file() else next((p.parent for p in local.rglob("MLmodel")), local)
+        to.mkdir(exist_ok=True)
+        for item in found.iterdir():
+            shutil.move(str(item), str(to / item.name))
+    return to
 
 
 def logged_files_digest(client: Any, version: Any) -> str | None:

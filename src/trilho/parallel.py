@@ -62,6 +62,8 @@ class Background:
             process.join()
             if message is None:
                 message = f"the child process died (exit code {process.exitcode})"
+            if isinstance(message, OSError):  # a full disk, a permission: the parent's own kind of failure
+                raise message
             if message:
                 raise RuntimeError(f"background work failed: {message}")
         if self._error is not None:
@@ -79,6 +81,8 @@ class Background:
 def _child(work: Callable[[], None], pipe) -> None:
     try:
         work()
+    except OSError as exc:  # noqa: BLE001 - the parent raises it again, as itself (ENOSPC is one line there)
+        pipe.send(OSError(exc.errno, exc.strerror, exc.filename))
     except BaseException:  # noqa: BLE001 - reported to the parent, which raises
         pipe.send(traceback.format_exc(limit=5))
     else:

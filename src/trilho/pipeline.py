@@ -364,7 +364,10 @@ def _track_results(run: _Run, fitted: _Fitted, summary: RunSummary, drawing: lis
         _page(run, summary)
         tracker.log_folder(run.run_id, run.folder / "report")
     except TrackingError as exc:
-        _figures_to_lake(run, drawing)
+        try:  # what can still be kept is; a second failure (the same full disk) does not hide the first
+            _figures_to_lake(run, drawing)
+        except (OSError, RuntimeError) as figures:
+            log.warning("the run's figures were not kept (%s)", figures)
         _page(run, summary)
         summary["tracking_error"] = str(exc)
         _save_summary(run, summary)

@@ -21,7 +21,7 @@ from trilho.contracts import GateRecord
 from trilho.errors import TrackingError
 from trilho.gate import BY_HAND, GateDecision, decide, decide_on_changed_data, decide_on_leaks, decide_on_reference
 from trilho.tracking.model import FILES_TAG, download_model, load_model
-from trilho.tracking.store import gate_lock, open_client
+from trilho.tracking.store import brief, gate_lock, open_client
 
 __all__ = ["CHALLENGER", "CHAMPION", "Challenger", "list_versions", "promote_by_hand", "register_and_gate"]
 
@@ -200,7 +200,7 @@ def register_and_gate(tracking_uri: str, who: Challenger, reevaluate: Reevaluate
             if decision.promote:
                 client.set_registered_model_alias(who.name, CHAMPION, version)
     except MlflowException as exc:
-        raise TrackingError(f"model registry at {tracking_uri!r} failed for {who.name!r}: {exc}") from exc
+        raise TrackingError(f"model registry at {tracking_uri!r} failed for {who.name!r}: {brief(exc)}") from exc
     log.info("%s v%s: %s", who.name, version, decision.reason)
     record = {"name": who.name, "version": str(version),
               "aliases": [CHALLENGER] + ([CHAMPION] if decision.promote else []),

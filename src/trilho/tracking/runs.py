@@ -29,6 +29,7 @@ from trilho.errors import TrackingError
 from trilho.parallel import Stopped
 from trilho.tracking import model as logged_model
 from trilho.tracking.store import (
+    brief,
     check_server,
     experiment_id,
     open_client,
@@ -126,6 +127,8 @@ class Tracker:
             with store_lock(tracking_uri):
                 self.client = open_client(tracking_uri)
                 self.experiment_id = experiment_id(self.client, experiment)
+        except TrackingError:  # says what the store holds and what to do already
+            raise
         except Exception as exc:
             raise TrackingError(f"MLflow at {tracking_uri!r} is not usable ({type(exc).__name__}: {exc}); "
                                 "start it or set MLFLOW_TRACKING_URI") from exc
@@ -168,7 +171,7 @@ class Tracker:
             from mlflow.exceptions import MlflowException
 
             if isinstance(exc, (MlflowException, OSError)) or "requests" in type(exc).__module__:
-                raise TrackingError(f"MLflow at {self.uri!r} failed to {what}: {exc}") from exc
+                raise TrackingError(f"MLflow at {self.uri!r} failed to {what}: {brief(exc)}") from exc
             raise
         finally:
             spent = time.perf_counter() - start

@@ -12,7 +12,9 @@ import json
 import logging
 import os
 import random
+import re
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -22,17 +24,67 @@ from typing import Any
 
 from trilho.errors import TrackingError
 
-__all__ = ["check_server", "experiment_id", "gate_lock", "latest_run", "log_page", "open_client", "process_alive",
+__all__ = ["brief", "check_server", "experiment_id", "gate_lock", "latest_run", "log_page", "open_client", "process_alive",
            "read_pending", "remember_unfinished", "sqlite_file", "store_lock", "write_pending"]
 
 log = logging.getLogger(__name__)
 
 
 def open_client(tracking_uri: str) -> Any:
-    """An MLflow client bound to this store alone."""
+    """An MLflow client bound to this store alone. A SQLite store that cannot be opened is one
+    ``TrackingError`` that says what the file holds, and that a half-built one can go."""
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    try:
+        return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    except Exception as exc:
+        path = sqlite_file(tracking_uri)
+        if path is None or not path.is_file():
+            raise
+        raise TrackingError(_unopened(path, exc)) from exc
+
+
+def _unopened(path: Path, exc: BaseException) -> str:
+    """Why the SQLite store at ``path`` did not open, in one line: what it holds, and what to do."""
+    import sqlite3
+
+    cause = " ".join(str(exc).split())[:200]
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            version = con.execute("SELECT version_num FROM alembic_version").fetchone() \
+                if "alembic_version" in tables else None
+            runs = con.execute("SELECT COUNT(*) FROM runs").fetchone()[0] if "runs" in tables else 0
+            versions = con.execute("SELECT COUNT(*) FROM model_versions").fetchone()[0] \
+                if "model_versions" in tables else 0
+    except sqlite3.Error as read:
+        return (f"the tracking store {path} cannot be read as SQLite ({read}; MLflow: {cause}): move it aside and "
+                "run again to start a new store, or set MLFLOW_TRACKING_URI to another")
+    if runs == 0 and versions == 0:
+        return (f"the tracking store {path} is half-built ({len(tables)} tables, schema version "
+                f"{version[0] if version else 'none'}; MLflow: {cause}): a process stopped while creating it (a full "
+                f"disk?). It holds no run and no model: remove it (rm {path}) and run again")
+    return (f"the tracking store {path} holds {runs} runs and {versions} model versions but does not open "
+            f"(MLflow: {cause}); keep a copy, then `mlflow db upgrade sqlite:///{path}` if its schema is behind, "
+            "or set MLFLOW_TRACKING_URI to another store")
+
+
+_FAILED_FILES = re.compile(r"^##### File (.+?) #####$", re.M)
+
+
+def brief(exc: BaseException) -> str:
+    """MLflow's message in one line: a download that failed file by file (one paragraph a file) as
+    the count, the first file and its cause, and where a full disk is to blame, which folder."""
+    text = str(exc)
+    files = _FAILED_FILES.findall(text)
+    if not files:
+        return " ".join(text.split())[:500]
+    first = text[text.index("#####", text.index(files[0])) + 5:].strip().splitlines()[0]
+    said = f"{len(files)} files could not be downloaded, the first {files[0]!r}: {first[:300]}"
+    if "[Errno 28]" in text:
+        said += (f"; the disk is full: free some space there, or point TMPDIR (temporary files, now "
+                 f"{tempfile.gettempdir()!r}) at a disk with room")
+    return said
 
 
 def sqlite_file(tracking_uri: str) -> Path | None:

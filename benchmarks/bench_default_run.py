@@ -38,9 +38,9 @@ def _timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
 
 
 def seed_process(data: Path, folder: Path, env: dict[str, str]) -> float:
-    code = ("import sys; sys.path.insert(0, %r); from bench_experiment import seed_style; "
-            "from pathlib import Path; seed_style(Path(%r), %r)") % (
-        str(ROOT / "benchmarks"), str(data), f"sqlite:///{folder}/seed.db")
+    where, uri = str(ROOT / "benchmarks"), f"sqlite:///{folder}/seed.db"
+    code = (f"import sys; sys.path.insert(0, {where!r}); from bench_experiment import seed_style; "
+            f"from pathlib import Path; seed_style(Path({str(data)!r}), {uri!r})")
     return _timed([sys.executable, "-c", code], folder, env)
 
 

@@ -112,14 +112,14 @@ def missing_words(values: pd.Series, markers: list[str] | None,
         upper = frozenset(markers or ())
         hit = [v for v in distinct if v.strip() in words or (upper and v.strip().upper() in upper)]
         return values.isin(hit).to_numpy(dtype=bool) if hit else np.zeros(len(values), dtype=bool)
-    distinct = pd.Series(distinct, dtype=object)
-    text = distinct.astype("string").str.strip()
+    found_in = pd.Series(distinct, dtype=object)
+    text = found_in.astype("string").str.strip()
     found = text.isin(list(written or ())).to_numpy(dtype=bool, copy=True)
     if markers:
         found = found | text.str.upper().isin(markers).to_numpy(dtype=bool)
     if not found.any():
         return np.zeros(len(values), dtype=bool)
-    return values.isin(distinct[found].tolist()).to_numpy(dtype=bool)
+    return values.isin(found_in[found].tolist()).to_numpy(dtype=bool)
 
 
 def unmark(df: pd.DataFrame, columns: list[str], markers: list[str] | None,

@@ -49,7 +49,8 @@ def test_register_gate_and_promote_by_hand(settings, small_csv, workdir):
     assert second["comparison"]["mean_diff"] == 0
     assert str(client.get_model_version_by_alias(NAME, "champion").version) == "2"
     # a much weaker model on the same folds: stays challenger, the champion does not move
-    weak = run_experiment(_exp(small_csv, "model.params.n_estimators=1", "model.params.learning_rate=1e-6"), settings)
+    weak = run_experiment(_exp(small_csv, "model.params.n_estimators=1", "model.params.max_depth=1",
+                               "model.params.learning_rate=1e-6"), settings)
     third = weak.summary["registry"]
     assert not third["promote"] and third["comparison"]["low"] < -0.01 and third["comparison"]["mean_diff"] < 0
     assert str(client.get_model_version_by_alias(NAME, "champion").version) == "2"

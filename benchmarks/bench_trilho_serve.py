@@ -11,6 +11,8 @@ round (the order kept, the rounds interleaved):
 * ``trilho``: ``trilho serve`` with one worker, its defaults (prediction log on, batching of the
   requests that arrive together);
 * ``trilho, 2 workers``;
+* ``mlflow, numbers as text`` and ``trilho, numbers as text``: the same rows with every number sent as
+  a JSON string ("50"), as a CSV-to-JSON client or a web form sends them;
 * ``trilho, no batching`` (``TRILHO_SERVE_MAX_BATCH_ROWS=1``: every request its own model call) and
   ``trilho, batch wait 2 ms`` (``TRILHO_SERVE_BATCH_WAIT_MS=2``): what batching buys.
 
@@ -38,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_serve import Served, _cpu_seconds, _free_port, load  # noqa: E402
 
 CELLS = [(1, 1), (1, 32), (1, 200), (100, 32)]     # (rows per request, clients)
+TEXT_CELLS = [(1, 32), (100, 32)]                   # numbers sent as JSON strings
 BATCH_CELLS = [(1, 32), (1, 200)]
 LUA = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -103,7 +106,11 @@ def main() -> None:
         rows = diabetes(rows=100, seed=5).drop(columns=["CLASS", "ID", "No_Pation"])
         bodies = {n: json.dumps({"dataframe_split": json.loads(rows.head(n).to_json(orient="split", index=False))}
                                 ).encode() for n in (1, 100)}
-        for n, body in bodies.items():
+        # numbers as a CSV-to-JSON client or a web form sends them: "50" for 50
+        texts = {f"{n}t": json.dumps({"dataframe_split": {**json.loads(bodies[n])["dataframe_split"], "data": [
+            [str(v) if isinstance(v, int | float) else v for v in row]
+            for row in json.loads(bodies[n])["dataframe_split"]["data"]]}}).encode() for n in (1, 100)}
+        for n, body in [*bodies.items(), *texts.items()]:
             (folder / f"body{n}.json").write_bytes(body)
         uri = "models:/diabetes-xgboost@champion"
         servers = {
@@ -114,6 +121,8 @@ def main() -> None:
                                     BATCH_CELLS),
             "trilho, batch wait 2 ms": (lambda log: TrilhoServed(uri, 1, {**env, "TRILHO_SERVE_BATCH_WAIT_MS": "2"}, log),
                                         BATCH_CELLS),
+            "mlflow, numbers as text": (lambda log: Served(uri, 1, env, log), TEXT_CELLS),
+            "trilho, numbers as text": (lambda log: TrilhoServed(uri, 1, env, log), TEXT_CELLS),
         }
         cells: dict[tuple[str, int, int], list[dict]] = {}
         for _ in range(args.rounds):
@@ -121,12 +130,14 @@ def main() -> None:
                 with start(folder / "serve.log") as served:
                     load(served.port, bodies[1], 8, 200)  # warm every worker
                     pids = served.pids()
+                    suffix = "t" if name.endswith("as text") else ""
                     for n, clients in wanted:
                         if args.client == "wrk":
-                            found = wrk_load(served.port, folder / f"body{n}.json", clients, args.seconds, pids,
+                            found = wrk_load(served.port, folder / f"body{n}{suffix}.json", clients, args.seconds, pids,
                                              folder / "post.lua")
                         else:
-                            found = load(served.port, bodies[n], clients, args.requests, server=pids)
+                            found = load(served.port, (folder / f"body{n}{suffix}.json").read_bytes(), clients,
+                                         args.requests, server=pids)
                         cells.setdefault((name, n, clients), []).append(found)
     print(f"{os.cpu_count()} CPUs; client {args.client}; medians of {args.rounds} rounds\n")
     print("| server | rows / request | clients | requests/s | p50 ms | p99 ms | server CPU ms / request | errors |")
@@ -143,6 +154,10 @@ def main() -> None:
             base = med[("mlflow", n, clients)]["rps"]
             ratio = med[(name, n, clients)]["rps"] / base if base else float("inf")
             print(f"{name} / mlflow, {n} row(s) at {clients} clients: {ratio:.1f}x requests/s")
+    for n, clients in TEXT_CELLS:
+        text, plain = med[("trilho, numbers as text", n, clients)]["rps"], med[("trilho", n, clients)]["rps"]
+        print(f"trilho, numbers as text / numbers, {n} row(s) at {clients} clients: {text / plain:.2f}x requests/s; "
+              f"/ mlflow as text: {text / med[('mlflow, numbers as text', n, clients)]['rps']:.1f}x")
     for name in ("trilho, no batching", "trilho, batch wait 2 ms"):
         for n, clients in BATCH_CELLS:
             ratio = med[("trilho", n, clients)]["rps"] / med[(name, n, clients)]["rps"]

@@ -9,7 +9,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -113,35 +112,6 @@ def main(verbose: Annotated[int, typer.Option(
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     for name in quiet:
         logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def start_creating(tracking_uri: str) -> subprocess.Popen | None:
-    """A SQLite store that does not exist yet (``trilho.tracking.store.sqlite_file``'s rule), created
-    and migrated by a child process (``trilho.tracking.store.create_store``: about two seconds of
-    MLflow's migrations) on the other core while this process loads its libraries. The child holds
-    the store's lock meanwhile: whoever opens the store next waits for it, or finds it made, or makes
-    it when first to the lock. None for any other store; ``finish_creating`` reaps the child."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    path = tracking_uri[len("sqlite:///"):].split("?", 1)[0]
-    if not path or path == ":memory:" or os.path.exists(path):
-        return None
-    env = {**os.environ, "MLFLOW_LOGGING_LEVEL": "WARNING"}
-    code = "import sys; from trilho.tracking.store import create_store; create_store(sys.argv[1])"
-    return subprocess.Popen([sys.executable, "-c", code, tracking_uri], env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def finish_creating(child: subprocess.Popen | None) -> None:
-    """Wait for ``start_creating``'s child: done, or about to be, once the store has opened (a
-    failure of its own is the store's to say when it is opened)."""
-    if child is None:
-        return
-    try:
-        child.wait(timeout=120)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        child.wait()
 
 
 def load(ref: str, source: str | None, overrides: list[str] | None, *, fetches: bool = True) -> Any:

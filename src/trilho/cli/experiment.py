@@ -16,10 +16,8 @@ from trilho.cli._app import (
     SourceOpt,
     command,
     console,
-    finish_creating,
     load,
     refuse_too_large,
-    start_creating,
     with_bar,
 )
 
@@ -41,13 +39,9 @@ def run(experiment: ExperimentOpt = "diabetes", source: SourceOpt = None, set_: 
         summary_json: SummaryOpt = None, offline: OfflineOpt = None) -> None:
     """Ingest, validate, cross-validate, fit, and track the experiment."""
     from trilho.settings import load_settings
-    exp = load(experiment, source, set_)  # a source over the size limit is refused before anything is made
+    exp = load(experiment, source, set_)
     settings = load_settings()
-    creating = start_creating(settings.tracking_uri)  # a fresh store, made on the other core meanwhile
-    try:
-        result = run_with_bar(exp, settings, None if source else offline)  # a source given is the one wanted
-    finally:
-        finish_creating(creating)
+    result = run_with_bar(exp, settings, None if source else offline)  # a source given is the one wanted
     if result.offline:
         gone = result.offline
         console.print(f"[bold yellow]offline:[/] {gone['unreachable']!r} cannot be reached ({gone['cause']}); running on "

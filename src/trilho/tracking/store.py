@@ -24,7 +24,7 @@ from typing import Any
 
 from trilho.errors import TrackingError
 
-__all__ = ["brief", "check_server", "create_store", "experiment_id", "gate_lock", "latest_run", "log_page", "open_client", "process_alive",
+__all__ = ["brief", "check_server", "experiment_id", "gate_lock", "latest_run", "log_page", "open_client", "process_alive",
            "read_pending", "remember_unfinished", "sqlite_file", "store_lock", "write_pending"]
 
 log = logging.getLogger(__name__)
@@ -42,13 +42,6 @@ def open_client(tracking_uri: str) -> Any:
         if path is None or not path.is_file():
             raise
         raise TrackingError(_unopened(path, exc)) from exc
-
-
-def create_store(tracking_uri: str) -> None:
-    """Create (and migrate) the store under its lock: the child ``trilho run`` starts for a fresh
-    SQLite store (``trilho.cli._app.start_creating``)."""
-    with store_lock(tracking_uri):
-        open_client(tracking_uri).search_experiments(max_results=1)
 
 
 def _unopened(path: Path, exc: BaseException) -> str:

@@ -42,7 +42,6 @@ def test_a_full_temporary_disk_during_a_run_is_one_line(workdir, small_tmpfs):
     assert "Traceback" not in done.stderr and "╭" not in done.stderr, done.stderr[-3000:]
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "No space left on device" in errors[0], done.stderr
-    assert len([line for line in done.stderr.splitlines() if line.strip()]) <= 2, done.stderr  # and a warning at most
     assert "TMPDIR" in errors[0] and str(small_tmpfs) in errors[0]
     assert list(small_tmpfs.rglob("*")) == []  # the run's temporary folder went with it
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")

@@ -107,19 +107,13 @@ def missing_words(values: pd.Series, markers: list[str] | None,
         distinct = pd.unique(values.dropna().to_numpy(dtype=object))
     except TypeError:  # an unhashable value (a list in a cell): every value on its own
         distinct = values.dropna().to_numpy(dtype=object)
-    if all(type(v) is str for v in distinct):  # text, as a CSV column holds it: plain Python, no pandas per call
-        words = frozenset(written or ())
-        upper = frozenset(markers or ())
-        hit = [v for v in distinct if v.strip() in words or (upper and v.strip().upper() in upper)]
-        return values.isin(hit).to_numpy(dtype=bool) if hit else np.zeros(len(values), dtype=bool)
-    found_in = pd.Series(distinct, dtype=object)
-    text = found_in.astype("string").str.strip()
-    found = text.isin(list(written or ())).to_numpy(dtype=bool, copy=True)
-    if markers:
-        found = found | text.str.upper().isin(markers).to_numpy(dtype=bool)
-    if not found.any():
-        return np.zeros(len(values), dtype=bool)
-    return values.isin(found_in[found].tolist()).to_numpy(dtype=bool)
+    words, upper = frozenset(written or ()), frozenset(markers or ())
+    hit = []
+    for value in distinct:  # each distinct value once, in plain Python: as text, as pandas writes a value
+        text = (value if type(value) is str else str(value)).strip()
+        if text in words or (upper and text.upper() in upper):
+            hit.append(value)
+    return values.isin(hit).to_numpy(dtype=bool) if hit else np.zeros(len(values), dtype=bool)
 
 
 def unmark(df: pd.DataFrame, columns: list[str], markers: list[str] | None,

@@ -101,8 +101,10 @@ def not_utf8(name: str, data: bytes, exc: UnicodeDecodeError, head: bool = True)
     what the byte reads as in the encoding older spreadsheet exports use (Windows-1252, a superset
     of Latin-1 for text), and the fix."""
     bad = bytes(data[exc.start:exc.start + 1])
-    line = bytes(data[:exc.start]).count(b"\n") + 1
-    where = f"line {line}, byte {exc.start:,}" if head else f"a byte past the first {_SNIFF_BYTES // 1024} KiB"
+    where = f"a byte past the first {_SNIFF_BYTES // 1024} KiB"
+    if head:
+        line = bytes(data[:exc.start]).count(b"\n") + 1
+        where = f"line {line}, byte {exc.start:,}"
     return DataValidationError(
         f"{name!r} is not UTF-8 text: {where} is 0x{bad.hex()}, {bad.decode('cp1252', errors='replace')!r} in "
         f"Windows-1252/Latin-1, the encoding older Excel and many exports write; {_SAVE_AS} "

@@ -239,11 +239,11 @@ def pick_reference(keys: np.ndarray, labels: np.ndarray, share: float, classes: 
         n = int(own.sum())
         cap = int(n * REFERENCE_CLASS_CAP)
         want = min(max(round(share * n), REFERENCE_CLASS_FLOOR), cap)
-        fits = own[own <= max(want, 1)].to_numpy()
-        taken = np.cumsum(fits)
+        small = own[own <= max(want, 1)]  # a set larger than the aim stays in training
+        taken = np.cumsum(small.to_numpy())
         # whole sets in hash order while the aim is not reached; a set that would pass the cap ends it
         stop = int(np.searchsorted(taken, want, side="left")) + 1
-        take = min(stop, len(fits))
+        take = min(stop, len(small))
         while take and taken[take - 1] > cap:
             take -= 1
         if take == 0 or taken[take - 1] < REFERENCE_CLASS_MIN:
@@ -251,7 +251,7 @@ def pick_reference(keys: np.ndarray, labels: np.ndarray, share: float, classes: 
                           f"({n} rows in {len(own)} distinct ones; each copy of a row goes to the same side, and "
                           f"at most {REFERENCE_CLASS_CAP:.0%} of a class is set apart); without one, the gate "
                           "compares on the folds")
-        chosen.append(own.index[own <= max(want, 1)].to_numpy()[:take])
+        chosen.append(small.index.to_numpy()[:take])
     return np.concatenate(chosen).astype(np.uint64), None
 
 

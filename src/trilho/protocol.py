@@ -168,9 +168,7 @@ def _numbers(values: list[Any], spec: dict[str, Any]) -> list[float] | None:
     a missing-value word (``NA``, a marker) as missing, each text worked out once and remembered;
     None where a value is something else (the frame's way names it)."""
     memo = spec.setdefault("__texts__", {})  # this model's own: text -> number (NaN: a missing-value word)
-    if "__words__" not in spec:
-        spec["__words__"] = (frozenset(spec.get("written", WRITTEN_MISSING)), frozenset(spec.get("markers") or ()))
-    written, markers = spec["__words__"]
+    written, markers, _ = _words(spec)
     out = []
     for v in values:
         kind = type(v)
@@ -196,11 +194,20 @@ def _numbers(values: list[Any], spec: dict[str, Any]) -> list[float] | None:
     return out
 
 
+def _words(spec: dict[str, Any]) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    """The model's missing-value words, worked out once and kept in its spec: the writers' words as
+    written, its markers (upper-cased), and all of them upper-cased as category maps spell keys."""
+    found = spec.get("__words__")
+    if found is None:
+        written, markers = frozenset(spec.get("written", WRITTEN_MISSING)), frozenset(spec.get("markers") or ())
+        found = spec["__words__"] = (written, markers, frozenset(w.strip().upper() for w in written | markers))
+    return found
+
+
 def _words_coded(mapping: dict[str, int], spec: dict[str, Any]) -> bool:
     """A hand-written category map that gives a missing-value word a code: the frame's way reads
     the word as missing first, so the fast path (which would code it) steps aside."""
-    words = (*spec.get("written", WRITTEN_MISSING), *(spec.get("markers") or ()))
-    return any(str(w).strip().upper() in mapping for w in words)
+    return not _words(spec)[2].isdisjoint(mapping)
 
 
 def _fast_matrix(columns: dict[str, list[Any]], rows: int, spec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
@@ -224,8 +231,9 @@ def _fast_matrix(columns: dict[str, list[Any]], rows: int, spec: dict[str, Any])
             continue
         if mapping is None or not all(type(v) in _CODE for v in values) or _words_coded(mapping, spec):
             return None
-        # encode_matrix's own memory of each value's code: in an object column (and with no markers, which
-        # the caller has ruled out) a value's code does not depend on the rest of its column
+        # encode_matrix's own memory of each value's code: in an object column a value's code does not
+        # depend on the rest of its column (a missing-value word has none, unless a map gives it one:
+        # _words_coded sent that case to the frame)
         out[:, j] = remembered_codes(col, np.array(values, dtype=object), _OBJECT, mapping, memos.setdefault(col, {}))
     out[np.isinf(out)] = np.nan  # infinite is as unknown as missing
     gaps = np.isnan(out)

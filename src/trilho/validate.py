@@ -212,8 +212,7 @@ def validate(df: pd.DataFrame, exp: Experiment) -> ValidationReport:
         df = df.loc[~gone]
     if len(df) < exp.data.min_rows:
         without = f" with a label ({int(gone.sum())} without)" if gone.any() else ""
-        empty = "no data rows: the file holds a header line only; " if not len(report["columns"]) or not \
-            report["rows"] else ""
+        empty = "no data rows: the file holds a header line only; " if not report["rows"] else ""
         errors.append(f"{empty}{len(df)} data rows{without}, fewer than data.min_rows={exp.data.min_rows}")
         return report
     y = _check_labels(df, exp, report, errors)

@@ -10,16 +10,7 @@ import typer
 from rich.console import Console
 
 from trilho.cli import show
-from trilho.cli._app import (
-    ExperimentOpt,
-    SetOpt,
-    SourceOpt,
-    command,
-    console,
-    load,
-    refuse_too_large,
-    with_bar,
-)
+from trilho.cli._app import ExperimentOpt, SetOpt, SourceOpt, command, console, load, refuse_too_large, with_bar
 
 SummaryOpt = Annotated[Path | None, typer.Option("--summary-json", help="Write the machine-readable summary here.")]
 OfflineOpt = Annotated[str | None, typer.Option(
@@ -39,6 +30,7 @@ def run(experiment: ExperimentOpt = "diabetes", source: SourceOpt = None, set_: 
         summary_json: SummaryOpt = None, offline: OfflineOpt = None) -> None:
     """Ingest, validate, cross-validate, fit, and track the experiment."""
     from trilho.settings import load_settings
+
     exp = load(experiment, source, set_)
     settings = load_settings()
     result = run_with_bar(exp, settings, None if source else offline)  # a source given is the one wanted

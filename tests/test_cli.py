@@ -1,10 +1,12 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+import trilho
 from trilho.cli import app
 from trilho.storage import LocalLake
 
@@ -137,6 +139,37 @@ def test_run_goes_offline_in_one_line_when_the_source_cannot_be_reached(settings
     assert refused.exit_code == 1 and "cannot fetch" in refused.output
 
 
+def _unanswered_source() -> str:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on: the source's host does not answer
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/diabetes.csv"
+
+
+def test_ingest_goes_offline_in_one_line_and_reads_its_options_from_the_environment(settings, workdir):
+    """What Compose's ingest service runs (`trilho ingest`, everything from the environment)."""
+    unreachable = _unanswered_source()
+    experiment = workdir / "far.toml"  # the diabetes experiment, its source on a host that does not answer
+    lines = (Path(trilho.__file__).parent / "experiments/diabetes.toml").read_text().splitlines()
+    experiment.write_text("\n".join('name = "far"' if line.startswith("name = \"diabetes\"")
+                                    else f'uri = "{unreachable}"' if line.startswith("uri = ")
+                                    else 'sha256 = ""' if line.startswith("sha256 = ") else line for line in lines))
+    env = {**_env(settings), "TRILHO_EXPERIMENT": str(experiment),
+           "TRILHO_OFFLINE_SOURCE": "synthetic:diabetes?rows=200&seed=2"}
+    done = runner.invoke(app, ["ingest"], env=env)
+    assert done.exit_code == 0, done.output
+    assert f"offline: '{unreachable}' cannot be reached (ConnectionError); running on synthetic:diabetes" in done.output
+    assert "written (200 rows" in done.output
+    assert [k for k in LocalLake(settings.lake).list("raw/far/") if k.endswith(".csv")]
+    # a source given (here through TRILHO_SOURCE) is the one wanted: no fallback, one clear error
+    refused = runner.invoke(app, ["ingest"], env={**env, "TRILHO_SOURCE": unreachable})
+    assert refused.exit_code == 1 and "cannot fetch" in refused.output and "offline:" not in refused.output
+    # no fallback set (empty counts as unset): the same error
+    alone = runner.invoke(app, ["ingest"], env={**env, "TRILHO_OFFLINE_SOURCE": ""})
+    assert alone.exit_code == 1 and "cannot fetch" in alone.output
+
+
 def test_every_command_prints_its_help():
     """Help texts go through rich's markup: a bracket in one (kaggle:owner/dataset[/file]) must be
     escaped, or `--help` ends in a MarkupError traceback instead of the help."""
@@ -155,6 +188,7 @@ def _summary(folder: str) -> dict:
                for m in ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "f1_weighted",
                          "mcc", "roc_auc_ovr", "log_loss")}
     return {"experiment": "diabetes", "run_id": "58d1a030822d46ae9025b45cefd19c43", "mlflow_experiment": "experimento_xgboost",
+            "mlflow_experiment_id": "3",
             "cv": {"n_folds": 50, "n_splits": 5, "seeds": list(range(10)), "level": 0.95, "interval": "corrected_t",
                    "duplicates": {"policy": "group", "rows": 1000, "distinct_feature_rows": 826,
                                   "rows_copying_another": 174, "rows_used": 1000},
@@ -195,6 +229,25 @@ def test_a_piped_run_prints_its_table_whole_and_its_paths_on_one_line(monkeypatc
     # the duplicates in the words `trilho init` uses, for the rows the folds use
     assert "duplicates   174 of the 1,000 rows the folds use repeat an earlier row's features: cv.duplicates = " \
         "'group', each set of copies stays in one fold" in lines
+
+
+def test_a_run_on_a_server_links_to_the_ui_a_browser_opens(monkeypatch, workdir, settings):
+    """In Compose the tracking URI names the stack's own host (http://mlflow:5000); the link printed
+    for the user is TRILHO_MLFLOW_UI's, else the server's own."""
+    import types
+
+    import trilho.pipeline
+
+    summary = _summary(str(workdir))
+    monkeypatch.setattr(trilho.pipeline, "run_experiment",
+                        lambda *a, **k: types.SimpleNamespace(summary=summary, offline=None))
+    env = {**_env(settings), "MLFLOW_TRACKING_URI": "http://mlflow:5000"}
+    run = f"/#/experiments/3/runs/{summary['run_id']}"
+    result = runner.invoke(app, ["run"], env={**env, "TRILHO_MLFLOW_UI": "http://localhost:5123/"})
+    assert result.exit_code == 0, result.output
+    assert f"open the run http://localhost:5123{run}" in result.output and f"mlflow:5000{run}" not in result.output
+    result = runner.invoke(app, ["run"], env=env)
+    assert f"open the run http://mlflow:5000{run}" in result.output
 
 
 def test_a_terminal_table_still_fits_the_terminal(monkeypatch, capsys):

@@ -1,4 +1,5 @@
-"""The Compose stack is for users (no Docker engine runs here): check it with a real parser and its invariants."""
+"""The Compose stack's files: their invariants, and Compose v2's own parser on them (the stack run for
+real on an engine is tests/test_stack.py)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,17 @@ SECRETS = ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "JUPYTER_TOKEN", "POSTGRES_
 VAR = re.compile(r"\$\{([A-Z0-9_]+)(:?[-?])?([^}]*)\}")
 
 
+class _ComposeLoader(yaml.SafeLoader):
+    """YAML with Compose's merge tags (``!override``, ``!reset``), read as the values they carry."""
+
+
+_ComposeLoader.add_multi_constructor("!", lambda loader, _tag, node: (
+    loader.construct_sequence(node) if isinstance(node, yaml.SequenceNode)
+    else loader.construct_mapping(node) if isinstance(node, yaml.MappingNode) else loader.construct_scalar(node)))
+
+
 def load(path: Path) -> dict:
-    return yaml.safe_load(path.read_text())
+    return yaml.load(path.read_text(), Loader=_ComposeLoader)  # noqa: S506 - a safe loader with two tags
 
 
 def test_every_service_the_stack_needs_is_there():
@@ -123,8 +133,13 @@ def test_startup_order_needs_no_hand_steps():
     assert services["ingest"]["depends_on"]["buckets"]["condition"] == "service_completed_successfully"
     assert services["train"]["depends_on"]["mlflow"]["condition"] == "service_healthy"
     assert services["jupyter"]["depends_on"]["mlflow"]["condition"] == "service_healthy"
+    # Jupyter starts after ingest whether or not it found data; train ingests for itself (re-runs skip)
+    assert services["jupyter"]["depends_on"]["ingest"] == {"condition": "service_completed_successfully",
+                                                           "required": False}
+    assert "ingest" not in services["train"]["depends_on"]
+    assert services["ingest"]["command"] == ["trilho", "ingest"] and services["train"]["command"] == ["trilho", "run"]
     assert services["buckets"]["command"] == ["trilho", "init-store"]
-    for name in ("minio", "mlflow", "serve"):
+    for name in ("minio", "mlflow", "serve", "jupyter"):
         assert services[name]["healthcheck"]["test"][0] == "CMD"
     # the MinIO image has no curl; `mc ready local` is its own probe
     assert services["minio"]["healthcheck"]["test"] == ["CMD", "mc", "ready", "local"]
@@ -157,11 +172,20 @@ def test_seaweedfs_variant_replaces_only_the_store():
     assert "MINIO_ROOT_USER" in script and "-s3.port=9000" in script and "-s3.config=" in script
 
 
+def compose_v2() -> list[str] | None:
+    """The ``docker compose`` command (Compose v2), or None where it is not installed. Parsing needs no engine."""
+    if shutil.which("docker") is None:
+        return None
+    found = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True, timeout=30)
+    return ["docker", "compose"] if found.returncode == 0 and "v2." in found.stdout else None
+
+
 def _compose(*args: str, env_file: Path, cwd: Path) -> subprocess.CompletedProcess:
-    tool = shutil.which("docker-compose")
+    tool = compose_v2()
     if tool is None:
-        pytest.skip("docker-compose (Debian package docker-compose) is not installed; .ci/run installs it")
-    return subprocess.run([tool, "--env-file", str(env_file), *args], cwd=cwd, capture_output=True, text=True,
+        pytest.skip("Docker Compose v2 is not installed (`docker compose version`); .ci/run installs it "
+                    "with ../shared/tools/docker-engine up")
+    return subprocess.run([*tool, "--env-file", str(env_file), *args], cwd=cwd, capture_output=True, text=True,
                           timeout=60)
 
 
@@ -175,8 +199,12 @@ def test_a_real_compose_parser_accepts_the_stack(tmp_path):
         for service in resolved["services"].values():
             for port in service.get("ports", []):
                 assert str(port.get("host_ip", port) if isinstance(port, dict) else port).startswith("127.0.0.1")
-    # with the seaweedfs override the store runs our SeaweedFS image
-    assert "seaweedfs" in resolved["services"]["minio"]["image"]
+    # with the seaweedfs override the store runs our SeaweedFS image, and publishes no console port
+    store = resolved["services"]["minio"]
+    assert "seaweedfs" in store["image"] and [p["target"] for p in store["ports"]] == [9000]
+    # the user's folder is /data, read-only, in every trilho service
+    mounts = resolved["services"]["ingest"]["volumes"]
+    assert [(m["target"], m.get("read_only")) for m in mounts] == [("/data", True)]
 
 
 def test_a_missing_secret_stops_compose_with_its_name(tmp_path):

@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     create_buckets: bool = Field(True, validation_alias=_env("TRILHO_CREATE_BUCKETS"))
     stale_upload_s: float = Field(3600.0, ge=0, validation_alias=_env("TRILHO_STALE_UPLOAD_S"))
     mlflow_wait_s: float = Field(5.0, ge=0, validation_alias=_env("TRILHO_MLFLOW_WAIT_S"))
+    # the MLflow UI as a user's browser reaches it, for the links trilho prints (None: the tracking URI
+    # when it is a server's, else the address `trilho ui` opens); Compose sets it, since its
+    # tracking URI (http://mlflow:5000) names a host only the stack's network knows
+    mlflow_ui: str | None = Field(None, validation_alias=_env("TRILHO_MLFLOW_UI"))
     # where the fits run: this machine, or a Dask cluster (trilho.cluster); a scheduler alone means dask
     executor: Literal["local", "dask"] = Field("local", validation_alias=_env("TRILHO_EXECUTOR"))
     dask_scheduler: str | None = Field(None, validation_alias=_env("TRILHO_DASK_SCHEDULER"))
@@ -86,6 +90,15 @@ class Settings(BaseSettings):
         if self.dask_scheduler and "executor" not in self.model_fields_set:
             object.__setattr__(self, "executor", "dask")
         return self
+
+    def ui_url(self) -> str:
+        """The MLflow UI's address as a user's browser opens it (``TRILHO_MLFLOW_UI``), else the
+        tracking server's, else the one ``trilho ui`` serves a local store on."""
+        if self.mlflow_ui:
+            return self.mlflow_ui.rstrip("/")
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return self.tracking_uri.rstrip("/")
+        return "http://127.0.0.1:5000"
 
     def free_cores(self) -> int:
         """Cores this process may use: the fits never get more threads than this in total."""

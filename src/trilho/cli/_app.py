@@ -27,9 +27,12 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="trilho: a tabular classification experiment on rails, from raw data to a registered model.")
 console = Console(stderr=True)
 
-ExperimentOpt = Annotated[str, typer.Option("--experiment", "-e", help="Experiment file (.toml/.yaml) or built-in name.")]
+# the experiment and its source may come from the environment too (Compose sets them from .env); empty is unset
+ExperimentOpt = Annotated[str, typer.Option("--experiment", "-e", envvar="TRILHO_EXPERIMENT",
+                                            help="Experiment file (.toml/.yaml) or built-in name.")]
 SourceOpt = Annotated[str | None, typer.Option(
-    "--source", "-s", help="Override the data source: kaggle:..., https://..., file:PATH, synthetic:diabetes?rows=N&seed=S.")]
+    "--source", "-s", envvar="TRILHO_SOURCE",
+    help="Override the data source: kaggle:..., https://..., file:PATH, synthetic:diabetes?rows=N&seed=S.")]
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", help="Override any experiment key, e.g. --set cv.n_repeats=3 (repeatable).")]
 ModelNameOpt = Annotated[str, typer.Option("--name", "-n", help="Registered model name.")]

@@ -14,8 +14,9 @@ from trilho.cli._app import ExperimentOpt, SetOpt, SourceOpt, command, console, 
 
 SummaryOpt = Annotated[Path | None, typer.Option("--summary-json", help="Write the machine-readable summary here.")]
 OfflineOpt = Annotated[str | None, typer.Option(
-    "--offline-source", help="When the experiment's own source cannot be reached (no network), run on this source "
-    "instead, said in one line; its model is registered under NAME-offline.")]
+    "--offline-source", envvar="TRILHO_OFFLINE_SOURCE",
+    help="When the experiment's own source cannot be reached (no network), run on this source instead, said in "
+    "one line; its model is registered under NAME-offline.")]
 
 
 def run_with_bar(exp: Any, settings: Any, offline_source: str | None = None) -> Any:
@@ -36,12 +37,10 @@ def run(experiment: ExperimentOpt = "diabetes", source: SourceOpt = None, set_: 
     result = run_with_bar(exp, settings, None if source else offline)  # a source given is the one wanted
     if result.offline:
         gone = result.offline
-        console.print(f"[bold yellow]offline:[/] {gone['unreachable']!r} cannot be reached ({gone['cause']}); running on "
-                      f"{gone['source']} instead (model {gone['model_name'] or 'not registered'}); give the real data "
-                      "with --source file:PATH", highlight=False, soft_wrap=True)
+        _offline_line(gone["unreachable"], gone["cause"], gone["source"], gone["model_name"])
     if summary_json:
         summary_json.write_text(json.dumps(result.summary, indent=2))
-    show.run_summary(result.summary, settings.tracking_uri)
+    show.run_summary(result.summary, settings.tracking_uri, settings.ui_url())
 
 
 @command()
@@ -119,9 +118,17 @@ def init(data: Annotated[str, typer.Argument(
                     f"core{'s' if cores > 1 else ''})", highlight=False, soft_wrap=True)
 
 
+def _offline_line(unreachable: str, cause: str, instead: str, model: str | None = None) -> None:
+    """The one line that says the experiment's own source was out of reach and what ran instead."""
+    what = f" (model {model or 'not registered'})" if model is not None else ""
+    console.print(f"[bold yellow]offline:[/] {unreachable!r} cannot be reached ({cause}); running on {instead} "
+                  f"instead{what}; give the real data with --source file:PATH", highlight=False, soft_wrap=True)
+
+
 @command()
-def ingest(experiment: ExperimentOpt = "diabetes", source: SourceOpt = None) -> None:
+def ingest(experiment: ExperimentOpt = "diabetes", source: SourceOpt = None, offline: OfflineOpt = None) -> None:
     """Fetch the source into the lake's raw zone (skipped when the same bytes are there)."""
+    from trilho.errors import SourceUnreachableError
     from trilho.ingest import ingest as ingest_source
     from trilho.settings import load_settings
     from trilho.storage import open_lake
@@ -129,7 +136,13 @@ def ingest(experiment: ExperimentOpt = "diabetes", source: SourceOpt = None) -> 
     exp = load(experiment, source, None)
     settings = load_settings()
     lake = open_lake(settings)
-    done = ingest_source(exp.source.uri, lake, settings, exp.name, exp.source.sha256 or None)
+    try:
+        done = ingest_source(exp.source.uri, lake, settings, exp.name, exp.source.sha256 or None)
+    except SourceUnreachableError as exc:
+        if source or not offline or offline == exp.source.uri:  # a source given is the one wanted
+            raise
+        _offline_line(exp.source.uri, type(exc.__cause__).__name__ if exc.__cause__ else "no answer", offline)
+        done = ingest_source(offline, lake, settings, exp.name, None)
     verb = "already there, skipped" if done.skipped else "written"
     Console().print(f"{lake.url(done.key)}: {verb} ({done.manifest['rows']} rows, sha256 {done.manifest['sha256']})")
 
@@ -209,4 +222,4 @@ def tune(experiment: ExperimentOpt = "diabetes", source: SourceOpt = None, set_:
     show.tune_summary(result.summary)
     if then_run:
         tuned = load_experiment(str(result.experiment_file))
-        show.run_summary(run_with_bar(tuned, settings).summary, settings.tracking_uri)
+        show.run_summary(run_with_bar(tuned, settings).summary, settings.tracking_uri, settings.ui_url())

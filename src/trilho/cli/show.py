@@ -28,7 +28,9 @@ def _console() -> Console:
     return out if out.is_terminal else Console(width=UNBOUNDED, soft_wrap=True)
 
 
-def run_summary(summary: RunSummary, tracking_uri: str) -> None:
+def run_summary(summary: RunSummary, tracking_uri: str, ui: str | None = None) -> None:
+    """The run's table and lines. ``ui``: the MLflow UI as the user's browser reaches it, for the
+    run's link (a server's in-network name, such as Compose's ``http://mlflow:5000``, is not)."""
     out = _console()
     cv = summary["cv"]
     dup = cv.get("duplicates", {})
@@ -61,6 +63,10 @@ def run_summary(summary: RunSummary, tracking_uri: str) -> None:
         out.print(f"model        models:/{reg['name']}/{reg['version']} ({', '.join(reg['aliases'])}): {reg['reason']}")
     if tracking_uri.startswith("sqlite:"):
         out.print(f"open the UI  trilho ui   (or: mlflow ui --backend-store-uri {tracking_uri})")
+    elif ui:
+        from trilho.explore import run_link  # matplotlib and pandas: loaded by the run already
+
+        out.print(f"open the run {run_link(ui, summary)}")
     t = summary.get("timings", {})
     out.print(f"took {t['total_s']:.1f}s: cv {t['cv_s']:.1f}s, tracking {t['tracking_s']:.1f}s")
 

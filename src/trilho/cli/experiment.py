@@ -122,7 +122,8 @@ def _offline_line(unreachable: str, cause: str, instead: str, model: str | None 
     """The one line that says the experiment's own source was out of reach and what ran instead."""
     what = f" (model {model or 'not registered'})" if model is not None else ""
     console.print(f"[bold yellow]offline:[/] {unreachable!r} cannot be reached ({cause}); running on {instead} "
-                  f"instead{what}; give the real data with --source file:PATH (or TRILHO_SOURCE)", highlight=False, soft_wrap=True)
+                  f"instead{what}; give the real data with --source file:PATH (or TRILHO_SOURCE)",
+                  highlight=False, soft_wrap=True)
 
 
 @command()

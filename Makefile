@@ -9,7 +9,7 @@ RUN_ARGS ?=
 # generator of data with the diabetes set's schema, said in one line, its model kept apart
 OFFLINE_SOURCE ?= synthetic:diabetes?rows=1000&seed=1
 
-.PHONY: run test test-fast lint lock setup clean bench ui notebook server
+.PHONY: run test test-fast lint lock setup clean bench ui notebook server docs
 
 # the environment comes from uv.lock (every version pinned and hashed): the same set here, in CI and in
 # the Compose images; uv itself is the one pinned below. Bytecode is compiled at install (as pip does):
@@ -46,13 +46,23 @@ $(VENV)/.lint: $(BIN)/trilho
 	$(SYNC) --extra test --extra lint
 	@touch $@
 
+$(VENV)/.docs: $(BIN)/trilho
+	$(SYNC) --extra test --extra docs
+	@touch $@
+
+## the documentation site in site/ (MkDocs): reference pages generated from the code, every warning an error
+docs: $(VENV)/.docs
+	$(BIN)/python docs/reference.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	@echo "site/index.html"
+
 ## re-resolve uv.lock after a change to the dependencies in pyproject.toml
 lock: $(BIN)/uv
 	$(UV) lock
 
 ## style, types and the import layers (ruff, mypy, import-linter)
 lint: $(VENV)/.lint
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks docs
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 
@@ -75,4 +85,4 @@ ui: setup
 	$(BIN)/trilho ui
 
 clean:
-	rm -rf lake mlflow.db mlruns mlartifacts summary.json notebook-out
+	rm -rf lake mlflow.db mlruns mlartifacts summary.json notebook-out site

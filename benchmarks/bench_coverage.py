@@ -59,7 +59,7 @@ def _frame(rows):
 
 
 def _fit_and_score(seed, train_rows, test_rows) -> float:
-    from trilho.models import build_pipeline
+    from trilho.model.catalog import build_pipeline
 
     _, y = POP
     pipe = build_pipeline(MODEL, RESAMPLER, random_state=seed).fit(_frame(train_rows), y[train_rows])
@@ -68,10 +68,11 @@ def _fit_and_score(seed, train_rows, test_rows) -> float:
 
 def one_replicate(args):
     index, rows, test_rows = args
-    from trilho import evaluate, stats
-    from trilho.evaluate import cross_validate
-    from trilho.metrics import scores_from_confusions
-    from trilho.stats import nested_bounds
+    from trilho.evaluation import cv as evaluate
+    from trilho.evaluation import stats
+    from trilho.evaluation.cv import cross_validate
+    from trilho.evaluation.metrics import scores_from_confusions
+    from trilho.evaluation.stats import nested_bounds
 
     _, y = POP
     yr = y[rows]

@@ -18,7 +18,7 @@ whether init is within 0.01 ROC AUC of hgb (or better) and at least the majority
     python benchmarks/bench_defaults.py [--max-repeats 3] [--sets a,b,...] [--json out.json]
     python benchmarks/bench_defaults.py --cli flights     # `trilho init` then `trilho run`, unedited, timed
 
-The corpus: two sets scikit-learn ships (breast cancer, wine) and sets made here (tests/corpus.py:
+The corpus: two sets scikit-learn ships (breast cancer, wine) and sets made here (tests/support/corpus.py:
 imbalanced binary, all-categorical with natural copies, multiclass, a rare class, a target copy, a
 300,000-row set). ``--max-repeats`` caps the CV repeats init proposes (every way gets the same folds).
 """
@@ -39,7 +39,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests import corpus  # noqa: E402
+from tests.support import corpus  # noqa: E402
 
 
 def _sklearn(name: str):
@@ -86,12 +86,12 @@ def _previous(config: dict, profile_counts: dict[str, int], categorical: bool, n
 
 
 def _evaluate(config: dict, settings, max_repeats: int, ways: list[str]) -> dict:
-    from trilho import evaluate
-    from trilho.baselines import baseline_task, majority_folds
-    from trilho.conductor import experiment_task, prepare
+    from trilho.evaluation import cv as evaluate
+    from trilho.evaluation.baselines import baseline_task, majority_folds
+    from trilho.evaluation.stats import paired_corrected_t
     from trilho.experiment import Experiment
-    from trilho.stats import paired_corrected_t
     from trilho.storage import open_lake
+    from trilho.workflows.context import experiment_task, prepare
 
     config = json.loads(json.dumps(config))
     config["cv"]["n_repeats"] = min(config["cv"]["n_repeats"], max_repeats)
@@ -125,7 +125,7 @@ def _evaluate(config: dict, settings, max_repeats: int, ways: list[str]) -> dict
 
 def run_set(name: str, folder: Path, settings, max_repeats: int, previous: bool) -> dict:
     from trilho.experiment import Experiment
-    from trilho.profile import init_experiment
+    from trilho.init.profile import init_experiment
 
     frame, target, suffix, _ = SETS[name]()
     path = folder / f"{name}{suffix}"

@@ -80,12 +80,12 @@ def main() -> None:
     from distributed import Client, LocalCluster
 
     from trilho import load_experiment
-    from trilho.clean import clean
-    from trilho.cluster import DaskExecutor
-    from trilho.curate import CURATED_ROW_GROUP
-    from trilho.models import build_pipeline
+    from trilho.data.clean import clean
+    from trilho.data.curate import CURATED_ROW_GROUP
+    from trilho.data.synthetic import diabetes
+    from trilho.execution.cluster import DaskExecutor
+    from trilho.model.catalog import build_pipeline
     from trilho.storage import LocalLake
-    from trilho.synthetic import diabetes
 
     exp = load_experiment("diabetes", ['source.uri="file:x.csv"', 'source.sha256=""', 'resampler.name="class_weight"',
                                        "model.distributed=true"])

@@ -20,7 +20,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "diabetes.csv")
     args = parser.parse_args()
     from trilho import load_experiment, load_settings
-    from trilho.pipeline import run_experiment
+    from trilho.workflows.run import run_experiment
 
     with tempfile.TemporaryDirectory(prefix="trilho-dups-") as tmp:
         settings = load_settings(env_file=None, lake=f"{tmp}/lake", tracking_uri=f"sqlite:///{tmp}/m.db",

@@ -109,11 +109,11 @@ def cv_floor(data_path: Path, cores: int) -> float:
     """Sum of single-threaded fit times of every pipeline fit trilho's CV phase makes, divided by the cores."""
     from threadpoolctl import threadpool_limits
 
-    from trilho.clean import clean
-    from trilho.curate import fold_data
-    from trilho.ingest import read_table
-    from trilho.models import build_pipeline
-    from trilho.splits import holdout_split, split_plan
+    from trilho.data.clean import clean
+    from trilho.data.curate import fold_data
+    from trilho.data.ingest import read_table
+    from trilho.evaluation.splits import holdout_split, split_plan
+    from trilho.model.catalog import build_pipeline
 
     exp = trilho_experiment(data_path)
     data = clean(read_table(data_path), exp)
@@ -141,7 +141,7 @@ def trilho_experiment(data_path: Path):
 
 
 def trilho_run(data_path: Path, settings) -> dict:
-    from trilho.pipeline import run_experiment
+    from trilho.workflows.run import run_experiment
 
     exp = trilho_experiment(data_path)
     start = time.perf_counter()
@@ -195,7 +195,7 @@ def main() -> None:
             server, uri = start_server(tmp)
         elif args.tracking == "server-s3":  # SeaweedFS holds the artifacts; the server proxies them
             sys.path.insert(0, str(ROOT))
-            from tests.services import MlflowServer, SeaweedFS
+            from tests.support.services import MlflowServer, SeaweedFS
 
             store = SeaweedFS(Path(tmp) / "store").start()
             store.client().create_bucket(Bucket="mlflow")

@@ -28,9 +28,9 @@ def main() -> None:
     from sklearn.model_selection import StratifiedGroupKFold
 
     from trilho import load_experiment
-    from trilho.clean import clean
-    from trilho.splits import duplicate_groups, grouped_stratified_folds
-    from trilho.synthetic import diabetes
+    from trilho.data.clean import clean
+    from trilho.data.synthetic import diabetes
+    from trilho.evaluation.splits import duplicate_groups, grouped_stratified_folds
 
     exp = load_experiment("diabetes")
     sizes = sorted({min(args.rows, s) for s in (10_000, 100_000, args.rows)})

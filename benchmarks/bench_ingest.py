@@ -3,7 +3,7 @@
 Three ways, each in its own process so that its peak RSS is its own, against the same store:
 
 * ``plain``: boto3 ``upload_file`` of the file with its default settings, the floor for throughput;
-* ``trilho``: ``trilho.ingest`` (sha256 and line count in one streamed pass, head check,
+* ``trilho``: ``trilho.data.ingest`` (sha256 and line count in one streamed pass, head check,
   multipart upload, size and sha256 round trip, manifest last);
 * ``seed``: the reference's way: pandas reads the whole file, writes it back to CSV in memory,
   and ``put_object`` sends the buffer.
@@ -26,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.services import ACCESS_KEY, SECRET_KEY, SeaweedFS  # noqa: E402  (the same store the tests use)
+from tests.support.services import ACCESS_KEY, SECRET_KEY, SeaweedFS  # noqa: E402  (the same store the tests use)
 
 CHILD = r"""
 import json, os, sys, time
@@ -44,7 +44,7 @@ if way == "plain":
     c.upload_file(path, bucket, key)
 elif way == "trilho":
     from trilho import load_settings
-    from trilho.ingest import ingest
+    from trilho.data.ingest import ingest
     from trilho.storage import open_lake
     s = load_settings(env_file=None, lake=f"s3://{bucket}/{key}", s3_endpoint_url=endpoint)
     done = ingest("file:" + path, open_lake(s), s, "bench")
@@ -63,7 +63,7 @@ print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb()}))
 
 
 def make_csv(path: Path, target_bytes: int) -> None:
-    from trilho.synthetic import diabetes
+    from trilho.data.synthetic import diabetes
 
     block = diabetes(rows=20_000, seed=1).to_csv(index=False)
     header, body = block.split("\n", 1)

@@ -7,7 +7,7 @@ on the thread pool and on loky's worker processes (two each, one core per fit; t
 started for each cross-validation and stopped after it, as in a run, and their start is timed), interleaved;
 median seconds, the ratio, and whether the fold scores are identical. A family whose fit holds
 the GIL gains from processes; one that releases it loses their start-up and transfer costs.
-trilho.models' ``gil_bound`` flags follow these figures.
+trilho.model.catalog' ``gil_bound`` flags follow these figures.
 """
 
 from __future__ import annotations
@@ -29,10 +29,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args()
-    from trilho import evaluate, load_experiment, models
-    from trilho.clean import clean
-    from trilho.curate import fold_data
-    from trilho.ingest import read_table
+    from trilho import load_experiment
+    from trilho.data.clean import clean
+    from trilho.data.curate import fold_data
+    from trilho.data.ingest import read_table
+    from trilho.evaluation import cv as evaluate
+    from trilho.model import catalog as models
 
     exp = load_experiment("diabetes", [f'source.uri="file:{args.data}"', 'source.sha256=""',
                                        f"cv.n_repeats={args.repeats}"])

@@ -38,7 +38,7 @@ t0 = time.perf_counter()
 import mlflow, pandas as pd, xgboost
 import mlflow.store.tracking.sqlalchemy_store, mlflow.store.model_registry.sqlalchemy_store  # imported on first use
 from trilho import load_settings
-from trilho.predict import predict_batch
+from trilho.serving.predict import predict_batch
 imported = time.perf_counter() - t0
 way, root, rows = sys.argv[1], sys.argv[2], int(sys.argv[3])
 settings = load_settings(env_file=None, lake=f"{root}/lake", tracking_uri=f"sqlite:///{root}/mlflow.db")
@@ -49,7 +49,7 @@ if way == "trilho":
     phases = done["timings"]
 elif way == "booster":
     import numpy as np
-    from trilho.encoding import encode_features
+    from trilho.model.encoding import encode_features
     mlflow.set_tracking_uri(settings.tracking_uri)
     inner = mlflow.pyfunc.load_model("models:/bench-model@champion").unwrap_python_model()
     matrix = encode_features(pd.read_parquet(f"{root}/rows.parquet"), inner.spec_).to_numpy(dtype=np.float32)
@@ -73,9 +73,9 @@ print(json.dumps({"seconds": seconds, "import_s": imported, "phases": phases,
 
 def prepare(root: Path, rows: int) -> None:
     from trilho import load_experiment, load_settings
-    from trilho.pipeline import run_experiment
+    from trilho.data.synthetic import diabetes
     from trilho.storage import LocalLake
-    from trilho.synthetic import diabetes
+    from trilho.workflows.run import run_experiment
 
     train = root / "train.csv"
     diabetes(rows=1000, seed=7).to_csv(train, index=False)

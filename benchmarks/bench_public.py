@@ -92,11 +92,11 @@ def export(to: Path, names: list[str]) -> None:
 def _one(key: str, data: Path, work: Path) -> dict:
     from trilho.errors import TrilhoError
     from trilho.experiment import load_experiment
-    from trilho.pipeline import run_experiment
-    from trilho.predict import predict_batch
-    from trilho.profile import init_experiment
-    from trilho.propose import render
+    from trilho.init.profile import init_experiment
+    from trilho.init.propose import render
+    from trilho.serving.predict import predict_batch
     from trilho.settings import load_settings
+    from trilho.workflows.run import run_experiment
 
     meta = json.loads((data / f"{key}.json").read_text())
     settings = load_settings(env_file=None, lake=str(work / "lake"), tracking_uri=f"sqlite:///{work / 'mlflow.db'}",

@@ -54,10 +54,11 @@ def one_run(rows: int, executor: str = "local") -> dict:
 ONE_FIT = """
 import json, sys, time
 import numpy as np
-from trilho import evaluate, load_experiment, splits
-from trilho.clean import clean
-from trilho.curate import fold_data
-from trilho.synthetic import diabetes
+from trilho import load_experiment
+from trilho.evaluation import cv as evaluate, splits
+from trilho.data.clean import clean
+from trilho.data.curate import fold_data
+from trilho.data.synthetic import diabetes
 
 rows = int(sys.argv[1])
 exp = load_experiment("diabetes", ['source.uri="file:x.csv"', 'source.sha256=""', "cv.n_repeats=1"])

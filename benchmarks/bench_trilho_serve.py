@@ -101,7 +101,7 @@ def main() -> None:
                 "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
         subprocess.run([sys.executable, "-m", "trilho", "run", "--source", "synthetic:diabetes?rows=1000&seed=1",
                         "--set", "cv.n_repeats=1"], cwd=tmp, env=env, check=True, capture_output=True)
-        from trilho.synthetic import diabetes
+        from trilho.data.synthetic import diabetes
 
         rows = diabetes(rows=100, seed=5).drop(columns=["CLASS", "ID", "No_Pation"])
         bodies = {n: json.dumps({"dataframe_split": json.loads(rows.head(n).to_json(orient="split", index=False))}

@@ -91,7 +91,7 @@ def main() -> None:
             if name == "diabetes":
                 data, source = args.data, f"file:{args.data}"
             else:
-                from trilho.synthetic import diabetes
+                from trilho.data.synthetic import diabetes
 
                 data = Path(tmp) / "synthetic.csv"
                 diabetes(rows=100_000, seed=1).to_csv(data, index=False)

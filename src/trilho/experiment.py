@@ -16,8 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from trilho.encoding import WRITTEN_MISSING, normalise_map
 from trilho.errors import ConfigError
+from trilho.model.encoding import WRITTEN_MISSING, normalise_map
 
 __all__ = [
     "Experiment",
@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 
-# interval methods, described in trilho.stats and measured in STATISTICS.md
+# interval methods, described in trilho.evaluation.stats and measured in STATISTICS.md
 INTERVALS = ("percentile", "naive_t", "fold_bootstrap", "corrected_t", "row_bootstrap", "nested_cv")
 CHEAP_INTERVALS = INTERVALS[:5]  # nested_cv costs k(k-1)/2 extra fits per nested repeat
 SEED_MAX = 2**32 - 1           # numpy and scikit-learn take seeds from 0 to this, no others
@@ -80,11 +80,18 @@ class _Strict(BaseModel):
 
 
 class SourceSpec(_Strict):
+    """Where the data comes from."""
+
+    # kaggle:owner/dataset[/file], https://..., file:PATH, a lake key or synthetic:diabetes?rows=N&seed=S
     uri: str
+    # the raw file's expected sha256: other bytes are refused (a changed upstream file never trains silently)
     sha256: str | None = None
 
 
 class DataSpec(_Strict):
+    """The table: its label, features and what each value means."""
+
+    # the label column
     target: str
     # {label: code} with codes 0..k-1, or a list of labels (codes in list order). Labels are kept
     # as written (stripped), and matched with case and surrounding spaces ignored (``codes``): the
@@ -93,11 +100,14 @@ class DataSpec(_Strict):
     # list in the list: [["No", "N"], ["Yes", "Y"]]); the first one listed names the class, as it
     # is written (`trilho init` writes each class's most frequent spelling in the data).
     labels: dict[str, int]
+    # columns that are no features (identifiers, free text): never trained on
     drop: list[str] = []
     # a list of columns (categories learned inside each training fold), or per column a
     # hand-written {value: code} map; values and keys are stripped and upper-cased alike
     categorical: dict[str, dict[str, int]] | list[str] = {}
+    # plausible [low, high] per numeric column: values outside are counted in the validation report and kept
     ranges: dict[str, tuple[float, float]] = {}
+    # fewer rows than this after cleaning: the data cannot run
     min_rows: int = Field(10, ge=1)
     # missing (or infinite) feature values: "impute" (median / most frequent code, fitted in each
     # training fold before any resampler), "native" (the model's own handling), "drop" the rows,
@@ -106,7 +116,7 @@ class DataSpec(_Strict):
     # feature values that mean "missing" in this data (["?"] in many public sets), case and
     # surrounding spaces ignored; read as missing in training and by the logged model alike
     missing_markers: list[str] = []
-    # words of trilho.encoding.WRITTEN_MISSING (NA, #N/A, NULL, null, NaN, N/A, <NA>: missing in every
+    # words of trilho.model.encoding.WRITTEN_MISSING (NA, #N/A, NULL, null, NaN, N/A, <NA>: missing in every
     # column by default) that this data uses as values: ["NA"] where NA means North America
     not_missing: list[str] = []
 
@@ -196,7 +206,7 @@ class DataSpec(_Strict):
     def classes(self) -> list[str]:
         """Class names ordered by their code: of several spellings of one class, the first listed,
         as it is written (what reports and the summary show; the logged model names its outputs by
-        the data's most frequent spelling, trilho.clean)."""
+        the data's most frequent spelling, trilho.data.clean)."""
         first: dict[int, str] = {}
         for label, code in self.labels.items():
             first.setdefault(code, label.strip())
@@ -219,8 +229,13 @@ class DataSpec(_Strict):
 
 
 class CVSpec(_Strict):
+    """Repeated stratified cross-validation."""
+
+    # folds per repeat
     n_splits: int = Field(5, ge=2)
+    # repeats, each with its own shuffle
     n_repeats: int = Field(10, ge=1)
+    # the first repeat's seed; repeat i uses first_seed + i
     first_seed: int = 0
     # rows with identical features: "group" keeps each set of copies in one fold (no leakage),
     # "drop" keeps the first copy only, "keep" splits them like any row (the reference's folds)
@@ -244,28 +259,38 @@ DISTRIBUTED_RESAMPLERS = ("none", "class_weight")
 
 
 class EstimatorSpec(_Strict):
+    """A model or a resampler, by name, with its parameters."""
+
+    # a name `trilho.model.catalog` knows (xgboost, random_forest, ...; smote, none, ...)
     name: str
+    # passed to the estimator as they are (n_estimators, max_depth, ...)
     params: dict[str, Any] = {}
 
 
 class ModelSpec(EstimatorSpec):
+    """The classifier: a model by name, its parameters, calibration and where it is fitted."""
+
     # the probabilities the model returns: "none" (the classifier's own), or calibrated by a
     # "sigmoid" (Platt) or "isotonic" map fitted inside each training fold on that fold's own inner
     # out-of-fold predictions, never on its test rows; the logged model applies the same map
     calibration: Literal["none", "sigmoid", "isotonic"] = "none"
     # the final fit through xgboost.dask on the lake's curated Parquet, spread over a Dask cluster's
-    # workers (the folds stay single-machine fits of the same procedure): README, "Scale"
+    # workers (the folds stay single-machine fits of the same procedure): docs/scale.md
     distributed: bool = False
 
 
 class EvaluationSpec(_Strict):
+    """What is measured, and how it is reported."""
+
+    # the metrics every fold, the holdout and the gate report
     metrics: list[str] = [
         "accuracy", "precision_weighted", "recall_weighted", "f1_weighted",
         "precision_macro", "recall_macro", "f1_macro",
     ]
+    # share of rows held out once (stratified) and scored by the model fitted on the rest
     holdout_fraction: float = Field(0.3, gt=0, lt=1)
     interval_low: float = Field(2.5, ge=0, le=100)    # the percentile spread of fold scores
-    interval_high: float = Field(97.5, ge=0, le=100)
+    interval_high: float = Field(97.5, ge=0, le=100)  # the upper percentile of that spread
     level: float = Field(0.95, gt=0, lt=1)            # of the confidence intervals for the mean
     interval: str = "corrected_t"                     # the headline interval (see STATISTICS.md)
     intervals: list[str] = list(CHEAP_INTERVALS)      # every method reported side by side
@@ -274,6 +299,7 @@ class EvaluationSpec(_Strict):
     # frequent class, on every fold, no fit) and default models (on the first ``baseline_repeats``
     # seeds: their fits cost time); [] for none
     baselines: list[str] = ["majority", "hist_gradient_boosting"]
+    # the repeats (first seeds) whose folds the default baseline models are fitted on
     baseline_repeats: int = Field(1, ge=1)
     # the folds of the first ``explain_repeats`` seeds explain their models on their held-out rows
     # (TreeSHAP for XGBoost, permutation importance for the rest: every row once per repeat); 0: none
@@ -284,6 +310,8 @@ class EvaluationSpec(_Strict):
 
 
 class ValidationSpec(_Strict):
+    """What the validation stage does with leaks, small classes and date columns."""
+
     # a feature that alone predicts the label almost perfectly (a copy of the target, or known
     # only after the outcome), a class too small to score, a date column under shuffled folds:
     # "warn" names each on screen, in the reports and MLflow, and the gate does not promote a
@@ -296,6 +324,8 @@ DECISION_OBJECTIVES = ("argmax", "metric", "recall", "precision", "costs")
 
 
 class DecisionSpec(_Strict):
+    """How the logged model chooses a class from its probabilities."""
+
     # how a class is chosen from the probabilities. "argmax": the most probable class. Two classes:
     # "metric" (the threshold on the positive class that maximises ``metric``), "recall" (the most
     # precise threshold whose recall of the positive class is at least ``floor``), "precision" (the
@@ -311,13 +341,21 @@ class DecisionSpec(_Strict):
 
 
 class TrackingSpec(_Strict):
+    """What MLflow records."""
+
+    # the MLflow experiment the runs go to
     experiment: str = "trilho"
+    # "nested": a child run per repeat with its folds' metrics, beside the run's own; "flat": the run alone
     layout: Literal["flat", "nested"] = "flat"
+    # the logged model's rows: "all" (a final fit on every row) or "holdout" (the model scored on the holdout)
     final_fit: Literal["all", "holdout"] = "all"
+    # log the model (without pickle) to the run; false: metrics and reports only
     log_model: bool = True
 
 
 class TuneSpec(_Strict):
+    """`trilho tune`: the search, its budget and its honest score."""
+
     trials: int = Field(30, ge=1)                     # per `trilho tune` (a resumed study adds as many again)
     timeout_s: float | None = Field(None, gt=0)       # stop starting trials after this long
     metric: str = ""                                  # what the search optimises ("" = registry.primary_metric)
@@ -326,9 +364,12 @@ class TuneSpec(_Strict):
 
 
 class RegistrySpec(_Strict):
+    """The registered model and the promotion gate that guards its champion alias."""
+
     model_name: str = ""              # register each run's model under this name ("" = do not register)
     primary_metric: str = "f1_macro"  # what the promotion gate compares
     margin: float = Field(0.01, ge=0) # promote unless the challenger may be worse by more than this
+    # the level of the gate's interval on the challenger - champion difference
     level: float = Field(0.95, gt=0, lt=1)
     # labelled rows (any source URI) kept in the lake and never trained on: the gate scores the
     # champion and the challenger on them before any promotion ("" = none: on changed data the
@@ -347,8 +388,11 @@ class RegistrySpec(_Strict):
 
 
 class Experiment(_Strict):
+    # names the lake's folders (raw/NAME/, curated/NAME/) and the run: letters, digits, _ . -
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    # free text, recorded with every run
     description: str = ""
+    # the seed of the holdout split, the resampler and the final fit (the folds' seeds are cv.first_seed's)
     random_state: int = 42
     source: SourceSpec
     data: DataSpec
@@ -372,8 +416,8 @@ class Experiment(_Strict):
 
     @model_validator(mode="after")
     def _known_metrics(self) -> Experiment:
-        from trilho.metrics import METRICS  # the one list of metric names
-        from trilho.models import check_estimator
+        from trilho.evaluation.metrics import METRICS  # the one list of metric names
+        from trilho.model.catalog import check_estimator
 
         for section, params in (("model", self.model.params), ("resampler", self.resampler.params)):
             for name in SEED_PARAMS:  # None is scikit-learn's "unseeded"
@@ -409,7 +453,7 @@ class Experiment(_Strict):
         return self
 
     def _check_baselines(self) -> None:
-        from trilho.models import check_estimator, model_kind
+        from trilho.model.catalog import check_estimator, model_kind
 
         for name in self.evaluation.baselines:
             if name != "majority":
@@ -421,7 +465,7 @@ class Experiment(_Strict):
 
     def _check_decision(self) -> None:
         """The decision's objective fits the classes: thresholds for two, costs for any number."""
-        from trilho.metrics import CONFUSION_METRICS
+        from trilho.evaluation.metrics import CONFUSION_METRICS
 
         d, classes = self.decision, self.data.classes
         if d.objective == "argmax":
@@ -469,7 +513,7 @@ class Experiment(_Strict):
                              f"cv.n_repeats{' or evaluation.nested_repeats' if pairs else ''} (or cv.n_splits)")
 
     def _check_distributed(self) -> None:
-        from trilho.models import model_kind
+        from trilho.model.catalog import model_kind
 
         if model_kind(self.model.name).format != "xgboost":
             raise ValueError(f"model.distributed = true fits through xgboost.dask; model.name is {self.model.name!r}: "

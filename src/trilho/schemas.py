@@ -47,7 +47,7 @@ class ValidationReport(TypedDict):
     class_counts: NotRequired[dict[str, int]]
     out_of_range: NotRequired[dict[str, Any]]
     curated_key: NotRequired[str]
-    # trilho.leaks before any fit: {"column", "kind" (leak | small_class | date), "score", "message"}
+    # trilho.data.leaks before any fit: {"column", "kind" (leak | small_class | date), "score", "message"}
     leaks: NotRequired[list[dict[str, Any]]]
 
 
@@ -104,7 +104,7 @@ class LakeSummary(TypedDict):
 
 class GateRecord(TypedDict):
     """``reports/<run>/promotion.json`` and the summary's ``registry``: the version and why it
-    holds its aliases (``trilho.gate.GateDecision``'s fields besides)."""
+    holds its aliases (``trilho.evaluation.gate.GateDecision``'s fields besides)."""
 
     name: str
     version: str
@@ -139,15 +139,15 @@ class RunSummary(TypedDict):
     registry: NotRequired[GateRecord]
     tracking_error: NotRequired[str]
     timings: NotRequired[dict[str, float]]
-    # the majority class and default models on the same folds (trilho.baselines.compare)
+    # the majority class and default models on the same folds (trilho.evaluation.baselines.compare)
     baselines: NotRequired[dict[str, Any]]
-    # the decision rule, the folds' thresholds and the logged model's (trilho.decision)
+    # the decision rule, the folds' thresholds and the logged model's (trilho.evaluation.decision)
     decision: NotRequired[dict[str, Any]]
-    # each feature's importance on held-out rows, by name (trilho.explain.summarise_importance)
+    # each feature's importance on held-out rows, by name (trilho.evaluation.explain.summarise_importance)
     importance: NotRequired[dict[str, Any]]
-    # evaluation.groups: every metric per group value, out of fold (trilho.groups.group_metrics)
+    # evaluation.groups: every metric per group value, out of fold (trilho.evaluation.groups.group_metrics)
     groups: NotRequired[dict[str, Any]]
-    # where the run's HTML page is in the lake (trilho.pages)
+    # where the run's HTML page is in the lake (trilho.reporting.html)
     report_html: NotRequired[str]
 
 

@@ -65,13 +65,13 @@ class Settings(BaseSettings):
     # when it is a server's, else the address `trilho ui` opens); Compose sets it, since its
     # tracking URI (http://mlflow:5000) names a host only the stack's network knows
     mlflow_ui: str | None = Field(None, validation_alias=_env("TRILHO_MLFLOW_UI"))
-    # where the fits run: this machine, or a Dask cluster (trilho.cluster); a scheduler alone means dask
+    # where the fits run: this machine, or a Dask cluster (trilho.execution.cluster); a scheduler alone means dask
     executor: Literal["local", "dask"] = Field("local", validation_alias=_env("TRILHO_EXECUTOR"))
     dask_scheduler: str | None = Field(None, validation_alias=_env("TRILHO_DASK_SCHEDULER"))
     dask_wait_s: float = Field(10.0, gt=0, validation_alias=_env("TRILHO_DASK_WAIT_S"))
-    # where `trilho tune` keeps its Optuna studies (None: beside the tracking store; trilho.tune)
+    # where `trilho tune` keeps its Optuna studies (None: beside the tracking store; trilho.workflows.tune)
     tune_storage: str | None = Field(None, validation_alias=_env("TRILHO_TUNE_STORAGE"))
-    # trilho serve (trilho.serve): who may ask, how much, how often it looks for a new version, its log
+    # trilho serve (trilho.serving.server): who may ask, how much, how often it looks for a new version, its log
     serve_token: SecretStr | None = Field(None, validation_alias=_env("TRILHO_SERVE_TOKEN"))
     serve_max_body_bytes: int = Field(16 * 1024**2, gt=0, validation_alias=_env("TRILHO_SERVE_MAX_BODY_BYTES"))
     serve_refresh_s: float = Field(30.0, ge=0, validation_alias=_env("TRILHO_SERVE_REFRESH_S"))

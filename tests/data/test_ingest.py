@@ -7,11 +7,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pandas as pd
 import pytest
 
+from tests.conftest import shared_file
 from trilho import DataValidationError, SourceError
-from trilho.ingest import fetch, ingest, read_table
+from trilho.data.ingest import fetch, ingest, read_table
 from trilho.storage import LocalLake
-
-from .conftest import shared_file
 
 CSV = b"ID,No_Pation,Gender,AGE,CLASS\n1,10,F,50,N\n2,11,M,60,Y\n"
 
@@ -76,7 +75,7 @@ def test_fault_22_bom_and_crlf_are_read(tmp_path):
 def test_separated_files_of_every_usual_kind_read_alike(tmp_path, sep, decimal):
     """A European spreadsheet's export (";" and a decimal comma), tab- and pipe-separated files, and
     a CSV whose text holds semicolons: every one is the same table, read whole or in chunks."""
-    from trilho.ingest import csv_dialect, iter_chunks
+    from trilho.data.ingest import csv_dialect, iter_chunks
 
     frame = pd.DataFrame({"age": [41.5, 57.1, None, 33.0] * 30, "count": [1, 2, 3, 4] * 30,
                           "note": ["a; b", "c", "d, e", "f"] * 30, "label": ["Y", "N", "Y", "N"] * 30})
@@ -88,7 +87,7 @@ def test_separated_files_of_every_usual_kind_read_alike(tmp_path, sep, decimal):
 
 
 def test_a_file_that_splits_evenly_on_no_separator_is_read_as_a_csv(tmp_path):
-    from trilho.ingest import csv_dialect
+    from trilho.data.ingest import csv_dialect
 
     assert csv_dialect(b"only\n1\n2\n") == {"sep": ",", "decimal": "."}  # one column
     assert csv_dialect(b"a;b\n1;2;3\n4\n") == {"sep": ",", "decimal": "."}  # ragged: refused as before
@@ -205,7 +204,7 @@ def test_synthetic_source_is_reproducible_and_dirty(settings, tmp_path):
 def test_scan_file_counts_lines_in_one_pass_across_block_edges(tmp_path, content, lines, longest, chunk):
     import hashlib
 
-    from trilho.ingest import scan_file
+    from trilho.data.ingest import scan_file
 
     path = tmp_path / "f.csv"
     path.write_bytes(content)
@@ -214,10 +213,9 @@ def test_scan_file_counts_lines_in_one_pass_across_block_edges(tmp_path, content
 
 @pytest.mark.parametrize("name", ["diabetes.csv", "diabetes_cr_line_endings.csv"])
 def test_manifest_rows_match_pandas_on_the_real_files(settings, name):
-    from trilho.ingest import ingest, read_table
+    from tests.conftest import shared_file
+    from trilho.data.ingest import ingest, read_table
     from trilho.storage import open_lake
-
-    from .conftest import shared_file
 
     path = shared_file("data", name)
     done = ingest(f"file:{path}", open_lake(settings), settings, "diabetes")
@@ -230,7 +228,7 @@ if os.environ.get("FSIZE"):  # a disk that fills up: writes past this many bytes
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (int(os.environ["FSIZE"]),) * 2)
 from trilho import load_settings
-from trilho.ingest import ingest
+from trilho.data.ingest import ingest
 from trilho.storage import LocalLake
 try:
     ingest(sys.argv[1], LocalLake(sys.argv[2]), load_settings(env_file=None, lake=sys.argv[2]), "big")
@@ -281,7 +279,7 @@ def test_a_file_with_no_line_break_is_refused_without_reading_it_whole(tmp_path)
 
 
 def test_fault_20_a_changed_raw_object_or_curated_table_is_rebuilt_not_used(settings, small_experiment):
-    from trilho.curate import load_clean
+    from trilho.data.curate import load_clean
 
     lake = LocalLake(settings.lake)
     ingested, _, report, data = load_clean(small_experiment, settings, lake)

@@ -1,4 +1,4 @@
-"""Leaks and traps caught before any fit (trilho.leaks), in the run's report, tags and gate."""
+"""Leaks and traps caught before any fit (trilho.data.leaks), in the run's report, tags and gate."""
 
 from __future__ import annotations
 
@@ -12,20 +12,20 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from trilho import DataValidationError, leaks, load_experiment
-from trilho.clean import clean
-from trilho.curate import fold_data
+from tests.conftest import FAST, shared_file
+from tests.support import corpus
+from trilho import DataValidationError, load_experiment
+from trilho.data import leaks
+from trilho.data.clean import clean
+from trilho.data.curate import fold_data
+from trilho.data.ingest import read_table
+from trilho.data.leaks import find_leaks, single_feature_scores, zero_width
+from trilho.data.synthetic import diabetes
+from trilho.data.validate import record_leaks, validate
+from trilho.evaluation.gate import decide_on_leaks
 from trilho.experiment import Experiment
-from trilho.gate import decide_on_leaks
-from trilho.ingest import read_table
-from trilho.leaks import find_leaks, single_feature_scores, zero_width
-from trilho.pipeline import run_experiment
-from trilho.profile import init_experiment
-from trilho.synthetic import diabetes
-from trilho.validate import record_leaks, validate
-
-from . import corpus
-from .conftest import FAST, shared_file
+from trilho.init.profile import init_experiment
+from trilho.workflows.run import run_experiment
 
 NAME = "diabetes-xgboost"
 

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trilho.ingest import read_table
-from trilho.preprocess import _ordered
-from trilho.profile import init_experiment, profile_chunks
-from trilho.propose import propose
+from trilho.data.ingest import read_table
+from trilho.init.profile import init_experiment, profile_chunks
+from trilho.init.propose import propose
+from trilho.model.table_encoder import _ordered
 
 
 def _roles(frame: pd.DataFrame, target: str) -> dict:
@@ -33,9 +33,9 @@ def test_a_class_written_none_is_a_class_and_a_label_written_na_is_missing(workd
     assert sorted(proposal.config["data"]["labels"]) == ["High", "None"]  # NA is no class (it was before)
     assert any(f"missing on {unlabelled} of {rows} rows" in n for n in proposal.notes["labels"])
     assert "plan" in proposal.config["data"]["categorical"]
-    from trilho.conductor import prepare
     from trilho.experiment import Experiment
     from trilho.storage import open_lake
+    from trilho.workflows.context import prepare
 
     exp = Experiment.model_validate(proposal.config)
     inputs = prepare(exp, settings, open_lake(settings))

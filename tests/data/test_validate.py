@@ -2,13 +2,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.conftest import shared_file
 from trilho import DataValidationError, load_experiment
-from trilho.clean import clean
-from trilho.ingest import read_table
-from trilho.synthetic import diabetes
-from trilho.validate import raise_for_errors, validate
-
-from .conftest import shared_file
+from trilho.data.clean import clean
+from trilho.data.ingest import read_table
+from trilho.data.synthetic import diabetes
+from trilho.data.validate import raise_for_errors, validate
 
 EXP = load_experiment("diabetes")
 
@@ -155,7 +154,7 @@ def test_the_logged_models_classes_are_each_class_spelled_as_the_data_spells_it_
     """Labels are matched with case and spaces ignored, and the codes are the experiment's; what a
     person sees (the logged model's `prediction` and `proba_<class>` names, from the spec) is each
     class as most of its rows write it, whatever case the experiment file lists it in."""
-    from trilho.clean import class_names
+    from trilho.data.clean import class_names
 
     exp = EXP.model_copy(update={"data": EXP.data.model_copy(update={"labels": {"N": 0, "NO": 0, "Y": 1, "YES": 1,
                                                                                "P": 2}})})

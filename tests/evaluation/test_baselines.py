@@ -10,10 +10,10 @@ from mlflow.tracking import MlflowClient
 from sklearn.dummy import DummyClassifier
 from sklearn.metrics import f1_score, log_loss
 
-from trilho.baselines import compare, majority_folds
+from trilho.evaluation.baselines import compare, majority_folds
+from trilho.evaluation.splits import split_plan
 from trilho.experiment import Experiment
-from trilho.pipeline import run_experiment
-from trilho.splits import split_plan
+from trilho.workflows.run import run_experiment
 
 
 def test_the_majority_class_scores_as_scikit_learns_prior_dummy_on_the_same_folds():
@@ -82,7 +82,7 @@ def test_a_good_model_beats_the_majority_class_and_runs_without_baselines(settin
 
 @pytest.mark.training
 def test_a_score_the_same_on_every_fold_is_named(settings, workdir):
-    from tests import corpus
+    from tests.support import corpus
 
     frame, target, _, _ = corpus.leaky(rows=300)
     frame.to_csv(workdir / "leaky.csv", index=False)

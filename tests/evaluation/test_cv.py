@@ -11,11 +11,12 @@ from sklearn.metrics import (
     recall_score,
 )
 
-from trilho import ConfigError, EvaluationError, evaluate
-from trilho.evaluate import cross_validate
-from trilho.metrics import CONFUSION_METRICS, scores_from_confusion
-from trilho.models import build_pipeline
-from trilho.stats import percentile_spread, summarise
+from trilho import ConfigError, EvaluationError
+from trilho.evaluation import cv as evaluate
+from trilho.evaluation.cv import cross_validate
+from trilho.evaluation.metrics import CONFUSION_METRICS, scores_from_confusion
+from trilho.evaluation.stats import percentile_spread, summarise
+from trilho.model.catalog import build_pipeline
 
 MODEL = {"name": "xgboost", "params": {"n_estimators": 10, "max_depth": 2}}
 SMOTE = {"name": "smote", "params": {}}
@@ -100,7 +101,7 @@ def test_summary_statistics():
 def test_probability_metrics_equal_scikit_learn(seed):
     from sklearn.metrics import log_loss, roc_auc_score
 
-    from trilho.metrics import probability_metrics
+    from trilho.evaluation.metrics import probability_metrics
 
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 3, 200)
@@ -122,7 +123,7 @@ def test_probability_metrics_equal_scikit_learn(seed):
 def test_vectorised_grouped_folds_keep_copies_together_and_classes_even(copies):
     import pandas as pd
 
-    from trilho.splits import grouped_stratified_folds, split_plan
+    from trilho.evaluation.splits import grouped_stratified_folds, split_plan
 
     rng = np.random.default_rng(5)
     n = 20_000
@@ -179,7 +180,7 @@ def test_no_thread_outlives_fits_in_worker_processes():
 @pytest.mark.training
 def test_candidates_in_one_batch_score_as_they_do_alone():
     """compare's batch: GIL-bound and other fits on one pool give each candidate its own scores."""
-    from trilho.evaluate import cross_validate_many
+    from trilho.evaluation.cv import cross_validate_many
 
     X, y = _data()
     candidates = [{"label": "xgb", "model": MODEL, "resampler": SMOTE},

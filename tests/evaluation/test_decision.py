@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trilho.decision import choose_threshold, decide, fit_decided
-from trilho.encoding import decided, model_outputs
-from trilho.evaluate import fold_fit
-from trilho.metrics import scores_from_confusion
-from trilho.models import build_pipeline
+from trilho.evaluation.cv import fold_fit
+from trilho.evaluation.decision import choose_threshold, decide, fit_decided
+from trilho.evaluation.metrics import scores_from_confusion
+from trilho.model.catalog import build_pipeline
+from trilho.model.encoding import decided, model_outputs
 
 
 def _imbalanced(rows: int = 600, seed: int = 0):
@@ -91,9 +91,9 @@ def test_a_folds_threshold_comes_from_its_training_rows_alone():
 
 @pytest.mark.parametrize("family", ["xgboost", "logistic_regression"])
 def test_the_logged_model_decides_as_the_fit_did(family, tmp_path):
-    from trilho.encoding import feature_spec
-    from trilho.servable import load_classifier
-    from trilho.tracking.model import save_model_files
+    from trilho.model.encoding import feature_spec
+    from trilho.model.servable import load_classifier
+    from trilho.serving.artifact import save_model_files
 
     X, y = _imbalanced(seed=4)
     spec = feature_spec(list(X.columns), {}, ["no", "yes"], [], "impute")
@@ -117,10 +117,10 @@ def test_the_logged_model_decides_as_the_fit_did(family, tmp_path):
 def test_a_run_reports_its_thresholds_and_logs_a_model_that_applies_its_own(settings, workdir):
     from mlflow.tracking import MlflowClient
 
-    from tests import corpus
+    from tests.support import corpus
     from trilho.experiment import Experiment
-    from trilho.pipeline import run_experiment
     from trilho.tracking.model import load_model
+    from trilho.workflows.run import run_experiment
 
     frame, target, _, _ = corpus.credit(rows=1_500, positive=0.1)
     frame.to_csv(workdir / "credit.csv", index=False)
@@ -147,7 +147,7 @@ def test_a_run_reports_its_thresholds_and_logs_a_model_that_applies_its_own(sett
 
 @pytest.mark.parametrize("method", ["sigmoid", "isotonic"])
 def test_calibration_in_each_fold_mends_probabilities_oversampling_inflated(method):
-    from trilho.evaluate import Task, cross_validate
+    from trilho.evaluation.cv import Task, cross_validate
 
     X, y = _imbalanced(rows=1_200, seed=6)
     task = Task(model={"name": "xgboost", "params": {"n_estimators": 40, "max_depth": 3}, "calibration": "none"},
@@ -160,9 +160,9 @@ def test_calibration_in_each_fold_mends_probabilities_oversampling_inflated(meth
 
 
 def test_the_logged_model_returns_calibrated_probabilities(tmp_path):
-    from trilho.encoding import feature_spec
-    from trilho.servable import load_classifier
-    from trilho.tracking.model import save_model_files
+    from trilho.model.encoding import feature_spec
+    from trilho.model.servable import load_classifier
+    from trilho.serving.artifact import save_model_files
 
     X, y = _imbalanced(seed=7)
     spec = feature_spec(list(X.columns), {}, ["no", "yes"], [], "impute")

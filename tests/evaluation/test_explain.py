@@ -7,13 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trilho import evaluate
-from trilho.encoding import encode_matrix, feature_spec, model_outputs
-from trilho.explain import fold_importance, summarise_importance
-from trilho.models import build_pipeline
-from trilho.tracking.model import _servable, save_model_files
-
-from . import corpus
+from tests.support import corpus
+from trilho.evaluation import cv as evaluate
+from trilho.evaluation.explain import fold_importance, summarise_importance
+from trilho.model.catalog import build_pipeline
+from trilho.model.code import servable as _servable
+from trilho.model.encoding import encode_matrix, feature_spec, model_outputs
+from trilho.serving.artifact import save_model_files
 
 pytestmark = pytest.mark.training
 

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trilho.clean import CleanData
-from trilho.gate import decide, decide_on_changed_data, decide_on_reference, reference_score
-from trilho.reference import ReferenceSet, without_reference
-from trilho.stats import paired_row_bootstrap
+from trilho.data.clean import CleanData
+from trilho.data.reference import ReferenceSet, without_reference
+from trilho.evaluation.gate import decide, decide_on_changed_data, decide_on_reference, reference_score
+from trilho.evaluation.stats import paired_row_bootstrap
 
 
 def _model(y: np.ndarray, wrong: float, rng: np.random.Generator, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
@@ -95,10 +95,9 @@ def test_training_rows_identical_to_a_reference_row_are_left_out():
 def _run(csv, reference, *extra):
     import json
 
+    from tests.conftest import FAST
     from trilho import load_experiment
-    from trilho.pipeline import run_experiment
-
-    from .conftest import FAST
+    from trilho.workflows.run import run_experiment
 
     return load_experiment("diabetes", [f"source.uri={json.dumps('file:' + str(csv))}", 'source.sha256=""', *FAST,
                                         'registry.model_name="reference-gate"', *extra,
@@ -109,7 +108,7 @@ def _run(csv, reference, *extra):
 def test_the_gate_scores_champion_and_challenger_on_the_pinned_reference_set(settings, workdir):
     from mlflow.tracking import MlflowClient
 
-    from trilho.synthetic import diabetes
+    from trilho.data.synthetic import diabetes
 
     reference = workdir / "reference.csv"
     ref = diabetes(rows=400, seed=21)
@@ -134,7 +133,7 @@ def test_the_gate_scores_champion_and_challenger_on_the_pinned_reference_set(set
     frame = diabetes(rows=300, seed=12)
     frame["CLASS"] = pd.qcut(frame["AGE"].rank(method="first"), 3, labels=["N", "P", "Y"]).astype(str)
     frame.to_csv(easy, index=False)
-    # AGE alone scores 0.99 here, so the leak check (trilho.leaks) would keep it out of champion
+    # AGE alone scores 0.99 here, so the leak check (trilho.data.leaks) would keep it out of champion
     # before the reference set is asked: it is set to flag only a perfect copy, so the reference decides
     exp, run = _run(easy, reference, "registry.margin=0.1", "validation.leak_score=1.0")
     third = run(exp, settings).summary
@@ -150,10 +149,10 @@ def test_init_writes_and_pins_a_reference_set_for_data_large_enough(workdir, set
     import hashlib
     import tomllib
 
+    from trilho.data.synthetic import diabetes
     from trilho.experiment import load_experiment
-    from trilho.profile import REFERENCE_MIN_ROWS, init_experiment
-    from trilho.propose import render
-    from trilho.synthetic import diabetes
+    from trilho.init.profile import REFERENCE_MIN_ROWS, init_experiment
+    from trilho.init.propose import render
 
     frame = diabetes(rows=3000, seed=4)
     frame = pd.concat([frame, frame.head(40)], ignore_index=True)  # 40 rows written twice
@@ -208,9 +207,9 @@ def test_init_on_a_table_of_few_distinct_rows_writes_a_file_that_runs(workdir, s
     class only, and `trilho run -e` on the file init had just written stopped ("need at least 2
     classes to classify, found only ['yes']"). Now it is picked class by class, or not at all."""
     from trilho.experiment import load_experiment
-    from trilho.pipeline import run_experiment
-    from trilho.profile import init_experiment
-    from trilho.propose import render
+    from trilho.init.profile import init_experiment
+    from trilho.init.propose import render
+    from trilho.workflows.run import run_experiment
 
     frame = _titanic_like()
     assert len(frame) == 2_201 and len(frame.drop_duplicates()) == 24
@@ -232,10 +231,10 @@ def test_init_on_a_table_of_few_distinct_rows_writes_a_file_that_runs(workdir, s
 
 
 def test_a_reference_set_that_cannot_serve_the_gate_is_a_warning_and_the_gate_uses_the_folds(workdir, settings):
+    from trilho.data.reference import load_reference
+    from trilho.data.synthetic import diabetes
     from trilho.experiment import load_experiment
-    from trilho.reference import load_reference
     from trilho.storage import open_lake
-    from trilho.synthetic import diabetes
 
     one_class = diabetes(rows=60, seed=2)
     one_class = one_class[one_class["CLASS"] == one_class["CLASS"].iloc[0]]

@@ -7,11 +7,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
-from trilho import evaluate
-from trilho.encoding import feature_spec
-from trilho.groups import MISSING, OTHER, group_labels, group_metrics
-
-from . import corpus
+from tests.support import corpus
+from trilho.evaluation import cv as evaluate
+from trilho.evaluation.groups import MISSING, OTHER, group_labels, group_metrics
+from trilho.model.encoding import feature_spec
 
 
 @pytest.fixture(scope="module")

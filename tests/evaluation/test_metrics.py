@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import brier_score_loss
 
-from trilho.metrics import METRICS, brier_score, expected_calibration_error, probability_metrics
-from trilho.plots import reliability_figure, reliability_table
+from trilho.evaluation.metrics import METRICS, brier_score, expected_calibration_error, probability_metrics
+from trilho.reporting.plots import reliability_figure, reliability_table
 
 
 def _calibrated(rows: int, k: int, seed: int = 0):

@@ -6,12 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trilho import evaluate, stats
-from trilho.evaluate import cross_validate
-from trilho.metrics import scores_from_confusions
-from trilho.models import RESAMPLERS, ResamplerKind
-from trilho.splits import duplicate_groups, holdout_split
-from trilho.synthetic import diabetes
+from trilho.data.synthetic import diabetes
+from trilho.evaluation import cv as evaluate
+from trilho.evaluation import stats
+from trilho.evaluation.cv import cross_validate
+from trilho.evaluation.metrics import scores_from_confusions
+from trilho.evaluation.splits import duplicate_groups, holdout_split
+from trilho.model.catalog import RESAMPLERS, ResamplerKind
 
 SCORES = np.array([0.80, 0.84, 0.82, 0.86, 0.78])  # mean 0.82, sample variance 0.001
 
@@ -139,8 +140,8 @@ def test_resampling_sees_training_rows_only_and_grouped_folds_do_not_leak(monkey
 
 def test_intervals_are_clipped_to_what_the_metric_can_take():
     from trilho import load_experiment
-    from trilho.results import CVResult
-    from trilho.summary import summary_metrics
+    from trilho.evaluation.results import CVResult
+    from trilho.reporting.summary import summary_metrics
 
     exp = load_experiment("diabetes", ['evaluation.metrics=["accuracy", "log_loss"]', "cv.n_repeats=1",
                                        'registry.model_name=""'])

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from trilho import parallel
+from trilho.execution import background as parallel
 
 
 def _write_pid(path):

@@ -14,13 +14,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trilho import evaluate, load_settings
-from trilho.cluster import open_executor
-from trilho.encoding import feature_spec
+from tests.support.services import DaskCluster, free_port
+from trilho import load_settings
 from trilho.errors import ClusterError
-from trilho.metrics import METRICS
-
-from .services import DaskCluster, free_port
+from trilho.evaluation import cv as evaluate
+from trilho.evaluation.metrics import METRICS
+from trilho.execution.cluster import open_executor
+from trilho.model.encoding import feature_spec
 
 pytest.importorskip("distributed", reason="Dask is an extra: pip install -e '.[dask]' (the test extra has it)")
 
@@ -35,7 +35,7 @@ def dask_cluster(tmp_path_factory):
 
 
 def _data(n: int = 1200, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
-    """Numbers with gaps and a text category, typed as trilho.clean types them."""
+    """Numbers with gaps and a text category, typed as trilho.data.clean types them."""
     rng = np.random.default_rng(seed)
     X = pd.DataFrame(rng.normal(size=(n, 5)), columns=list("abcde"))
     X["kind"] = rng.choice(["X", "Y", "Z"], n).astype(object)
@@ -75,8 +75,8 @@ def test_the_cluster_computes_what_this_machine_does(dask_cluster, workdir):
 
 
 def test_a_run_and_a_comparison_on_the_cluster(dask_cluster, workdir, small_experiment, settings):
-    from trilho.compare import compare, parse_candidates
-    from trilho.pipeline import run_experiment
+    from trilho.workflows.compare import compare, parse_candidates
+    from trilho.workflows.run import run_experiment
 
     on_cluster = settings.model_copy(update={"executor": "dask", "dask_scheduler": dask_cluster.address})
     here = run_experiment(small_experiment, settings).summary
@@ -120,8 +120,8 @@ def test_a_worker_that_dies_mid_run_loses_nothing(dask_cluster, workdir):
 
 
 def test_an_unreachable_scheduler_is_one_error_before_anything_is_read(workdir, settings, small_experiment):
-    from trilho.pipeline import run_experiment
     from trilho.storage import LocalLake
+    from trilho.workflows.run import run_experiment
 
     port = free_port()
     away = settings.model_copy(update={"executor": "dask", "dask_scheduler": f"tcp://127.0.0.1:{port}",
@@ -180,13 +180,13 @@ def test_a_distributed_final_fit_reads_the_lake_on_the_workers(where, dask_clust
                                                                monkeypatch):
     import mlflow
 
-    from trilho import curate, pipeline
-    from trilho.ingest import read_table
-    from trilho.models import build_pipeline
+    from tests.support import corpus
+    from tests.system.test_services import live_settings
+    from trilho.data import curate
+    from trilho.data.ingest import read_table
+    from trilho.model.catalog import build_pipeline
     from trilho.storage import open_lake
-
-    from . import corpus
-    from .test_services import live_settings
+    from trilho.workflows import run as pipeline
 
     monkeypatch.setattr(curate, "CURATED_ROW_GROUP", 700)  # several partitions from a small set
     frame, target, _, _ = corpus.churn(rows=3000, seed=4)
@@ -225,8 +225,8 @@ def test_a_distributed_final_fit_reads_the_lake_on_the_workers(where, dask_clust
 
 def test_a_distributed_fit_is_checked_before_anything_is_read(workdir, settings):
     from trilho.errors import ConfigError
-    from trilho.pipeline import run_experiment
     from trilho.storage import LocalLake
+    from trilho.workflows.run import run_experiment
 
     path = workdir / "none.csv"
     with pytest.raises(ValueError, match=r"model.distributed = true cannot resample: resampler.name 'smote'.*"
@@ -244,7 +244,7 @@ def test_the_clusters_medians_are_exactly_pandas_medians(monkeypatch):
     import dask
     import dask.dataframe as dd
 
-    from trilho import cluster
+    from trilho.execution import cluster
 
     monkeypatch.setattr(cluster, "_MEDIAN_GATHER", 100)  # so that the small columns take several passes
     rng = np.random.default_rng(0)

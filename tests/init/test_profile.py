@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score
 
-from trilho.encoding import normalise_text
 from trilho.errors import ConfigError
+from trilho.evaluation.metrics import probability_metrics
 from trilho.experiment import Experiment
-from trilho.metrics import probability_metrics
-from trilho.profile import profile_chunks
-from trilho.propose import propose, render
+from trilho.init.profile import profile_chunks
+from trilho.init.propose import propose, render
+from trilho.model.encoding import normalise_text
 
 
 def _chunks(frame: pd.DataFrame, size: int):
@@ -51,7 +51,7 @@ def test_profile_is_the_same_in_one_chunk_or_many():
 
 
 def test_duplicate_rows_are_counted_on_the_features_as_the_folds_see_them():
-    from trilho.splits import duplicate_groups
+    from trilho.evaluation.splits import duplicate_groups
 
     rng = np.random.default_rng(3)
     base = pd.DataFrame({"visits": rng.integers(0, 5, 60), "city": rng.choice(["Lisbon", "Porto"], 60),
@@ -211,37 +211,36 @@ def test_profile_and_propose_import_each_other_one_way_only(tmp_path):
     import sys
     from pathlib import Path
 
-    import trilho.census
-    import trilho.profile
-    import trilho.propose
+    import trilho.init.census
+    import trilho.init.profile
+    import trilho.init.propose
 
-    assert trilho.census.Column.__module__ == "trilho.census" == trilho.census.Profile.__module__
-    root = Path(__file__).resolve().parents[1]
+    assert trilho.init.census.Column.__module__ == "trilho.init.census" == trilho.init.census.Profile.__module__
+    root = Path(__file__).resolve().parents[2]
     lint = shutil.which("lint-imports") or str(Path(sys.executable).parent / "lint-imports")
     copy = tmp_path / "src"
     shutil.copytree(root / "src" / "trilho", copy / "trilho", ignore=shutil.ignore_patterns("__pycache__"))
-    propose_py = copy / "trilho" / "propose.py"
+    propose_py = copy / "trilho" / "init" / "propose.py"
     text = propose_py.read_text()
     propose_py.write_text(text.replace("from typing import Any\n", "from typing import TYPE_CHECKING, Any\n", 1)
-                          + "\n\nif TYPE_CHECKING:\n    from trilho.profile import Column  # noqa: F401\n")
+                          + "\n\nif TYPE_CHECKING:\n    from trilho.init.profile import Column  # noqa: F401\n")
     broken = subprocess.run([lint, "--config", str(root / "pyproject.toml"), "--no-cache"], cwd=tmp_path,
                             env={**os.environ, "PYTHONPATH": str(copy)}, capture_output=True, text=True, timeout=300)
     assert broken.returncode != 0, broken.stdout[-3000:]
-    assert "trilho.propose -> trilho.profile" in broken.stdout, broken.stdout[-3000:]
+    assert "trilho.init.propose -> trilho.init.profile" in broken.stdout, broken.stdout[-3000:]
 
 
 def test_init_counts_repeated_rows_as_the_run_does(workdir, settings):
     """The count `trilho init` says is the run's: on the proposed features only (an id-like name
     that is a feature counts, free text that is dropped does not), over the data's rows and over
     the rows the folds will use once the reference set is set apart."""
-    from trilho.census import repeats_phrase
-    from trilho.clean import clean
-    from trilho.curate import fold_data
-    from trilho.ingest import read_table
-    from trilho.profile import init_experiment
-    from trilho.reference import ReferenceSet, without_reference
-    from trilho.synthetic import diabetes
-    from trilho.validate import validate
+    from trilho.data.clean import clean
+    from trilho.data.curate import fold_data
+    from trilho.data.ingest import read_table
+    from trilho.data.reference import ReferenceSet, without_reference
+    from trilho.data.synthetic import diabetes
+    from trilho.data.validate import repeats_phrase, validate
+    from trilho.init.profile import init_experiment
 
     rng = np.random.default_rng(8)
     frame = diabetes(rows=1200, seed=8).drop(columns=["No_Pation"])

@@ -8,10 +8,10 @@ import tomllib
 import numpy as np
 import pandas as pd
 
-from tests import corpus
+from tests.support import corpus
 from trilho.experiment import Experiment
-from trilho.profile import profile_chunks
-from trilho.propose import chance_pairs, propose, render
+from trilho.init.profile import profile_chunks
+from trilho.init.propose import chance_pairs, propose, render
 
 
 def _proposal(frame: pd.DataFrame, target: str):
@@ -70,7 +70,7 @@ def test_chance_pairs_count_the_pairs_independent_features_make():
 
 
 def test_the_proposal_says_what_a_run_should_cost_and_grows_with_the_rows():
-    from trilho.propose import expected_seconds
+    from trilho.init.propose import expected_seconds
 
     small = _proposal(*corpus.credit(rows=1_000)[:2])
     large = _proposal(*corpus.credit(rows=30_000)[:2])

@@ -19,16 +19,16 @@ import requests
 import yaml
 from mlflow.tracking import MlflowClient
 
+from tests.support.services import free_port
+from tests.system.test_services import live_settings
 from trilho import TrackingError, load_experiment
-from trilho.pipeline import run_experiment
-from trilho.predict import predict_batch
-from trilho.synthetic import diabetes
-from trilho.tracking.model import FILES_TAG, download_model, save_model_files
+from trilho.data.synthetic import diabetes
+from trilho.serving.artifact import save_model_files
+from trilho.serving.predict import predict_batch
+from trilho.tracking.model import FILES_TAG, download_model
+from trilho.workflows.run import run_experiment
 
-from .services import free_port
-from .test_services import live_settings
-
-SERVABLE = Path(__file__).parent.parent / "src" / "trilho" / "servable.py"
+SERVABLE = Path(__file__).resolve().parents[2] / "src" / "trilho" / "model" / "servable.py"
 
 
 def _servable():
@@ -126,7 +126,7 @@ def test_the_logged_model_records_its_files_digests_and_no_build_machine_path(se
     pyfunc = yaml.safe_load(mlmodel)["flavors"]["python_function"]
     assert pyfunc["model_code_path"] == "servable.py"
     assert all(a["uri"] == a["path"] for a in pyfunc["artifacts"].values())
-    for path in (str(Path(__file__).parent.parent / "src"), "/tmp/", os.environ.get("TMPDIR", "/tmp")):
+    for path in (str(Path(__file__).resolve().parents[2] / "src"), "/tmp/", os.environ.get("TMPDIR", "/tmp")):
         assert path not in mlmodel.replace(yaml.safe_load(mlmodel)["artifact_path"], ""), path
     lake_copy = json.loads((settings_lake(settings) / summary["lake"]["reports"] / "model" / "logged-files.json").read_text())
     assert lake_copy[FILES_TAG] == digest and lake_copy["files"] == files

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from trilho.drift import THRESHOLDS, compare_data
+from trilho.monitoring.drift import THRESHOLDS, compare_data
 
 
 def _table(rows: int, seed: int, shift: float = 0.0) -> pd.DataFrame:

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trilho.encoding import feature_spec
-from trilho.prediction_log import PredictionLog, Served, read_log
+from trilho.model.encoding import feature_spec
+from trilho.monitoring.prediction_log import PredictionLog, Served, read_log
+from trilho.monitoring.traffic import MIN_ROWS, compare_traffic, live_metrics, training_profile
 from trilho.storage import LocalLake
-from trilho.traffic import MIN_ROWS, compare_traffic, live_metrics, training_profile
 
 
 def _shape(rng: np.random.Generator, n: int, shift: dict[str, str] | None = None) -> pd.DataFrame:

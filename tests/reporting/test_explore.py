@@ -5,9 +5,10 @@ from __future__ import annotations
 import pandas as pd
 from matplotlib.figure import Figure
 
-from trilho import explore, load_experiment
-from trilho.synthetic import diabetes
-from trilho.validate import validate
+from trilho import load_experiment
+from trilho.data.synthetic import diabetes
+from trilho.data.validate import validate
+from trilho.reporting import explore
 
 
 def test_figures_and_tables_from_a_raw_table():
@@ -47,7 +48,7 @@ def test_intervals_table_and_run_link():
 
 def test_every_spelling_of_a_class_is_counted_under_its_name():
     from trilho.experiment import Experiment
-    from trilho.explore import _labels
+    from trilho.reporting.explore import _labels
 
     exp = Experiment.model_validate({"name": "a", "source": {"uri": "file:a.csv"}, "model": {"name": "xgboost"},
                                      "data": {"target": "t", "labels": [["NO", "N"], ["YES", "Y"]]}})

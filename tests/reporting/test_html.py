@@ -10,12 +10,11 @@ import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
+from tests.support import corpus
+from tests.support.browser import assert_readable, open_page
 from trilho.cli import app
 from trilho.experiment import Experiment
 from trilho.tracking.store import latest_run
-
-from . import corpus
-from .browser import assert_readable, open_page
 
 pytestmark = pytest.mark.training
 
@@ -35,7 +34,7 @@ def _churn(workdir, **changes) -> Experiment:
 
 
 def test_a_run_page_shows_every_part_offline_and_trilho_report_writes_it_again(workdir, settings):
-    from trilho.pipeline import run_experiment
+    from trilho.workflows.run import run_experiment
 
     exp = _churn(workdir)
     run_experiment(exp, settings)
@@ -82,8 +81,8 @@ def test_a_run_page_shows_every_part_offline_and_trilho_report_writes_it_again(w
 
 
 def test_compare_and_tune_write_their_own_pages(workdir, settings):
-    from trilho.compare import compare, parse_candidates
-    from trilho.tune import tune
+    from trilho.workflows.compare import compare, parse_candidates
+    from trilho.workflows.tune import tune
 
     exp = _churn(workdir, cv={"n_repeats": 1})
     result = compare(exp, settings, parse_candidates(["xgboost[n_estimators=10]+none",
@@ -104,7 +103,7 @@ def test_compare_and_tune_write_their_own_pages(workdir, settings):
 
 
 def test_the_gate_section_reads_every_kind_of_comparison():
-    from trilho.pages import render_run
+    from trilho.reporting.html import render_run
 
     base = {"experiment": "x", "run_id": "r1", "tracking_uri": "sqlite:///m.db", "mlflow_experiment": "x",
             "data": {"source": "file:x.csv", "sha256": "0" * 64, "rows": 10, "features": ["a"], "warnings": []},

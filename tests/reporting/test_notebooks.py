@@ -13,13 +13,12 @@ import nbformat
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.support.services import ACCESS_KEY, SECRET_KEY
 from trilho import load_settings
-from trilho.notebooks import execute_notebook, publish, strip_outputs
+from trilho.reporting.notebooks import execute_notebook, publish, strip_outputs
 from trilho.storage import open_lake
 
-from .services import ACCESS_KEY, SECRET_KEY
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 SMALL = ["cv.n_repeats=1", "model.params.n_estimators=15", "model.params.max_depth=3"]
 SOURCE = "synthetic:diabetes?rows=400&seed=1"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.text import Text
 
-from trilho import plots
+from trilho.reporting import plots
 
 
 def _summary() -> dict:

@@ -13,13 +13,12 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 
+from tests.conftest import FAST
+from tests.support.services import model_server
 from trilho import DataValidationError, TrackingError, load_experiment
-from trilho.pipeline import run_experiment
-from trilho.predict import predict_batch
+from trilho.serving.predict import predict_batch
 from trilho.storage import LocalLake
-
-from .conftest import FAST
-from .services import model_server
+from trilho.workflows.run import run_experiment
 
 CHAMPION = "models:/diabetes-xgboost@champion"
 
@@ -164,7 +163,7 @@ def _encode_both(frame: pd.DataFrame, spec: dict):
     """encode_features's frame as floats and encode_matrix's matrix, or the error each raised."""
     import numpy as np
 
-    from trilho.encoding import encode_features, encode_matrix
+    from trilho.model.encoding import encode_features, encode_matrix
 
     out = []
     for encode in (lambda: encode_features(frame, spec).to_numpy(dtype="float64", na_value=np.nan),
@@ -181,7 +180,7 @@ def test_the_fast_prediction_encoding_is_the_training_encoding():
     value and error for error, on frames of every kind of column and gap."""
     import numpy as np
 
-    from trilho.encoding import feature_spec
+    from trilho.model.encoding import feature_spec
 
     rng = np.random.default_rng(11)
     maps = {"flags": {"YES": 1, "NO": 0}, "codes": {"0": 0, "1": 1, "2": 2}, "kind": {"A": 0, "B": 1, "C": 2, "1": 3}}
@@ -224,7 +223,7 @@ def test_the_served_records_are_the_frames_records(output):
     """What a model inside `mlflow models serve` hands back is what MLflow would make of its frame."""
     import numpy as np
 
-    from trilho.encoding import feature_spec, model_outputs
+    from trilho.model.encoding import feature_spec, model_outputs
 
     rng = np.random.default_rng(5)
     spec = feature_spec(["a", "kind"], {"kind": {"X": 0, "Y": 1}}, ["no", "yes", "maybe"], [], "impute")
@@ -250,7 +249,7 @@ def test_a_served_booster_predicts_a_requests_rows_on_one_thread(workdir, classe
     import numpy as np
     import xgboost
 
-    from trilho.tracking.model import _servable
+    from trilho.model.code import servable as _servable
 
     servable = _servable()
     rng = np.random.default_rng(3)
@@ -289,8 +288,8 @@ def test_a_served_model_works_one_requests_rows_at_a_time(workdir):
     import numpy as np
     import xgboost
 
-    from trilho.encoding import feature_spec
-    from trilho.tracking.model import _servable
+    from trilho.model.code import servable as _servable
+    from trilho.model.encoding import feature_spec
 
     servable = _servable()
     rng = np.random.default_rng(8)
@@ -333,7 +332,7 @@ def test_a_missing_marker_is_a_missing_value_to_both_encodings():
     empty cell, in a number column and a category alike; a value that is no marker is still refused."""
     import numpy as np
 
-    from trilho.encoding import feature_spec
+    from trilho.model.encoding import feature_spec
 
     spec = feature_spec(["n", "c"], {"c": {"A": 0, "B": 1}}, ["x", "y"], [], "native", ["?", "n/a"])
     marked = pd.DataFrame({"n": ["1.5", " ? ", "N/A", "2"], "c": ["a", "?", "b", " N/a"]}, dtype=object)
@@ -369,7 +368,7 @@ def test_predictions_and_reports_use_the_datas_own_spelling_of_each_class(workdi
     column, the proba_<class> columns, the logged model's signature, the summary and the reports
     name the classes so, not BENIGN/MALIGNANT; the codes are the same as before."""
     from trilho.experiment import Experiment
-    from trilho.profile import init_experiment
+    from trilho.init.profile import init_experiment
     from trilho.tracking.model import load_model, resolve_model
 
     path = workdir / "tumours.csv"
@@ -403,8 +402,8 @@ def test_a_model_logged_before_names_its_classes_as_it_did(workdir):
     import numpy as np
     import xgboost
 
-    from trilho.encoding import feature_spec
-    from trilho.tracking.model import _servable
+    from trilho.model.code import servable as _servable
+    from trilho.model.encoding import feature_spec
 
     servable = _servable()
     rng = np.random.default_rng(2)

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trilho.encoding import encode_matrix, feature_spec
-from trilho.protocol import RequestError, encode_request, model_frame, params_of, parse_body
+from trilho.model.encoding import encode_matrix, feature_spec
+from trilho.serving.protocol import RequestError, encode_request, model_frame, params_of, parse_body
 
 JSON = "application/json"
 

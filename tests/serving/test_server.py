@@ -16,14 +16,13 @@ import pandas as pd
 import pytest
 import requests
 
+from tests.support.services import model_server, trilho_server
 from trilho import load_experiment
-from trilho.pipeline import run_experiment
-from trilho.prediction_log import read_log
+from trilho.data.synthetic import diabetes
+from trilho.monitoring.prediction_log import read_log
 from trilho.settings import load_settings
 from trilho.storage import LocalLake
-from trilho.synthetic import diabetes
-
-from .services import model_server, trilho_server
+from trilho.workflows.run import run_experiment
 
 pytestmark = pytest.mark.training
 
@@ -255,7 +254,7 @@ def test_monitor_flags_shifted_traffic_and_not_traffic_like_the_training_data(tr
     shifted["BMI"] *= 1.4
     batch = tmp_path / "batch.csv"
     diabetes(rows=300, seed=33).to_csv(batch, index=False)
-    from trilho.predict import predict_batch
+    from trilho.serving.predict import predict_batch
 
     predict_batch(uri, str(batch), trained["settings"])  # batch predictions of this version are monitored too
     with trilho_server(uri, env, tmp_path / "trilho.log") as (url, _):

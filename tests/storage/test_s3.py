@@ -131,7 +131,7 @@ def test_fault_09_a_store_that_accepts_and_never_answers_fails_within_the_wait(s
 
 
 def test_ingest_into_the_s3_lake(s3_settings, small_csv):
-    from trilho.ingest import ingest
+    from trilho.data.ingest import ingest
 
     lake = open_lake(s3_settings)
     first = ingest(f"file:{small_csv}", lake, s3_settings, "diabetes")

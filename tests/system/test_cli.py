@@ -7,10 +7,9 @@ import pytest
 from typer.testing import CliRunner
 
 import trilho
+from tests.conftest import FAST
 from trilho.cli import app
 from trilho.storage import LocalLake
-
-from .conftest import FAST
 
 runner = CliRunner()
 
@@ -207,10 +206,10 @@ def test_a_piped_run_prints_its_table_whole_and_its_paths_on_one_line(monkeypatc
     to 80 columns (``0.9402–0.97…``, ``holdo…``) and no path or URI is broken over two lines."""
     import types
 
-    import trilho.pipeline
+    import trilho.workflows.run
 
     summary = _summary(str(workdir))
-    monkeypatch.setattr(trilho.pipeline, "run_experiment",
+    monkeypatch.setattr(trilho.workflows.run, "run_experiment",
                         lambda *a, **k: types.SimpleNamespace(summary=summary, offline=None))
     tracking = f"sqlite:///{workdir}/a/tracking/store/with/a/long/enough/name/mlflow.db"
     result = runner.invoke(app, ["run"], env={**_env(settings), "MLFLOW_TRACKING_URI": tracking, "COLUMNS": "80"})
@@ -236,10 +235,10 @@ def test_a_run_on_a_server_links_to_the_ui_a_browser_opens(monkeypatch, workdir,
     for the user is TRILHO_MLFLOW_UI's, else the server's own."""
     import types
 
-    import trilho.pipeline
+    import trilho.workflows.run
 
     summary = _summary(str(workdir))
-    monkeypatch.setattr(trilho.pipeline, "run_experiment",
+    monkeypatch.setattr(trilho.workflows.run, "run_experiment",
                         lambda *a, **k: types.SimpleNamespace(summary=summary, offline=None))
     env = {**_env(settings), "MLFLOW_TRACKING_URI": "http://mlflow:5000"}
     run = f"/#/experiments/3/runs/{summary['run_id']}"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose.yaml"
 SEAWEED = ROOT / "compose.seaweedfs.yaml"
 SECRETS = ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "JUPYTER_TOKEN", "POSTGRES_PASSWORD")

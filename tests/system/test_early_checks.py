@@ -66,7 +66,7 @@ def test_a_scikit_learn_parameter_typo_names_the_close_name():
 
 
 def test_tune_checks_its_space_by_the_same_names():
-    from trilho.space import parse_space
+    from trilho.workflows.space import parse_space
 
     exp = load_experiment("diabetes")
     searched = {"model.params.eta": {"float": [0.01, 0.3]}, "model.params.max_depth": {"int": [2, 5]}}
@@ -153,14 +153,14 @@ def test_an_import_path_classifier_is_one_line_on_the_command_line(workdir):
 
 
 def test_a_synthetic_source_too_large_is_refused_before_it_is_made():
-    from trilho import synthetic
+    from trilho.data import synthetic
 
     with pytest.raises(ConfigError, match=r"rows=200000000 .*12,000,000,000 bytes.*TRILHO_MAX_SOURCE_BYTES"):
         synthetic.diabetes(rows=200_000_000, max_bytes=2 * 1024**3)
 
 
 def test_a_synthetic_source_over_the_limit_is_refused_by_fetch(settings, tmp_path):
-    from trilho.ingest import fetch
+    from trilho.data.ingest import fetch
     from trilho.settings import load_settings
 
     low = load_settings(env_file=None, lake=settings.lake, tracking_uri=settings.tracking_uri, max_source_bytes=1_000_000)
@@ -183,7 +183,7 @@ def _sparse(path, size):
 
 
 def test_predict_refuses_an_input_over_the_size_limit_before_reading_it(settings, workdir):
-    from trilho.predict import predict_batch
+    from trilho.serving.predict import predict_batch
     from trilho.settings import load_settings
 
     low = load_settings(env_file=None, lake=settings.lake, tracking_uri=settings.tracking_uri, max_source_bytes=1_000_000)
@@ -193,7 +193,7 @@ def test_predict_refuses_an_input_over_the_size_limit_before_reading_it(settings
 
 
 def test_predict_refuses_an_input_whose_first_line_does_not_end(settings, workdir):
-    from trilho.predict import predict_batch
+    from trilho.serving.predict import predict_batch
 
     big = _sparse(workdir / "one-line.csv", 20 << 20)
     with pytest.raises(DataValidationError, match=r"'one-line.csv' has no line break in its first 8,388,608 bytes"):

@@ -15,14 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import FAST
+from tests.support.services import ACCESS_KEY, SECRET_KEY
 from trilho import StorageError, load_experiment, load_settings
-from trilho.curate import load_clean
-from trilho.ingest import ingest
+from trilho.data.curate import load_clean
+from trilho.data.ingest import ingest
+from trilho.data.synthetic import diabetes
 from trilho.storage import Lake, LocalLake, open_lake
-from trilho.synthetic import diabetes
-
-from .conftest import FAST
-from .services import ACCESS_KEY, SECRET_KEY
 
 # ---------------------------------------------------------------- helpers: a lake, a source, a store
 
@@ -124,7 +123,7 @@ def test_a_read_corrupt_in_transit_is_read_again_and_nothing_is_rewritten(lake_s
     ingested, raw, _, _ = load_clean(small_experiment, lake_settings, lake)
     before = _held(lake)
     watched = _WatchedLake(lake, flips=1)
-    with caplog.at_level(logging.WARNING, logger="trilho.curate"):
+    with caplog.at_level(logging.WARNING, logger="trilho.data.curate"):
         again, raw_again, _, _ = load_clean(small_experiment, lake_settings, watched)
     assert watched.deletes == [] and watched.writes == []  # nothing removed, nothing written again
     assert _held(lake) == before and again.key == ingested.key

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from trilho.synthetic import diabetes
-
-from .conftest import FAST
+from tests.conftest import FAST
+from trilho.data.synthetic import diabetes
 
 RUNS = 4
 

@@ -4,10 +4,9 @@ import json
 
 import pytest
 
+from tests.conftest import SHARED, shared_file
 from trilho import load_experiment
-from trilho.pipeline import run_experiment
-
-from .conftest import SHARED, shared_file
+from trilho.workflows.run import run_experiment
 
 # seed_results.json names the weighted metrics plainly
 NAMES = {"accuracy": "accuracy", "precision": "precision_weighted", "recall": "recall_weighted", "f1": "f1_weighted"}

@@ -17,14 +17,13 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.support.services import ACCESS_KEY, SECRET_KEY, FaultProxy, MlflowServer, free_port
 from trilho import StorageError, TrackingError, load_settings
-from trilho.pipeline import run_experiment
-from trilho.predict import predict_batch
+from trilho.serving.predict import predict_batch
 from trilho.storage import S3Lake, open_lake
 from trilho.tracking import Tracker
 from trilho.tracking.model import load_model
-
-from .services import ACCESS_KEY, SECRET_KEY, FaultProxy, MlflowServer, free_port
+from trilho.workflows.run import run_experiment
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -86,7 +85,7 @@ def test_end_to_end_on_seaweedfs_and_mlflow_server(workdir, seaweed, mlflow_serv
 
 
 def raw_frame(path: Path):
-    from trilho.ingest import read_table
+    from trilho.data.ingest import read_table
 
     return read_table(path)
 
@@ -149,7 +148,7 @@ def test_run_left_running_by_a_killed_process_is_marked_failed(workdir, mlflow_s
 
 
 def test_fault_16_server_down_at_start_fails_fast(workdir, small_experiment):
-    from .services import free_port
+    from tests.support.services import free_port
 
     settings = load_settings(env_file=None, lake=str(workdir / "lake"), tracking_uri=f"http://127.0.0.1:{free_port()}",
                              mlflow_wait_s=1.0, cache_dir=workdir / "cache")
@@ -224,7 +223,7 @@ def test_init_store_creates_both_buckets_idempotently(workdir, seaweed):
 
 
 def test_trilho_server_brings_up_mlflow_with_proxied_artifacts(workdir):
-    from .services import _wait, free_port
+    from tests.support.services import _wait, free_port
 
     port = free_port()
     log = workdir / "server.log"
@@ -250,7 +249,7 @@ def test_trilho_server_brings_up_mlflow_with_proxied_artifacts(workdir):
             time.sleep(0.2)
         assert not _listening(port), "MLflow is still listening after trilho server was stopped"
     finally:
-        from .services import _stop
+        from tests.support.services import _stop
 
         _stop(proc)
 
@@ -264,7 +263,7 @@ def _listening(port: int) -> bool:
 
 
 def test_fault_07_a_byte_changed_in_transit_is_never_reported_as_written(workdir, seaweed, tmp_path):
-    from trilho.ingest import ingest
+    from trilho.data.ingest import ingest
 
     csv = tmp_path / "rows.csv"
     csv.write_text("a,b,label\n" + "".join(f"{i},{i * 2},MARKERX{i % 2}\n" for i in range(1000)))
@@ -286,7 +285,7 @@ def test_fault_07_a_byte_changed_in_transit_is_never_reported_as_written(workdir
 
 
 def test_a_lake_whose_raw_object_went_missing_or_changed_is_repaired(workdir, seaweed, tmp_path):
-    from trilho.ingest import ingest
+    from trilho.data.ingest import ingest
 
     csv = tmp_path / "rows.csv"
     csv.write_text("a,b\n" + "".join(f"{i},{i}\n" for i in range(100)))
@@ -317,7 +316,7 @@ def test_fault_14_two_writers_of_one_raw_object_write_it_once(workdir, seaweed, 
 _INGEST_CHILD = r"""
 import sys
 from trilho import load_settings
-from trilho.ingest import ingest
+from trilho.data.ingest import ingest
 from trilho.storage import open_lake
 settings = load_settings(env_file=None, lake=sys.argv[2], s3_endpoint_url=sys.argv[3], aws_access_key_id=sys.argv[4],
                          aws_secret_access_key=sys.argv[5])
@@ -343,7 +342,7 @@ def test_fault_03_an_ingest_killed_mid_upload_leaves_no_object_and_the_next_clea
     child.wait()
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
     assert not [o for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []) if o["Key"].endswith("big.csv")]
-    from trilho.ingest import ingest
+    from trilho.data.ingest import ingest
 
     lake = open_lake(settings.model_copy(update={"stale_upload_s": 0.0}))
     done = ingest(f"file:{big}", lake, settings, "big")
@@ -352,7 +351,7 @@ def test_fault_03_an_ingest_killed_mid_upload_leaves_no_object_and_the_next_clea
 
 
 def test_fault_06_a_key_without_write_permission_is_refused_clearly(workdir, seaweed, tmp_path):
-    from .services import READER_KEY, READER_SECRET
+    from tests.support.services import READER_KEY, READER_SECRET
 
     admin = live_settings(workdir, seaweed.endpoint, "sqlite:///x.db")
     lake = open_lake(admin)
@@ -418,7 +417,7 @@ def test_the_prediction_log_writes_to_an_s3_lake_and_counts_what_a_dead_store_lo
     records are dropped and counted, and offering them never waits on the store."""
     import numpy as np
 
-    from trilho.prediction_log import PredictionLog, Served, read_log
+    from trilho.monitoring.prediction_log import PredictionLog, Served, read_log
 
     settings = live_settings(workdir, seaweed.endpoint, "sqlite:///x.db")
     lake = open_lake(settings)

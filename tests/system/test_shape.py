@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _lint_imports() -> str:
@@ -25,12 +25,43 @@ def test_the_layer_contracts_hold_and_break_when_the_core_imports_mlflow(tmp_pat
     assert kept.returncode == 0, kept.stdout[-3000:]
     copy = tmp_path / "src"
     shutil.copytree(ROOT / "src" / "trilho", copy / "trilho", ignore=shutil.ignore_patterns("__pycache__"))
-    evaluate = copy / "trilho" / "evaluate.py"
+    evaluate = copy / "trilho" / "evaluation" / "cv.py"
     evaluate.write_text(evaluate.read_text() + "\n\ndef _peek():\n    import mlflow\n\n    return mlflow\n")
     broken = subprocess.run([lint, "--config", str(ROOT / "pyproject.toml"), "--no-cache"], cwd=tmp_path,
                             env={**os.environ, "PYTHONPATH": str(copy)}, capture_output=True, text=True, timeout=300)
     assert broken.returncode != 0
-    assert "trilho.evaluate is not allowed to import mlflow" in broken.stdout, broken.stdout[-3000:]
+    assert "trilho.evaluation.cv -> mlflow" in broken.stdout, broken.stdout[-3000:]
+
+
+def _lint_copy(tmp_path: Path, change) -> subprocess.CompletedProcess:
+    copy = tmp_path / "src"
+    shutil.copytree(ROOT / "src" / "trilho", copy / "trilho", ignore=shutil.ignore_patterns("__pycache__"))
+    change(copy / "trilho")
+    return subprocess.run([_lint_imports(), "--config", str(ROOT / "pyproject.toml"), "--no-cache"], cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(copy)}, capture_output=True, text=True, timeout=300)
+
+
+def test_a_new_module_fails_until_it_is_placed_in_a_layer(tmp_path):
+    broken = _lint_copy(tmp_path, lambda pkg: (pkg / "helpers.py").write_text('"""Somewhere, nowhere."""\n'))
+    assert broken.returncode != 0 and "trilho.helpers" in broken.stdout, broken.stdout[-3000:]
+
+
+def test_a_lower_layer_importing_a_higher_one_fails(tmp_path):
+    def upward(pkg: Path) -> None:  # the evaluation core reaching up into the data stage
+        stats = pkg / "evaluation" / "stats.py"
+        stats.write_text(stats.read_text() + "\n\ndef _peek():\n    from trilho.data import clean\n\n    return clean\n")
+
+    broken = _lint_copy(tmp_path, upward)
+    assert broken.returncode != 0 and "trilho.evaluation.stats -> trilho.data.clean" in broken.stdout, broken.stdout[-3000:]
+
+
+def test_the_house_keeps_its_shape():
+    """The root holds at most 8 modules; no package more than 12; each package says what it holds."""
+    package = ROOT / "src" / "trilho"
+    assert len(list(package.glob("*.py"))) <= 8
+    for folder in [p for p in package.rglob("*") if p.is_dir() and (p / "__init__.py").exists()]:
+        assert len(list(folder.glob("*.py"))) - 1 <= 12, folder
+        assert (folder / "__init__.py").read_text().lstrip().startswith('"""'), f"{folder} has no docstring"
 
 
 def test_two_trackers_in_one_process_never_cross(tmp_path):

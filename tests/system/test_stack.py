@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PROJECT = f"trilho-stack-test-{os.getpid()}"
 FILES = ("-f", str(ROOT / "compose.yaml"), "-f", str(ROOT / "compose.seaweedfs.yaml"))
 PORTS = ("MINIO_PORT", "MINIO_CONSOLE_PORT", "MLFLOW_PORT", "JUPYTER_PORT", "SERVE_PORT", "DASK_DASHBOARD_PORT")
@@ -147,7 +147,7 @@ def test_train_tracks_registers_and_gates_offline(stack):
 
 
 def test_train_again_from_a_file_in_the_data_folder(stack):
-    from trilho.synthetic import diabetes
+    from trilho.data.synthetic import diabetes
 
     diabetes(rows=600, seed=7).to_csv(stack.data / "patients.csv", index=False)
     done = stack.compose("run", "--rm", "-e", "TRILHO_SOURCE=file:/data/patients.csv", "train", timeout=900)
@@ -185,7 +185,7 @@ def test_jupyter_and_the_store_refuse_requests_without_their_credentials(stack):
 
 def test_the_serve_profile_serves_the_champion_behind_its_token(stack):
     stack.compose("--profile", "serve", "up", "-d", "--wait", "serve", timeout=600)
-    from trilho.synthetic import diabetes
+    from trilho.data.synthetic import diabetes
 
     rows = {"dataframe_split": diabetes(rows=20, seed=3).drop(columns=["ID", "No_Pation", "CLASS"]).head(2).to_dict("split")}
     del rows["dataframe_split"]["index"]

@@ -47,7 +47,7 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str, 
 def test_importing_the_package_and_the_command_line_imports_nothing_heavy():
     assert _heavy_after("import trilho") == []
     assert _heavy_after("import trilho.cli") == []
-    assert _heavy_after("import trilho.ingest, trilho.synthetic, trilho.settings, trilho.storage") == []
+    assert _heavy_after("import trilho.data.ingest, trilho.data.synthetic, trilho.settings, trilho.storage") == []
 
 
 def test_the_public_names_still_load_on_first_use():

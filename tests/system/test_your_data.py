@@ -16,16 +16,15 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 
+from tests.support import corpus
+from tests.support.services import model_server
 from trilho import load_experiment
-from trilho.clean import clean
+from trilho.data.clean import clean
+from trilho.data.ingest import read_table
+from trilho.data.validate import raise_for_errors, validate
 from trilho.errors import ConfigError, DataValidationError
 from trilho.experiment import Experiment
-from trilho.ingest import read_table
 from trilho.storage import LocalLake
-from trilho.validate import raise_for_errors, validate
-
-from . import corpus
-from .services import model_server
 
 CLI = [sys.executable, "-m", "trilho"]
 
@@ -206,8 +205,8 @@ def test_unknown_model_resampler_or_parameter_fail_when_the_file_loads(workdir):
                                    "sklearn.neighbors.KNeighborsClassifier"])
 @pytest.mark.training
 def test_every_family_is_logged_without_pickle_and_predicts_missing_and_unseen(model, workdir, settings):
-    from trilho.pipeline import run_experiment
-    from trilho.predict import predict_batch
+    from trilho.serving.predict import predict_batch
+    from trilho.workflows.run import run_experiment
 
     path, target, unseen = corpus.write("churn", workdir)
     base = {"name": "churn", "source": {"uri": f"file:{path}"},
@@ -242,7 +241,7 @@ class Smuggled:
 def test_a_skops_model_holding_an_untrusted_type_is_refused(workdir):
     import skops.io
 
-    from trilho.tracking.model import _servable
+    from trilho.model.code import servable as _servable
 
     path = workdir / "classifier.skops"
     skops.io.dump({"model": Smuggled()}, path)
@@ -253,7 +252,7 @@ def test_a_skops_model_holding_an_untrusted_type_is_refused(workdir):
 
 
 def test_compare_takes_the_same_names_and_checks_them():
-    from trilho.compare import parse_candidates
+    from trilho.workflows.compare import parse_candidates
 
     exp = load_experiment("diabetes")
     found = parse_candidates(["xgboost+smote", "extra_trees+none", "hist_gradient_boosting+random_over"], exp)
@@ -267,7 +266,7 @@ def test_compare_takes_the_same_names_and_checks_them():
 @pytest.mark.training
 @pytest.mark.parametrize("model", ["xgboost", "random_forest", "logistic_regression", "hist_gradient_boosting"])
 def test_class_weight_weights_the_rare_class_without_resampling(model):
-    from trilho.models import build_pipeline
+    from trilho.model.catalog import build_pipeline
 
     rng = np.random.default_rng(0)
     X = pd.DataFrame({"a": rng.normal(0, 1, 2000), "b": rng.normal(0, 1, 2000)})
@@ -290,8 +289,8 @@ def test_class_weight_is_refused_for_a_model_that_cannot_weight_classes():
 
 @pytest.mark.training
 def test_a_class_weighted_xgboost_run_logs_the_booster_and_predicts(workdir, settings):
-    from trilho.pipeline import run_experiment
-    from trilho.predict import predict_batch
+    from trilho.serving.predict import predict_batch
+    from trilho.workflows.run import run_experiment
 
     path, target, unseen = corpus.write("churn", workdir)
     exp = Experiment.model_validate({

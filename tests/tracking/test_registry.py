@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.conftest import FAST
 from trilho import load_experiment
-from trilho.gate import decide
-from trilho.pipeline import run_experiment
+from trilho.evaluation.gate import decide
 from trilho.storage import LocalLake
 from trilho.tracking.registry import list_versions, promote_by_hand
-
-from .conftest import FAST
+from trilho.workflows.run import run_experiment
 
 NAME = "diabetes-xgboost"
 
@@ -81,7 +80,7 @@ def test_same_data_on_other_folds_re_evaluates_the_champion(settings, small_csv,
 def test_other_data_is_not_refitted_and_flipped_labels_are_not_promoted(settings, small_csv, workdir):
     import pandas as pd
 
-    from trilho.synthetic import diabetes
+    from trilho.data.synthetic import diabetes
 
     first = run_experiment(_exp(small_csv), settings).summary["registry"]
     assert first["promote"]
@@ -108,7 +107,7 @@ def test_other_data_is_not_refitted_and_flipped_labels_are_not_promoted(settings
 
 
 def test_gate_on_other_data_from_estimates():
-    from trilho.gate import decide_on_changed_data
+    from trilho.evaluation.gate import decide_on_changed_data
 
     rng = np.random.default_rng(1)
     champion = {"mean": 0.95, "low": 0.93, "high": 0.97}

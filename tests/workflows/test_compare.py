@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.conftest import FAST
 from trilho import ConfigError, load_experiment
-from trilho.compare import compare, parse_candidates
 from trilho.storage import LocalLake
-
-from .conftest import FAST
+from trilho.workflows.compare import compare, parse_candidates
 
 
 def _exp(small_csv):

@@ -7,12 +7,11 @@ import threading
 
 import pytest
 
+from tests.conftest import FAST
 from trilho import SourceUnreachableError, TrackingError, load_experiment
-from trilho.conductor import check_leaks, conduct, experiment_task
-from trilho.curate import fold_data, load_clean
+from trilho.data.curate import fold_data, load_clean
 from trilho.storage import LocalLake
-
-from .conftest import FAST
+from trilho.workflows.context import check_leaks, conduct, experiment_task
 
 
 def _exp(small_csv, *extra):
@@ -74,7 +73,7 @@ def _closed_port_source() -> str:
 
 @pytest.mark.training
 def test_the_api_runs_on_the_offline_source_when_its_own_cannot_be_reached(settings):
-    from trilho.pipeline import run_experiment
+    from trilho.workflows.run import run_experiment
 
     exp = load_experiment("diabetes", [f'source.uri="{_closed_port_source()}"', 'source.sha256=""', *FAST])
     result = run_experiment(exp, settings, offline_source="synthetic:diabetes?rows=300&seed=1")

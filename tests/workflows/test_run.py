@@ -10,11 +10,10 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.conftest import FAST
 from trilho import EvaluationError, TrackingError, load_experiment
-from trilho.pipeline import run_experiment
 from trilho.storage import LocalLake
-
-from .conftest import FAST
+from trilho.workflows.run import run_experiment
 
 
 @pytest.mark.training

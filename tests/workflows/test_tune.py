@@ -7,11 +7,10 @@ import json
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.support import corpus
 from trilho.errors import ConfigError
 from trilho.experiment import Experiment, load_experiment
 from trilho.storage import LocalLake
-
-from . import corpus
 
 
 def _experiment(path, **tune: object) -> Experiment:
@@ -44,8 +43,8 @@ def _children(client: MlflowClient, experiment_id: str, parent: str):
 
 @pytest.mark.training
 def test_a_study_is_tracked_resumed_and_its_best_configuration_goes_through_the_gate(churn_csv, settings, workdir):
-    from trilho.pipeline import run_experiment
-    from trilho.tune import tune
+    from trilho.workflows.run import run_experiment
+    from trilho.workflows.tune import tune
 
     exp = _experiment(churn_csv)
     first = tune(exp, settings, out=workdir / "tuned.toml")
@@ -76,7 +75,7 @@ def test_a_study_is_tracked_resumed_and_its_best_configuration_goes_through_the_
     assert len({json.dumps(r["params"], sort_keys=True) for r in first.trials + again.trials}) == 7  # new points
 
     # the notebook shows the newest tune of the experiment, from the lake
-    from trilho import explore
+    from trilho.reporting import explore
 
     latest = explore.latest_tune(LocalLake(settings.lake), "churn")
     assert latest["run_id"] == again.summary["run_id"]
@@ -103,7 +102,7 @@ def test_a_study_is_tracked_resumed_and_its_best_configuration_goes_through_the_
 ])
 @pytest.mark.training
 def test_a_bad_search_space_is_one_line_before_any_trial(space, message, churn_csv, settings, workdir):
-    from trilho.tune import tune
+    from trilho.workflows.tune import tune
 
     with pytest.raises(ConfigError, match=message):
         tune(_experiment(churn_csv, space=space), settings)
@@ -113,7 +112,7 @@ def test_a_bad_search_space_is_one_line_before_any_trial(space, message, churn_c
 
 @pytest.mark.training
 def test_a_trial_that_raises_is_recorded_as_failed_and_the_study_goes_on(churn_csv, settings, workdir):
-    from trilho.tune import tune
+    from trilho.workflows.tune import tune
 
     exp = _experiment(churn_csv, trials=6, space={"model.params.C": {"float": [-1.0, 1.0]}})
     exp = exp.model_copy(update={"model": exp.model.model_copy(update={"name": "logistic_regression", "params": {}})})

@@ -21,7 +21,7 @@ from trilho.errors import StorageError, TrilhoError
 if TYPE_CHECKING:  # the rest is imported where it is used: `trilho --help` imports no more than it needs
     from rich.progress import Progress
 
-    from trilho.parallel import Stopped
+    from trilho.execution.background import Stopped
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="trilho: a tabular classification experiment on rails, from raw data to a registered model.")
@@ -67,12 +67,12 @@ def stopped(stop: Stopped) -> typer.Exit:
 
 def command(name: str | None = None) -> Callable[[Command], Command]:
     """Register a command whose ``TrilhoError`` becomes one readable line and exit status 1, and that
-    SIGTERM or SIGINT stops cleanly (trilho.parallel.Stopped): one line, exit status 143 or 130."""
+    SIGTERM or SIGINT stops cleanly (trilho.execution.background.Stopped): one line, exit status 143 or 130."""
 
     def register(fn: Command) -> Command:
         @functools.wraps(fn)
         def guarded(*args: Any, **kwargs: Any) -> Any:
-            from trilho.parallel import Stopped, stop_on_signals
+            from trilho.execution.background import Stopped, stop_on_signals
 
             try:
                 with stop_on_signals():
@@ -133,8 +133,8 @@ def load(ref: str, source: str | None, overrides: list[str] | None, *, fetches: 
 
 def refuse_too_large(source: str) -> None:
     """The refusal a ``file:`` or ``synthetic:`` source over TRILHO_MAX_SOURCE_BYTES meets when it is
-    fetched, said now (trilho.ingest.refuse_too_large); other sources are left to the fetch."""
-    from trilho.ingest import refuse_too_large as refuse
+    fetched, said now (trilho.data.ingest.refuse_too_large); other sources are left to the fetch."""
+    from trilho.data.ingest import refuse_too_large as refuse
     from trilho.settings import load_settings
 
     refuse(source, load_settings().max_source_bytes)
@@ -144,7 +144,7 @@ def bar() -> Progress:
     """The progress bar of long commands, on stderr; it disappears when done.
 
     It redraws when told (``refresh=True``), not from a thread of its own: with no other thread
-    alive the figures may be drawn in forked children (see trilho.parallel)."""
+    alive the figures may be drawn in forked children (see trilho.execution.background)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())

@@ -20,7 +20,7 @@ OfflineOpt = Annotated[str | None, typer.Option(
 
 
 def run_with_bar(exp: Any, settings: Any, offline_source: str | None = None) -> Any:
-    from trilho.pipeline import run_experiment
+    from trilho.workflows.run import run_experiment
 
     return with_bar("cross-validating", exp.cv.n_splits * exp.cv.n_repeats,
                     lambda progress: run_experiment(exp, settings, progress=progress, offline_source=offline_source))
@@ -55,7 +55,7 @@ def report(run_id: Annotated[str | None, typer.Argument(
     import logging
 
     from trilho.errors import ConfigError
-    from trilho.reports import page_from_lake
+    from trilho.reporting.publish import page_from_lake
     from trilho.settings import load_settings
     from trilho.storage import open_lake
     from trilho.tracking.store import latest_run, log_page
@@ -95,8 +95,8 @@ def init(data: Annotated[str, typer.Argument(
 
     from trilho.errors import ConfigError
     from trilho.experiment import load_experiment
-    from trilho.profile import experiment_name, init_experiment
-    from trilho.propose import expected_seconds, render
+    from trilho.init.profile import experiment_name, init_experiment
+    from trilho.init.propose import expected_seconds, render
     from trilho.settings import load_settings
 
     path = output or Path(f"{name or experiment_name(data)}.toml")
@@ -129,8 +129,8 @@ def _offline_line(unreachable: str, cause: str, instead: str, model: str | None 
 @command()
 def ingest(experiment: ExperimentOpt = "diabetes", source: SourceOpt = None, offline: OfflineOpt = None) -> None:
     """Fetch the source into the lake's raw zone (skipped when the same bytes are there)."""
+    from trilho.data.ingest import ingest as ingest_source
     from trilho.errors import SourceUnreachableError
-    from trilho.ingest import ingest as ingest_source
     from trilho.settings import load_settings
     from trilho.storage import open_lake
 
@@ -155,7 +155,7 @@ def validate(experiment: ExperimentOpt = "diabetes", source: SourceOpt = None, s
     from trilho.settings import load_settings
 
     exp = load(experiment, source, set_)  # a source too large is refused before the imports below
-    from trilho.curate import load_clean
+    from trilho.data.curate import load_clean
 
     try:
         _, _, report, _ = load_clean(exp, load_settings())
@@ -187,8 +187,8 @@ def compare(candidates: Annotated[list[str] | None, typer.Argument(
     from trilho.settings import load_settings
 
     exp = load(experiment, source, set_)  # a source too large is refused before the imports below
-    from trilho.compare import compare as run_compare
-    from trilho.compare import parse_candidates
+    from trilho.workflows.compare import compare as run_compare
+    from trilho.workflows.compare import parse_candidates
 
     chosen = parse_candidates(candidates or DEFAULT_CANDIDATES, exp)
     result = with_bar("comparing", len(chosen) * exp.cv.n_splits * exp.cv.n_repeats,
@@ -213,7 +213,7 @@ def tune(experiment: ExperimentOpt = "diabetes", source: SourceOpt = None, set_:
 
     exp = load(experiment, source, set_)  # a source too large is refused before the imports below
     from trilho.experiment import load_experiment
-    from trilho.tune import tune as run_tune
+    from trilho.workflows.tune import tune as run_tune
 
     settings = load_settings()
     result = with_bar("tuning", trials or exp.tune.trials, lambda progress: run_tune(

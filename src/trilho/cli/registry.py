@@ -26,14 +26,14 @@ def predict(model: Annotated[str, typer.Option(
     """Predict a file in chunks with a registered model; write Parquet and a manifest to the lake."""
     from pathlib import Path
 
-    from trilho.ingest import check_size
+    from trilho.data.ingest import check_size
     from trilho.settings import load_settings
 
     settings = load_settings()
     local = Path(input_.removeprefix("file:")).expanduser()  # a local input, as predict_batch finds it
-    if local.is_file():  # over the size limit: refused before trilho.predict's imports (pandas, MLflow)
+    if local.is_file():  # over the size limit: refused before trilho.serving.predict's imports (pandas, MLflow)
         check_size(local, input_, settings.max_source_bytes)
-    from trilho.predict import predict_batch
+    from trilho.serving.predict import predict_batch
 
     done = predict_batch(model, input_, settings, output=output, chunk_rows=chunk_rows, explain=explain)
     verb = "already there, skipped" if done.get("skipped") else f"written in {done['seconds']:.1f}s"

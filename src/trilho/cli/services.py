@@ -87,7 +87,7 @@ def notebook(path: Annotated[Path, typer.Argument(help="The notebook to run.")] 
                  "--lab", help="Open JupyterLab on the notebook's folder instead (127.0.0.1, token printed).")] = False) -> None:
     """Run a notebook top to bottom with parameters, then publish it to the lake and its MLflow run."""
     from trilho.experiment import apply_overrides
-    from trilho.notebooks import execute_notebook, publish
+    from trilho.reporting.notebooks import execute_notebook, publish
     from trilho.settings import load_settings
 
     if lab:

@@ -31,7 +31,7 @@ def serve(model: ModelArg,
         os.environ["TRILHO_SERVE_TOKEN"] = token
     if not log_predictions:
         os.environ["TRILHO_SERVE_LOG"] = "false"
-    from trilho.serve import run_server
+    from trilho.serving.server import run_server
     from trilho.settings import load_settings
 
     settings = load_settings()
@@ -51,8 +51,8 @@ def monitor(model: ModelArg,
     """Hold what a model served against its training data (and labels that came back); exit 3 if anything is flagged."""
     import json
 
-    from trilho.monitor import FLAGGED_EXIT, monitor_model, parse_when
     from trilho.settings import load_settings
+    from trilho.workflows.monitor import FLAGGED_EXIT, monitor_model, parse_when
 
     report = monitor_model(model, load_settings(), since=parse_when(since), until=parse_when(until), batch=batch)
     if json_out:
@@ -83,8 +83,8 @@ def feedback(file: Annotated[str, typer.Argument(
              model: Annotated[str, typer.Option("--model", "-m", help="The model whose answers these label.")],
              label: Annotated[str, typer.Option(help="The column holding the true label.")] = "label") -> None:
     """Keep labels that arrived after the answers, for trilho monitor's live metrics."""
-    from trilho.monitor import record_feedback
     from trilho.settings import load_settings
+    from trilho.workflows.monitor import record_feedback
 
     done = record_feedback(file, model, load_settings(), label_column=label)
     verb = "already kept" if done["skipped"] else "kept"

@@ -14,8 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from trilho.census import repeats_phrase
-from trilho.contracts import RunSummary
+from trilho.schemas import RunSummary
 
 # the width given to output that is no terminal: wide enough for any table trilho prints, so none
 # is cut to fit a width that is not there (rich would assume 80 columns)
@@ -64,7 +63,7 @@ def run_summary(summary: RunSummary, tracking_uri: str, ui: str | None = None) -
     if tracking_uri.startswith("sqlite:"):
         out.print(f"open the UI  trilho ui   (or: mlflow ui --backend-store-uri {tracking_uri})")
     elif ui:
-        from trilho.explore import run_link  # matplotlib and pandas: loaded by the run already
+        from trilho.reporting.explore import run_link  # matplotlib and pandas: loaded by the run already
 
         out.print(f"open the run {run_link(ui, summary)}")
     t = summary.get("timings", {})
@@ -92,7 +91,7 @@ def _importance(found: dict[str, Any], top: int = 5) -> str:
 
 def _groups(entry: dict[str, Any], summary: RunSummary) -> str:
     """Each group's primary metric and the largest gap between groups."""
-    from trilho.summary import primary_metric  # on use: it imports the statistics
+    from trilho.reporting.summary import primary_metric  # on use: it imports the statistics
 
     metric = primary_metric(summary)
     parts = [f"{g} {e['metrics'][metric]['mean']:.4f}" for g, e in entry["groups"].items() if e["metrics"].get(metric)]
@@ -134,6 +133,8 @@ def _baselines(found: dict[str, Any]) -> str:
 
 def _duplicates(dup: dict[str, Any], reference: dict[str, Any]) -> str:
     """What the folds did with rows that repeat an earlier row, in the words `trilho init` uses."""
+    from trilho.data.validate import repeats_phrase  # pandas: loaded by the run already
+
     said = repeats_phrase(dup["rows_copying_another"], dup["rows"], "the folds use")
     left = reference.get("training_rows_left_out", 0)
     if left:

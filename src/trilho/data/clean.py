@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trilho.encoding import feature_spec, missing_words, normalise_text, numeric_column, unmark
 from trilho.errors import DataValidationError
 from trilho.experiment import Experiment
+from trilho.model.encoding import feature_spec, missing_words, normalise_text, numeric_column, unmark
 
 __all__ = ["CleanData", "as_written", "class_names", "clean", "typed_features", "unlabelled"]
 
@@ -26,7 +26,7 @@ __all__ = ["CleanData", "as_written", "class_names", "clean", "typed_features", 
 class CleanData:
     X: pd.DataFrame
     y: np.ndarray
-    # the encoding before any fit (trilho.encoding); the pipeline's encoder learns the rest. Its
+    # the encoding before any fit (trilho.model.encoding); the pipeline's encoder learns the rest. Its
     # "classes" are the names the logged model gives its outputs: ``class_names`` of these rows
     spec: dict[str, Any]
     dropped_rows: int

@@ -13,15 +13,15 @@ from typing import Any
 
 import pandas as pd
 
-from trilho.clean import CleanData, clean
-from trilho.contracts import ValidationReport
+from trilho.data.clean import CleanData, clean
+from trilho.data.ingest import Ingested, ingest, read_table, repair_raw
+from trilho.data.validate import raise_for_errors, validate
 from trilho.errors import StorageError
+from trilho.evaluation.splits import duplicate_groups
 from trilho.experiment import Experiment
-from trilho.ingest import Ingested, ingest, read_table, repair_raw
+from trilho.schemas import ValidationReport
 from trilho.settings import Settings
-from trilho.splits import duplicate_groups
 from trilho.storage import Lake, open_lake, sha256_file
-from trilho.validate import raise_for_errors, validate
 
 __all__ = ["CURATED_ROW_GROUP", "fold_data", "fold_group_columns", "load_clean", "read_curated"]
 

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from trilho import synthetic
-from trilho.contracts import RawManifest
+from trilho.data import synthetic
 from trilho.errors import DataValidationError, SourceError, SourceUnreachableError, StorageError
+from trilho.schemas import RawManifest
 from trilho.settings import Settings
 from trilho.storage import Lake
 

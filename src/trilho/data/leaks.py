@@ -1,6 +1,6 @@
 """Leaks and traps caught before any fit: pure, the cleaned rows in, findings out.
 
-Three checks on the rows the folds will see (``trilho.conductor.prepare`` runs them):
+Three checks on the rows the folds will see (``trilho.workflows.context.prepare`` runs them):
 
 - ``leak``: a feature that alone predicts the label almost perfectly (a copy of the target, or a
   value known only after the outcome). Each feature's own out-of-fold ROC AUC (one-vs-rest, the
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trilho.splits import grouped_stratified_folds
+from trilho.evaluation.splits import grouped_stratified_folds
 
 __all__ = ["LEAK_FOLDS", "MAX_SCORED_ROWS", "MIN_TEST_ROWS", "blocking", "find_leaks", "single_feature_scores", "zero_width"]
 

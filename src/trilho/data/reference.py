@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from trilho.clean import CleanData
-from trilho.curate import load_clean
+from trilho.data.clean import CleanData
+from trilho.data.curate import load_clean
 from trilho.errors import DataValidationError
 from trilho.experiment import Experiment
 from trilho.settings import Settings

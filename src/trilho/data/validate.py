@@ -14,17 +14,16 @@ import math
 import numpy as np
 import pandas as pd
 
-from trilho.census import repeats_phrase
-from trilho.clean import unlabelled
-from trilho.contracts import ValidationReport
-from trilho.encoding import normalise_text, unmark
+from trilho.data.clean import unlabelled
+from trilho.data.leaks import blocking
 from trilho.errors import DataValidationError
+from trilho.evaluation.splits import duplicate_groups
 from trilho.experiment import Experiment
-from trilho.leaks import blocking
-from trilho.models import resampler_kind
-from trilho.splits import duplicate_groups
+from trilho.model.catalog import resampler_kind
+from trilho.model.encoding import normalise_text, unmark
+from trilho.schemas import ValidationReport
 
-__all__ = ["raise_for_errors", "record_leaks", "validate"]
+__all__ = ["raise_for_errors", "record_leaks", "repeats_phrase", "validate"]
 
 _MAX_LISTED = 20
 
@@ -131,7 +130,7 @@ def _check_features(df: pd.DataFrame, exp: Experiment, report: ValidationReport,
 
 def _check_duplicates(features: pd.DataFrame, y: pd.Series | None, report: ValidationReport, warnings: list) -> None:
     """Rows whose features repeat an earlier row's, grouped as the folds group them
-    (``trilho.splits.duplicate_groups``): the count ``trilho init`` and the run's folds say too."""
+    (``trilho.evaluation.splits.duplicate_groups``): the count ``trilho init`` and the run's folds say too."""
     groups = pd.Series(duplicate_groups(features), index=features.index)
     dup = groups.duplicated(keep="first")
     same = pd.DataFrame({"g": groups, "y": y}).duplicated(keep="first") if y is not None else dup
@@ -235,7 +234,7 @@ def raise_for_errors(report: ValidationReport) -> None:
 
 
 def record_leaks(report: ValidationReport, findings: list[dict], policy: str) -> None:
-    """Keep the leak checks' findings (``trilho.leaks.find_leaks``) in the report, each message among
+    """Keep the leak checks' findings (``trilho.data.leaks.find_leaks``) in the report, each message among
     its warnings; under ``validation.leaks = "reject"`` a one-feature leak stops the run here,
     before any fit, with one DataValidationError naming the columns and the fix."""
     report["leaks"] = findings
@@ -247,3 +246,13 @@ def record_leaks(report: ValidationReport, findings: list[dict], policy: str) ->
             f"leak: {len(leaked)} column(s) alone predict the label (own out-of-fold ROC AUC: {scores}), so a "
             f"model would score on them and fail where they are not known; set data.drop = {leaked} if they are "
             "known only after the outcome, or validation.leaks = \"warn\" to run anyway", report)
+
+
+def repeats_phrase(repeats: int, rows: int, which: str = "") -> str:
+    """The one wording of the count, wherever it is said: "174 of the 1,000 rows repeat an earlier
+    row's features"; ``which`` says which rows ("the folds use").
+
+    >>> repeats_phrase(174, 1000, "the folds use")
+    "174 of the 1,000 rows the folds use repeat an earlier row's features"
+    """
+    return f"{repeats:,} of the {rows:,} rows{' ' + which if which else ''} repeat an earlier row's features"

@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix
 
-from trilho import stats
-from trilho.evaluate import Task
-from trilho.metrics import LOWER_IS_BETTER, probability_metrics, scores_from_confusion
-from trilho.splits import split_plan
+from trilho.evaluation import stats
+from trilho.evaluation.cv import Task
+from trilho.evaluation.metrics import LOWER_IS_BETTER, probability_metrics, scores_from_confusion
+from trilho.evaluation.splits import split_plan
 
 __all__ = ["MAJORITY", "baseline_task", "compare", "majority_folds", "verdict_lines"]
 
@@ -25,7 +25,7 @@ MAJORITY = "majority"
 
 def majority_folds(y: np.ndarray, n_splits: int, seeds: list[int], groups: np.ndarray | None = None) -> pd.DataFrame:
     """The majority class on every fold of the plan (the same folds the model's task draws,
-    trilho.splits): it predicts its training rows' most frequent class, with their class shares
+    trilho.evaluation.splits): it predicts its training rows' most frequent class, with their class shares
     as probabilities."""
     labels = np.arange(int(y.max()) + 1)
     rows = []
@@ -43,7 +43,7 @@ def baseline_task(task: Task, model: str, repeats: int) -> Task:
     """``model`` with its defaults on the task's first ``repeats`` seeds: same folds, same encoding,
     no resampler, no calibration, no threshold, and no fit besides the folds (missing values
     imputed in-fold where the model cannot take them)."""
-    from trilho.models import model_kind
+    from trilho.model.catalog import model_kind
 
     encoding = task.encoding
     if encoding is not None and encoding.get("missing") == "native" and not model_kind(model).native_missing:

@@ -1,8 +1,8 @@
 """Repeated stratified cross-validation with in-fold resampling, a holdout fit, a final fit.
 
 Pure: arrays and frames in, scores and fitted estimators out. A ``Task`` says what is evaluated
-(the estimator, the folds, the extra fits), a ``Runner`` where (trilho.pool on this machine, never
-more fits at once than free cores, or a Dask executor from trilho.cluster). ``start`` runs the
+(the estimator, the folds, the extra fits), a ``Runner`` where (trilho.execution.pool on this machine, never
+more fits at once than free cores, or a Dask executor from trilho.execution.cluster). ``start`` runs the
 fits in the background and hands back the holdout and final models as futures as soon as each is
 fit, so that whoever logs them can do so while the folds go on; nothing here does I/O.
 """
@@ -23,14 +23,14 @@ import pandas as pd
 from imblearn.pipeline import Pipeline
 from sklearn.metrics import confusion_matrix
 
-from trilho.decision import decide, fit_decided
 from trilho.errors import EvaluationError
-from trilho.explain import fold_importance
-from trilho.metrics import probability_metrics, row_log_loss, scores_from_confusion
-from trilho.models import build_pipeline, model_kind
-from trilho.pool import Batch, ProgressFn, run_fits
-from trilho.results import CVResult, HoldoutResult, cv_result, holdout_result
-from trilho.splits import Plan, holdout_split, split_plan
+from trilho.evaluation.decision import decide, fit_decided
+from trilho.evaluation.explain import fold_importance
+from trilho.evaluation.metrics import probability_metrics, row_log_loss, scores_from_confusion
+from trilho.evaluation.results import CVResult, HoldoutResult, cv_result, holdout_result
+from trilho.evaluation.splits import Plan, holdout_split, split_plan
+from trilho.execution.pool import Batch, ProgressFn, run_fits
+from trilho.model.catalog import build_pipeline, model_kind
 
 __all__ = ["Evaluation", "Runner", "Task", "cross_validate", "cross_validate_many", "evaluate_all", "fold_fit", "start"]
 
@@ -57,7 +57,7 @@ class Task:
     # how a class is chosen from the probabilities (Experiment.decision_rule); None: the most probable
     decision: dict[str, Any] | None = None
     # the folds of the first ``explain_repeats`` seeds explain their models on their held-out rows
-    # (trilho.explain): one repeat explains every row once
+    # (trilho.evaluation.explain): one repeat explains every row once
     explain_repeats: int = 0
 
     @property
@@ -71,7 +71,7 @@ class Task:
 
 @dataclass(frozen=True)
 class Runner:
-    """Where the fits run: ``n_jobs`` at once on this machine, or on ``executor`` (trilho.cluster);
+    """Where the fits run: ``n_jobs`` at once on this machine, or on ``executor`` (trilho.execution.cluster);
     ``progress(done, total)`` as the folds finish."""
 
     n_jobs: int = 1
@@ -89,7 +89,7 @@ def _complement(n: int, rows: np.ndarray) -> np.ndarray:
 def _fitted(X, y, threads: int | Callable[[], int], estimator: dict, rows: np.ndarray | None,
             decision: dict[str, Any] | None, seed: int) -> Any:
     """The estimator fitted on ``rows`` (every row when None); with a decision rule, wrapped with it
-    (its threshold chosen on the inner folds of those rows alone: trilho.decision)."""
+    (its threshold chosen on the inner folds of those rows alone: trilho.evaluation.decision)."""
     def fit(picked: np.ndarray | None) -> Pipeline:
         pipe = build_pipeline(**estimator, n_threads=threads)
         return pipe.fit(X, y) if picked is None else pipe.fit(X.iloc[picked], y[picked])
@@ -100,7 +100,7 @@ def _fitted(X, y, threads: int | Callable[[], int], estimator: dict, rows: np.nd
 def fold_fit(X, y, threads: int | Callable[[], int], estimator: dict, seed: int, i: int, test: np.ndarray, labels: np.ndarray,
              decision: dict[str, Any] | None = None, explain: bool = False) -> dict[str, Any]:
     """One fold: trained on every row outside ``test``, scored on ``test`` (and, with ``explain``,
-    its model explained on ``test``: trilho.explain)."""
+    its model explained on ``test``: trilho.evaluation.explain)."""
     start = time.perf_counter()
     train = _complement(len(y), test)
     pipe = _fitted(X, y, threads, estimator, train, decision, seed)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trilho import stats
+from trilho.evaluation import stats
 
 __all__ = ["EXPLAIN_ROWS", "METHODS", "fold_importance", "summarise_importance", "top_features"]
 
@@ -35,12 +35,12 @@ METHODS = {
 def _booster(pipe: Any) -> Any | None:
     """The XGBoost booster of a fitted pipeline whose model reads the encoder's columns directly
     (no one-hot step in between), else None."""
-    inner = getattr(pipe, "pipeline_", pipe)  # trilho.decision.Decided wraps the pipeline
+    inner = getattr(pipe, "pipeline_", pipe)  # trilho.evaluation.decision.Decided wraps the pipeline
     steps = [(n, s) for n, s in getattr(inner, "steps", []) if n not in {"encode", "resampler"}]
     if len(steps) != 1 or "encode" not in inner.named_steps:
         return None
     model = steps[0][1]
-    return model.get_booster() if type(model).__module__.startswith(("xgboost", "trilho.weighting")) else None
+    return model.get_booster() if type(model).__module__.startswith(("xgboost", "trilho.model.weighting")) else None
 
 
 def _tree_shap(pipe: Any, booster: Any, X: pd.DataFrame) -> np.ndarray:

@@ -8,9 +8,10 @@ the champion's configuration is re-evaluated on the challenger's folds; the chal
 when the lower end of the corrected paired t interval for (challenger - champion) on the primary
 metric is above -margin (non-inferiority). On other data nothing is re-fitted: the challenger's
 estimate and interval are set against the champion's logged ones, beside a drift report between
-the two data sets (``trilho.drift``); a significant drop or drift keeps it challenger. A first model with no champion is
-promoted. A challenger whose run found a feature that alone predicts the label (``trilho.leaks``)
-is kept challenger whatever its scores, the reason naming the columns. Each decision, its figures
+the two data sets (``trilho.monitoring.drift``); a significant drop or drift keeps it challenger. A
+first model with no champion is promoted. A challenger whose run found a feature that alone
+predicts the label (``trilho.data.leaks``) is kept challenger whatever its scores, the reason
+naming the columns. Each decision, its figures
 and its reason are tags on the model version and a JSON report in the lake.
 """
 
@@ -21,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from trilho import stats
-from trilho.metrics import CONFUSION_METRICS, LOWER_IS_BETTER, METRIC_RANGE, probability_metrics, scores_from_confusion
+from trilho.evaluation import stats
+from trilho.evaluation.metrics import CONFUSION_METRICS, LOWER_IS_BETTER, METRIC_RANGE, probability_metrics, scores_from_confusion
 
 __all__ = ["BY_HAND", "GateDecision", "decide", "decide_on_changed_data", "decide_on_leaks", "decide_on_reference",
            "reference_score"]
@@ -94,7 +95,7 @@ def decide_on_changed_data(challenger: np.ndarray, champion: dict[str, float], d
     data would only measure the same procedure twice. So the challenger's own estimate and
     interval are set against the champion's logged ones (``mean``, ``low``, ``high``): a
     challenger whose whole interval lies more than ``margin`` below the champion's estimate is a
-    significant drop. These findings and the drift report (``trilho.drift``) are recorded, but
+    significant drop. These findings and the drift report (``trilho.monitoring.drift``) are recorded, but
     they cannot tell a better model from an easier data set (a retrain on 1.5% flipped labels and a
     shifted feature passed both), so without a reference set (``decide_on_reference``) the
     challenger is kept out of champion until a person promotes it with a reason.

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trilho import stats
-from trilho.metrics import LOWER_IS_BETTER, METRIC_RANGE, probability_metrics, scores_from_confusions
+from trilho.evaluation import stats
+from trilho.evaluation.metrics import LOWER_IS_BETTER, METRIC_RANGE, probability_metrics, scores_from_confusions
 
 __all__ = ["MAX_GROUPS", "MIN_ROWS", "MISSING", "OTHER", "group_folds", "group_labels", "group_metrics"]
 

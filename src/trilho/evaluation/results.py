@@ -12,7 +12,7 @@ from imblearn.pipeline import Pipeline
 from sklearn.metrics import classification_report, confusion_matrix
 
 from trilho.errors import EvaluationError
-from trilho.metrics import METRICS, probability_metrics, scores_from_confusion
+from trilho.evaluation.metrics import METRICS, probability_metrics, scores_from_confusion
 
 __all__ = ["CVResult", "HoldoutResult", "cv_result", "holdout_result"]
 
@@ -29,7 +29,7 @@ class CVResult:
     nested: pd.DataFrame | None = field(default=None, repr=False)
     pool: str = "threads"  # what ran the fits: "threads", "processes" (GIL-bound estimators), or "dask"
     # per explained fold (the rows of ``folds`` with an ``explain_s``) and feature, the fold's model
-    # explained on its held-out rows (trilho.explain), and the method; None when not asked for
+    # explained on its held-out rows (trilho.evaluation.explain), and the method; None when not asked for
     importance: np.ndarray | None = field(default=None, repr=False)
     importance_method: str = ""
 

@@ -67,10 +67,10 @@ class DaskExecutor:
 
     @contextlib.contextmanager
     def session(self, X, y, gil_bound: list[bool]):
-        """What trilho.evaluate runs its fits with: submit, as_completed, the pool's name, its size."""
+        """What trilho.evaluation.cv runs its fits with: submit, as_completed, the pool's name, its size."""
         from distributed import as_completed
 
-        from trilho.pool import in_worker
+        from trilho.execution.pool import in_worker
 
         data_x, data_y = self._scattered(X, y)
         batch = uuid.uuid4().hex[:8]
@@ -103,9 +103,9 @@ class DaskExecutor:
         from xgboost import XGBClassifier
         from xgboost import dask as dxgb
 
-        from trilho.encoding import encode_features
-        from trilho.models import model_kind
-        from trilho.preprocess import FILLED, TableEncoder
+        from trilho.model.catalog import model_kind
+        from trilho.model.encoding import encode_features
+        from trilho.model.table_encoder import FILLED, TableEncoder
 
         filesystem, path = source
         groups, empty = _row_groups(filesystem, path)

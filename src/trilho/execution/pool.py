@@ -1,7 +1,7 @@
 """Where a batch of independent fits runs on this machine: at most ``n_jobs`` at once, one core each.
 
 A fit is a module-level function ``fn(X, y, threads, *args)`` and its small arguments: the data
-travel apart from the task, so that a cluster holds them once (trilho.cluster), not once per fit.
+travel apart from the task, so that a cluster holds them once (trilho.execution.cluster), not once per fit.
 Threads for the estimators that release the GIL or finish quickly (XGBoost, logistic regression),
 loky's worker processes for those whose fit is Python-heavy and holds it (the forests, histogram
 boosting: measured in BENCHMARKS.md). Never bare forked children: a process whose main thread has
@@ -57,7 +57,7 @@ def _processes(workers: int, X, y):
     pool = ProcessPoolExecutor(max_workers=workers, initializer=_hold, initargs=(X, y))
     try:
         yield pool
-    finally:  # workers and their manager thread go: no thread outlives the fits (trilho.parallel forks)
+    finally:  # workers and their manager thread go: no thread outlives the fits (trilho.execution.background forks)
         pool.shutdown(wait=True)
 
 
@@ -95,7 +95,7 @@ class _Cores:
 class LocalPool:
     """The fits on this machine: at most ``n_jobs`` at once, one core each. A fit that holds the
     GIL runs in a worker process, its slot's thread waiting for it; the others in the thread, where
-    an XGBoost fit takes the cores the pool's finished fits left idle (trilho.models)."""
+    an XGBoost fit takes the cores the pool's finished fits left idle (trilho.model.catalog)."""
 
     def __init__(self, n_jobs: int) -> None:
         self.n_jobs = n_jobs
@@ -123,7 +123,7 @@ class LocalPool:
 @dataclass
 class Batch:
     """Independent fits and their names (for errors); ``tick[i]`` when fit i counts as progress,
-    ``gil_bound[i]`` when its estimator holds the GIL (trilho.models says which)."""
+    ``gil_bound[i]`` when its estimator holds the GIL (trilho.model.catalog says which)."""
 
     fits: list[Fit] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
@@ -142,7 +142,7 @@ class Batch:
 def run_fits(X, y, batch: Batch, n_jobs: int, executor: Any = None, progress: ProgressFn | None = None,
              on_result: Callable[[int, Any], None] | None = None,
              stop: threading.Event | None = None) -> tuple[list[Any], str, int]:
-    """Run the batch on this machine (``LocalPool(n_jobs)``) or on ``executor`` (trilho.cluster's
+    """Run the batch on this machine (``LocalPool(n_jobs)``) or on ``executor`` (trilho.execution.cluster's
     Dask executor); any failure raises, naming the fit. ``on_result(i, result)`` runs as each fit
     arrives; once ``stop`` is set the fits not yet started are cancelled. Returns the results in
     order, what ran the fits ("threads", "processes" or "dask") and how many ran at once."""

@@ -1,6 +1,6 @@
 """What ``trilho init`` counts of a data set, column by column, and the thresholds that read the
-counts: the profile's own data, shared by ``trilho.profile`` (which folds a table into it) and
-``trilho.propose`` (which reads it). Neither imports the other's way back: profile -> propose ->
+counts: the profile's own data, shared by ``trilho.init.profile`` (which folds a table into it) and
+``trilho.init.propose`` (which reads it). Neither imports the other's way back: profile -> propose ->
 census, held by an import-linter contract. Pure."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # in annotations only: the CLI's printing reads repeats_phrase without loading NumPy
+if TYPE_CHECKING:  # in annotations only: the profile's counts need no NumPy to be read
     import numpy as np
 
 __all__ = ["CAP", "CATEGORY_ROWS", "CODE_MAX", "COUNT_CAP", "DATE_TEXT", "ID_NAME", "MARKERS_MAX", "MISSING_MARKERS",
-           "TARGET_NAME", "Column", "Profile", "Repeats", "category_limit", "repeats_phrase"]
+           "TARGET_NAME", "Column", "Profile", "Repeats", "category_limit"]
 
 CAP = 50                # the fewest distinct values a text column may have and still be no category: at most this is one
 COUNT_CAP = 1_000       # distinct values counted per column; a column with more is not a category
@@ -120,7 +120,3 @@ class Repeats:
     fold_repeats: int
 
 
-def repeats_phrase(repeats: int, rows: int, which: str = "") -> str:
-    """The one wording of the count, wherever it is said: "174 of the 1,000 rows repeat an earlier
-    row's features"; ``which`` says which rows ("the folds use")."""
-    return f"{repeats:,} of the {rows:,} rows{' ' + which if which else ''} repeat an earlier row's features"

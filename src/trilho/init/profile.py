@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trilho.census import COUNT_CAP, DATE_TEXT, MARKERS_MAX, MISSING_MARKERS, TARGET_NAME, Column, Profile, Repeats
-from trilho.clean import as_written
-from trilho.encoding import WRITTEN_MISSING, normalise_text, unmark
+from trilho.data.clean import as_written
+from trilho.data.ingest import check_size, iter_chunks, read_head
 from trilho.errors import ConfigError, DataValidationError
-from trilho.ingest import check_size, iter_chunks, read_head
-from trilho.propose import Proposal, propose
+from trilho.init.census import COUNT_CAP, DATE_TEXT, MARKERS_MAX, MISSING_MARKERS, TARGET_NAME, Column, Profile, Repeats
+from trilho.init.propose import Proposal, propose
+from trilho.model.encoding import WRITTEN_MISSING, normalise_text, unmark
 
 __all__ = ["experiment_name", "init_experiment", "profile_chunks"]
 
@@ -158,23 +158,23 @@ REFERENCE_MIN_ROWS = 1_000   # below this, rows set apart would leave too few to
 REFERENCE_SHARE, REFERENCE_MAX_ROWS = 0.10, 5_000
 REFERENCE_CLASS_FLOOR = 20   # rows of each class the reference set aims for, however rare the class
 REFERENCE_CLASS_CAP = 0.25   # at most this share of a class's rows set apart (training keeps the rest)
-# each class needs this many reference rows for the gate to use the set (trilho.reference agrees)
+# each class needs this many reference rows for the gate to use the set (trilho.data.reference agrees)
 REFERENCE_CLASS_MIN = 5
 
 
 def as_read(chunks: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
     """Chunks with the common writers' missing-value words (NA, #N/A, NULL, ...) missing in every
-    column, as the run reads them (``trilho.encoding.WRITTEN_MISSING``)."""
+    column, as the run reads them (``trilho.model.encoding.WRITTEN_MISSING``)."""
     for chunk in chunks:
         chunk.columns = [str(c) for c in chunk.columns]
         yield unmark(chunk, list(chunk.columns), None, WRITTEN_MISSING)
 
 
 def _typed_rows(chunk: pd.DataFrame, data: dict[str, Any], codes: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, a hash of its features as the run types them (trilho.clean: markers missing,
+    """Per row, a hash of its features as the run types them (trilho.data.clean: markers missing,
     categories normalised, numbers as numbers; float64 whatever a chunk read) and its label's code
     (-1 where the row has no label)."""
-    from trilho.clean import typed_features
+    from trilho.data.clean import typed_features
 
     features = [c for c in chunk.columns if c != data["target"] and c not in data["drop"]]
     categorical = set(data["categorical"])
@@ -191,10 +191,10 @@ def _row_keys(features: np.ndarray, label: np.ndarray) -> np.ndarray:
 def count_repeats(chunks: Iterable[pd.DataFrame], config: dict[str, Any], share: float | None = None
                   ) -> tuple[Repeats, np.ndarray | None, str | None] | None:
     """The rows that repeat an earlier row's features, counted on a proposed experiment's features
-    exactly as the run counts them (``trilho.curate.fold_data``, ``trilho.validate``); with
+    exactly as the run counts them (``trilho.data.curate.fold_data``, ``trilho.data.validate``); with
     ``share``, also the reference set (``pick_reference``: the keys of its distinct rows, or None
     and why not) and the count among the rows the folds will use once those rows, and every row
-    identical to one of them, are set apart (as ``trilho.reference.without_reference`` sets them
+    identical to one of them, are set apart (as ``trilho.data.reference.without_reference`` sets them
     apart). One pass, eight bytes a row thrice. None when a column does not read as the proposal
     says (the run's validation will say which)."""
     from trilho.experiment import DataSpec
@@ -303,7 +303,7 @@ def init_experiment(data: str, settings: Any, target: str | None = None, name: s
     picked in that second pass, is written there."""
     import tempfile
 
-    from trilho.ingest import fetch
+    from trilho.data.ingest import fetch
 
     with tempfile.TemporaryDirectory(prefix="trilho-init-") as tmp:
         if ":" in data.split("/")[0]:

@@ -1,4 +1,4 @@
-"""``propose`` turns a data set's profile (a ``trilho.census.Profile``, folded by trilho.profile)
+"""``propose`` turns a data set's profile (a ``trilho.init.census.Profile``, folded by trilho.init.profile)
 into the experiment a careful data scientist would start from, every choice with the reason for
 it; ``render`` writes it as a commented TOML file that ``trilho run -e FILE`` accepts unchanged.
 Pure."""
@@ -11,9 +11,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from trilho.census import CAP, TARGET_NAME, Column, Profile, Repeats, repeats_phrase
+from trilho.data.validate import repeats_phrase
 from trilho.errors import ConfigError
-from trilho.roles import columns as _columns
+from trilho.init.census import CAP, TARGET_NAME, Column, Profile, Repeats
+from trilho.init.roles import columns as _columns
 
 __all__ = ["MODEL_PARAMS", "Proposal", "chance_pairs", "expected_seconds", "propose", "render", "toml_document"]
 

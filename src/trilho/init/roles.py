@@ -1,12 +1,12 @@
 """What each column of a data set is to the experiment ``trilho init`` proposes: a feature (numeric,
 with a range, or categorical) or set aside (an identifier, free text, empty), and why. Pure: it
-reads a ``trilho.census.Profile``; trilho.propose writes the answer into the experiment."""
+reads a ``trilho.init.census.Profile``; trilho.init.propose writes the answer into the experiment."""
 
 from __future__ import annotations
 
 import math
 
-from trilho.census import CATEGORY_ROWS, CODE_MAX, ID_NAME, Column, Profile, category_limit
+from trilho.init.census import CATEGORY_ROWS, CODE_MAX, ID_NAME, Column, Profile, category_limit
 
 __all__ = ["column_role", "columns", "integer_codes"]
 

@@ -274,7 +274,7 @@ def build_pipeline(model: dict[str, Any], resampler: dict[str, Any], random_stat
                    n_threads: int | Callable[[], int] = 1, encoding: dict[str, Any] | None = None):
     """The imblearn pipeline: encode (when ``encoding`` is given), resample, [expand], classify.
 
-    ``encoding`` is the feature spec of ``trilho.encoding.feature_spec`` plus ``missing``; without it
+    ``encoding`` is the feature spec of ``trilho.model.encoding.feature_spec`` plus ``missing``; without it
     the pipeline takes rows that are already numeric (as the tests of the bare procedure do).
     ``n_threads``: the model's threads, or a function giving its share of the cores now; XGBoost
     asks it after every boosting round and takes the cores it is given (its models are the same
@@ -296,7 +296,7 @@ def build_pipeline(model: dict[str, Any], resampler: dict[str, Any], random_stat
     steps: list[tuple[str, Any]] = []
     categorical: list[int] = []
     if encoding is not None:
-        from trilho.preprocess import TableEncoder
+        from trilho.model.table_encoder import TableEncoder
 
         steps.append(("encode", TableEncoder(encoding)))
         categorical = [i for i, c in enumerate(encoding["features"]) if c in encoding["categorical"]]
@@ -310,7 +310,7 @@ def build_pipeline(model: dict[str, Any], resampler: dict[str, Any], random_stat
             steps += _linear_steps(categorical)
         model_cls = kind.cls()
         if rkind.weights and kind.format == "xgboost":
-            from trilho.weighting import BalancedXGBClassifier as model_cls
+            from trilho.model.weighting import BalancedXGBClassifier as model_cls
         elif rkind.weights:
             params.setdefault("class_weight", "balanced")
         steps.append(("model", model_cls(**params)))

@@ -99,7 +99,11 @@ def missing_words(values: pd.Series, markers: list[str] | None,
                   written: tuple[str, ...] | list[str] | None = WRITTEN_MISSING) -> np.ndarray:
     """Where ``values`` hold a word that means a missing value: one of ``written`` as written, or one of
     ``markers`` (stripped, upper-cased values: "?"). The one rule for training, prediction and serving.
-    Numbers hold no such word. Each distinct value is looked at once."""
+    Numbers hold no such word. Each distinct value is looked at once.
+
+    >>> missing_words(pd.Series(["NA", "na", "3", "", None, "#N/A"]), None).tolist()
+    [True, False, False, False, False, True]
+    """
     if (not markers and not written) or (pd.api.types.is_numeric_dtype(values)
                                          and not pd.api.types.is_bool_dtype(values)):
         return np.zeros(len(values), dtype=bool)

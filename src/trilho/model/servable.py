@@ -23,7 +23,7 @@ import pandas as pd
 try:  # a loaded model finds encoding.py in its code/ folder (code_paths)
     from encoding import explained_class, explanations, model_outputs
 except ImportError:  # while trilho logs the model, the package's own copy
-    from trilho.encoding import explained_class, explanations, model_outputs
+    from trilho.model.encoding import explained_class, explanations, model_outputs
 from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
 

@@ -3,7 +3,7 @@
 ``TableEncoder`` learns, from the rows it is fitted on only, the categories of the categorical
 columns that have no hand-written map and the fill value of every column (the median of a
 numeric column, the most frequent code of a categorical one); the transform itself is
-``trilho.encoding.encode_features``, the same code the logged model runs.
+``trilho.model.encoding.encode_features``, the same code the logged model runs.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from trilho.encoding import encode_features, normalise_text, numeric_column
+from trilho.model.encoding import encode_features, normalise_text, numeric_column
 
 __all__ = ["FILLED", "TableEncoder"]
 
@@ -32,7 +32,7 @@ def _ordered(values) -> list[str]:
 
 
 class TableEncoder(TransformerMixin, BaseEstimator):
-    """Raw feature columns in, numeric columns out, per the spec of ``trilho.encoding``."""
+    """Raw feature columns in, numeric columns out, per the spec of ``trilho.model.encoding``."""
 
     def __init__(self, spec: dict[str, Any]):
         self.spec = spec

@@ -34,7 +34,13 @@ _TARGET = "__target__"
 
 def psi(expected: np.ndarray, actual: np.ndarray) -> float:
     """The population stability index of counts (or shares) ``actual`` against ``expected``, bin by
-    bin; an empty bin counts as a share of 1e-4."""
+    bin; an empty bin counts as a share of 1e-4.
+
+    >>> psi(np.array([50, 30, 20]), np.array([50, 30, 20]))
+    0.0
+    >>> round(psi(np.array([50, 30, 20]), np.array([20, 30, 50])), 4)
+    0.5498
+    """
     e = np.clip(expected / max(expected.sum(), 1), 1e-4, None)
     a = np.clip(actual / max(actual.sum(), 1), 1e-4, None)
     return float(np.sum((a - e) * np.log(a / e)))

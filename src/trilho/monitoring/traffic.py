@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trilho.drift import psi
-from trilho.encoding import normalise_text, numeric_column
-from trilho.metrics import CONFUSION_METRICS, scores_from_confusion, scores_from_confusions
-from trilho.stats import row_bootstrap_intervals
+from trilho.evaluation.metrics import CONFUSION_METRICS, scores_from_confusion, scores_from_confusions
+from trilho.evaluation.stats import row_bootstrap_intervals
+from trilho.model.encoding import normalise_text, numeric_column
+from trilho.monitoring.drift import psi
 
 __all__ = ["MIN_ROWS", "THRESHOLDS", "compare_traffic", "live_metrics", "training_profile"]
 

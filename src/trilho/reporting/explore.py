@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from trilho.contracts import RunSummary, ValidationReport
-from trilho.encoding import normalise_text
+from trilho.evaluation.splits import duplicate_groups
 from trilho.experiment import Experiment
-from trilho.splits import duplicate_groups
+from trilho.model.encoding import normalise_text
+from trilho.schemas import RunSummary, ValidationReport
 
 __all__ = [
     "class_balance_figure",

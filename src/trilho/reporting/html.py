@@ -38,7 +38,7 @@ def _figures(figures: dict[str, bytes]) -> dict[str, dict[str, Any]]:
 def _environment() -> Any:
     import jinja2
 
-    return jinja2.Environment(loader=jinja2.PackageLoader("trilho", "templates"),
+    return jinja2.Environment(loader=jinja2.PackageLoader("trilho.reporting", "templates"),
                               autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.ChainableUndefined,
                               trim_blocks=True, lstrip_blocks=True)
 
@@ -58,8 +58,8 @@ def render_run(summary: dict[str, Any], validation: dict[str, Any], config: dict
     """The run's page: its data and validation, results with intervals, baselines, calibration and
     the decision, explanations, metrics by group, the gate's decision (the champion beside the
     challenger) and where everything is."""
-    from trilho.groups import MIN_ROWS
-    from trilho.summary import primary_metric
+    from trilho.evaluation.groups import MIN_ROWS
+    from trilho.reporting.summary import primary_metric
 
     metrics = list(summary["cv"]["metrics"])
     shown = list(dict.fromkeys(m for m in (primary_metric(summary), "accuracy", "roc_auc_ovr") if m in metrics))

@@ -13,10 +13,12 @@ from typing import Any
 
 import pandas as pd
 
-from trilho import pages, parallel, plots
-from trilho.contracts import RawManifest, RunSummary, ValidationReport
+from trilho.evaluation.results import CVResult, HoldoutResult
+from trilho.execution import background as parallel
 from trilho.experiment import Experiment
-from trilho.results import CVResult, HoldoutResult
+from trilho.reporting import html as pages
+from trilho.reporting import plots
+from trilho.schemas import RawManifest, RunSummary, ValidationReport
 from trilho.storage import Lake
 
 log = logging.getLogger(__name__)
@@ -32,7 +34,7 @@ FIGURE_GROUPS = (("cv_boxplot.png", "confusion_matrix_oof.png", "reliability.png
 def write_artifacts(folder: Path, exp: Experiment, summary: RunSummary, fitted: tuple[CVResult, HoldoutResult],
                     validation: ValidationReport, manifest: RawManifest, group_table: pd.DataFrame | None = None) -> None:
     """Every result file of the run (not the figures) into ``folder``; ``group_table``: the
-    per-fold scores by group (trilho.groups)."""
+    per-fold scores by group (trilho.evaluation.groups)."""
     cv, holdout = fitted
     metrics = summary["cv"]["metrics"]
     cv.folds.to_csv(folder / "results.csv", index=False)

@@ -1,6 +1,6 @@
 """The run's figures and its summary, pure: a CV result and an experiment in, plain data out.
 
-``summary_metrics`` gives every metric its mean, spread and intervals (``trilho.stats`` does the
+``summary_metrics`` gives every metric its mean, spread and intervals (``trilho.evaluation.stats`` does the
 arithmetic); ``build_summary`` assembles what ``--summary-json`` writes; ``metric_rows`` what the
 run logs as metrics.
 """
@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from trilho import stats
-from trilho.contracts import MetricSummary, RunSummary
+from trilho.evaluation import stats
+from trilho.evaluation.metrics import CONFUSION_METRICS, METRIC_RANGE, scores_from_confusions
+from trilho.evaluation.results import CVResult, HoldoutResult
 from trilho.experiment import Experiment
-from trilho.metrics import CONFUSION_METRICS, METRIC_RANGE, scores_from_confusions
-from trilho.results import CVResult, HoldoutResult
+from trilho.schemas import MetricSummary, RunSummary
 
 __all__ = ["baseline_rows", "build_summary", "explained_rows", "metric_rows", "primary_metric", "summary_metrics"]
 

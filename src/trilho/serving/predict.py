@@ -21,10 +21,10 @@ from typing import Any
 
 import pandas as pd
 
-from trilho.contracts import PredictionManifest
-from trilho.encoding import WRITTEN_MISSING, unmark, unseen_counts
+from trilho.data.ingest import check_lines, check_size, is_parquet, iter_chunks, read_head, scan_file
 from trilho.errors import ConfigError, DataValidationError, StorageError
-from trilho.ingest import check_lines, check_size, is_parquet, iter_chunks, read_head, scan_file
+from trilho.model.encoding import WRITTEN_MISSING, unmark, unseen_counts
+from trilho.schemas import PredictionManifest
 from trilho.settings import Settings
 from trilho.storage import Lake, open_lake
 from trilho.tracking.model import load_model, model_refusals, resolve_model

@@ -26,7 +26,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from trilho.encoding import WRITTEN_MISSING, encode_matrix, fill_gaps, remembered_codes
+from trilho.model.encoding import WRITTEN_MISSING, encode_matrix, fill_gaps, remembered_codes
 
 __all__ = ["FORMATS", "Parsed", "RequestError", "encode_request", "model_frame", "parse_body", "params_of"]
 

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from trilho.encoding import class_probabilities, decided
-from trilho.protocol import model_frame
+from trilho.model.encoding import class_probabilities, decided
+from trilho.serving.protocol import model_frame
 from trilho.tracking.model import load_model, resolve_model
 
 __all__ = ["Batcher", "Follower", "ServedModel", "load_served"]

@@ -2,7 +2,7 @@
 
 Routes:
 
-- ``POST /invocations``: MLflow's protocol (``trilho.protocol``); the answer is MLflow's,
+- ``POST /invocations``: MLflow's protocol (``trilho.serving.protocol``); the answer is MLflow's,
   ``{"predictions": [{"prediction": ..., "proba_<class>": ...}, ...]}``, with the headers
   ``X-Request-ID`` (the caller's, or a new one) and ``X-Model-Version``;
 - ``GET /health`` (the process answers), ``/ready`` (a model is loaded; 503 before), ``/ping``
@@ -38,11 +38,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from trilho import __version__
-from trilho.encoding import answers, check_output, class_probabilities
 from trilho.errors import ConfigError
-from trilho.prediction_log import PredictionLog, Served
-from trilho.protocol import RequestError, encode_request, params_of, parse_body
-from trilho.served import Batcher, Follower, ServedModel, load_served
+from trilho.model.encoding import answers, check_output, class_probabilities
+from trilho.monitoring.prediction_log import PredictionLog, Served
+from trilho.serving.protocol import RequestError, encode_request, params_of, parse_body
+from trilho.serving.served_model import Batcher, Follower, ServedModel, load_served
 from trilho.settings import Settings
 from trilho.storage import open_lake
 

@@ -10,7 +10,6 @@ any of the model's code runs.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib.metadata
 import json
@@ -24,16 +23,15 @@ from typing import Any
 
 import pandas as pd
 
-from trilho.encoding import WRITTEN_MISSING, model_outputs, unmark
-from trilho.errors import StorageError, TrackingError
+from trilho.errors import TrackingError
+from trilho.model.code import CODE_PATHS, SERVABLE, servable
+from trilho.model.encoding import WRITTEN_MISSING, model_outputs, unmark
 from trilho.tracking.store import open_client
 
 __all__ = ["FILES_TAG", "check_model_files", "download_model", "keep_verified", "load_model", "log_model",
-           "logged_files_digest",
-           "resolve_model", "save_model_files", "signature_example"]
+           "logged_files_digest", "resolve_model", "signature_example"]
 
 log = logging.getLogger(__name__)
-_PKG = Path(__file__).parent.parent
 # models:/NAME@ALIAS, models:/NAME/VERSION, or models:/<logged model id> (no alias, no version)
 _MODELS_URI = re.compile(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))?")
 FILES_TAG = "trilho.files_sha256"  # the sha256 of the logged model's trilho-files.json
@@ -62,7 +60,7 @@ def log_model(client: Any, experiment_id: str, run_id: str, model_dir: Path, exa
         mlflow.pyfunc.save_model(
             local, mlflow_model=Model(artifact_path=logged.artifact_location, model_uuid=logged.model_id,
                                       run_id=run_id, model_id=logged.model_id),
-            python_model=str(_PKG / "servable.py"), code_paths=[str(_PKG / "encoding.py")],
+            python_model=str(SERVABLE), code_paths=[str(p) for p in CODE_PATHS],
             artifacts={"classifier": str(classifier), "spec": str(model_dir / "spec.json")},
             signature=_signature(spec, classifier, example), input_example=example, pip_requirements=requirements)
         _portable(Path(local))
@@ -94,10 +92,10 @@ def _portable(local: Path) -> None:
 def _seal(local: Path) -> tuple[str, dict[str, str]]:
     """Write the model's manifest (every file's sha256, the last file written); returns its own
     sha256 and the files it lists."""
-    servable = _servable()
-    files = servable.file_digests(str(local))
+    code = servable()
+    files = code.file_digests(str(local))
     data = json.dumps({"files": files}, indent=2, sort_keys=True).encode()
-    (local / servable.FILES).write_bytes(data)
+    (local / code.FILES).write_bytes(data)
     return hashlib.sha256(data).hexdigest(), files
 
 
@@ -106,7 +104,7 @@ def _signature(spec: dict[str, Any], classifier: Path, example: pd.DataFrame) ->
     from mlflow.models import ModelSignature, infer_signature
     from mlflow.types.schema import AnyType, ColSpec, Schema
 
-    _, proba = _servable().load_classifier(spec, str(classifier))
+    _, proba = servable().load_classifier(spec, str(classifier))
     output = model_outputs(proba, example, spec, matrix=getattr(proba, "matrix", False))  # classes in spec order
     inferred = infer_signature(example, output, params={"output": "both", "explain": False})
     return ModelSignature(inputs=Schema([ColSpec(AnyType(), c) for c in spec["features"]]),
@@ -126,115 +124,6 @@ def signature_example(example: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFra
     # "?" and NA as missing values, as the model reads them
     example = unmark(example, spec["features"], spec.get("markers"), spec.get("written", WRITTEN_MISSING))
     return example.astype({c: ("str" if c in categorical else "float64") for c in spec["features"]})
-
-
-@functools.cache
-def _servable() -> Any:
-    """The logged model's own code, as MLflow will run it (loaded by path, never imported by trilho;
-    loaded once: it defines functions and classes, and registers its model with MLflow)."""
-    import importlib.util
-
-    found = importlib.util.spec_from_file_location("trilho_servable", _PKG / "servable.py")
-    assert found is not None and found.loader is not None
-    module = importlib.util.module_from_spec(found)
-    found.loader.exec_module(module)
-    return module
-
-
-REFERENCE_ROWS = 10_000  # training rows, at most, that give the reference row of an explanation
-
-
-def reference_row(encoder: Any, X: pd.DataFrame, seed: int = 0) -> dict[str, float]:
-    """Each feature's typical training value, encoded: the median of a number, the most frequent
-    code of a category (missing values aside; a column with none gets 0). What a model that has
-    no TreeSHAP of its own sets a feature to, to see how much the feature moved its answer."""
-    import numpy as np
-
-    if len(X) > REFERENCE_ROWS:
-        X = X.sample(REFERENCE_ROWS, random_state=seed)
-    encoded = encoder.transform(X)
-    out = {}
-    for col in encoded.columns:
-        values = encoded[col].dropna()
-        if not len(values):
-            out[col] = 0.0
-        elif col in encoder.spec_["categorical"]:
-            counts = values.value_counts()
-            out[col] = float(counts[counts == counts.max()].index.min())
-        else:
-            out[col] = float(np.median(values.to_numpy(dtype="float64")))
-    return out
-
-
-def save_model_files(pipeline: Any, spec: dict[str, Any], folder: Path, background: pd.DataFrame | None = None) -> Path:
-    """The fitted encoding as JSON and the fitted classifier without pickle: XGBoost's own file, or
-    skops for every other family (with what it needs to be trusted); the resampler stays behind.
-    ``background``: training rows, whose typical values (``reference_row``) the model explains
-    its answers against when it has no TreeSHAP."""
-    from trilho import models
-
-    steps = models.serving_steps(pipeline)
-    if "encode" in pipeline.named_steps:
-        spec = {**pipeline.named_steps["encode"].spec_, "classes": spec["classes"], "identifiers": spec["identifiers"]}
-    if hasattr(pipeline, "rule_"):  # a calibration map or decision rule (trilho.decision.Decided): the model applies them
-        spec = {**spec, **pipeline.spec()}
-    folder.mkdir(parents=True, exist_ok=True)
-    estimator = steps[-1][1]
-    from xgboost import XGBClassifier
-
-    if len(steps) == 1 and isinstance(estimator, XGBClassifier):  # class-weighted ones too: weights act in fit only
-        spec = {**spec, "format": "xgboost", "file": "booster.ubj"}
-        _write(folder / spec["file"], lambda path: estimator.get_booster().save_model(path))
-    else:
-        import skops.io
-        from sklearn.pipeline import Pipeline
-
-        package = type(estimator).__module__.split(".")[0]
-        spec = {**spec, "format": "skops", "file": "classifier.skops",
-                "trusted_packages": [] if package in {"sklearn"} else [package],
-                "requirements": [] if package in {"sklearn"} else [_distribution(package)]}
-        if background is not None and "encode" in pipeline.named_steps:  # XGBoost explains by TreeSHAP instead
-            spec["reference"] = reference_row(pipeline.named_steps["encode"], background)
-        _write(folder / spec["file"], lambda path: skops.io.dump(estimator if len(steps) == 1 else Pipeline(steps), path))
-        # the exact types the file holds beyond skops' defaults: loading trusts these and nothing else
-        spec["skops_types"] = sorted(skops.io.get_untrusted_types(file=folder / spec["file"]))
-    if background is not None and len(background):
-        spec["profile"] = _profile(spec, folder / spec["file"], background)
-    _write(folder / "spec.json", lambda path: path.write_text(json.dumps(spec, indent=2)))
-    return folder
-
-
-def _profile(spec: dict[str, Any], classifier: Path, X: pd.DataFrame, seed: int = 0) -> dict[str, Any]:
-    """The training rows' profile (``trilho.traffic``), which ``trilho monitor`` holds served rows
-    against: up to ``REFERENCE_ROWS`` of them, with the classes the saved model itself predicts."""
-    from trilho.encoding import class_probabilities, decided, encode_features, encode_matrix
-    from trilho.traffic import training_profile
-
-    if len(X) > REFERENCE_ROWS:
-        X = X.sample(REFERENCE_ROWS, random_state=seed)
-    X = X[spec["features"]]
-    working = dict(spec)  # the encoders remember layouts in the spec they are given: not in the file's
-    _, proba = _servable().load_classifier(working, str(classifier))
-    encoded = encode_matrix(X, working) if getattr(proba, "matrix", False) else encode_features(X, working)
-    predicted = decided(class_probabilities(proba, encoded, working), working.get("decision"))
-    return training_profile(X, spec, predicted)
-
-
-def _write(path: Path, write: Any) -> None:
-    """One model file written, or one line saying which file could not be and why."""
-    from xgboost.core import XGBoostError
-
-    try:
-        write(path)
-    except (OSError, XGBoostError) as exc:  # a full disk, a folder in the file's place, XGBoost's own write
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise StorageError(f"cannot write the model file {path}: {reason}") from None
-
-
-def _distribution(package: str) -> str:
-    """The distribution that installs an import package (``sklearn`` -> ``scikit-learn``)."""
-    found = importlib.metadata.packages_distributions().get(package, [package])
-    return found[0]
 
 
 def resolve_model(model_uri: str, tracking_uri: str) -> dict[str, str]:
@@ -321,10 +210,10 @@ def logged_files_digest(client: Any, version: Any) -> str | None:
 def check_model_files(model_uri: str, local: Path, logged: str | None) -> None:
     """Refuse a downloaded model whose files differ from what was logged, in one line naming the
     file, before any of its code runs; a model logged before trilho recorded digests is said."""
-    servable = _servable()
+    code = servable()
     try:
-        checked = servable.check_files(str(local), logged)
-    except servable.ModelFilesError as exc:
+        checked = code.check_files(str(local), logged)
+    except code.ModelFilesError as exc:
         raise TrackingError(f"model {model_uri!r}: {exc}") from None
     if not checked:
         log.warning("model %s was logged without file digests: its files cannot be checked", model_uri)

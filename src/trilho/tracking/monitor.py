@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from trilho.errors import TrackingError
-from trilho.metrics import METRICS
+from trilho.evaluation.metrics import METRICS
 from trilho.tracking.model import download_model, resolve_model
 from trilho.tracking.store import experiment_id, open_client
 

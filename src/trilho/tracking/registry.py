@@ -1,5 +1,5 @@
 """The model registry through one explicit client: every good run's model becomes the ``challenger``,
-and ``trilho.gate`` decides, under a lock (``trilho.tracking.store.gate_lock``), whether it becomes
+and ``trilho.evaluation.gate`` decides, under a lock (``trilho.tracking.store.gate_lock``), whether it becomes
 ``champion``."""
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trilho.contracts import GateRecord
 from trilho.errors import TrackingError
-from trilho.gate import BY_HAND, GateDecision, decide, decide_on_changed_data, decide_on_leaks, decide_on_reference
+from trilho.evaluation.gate import BY_HAND, GateDecision, decide, decide_on_changed_data, decide_on_leaks, decide_on_reference
+from trilho.schemas import GateRecord
 from trilho.tracking.model import FILES_TAG, download_model, load_model
 from trilho.tracking.store import brief, gate_lock, open_client
 
@@ -82,13 +82,13 @@ class Challenger:
     level: float = 0.95
     # the pinned reference set: its features as the model takes them and its labels as class codes
     reference: tuple[pd.DataFrame, np.ndarray] | None = None
-    # the run's one-feature leaks (trilho.leaks), one message naming each column: never champion
+    # the run's one-feature leaks (trilho.data.leaks), one message naming each column: never champion
     leaks: tuple[str, ...] = ()
 
 
 # the champion's procedure re-evaluated on the challenger's folds, from its logged configuration
 Reevaluate = Callable[[dict[str, Any]], np.ndarray]
-# a trilho.drift report between the champion's data (its run's tags, its configuration) and the
+# a trilho.monitoring.drift report between the champion's data (its run's tags, its configuration) and the
 # challenger's, or None when the champion's data cannot be read
 DriftReport = Callable[[dict[str, str], dict[str, Any]], dict[str, Any] | None]
 

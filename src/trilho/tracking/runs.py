@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 
 from trilho.errors import TrackingError
-from trilho.parallel import Stopped
+from trilho.execution.background import Stopped
 from trilho.tracking import model as logged_model
 from trilho.tracking.store import (
     brief,
@@ -181,7 +181,7 @@ class Tracker:
     @contextlib.contextmanager
     def run(self, name: str, tags: dict[str, str], parent: str | None = None) -> Iterator[str]:
         """An MLflow run that ends FINISHED, FAILED when the body raises, or KILLED when the process
-        was stopped (``trilho.parallel.Stopped``, or Ctrl-C); ``parent``: the run it is a child of.
+        was stopped (``trilho.execution.background.Stopped``, or Ctrl-C); ``parent``: the run it is a child of.
 
         If even that cannot be recorded (the server went away), the run id is remembered and the
         next ``close_stale_runs`` marks it.

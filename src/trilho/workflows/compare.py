@@ -17,15 +17,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trilho import evaluate, reports, stats
-from trilho.conductor import Context, Progress, conduct
 from trilho.errors import ConfigError
+from trilho.evaluation import cv as evaluate
+from trilho.evaluation import stats
+from trilho.evaluation.metrics import METRICS
+from trilho.evaluation.results import CVResult
 from trilho.experiment import Experiment
-from trilho.metrics import METRICS
-from trilho.models import check_estimator, check_names
-from trilho.results import CVResult
+from trilho.model.catalog import check_estimator, check_names
+from trilho.reporting import publish as reports
 from trilho.settings import Settings
 from trilho.tracking import flatten
+from trilho.workflows.context import Context, Progress, conduct
 
 __all__ = ["CompareResult", "compare", "parse_candidates"]
 
@@ -102,7 +104,7 @@ def parse_candidates(spec: list[str], exp: Experiment) -> list[dict[str, Any]]:
             check_names(model, resampler, keys=("model", "resampler"))
         except ConfigError as exc:
             raise ConfigError(f"candidate {item!r}: {exc}") from None
-        params = {**(exp.model.params if model == exp.model.name else {}), **given}  # else trilho.models' defaults
+        params = {**(exp.model.params if model == exp.model.name else {}), **given}  # else trilho.model.catalog' defaults
         rparams = {**(exp.resampler.params if resampler == exp.resampler.name else {}), **rgiven}
         try:
             check_estimator({"name": model, "params": params}, {"name": resampler, "params": rparams}, exp.data.missing)

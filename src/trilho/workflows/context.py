@@ -19,19 +19,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trilho import evaluate
-from trilho.clean import CleanData
-from trilho.cluster import open_executor
-from trilho.contracts import ValidationReport
-from trilho.curate import fold_data, fold_group_columns, load_clean
+from trilho.data.clean import CleanData
+from trilho.data.curate import fold_data, fold_group_columns, load_clean
+from trilho.data.ingest import Ingested
+from trilho.data.leaks import blocking, find_leaks
+from trilho.data.reference import ReferenceSet, load_reference, without_reference
+from trilho.data.validate import record_leaks
+from trilho.evaluation import cv as evaluate
+from trilho.execution.cluster import open_executor
 from trilho.experiment import Experiment
-from trilho.ingest import Ingested
-from trilho.leaks import blocking, find_leaks
-from trilho.reference import ReferenceSet, load_reference, without_reference
+from trilho.schemas import ValidationReport
 from trilho.settings import Settings
 from trilho.storage import Lake, open_lake
 from trilho.tracking import Tracker
-from trilho.validate import record_leaks
 
 __all__ = ["Context", "Prepared", "Progress", "check_leaks", "conduct", "experiment_task", "open_tracker", "prepare"]
 

@@ -6,7 +6,7 @@ identifier columns) in the lake, under ``feedback/<model>/<sha256>.parquet``: wr
 sending one file twice keeps it once.
 
 ``monitor_model`` reads the prediction log of the model's version (``trilho serve`` wrote it),
-holds the rows against the training profile the model carries (``trilho.traffic``), joins the
+holds the rows against the training profile the model carries (``trilho.monitoring.traffic``), joins the
 labels that came back, and writes the report (``monitor.json``, ``drift.png``, ``report.html``)
 to the lake (``reports/monitor/<model>/<version>/<time>/``) and to an MLflow run of the
 experiment ``<model>-monitor``. ``flagged`` says whether anything crossed its threshold; the
@@ -25,13 +25,13 @@ from typing import Any
 
 import pandas as pd
 
-from trilho.encoding import WRITTEN_MISSING, missing_words
 from trilho.errors import ConfigError, DataValidationError, StorageError, TrackingError
-from trilho.prediction_log import read_log
+from trilho.model.encoding import WRITTEN_MISSING, missing_words
+from trilho.monitoring.prediction_log import read_log
+from trilho.monitoring.traffic import compare_traffic, live_metrics
 from trilho.settings import Settings
 from trilho.storage import Lake, open_lake
 from trilho.storage.base import sha256_file
-from trilho.traffic import compare_traffic, live_metrics
 
 __all__ = ["FLAGGED_EXIT", "monitor_model", "parse_when", "record_feedback"]
 
@@ -61,9 +61,9 @@ def _name(info: dict[str, str]) -> str:
 
 
 def _read_table(path: Path) -> pd.DataFrame:
-    """A feedback file read as the training data is (``trilho.ingest.read_table``: any separator,
+    """A feedback file read as the training data is (``trilho.data.ingest.read_table``: any separator,
     line ending and encoding it knows, Parquet)."""
-    from trilho.ingest import read_table
+    from trilho.data.ingest import read_table
 
     try:
         return read_table(path)
@@ -152,7 +152,7 @@ def _batch_rows(lake: Lake, info: dict[str, str], spec: dict[str, Any], since: d
     """The rows ``trilho predict`` predicted with this version (inputs that are still where they
     were read from), with their predictions, as the prediction log holds them; an input that is
     gone is said and skipped."""
-    from trilho.ingest import iter_chunks
+    from trilho.data.ingest import iter_chunks
 
     frames = []
     with tempfile.TemporaryDirectory(prefix="trilho-monitor-") as tmp:
@@ -186,7 +186,8 @@ def monitor_model(model_uri: str, settings: Settings, *, since: datetime | None 
                   track: bool = True, batch: bool = True) -> dict[str, Any]:
     """The monitoring report of the model's version (written to the lake and MLflow): the rows it
     served, and (``batch``) those ``trilho predict`` predicted with it."""
-    from trilho import pages, plots
+    from trilho.reporting import html as pages
+    from trilho.reporting import plots
     from trilho.tracking.monitor import log_monitor, model_spec, run_estimates
 
     info, spec = model_spec(model_uri, settings.tracking_uri)

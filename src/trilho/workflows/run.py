@@ -1,6 +1,6 @@
 """The only place where stages meet: ingest -> validate -> clean -> evaluate -> track -> lake.
 
-``run_experiment`` reads as the picture in README: load and curate the data, open the tracking
+``run_experiment`` reads as the picture in docs/development.md: load and curate the data, open the tracking
 store, then, inside one MLflow run, evaluate (the params, the dataset and the model reach MLflow
 on the tracker's own thread while the fits use the cores), summarise, write the reports to the
 lake, and track the results and the gate's decision.
@@ -20,17 +20,22 @@ from typing import Any
 
 import pandas as pd
 
-from trilho import baselines, evaluate, explain, groups, leaks, parallel, reports
-from trilho.conductor import Context, Progress, conduct
-from trilho.contracts import GateRecord, RunSummary, ValidationReport
-from trilho.curate import read_curated
+from trilho.data import leaks
+from trilho.data.curate import read_curated
 from trilho.errors import ConfigError, SourceUnreachableError, TrackingError
+from trilho.evaluation import baselines, explain, groups
+from trilho.evaluation import cv as evaluate
+from trilho.evaluation.results import CVResult, HoldoutResult
+from trilho.execution import background as parallel
 from trilho.experiment import Experiment
-from trilho.results import CVResult, HoldoutResult
+from trilho.reporting import publish as reports
+from trilho.reporting.summary import baseline_rows, build_summary, explained_rows, metric_rows, summary_metrics
+from trilho.schemas import GateRecord, RunSummary, ValidationReport
+from trilho.serving.artifact import save_model_files
 from trilho.settings import Settings
 from trilho.storage import Lake
-from trilho.summary import baseline_rows, build_summary, explained_rows, metric_rows, summary_metrics
-from trilho.tracking import flatten, save_model_files
+from trilho.tracking import flatten
+from trilho.workflows.context import Context, Progress, conduct
 
 __all__ = ["ExperimentResult", "cv_key", "offline_experiment", "run_experiment"]
 
@@ -134,7 +139,7 @@ def _run(exp: Experiment, settings: Settings, lake: Lake | None, progress: Progr
                           "(a local one), or model.distributed = false")
     with conduct(exp, settings, lake=lake, reference=True) as ctx:
         run = _Run(ctx, progress)
-        # left early (an error, or a stop: trilho.parallel), the figures' children are killed, the
+        # left early (an error, or a stop: trilho.execution.background), the figures' children are killed, the
         # tracker's thread ends its call, the run's folder goes, then the run ends FAILED or KILLED
         with ctx.tracker.run(f"{exp.name}-cv", ctx.tags("experiment")) as run.run_id, \
                 tempfile.TemporaryDirectory(prefix="trilho-report-") as tmp, ctx.tracker.background(), \
@@ -436,7 +441,7 @@ def _reevaluate(ctx: Context, config: dict[str, Any], metric: str) -> Any:
 
 def _drift_report(ctx: Context, tags: dict[str, str], config: dict[str, Any]) -> dict[str, Any] | None:
     """How the champion's curated data (from this lake) differs from the challenger's."""
-    from trilho import drift
+    from trilho.monitoring import drift
 
     key = f"curated/{tags.get('trilho.experiment', '')}/{tags.get('trilho.data_sha256', '')}/data.parquet"
     if read_curated(ctx.lake, key) is None:

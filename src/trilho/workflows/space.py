@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from trilho.errors import ConfigError
+from trilho.evaluation.metrics import LOWER_IS_BETTER as _LOSSES
 from trilho.experiment import Experiment
-from trilho.metrics import LOWER_IS_BETTER as _LOSSES
 
 __all__ = ["DEFAULT_SPACES", "LOWER_IS_BETTER", "Param", "default_space", "parse_space", "tuned_config"]
 
@@ -79,7 +79,7 @@ class Param:
 
 def default_space(model: str, resampler: str) -> dict[str, dict[str, Any]]:
     """The family's usual space (and its resampler's), for an experiment with no [tune.space]."""
-    from trilho.models import model_kind
+    from trilho.model.catalog import model_kind
 
     family = model_kind(model).name
     if family not in DEFAULT_SPACES:
@@ -133,8 +133,8 @@ def _entry(key: str, spec: Any) -> Param:
 
 def _check_names(exp: Experiment, params: list[Param]) -> None:
     """Every searched name is a parameter of the model or resampler, checked as the run's own
-    configuration is (XGBoost's names included: trilho.models)."""
-    from trilho.models import RESAMPLERS, check_estimator
+    configuration is (XGBoost's names included: trilho.model.catalog)."""
+    from trilho.model.catalog import RESAMPLERS, check_estimator
 
     probe: dict[str, dict[str, Any]] = {"model": {}, "resampler": {}}
     for p in params:

@@ -29,14 +29,16 @@ from typing import Any
 
 import numpy as np
 
-from trilho import evaluate, reports, stats
-from trilho.conductor import Progress, conduct, experiment_task
 from trilho.errors import ConfigError
+from trilho.evaluation import cv as evaluate
+from trilho.evaluation import stats
+from trilho.evaluation.metrics import CONFUSION_METRICS, METRICS, probability_metrics, scores_from_confusions
+from trilho.evaluation.splits import holdout_split
 from trilho.experiment import Experiment
-from trilho.metrics import CONFUSION_METRICS, METRICS, probability_metrics, scores_from_confusions
+from trilho.reporting import publish as reports
 from trilho.settings import Settings
-from trilho.space import LOWER_IS_BETTER, Param, parse_space, tuned_config
-from trilho.splits import holdout_split
+from trilho.workflows.context import Progress, conduct, experiment_task
+from trilho.workflows.space import LOWER_IS_BETTER, Param, parse_space, tuned_config
 
 __all__ = ["TuneResult", "tune"]
 
@@ -290,7 +292,7 @@ def _score_on_held(exp: Experiment, config: dict[str, Any], rows: _Rows, metric:
 
 
 def _render(config: dict[str, Any], summary: dict[str, Any]) -> str:
-    from trilho.propose import toml_document
+    from trilho.init.propose import toml_document
 
     head = [f"Written by `trilho tune` (study {summary['study']!r}, best of {summary['trials']['complete']} "
             "complete trials).",

@@ -1,0 +1,1 @@
+"""What the tests share: the services they start, the public data sets, a headless browser."""

@@ -22,12 +22,17 @@ FAST = ["cv.n_repeats=1", "model.params.n_estimators=15", "model.params.max_dept
 # (Dask, Jupyter kernels, moto, mlflow models serve, trilho serve); a test that fits a model is marked where it
 # is written (@pytest.mark.training, or pytestmark for a module of them)
 SERVICE_FIXTURES = {"seaweed", "mlflow_server", "postgres", "mlflow_pg_server"}
-SERVICE_MODULES = {"test_services", "test_storage_s3", "test_scale_dask", "test_notebook", "test_load", "test_serve"}
+# modules whose every test starts or needs a service (named whole: a renamed module must be renamed here)
+SERVICE_MODULES = {"tests.system.test_services", "tests.storage.test_s3", "tests.execution.test_cluster",
+                   "tests.reporting.test_notebooks", "tests.system.test_load", "tests.serving.test_server"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    missing = SERVICE_MODULES - {item.module.__name__ for item in items if item.module}
+    if missing and len(items) > 500:  # the whole suite was collected: every module named is there
+        raise pytest.UsageError(f"conftest's SERVICE_MODULES names modules that do not exist: {sorted(missing)}")
     for item in items:
-        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        module = item.module.__name__ if item.module else ""
         if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())) or module in SERVICE_MODULES:
             item.add_marker(pytest.mark.services)
 

@@ -111,7 +111,7 @@ def cv_floor(data_path: Path, cores: int) -> float:
 
     from trilho.data.clean import clean
     from trilho.data.curate import fold_data
-    from trilho.data.ingest import read_table
+    from trilho.data.tables import read_table
     from trilho.evaluation.splits import holdout_split, split_plan
     from trilho.model.catalog import build_pipeline
 

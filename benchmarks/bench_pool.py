@@ -32,7 +32,7 @@ def main() -> None:
     from trilho import load_experiment
     from trilho.data.clean import clean
     from trilho.data.curate import fold_data
-    from trilho.data.ingest import read_table
+    from trilho.data.tables import read_table
     from trilho.evaluation import cv as evaluate
     from trilho.model import catalog as models
 

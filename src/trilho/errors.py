@@ -9,7 +9,8 @@ TrilhoError
  ├─ EvaluationError      a fold or a fit failed
  ├─ TrackingError        MLflow could not be reached or refused a write (or a model's files differ from what was logged)
  ├─ ClusterError         the Dask cluster cannot run the fits
- └─ NotebookError        a notebook's cell raised
+ ├─ NotebookError        a notebook's cell raised
+ └─ RequestError         a request trilho serve refuses, with its HTTP status (also a ValueError)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ __all__ = [
     "DataValidationError",
     "EvaluationError",
     "NotebookError",
+    "RequestError",
     "SourceError",
     "SourceUnreachableError",
     "StorageError",
@@ -71,3 +73,12 @@ class TrackingError(TrilhoError):
 
 class NotebookError(TrilhoError):
     """A cell raised; the message names the cell and the error."""
+
+
+class RequestError(TrilhoError, ValueError):
+    """A request the server answers with ``status`` and this message, never with a trace. Also a
+    ValueError, as bad input is: code that caught the one catches the other."""
+
+    def __init__(self, message: str, status: int = 400, kind: str = "bad_request") -> None:
+        super().__init__(message)
+        self.status, self.kind = status, kind

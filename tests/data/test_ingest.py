@@ -9,7 +9,8 @@ import pytest
 
 from tests.conftest import shared_file
 from trilho import DataValidationError, SourceError
-from trilho.data.ingest import fetch, ingest, read_table
+from trilho.data.ingest import fetch, ingest
+from trilho.data.tables import read_table
 from trilho.storage import LocalLake
 
 CSV = b"ID,No_Pation,Gender,AGE,CLASS\n1,10,F,50,N\n2,11,M,60,Y\n"
@@ -75,7 +76,7 @@ def test_fault_22_bom_and_crlf_are_read(tmp_path):
 def test_separated_files_of_every_usual_kind_read_alike(tmp_path, sep, decimal):
     """A European spreadsheet's export (";" and a decimal comma), tab- and pipe-separated files, and
     a CSV whose text holds semicolons: every one is the same table, read whole or in chunks."""
-    from trilho.data.ingest import csv_dialect, iter_chunks
+    from trilho.data.tables import csv_dialect, iter_chunks
 
     frame = pd.DataFrame({"age": [41.5, 57.1, None, 33.0] * 30, "count": [1, 2, 3, 4] * 30,
                           "note": ["a; b", "c", "d, e", "f"] * 30, "label": ["Y", "N", "Y", "N"] * 30})
@@ -87,7 +88,7 @@ def test_separated_files_of_every_usual_kind_read_alike(tmp_path, sep, decimal):
 
 
 def test_a_file_that_splits_evenly_on_no_separator_is_read_as_a_csv(tmp_path):
-    from trilho.data.ingest import csv_dialect
+    from trilho.data.tables import csv_dialect
 
     assert csv_dialect(b"only\n1\n2\n") == {"sep": ",", "decimal": "."}  # one column
     assert csv_dialect(b"a;b\n1;2;3\n4\n") == {"sep": ",", "decimal": "."}  # ragged: refused as before
@@ -204,7 +205,7 @@ def test_synthetic_source_is_reproducible_and_dirty(settings, tmp_path):
 def test_scan_file_counts_lines_in_one_pass_across_block_edges(tmp_path, content, lines, longest, chunk):
     import hashlib
 
-    from trilho.data.ingest import scan_file
+    from trilho.data.tables import scan_file
 
     path = tmp_path / "f.csv"
     path.write_bytes(content)
@@ -214,7 +215,8 @@ def test_scan_file_counts_lines_in_one_pass_across_block_edges(tmp_path, content
 @pytest.mark.parametrize("name", ["diabetes.csv", "diabetes_cr_line_endings.csv"])
 def test_manifest_rows_match_pandas_on_the_real_files(settings, name):
     from tests.conftest import shared_file
-    from trilho.data.ingest import ingest, read_table
+    from trilho.data.ingest import ingest
+    from trilho.data.tables import read_table
     from trilho.storage import open_lake
 
     path = shared_file("data", name)

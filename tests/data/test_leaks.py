@@ -18,9 +18,9 @@ from trilho import DataValidationError, load_experiment
 from trilho.data import leaks
 from trilho.data.clean import clean
 from trilho.data.curate import fold_data
-from trilho.data.ingest import read_table
 from trilho.data.leaks import find_leaks, single_feature_scores, zero_width
 from trilho.data.synthetic import diabetes
+from trilho.data.tables import read_table
 from trilho.data.validate import record_leaks, validate
 from trilho.evaluation.gate import decide_on_leaks
 from trilho.experiment import Experiment

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trilho.data.ingest import read_table
+from trilho.data.tables import read_table
 from trilho.init.profile import init_experiment, profile_chunks
 from trilho.init.propose import propose
 from trilho.model.table_encoder import _ordered

@@ -5,8 +5,8 @@ import pytest
 from tests.conftest import shared_file
 from trilho import DataValidationError, load_experiment
 from trilho.data.clean import clean
-from trilho.data.ingest import read_table
 from trilho.data.synthetic import diabetes
+from trilho.data.tables import read_table
 from trilho.data.validate import raise_for_errors, validate
 
 EXP = load_experiment("diabetes")

@@ -148,7 +148,8 @@ def test_vectorised_grouped_folds_keep_copies_together_and_classes_even(copies):
 
 @pytest.mark.training
 def test_gil_bound_fits_run_in_worker_processes_with_the_same_scores():
-    from trilho import evaluate, models  # noqa: F401  (evaluate: its EvaluationError)
+    from trilho.evaluation import cv as evaluate  # noqa: F401  (evaluate: its EvaluationError)
+    from trilho.model import catalog as models
 
     X, y = _data()
     forest = {"name": "random_forest", "params": {"n_estimators": 20}}

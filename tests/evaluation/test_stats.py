@@ -123,7 +123,7 @@ def test_resampling_sees_training_rows_only_and_grouped_folds_do_not_leak(monkey
     X = data.drop(columns=["CLASS", "ID", "No_Pation", "Gender"])
     y = data["CLASS"].str.strip().map({"N": 0, "Y": 1, "P": 2}).to_numpy()
     groups = duplicate_groups(X)
-    monkeypatch.setitem(RESAMPLERS, "recorder", ResamplerKind("recorder", "tests.test_stats:Recorder"))
+    monkeypatch.setitem(RESAMPLERS, "recorder", ResamplerKind("recorder", "tests.evaluation.test_stats:Recorder"))
     Recorder.seen = []
     cv = cross_validate(X, y, evaluate.Task(model={"name": "logistic_regression", "params": {"max_iter": 1000}}, resampler={"name": "recorder"}, random_state=0, n_splits=5, seeds=[0, 1], groups=groups), evaluate.Runner())
     assert len(Recorder.seen) == 10
@@ -195,7 +195,7 @@ def test_nested_fits_train_without_both_folds_and_score_each_for_the_other(monke
     data = diabetes(rows=200, seed=4)
     X = data.drop(columns=["CLASS", "ID", "No_Pation", "Gender"])
     y = data["CLASS"].str.strip().map({"N": 0, "Y": 1, "P": 2}).to_numpy()
-    monkeypatch.setitem(RESAMPLERS, "recorder", ResamplerKind("recorder", "tests.test_stats:Recorder"))
+    monkeypatch.setitem(RESAMPLERS, "recorder", ResamplerKind("recorder", "tests.evaluation.test_stats:Recorder"))
     Recorder.seen = []
     cv = cross_validate(X, y, evaluate.Task(model={"name": "logistic_regression", "params": {"max_iter": 1000}}, resampler={"name": "recorder"}, random_state=0, n_splits=4, seeds=[0, 1, 2], nested_repeats=2), evaluate.Runner())
     assert len(Recorder.seen) == 3 * 4 + 2 * 6  # the folds, then one fit per pair of folds in two repeats

@@ -183,7 +183,7 @@ def test_a_distributed_final_fit_reads_the_lake_on_the_workers(where, dask_clust
     from tests.support import corpus
     from tests.system.test_services import live_settings
     from trilho.data import curate
-    from trilho.data.ingest import read_table
+    from trilho.data.tables import read_table
     from trilho.model.catalog import build_pipeline
     from trilho.storage import open_lake
     from trilho.workflows import run as pipeline

@@ -236,9 +236,9 @@ def test_init_counts_repeated_rows_as_the_run_does(workdir, settings):
     the rows the folds will use once the reference set is set apart."""
     from trilho.data.clean import clean
     from trilho.data.curate import fold_data
-    from trilho.data.ingest import read_table
     from trilho.data.reference import ReferenceSet, without_reference
     from trilho.data.synthetic import diabetes
+    from trilho.data.tables import read_table
     from trilho.data.validate import repeats_phrase, validate
     from trilho.init.profile import init_experiment
 

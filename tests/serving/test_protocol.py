@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from trilho.errors import RequestError
 from trilho.model.encoding import encode_matrix, feature_spec
-from trilho.serving.protocol import RequestError, encode_request, model_frame, params_of, parse_body
+from trilho.serving.protocol import encode_request, model_frame, params_of, parse_body
 
 JSON = "application/json"
 

@@ -85,7 +85,7 @@ def test_end_to_end_on_seaweedfs_and_mlflow_server(workdir, seaweed, mlflow_serv
 
 
 def raw_frame(path: Path):
-    from trilho.data.ingest import read_table
+    from trilho.data.tables import read_table
 
     return read_table(path)
 

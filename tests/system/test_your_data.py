@@ -20,7 +20,7 @@ from tests.support import corpus
 from tests.support.services import model_server
 from trilho import load_experiment
 from trilho.data.clean import clean
-from trilho.data.ingest import read_table
+from trilho.data.tables import read_table
 from trilho.data.validate import raise_for_errors, validate
 from trilho.errors import ConfigError, DataValidationError
 from trilho.experiment import Experiment

@@ -26,7 +26,7 @@ def predict(model: Annotated[str, typer.Option(
     """Predict a file in chunks with a registered model; write Parquet and a manifest to the lake."""
     from pathlib import Path
 
-    from trilho.data.ingest import check_size
+    from trilho.data.tables import check_size
     from trilho.settings import load_settings
 
     settings = load_settings()

@@ -14,7 +14,8 @@ from typing import Any
 import pandas as pd
 
 from trilho.data.clean import CleanData, clean
-from trilho.data.ingest import Ingested, ingest, read_table, repair_raw
+from trilho.data.ingest import Ingested, ingest, repair_raw
+from trilho.data.tables import read_table
 from trilho.data.validate import raise_for_errors, validate
 from trilho.errors import StorageError
 from trilho.evaluation.splits import duplicate_groups

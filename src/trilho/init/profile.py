@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from trilho.data.clean import as_written
-from trilho.data.ingest import check_size, iter_chunks, read_head
+from trilho.data.tables import check_size, iter_chunks, read_head
 from trilho.errors import ConfigError, DataValidationError
 from trilho.init.census import COUNT_CAP, DATE_TEXT, MARKERS_MAX, MISSING_MARKERS, TARGET_NAME, Column, Profile, Repeats
 from trilho.init.propose import Proposal, propose

@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from trilho.data.ingest import check_lines, check_size, is_parquet, iter_chunks, read_head, scan_file
+from trilho.data.tables import check_lines, check_size, is_parquet, iter_chunks, read_head, scan_file
 from trilho.errors import ConfigError, DataValidationError, StorageError
 from trilho.model.encoding import WRITTEN_MISSING, unmark, unseen_counts
 from trilho.schemas import PredictionManifest

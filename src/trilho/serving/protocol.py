@@ -26,23 +26,16 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from trilho.errors import RequestError
 from trilho.model.encoding import WRITTEN_MISSING, encode_matrix, fill_gaps, remembered_codes
 
-__all__ = ["FORMATS", "Parsed", "RequestError", "encode_request", "model_frame", "parse_body", "params_of"]
+__all__ = ["FORMATS", "Parsed", "encode_request", "model_frame", "parse_body", "params_of"]
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 _NONE = type(None)
 _NUMBER = (int, float)
 _CODE = (str, int, _NONE)  # values a categorical column's memory takes: text, whole numbers, nulls
 _OBJECT = np.dtype(object)
-
-
-class RequestError(ValueError):
-    """A request the server answers with ``status`` and this message, never with a trace."""
-
-    def __init__(self, message: str, status: int = 400, kind: str = "bad_request") -> None:
-        super().__init__(message)
-        self.status, self.kind = status, kind
 
 
 @dataclass

@@ -38,10 +38,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from trilho import __version__
-from trilho.errors import ConfigError
+from trilho.errors import ConfigError, RequestError
 from trilho.model.encoding import answers, check_output, class_probabilities
 from trilho.monitoring.prediction_log import PredictionLog, Served
-from trilho.serving.protocol import RequestError, encode_request, params_of, parse_body
+from trilho.serving.protocol import encode_request, params_of, parse_body
 from trilho.serving.served_model import Batcher, Follower, ServedModel, load_served
 from trilho.settings import Settings
 from trilho.storage import open_lake

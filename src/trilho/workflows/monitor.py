@@ -61,9 +61,9 @@ def _name(info: dict[str, str]) -> str:
 
 
 def _read_table(path: Path) -> pd.DataFrame:
-    """A feedback file read as the training data is (``trilho.data.ingest.read_table``: any separator,
+    """A feedback file read as the training data is (``trilho.data.tables.read_table``: any separator,
     line ending and encoding it knows, Parquet)."""
-    from trilho.data.ingest import read_table
+    from trilho.data.tables import read_table
 
     try:
         return read_table(path)
@@ -152,7 +152,7 @@ def _batch_rows(lake: Lake, info: dict[str, str], spec: dict[str, Any], since: d
     """The rows ``trilho predict`` predicted with this version (inputs that are still where they
     were read from), with their predictions, as the prediction log holds them; an input that is
     gone is said and skipped."""
-    from trilho.data.ingest import iter_chunks
+    from trilho.data.tables import iter_chunks
 
     frames = []
     with tempfile.TemporaryDirectory(prefix="trilho-monitor-") as tmp:

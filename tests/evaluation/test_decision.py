@@ -12,8 +12,8 @@ import pytest
 from trilho.evaluation.cv import fold_fit
 from trilho.evaluation.decision import choose_threshold, decide, fit_decided
 from trilho.evaluation.metrics import scores_from_confusion
+from trilho.model.answers import decided, model_outputs
 from trilho.model.catalog import build_pipeline
-from trilho.model.encoding import decided, model_outputs
 
 
 def _imbalanced(rows: int = 600, seed: int = 0):

@@ -10,9 +10,10 @@ import pytest
 from tests.support import corpus
 from trilho.evaluation import cv as evaluate
 from trilho.evaluation.explain import fold_importance, summarise_importance
+from trilho.model.answers import model_outputs
 from trilho.model.catalog import build_pipeline
 from trilho.model.code import servable as _servable
-from trilho.model.encoding import encode_matrix, feature_spec, model_outputs
+from trilho.model.encoding import encode_matrix, feature_spec
 from trilho.serving.artifact import save_model_files
 
 pytestmark = pytest.mark.training

@@ -116,7 +116,7 @@ def test_the_logged_model_records_its_files_digests_and_no_build_machine_path(se
     manifest = (local / "trilho-files.json").read_bytes()
     files = json.loads(manifest)["files"]
     held = {p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()} - {"trilho-files.json"}
-    assert set(files) == held and {"MLmodel", "servable.py", "code/encoding.py", "artifacts/booster.ubj"} <= held
+    assert set(files) == held and {"MLmodel", "servable.py", "code/encoding.py", "code/answers.py", "artifacts/booster.ubj"} <= held
     for rel, digest in files.items():
         assert hashlib.sha256((local / rel).read_bytes()).hexdigest() == digest
     digest = hashlib.sha256(manifest).hexdigest()

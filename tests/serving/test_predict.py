@@ -223,7 +223,8 @@ def test_the_served_records_are_the_frames_records(output):
     """What a model inside `mlflow models serve` hands back is what MLflow would make of its frame."""
     import numpy as np
 
-    from trilho.model.encoding import feature_spec, model_outputs
+    from trilho.model.answers import model_outputs
+    from trilho.model.encoding import feature_spec
 
     rng = np.random.default_rng(5)
     spec = feature_spec(["a", "kind"], {"kind": {"X": 0, "Y": 1}}, ["no", "yes", "maybe"], [], "impute")

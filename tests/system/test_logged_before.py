@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import types
 from io import BytesIO
 from pathlib import Path
 
@@ -55,6 +56,9 @@ def test_a_model_logged_by_the_flat_layout_loads_and_predicts(tmp_path, settings
                                       capture_output=True, text=True).stdout  # it was the older code that ran
 
     rows = diabetes(rows=40, seed=11)
+    # another model's code, loaded earlier in this process under the same bare name, lacks what the
+    # older model imports from its own encoding.py: the older model must get its own copy all the same
+    sys.modules["encoding"] = types.ModuleType("encoding")
     model = load_model("models:/diabetes-xgboost/1", tmp_path / "loaded", settings.tracking_uri)
     answers = model.predict(rows.drop(columns=["CLASS"]))
     assert len(answers) == 40 and set(pd.DataFrame(answers).iloc[:, 0].astype(str)) <= {"N", "P", "Y"}

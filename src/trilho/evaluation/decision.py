@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from trilho.evaluation.metrics import scores_from_confusions
-from trilho.model.encoding import calibrated, decided
+from trilho.model.answers import calibrated, decided
 
 __all__ = ["INNER_SPLITS", "Decided", "choose_threshold", "decide", "fit_calibration", "fit_decided", "needs_threshold"]
 
@@ -83,7 +83,7 @@ def decide(proba: np.ndarray, rule: dict[str, Any] | None, threshold: float | No
 
 
 def fit_calibration(proba: np.ndarray, y: np.ndarray, method: str) -> dict[str, Any]:
-    """A calibration map (trilho.model.encoding.calibrated reads it) fitted on out-of-fold ``proba``
+    """A calibration map (trilho.model.answers.calibrated reads it) fitted on out-of-fold ``proba``
     (one column per class) and the true codes ``y``: for two classes one map of the second class's
     probability, for more one per class, one vs rest."""
     columns = [1] if proba.shape[1] == 2 else list(range(proba.shape[1]))

@@ -1,7 +1,8 @@
 """The code a logged model carries: where its files are, and its module as MLflow runs it.
 
-``servable.py`` is MLflow's ``python_model`` and ``encoding.py`` its one code path; both are copied
-into every logged model and import nothing of trilho but each other. trilho never imports
+``servable.py`` is MLflow's ``python_model``, and ``encoding.py`` and ``answers.py`` its code paths;
+all three are copied into every logged model and import nothing of trilho but each other (a model
+logged before answers.py existed carries the functions in its own encoding.py, and its own servable). trilho never imports
 ``servable`` as ``trilho.model.servable``: it loads the file by path, as MLflow will.
 """
 
@@ -15,7 +16,7 @@ from typing import Any
 __all__ = ["CODE_PATHS", "SERVABLE", "servable"]
 
 SERVABLE = Path(__file__).with_name("servable.py")
-CODE_PATHS = (Path(__file__).with_name("encoding.py"),)
+CODE_PATHS = (Path(__file__).with_name("encoding.py"), Path(__file__).with_name("answers.py"))
 
 
 @functools.cache

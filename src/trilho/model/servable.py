@@ -15,17 +15,28 @@ import hashlib
 import importlib
 import json
 import os
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-try:  # a loaded model finds encoding.py in its code/ folder (code_paths)
-    from encoding import explained_class, explanations, model_outputs
-except ImportError:  # while trilho logs the model, the package's own copy
-    from trilho.model.encoding import explained_class, explanations, model_outputs
 from mlflow.models import set_model
 from mlflow.pyfunc import PythonModel
+
+# The model's own code sits in code/ beside this file, imported by bare name. Another model loaded
+# earlier in this process (another version, another trilho) may have left its own ``encoding`` or
+# ``answers`` in sys.modules, and Python would hand that copy out: this model's copy it must be.
+_CODE = Path(__file__).resolve().parent / "code"
+for _name in ("encoding", "answers"):
+    _loaded = sys.modules.get(_name)
+    if _loaded is not None and _CODE not in Path(getattr(_loaded, "__file__", None) or "/").resolve().parents:
+        del sys.modules[_name]
+
+try:  # a loaded model finds answers.py and encoding.py in its code/ folder (code_paths)
+    from answers import explained_class, explanations, model_outputs
+except ImportError:  # while trilho logs the model, the package's own copy
+    from trilho.model.answers import explained_class, explanations, model_outputs
 
 # the packages whose classes a skops file may name (a classifier's own package is added by its spec);
 # only classes: a function of any of them (builtins.exec, builtins.getattr, ...) is never trusted

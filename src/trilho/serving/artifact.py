@@ -86,7 +86,8 @@ def save_model_files(pipeline: Any, spec: dict[str, Any], folder: Path, backgrou
 def _profile(spec: dict[str, Any], classifier: Path, X: pd.DataFrame, seed: int = 0) -> dict[str, Any]:
     """The training rows' profile (``trilho.monitoring.traffic``), which ``trilho monitor`` holds served rows
     against: up to ``REFERENCE_ROWS`` of them, with the classes the saved model itself predicts."""
-    from trilho.model.encoding import class_probabilities, decided, encode_features, encode_matrix
+    from trilho.model.answers import class_probabilities, decided
+    from trilho.model.encoding import encode_features, encode_matrix
     from trilho.monitoring.traffic import training_profile
 
     if len(X) > REFERENCE_ROWS:

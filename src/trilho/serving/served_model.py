@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from trilho.model.encoding import class_probabilities, decided
+from trilho.model.answers import class_probabilities, decided
 from trilho.serving.protocol import model_frame
 from trilho.tracking.model import load_model, resolve_model
 

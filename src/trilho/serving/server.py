@@ -39,7 +39,7 @@ from starlette.routing import Route
 
 from trilho import __version__
 from trilho.errors import ConfigError, RequestError
-from trilho.model.encoding import answers, check_output, class_probabilities
+from trilho.model.answers import answers, check_output, class_probabilities
 from trilho.monitoring.prediction_log import PredictionLog, Served
 from trilho.serving.protocol import encode_request, params_of, parse_body
 from trilho.serving.served_model import Batcher, Follower, ServedModel, load_served

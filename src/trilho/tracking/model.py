@@ -1,7 +1,7 @@
 """The logged model: its files without pickle, logged and loaded through an explicit client.
 
 ``save_model_files`` writes the fitted encoding as JSON and the classifier in XGBoost's own format
-or skops; ``log_model`` logs them as a pyfunc whose code is ``servable.py`` (plus ``encoding.py``),
+or skops; ``log_model`` logs them as a pyfunc whose code is ``servable.py`` (plus ``encoding.py`` and ``answers.py``),
 the only trilho code a serving environment needs. Every file of the logged model has its sha256 in
 the model's ``trilho-files.json``, and that file's own sha256 is a tag of the logged model (and of
 its registered versions) in the tracking store: ``load_model`` checks the files against it before
@@ -16,6 +16,7 @@ import json
 import logging
 import platform
 import re
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -24,8 +25,9 @@ from typing import Any
 import pandas as pd
 
 from trilho.errors import TrackingError
+from trilho.model.answers import model_outputs
 from trilho.model.code import CODE_PATHS, SERVABLE, servable
-from trilho.model.encoding import WRITTEN_MISSING, model_outputs, unmark
+from trilho.model.encoding import WRITTEN_MISSING, unmark
 from trilho.tracking.store import open_client
 
 __all__ = ["FILES_TAG", "check_model_files", "download_model", "keep_verified", "load_model", "log_model",
@@ -234,6 +236,11 @@ def load_model(model_uri: str, dst: Path, tracking_uri: str):
 
     try:
         dst = download_model(model_uri, dst, tracking_uri)
+        # a model's code is imported by bare name (encoding, answers): another model's copy, loaded
+        # earlier in this process, must not stand in for this one's (models logged before their
+        # servable checked this themselves need it done here)
+        for name in ("encoding", "answers"):
+            sys.modules.pop(name, None)
         model = mlflow.pyfunc.load_model(str(dst), suppress_warnings=True)
     except (MlflowException, OSError, ValueError) as exc:  # ValueError: the model's own refusals
         raise TrackingError(f"cannot load model {model_uri!r}: {exc}") from exc

@@ -22,7 +22,7 @@ from trilho.data.leaks import find_leaks, single_feature_scores, zero_width
 from trilho.data.synthetic import diabetes
 from trilho.data.tables import read_table
 from trilho.data.validate import record_leaks, validate
-from trilho.evaluation.gate import decide_on_leaks
+from trilho.evaluation.gate import judge_leaks
 from trilho.experiment import Experiment
 from trilho.init.profile import init_experiment
 from trilho.workflows.run import run_experiment
@@ -142,7 +142,7 @@ def test_reject_raises_naming_the_column_and_warn_only_reports():
 
 
 def test_the_gate_keeps_a_leaking_challenger_and_names_the_column():
-    decision = decide_on_leaks(["column 'after' alone predicts the label"], np.ones(5), metric="f1_macro", margin=0.01)
+    decision = judge_leaks(["column 'after' alone predicts the label"], np.ones(5), metric="f1_macro", margin=0.01)
     assert not decision.promote and "'after'" in decision.reason and decision.basis == "leak check"
     assert decision.tags()["trilho.gate.decision"] == "kept challenger"
 

@@ -11,7 +11,7 @@ import pytest
 
 from trilho.data.clean import CleanData
 from trilho.data.reference import ReferenceSet, without_reference
-from trilho.evaluation.gate import decide, decide_on_changed_data, decide_on_reference, reference_score
+from trilho.evaluation.gate import judge, judge_changed_data, judge_on_reference, reference_score
 from trilho.evaluation.stats import paired_row_bootstrap
 
 
@@ -47,24 +47,24 @@ def test_the_reference_decides_by_the_paired_interval_in_the_metrics_direction()
     rng = np.random.default_rng(1)
     y = rng.integers(0, 3, 500)
     champion, worse, alike = _model(y, 0.10, rng), _model(y, 0.35, rng), _model(y, 0.10, rng)
-    kept = decide_on_reference(y, worse, champion, metric="f1_macro", margin=0.01, champion_version="1", n_boot=300)
+    kept = judge_on_reference(y, worse, champion, metric="f1_macro", margin=0.01, champion_version="1", n_boot=300)
     assert not kept.promote and "possibly worse" in kept.reason and "trilho promote" in kept.reason
     assert kept.basis == "reference set" and kept.comparison["reference_rows"] == 500
     assert kept.challenger_mean < kept.champion_mean
-    promoted = decide_on_reference(y, alike, champion, metric="f1_macro", margin=0.05, champion_version="1", n_boot=300)
+    promoted = judge_on_reference(y, alike, champion, metric="f1_macro", margin=0.05, champion_version="1", n_boot=300)
     assert promoted.promote and "not worse" in promoted.reason
     # log loss: lower is better, and a worse model's higher loss is not a gain
-    lossy = decide_on_reference(y, worse, champion, metric="log_loss", margin=0.01, champion_version="1", n_boot=300)
+    lossy = judge_on_reference(y, worse, champion, metric="log_loss", margin=0.01, champion_version="1", n_boot=300)
     assert not lossy.promote and lossy.challenger_mean > lossy.champion_mean and "lower is better" in lossy.reason
     # on the same data and folds, both must pass: a decision that kept it keeps it
-    before = decide(np.full(10, 0.5), np.full(10, 0.9), metric="f1_macro", margin=0.01, test_fraction=0.2,
+    before = judge(np.full(10, 0.5), np.full(10, 0.9), metric="f1_macro", margin=0.01, test_fraction=0.2,
                     champion_version="1")
-    both = decide_on_reference(y, alike, champion, metric="f1_macro", margin=0.05, champion_version="1", n_boot=300,
+    both = judge_on_reference(y, alike, champion, metric="f1_macro", margin=0.05, champion_version="1", n_boot=300,
                                before=before)
     assert not before.promote and not both.promote and both.basis == "reference set and same folds"
     # on other data the reference decides, and the drift report rides along
     drift = {"drifted": True, "reasons": ["label shares moved"]}
-    changed = decide_on_reference(y, alike, champion, metric="f1_macro", margin=0.05, champion_version="1", n_boot=300,
+    changed = judge_on_reference(y, alike, champion, metric="f1_macro", margin=0.05, champion_version="1", n_boot=300,
                                   drift=drift)
     assert changed.promote and changed.drift == drift and "label shares moved" in changed.reason
 
@@ -75,7 +75,7 @@ def test_without_a_reference_a_changed_data_set_is_never_promoted_by_the_gate():
     kwargs = dict(metric="f1_macro", margin=0.01, test_fraction=0.2, champion_version="3")
     for scores, drift in ((0.96 + rng.normal(0, 0.01, 50), {"drifted": False, "reasons": []}),
                           (0.95 + rng.normal(0, 0.01, 50), None)):
-        decision = decide_on_changed_data(scores, champion, drift, **kwargs)
+        decision = judge_changed_data(scores, champion, drift, **kwargs)
         assert not decision.promote and "cannot tell a better model from changed data" in decision.reason
         assert "registry.reference" in decision.reason and "no significant drop" in decision.reason
 

@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import FAST
 from trilho import load_experiment
-from trilho.evaluation.gate import decide
+from trilho.evaluation.gate import judge
 from trilho.storage import LocalLake
 from trilho.tracking.registry import list_versions, promote_by_hand
 from trilho.workflows.run import run_experiment
@@ -21,14 +21,14 @@ NAME = "diabetes-xgboost"
 def test_gate_decisions_from_fold_scores():
     rng = np.random.default_rng(0)
     champion = 0.80 + rng.normal(0, 0.02, 50)
-    first = decide(champion, None, metric="f1_macro", margin=0.01, test_fraction=0.2)
+    first = judge(champion, None, metric="f1_macro", margin=0.01, test_fraction=0.2)
     assert first.promote and "first model" in first.reason
-    same = decide(champion.copy(), champion, metric="f1_macro", margin=0.01, test_fraction=0.2, champion_version="1")
+    same = judge(champion.copy(), champion, metric="f1_macro", margin=0.01, test_fraction=0.2, champion_version="1")
     assert same.promote and same.comparison["mean_diff"] == 0 and same.comparison["p_value"] == 1.0
-    worse = decide(champion - 0.05 + rng.normal(0, 0.005, 50), champion, metric="f1_macro", margin=0.01,
+    worse = judge(champion - 0.05 + rng.normal(0, 0.005, 50), champion, metric="f1_macro", margin=0.01,
                    test_fraction=0.2, champion_version="1")
     assert not worse.promote and "possibly worse" in worse.reason and worse.comparison["high"] < 0
-    slightly_worse = decide(champion - 0.002, champion, metric="f1_macro", margin=0.01, test_fraction=0.2,
+    slightly_worse = judge(champion - 0.002, champion, metric="f1_macro", margin=0.01, test_fraction=0.2,
                             champion_version="1")
     assert slightly_worse.promote  # within the margin
 
@@ -107,20 +107,20 @@ def test_other_data_is_not_refitted_and_flipped_labels_are_not_promoted(settings
 
 
 def test_gate_on_other_data_from_estimates():
-    from trilho.evaluation.gate import decide_on_changed_data
+    from trilho.evaluation.gate import judge_changed_data
 
     rng = np.random.default_rng(1)
     champion = {"mean": 0.95, "low": 0.93, "high": 0.97}
     kwargs = dict(metric="f1_macro", margin=0.01, test_fraction=0.2, champion_version="3")
-    close = decide_on_changed_data(0.94 + rng.normal(0, 0.01, 50), champion, {"drifted": False, "reasons": []}, **kwargs)
+    close = judge_changed_data(0.94 + rng.normal(0, 0.01, 50), champion, {"drifted": False, "reasons": []}, **kwargs)
     # no drop and no drift, but without a reference set nothing on other data is promoted by the gate
     assert not close.promote and "no significant drop" in close.reason and "registry.reference" in close.reason
-    drop = decide_on_changed_data(0.80 + rng.normal(0, 0.01, 50), champion, {"drifted": False, "reasons": []}, **kwargs)
+    drop = judge_changed_data(0.80 + rng.normal(0, 0.01, 50), champion, {"drifted": False, "reasons": []}, **kwargs)
     assert not drop.promote and "a significant drop" in drop.reason
-    drifted = decide_on_changed_data(0.95 + rng.normal(0, 0.01, 50), champion,
+    drifted = judge_changed_data(0.95 + rng.normal(0, 0.01, 50), champion,
                                      {"drifted": True, "reasons": ["label shares moved"]}, **kwargs)
     assert not drifted.promote and "label shares moved" in drifted.reason
-    unknown = decide_on_changed_data(0.95 + rng.normal(0, 0.01, 50), champion, None, **kwargs)
+    unknown = judge_changed_data(0.95 + rng.normal(0, 0.01, 50), champion, None, **kwargs)
     assert not unknown.promote and "drift was not measured" in unknown.reason
 
 

@@ -25,7 +25,7 @@ import numpy as np
 from trilho.evaluation import stats
 from trilho.evaluation.metrics import CONFUSION_METRICS, LOWER_IS_BETTER, METRIC_RANGE, probability_metrics, scores_from_confusion
 
-__all__ = ["BY_HAND", "GateDecision", "decide", "decide_on_changed_data", "decide_on_leaks", "decide_on_reference",
+__all__ = ["BY_HAND", "GateDecision", "judge", "judge_changed_data", "judge_leaks", "judge_on_reference",
            "reference_score"]
 
 BY_HAND = "promote it by hand with `trilho promote VERSION -r REASON` if intended"  # a kept challenger's way out
@@ -56,7 +56,7 @@ class GateDecision:
         return out
 
 
-def decide(challenger: np.ndarray, champion: np.ndarray | None, *, metric: str, margin: float,
+def judge(challenger: np.ndarray, champion: np.ndarray | None, *, metric: str, margin: float,
            test_fraction: float, level: float = 0.95, champion_version: str | None = None,
            basis: str = "same folds") -> GateDecision:
     """Pure: the gate's decision from paired fold scores (``champion=None``: no champion yet)."""
@@ -74,7 +74,7 @@ def decide(challenger: np.ndarray, champion: np.ndarray | None, *, metric: str, 
                         float(np.mean(champion)), test, basis)
 
 
-def decide_on_leaks(leaks: list[str] | tuple[str, ...], challenger: np.ndarray, *, metric: str, margin: float,
+def judge_leaks(leaks: list[str] | tuple[str, ...], challenger: np.ndarray, *, metric: str, margin: float,
                     champion_version: str | None = None) -> GateDecision:
     """Pure: a challenger whose run flagged a leak (``leaks``: one message per column, naming it) is
     not promoted, whatever its fold scores: a model that scores on a copy of the label, or on a value
@@ -86,7 +86,7 @@ def decide_on_leaks(leaks: list[str] | tuple[str, ...], challenger: np.ndarray, 
                         champion_version, basis="leak check")
 
 
-def decide_on_changed_data(challenger: np.ndarray, champion: dict[str, float], drift: dict[str, Any] | None, *,
+def judge_changed_data(challenger: np.ndarray, champion: dict[str, float], drift: dict[str, Any] | None, *,
                            metric: str, margin: float, test_fraction: float, level: float = 0.95,
                            champion_version: str | None = None) -> GateDecision:
     """Pure: the gate's decision when the challenger was evaluated on other data than the champion.
@@ -97,7 +97,7 @@ def decide_on_changed_data(challenger: np.ndarray, champion: dict[str, float], d
     challenger whose whole interval lies more than ``margin`` below the champion's estimate is a
     significant drop. These findings and the drift report (``trilho.monitoring.drift``) are recorded, but
     they cannot tell a better model from an easier data set (a retrain on 1.5% flipped labels and a
-    shifted feature passed both), so without a reference set (``decide_on_reference``) the
+    shifted feature passed both), so without a reference set (``judge_on_reference``) the
     challenger is kept out of champion until a person promotes it with a reason.
     """
     scores = np.asarray(challenger, dtype="float64")
@@ -132,7 +132,7 @@ def reference_score(metric: str, y: np.ndarray, pred: np.ndarray, proba: np.ndar
     return probability_metrics(y, proba, np.arange(n_classes))[metric]
 
 
-def decide_on_reference(y: np.ndarray, challenger: tuple[np.ndarray, np.ndarray], champion: tuple[np.ndarray, np.ndarray],
+def judge_on_reference(y: np.ndarray, challenger: tuple[np.ndarray, np.ndarray], champion: tuple[np.ndarray, np.ndarray],
                         *, metric: str, margin: float, level: float = 0.95, champion_version: str | None = None,
                         n_boot: int = 1000, seed: int = 0, before: GateDecision | None = None,
                         drift: dict[str, Any] | None = None) -> GateDecision:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from trilho.errors import TrackingError
-from trilho.evaluation.gate import BY_HAND, GateDecision, decide, decide_on_changed_data, decide_on_leaks, decide_on_reference
+from trilho.evaluation.gate import BY_HAND, GateDecision, judge, judge_changed_data, judge_leaks, judge_on_reference
 from trilho.schemas import GateRecord
 from trilho.tracking.model import FILES_TAG, download_model, load_model
 from trilho.tracking.store import brief, gate_lock, open_client
@@ -113,7 +113,7 @@ def _on_reference(who: Challenger, current: Any, tracking_uri: str, before: Gate
                             f"{challenger_classes}: they cannot be compared on the reference set; kept as challenger "
                             f"({BY_HAND})", who.metric,
                             who.margin, float("nan"), str(current.version), basis="reference set", drift=drift)
-    return decide_on_reference(np.asarray(y), (challenger.argmax(axis=1), challenger), (champion.argmax(axis=1), champion),
+    return judge_on_reference(np.asarray(y), (challenger.argmax(axis=1), challenger), (champion.argmax(axis=1), champion),
                                metric=who.metric, margin=who.margin, level=who.level, champion_version=str(current.version),
                                before=before, drift=drift)
 
@@ -124,10 +124,10 @@ def _decide_now(client: Any, who: Challenger, reevaluate: Reevaluate | None,
     both are scored on it before any promotion. A leaking challenger is not compared at all."""
     current = _alias_version(client, who.name, CHAMPION)
     if who.leaks:
-        return decide_on_leaks(who.leaks, who.fold_scores, metric=who.metric, margin=who.margin,
+        return judge_leaks(who.leaks, who.fold_scores, metric=who.metric, margin=who.margin,
                                champion_version=str(current.version) if current is not None else None)
     if current is None:
-        return decide(who.fold_scores, None, metric=who.metric, margin=who.margin, test_fraction=who.test_fraction,
+        return judge(who.fold_scores, None, metric=who.metric, margin=who.margin, test_fraction=who.test_fraction,
                       level=who.level)
     champion_run = client.get_run(current.run_id)
     same_data = champion_run.data.tags.get("trilho.data_sha256") == who.cv_key["data_sha256"]
@@ -137,7 +137,7 @@ def _decide_now(client: Any, who: Challenger, reevaluate: Reevaluate | None,
                  if drift_report else None)
         if who.reference is not None:
             return _on_reference(who, current, tracking_uri, drift=drift)
-        return decide_on_changed_data(who.fold_scores, logged, drift, metric=who.metric, margin=who.margin,
+        return judge_changed_data(who.fold_scores, logged, drift, metric=who.metric, margin=who.margin,
                                       test_fraction=who.test_fraction, level=who.level,
                                       champion_version=str(current.version))
     decision = _decide_on_same_data(client, who, reevaluate, current, champion_run)
@@ -157,7 +157,7 @@ def _decide_on_same_data(client: Any, who: Challenger, reevaluate: Reevaluate | 
     if len(champion_scores) != len(who.fold_scores):
         raise TrackingError(f"champion v{current.version} has {len(champion_scores)} fold scores for "
                             f"{who.metric!r}, the challenger {len(who.fold_scores)}")
-    return decide(who.fold_scores, champion_scores, metric=who.metric, margin=who.margin, test_fraction=who.test_fraction,
+    return judge(who.fold_scores, champion_scores, metric=who.metric, margin=who.margin, test_fraction=who.test_fraction,
                   level=who.level, champion_version=str(current.version), basis=basis)
 
 
@@ -178,7 +178,7 @@ def register_and_gate(tracking_uri: str, who: Challenger, reevaluate: Reevaluate
 
     On the same data and folds the champion's logged fold scores pair with the challenger's; on
     the same data with other folds ``reevaluate(config)`` gives the champion configuration's scores
-    on the challenger's folds; on other data ``drift_report`` informs ``decide_on_changed_data``.
+    on the challenger's folds; on other data ``drift_report`` informs ``judge_changed_data``.
     """
     from mlflow.exceptions import MlflowException
 

@@ -8,7 +8,6 @@ lake, and track the results and the gate's decision.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import tempfile
@@ -21,7 +20,6 @@ from typing import Any
 import pandas as pd
 
 from trilho.data import leaks
-from trilho.data.curate import read_curated
 from trilho.errors import ConfigError, SourceUnreachableError, TrackingError
 from trilho.evaluation import baselines, explain, groups
 from trilho.evaluation import cv as evaluate
@@ -30,14 +28,15 @@ from trilho.execution import background as parallel
 from trilho.experiment import Experiment
 from trilho.reporting import publish as reports
 from trilho.reporting.summary import baseline_rows, build_summary, explained_rows, metric_rows, summary_metrics
-from trilho.schemas import GateRecord, RunSummary, ValidationReport
+from trilho.schemas import RunSummary, ValidationReport
 from trilho.serving.artifact import save_model_files
 from trilho.settings import Settings
 from trilho.storage import Lake
 from trilho.tracking import flatten
 from trilho.workflows.context import Context, Progress, conduct
+from trilho.workflows.promote import promote
 
-__all__ = ["ExperimentResult", "cv_key", "offline_experiment", "run_experiment"]
+__all__ = ["ExperimentResult", "offline_experiment", "run_experiment"]
 
 log = logging.getLogger(__name__)
 SMALL_BASELINE = 200_000  # rows x fits under which a baseline's fits run on one thread
@@ -63,13 +62,6 @@ def nested_repeats(exp: Experiment) -> int:
     """How many CV repeats also get nested-CV fits: none unless the nested_cv interval is asked for."""
     ev = exp.evaluation
     return min(ev.nested_repeats, exp.cv.n_repeats) if "nested_cv" in (*ev.intervals, ev.interval) else 0
-
-
-def cv_key(exp: Experiment, data_sha256: str) -> dict[str, str]:
-    """What fixes the folds: the data's digest and the CV params, as the run's params record them."""
-    params = flatten(exp.resolved())
-    return {"data_sha256": data_sha256, **{k: params[k] for k in ("cv.n_splits", "cv.n_repeats", "cv.first_seed",
-                                                                    "cv.duplicates", "data.missing")}}
 
 
 def offline_experiment(exp: Experiment, source: str) -> Experiment:
@@ -364,7 +356,7 @@ def _track_results(run: _Run, fitted: _Fitted, summary: RunSummary, drawing: lis
             tracker.set_tag(run.run_id, "trilho.baselines", "; ".join(fitted.baselines["said"]) or
                             f"beats every baseline on {fitted.baselines['primary_metric']}")
         if exp.registry.model_name and exp.tracking.log_model:  # needs no figure: while they are drawn
-            summary["registry"] = _gate(run, fitted, summary)
+            summary["registry"] = promote(run.ctx, run.run_id, run.prefix, summary, fitted.cv)
         _figures_to_lake(run, drawing)
         _page(run, summary)
         tracker.log_folder(run.run_id, run.folder / "report")
@@ -406,47 +398,3 @@ def _page(run: _Run, summary: RunSummary) -> None:
 
 def _save_summary(run: _Run, summary: RunSummary) -> None:
     run.ctx.lake.put_bytes(run.prefix + "summary.json", json.dumps(summary, indent=2).encode(), overwrite=True)
-
-
-def _gate(run: _Run, fitted: _Fitted, summary: RunSummary) -> GateRecord:
-    """Register the model and let the gate decide its aliases; the decision goes to the run and the lake."""
-    from trilho.tracking.registry import Challenger, register_and_gate
-
-    ctx = run.ctx
-    exp, inputs = ctx.exp, ctx.inputs
-    metric = exp.registry.primary_metric
-    reference = inputs.reference
-    who = Challenger(name=exp.registry.model_name, model_uri=summary["model_uri"], run_id=run.run_id,
-                     fold_scores=fitted.cv.scores(metric), cv_key=cv_key(exp, summary["data"]["sha256"]),
-                     metric=metric, margin=exp.registry.margin, test_fraction=1.0 / exp.cv.n_splits,
-                     level=exp.registry.level, reference=None if reference is None else (reference.X, reference.y),
-                     leaks=inputs.leaks)
-    with ctx.tracker.timed("register and gate the model"):
-        record = register_and_gate(ctx.settings.tracking_uri, who, lambda config: _reevaluate(ctx, config, metric),
-                                   lambda tags, config: _drift_report(ctx, tags, config))
-    ctx.tracker.set_tag(run.run_id, "trilho.registry", f"{record['name']} v{record['version']}: {record['reason']}")
-    ctx.lake.put_bytes(run.prefix + "promotion.json", json.dumps(record, indent=2).encode(), overwrite=True)
-    return record
-
-
-def _reevaluate(ctx: Context, config: dict[str, Any], metric: str) -> Any:
-    """The champion's procedure (its model, resampler, seed and missing-value policy) on exactly
-    the challenger's folds."""
-    champion = Experiment.model_validate(config)
-    task = ctx.task(model=champion.model.model_dump(), resampler=champion.resampler.model_dump(),
-                    random_state=champion.random_state,
-                    encoding={**ctx.inputs.data.spec, "missing": champion.data.missing})
-    return evaluate.cross_validate(ctx.inputs.X, ctx.inputs.y, task, ctx.runner()).scores(metric)
-
-
-def _drift_report(ctx: Context, tags: dict[str, str], config: dict[str, Any]) -> dict[str, Any] | None:
-    """How the champion's curated data (from this lake) differs from the challenger's."""
-    from trilho.monitoring import drift
-
-    key = f"curated/{tags.get('trilho.experiment', '')}/{tags.get('trilho.data_sha256', '')}/data.parquet"
-    if read_curated(ctx.lake, key) is None:
-        log.warning("champion's data %s is not in lake %s (or not intact): drift not measured", key, ctx.lake.uri)
-        return None
-    old = pd.read_parquet(io.BytesIO(ctx.lake.get_bytes(key)))
-    return drift.compare_data(old, ctx.inputs.data.curated(), Experiment.model_validate(config).data.classes,
-                              ctx.exp.data.classes)

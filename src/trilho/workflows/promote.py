@@ -1,0 +1,78 @@
+"""The promotion of a run's model: registered as the challenger, then judged against the champion
+by the gate (``trilho.evaluation.gate``) under the registry's lock (``trilho.tracking.registry``).
+The champion's procedure is re-evaluated on exactly the challenger's folds when the data is the
+same; on other data, the drift between the two curated tables informs the judgment.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from typing import Any
+
+import pandas as pd
+
+from trilho.data.curate import read_curated
+from trilho.evaluation import cv as evaluate
+from trilho.evaluation.results import CVResult
+from trilho.experiment import Experiment
+from trilho.schemas import GateRecord, RunSummary
+from trilho.tracking import flatten
+from trilho.workflows.context import Context
+
+__all__ = ["cv_key", "promote"]
+
+log = logging.getLogger(__name__)
+
+
+def cv_key(exp: Experiment, data_sha256: str) -> dict[str, str]:
+    """What fixes the folds: the data's digest and the CV params, as the run's params record them."""
+    params = flatten(exp.resolved())
+    return {"data_sha256": data_sha256, **{k: params[k] for k in ("cv.n_splits", "cv.n_repeats", "cv.first_seed",
+                                                                    "cv.duplicates", "data.missing")}}
+
+
+
+def promote(ctx: Context, run_id: str, prefix: str, summary: RunSummary, cv: CVResult) -> GateRecord:
+    """Register the run's model and let the gate decide its aliases; the decision goes to the run (a
+    tag) and to the lake (``prefix``promotion.json)."""
+    from trilho.tracking.registry import Challenger, register_and_gate
+
+    exp, inputs = ctx.exp, ctx.inputs
+    metric = exp.registry.primary_metric
+    reference = inputs.reference
+    who = Challenger(name=exp.registry.model_name, model_uri=summary["model_uri"], run_id=run_id,
+                     fold_scores=cv.scores(metric), cv_key=cv_key(exp, summary["data"]["sha256"]),
+                     metric=metric, margin=exp.registry.margin, test_fraction=1.0 / exp.cv.n_splits,
+                     level=exp.registry.level, reference=None if reference is None else (reference.X, reference.y),
+                     leaks=inputs.leaks)
+    with ctx.tracker.timed("register and gate the model"):
+        record = register_and_gate(ctx.settings.tracking_uri, who, lambda config: _reevaluate(ctx, config, metric),
+                                   lambda tags, config: _drift_report(ctx, tags, config))
+    ctx.tracker.set_tag(run_id, "trilho.registry", f"{record['name']} v{record['version']}: {record['reason']}")
+    ctx.lake.put_bytes(prefix + "promotion.json", json.dumps(record, indent=2).encode(), overwrite=True)
+    return record
+
+
+def _reevaluate(ctx: Context, config: dict[str, Any], metric: str) -> Any:
+    """The champion's procedure (its model, resampler, seed and missing-value policy) on exactly
+    the challenger's folds."""
+    champion = Experiment.model_validate(config)
+    task = ctx.task(model=champion.model.model_dump(), resampler=champion.resampler.model_dump(),
+                    random_state=champion.random_state,
+                    encoding={**ctx.inputs.data.spec, "missing": champion.data.missing})
+    return evaluate.cross_validate(ctx.inputs.X, ctx.inputs.y, task, ctx.runner()).scores(metric)
+
+
+def _drift_report(ctx: Context, tags: dict[str, str], config: dict[str, Any]) -> dict[str, Any] | None:
+    """How the champion's curated data (from this lake) differs from the challenger's."""
+    from trilho.monitoring import drift
+
+    key = f"curated/{tags.get('trilho.experiment', '')}/{tags.get('trilho.data_sha256', '')}/data.parquet"
+    if read_curated(ctx.lake, key) is None:
+        log.warning("champion's data %s is not in lake %s (or not intact): drift not measured", key, ctx.lake.uri)
+        return None
+    old = pd.read_parquet(io.BytesIO(ctx.lake.get_bytes(key)))
+    return drift.compare_data(old, ctx.inputs.data.curated(), Experiment.model_validate(config).data.classes,
+                              ctx.exp.data.classes)

@@ -94,7 +94,7 @@ class DaskExecutor:
         exact median, by ``_exact_medians``), so it is the state this process would learn from the
         same rows; ``class_weight`` becomes per-row weights
         from the cluster-wide class counts. Returns a fitted ``encode -> model`` pipeline that
-        ``trilho.tracking.save_model_files`` logs like any other, and what the fit saw (rows,
+        ``trilho.serving.artifact.save_model_files`` writes like any other, and what the fit saw (rows,
         partitions, workers).
         """
         import dask

@@ -132,7 +132,7 @@ def gate_lock(client: Any, tracking_uri: str, name: str, wait_s: float = GATE_WA
     A SQLite store: a file lock beside it (released by the system if the process dies). Any other
     store: a registered model named ``<name>.gate-lock``, created to take the lock and deleted to
     release it; the database's unique names make its creation atomic, on any backend. The lock is a
-    lease: its holder moves the ``trilho.evaluation.gate.heartbeat`` tag every ``beat_s`` from a thread of its
+    lease: its holder moves the ``trilho.gate.heartbeat`` tag every ``beat_s`` from a thread of its
     own, and a lock whose heartbeat has not moved for ``lease_s`` (or whose holder's process ended on
     this host) is taken over. A waiter says what it waits for after ``say_after_s``, then every
     ``say_every_s``, and gives up after ``wait_s``.

@@ -3,7 +3,7 @@
 ``conduct`` opens the executor (a Dask cluster is checked before anything is read), prepares the
 data (ingest, validation, cleaning, the reference set when asked, the rows and groups the folds
 see) and then the tracking store (checked before any fit), and yields them as one ``Context``.
-The context builds the ``evaluate.Task`` of the experiment (the one place that turns experiment
+The context builds the ``trilho.evaluation.cv.Task`` of the experiment (the one place that turns experiment
 settings into what the folds evaluate), the runner on the free cores, and times stages into one
 ``timings`` table. Each conductor then reads as its own stages.
 """

@@ -1,4 +1,4 @@
-"""The only place where stages meet: ingest -> validate -> clean -> evaluate -> track -> lake.
+"""``trilho run``, stage by stage: ingest -> validate -> clean (the context) -> evaluate -> track -> lake.
 
 ``run_experiment`` reads as the picture in docs/development.md: load and curate the data, open the tracking
 store, then, inside one MLflow run, evaluate (the params, the dataset and the model reach MLflow

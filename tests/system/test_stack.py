@@ -3,7 +3,7 @@
 Runs wherever a Docker engine answers (``DOCKER_HOST``, Compose v2) and skips with the reason elsewhere;
 .ci/run starts one with ../shared/tools/docker-engine up. The store is SeaweedFS (compose.seaweedfs.yaml):
 MinIO's image cannot be had offline. The tests run in file order on one stack, each a step a user takes:
-up, train offline, train from a file in ./data, credentials, serve, down and up again, down -v.
+up, train offline, train from a file in ./data, credentials, down and up again, serve, down -v.
 """
 
 from __future__ import annotations
@@ -183,6 +183,17 @@ def test_jupyter_and_the_store_refuse_requests_without_their_credentials(stack):
         wrong.list_objects_v2(Bucket="trilho-data")
 
 
+def test_runs_and_models_survive_down_and_up(stack):
+    before = {v.version for v in stack.mlflow().search_model_versions("name='diabetes-xgboost'")}
+    stack.compose("--profile", "*", "down", timeout=300)
+    assert not [s for s in stack.services().values() if s["State"] == "running"]
+    stack.compose("up", "-d", "--wait", timeout=900)
+    after = stack.mlflow().search_model_versions("name='diabetes-xgboost'")
+    assert {v.version for v in after} == before and before
+    champion = stack.mlflow().get_model_version_by_alias("diabetes-xgboost", "champion")
+    assert stack.mlflow().get_run(champion.run_id).info.status == "FINISHED"
+
+
 def test_the_serve_profile_serves_the_champion_behind_its_token(stack):
     stack.compose("--profile", "serve", "up", "-d", "--wait", "serve", timeout=600)
     from trilho.data.synthetic import diabetes
@@ -199,19 +210,8 @@ def test_the_serve_profile_serves_the_champion_behind_its_token(stack):
     assert len(json.loads(answer)["predictions"]) == 2
 
 
-def test_runs_and_models_survive_down_and_up(stack):
-    before = {v.version for v in stack.mlflow().search_model_versions("name='diabetes-xgboost'")}
-    stack.compose("--profile", "*", "down", timeout=300)
-    assert not [s for s in stack.services().values() if s["State"] == "running"]
-    stack.compose("up", "-d", "--wait", timeout=900)
-    after = stack.mlflow().search_model_versions("name='diabetes-xgboost'")
-    assert {v.version for v in after} == before and before
-    champion = stack.mlflow().get_model_version_by_alias("diabetes-xgboost", "champion")
-    assert stack.mlflow().get_run(champion.run_id).info.status == "FINISHED"
-
-
 def test_one_command_stops_everything_and_drops_the_data(stack):
-    stack.compose("--profile", "serve", "up", "-d", "serve", timeout=600)  # a profile's service is up, too
+    assert stack.services()["serve"]["State"] == "running"  # a profile's service is up, too (the test before)
     stack.compose("--profile", "*", "down", "-v", timeout=300)
     label = f"label=com.docker.compose.project={PROJECT}"
     containers = subprocess.run(["docker", "ps", "-a", "-q", "--filter", label], capture_output=True, text=True)

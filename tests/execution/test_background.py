@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
+import time
 
 import pytest
 
 from trilho.execution import background as parallel
+
+
+@pytest.fixture(autouse=True)
+def _no_idle_threads():
+    """A fork needs a process with no other thread. Tests before these leave idle pool workers behind
+    (MLflow's artifact repositories keep a ThreadPoolExecutor each); they exit once their owner is
+    collected, which is up to the garbage collector: collect, and wait for them a moment."""
+    gc.collect()
+    deadline = time.monotonic() + 5
+    while threading.active_count() > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _write_pid(path):

@@ -52,6 +52,11 @@ class SourceError(TrilhoError):
 class SourceUnreachableError(SourceError):
     """The source's host could not be reached (no network, a host that is down): nothing was read."""
 
+    @property
+    def cause(self) -> str:
+        """What the network said, in a word (``ConnectionError``), or "no answer"."""
+        return type(self.__cause__).__name__ if self.__cause__ else "no answer"
+
 
 class StorageError(TrilhoError):
     pass

@@ -15,11 +15,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from trilho.errors import ConfigError
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["LOCAL_UI", "Settings", "load_settings"]
 
 
 def _env(*names: str) -> AliasChoices:
     return AliasChoices(*names)
+
+
+# where `trilho ui` serves the MLflow UI of a local store: the link printed for a run on one
+LOCAL_UI = "http://127.0.0.1:5000"
 
 
 class Settings(BaseSettings):
@@ -98,7 +102,7 @@ class Settings(BaseSettings):
             return self.mlflow_ui.rstrip("/")
         if self.tracking_uri.startswith(("http://", "https://")):
             return self.tracking_uri.rstrip("/")
-        return "http://127.0.0.1:5000"
+        return LOCAL_UI
 
     def free_cores(self) -> int:
         """Cores this process may use: the fits never get more threads than this in total."""

@@ -142,7 +142,7 @@ def ingest(experiment: ExperimentOpt = "diabetes", source: SourceOpt = None, off
     except SourceUnreachableError as exc:
         if source or not offline or offline == exp.source.uri:  # a source given is the one wanted
             raise
-        _offline_line(exp.source.uri, type(exc.__cause__).__name__ if exc.__cause__ else "no answer", offline)
+        _offline_line(exp.source.uri, exc.cause, offline)
         done = ingest_source(offline, lake, settings, exp.name, None)
     verb = "already there, skipped" if done.skipped else "written"
     Console().print(f"{lake.url(done.key)}: {verb} ({done.manifest['rows']} rows, sha256 {done.manifest['sha256']})")

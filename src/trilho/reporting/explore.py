@@ -17,6 +17,7 @@ from trilho.evaluation.splits import duplicate_groups
 from trilho.experiment import Experiment
 from trilho.model.encoding import normalise_text
 from trilho.schemas import RunSummary, ValidationReport
+from trilho.settings import LOCAL_UI
 
 __all__ = [
     "class_balance_figure",
@@ -181,7 +182,7 @@ def latest_tune(lake: Any, experiment: str) -> dict[str, Any] | None:
     return max(found, key=lambda s: s.get("finished", "")) if found else None
 
 
-def run_link(tracking_uri: str, summary: RunSummary, ui: str = "http://127.0.0.1:5000") -> str:
+def run_link(tracking_uri: str, summary: RunSummary, ui: str = LOCAL_UI) -> str:
     """Where to see the run: the server's own page, or the UI that ``trilho ui`` opens on a local store."""
     base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else ui
     return f"{base}/#/experiments/{quote(str(summary['mlflow_experiment_id']))}/runs/{quote(summary['run_id'])}"

@@ -116,7 +116,7 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
         if not offline_source or offline_source == exp.source.uri:
             raise
         substitute = offline_experiment(exp, offline_source)
-        offline = {"unreachable": exp.source.uri, "cause": type(exc.__cause__).__name__ if exc.__cause__ else "no answer",
+        offline = {"unreachable": exp.source.uri, "cause": exc.cause,
                    "source": offline_source, "model_name": substitute.registry.model_name or ""}
         log.info("%r cannot be reached (%s); running on %s instead", exp.source.uri, offline["cause"], offline_source)
         result = _run(substitute, settings, lake, progress)

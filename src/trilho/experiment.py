@@ -91,15 +91,21 @@ class SourceSpec(_Strict):
 class DataSpec(_Strict):
     """The table: its label, features and what each value means."""
 
-    # the label column
+    # the label column (classification), or the numeric target (regression)
     target: str
-    # {label: code} with codes 0..k-1, or a list of labels (codes in list order). Labels are kept
+    # classification: {label: code} with codes 0..k-1, or a list of labels (codes in list order). Labels are kept
     # as written (stripped), and matched with case and surrounding spaces ignored (``codes``): the
     # data's labels and these, text in any case or integers alike, are stripped and upper-cased
     # before mapping. Several spellings of one class share its code ({Yes = 1, Y = 1, ...}, or a
     # list in the list: [["No", "N"], ["Yes", "Y"]]); the first one listed names the class, as it
     # is written (`trilho init` writes each class's most frequent spelling in the data).
-    labels: dict[str, int]
+    # Regression has no labels.
+    labels: dict[str, int] = {}
+    # regression: fit the model to log(target) ("log", for a positive target whose large values
+    # are rare, such as prices and wages) or to the target as it is ("identity"); a log model's
+    # predictions are taken back with Duan's smearing factor (fitted on each training fold's own
+    # residuals) so that they estimate the mean, not the median
+    target_scale: Literal["identity", "log"] = "identity"
     # columns that are no features (identifiers, free text): never trained on
     drop: list[str] = []
     # a list of columns (categories learned inside each training fold), or per column a
@@ -137,6 +143,8 @@ class DataSpec(_Strict):
     @field_validator("labels")
     @classmethod
     def _codes_are_0_to_k(cls, v: dict[str, int]) -> dict[str, int]:
+        if not v:  # a regression; a classification without labels is refused by Experiment
+            return v
         codes = sorted(set(v.values()))
         if codes != list(range(len(codes))):
             raise ValueError(f"label codes must be 0..{len(codes) - 1}, each used at least once, got {v}")
@@ -337,7 +345,26 @@ class DecisionSpec(_Strict):
     metric: str = ""          # for "metric": a metric of the confusion matrix ("" = registry.primary_metric)
     floor: float = Field(0.0, ge=0.0, le=1.0)  # for "recall" and "precision"
     positive: str = ""        # two classes: the class the threshold is on ("" = the second class, code 1)
-    costs: list[list[float]] = []  # for "costs": one row (true class) and column (predicted) per class, in code order
+    # for "costs": one row (true class) and column (predicted) per class, in code order. Regression:
+    # { over = 1, under = 4 }, what a unit predicted too high and too low costs; the model then
+    # predicts the quantile under / (over + under) of the target (the newsvendor fractile), fitted
+    # with the quantile loss in each training fold and scored by the pinball loss
+    costs: list[list[float]] | dict[str, float] = []
+
+    @property
+    def quantile(self) -> float | None:
+        """Regression: the quantile ``costs = {over, under}`` calls for; None for the mean."""
+        if isinstance(self.costs, dict) and self.costs:
+            return self.costs["under"] / (self.costs["over"] + self.costs["under"])
+        return None
+
+
+class PredictionSpec(_Strict):
+    """Regression: the interval every prediction comes with."""
+
+    # the share of new rows the interval [lower, upper] should hold, built from the cross-validated
+    # residuals (split-conformal, with the finite-sample correction); the run measures it out of fold
+    level: float = Field(0.9, gt=0, lt=1)
 
 
 class TrackingSpec(_Strict):
@@ -387,7 +414,41 @@ class RegistrySpec(_Strict):
         return v
 
 
+TASKS = ("classification", "regression")
+# what a regression experiment takes instead of classification's defaults, where the file is silent
+REGRESSION_DEFAULTS = {("evaluation", "metrics"): ["rmse", "mae", "r2", "median_ae"],
+                       ("evaluation", "baselines"): ["mean", "hist_gradient_boosting"],
+                       ("registry", "primary_metric"): "rmse"}
+
+
+def _classification_keys(data: dict[str, Any]) -> str | None:
+    """The first key of a regression experiment file that only classification takes, in one line."""
+    section = lambda name: data.get(name) if isinstance(data.get(name), dict) else {}
+    resampler, model, decision = section("resampler"), section("model"), section("decision")
+    found = [
+        ("data.labels", section("data").get("labels"), "a numeric target has no classes"),
+        ("resampler.name", resampler.get("name") not in (None, "none") and resampler.get("name"),
+         "resamplers balance classes"),
+        ("model.calibration", model.get("calibration") not in (None, "none") and model.get("calibration"),
+         "calibration maps class probabilities"),
+        ("decision.objective", decision.get("objective") not in (None, "argmax", "costs") and decision.get("objective"),
+         "thresholds choose a class; for a numeric target give decision.costs = { over = 1, under = 4 }"),
+        ("decision.positive", decision.get("positive"), "a numeric target has no positive class"),
+        ("decision.floor", decision.get("floor"), "a numeric target has no threshold"),
+        ("decision.costs", isinstance(decision.get("costs"), list) and decision.get("costs"),
+         "a numeric target's costs are { over = ..., under = ... }, what a unit too high and too low costs"),
+        ("evaluation.baselines", "majority" in (section("evaluation").get("baselines") or []) and "majority",
+         "use 'mean' (the training folds' mean) or 'median'"),
+    ]
+    for key, value, why in found:
+        if value:
+            return f"{key} = {value!r} is for classification ({why}); this experiment's task is regression: remove it"
+    return None
+
+
 class Experiment(_Strict):
+    # "classification" (a label with a few classes) or "regression" (a numeric target)
+    task: Literal["classification", "regression"] = "classification"
     # names the lake's folders (raw/NAME/, curated/NAME/) and the run: letters, digits, _ . -
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     # free text, recorded with every run
@@ -405,6 +466,29 @@ class Experiment(_Strict):
     tune: TuneSpec = TuneSpec()
     validation: ValidationSpec = ValidationSpec()
     decision: DecisionSpec = DecisionSpec()
+    prediction: PredictionSpec = PredictionSpec()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_defaults(cls, data: Any) -> Any:
+        """A regression file: classification-only keys refused, its own defaults where it is silent."""
+        if not isinstance(data, dict) or data.get("task") != "regression":
+            return data
+        said = _classification_keys(data)
+        if said:
+            raise ValueError(said)
+        data = copy.deepcopy(data)
+        for (section, key), value in REGRESSION_DEFAULTS.items():
+            if isinstance(data.setdefault(section, {}), dict):
+                data[section].setdefault(key, value)
+        decision = data.get("decision")
+        if isinstance(decision, dict) and isinstance(decision.get("costs"), dict) and decision["costs"]:
+            decision.setdefault("objective", "costs")
+        return data
+
+    @property
+    def regression(self) -> bool:
+        return self.task == "regression"
 
     @field_validator("random_state")
     @classmethod
@@ -416,8 +500,12 @@ class Experiment(_Strict):
 
     @model_validator(mode="after")
     def _known_metrics(self) -> Experiment:
-        from trilho.evaluation.metrics import METRICS  # the one list of metric names
+        from trilho.evaluation.metrics import metrics_for  # the one list of metric names
         from trilho.model.catalog import check_estimator
+
+        if not self.regression and not self.data.labels:
+            raise ValueError("data.labels is missing: a classification needs its classes (e.g. labels = ['no', 'yes']); "
+                             "for a numeric target set task = 'regression'")
 
         for section, params in (("model", self.model.params), ("resampler", self.resampler.params)):
             for name in SEED_PARAMS:  # None is scikit-learn's "unseeded"
@@ -425,7 +513,7 @@ class Experiment(_Strict):
                 if error:
                     raise ValueError(error)
         try:  # an unknown model, resampler or parameter is found before anything is ingested
-            check_estimator(self.model.model_dump(), self.resampler.model_dump(), self.data.missing)
+            check_estimator(self.model.model_dump(), self.resampler.model_dump(), self.data.missing, self.task)
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
         self._check_fits()
@@ -435,13 +523,19 @@ class Experiment(_Strict):
         if overlap:
             raise ValueError(f"data.categorical lists {overlap}, which are the target or in data.drop")
         if self.data.target in self.evaluation.groups:
-            raise ValueError(f"evaluation.groups lists the target {self.data.target!r}: the metrics by class are "
-                             "already in the classification report; name a feature or a column in data.drop")
+            raise ValueError(f"evaluation.groups lists the target {self.data.target!r}: name a feature or a column "
+                             "in data.drop")
 
         self._check_baselines()
-        unknown = [m for m in self.evaluation.metrics if m not in METRICS]
+        known = metrics_for(self.task)
+        unknown = [m for m in self.evaluation.metrics if m not in known]
         if unknown:
-            raise ValueError(f"unknown metrics {unknown}; choose from {sorted(METRICS)}")
+            raise ValueError(f"unknown metrics {unknown} for {self.task}; choose from {sorted(known)}")
+        if "pinball" in self.evaluation.metrics and self.decision.quantile is None:
+            raise ValueError("evaluation.metrics lists 'pinball', the loss of a quantile: it needs "
+                             "decision.costs = { over = ..., under = ... } (which quantile)")
+        if self.data.target_scale == "log" and not self.regression:
+            raise ValueError("data.target_scale = 'log' is for a numeric target (task = 'regression')")
         if self.registry.model_name and self.registry.primary_metric not in self.evaluation.metrics:
             raise ValueError(f"registry.primary_metric {self.registry.primary_metric!r} is not one of "
                              f"evaluation.metrics {self.evaluation.metrics}")
@@ -455,19 +549,29 @@ class Experiment(_Strict):
     def _check_baselines(self) -> None:
         from trilho.model.catalog import check_estimator, model_kind
 
+        plain = ("mean", "median") if self.regression else ("majority",)
         for name in self.evaluation.baselines:
-            if name != "majority":
+            if name in ("majority", "mean", "median") and name not in plain:
+                raise ValueError(f"evaluation.baselines: {name!r} is for "
+                                 f"{'classification' if name == 'majority' else 'regression'}; use {list(plain)}")
+            if name not in plain:
                 try:
                     check_estimator({"name": name, "params": {}}, {"name": "none"},
-                                    "native" if model_kind(name).native_missing else "impute")
+                                    "native" if model_kind(name).native_missing else "impute", self.task)
                 except ConfigError as exc:
-                    raise ValueError(f"evaluation.baselines: {exc}; or 'majority'") from None
+                    raise ValueError(f"evaluation.baselines: {exc}; or {' or '.join(map(repr, plain))}") from None
 
     def _check_decision(self) -> None:
         """The decision's objective fits the classes: thresholds for two, costs for any number."""
         from trilho.evaluation.metrics import CONFUSION_METRICS
 
         d, classes = self.decision, self.data.classes
+        if self.regression:
+            self._check_quantile()
+            return
+        if isinstance(d.costs, dict):
+            raise ValueError(f"decision.costs {d.costs} names over and under costs, which are a numeric target's; "
+                             f"a classification's are a matrix costs[true][predicted] over the classes {classes}")
         if d.objective == "argmax":
             return
         if d.objective != "costs" and len(classes) != 2:
@@ -490,10 +594,30 @@ class Experiment(_Strict):
             if any(not 0 <= c < float("inf") for row in d.costs for c in row):
                 raise ValueError(f"decision.costs {d.costs}: each cost is a finite number of at least 0")
 
+    def _check_quantile(self) -> None:
+        """Regression's decision: none (the mean), or over and under costs (a quantile)."""
+        from trilho.model.catalog import quantile_params
+
+        costs = self.decision.costs
+        if not costs:
+            if self.decision.objective == "costs":
+                raise ValueError("decision.objective = 'costs' needs decision.costs = { over = ..., under = ... }")
+            return
+        assert isinstance(costs, dict)
+        if set(costs) != {"over", "under"} or any(not 0 < v < float("inf") for v in costs.values()):
+            raise ValueError(f"decision.costs {costs}: a numeric target's costs are {{ over = ..., under = ... }}, "
+                             "what a unit predicted too high and too low costs, each a positive number")
+        try:
+            quantile_params(self.model.name, 0.5)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
     def decision_rule(self) -> dict[str, Any] | None:
         """The decision as the fits apply it (None for argmax): the objective, the metric resolved,
         the floor, the positive class's code and the costs."""
         d = self.decision
+        if self.regression:
+            return None if d.quantile is None else {"objective": "quantile", "quantile": d.quantile}
         if d.objective == "argmax":
             return None
         positive = self.data.codes[d.positive.strip().upper()] if d.positive else 1

@@ -87,11 +87,13 @@ class CVSummary(TypedDict):
 
 
 class HoldoutSummary(TypedDict):
-    labels: list[str]
-    label_codes: list[int]
-    confusion_matrix: list[list[int]]
-    report: dict[str, Any]
+    labels: NotRequired[list[str]]                   # a classification's
+    label_codes: NotRequired[list[int]]
+    confusion_matrix: NotRequired[list[list[int]]]
+    report: NotRequired[dict[str, Any]]
     scores: dict[str, float]
+    rows: NotRequired[int]                           # a regression's: its rows, and its intervals' coverage
+    interval: NotRequired[dict[str, Any]]
 
 
 class LakeSummary(TypedDict):
@@ -126,6 +128,7 @@ class RunSummary(TypedDict):
     """What ``trilho run --summary-json`` writes, and ``reports/<run>/summary.json``."""
 
     experiment: str
+    task: NotRequired[str]  # "classification" or "regression" (older runs: classification)
     run_id: str
     tracking_uri: str
     mlflow_experiment: str
@@ -149,6 +152,9 @@ class RunSummary(TypedDict):
     groups: NotRequired[dict[str, Any]]
     # where the run's HTML page is in the lake (trilho.reporting.html)
     report_html: NotRequired[str]
+    # a regression's prediction intervals: level, the logged model's half-width, out-of-fold coverage
+    # (trilho.evaluation.conformal.interval_summary)
+    prediction_interval: NotRequired[dict[str, Any]]
 
 
 class PredictionManifest(TypedDict):

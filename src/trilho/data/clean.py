@@ -99,13 +99,25 @@ def clean(df: pd.DataFrame, exp: Experiment) -> CleanData:
     gone = unlabelled(df, exp)
     df = df.loc[~gone] if gone.any() else df
     df = unmark(df, features, exp.data.missing_markers, exp.data.written_missing)
-    y = normalise_text(df[target]).map(exp.data.codes)
-    if y.isna().any():
-        raise DataValidationError(f"column {target!r} holds labels outside {exp.data.classes}; "
-                                  "run validation first")
-    names = class_names(df[target], y, exp.data.classes)
+    if exp.regression:
+        try:
+            y = numeric_column(target, df[target]).astype("float64")
+        except ValueError as exc:
+            raise DataValidationError(f"{exc}: the target of a regression is a number; run validation first") from None
+        if y.isna().any():
+            raise DataValidationError(f"column {target!r} holds infinite values; run validation first")
+        names: list[str] = []
+    else:
+        y = normalise_text(df[target]).map(exp.data.codes)
+        if y.isna().any():
+            raise DataValidationError(f"column {target!r} holds labels outside {exp.data.classes}; "
+                                      "run validation first")
+        names = class_names(df[target], y, exp.data.classes)
     spec = feature_spec(features, maps, names, exp.data.drop, exp.data.missing, exp.data.missing_markers,
                         exp.data.written_missing)
+    if exp.regression:
+        spec["task"] = "regression"
+        spec["target"] = target
     try:
         X = typed_features(df, features, set(maps))
     except ValueError as exc:
@@ -121,5 +133,5 @@ def clean(df: pd.DataFrame, exp: Experiment) -> CleanData:
     if exp.evaluation.groups:
         found = df.loc[keep, exp.evaluation.groups].reset_index(drop=True)
         found = found.assign(**{c: as_written(found[c]) for c in found.columns})
-    return CleanData(X=X, y=y[keep].to_numpy(dtype="int64"), spec=spec, dropped_rows=int((~keep).sum()),
+    return CleanData(X=X, y=y[keep].to_numpy(dtype="float64" if exp.regression else "int64"), spec=spec, dropped_rows=int((~keep).sum()),
                      group_columns=found, unlabelled_rows=int(gone.sum()))

@@ -20,7 +20,7 @@ from trilho.errors import DataValidationError
 from trilho.evaluation.splits import duplicate_groups
 from trilho.experiment import Experiment
 from trilho.model.catalog import resampler_kind
-from trilho.model.encoding import normalise_text, unmark
+from trilho.model.encoding import normalise_text, numeric_column, unmark
 from trilho.schemas import ValidationReport
 
 __all__ = ["raise_for_errors", "record_leaks", "repeats_phrase", "validate"]
@@ -59,6 +59,30 @@ def _check_labels(df: pd.DataFrame, exp: Experiment, report: ValidationReport, e
     if merged:
         report["labels"]["merged"] = merged
     return normal.map(codes)
+
+
+def _check_target(df: pd.DataFrame, exp: Experiment, report: ValidationReport, errors: list) -> pd.Series | None:
+    """A numeric target: every value a number (the rows without one are left out before this)."""
+    target = exp.data.target
+    raw = df[target]
+    try:
+        values = numeric_column(target, raw).astype("float64")
+    except ValueError:
+        converted = pd.to_numeric(raw, errors="coerce")
+        bad = raw[converted.isna() & raw.notna()]
+        shown = sorted({str(v) for v in bad.unique()})[:10]
+        errors.append(f"column {target!r} is the numeric target of a regression, and holds {len(bad)} values that "
+                      f"are not numbers {shown} on lines {_lines(bad.index)}; fix those rows, list such words in "
+                      "data.missing_markers (the rows are then left out), or set task = 'classification'")
+        return None
+    bad = values.isna()  # an infinite target is no value to learn or score
+    if bad.any():
+        errors.append(f"column {target!r} holds {int(bad.sum())} infinite values on lines {_lines(values.index[bad])}; "
+                      "fix or remove those rows")
+        return None
+    report["target"] = {"min": float(values.min()), "max": float(values.max()), "mean": float(values.mean()),
+                        "distinct": int(values.nunique()), "skew": float(values.skew()) if len(values) > 2 else 0.0}
+    return values
 
 
 def _known(exp: Experiment) -> list[str] | dict[str, list[str]]:
@@ -145,7 +169,7 @@ def _check_duplicates(features: pd.DataFrame, y: pd.Series | None, report: Valid
         report["duplicates"]["conflicting_lines"] = _lines(features.index[conflicting])
     if dup.any():
         warnings.append(f"{repeats_phrase(int(dup.sum()), len(features))} "
-                        f"({int(dup.sum() - same.sum())} with a different label)")
+                        f"({int(dup.sum() - same.sum())} with a different {'target' if y is not None and y.dtype.kind == 'f' else 'label'})")
 
 
 def _check_classes(y: pd.Series, exp: Experiment, report: ValidationReport, errors: list) -> None:
@@ -206,7 +230,8 @@ def validate(df: pd.DataFrame, exp: Experiment) -> ValidationReport:
     if gone.any():  # no label: left out and counted, never a class of its own
         target = exp.data.target
         report["unlabelled"] = {"rows": int(gone.sum()), "lines": _lines(df.index[gone])}
-        warnings.append(f"{int(gone.sum())} rows have no label (column {target!r} empty or a missing-value word "
+        what = "target value" if exp.regression else "label"
+        warnings.append(f"{int(gone.sum())} rows have no {what} (column {target!r} empty or a missing-value word "
                         f"such as NA) on lines {_lines(df.index[gone])}: left out of training and scoring")
         df = df.loc[~gone]
     if len(df) < exp.data.min_rows:
@@ -214,14 +239,14 @@ def validate(df: pd.DataFrame, exp: Experiment) -> ValidationReport:
         empty = "no data rows: the file holds a header line only; " if not report["rows"] else ""
         errors.append(f"{empty}{len(df)} data rows{without}, fewer than data.min_rows={exp.data.min_rows}")
         return report
-    y = _check_labels(df, exp, report, errors)
+    y = _check_target(df, exp, report, errors) if exp.regression else _check_labels(df, exp, report, errors)
     # values the data uses for "missing" ("?", NA) are missing values from here on, counted as such
     df = unmark(df, _feature_columns(df, exp), exp.data.missing_markers, exp.data.written_missing)
     features = _check_features(df, exp, report, errors, warnings)
     if not features.columns.size:
         errors.append("no feature columns left after dropping the target and data.drop")
     _check_duplicates(features, y, report, warnings)
-    if y is not None:
+    if y is not None and not exp.regression:
         _check_classes(y, exp, report, errors)
     _check_ranges(features, exp, report, warnings)
     return report

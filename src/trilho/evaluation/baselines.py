@@ -15,12 +15,13 @@ from sklearn.metrics import confusion_matrix
 
 from trilho.evaluation import stats
 from trilho.evaluation.cv import Task
-from trilho.evaluation.metrics import LOWER_IS_BETTER, probability_metrics, scores_from_confusion
+from trilho.evaluation.metrics import LOWER_IS_BETTER, probability_metrics, regression_scores, scores_from_confusion
 from trilho.evaluation.splits import split_plan
 
-__all__ = ["MAJORITY", "baseline_task", "compare", "majority_folds", "verdict_lines"]
+__all__ = ["CONSTANT", "MAJORITY", "baseline_task", "compare", "constant_folds", "majority_folds", "verdict_lines"]
 
 MAJORITY = "majority"
+CONSTANT = ("mean", "median")  # a numeric target's baselines: the training folds' mean or median, no fit
 
 
 def majority_folds(y: np.ndarray, n_splits: int, seeds: list[int], groups: np.ndarray | None = None) -> pd.DataFrame:
@@ -39,16 +40,34 @@ def majority_folds(y: np.ndarray, n_splits: int, seeds: list[int], groups: np.nd
     return pd.DataFrame(rows)
 
 
+def constant_folds(y: np.ndarray, n_splits: int, seeds: list[int], groups: np.ndarray | None = None,
+                   how: str = "mean", quantile: float | None = None) -> pd.DataFrame:
+    """A numeric target's constant prediction on every fold of the plan: its training rows' mean
+    (or median; the ``quantile`` a decision asks for, when there is one), every metric on the test rows."""
+    rows = []
+    for seed, i, train, test in split_plan(y, n_splits, seeds, groups):
+        if quantile is not None:
+            value = float(np.quantile(y[train], quantile))
+        else:
+            value = float(np.median(y[train]) if how == "median" else y[train].mean())
+        rows.append({"seed": seed, "fold": i, **regression_scores(y[test], np.full(len(test), value), quantile)})
+    return pd.DataFrame(rows)
+
+
 def baseline_task(task: Task, model: str, repeats: int) -> Task:
     """``model`` with its defaults on the task's first ``repeats`` seeds: same folds, same encoding,
     no resampler, no calibration, no threshold, and no fit besides the folds (missing values
     imputed in-fold where the model cannot take them)."""
     from trilho.model.catalog import model_kind
 
+    from trilho.model.catalog import quantile_params
+
     encoding = task.encoding
     if encoding is not None and encoding.get("missing") == "native" and not model_kind(model).native_missing:
         encoding = {**encoding, "missing": "impute"}
-    return task.but(encoding=encoding, model={"name": model, "params": {}, "calibration": "none"},
+    # a quantile decision: the default model fits the same quantile, where it can
+    params = quantile_params(model, task.quantile) if task.quantile is not None else {}
+    return task.but(encoding=encoding, model={"name": model, "params": params, "calibration": "none"},
                     resampler={"name": "none", "params": {}}, decision=None, seeds=task.seeds[:repeats],
                     holdout_fraction=None, final_fit=False, nested_repeats=0, explain_repeats=0,
                     label=f"baseline {model}")
@@ -84,9 +103,11 @@ def verdict_lines(found: dict[str, Any]) -> list[str]:
     primary, lines = found["primary_metric"], []
     for name, entry in found["models"].items():
         score = entry["metrics"].get(primary, {})
-        if "verdict" not in score or score["verdict"] == "better" or (name != MAJORITY and score["verdict"] != "worse"):
+        plain = name == MAJORITY or name in CONSTANT
+        if "verdict" not in score or score["verdict"] == "better" or (not plain and score["verdict"] != "worse"):
             continue
-        what = "the majority class" if name == MAJORITY else f"a default {name}"
+        what = ("the majority class" if name == MAJORITY else f"the training {name}" if plain
+                else f"a default {name}")
         how = "is worse than" if score["verdict"] == "worse" else "does not beat"
         lines.append(f"the model {how} {what} on {primary}: {score['diff']:+.4f} "
                      f"[{score['low']:+.4f}, {score['high']:+.4f}] over {entry['folds']} paired folds "

@@ -26,8 +26,8 @@ from sklearn.metrics import confusion_matrix
 from trilho.errors import EvaluationError
 from trilho.evaluation.decision import decide, fit_decided
 from trilho.evaluation.explain import fold_importance
-from trilho.evaluation.metrics import probability_metrics, row_log_loss, scores_from_confusion
-from trilho.evaluation.results import CVResult, HoldoutResult, cv_result, holdout_result
+from trilho.evaluation.metrics import probability_metrics, regression_scores, row_log_loss, scores_from_confusion
+from trilho.evaluation.results import CVResult, HoldoutResult, cv_result, holdout_result, regression_holdout
 from trilho.evaluation.splits import Plan, holdout_split, split_plan
 from trilho.execution.pool import Batch, ProgressFn, run_fits
 from trilho.model.catalog import build_pipeline, model_kind
@@ -59,11 +59,20 @@ class Task:
     # the folds of the first ``explain_repeats`` seeds explain their models on their held-out rows
     # (trilho.evaluation.explain): one repeat explains every row once
     explain_repeats: int = 0
+    # "classification" (``y`` holds class codes 0..k-1) or "regression" (``y`` holds numbers)
+    kind: str = "classification"
+    # regression: the quantile the model fits (its parameters say so already), for the pinball loss
+    quantile: float | None = None
 
     @property
     def estimator(self) -> dict[str, Any]:
         """``build_pipeline``'s arguments, small enough to travel with every fit."""
-        return dict(model=self.model, resampler=self.resampler, random_state=self.random_state, encoding=self.encoding)
+        return dict(model=self.model, resampler=self.resampler, random_state=self.random_state, encoding=self.encoding,
+                    task=self.kind)
+
+    @property
+    def regression(self) -> bool:
+        return self.kind == "regression"
 
     def but(self, **changes: Any) -> Task:
         return dataclasses.replace(self, **changes)
@@ -94,16 +103,35 @@ def _fitted(X, y, threads: int | Callable[[], int], estimator: dict, rows: np.nd
         pipe = build_pipeline(**estimator, n_threads=threads)
         return pipe.fit(X, y) if picked is None else pipe.fit(X.iloc[picked], y[picked])
 
+    if estimator.get("task") == "regression":  # a quantile is in the model's parameters: no rule to fit
+        return fit(rows)
     return fit_decided(fit, X, y, rows, decision, seed, estimator["model"].get("calibration", "none"))
 
 
+def regression_fold(X, y, pipe, seed: int, i: int, train: np.ndarray, test: np.ndarray, start: float,
+                    quantile: float | None, explain: bool) -> dict[str, Any]:
+    """A regression fold's scores, predictions and explanation, once its model is fit."""
+    pred = np.asarray(pipe.predict(X.iloc[test]), dtype="float64")
+    fit_s = time.perf_counter() - start
+    explained = {}
+    if explain:
+        step = time.perf_counter()
+        method, values = fold_importance(pipe, X.iloc[test], y[test], 0, seed * 1009 + i)
+        explained = {"importance": values, "importance_method": method, "explain_s": time.perf_counter() - step}
+    return {"seed": seed, "fold": i, "n_train": len(train), "n_test": len(test), "fit_s": fit_s, "test": test,
+            "pred": pred, **explained, **regression_scores(y[test], pred, quantile)}
+
+
 def fold_fit(X, y, threads: int | Callable[[], int], estimator: dict, seed: int, i: int, test: np.ndarray, labels: np.ndarray,
-             decision: dict[str, Any] | None = None, explain: bool = False) -> dict[str, Any]:
+             decision: dict[str, Any] | None = None, explain: bool = False, quantile: float | None = None
+             ) -> dict[str, Any]:
     """One fold: trained on every row outside ``test``, scored on ``test`` (and, with ``explain``,
     its model explained on ``test``: trilho.evaluation.explain)."""
     start = time.perf_counter()
     train = _complement(len(y), test)
     pipe = _fitted(X, y, threads, estimator, train, decision, seed)
+    if estimator.get("task") == "regression":
+        return regression_fold(X, y, pipe, seed, i, train, test, start, quantile, explain)
     proba = np.zeros((len(test), len(labels)))
     proba[:, pipe.classes_] = pipe.predict_proba(X.iloc[test])
     codes = decide(proba, decision, getattr(pipe, "threshold_", None))  # argmax without a rule: what predict() gives
@@ -128,10 +156,13 @@ def _pair_fit(X, y, threads: int | Callable[[], int], estimator: dict, seed: int
     held = np.concatenate(tests)
     train = _complement(len(y), held)
     pipe = build_pipeline(**estimator, n_threads=threads).fit(X.iloc[train], y[train])
+    outer = np.repeat([folds[1], folds[0]], [len(tests[0]), len(tests[1])])  # rows of one fold serve the other
+    if estimator.get("task") == "regression":  # the squared error: the loss RMSE's nested interval is on
+        error = y[held] - np.asarray(pipe.predict(X.iloc[held]), dtype="float64")
+        return pd.DataFrame({"seed": seed, "outer": outer, "row": held, "error": error**2, "logloss": np.abs(error)})
     proba = np.zeros((len(held), len(labels)))
     proba[:, pipe.classes_] = pipe.predict_proba(X.iloc[held])
     truth = np.searchsorted(labels, y[held])
-    outer = np.repeat([folds[1], folds[0]], [len(tests[0]), len(tests[1])])  # rows of one fold serve the other
     return pd.DataFrame({"seed": seed, "outer": outer, "row": held,
                          "error": (proba.argmax(axis=1) != truth).astype("float64"),
                          "logloss": row_log_loss(proba, truth)})
@@ -148,7 +179,7 @@ def _plan_fits(task: Task, plan: Plan, labels: np.ndarray, batch: Batch, prefix:
     gil = model_kind(task.model["name"]).gil_bound
     for seed, i, _train, test in plan:
         explain = seed in task.seeds[:task.explain_repeats]
-        batch.add((fold_fit, (task.estimator, seed, i, test, labels, task.decision, explain)),
+        batch.add((fold_fit, (task.estimator, seed, i, test, labels, task.decision, explain, task.quantile)),
                   f"{prefix}fold {i} of seed {seed}",
                   True, gil)
 
@@ -164,12 +195,17 @@ def _nested_fits(task: Task, plan: Plan, labels: np.ndarray, batch: Batch) -> No
                           f"nested fit without folds {a} and {b} of seed {seed}", True, gil)
 
 
+def _labels(y: np.ndarray, task: Task) -> np.ndarray:
+    """The class codes 0..k-1 of a classification; none for a regression."""
+    return np.arange(0) if task.regression else np.arange(int(y.max()) + 1)
+
+
 def _run_task(X: pd.DataFrame, y: np.ndarray, task: Task, runner: Runner,
               arrived: Callable[[str, Any], None] | None = None, stop: threading.Event | None = None
               ) -> tuple[CVResult, HoldoutResult | None, Pipeline | None]:
     """Every fit of the task as one batch; ``arrived("holdout" | "final", pipeline)`` as each of
     those two is fit, while the folds go on."""
-    labels = np.arange(int(y.max()) + 1)
+    labels = _labels(y, task)
     batch = Batch()
     gil = model_kind(task.model["name"]).gil_bound
     kinds: dict[int, str] = {}
@@ -195,8 +231,11 @@ def _run_task(X: pd.DataFrame, y: np.ndarray, task: Task, runner: Runner,
     cv = cv_result(results[extra:extra + len(plan)], time.perf_counter() - begun, workers, y,
                    results[extra + len(plan):])
     cv.pool = pool
-    classes = task.classes or [str(c) for c in labels]
-    held = holdout_result(results[0], X, y, *split, classes) if split else None
+    if task.regression:
+        held = regression_holdout(results[0], X, y, *split, task.quantile) if split else None
+    else:
+        classes = task.classes or [str(c) for c in labels]
+        held = holdout_result(results[0], X, y, *split, classes) if split else None
     return cv, held, (results[extra - 1] if task.final_fit else None)
 
 
@@ -271,8 +310,8 @@ def cross_validate_many(X: pd.DataFrame, y: np.ndarray, tasks: list[Task], runne
     no core waits for a candidate's last fold. Each one's scores are those ``cross_validate`` gives
     it alone."""
     runner = runner or Runner()
-    labels = np.arange(int(y.max()) + 1)
     first = tasks[0]
+    labels = _labels(y, first)
     plan = split_plan(y, first.n_splits, first.seeds, first.groups)
     batch = Batch()
     for task in tasks:

@@ -25,10 +25,12 @@ __all__ = ["EXPLAIN_ROWS", "METHODS", "fold_importance", "summarise_importance",
 
 # held-out rows a fold explains at most (a random subset beyond): TreeSHAP costs about 0.5 ms a
 # row for 100 trees of depth 6, permutation one prediction of the rows per feature
-EXPLAIN_ROWS = {"tree_shap": 2_000, "permutation": 2_000}
+EXPLAIN_ROWS = {"tree_shap": 2_000, "permutation": 2_000, "tree_shap_value": 2_000, "permutation_mse": 2_000}
 METHODS = {
     "tree_shap": "mean |TreeSHAP contribution| to the margin (log-odds), held-out rows",
     "permutation": "increase in held-out log loss when the feature is shuffled",
+    "tree_shap_value": "mean |TreeSHAP contribution| to the predicted value, held-out rows",
+    "permutation_mse": "increase in held-out mean squared error when the feature is shuffled",
 }
 
 
@@ -57,6 +59,8 @@ def _permutation(pipe: Any, X: pd.DataFrame, codes: np.ndarray, n_classes: int, 
     from sklearn.inspection import permutation_importance
 
     def neg_log_loss(estimator: Any, rows: pd.DataFrame, truth: np.ndarray) -> float:
+        if not n_classes:  # a numeric target: the squared error
+            return -float(np.mean((truth - np.asarray(estimator.predict(rows), dtype="float64")) ** 2))
         proba = np.zeros((len(rows), n_classes))
         proba[:, estimator.classes_] = estimator.predict_proba(rows)
         picked = np.clip(proba[np.arange(len(truth)), truth], 1e-15, 1.0)
@@ -73,10 +77,13 @@ def _permutation(pipe: Any, X: pd.DataFrame, codes: np.ndarray, n_classes: int, 
 
 
 def fold_importance(pipe: Any, X: pd.DataFrame, codes: np.ndarray, n_classes: int, seed: int) -> tuple[str, np.ndarray]:
-    """One fold's model explained on its held-out rows ``X`` (class ``codes``): the method's name
-    and one value per column of ``X``. At most ``EXPLAIN_ROWS`` rows are used (chosen with ``seed``)."""
+    """One fold's model explained on its held-out rows ``X`` (class ``codes``; a numeric target's
+    values where ``n_classes`` is 0): the method's name and one value per column of ``X``. At most
+    ``EXPLAIN_ROWS`` rows are used (chosen with ``seed``)."""
     booster = _booster(pipe)
     method = "tree_shap" if booster is not None else "permutation"
+    if not n_classes:
+        method = "tree_shap_value" if booster is not None else "permutation_mse"
     limit = EXPLAIN_ROWS[method]
     if len(X) > limit:
         keep = np.sort(np.random.default_rng(seed).choice(len(X), limit, replace=False))
@@ -99,7 +106,7 @@ def summarise_importance(values: np.ndarray, features: list[str], method: str, t
             low, high = stats.corrected_t_interval(column, test_fraction, level)
         else:
             low = high = float(column.mean())
-        if method == "tree_shap":  # a mean absolute value is never below 0
+        if method.startswith("tree_shap"):  # a mean absolute value is never below 0
             low = max(low, 0.0)
         table[features[j]] = {"mean": float(means[j]), "std": float(column.std(ddof=1)) if len(column) > 1 else 0.0,
                               "low": float(low), "high": float(high), "rank": len(table) + 1}

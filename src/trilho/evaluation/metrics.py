@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["CONFUSION_METRICS", "ECE_BINS", "LOWER_IS_BETTER", "METRICS", "METRIC_RANGE", "average_precision",
-           "brier_score", "expected_calibration_error", "probability_metrics", "reliability", "row_log_loss",
+__all__ = ["ALL_METRICS", "CONFUSION_METRICS", "ECE_BINS", "LOWER_IS_BETTER", "METRICS", "METRIC_RANGE",
+           "REGRESSION_METRICS", "average_precision", "brier_score", "expected_calibration_error", "metrics_for",
+           "pinball_loss", "probability_metrics", "regression_scores", "reliability", "row_log_loss", "row_losses",
            "scores_from_confusion", "scores_from_confusions"]
 
 METRICS = (
@@ -21,9 +22,71 @@ METRICS = (
 # the values each metric can take: intervals are clipped to them
 METRIC_RANGE = dict.fromkeys(METRICS, (0.0, 1.0)) | {"mcc": (-1.0, 1.0), "log_loss": (0.0, float("inf")),
                                                      "brier": (0.0, 2.0)}
-LOWER_IS_BETTER = frozenset({"log_loss", "brier", "ece"})  # losses: a smaller value is the better model
 ECE_BINS = 10  # equal-width bins of the predicted class's probability
 CONFUSION_METRICS = METRICS[:9]  # computed from one confusion matrix; the rest need probabilities
+# a numeric target's metrics: root mean squared, mean and median absolute error, R², mean absolute
+# percentage error (a share: 0.12 is 12%; for targets that are never 0) and the pinball loss of the
+# quantile a decision asks for (trilho.experiment's decision.costs over/under)
+REGRESSION_METRICS = ("rmse", "mae", "r2", "median_ae", "mape", "pinball")
+ALL_METRICS = METRICS + REGRESSION_METRICS
+METRIC_RANGE |= dict.fromkeys(REGRESSION_METRICS, (0.0, float("inf"))) | {"r2": (-float("inf"), 1.0)}
+# losses: a smaller value is the better model
+LOWER_IS_BETTER = frozenset({"log_loss", "brier", "ece", "rmse", "mae", "median_ae", "mape", "pinball"})
+
+
+def metrics_for(task: str) -> tuple[str, ...]:
+    """The metric names an experiment of ``task`` ("classification" or "regression") may ask for."""
+    return REGRESSION_METRICS if task == "regression" else METRICS
+
+
+def pinball_loss(y: np.ndarray, pred: np.ndarray, quantile: float) -> float:
+    """The mean pinball (quantile) loss: ``quantile`` times what is under-predicted, 1 - ``quantile``
+    times what is over-predicted (scikit-learn's mean_pinball_loss with ``alpha=quantile``).
+
+    >>> pinball_loss(np.array([10.0, 10.0]), np.array([8.0, 13.0]), 0.8)
+    0.9
+    """
+    diff = np.asarray(y, dtype="float64") - np.asarray(pred, dtype="float64")
+    return float(np.mean(np.maximum(quantile * diff, (quantile - 1) * diff)))
+
+
+def regression_scores(y: np.ndarray, pred: np.ndarray, quantile: float | None = None) -> dict[str, float]:
+    """Every metric of REGRESSION_METRICS for one fold's true values and predictions, equal to
+    scikit-learn's functions (a test checks them); ``pinball`` at ``quantile`` (0.5 without one:
+    half the mean absolute error). R² of a fold whose values are all equal is 0 where the
+    predictions are exact too and -inf otherwise, as scikit-learn's ``force_finite`` would make
+    it 1.0 or 0.0: here 0.0.
+
+    >>> s = regression_scores(np.array([3.0, 5.0, 2.0, 8.0]), np.array([2.5, 5.0, 3.0, 7.0]))
+    >>> round(s["rmse"], 4), s["mae"], round(s["r2"], 4), s["median_ae"]
+    (0.75, 0.625, 0.9149, 0.75)
+    """
+    y = np.asarray(y, dtype="float64")
+    pred = np.asarray(pred, dtype="float64")
+    error = y - pred
+    absolute = np.abs(error)
+    spread = float(((y - y.mean()) ** 2).sum())
+    eps = np.finfo(np.float64).eps  # scikit-learn's floor on |y| in the percentage error
+    return {"rmse": float(np.sqrt(np.mean(error**2))), "mae": float(absolute.mean()),
+            "r2": 1.0 - float((error**2).sum()) / spread if spread > 0 else 0.0,
+            "median_ae": float(np.median(absolute)),
+            "mape": float(np.mean(absolute / np.maximum(np.abs(y), eps))),
+            "pinball": pinball_loss(y, pred, 0.5 if quantile is None else quantile)}
+
+
+def row_losses(y: np.ndarray, pred: np.ndarray, metric: str, quantile: float | None = None) -> np.ndarray:
+    """Each row's share of a regression metric's loss, to pair two models row by row: the squared
+    error (``rmse``, ``r2``), the absolute error (``mae``, ``median_ae``), the absolute percentage
+    error (``mape``), the pinball loss (``pinball``)."""
+    error = np.asarray(y, dtype="float64") - np.asarray(pred, dtype="float64")
+    if metric in ("rmse", "r2"):
+        return error**2
+    if metric == "mape":
+        return np.abs(error) / np.maximum(np.abs(np.asarray(y, dtype="float64")), np.finfo(np.float64).eps)
+    if metric == "pinball":
+        q = 0.5 if quantile is None else quantile
+        return np.maximum(q * error, (q - 1) * error)
+    return np.abs(error)
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-__all__ = ["Plan", "duplicate_groups", "grouped_stratified_folds", "holdout_split", "split_plan"]
+__all__ = ["Plan", "duplicate_groups", "grouped_stratified_folds", "holdout_split", "split_plan", "strata"]
 
 # one fold of one seed: (seed, fold index, training rows, test rows)
 Plan = list[tuple[int, int, np.ndarray, np.ndarray]]
@@ -51,6 +51,27 @@ def grouped_stratified_folds(y: np.ndarray, groups: np.ndarray, n_splits: int, s
     return fold[g]
 
 
+STRATA = 10  # a numeric target's folds are stratified on at most this many quantile bins
+
+
+def strata(y: np.ndarray, n_splits: int) -> np.ndarray:
+    """Class codes as they are; a numeric target (floats) cut into quantile bins, so that every
+    fold sees its tails: at most ``STRATA`` bins of equal counts, each with at least two rows a
+    fold (ties share a bin: a bin is the rank's share of the rows).
+
+    >>> strata(np.array([5.0, 1.0, 3.0, 2.0, 4.0, 6.0]), 2).tolist()
+    [0, 0, 0, 0, 0, 0]
+    >>> strata(np.arange(40, dtype=float)[::-1], 2).tolist()[:12]
+    [9, 9, 9, 9, 8, 8, 8, 8, 7, 7, 7, 7]
+    """
+    y = np.asarray(y)
+    if y.dtype.kind != "f":
+        return y
+    bins = max(1, min(STRATA, len(y) // (2 * n_splits)))
+    ranks = pd.Series(y).rank(method="min").to_numpy() - 1
+    return np.minimum((ranks * bins / len(y)).astype(np.int64), bins - 1)
+
+
 _PLANS: OrderedDict[tuple, list[tuple[np.ndarray, np.ndarray]]] = OrderedDict()
 _PLANS_BYTES = 256 << 20  # seeds' folds kept, at most this many bytes of row numbers (1M rows: 5 seeds)
 _PLANS_LOCK = threading.Lock()
@@ -88,7 +109,9 @@ def _seed_folds(y: np.ndarray, n_splits: int, seed: int, groups: np.ndarray | No
 
 def split_plan(y: np.ndarray, n_splits: int, seeds: list[int], groups: np.ndarray | None = None
                 ) -> Plan:
-    """Stratified folds per seed; with ``groups``, rows of one group never straddle train and test."""
+    """Stratified folds per seed (a numeric target on its quantile bins, ``strata``); with ``groups``,
+    rows of one group never straddle train and test."""
+    y = strata(y, n_splits)
     return [(seed, i, train, test) for seed in seeds
             for i, (train, test) in enumerate(_seed_folds(y, n_splits, seed, groups))]
 
@@ -98,6 +121,7 @@ def holdout_split(y: np.ndarray, fraction: float, random_state: int, groups: np.
     """A stratified train/test split; with ``groups``, whole groups go to one side (stratified by
     each group's first label), so that no copy of a test row is trained on."""
     rows = np.arange(len(y))
+    y = strata(y, max(2, round(1 / min(fraction, 1 - fraction))))
     if groups is None:
         train, test = train_test_split(rows, test_size=fraction, random_state=random_state, stratify=y)
         return train, test

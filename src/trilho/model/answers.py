@@ -20,7 +20,7 @@ except ImportError:  # inside trilho: the package's own copy
     from trilho.model.encoding import encode_features, encode_matrix
 
 __all__ = ["answers", "calibrated", "check_output", "class_probabilities", "decided", "explained_class", "explanations",
-           "model_outputs"]
+           "model_outputs", "predicted_values", "value_answers"]
 
 
 def calibrated(proba: np.ndarray, calibration: dict[str, Any] | None) -> np.ndarray:
@@ -75,15 +75,42 @@ def model_outputs(proba_fn: Callable[[Any], np.ndarray], frame: pd.DataFrame, sp
     them: each feature's contribution to the row's answer (``explanations``).
     """
     frame = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)
-    check_output(output)
+    check_output(output, spec)
     X = encode_matrix(frame, spec) if matrix else encode_features(frame, spec)
     return answers(proba_fn, X, spec, output, records=records, explainer=explainer, index=frame.index)
 
 
-def check_output(output: str) -> None:
+def check_output(output: str, spec: dict[str, Any] | None = None) -> None:
     """Refuse an ``output`` parameter the model does not know, naming the ones it does."""
+    if spec is not None and spec.get("task") == "regression" and output == "proba":
+        raise ValueError("params output='proba': this model predicts a number, with no class probabilities; use "
+                         "'both' (the prediction and its interval) or 'labels' (the prediction alone)")
     if output not in ("both", "labels", "proba"):
         raise ValueError(f"params output={output!r}: use 'both', 'labels' or 'proba'")
+
+
+def predicted_values(predict_fn: Callable[[Any], np.ndarray], X: Any, spec: dict[str, Any]) -> np.ndarray:
+    """A regression model's predicted values of encoded rows."""
+    return np.asarray(predict_fn(X), dtype="float64").reshape(-1)
+
+
+def value_answers(values: np.ndarray, spec: dict[str, Any], output: str = "both", records: bool = False,
+                  extra: dict[str, np.ndarray] | None = None, index: Any = None):
+    """What a regression model returns: ``prediction``, and with ``output="both"`` the interval
+    ``lower`` and ``upper`` (the prediction plus or minus the half-width the run measured at its
+    level: trilho.evaluation.conformal), then any explanation columns."""
+    out: dict[str, Any] = {"prediction": values}
+    interval = spec.get("interval")
+    if output == "both" and interval:
+        half = float(interval["half_width"])
+        out |= {"lower": values - half, "upper": values + half}
+    out |= extra or {}
+    if records:
+        listed = {k: np.asarray(v).tolist() for k, v in out.items()}
+        return [{k: v[i] for k, v in listed.items()} for i in range(len(values))]
+    if output == "labels" and not extra:
+        return pd.Series(values, name="prediction", index=index)
+    return pd.DataFrame(out, index=index)
 
 
 def class_probabilities(proba_fn: Callable[[Any], np.ndarray], X: Any, spec: dict[str, Any]) -> np.ndarray:
@@ -98,7 +125,11 @@ def answers(proba_fn: Callable[[Any], np.ndarray], X: Any, spec: dict[str, Any],
             records: bool = False, explainer: Callable[..., dict[str, np.ndarray]] | None = None,
             index: Any = None, proba: np.ndarray | None = None):
     """``model_outputs`` of rows already encoded (``X``); ``proba``: their class probabilities where
-    they were already computed (with other rows, in one call: a served batch)."""
+    they were already computed (with other rows, in one call: a served batch; a regression's values)."""
+    if spec.get("task") == "regression":
+        values = predicted_values(proba_fn, X, spec) if proba is None else np.asarray(proba, dtype="float64")
+        extra = explainer(X, lambda rows: predicted_values(proba_fn, rows, spec), values) if explainer else None
+        return value_answers(values, spec, output, records, extra, index)
     probabilities = lambda rows: class_probabilities(proba_fn, rows, spec)
     proba = probabilities(X) if proba is None else proba
     classes = np.asarray(spec["classes"], dtype=object)
@@ -135,5 +166,7 @@ def explanations(contributions: np.ndarray, spec: dict[str, Any], which: np.ndar
     out = {f"contrib_{c}": contributions[:, j] for j, c in enumerate(spec["features"])}
     if base is not None:
         out["base_value"] = base
+    if not spec["classes"]:  # a regression: about the predicted value
+        return out
     out["explained_class"] = np.asarray(spec["classes"], dtype=object)[which]
     return out

@@ -29,7 +29,7 @@ from trilho.errors import ConfigError
 
 __all__ = [
     "MODELS", "RESAMPLERS", "ModelKind", "ResamplerKind", "build_pipeline", "check_estimator",
-    "check_names", "model_kind", "resampler_kind",
+    "check_names", "model_kind", "quantile_params", "resampler_kind",
 ]
 
 MISSING_POLICIES = ("impute", "native", "drop", "reject")
@@ -49,28 +49,56 @@ class ModelKind:
     # XGBoost and logistic regression lose, 1.55-1.62x). Unmeasured import-path models: threads
     gil_bound: bool = False
     note: str = ""
+    # the family's regressor ("module:Class"); "" where it has none. ``path`` is its classifier, ""
+    # where it is a regressor only
+    regressor: str = ""
 
     @property
     def format(self) -> str:
         """How the fitted model is saved: XGBoost's own file, or skops (no pickle) for the rest."""
-        return "xgboost" if self.path == "xgboost:XGBClassifier" else "skops"
+        return "xgboost" if (self.path or self.regressor).startswith("xgboost:") else "skops"
 
-    def cls(self) -> type:
-        return _import(self.path, "model.name")
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(t for t, p in (("classification", self.path), ("regression", self.regressor)) if p)
+
+    def cls(self, task: str = "classification") -> type:
+        path = self.regressor if task == "regression" else self.path
+        if not path:
+            other = [n for n, m in MODELS.items() if (m.regressor if task == "regression" else m.path)]
+            raise ConfigError(f"model.name {self.name!r} is not a {'regressor' if task == 'regression' else 'classifier'}; "
+                              f"for {task} choose from {sorted(other)} or an import path")
+        return _import(path, "model.name")
 
 
 MODELS: dict[str, ModelKind] = {m.name: m for m in (
-    ModelKind("xgboost", "xgboost:XGBClassifier", "n_jobs", native_missing=True,
+    ModelKind("xgboost", "xgboost:XGBClassifier", "n_jobs", native_missing=True, regressor="xgboost:XGBRegressor",
               note="gradient-boosted trees; missing values handled natively; strong default for tabular data"),
     ModelKind("hist_gradient_boosting", "sklearn.ensemble:HistGradientBoostingClassifier", native_missing=True,
-              gil_bound=True, note="scikit-learn's histogram gradient boosting; missing values handled natively"),
+              gil_bound=True, regressor="sklearn.ensemble:HistGradientBoostingRegressor",
+              note="scikit-learn's histogram gradient boosting; missing values handled natively"),
     ModelKind("random_forest", "sklearn.ensemble:RandomForestClassifier", "n_jobs", native_missing=True,
-              defaults={"n_estimators": 200}, gil_bound=True, note="bagged trees; robust with little tuning"),
+              defaults={"n_estimators": 200}, gil_bound=True, regressor="sklearn.ensemble:RandomForestRegressor",
+              note="bagged trees; robust with little tuning"),
     ModelKind("extra_trees", "sklearn.ensemble:ExtraTreesClassifier", "n_jobs", native_missing=True,
-              defaults={"n_estimators": 200}, gil_bound=True, note="randomised trees; fast, low variance"),
+              defaults={"n_estimators": 200}, gil_bound=True, regressor="sklearn.ensemble:ExtraTreesRegressor",
+              note="randomised trees; fast, low variance"),
     ModelKind("logistic_regression", "sklearn.linear_model:LogisticRegression", linear=True,
               defaults={"max_iter": 2000}, note="linear baseline; one-hot categoricals, scaled features"),
+    ModelKind("ridge", "", linear=True, regressor="sklearn.linear_model:Ridge",
+              note="linear regression with a small L2 penalty; one-hot categoricals, scaled features"),
 )}
+
+# the parameters that make a family fit the ``q`` quantile instead of the mean (decision.costs)
+_QUANTILE = {"xgboost": lambda q: {"objective": "reg:quantileerror", "quantile_alpha": q},
+             "hist_gradient_boosting": lambda q: {"loss": "quantile", "quantile": q}}
+
+
+def quantile_params(name: str, q: float) -> dict[str, Any]:
+    """The model parameters of ``name`` that fit the ``q`` quantile; refused for a family that cannot."""
+    if name not in _QUANTILE:
+        raise ConfigError(f"decision.costs asks for a quantile of the target, and model.name {name!r} fits the mean "
+                          f"only; use one of {sorted(_QUANTILE)}, or remove decision.costs")
+    return _QUANTILE[name](q)
 
 
 @dataclass(frozen=True)
@@ -146,26 +174,46 @@ def _find_installed(name: str) -> None:
 
 @cache
 def model_kind(name: str) -> ModelKind:
-    """The built-in family, or one made for an import path (``sklearn.svm.SVC``)."""
+    """The built-in family, or one made for an import path (``sklearn.svm.SVC``): an import path is
+    both the classifier and the regressor (``check_estimator`` checks it can be the one asked for)."""
     if name in MODELS:
         return MODELS[name]
     if "." not in name:
         raise ConfigError(f"model.name {name!r} is unknown; choose from {sorted(MODELS)} "
-                          "or give a scikit-learn classifier's import path, e.g. sklearn.svm.SVC")
+                          "or give a scikit-learn estimator's import path, e.g. sklearn.svm.SVC")
     _find_installed(name)  # before its module is imported: importing runs its code
     cls = _import(name, "model.name")
     _check_installed(name, cls.__module__.partition(".")[0])  # where the class itself lives, as the model records it
-    for method in ("fit", "predict_proba", "get_params"):
+    for method in ("fit", "predict", "get_params"):
         if not callable(getattr(cls, method, None)):
-            raise ConfigError(f"model.name {name!r} has no {method}(); trilho needs a scikit-learn classifier "
-                              "with predict_proba (for SVC, set params.probability = true)"
-                              if method == "predict_proba" else
-                              f"model.name {name!r} has no {method}(); trilho needs a scikit-learn classifier")
+            raise ConfigError(f"model.name {name!r} has no {method}(); trilho needs a scikit-learn estimator")
     params = _param_names(cls)
     path = f"{cls.__module__}:{cls.__qualname__}"
     tree = any(h in name.lower() for h in _TREE_HINTS)
     return ModelKind(name, path, "n_jobs" if "n_jobs" in params else None, linear=not tree,
-                     native_missing=False, seeded="random_state" in params)
+                     native_missing=False, seeded="random_state" in params, regressor=path)
+
+
+def _check_task(name: str, kind: ModelKind, task: str) -> None:
+    """An import-path model can do what ``task`` asks: a classifier has predict_proba, a regressor
+    is no classifier."""
+    if name in MODELS:
+        kind.cls(task)  # refuses a family without that task
+        return
+    cls = kind.cls(task)
+    estimator_type = getattr(cls, "_estimator_type", None)
+    try:
+        from sklearn.base import is_classifier, is_regressor
+
+        estimator_type = "classifier" if is_classifier(cls) else "regressor" if is_regressor(cls) else estimator_type
+    except (TypeError, AttributeError, ValueError):
+        pass
+    if task == "classification" and not callable(getattr(cls, "predict_proba", None)):
+        raise ConfigError(f"model.name {name!r} has no predict_proba(); trilho needs a scikit-learn classifier "
+                          "with predict_proba (for SVC, set params.probability = true)")
+    if task == "regression" and estimator_type == "classifier":
+        raise ConfigError(f"model.name {name!r} is a classifier; this experiment's task is regression: name a "
+                          "regressor (e.g. sklearn.svm.SVR)")
 
 
 def resampler_kind(name: str) -> ResamplerKind:
@@ -214,15 +262,16 @@ def _xgboost_names(booster: str, objective: str) -> frozenset[str]:
     return frozenset(names - _XGBOOST_NOT_PARAMS)
 
 
-def _known_params(cls: type, params: dict[str, Any]) -> set[str]:
+def _known_params(cls: type, params: dict[str, Any], task: str = "classification") -> set[str]:
     """The parameters ``cls`` takes; XGBoost's depend on the booster and objective in ``params``."""
     if getattr(cls, "__module__", "").startswith("xgboost"):
-        return set(_xgboost_names(str(params.get("booster", "gbtree")), str(params.get("objective", "binary:logistic"))))
+        default = "reg:squarederror" if task == "regression" else "binary:logistic"
+        return set(_xgboost_names(str(params.get("booster", "gbtree")), str(params.get("objective", default))))
     return _param_names(cls)
 
 
-def _check_params(cls: type, params: dict[str, Any], key: str, name: str) -> None:
-    known = _known_params(cls, params)
+def _check_params(cls: type, params: dict[str, Any], key: str, name: str, task: str = "classification") -> None:
+    known = _known_params(cls, params, task)
     unknown = sorted(set(params) - known)
     if unknown:
         close = {u: difflib.get_close_matches(u, known, n=1) for u in unknown}
@@ -242,11 +291,13 @@ def check_names(model: str, resampler: str, keys: tuple[str, str] = ("model.name
         raise ConfigError(f"{keys[1]} {resampler!r} is unknown; choose from {sorted(RESAMPLERS)}")
 
 
-def check_estimator(model: dict[str, Any], resampler: dict[str, Any], missing: str) -> None:
+def check_estimator(model: dict[str, Any], resampler: dict[str, Any], missing: str,
+                    task: str = "classification") -> None:
     """Everything about the model and resampler that can be checked before any data is read."""
     check_names(model["name"], resampler["name"])
     kind, rkind = model_kind(model["name"]), RESAMPLERS[resampler["name"]]
-    _check_params(kind.cls(), model.get("params", {}), "model.params", model["name"])
+    _check_task(model["name"], kind, task)
+    _check_params(kind.cls(task), model.get("params", {}), "model.params", model["name"], task)
     if rkind.path:
         _check_params(rkind.cls() or object, resampler.get("params", {}), "resampler.params", resampler["name"])
     elif resampler.get("params"):
@@ -271,7 +322,8 @@ def _weighted(kind: ModelKind) -> bool:
 
 
 def build_pipeline(model: dict[str, Any], resampler: dict[str, Any], random_state: int,
-                   n_threads: int | Callable[[], int] = 1, encoding: dict[str, Any] | None = None):
+                   n_threads: int | Callable[[], int] = 1, encoding: dict[str, Any] | None = None,
+                   task: str = "classification"):
     """The imblearn pipeline: encode (when ``encoding`` is given), resample, [expand], classify.
 
     ``encoding`` is the feature spec of ``trilho.model.encoding.feature_spec`` plus ``missing``; without it
@@ -308,7 +360,7 @@ def build_pipeline(model: dict[str, Any], resampler: dict[str, Any], random_stat
             steps.append(("resampler", rkind.cls()(**rparams)))  # type: ignore[misc]
         if kind.linear:
             steps += _linear_steps(categorical)
-        model_cls = kind.cls()
+        model_cls = kind.cls(task)
         if rkind.weights and kind.format == "xgboost":
             from trilho.model.weighting import BalancedXGBClassifier as model_cls
         elif rkind.weights:

@@ -72,7 +72,7 @@ def load_classifier(spec: dict, path: str):
         raise ModelFilesError(f"model file {os.path.basename(path)} names types it did not hold when it was logged, "
                               f"or that are not classes of {list(packages)}: {refused}; it is not loaded")
     estimator = skops.io.load(path, trusted=found)
-    return estimator, estimator.predict_proba
+    return estimator, (estimator.predict if spec.get("task") == "regression" else estimator.predict_proba)
 
 
 def load_explainer(spec: dict, classifier):
@@ -93,7 +93,7 @@ def load_explainer(spec: dict, classifier):
         names = classifier.feature_names
 
         def tree_shap(X, probabilities, codes):
-            which = explained_class(codes, n_classes)
+            which = explained_class(codes, n_classes) if n_classes else np.zeros(len(codes), dtype=np.int64)
             found = classifier.predict(xgboost.DMatrix(np.asarray(X, dtype=np.float32), feature_names=names),
                                        pred_contribs=True)
             if found.ndim == 3:  # one set per class: the explained class's
@@ -106,14 +106,15 @@ def load_explainer(spec: dict, classifier):
         return None
 
     def occlusion(X, probabilities, codes):
-        which = explained_class(codes, n_classes)
+        which = explained_class(codes, n_classes) if n_classes else np.zeros(len(codes), dtype=np.int64)
         rows = np.arange(len(which))
-        answer = probabilities(X)[rows, which]
+        pick = lambda found: found if found.ndim == 1 else found[rows, which]  # a regression: the value
+        answer = pick(probabilities(X))
         out = np.empty((len(which), len(features)))
         for j, col in enumerate(features):
             typical = X.copy()
             typical[col] = reference[col]
-            out[:, j] = answer - probabilities(typical)[rows, which]
+            out[:, j] = answer - pick(probabilities(typical))
         return explanations(out, spec, which)
 
     return occlusion

@@ -63,7 +63,7 @@ def _category_profile(values: pd.Series) -> dict[str, Any]:
 
 def training_profile(X: pd.DataFrame, spec: dict[str, Any], predicted: np.ndarray | None = None) -> dict[str, Any]:
     """The profile of the training rows ``X`` (raw feature columns); ``predicted``: the model's
-    class codes for those rows."""
+    class codes for those rows (a regression's predicted values: profiled as a number)."""
     features = {}
     for col in spec["features"]:
         if spec["categorical"].get(col, False) is False:
@@ -71,7 +71,9 @@ def training_profile(X: pd.DataFrame, spec: dict[str, Any], predicted: np.ndarra
         else:
             features[col] = _category_profile(X[col])
     out: dict[str, Any] = {"rows": int(len(X)), "features": features}
-    if predicted is not None and len(predicted):
+    if predicted is not None and len(predicted) and spec.get("task") == "regression":
+        out["prediction"] = _numeric_profile(np.asarray(predicted, dtype="float64"))
+    elif predicted is not None and len(predicted):
         counts = np.bincount(np.asarray(predicted, dtype=np.int64), minlength=len(spec["classes"]))
         out["predicted"] = {c: float(n / counts.sum()) for c, n in zip(spec["classes"], counts, strict=True)}
     return out

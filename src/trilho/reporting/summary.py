@@ -26,6 +26,8 @@ def _row_bootstrap(cv: CVResult, exp: Experiment) -> dict[str, tuple[float, floa
     seeds = cv.oof["seed"].unique()
     first = cv.oof[cv.oof["seed"] == seeds[0]]
     pred = cv.oof["pred"].to_numpy().reshape(len(seeds), len(first))
+    if exp.regression:
+        return stats.row_bootstrap_regression(first["y"].to_numpy(), pred, ev.metrics, ev.level, exp.decision.quantile)
     decomposable = [m for m in ev.metrics if m in CONFUSION_METRICS]
     return stats.row_bootstrap_intervals(first["y"].to_numpy(), pred, len(exp.data.classes),
                                          scores_from_confusions, decomposable, ev.level)
@@ -59,7 +61,7 @@ def build_summary(exp: Experiment, run: dict[str, str], cv: CVResult, held: Hold
     the ``rows``/``features`` trained on, the ``duplicates`` policy's record and the ``lake`` keys."""
     manifest, validation = inputs["manifest"], inputs["validation"]
     return {
-        "experiment": exp.name, "run_id": run["run_id"], "tracking_uri": run["tracking_uri"],
+        "experiment": exp.name, "task": exp.task, "run_id": run["run_id"], "tracking_uri": run["tracking_uri"],
         "mlflow_experiment": exp.tracking.experiment, "mlflow_experiment_id": run["mlflow_experiment_id"],
         "data": {"source": manifest["source"], "sha256": manifest["sha256"], "rows": inputs["rows"],
                  "features": inputs["features"], "ingest_skipped": inputs["skipped"],
@@ -68,8 +70,10 @@ def build_summary(exp: Experiment, run: dict[str, str], cv: CVResult, held: Hold
                "duplicates": inputs["duplicates"], "interval": exp.evaluation.interval, "level": exp.evaluation.level,
                "workers": cv.workers, "pool": cv.pool, "metrics": metrics,
                "fit_s": {"mean": float(cv.folds["fit_s"].mean()), "max": float(cv.folds["fit_s"].max())}},
-        "holdout": {"labels": exp.data.classes, "label_codes": list(range(len(exp.data.classes))),
-                    "confusion_matrix": held.confusion.tolist(), "report": held.report, "scores": held.scores},
+        "holdout": ({"rows": int(len(held.test_index)) if held.test_index is not None else 0, "scores": held.scores}
+                    if held.confusion is None else
+                    {"labels": exp.data.classes, "label_codes": list(range(len(exp.data.classes))),
+                     "confusion_matrix": held.confusion.tolist(), "report": held.report, "scores": held.scores}),
         "lake": inputs["lake"],
     }
 

@@ -54,14 +54,16 @@ def save_model_files(pipeline: Any, spec: dict[str, Any], folder: Path, backgrou
 
     steps = models.serving_steps(pipeline)
     if "encode" in pipeline.named_steps:
-        spec = {**pipeline.named_steps["encode"].spec_, "classes": spec["classes"], "identifiers": spec["identifiers"]}
+        own = {k: spec[k] for k in ("task", "target", "interval") if k in spec}  # a regression's
+        spec = {**pipeline.named_steps["encode"].spec_, "classes": spec["classes"], "identifiers": spec["identifiers"],
+                **own}
     if hasattr(pipeline, "rule_"):  # a calibration map or decision rule (evaluation.decision.Decided): the model applies them
         spec = {**spec, **pipeline.spec()}
     folder.mkdir(parents=True, exist_ok=True)
     estimator = steps[-1][1]
-    from xgboost import XGBClassifier
+    from xgboost import XGBModel
 
-    if len(steps) == 1 and isinstance(estimator, XGBClassifier):  # class-weighted ones too: weights act in fit only
+    if len(steps) == 1 and isinstance(estimator, XGBModel):  # class-weighted ones too: weights act in fit only
         spec = {**spec, "format": "xgboost", "file": "booster.ubj"}
         _write(folder / spec["file"], lambda path: estimator.get_booster().save_model(path))
     else:
@@ -86,7 +88,7 @@ def save_model_files(pipeline: Any, spec: dict[str, Any], folder: Path, backgrou
 def _profile(spec: dict[str, Any], classifier: Path, X: pd.DataFrame, seed: int = 0) -> dict[str, Any]:
     """The training rows' profile (``trilho.monitoring.traffic``), which ``trilho monitor`` holds served rows
     against: up to ``REFERENCE_ROWS`` of them, with the classes the saved model itself predicts."""
-    from trilho.model.answers import class_probabilities, decided
+    from trilho.model.answers import class_probabilities, decided, predicted_values
     from trilho.model.encoding import encode_features, encode_matrix
     from trilho.monitoring.traffic import training_profile
 
@@ -96,6 +98,8 @@ def _profile(spec: dict[str, Any], classifier: Path, X: pd.DataFrame, seed: int 
     working = dict(spec)  # the encoders remember layouts in the spec they are given: not in the file's
     _, proba = servable().load_classifier(working, str(classifier))
     encoded = encode_matrix(X, working) if getattr(proba, "matrix", False) else encode_features(X, working)
+    if spec.get("task") == "regression":
+        return training_profile(X, spec, predicted_values(proba, encoded, working))
     predicted = decided(class_probabilities(proba, encoded, working), working.get("decision"))
     return training_profile(X, spec, predicted)
 

@@ -28,6 +28,7 @@ from trilho.data.validate import record_leaks
 from trilho.evaluation import cv as evaluate
 from trilho.execution.cluster import open_executor
 from trilho.experiment import Experiment
+from trilho.model.catalog import quantile_params
 from trilho.schemas import ValidationReport
 from trilho.settings import Settings
 from trilho.storage import Lake, open_lake
@@ -101,9 +102,14 @@ def check_leaks(validation: ValidationReport, X: pd.DataFrame, y: np.ndarray, ex
 def experiment_task(exp: Experiment, encoding: dict[str, Any], groups: np.ndarray | None, **changes: Any) -> evaluate.Task:
     """The experiment's estimator on its folds (``n_splits`` per seed, ``groups`` whole); ``changes``
     replace any field (another model, other seeds, the holdout and final fits)."""
-    task = evaluate.Task(model=exp.model.model_dump(), resampler=exp.resampler.model_dump(),
+    model, decision, quantile = exp.model.model_dump(), exp.decision_rule(), None
+    if exp.regression and decision is not None:  # a quantile: the model's own loss, no rule after it
+        quantile = decision["quantile"]
+        model["params"] = {**model["params"], **quantile_params(exp.model.name, quantile)}
+        decision = None
+    task = evaluate.Task(model=model, resampler=exp.resampler.model_dump(),
                          random_state=exp.random_state, n_splits=exp.cv.n_splits, seeds=exp.cv.seeds,
-                         encoding=encoding, groups=groups, decision=exp.decision_rule())
+                         encoding=encoding, groups=groups, decision=decision, kind=exp.task, quantile=quantile)
     return task.but(**changes) if changes else task
 
 

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from trilho.data import leaks
 from trilho.errors import ConfigError, SourceUnreachableError, TrackingError
-from trilho.evaluation import baselines, explain, groups
+from trilho.evaluation import baselines, conformal, explain, groups
 from trilho.evaluation import cv as evaluate
 from trilho.evaluation.results import CVResult, HoldoutResult
 from trilho.execution import background as parallel
@@ -83,6 +84,9 @@ class _Run:
     folder: Path = Path()
     threshold: float | None = None  # the logged model's own, when a decision rule chose one
     group_table: pd.DataFrame | None = None  # evaluation.groups: per fold and group, every metric
+    # a regression's prediction intervals: measured out of fold (conformal.interval_summary), and on the holdout
+    intervals: dict[str, Any] | None = None
+    holdout_interval: dict[str, Any] | None = None
 
     @property
     def prefix(self) -> str:
@@ -162,10 +166,17 @@ def _evaluate(run: _Run) -> _Fitted:
         inputs_logged = tracker.submit(_log_inputs, run)  # waits on the server, not on a core
         model_logged = None
         with evaluate.start(inputs.X, inputs.y, task, ctx.runner(run.progress)) as fitting:
-            if exp.tracking.log_model and not exp.model.distributed:
-                kind = "final" if exp.tracking.final_fit == "all" else "holdout"  # the reference logged its 70% fit
+            kind = "final" if exp.tracking.final_fit == "all" else "holdout"  # the reference logged its 70% fit
+            if exp.tracking.log_model and not exp.model.distributed and not exp.regression:
                 model_logged = _keep_model(run, fitting.model(kind).result(), inputs_logged)
             cv, held, _ = fitting.result()
+            if exp.regression:  # the model's intervals come from every fold's residuals
+                run.intervals = conformal.interval_summary(cv.oof, exp.prediction.level,
+                                                           conformal.coverage_by_fold(cv.oof, exp.prediction.level))
+                if held is not None:
+                    run.holdout_interval = _holdout_interval(cv, held, exp.prediction.level)
+                if exp.tracking.log_model and not exp.model.distributed:
+                    model_logged = _keep_model(run, fitting.model(kind).result(), inputs_logged)
         distributed = None
         if exp.model.distributed:  # the workers read the curated Parquet from the lake themselves
             started = time.perf_counter()
@@ -179,6 +190,16 @@ def _evaluate(run: _Run) -> _Fitted:
     ctx.timings["tracking_during_cv_s"] = tracker.seconds - tracked  # overlapped with the fits
     assert held is not None  # the experiment always asks for a holdout
     return _Fitted(cv, held, inputs_logged, model_logged, distributed, task=task)
+
+
+def _holdout_interval(cv: CVResult, held: HoldoutResult, level: float) -> dict[str, Any]:
+    """The holdout's intervals: the half-width from the first repeat's out-of-fold residuals of the
+    holdout's training rows, its coverage of the holdout rows by the holdout model."""
+    assert cv.oof is not None and held.test_index is not None and held.pred is not None
+    first = cv.oof[cv.oof["seed"] == cv.oof["seed"].iloc[0]].set_index("row")
+    train = first.loc[held.train_index]
+    truth = first.loc[held.test_index, "y"].to_numpy()
+    return conformal.holdout_coverage(np.abs(train["y"].to_numpy() - train["pred"].to_numpy()), truth, held.pred, level)
 
 
 def _add_baselines(run: _Run, fitted: _Fitted, summary: RunSummary) -> None:
@@ -204,6 +225,8 @@ def _baselines(ctx: Context, task: evaluate.Task, cv: CVResult) -> dict[str, Any
     for name in names:
         if name == baselines.MAJORITY:
             scored[name] = baselines.majority_folds(inputs.y, task.n_splits, task.seeds, task.groups)
+        elif name in baselines.CONSTANT:
+            scored[name] = baselines.constant_folds(inputs.y, task.n_splits, task.seeds, task.groups, name, task.quantile)
         else:
             base = baselines.baseline_task(task, name, exp.evaluation.baseline_repeats)
             # a few small fits: worker processes would take longer to start than the fits take
@@ -231,7 +254,10 @@ def _keep_model(run: _Run, pipe: Any, inputs_logged: Future) -> Future:
     ctx = run.ctx
     model_dir = run.folder / "model"
     run.threshold = getattr(pipe, "threshold_", None)
-    save_model_files(pipe, ctx.inputs.data.spec, model_dir, ctx.inputs.X)
+    spec = ctx.inputs.data.spec
+    if run.intervals is not None:
+        spec = {**spec, "interval": {"level": run.intervals["level"], "half_width": run.intervals["half_width"]}}
+    save_model_files(pipe, spec, model_dir, ctx.inputs.X)
     reports.copy_to_lake(ctx.lake, model_dir, run.prefix + "model/")  # the lake has it before MLflow
     example = ctx.inputs.raw.drop(columns=[ctx.exp.data.target, *ctx.exp.data.drop]).head(5)
 
@@ -261,6 +287,13 @@ def _summarise(run: _Run, fitted: _Fitted) -> RunSummary:
                   "curated": inputs.validation["curated_key"], "reports": run.prefix}})
     if fitted.distributed is not None:
         summary["final_fit"] = {**fitted.distributed, "where": "xgboost.dask"}
+    if run.intervals is not None:
+        summary["prediction_interval"] = run.intervals
+        if run.holdout_interval is not None:
+            summary["holdout"]["interval"] = run.holdout_interval
+    if ctx.exp.regression and ctx.exp.decision.quantile is not None:
+        summary["decision"] = {"objective": "quantile", "costs": ctx.exp.decision.costs,
+                               "quantile": ctx.exp.decision.quantile}
     if ctx.exp.decision.objective != "argmax":
         summary["decision"] = _decision_summary(ctx.exp, fitted.cv, run.threshold)
     _explained(run, fitted.cv, summary)

@@ -498,9 +498,21 @@ class Experiment(_Strict):
             raise ValueError(f"{error}; use e.g. random_state = 42")
         return v
 
+    def _check_task_metrics(self) -> None:
+        from trilho.evaluation.metrics import metrics_for  # the one list of metric names
+
+        known = metrics_for(self.task)
+        unknown = [m for m in self.evaluation.metrics if m not in known]
+        if unknown:
+            raise ValueError(f"unknown metrics {unknown} for {self.task}; choose from {sorted(known)}")
+        if "pinball" in self.evaluation.metrics and self.decision.quantile is None:
+            raise ValueError("evaluation.metrics lists 'pinball', the loss of a quantile: it needs "
+                             "decision.costs = { over = ..., under = ... } (which quantile)")
+        if self.data.target_scale == "log" and not self.regression:
+            raise ValueError("data.target_scale = 'log' is for a numeric target (task = 'regression')")
+
     @model_validator(mode="after")
     def _known_metrics(self) -> Experiment:
-        from trilho.evaluation.metrics import metrics_for  # the one list of metric names
         from trilho.model.catalog import check_estimator
 
         if not self.regression and not self.data.labels:
@@ -527,15 +539,7 @@ class Experiment(_Strict):
                              "in data.drop")
 
         self._check_baselines()
-        known = metrics_for(self.task)
-        unknown = [m for m in self.evaluation.metrics if m not in known]
-        if unknown:
-            raise ValueError(f"unknown metrics {unknown} for {self.task}; choose from {sorted(known)}")
-        if "pinball" in self.evaluation.metrics and self.decision.quantile is None:
-            raise ValueError("evaluation.metrics lists 'pinball', the loss of a quantile: it needs "
-                             "decision.costs = { over = ..., under = ... } (which quantile)")
-        if self.data.target_scale == "log" and not self.regression:
-            raise ValueError("data.target_scale = 'log' is for a numeric target (task = 'regression')")
+        self._check_task_metrics()
         if self.registry.model_name and self.registry.primary_metric not in self.evaluation.metrics:
             raise ValueError(f"registry.primary_metric {self.registry.primary_metric!r} is not one of "
                              f"evaluation.metrics {self.evaluation.metrics}")

@@ -40,6 +40,7 @@ class ReferenceSet:
         return {"uri": self.uri, "key": self.key, "sha256": self.sha256, "rows": int(len(self.y))}
 
 
+REFERENCE_ROWS_MIN = 20  # rows a numeric target's reference set needs for the gate to pair two models on
 REFERENCE_CLASS_MIN = 5  # rows of each class the gate needs on the reference set to compare two models at all
 
 
@@ -61,6 +62,11 @@ def load_reference(exp: Experiment, settings: Settings, lake: Lake) -> tuple[Ref
         ingested, _, _, data = load_clean(as_source, settings, lake)
     except DataValidationError as exc:
         return None, _unusable(uri, str(exc))
+    if exp.regression:  # a numeric target: enough rows to pair two models' errors on
+        if len(data.y) < REFERENCE_ROWS_MIN:
+            return None, _unusable(uri, f"it holds {len(data.y)} rows with a target, under the {REFERENCE_ROWS_MIN} "
+                                        "the gate needs")
+        return ReferenceSet(uri, ingested.key, ingested.manifest["sha256"], data.X, data.y), None
     counts = np.bincount(data.y, minlength=len(exp.data.classes))
     few = {exp.data.classes[k]: int(n) for k, n in enumerate(counts) if n < REFERENCE_CLASS_MIN}
     if few:
@@ -81,7 +87,8 @@ def _row_keys(X: pd.DataFrame, y: np.ndarray) -> np.ndarray:
     for every kind of missing value."""
     typed = {c: (X[c].astype("float64") if pd.api.types.is_numeric_dtype(X[c]) else X[c].astype("string"))
              for c in X.columns}
-    return pd.util.hash_pandas_object(pd.DataFrame(typed).assign(__label__=np.asarray(y, dtype="int64")),
+    label = np.asarray(y, dtype="float64" if np.asarray(y).dtype.kind == "f" else "int64")
+    return pd.util.hash_pandas_object(pd.DataFrame(typed).assign(__label__=label),
                                       index=False).to_numpy()
 
 

@@ -168,8 +168,9 @@ def _check_duplicates(features: pd.DataFrame, y: pd.Series | None, report: Valid
         conflicting = groups.isin(labels_per_group.index[labels_per_group > 1]).to_numpy()
         report["duplicates"]["conflicting_lines"] = _lines(features.index[conflicting])
     if dup.any():
+        what = "target" if y is not None and y.dtype.kind == "f" else "label"
         warnings.append(f"{repeats_phrase(int(dup.sum()), len(features))} "
-                        f"({int(dup.sum() - same.sum())} with a different {'target' if y is not None and y.dtype.kind == 'f' else 'label'})")
+                        f"({int(dup.sum() - same.sum())} with a different {what})")
 
 
 def _check_classes(y: pd.Series, exp: Experiment, report: ValidationReport, errors: list) -> None:

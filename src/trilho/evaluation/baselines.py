@@ -58,9 +58,7 @@ def baseline_task(task: Task, model: str, repeats: int) -> Task:
     """``model`` with its defaults on the task's first ``repeats`` seeds: same folds, same encoding,
     no resampler, no calibration, no threshold, and no fit besides the folds (missing values
     imputed in-fold where the model cannot take them)."""
-    from trilho.model.catalog import model_kind
-
-    from trilho.model.catalog import quantile_params
+    from trilho.model.catalog import model_kind, quantile_params
 
     encoding = task.encoding
     if encoding is not None and encoding.get("missing") == "native" and not model_kind(model).native_missing:

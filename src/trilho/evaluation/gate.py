@@ -23,7 +23,15 @@ from typing import Any
 import numpy as np
 
 from trilho.evaluation import stats
-from trilho.evaluation.metrics import CONFUSION_METRICS, LOWER_IS_BETTER, METRIC_RANGE, probability_metrics, scores_from_confusion
+from trilho.evaluation.metrics import (
+    CONFUSION_METRICS,
+    LOWER_IS_BETTER,
+    METRIC_RANGE,
+    REGRESSION_METRICS,
+    probability_metrics,
+    regression_scores,
+    scores_from_confusion,
+)
 
 __all__ = ["BY_HAND", "GateDecision", "judge", "judge_changed_data", "judge_leaks", "judge_on_reference",
            "reference_score"]
@@ -125,7 +133,10 @@ def judge_changed_data(challenger: np.ndarray, champion: dict[str, float], drift
 
 
 def reference_score(metric: str, y: np.ndarray, pred: np.ndarray, proba: np.ndarray, n_classes: int) -> float:
-    """One model's ``metric`` on labelled rows: ``y`` and ``pred`` as class indices, ``proba`` per class."""
+    """One model's ``metric`` on labelled rows: ``y`` and ``pred`` as class indices, ``proba`` per class
+    (a regression's metric: ``y`` and ``pred`` as values)."""
+    if metric in REGRESSION_METRICS:
+        return regression_scores(y, pred)[metric]
     if metric in CONFUSION_METRICS:
         cm = np.bincount(y * n_classes + pred, minlength=n_classes**2).reshape(n_classes, n_classes)
         return scores_from_confusion(cm)[metric]

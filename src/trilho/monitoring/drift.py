@@ -70,10 +70,32 @@ def _conflict_rate(X: pd.DataFrame, y: pd.Series, keys: np.ndarray) -> tuple[flo
     return float(dup.mean()) if len(keys) else 0.0, float(conflicting.mean()) if len(keys) else 0.0
 
 
-def compare_data(old: pd.DataFrame, new: pd.DataFrame, old_classes: list[str], new_classes: list[str]
-                 ) -> dict[str, Any]:
-    """The drift report between two curated tables (features plus ``__target__`` codes)."""
+def _compare_values(old: pd.DataFrame, new: pd.DataFrame, features: list[str]) -> dict[str, Any]:
+    """The drift report of a numeric target: each feature's PSI and the target's own."""
+    by_feature = {c: round(_feature_psi(old[c], new[c]), 4) for c in features}
+    target = round(_feature_psi(old[_TARGET], new[_TARGET]), 4)
+    report: dict[str, Any] = {
+        "rows": {"champion": int(len(old)), "challenger": int(len(new))}, "target_psi": target,
+        "target_mean": {"champion": float(old[_TARGET].mean()), "challenger": float(new[_TARGET].mean())},
+        "features": by_feature, "missing_features": sorted((set(old.columns) ^ set(new.columns)) - {_TARGET}),
+        "thresholds": dict(THRESHOLDS)}
+    reasons = []
+    if target >= THRESHOLDS["psi"]:
+        reasons.append(f"the target's distribution shifted (PSI {target:.3f} ≥ {THRESHOLDS['psi']})")
+    shifted = {c: v for c, v in by_feature.items() if v >= THRESHOLDS["psi"]}
+    if shifted:
+        reasons.append(f"features shifted (PSI ≥ {THRESHOLDS['psi']}): {shifted}")
+    if report["missing_features"]:
+        reasons.append(f"features differ between the sets: {report['missing_features']}")
+    return {**report, "drifted": bool(reasons), "reasons": reasons}
+
+
+def compare_data(old: pd.DataFrame, new: pd.DataFrame, old_classes: list[str], new_classes: list[str],
+                 regression: bool = False) -> dict[str, Any]:
+    """The drift report between two curated tables (features plus ``__target__`` codes, or values)."""
     features = [c for c in new.columns if c != _TARGET and c in old.columns]
+    if regression:
+        return _compare_values(old, new, features)
     # labels compared case aside: a champion's configuration may spell them otherwise (BENIGN, Benign)
     spelled = {c.casefold(): c for c in new_classes}
     old_classes = [spelled.get(c.casefold(), c) for c in old_classes]

@@ -108,8 +108,11 @@ def _table(records: list[Served]):
             out[col] = pa.array(numbers[:, j], from_pandas=True)
     for col in first.texts:
         out[col] = _column(list(chain.from_iterable(r.texts[col] for r in records)), False)
-    out["prediction"] = _column(list(chain.from_iterable(r.labels for r in records)), False)
     proba = np.concatenate([r.proba for r in records])
+    if proba.ndim == 1:  # a regression: the predicted values, as numbers
+        out["prediction"] = pa.array(proba.astype("float64"))
+        return pa.table(out)
+    out["prediction"] = _column(list(chain.from_iterable(r.labels for r in records)), False)
     for j, c in enumerate(first.classes):
         out[f"proba_{c}"] = pa.array(proba[:, j])
     return pa.table(out)

@@ -150,7 +150,7 @@ def _stream(model: Any, path: Path, source: str, out_path: Path, chunk_rows: int
                 raise DataValidationError(f"input {source}, rows {done.rows + 1}-{done.rows + len(chunk)}: the model "
                                           f"refused them: {exc}") from None
             ids = chunk[[c for c in identifiers if c in chunk.columns]].reset_index(drop=True)
-            if "prediction" in predicted:  # a handful of labels: dictionary-encoded, cheap to write
+            if "prediction" in predicted and done.spec.get("classes"):  # a handful of labels: dictionary-encoded, cheap to write
                 predicted["prediction"] = pd.Categorical(predicted["prediction"], categories=done.spec.get("classes"))
             table = pa.Table.from_pandas(pd.concat([ids, predicted], axis=1), preserve_index=False)
             writer = writer or pq.ParquetWriter(out_path, table.schema)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from trilho.model.answers import class_probabilities, decided
+from trilho.model.answers import class_probabilities, decided, predicted_values
 from trilho.serving.protocol import model_frame
 from trilho.tracking.model import load_model, resolve_model
 
@@ -59,7 +59,14 @@ class ServedModel:
         """What the classifier reads: the float matrix itself, or (models fitted on frames) a frame."""
         return X if self.matrix else model_frame(X, self.spec)
 
+    @property
+    def regression(self) -> bool:
+        return self.spec.get("task") == "regression"
+
     def probabilities(self, X: np.ndarray) -> np.ndarray:
+        """The class probabilities of encoded rows (a regression's predicted values)."""
+        if self.regression:
+            return predicted_values(self.proba, self.encoded(X), self.spec)
         return class_probabilities(self.proba, self.encoded(X), self.spec)
 
 

@@ -39,7 +39,7 @@ from starlette.routing import Route
 
 from trilho import __version__
 from trilho.errors import ConfigError, RequestError
-from trilho.model.answers import answers, check_output, class_probabilities
+from trilho.model.answers import answers, check_output
 from trilho.monitoring.prediction_log import PredictionLog, Served
 from trilho.serving.protocol import encode_request, params_of, parse_body
 from trilho.serving.served_model import Batcher, Follower, ServedModel, load_served
@@ -190,7 +190,7 @@ class App:
         try:
             parsed = parse_body(await self._body(request), request.headers.get("content-type", _JSON))
             output, explain = params_of(parsed.params)
-            check_output(output)
+            check_output(output, model.spec)
             X, gaps = encode_request(parsed, model.spec) if parsed.rows else (None, None)
             if X is None:
                 rows: list[dict[str, Any]] = []
@@ -200,7 +200,7 @@ class App:
                     raise RequestError("params explain=true: this model was logged before trilho could explain its "
                                        "answers; log it again (trilho run) to explain them")
                 encoded = model.encoded(X)
-                proba = class_probabilities(model.proba, encoded, model.spec)  # once: the answer's and the log's
+                proba = model.probabilities(X)  # once: the answer's and the log's
                 rows = answers(model.proba, encoded, model.spec, output, records=True, explainer=model.explainer,
                                proba=proba)
             else:
@@ -240,7 +240,7 @@ class App:
         assert self.log is not None
         source = parsed.columns if parsed.columns is not None else {c: parsed.frame[c].tolist() for c in model.kept
                                                                     if c in parsed.frame.columns}
-        labels = [r["prediction"] for r in rows] if "prediction" in rows[0] else \
+        labels = [r["prediction"] for r in rows] if "prediction" in rows[0] or model.regression else \
             [model.spec["classes"][k] for k in model.decide(proba).tolist()]
         self.log.offer(Served(rid, time.time(), model.name, model.version, round(1000 * elapsed, 3), X, model.numeric,
                               {c: source[c] for c in model.kept if c in source}, labels, proba, model.classes,

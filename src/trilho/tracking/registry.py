@@ -84,6 +84,7 @@ class Challenger:
     reference: tuple[pd.DataFrame, np.ndarray] | None = None
     # the run's one-feature leaks (trilho.data.leaks), one message naming each column: never champion
     leaks: tuple[str, ...] = ()
+    task: str = "classification"  # a regression's reference rows are scored on its predicted values
 
 
 # the champion's procedure re-evaluated on the challenger's folds, from its logged configuration
@@ -93,11 +94,16 @@ Reevaluate = Callable[[dict[str, Any]], np.ndarray]
 DriftReport = Callable[[dict[str, str], dict[str, Any]], dict[str, Any] | None]
 
 
-def _reference_predictions(model_uri: str, X: pd.DataFrame, tracking_uri: str) -> tuple[list[str], np.ndarray]:
-    """A model's class probabilities on the reference rows (its files checked as it loads), and its classes."""
+def _reference_predictions(model_uri: str, X: pd.DataFrame, tracking_uri: str,
+                           task: str = "classification") -> tuple[list[str], np.ndarray]:
+    """A model's class probabilities on the reference rows (its files checked as it loads), and its
+    classes; a regression's predicted values as one column, named ``prediction``."""
+    output = "labels" if task == "regression" else "proba"
     with tempfile.TemporaryDirectory(prefix="trilho-gate-") as tmp:
-        proba = load_model(model_uri, Path(tmp) / "model", tracking_uri).predict(X, params={"output": "proba"})
-    return list(proba.columns), proba.to_numpy(dtype="float64")
+        found = load_model(model_uri, Path(tmp) / "model", tracking_uri).predict(X, params={"output": output})
+    if isinstance(found, pd.Series):
+        return [str(found.name)], found.to_numpy(dtype="float64")[:, None]
+    return list(found.columns), found.to_numpy(dtype="float64")
 
 
 def _on_reference(who: Challenger, current: Any, tracking_uri: str, before: GateDecision | None = None,
@@ -105,8 +111,13 @@ def _on_reference(who: Challenger, current: Any, tracking_uri: str, before: Gate
     """Champion and challenger scored on the same pinned reference rows."""
     assert who.reference is not None
     X, y = who.reference
-    champion_classes, champion = _reference_predictions(f"models:/{who.name}/{current.version}", X, tracking_uri)
-    challenger_classes, challenger = _reference_predictions(who.model_uri, X, tracking_uri)
+    champion_classes, champion = _reference_predictions(f"models:/{who.name}/{current.version}", X, tracking_uri,
+                                                        who.task)
+    challenger_classes, challenger = _reference_predictions(who.model_uri, X, tracking_uri, who.task)
+    if who.task == "regression":  # paired per-row losses of the two models' values
+        return judge_on_reference(np.asarray(y, dtype="float64"), (challenger[:, 0], challenger),
+                                  (champion[:, 0], champion), metric=who.metric, margin=who.margin, level=who.level,
+                                  champion_version=str(current.version), before=before, drift=drift)
     # the classes in order, case aside: a model logged before labels kept the data's own spelling says BENIGN
     if [c.casefold() for c in champion_classes] != [c.casefold() for c in challenger_classes]:
         return GateDecision(False, f"champion v{current.version} predicts {champion_classes}, the challenger "

@@ -46,7 +46,7 @@ def promote(ctx: Context, run_id: str, prefix: str, summary: RunSummary, cv: CVR
                      fold_scores=cv.scores(metric), cv_key=cv_key(exp, summary["data"]["sha256"]),
                      metric=metric, margin=exp.registry.margin, test_fraction=1.0 / exp.cv.n_splits,
                      level=exp.registry.level, reference=None if reference is None else (reference.X, reference.y),
-                     leaks=inputs.leaks)
+                     leaks=inputs.leaks, task=exp.task)
     with ctx.tracker.timed("register and gate the model"):
         record = register_and_gate(ctx.settings.tracking_uri, who, lambda config: _reevaluate(ctx, config, metric),
                                    lambda tags, config: _drift_report(ctx, tags, config))
@@ -75,4 +75,4 @@ def _drift_report(ctx: Context, tags: dict[str, str], config: dict[str, Any]) ->
         return None
     old = pd.read_parquet(io.BytesIO(ctx.lake.get_bytes(key)))
     return drift.compare_data(old, ctx.inputs.data.curated(), Experiment.model_validate(config).data.classes,
-                              ctx.exp.data.classes)
+                              ctx.exp.data.classes, regression=ctx.exp.regression)

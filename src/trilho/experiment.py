@@ -423,7 +423,10 @@ REGRESSION_DEFAULTS = {("evaluation", "metrics"): ["rmse", "mae", "r2", "median_
 
 def _classification_keys(data: dict[str, Any]) -> str | None:
     """The first key of a regression experiment file that only classification takes, in one line."""
-    section = lambda name: data.get(name) if isinstance(data.get(name), dict) else {}
+    def section(name: str) -> dict[str, Any]:
+        found = data.get(name)
+        return found if isinstance(found, dict) else {}
+
     resampler, model, decision = section("resampler"), section("model"), section("decision")
     found = [
         ("data.labels", section("data").get("labels"), "a numeric target has no classes"),

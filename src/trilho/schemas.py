@@ -49,6 +49,8 @@ class ValidationReport(TypedDict):
     curated_key: NotRequired[str]
     # trilho.data.leaks before any fit: {"column", "kind" (leak | small_class | date), "score", "message"}
     leaks: NotRequired[list[dict[str, Any]]]
+    # a numeric target (task = 'regression'): {"min", "max", "mean", "distinct", "skew"}
+    target: NotRequired[dict[str, Any]]
 
 
 class MetricSummary(TypedDict):

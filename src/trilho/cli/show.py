@@ -72,7 +72,13 @@ def run_summary(summary: RunSummary, tracking_uri: str, ui: str | None = None) -
 
 def _findings(out: Console, summary: RunSummary) -> None:
     """The decision, the baselines, the importance and the groups, a line each."""
-    if summary.get("decision"):
+    if summary.get("prediction_interval"):
+        out.print(f"interval     {escape(_interval(summary))}", highlight=False)
+    if summary.get("decision", {}).get("objective") == "quantile":
+        d = summary["decision"]
+        out.print(f"decision     the {d['quantile']:.3g} quantile, from costs {d['costs']} (scored by pinball loss)",
+                  highlight=False)
+    elif summary.get("decision"):
         out.print(f"decision     {escape(_decision(summary['decision'], summary['holdout']['labels']))}", highlight=False)
     if summary.get("baselines"):
         out.print(f"baselines    {escape(_baselines(summary['baselines']))}", highlight=False)
@@ -80,6 +86,16 @@ def _findings(out: Console, summary: RunSummary) -> None:
         out.print(f"importance   {escape(_importance(summary['importance']))}", highlight=False)
     for column, entry in summary.get("groups", {}).items():
         out.print(f"by {escape(column):<10}{escape(_groups(entry, summary))}", highlight=False)
+
+
+def _interval(summary: RunSummary) -> str:
+    """A regression's prediction interval: its level, width and measured coverage."""
+    pi = summary["prediction_interval"]
+    cover = pi["coverage"]
+    said = (f"{pi['level']:.0%}: prediction ± {pi['half_width']:.4g} (width {pi['width']:.4g}); out of fold it covers "
+            f"{cover['mean']:.1%} (folds {cover['low']:.0%}-{cover['high']:.0%})")
+    held = summary["holdout"].get("interval")
+    return said + (f"; holdout {held['coverage']:.1%} of {held['rows']:,} rows" if held else "")
 
 
 def _importance(found: dict[str, Any], top: int = 5) -> str:

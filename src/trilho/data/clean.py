@@ -133,6 +133,6 @@ def clean(df: pd.DataFrame, exp: Experiment) -> CleanData:
     if exp.evaluation.groups:
         found = df.loc[keep, exp.evaluation.groups].reset_index(drop=True)
         found = found.assign(**{c: as_written(found[c]) for c in found.columns})
-    target = y[keep].to_numpy(dtype="float64" if exp.regression else "int64")
-    return CleanData(X=X, y=target, spec=spec, dropped_rows=int((~keep).sum()),
+    kept = y[keep].to_numpy(dtype="float64" if exp.regression else "int64")
+    return CleanData(X=X, y=kept, spec=spec, dropped_rows=int((~keep).sum()),
                      group_columns=found, unlabelled_rows=int(gone.sum()))

@@ -9,6 +9,9 @@ Three checks on the rows the folds will see (``trilho.workflows.context.prepare`
   training part of 3 stratified folds and score the rest. Only counts per bin are kept, so a
   feature costs a few bincounts over its rows (0.03 s for the diabetes data, about 2 s for a
   million rows x 50 features, of which 250,000 are scored).
+  A numeric target (regression): each feature's own out-of-fold R² on the target's ranks (the
+  mean rank per bin, learned on the training folds), so that a copy of the target, or any
+  monotone transform of it (a log price beside the price), scores about 1.
 - ``small_class``: a class with fewer than ``MIN_TEST_ROWS`` rows per test fold on average.
 - ``date``: a column that looks like dates or times (text that parses as dates, Unix timestamps,
   years, YYYYMM or YYYYMMDD codes), and whether the label's shares drift along it, which under
@@ -28,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trilho.evaluation.splits import grouped_stratified_folds
+from trilho.evaluation.splits import grouped_stratified_folds, strata
 
 __all__ = ["LEAK_FOLDS", "MAX_SCORED_ROWS", "MIN_TEST_ROWS", "blocking", "find_leaks", "single_feature_scores", "zero_width"]
 
@@ -97,6 +100,29 @@ def _feature_score(bins: np.ndarray, y: np.ndarray, fold: np.ndarray, n_classes:
     return float(np.nanmean(auc[:, seen], axis=0).min()) if seen.any() else 0.5
 
 
+def _rank_r2(bins: np.ndarray, rank: np.ndarray, fold: np.ndarray, n_folds: int) -> float:
+    """Out-of-fold R² of the mean ``rank`` per bin learned on the other folds (averaged over the folds)."""
+    n_bins = int(bins.max()) + 1
+    at = fold * n_bins + bins
+    size = n_folds * n_bins
+    n = np.bincount(at, minlength=size).reshape(n_folds, n_bins).astype("float64")
+    s1 = np.bincount(at, rank, minlength=size).reshape(n_folds, n_bins)
+    s2 = np.bincount(at, rank * rank, minlength=size).reshape(n_folds, n_bins)
+    prior = s1.sum() / n.sum()
+    found = []
+    for f in range(n_folds):
+        train_n, train_s = n.sum(axis=0) - n[f], s1.sum(axis=0) - s1[f]
+        m = np.where(train_n > 0, train_s / np.maximum(train_n, 1.0), prior)  # a bin no training row has: the mean
+        rows = n[f].sum()
+        if rows < 2:
+            continue
+        sse = float((s2[f] - 2 * m * s1[f] + n[f] * m * m).sum())
+        sst = float(s2[f].sum() - s1[f].sum() ** 2 / rows)
+        if sst > 0:
+            found.append(1.0 - sse / sst)
+    return float(np.mean(found)) if found else 0.0
+
+
 def _scored_rows(y: np.ndarray, max_rows: int, rng: np.random.Generator) -> np.ndarray | None:
     """Rows to score on large data: ``max_rows`` at random, every class keeping at least
     ``_CLASS_FLOOR`` of its rows (all of a smaller one); None when every row is scored."""
@@ -125,6 +151,8 @@ def single_feature_scores(X: pd.DataFrame, y: np.ndarray, *, categorical: set[st
     >>> {k: round(v, 1) for k, v in single_feature_scores(X, y).items()}
     {'copy': 1.0, 'noise': 0.5}
     """
+    if np.asarray(y).dtype.kind == "f":
+        return _regression_scores(X, np.asarray(y), categorical, groups, random_state, max_rows)
     y = np.asarray(y, dtype=np.int64)
     n_classes = int(y.max()) + 1 if len(y) else 1
     rng = np.random.default_rng(random_state)
@@ -143,12 +171,30 @@ def single_feature_scores(X: pd.DataFrame, y: np.ndarray, *, categorical: set[st
             for col in X.columns}
 
 
-def _leaks(scores: dict[str, float], leak_score: float) -> list[dict[str, Any]]:
+def _regression_scores(X: pd.DataFrame, y: np.ndarray, categorical: set[str] | frozenset[str],
+                       groups: np.ndarray | None, random_state: int, max_rows: int) -> dict[str, float]:
+    """A numeric target's one-feature scores: out-of-fold R² on the target's ranks (see the module)."""
+    rng = np.random.default_rng(random_state)
+    if len(y) > max_rows:
+        pick = np.sort(rng.choice(len(y), max_rows, replace=False))
+        X, y = X.iloc[pick], y[pick]
+        groups = None if groups is None else np.asarray(groups)[pick]
+    rank = pd.Series(y).rank().to_numpy() / max(len(y), 1)
+    ids = pd.factorize(groups)[0] if groups is not None else np.arange(len(y))
+    fold = grouped_stratified_folds(strata(y, LEAK_FOLDS), ids, LEAK_FOLDS, random_state)
+    n_bins = int(np.clip(len(y) * (LEAK_FOLDS - 1) / LEAK_FOLDS / 4, 10, 100))
+    return {str(col): _rank_r2(_bins(X[col], col in categorical, n_bins, rng), rank, fold, LEAK_FOLDS)
+            for col in X.columns}
+
+
+def _leaks(scores: dict[str, float], leak_score: float, regression: bool = False) -> list[dict[str, Any]]:
     found = []
+    measure = "R² on the target's ranks" if regression else "ROC AUC"
     for col, score in sorted(scores.items(), key=lambda kv: -kv[1]):
         if score >= leak_score:
             found.append({"column": col, "kind": "leak", "score": round(score, 4), "message": (
-                f"column {col!r} alone predicts the label (its own out-of-fold ROC AUC {score:.4f} >= "
+                f"column {col!r} alone predicts the {'target' if regression else 'label'} (its own out-of-fold "
+                f"{measure} {score:.4f} >= "
                 f"validation.leak_score {leak_score:g}): a copy of the target, or known only after the outcome? "
                 f"If so, set data.drop = [{col!r}]")})
     return found
@@ -253,10 +299,18 @@ def _time_of(values: pd.Series, categorical: bool, rng: np.random.Generator) -> 
 
 def _drift(time: np.ndarray, y: np.ndarray, classes: list[str]) -> tuple[float, str]:
     """The largest change in a class's share between the earliest and the latest fifth of rows, and
-    the sentence that says it (or that it stays within noise)."""
+    the sentence that says it (or that it stays within noise); for a numeric target (floats), the
+    change of its mean in units of its standard deviation."""
     order = np.argsort(time, kind="stable")
     m = max(len(order) // 5, 1)
     early, late = y[order[:m]], y[order[-m:]]
+    if y.dtype.kind == "f":
+        sd = float(np.std(y)) or 1.0
+        shift = float(abs(late.mean() - early.mean())) / sd
+        se = math.sqrt(float(early.var()) / len(early) + float(late.var()) / len(late)) / sd
+        said = (f"the target's mean is {early.mean():.4g} in the earliest fifth of rows and {late.mean():.4g} in "
+                "the latest")
+        return shift, said if shift >= 2.5 * _DRIFT_POINTS and shift >= _DRIFT_SE * se else ""
     k = len(classes)
     a = np.bincount(early, minlength=k) / len(early)
     b = np.bincount(late, minlength=k) / len(late)
@@ -274,7 +328,7 @@ def _dates(X: pd.DataFrame, y: np.ndarray, classes: list[str], categorical: set[
            random_state: int) -> list[dict[str, Any]]:
     found = []
     rng = np.random.default_rng(random_state)
-    y = np.asarray(y, dtype=np.int64)
+    y = np.asarray(y) if np.asarray(y).dtype.kind == "f" else np.asarray(y, dtype=np.int64)
     for col in X.columns:
         seen = _time_of(X[col], col in categorical, rng)
         if seen is None:
@@ -282,10 +336,14 @@ def _dates(X: pd.DataFrame, y: np.ndarray, classes: list[str], categorical: set[
         kind, rows, time = seen
         diff, drifted = _drift(time, y[rows], classes)
         if drifted:
-            verdict = (f"the label drifts with it ({drifted}), so shuffled folds train on the future of the rows "
+            verdict = (f"the {'target' if y.dtype.kind == 'f' else 'label'} drifts with it ({drifted}), so shuffled folds train on the future of the rows "
                        "they test and the CV scores flatter a model that will predict later rows: set "
                        f"data.drop = [{col!r}] (or keep what it means, such as a month or weekday), and judge the "
                        "model on later rows (registry.reference drawn from the latest period)")
+        elif y.dtype.kind == "f":
+            verdict = (f"the target's mean moves {diff:.2f} standard deviations from its earliest fifth of rows to "
+                       "the latest, so shuffled folds leak little; as a feature it tells the model when a row was "
+                       f"written: if rows to predict come later, set data.drop = [{col!r}]")
         else:
             verdict = (f"the label's shares stay within {diff:.0%} of each other from its earliest fifth of rows to "
                        "the latest, so shuffled folds leak little; as a feature it tells the model when a row was "
@@ -299,12 +357,14 @@ def find_leaks(X: pd.DataFrame, y: np.ndarray, classes: list[str], *, categorica
                n_splits: int = 5, leak_score: float = 0.99, groups: np.ndarray | None = None,
                random_state: int = 0) -> list[dict[str, Any]]:
     """Every finding on the rows the folds will see: one-feature leaks (strongest first), classes
-    too small to score, time-like columns. ``classes`` names the codes of ``y``."""
-    y = np.asarray(y, dtype=np.int64)
+    too small to score, time-like columns. ``classes`` names the codes of ``y``; a numeric target
+    (floats, no classes) has its leaks scored by R² on ranks and no small classes."""
+    regression = np.asarray(y).dtype.kind == "f"
+    y = np.asarray(y) if regression else np.asarray(y, dtype=np.int64)
     if not len(y) or not len(X.columns):
         return []
     scores = single_feature_scores(X, y, categorical=categorical, groups=groups, random_state=random_state)
-    return (_leaks(scores, leak_score) + _small_classes(y, classes, n_splits)
+    return (_leaks(scores, leak_score, regression) + ([] if regression else _small_classes(y, classes, n_splits))
             + _dates(X, y, classes, categorical, random_state))
 
 

@@ -80,7 +80,8 @@ def _check_target(df: pd.DataFrame, exp: Experiment, report: ValidationReport, e
         errors.append(f"column {target!r} holds {int(bad.sum())} infinite values on lines {_lines(values.index[bad])}; "
                       "fix or remove those rows")
         return None
-    report["target"] = {"min": float(values.min()), "max": float(values.max()), "mean": float(values.mean()),
+    report["target"] = {"min": float(values.min()), "max": float(values.max()),
+                        "mean": float(values.mean()),  # type: ignore[arg-type]
                         "distinct": int(values.nunique()), "skew": float(values.skew()) if len(values) > 2 else 0.0}
     return values
 

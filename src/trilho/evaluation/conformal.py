@@ -43,6 +43,7 @@ def coverage_by_fold(oof: pd.DataFrame, level: float) -> pd.DataFrame:
     """Per seed and fold of the out-of-fold table (seed, fold, row, y, pred): the half-width from
     the other folds' residuals of that seed, the share of the fold's rows inside it and its width."""
     out = []
+    seed: Any
     for seed, one in oof.groupby("seed", sort=False):
         residual = np.abs(one["y"].to_numpy() - one["pred"].to_numpy())
         fold = one["fold"].to_numpy()

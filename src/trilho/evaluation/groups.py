@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from trilho.evaluation import stats
-from trilho.evaluation.metrics import LOWER_IS_BETTER, METRIC_RANGE, probability_metrics, scores_from_confusions
+from trilho.evaluation.metrics import (LOWER_IS_BETTER, METRIC_RANGE, probability_metrics, regression_scores,
+                                       scores_from_confusions)
 
 __all__ = ["MAX_GROUPS", "MIN_ROWS", "MISSING", "OTHER", "group_folds", "group_labels", "group_metrics"]
 
@@ -49,9 +50,14 @@ def group_labels(values: pd.Series) -> pd.Series:
     return out.where(present, MISSING).astype(str)
 
 
-def group_folds(oof: pd.DataFrame, labels: pd.Series, metrics: list[str], n_classes: int) -> pd.DataFrame:
+def group_folds(oof: pd.DataFrame, labels: pd.Series, metrics: list[str], n_classes: int,
+                quantile: float | None = None) -> pd.DataFrame:
     """One row per fold and group: its held-out rows and every metric on them (NaN where a fold's
-    rows of the group cannot give it, such as a ROC AUC on one class)."""
+    rows of the group cannot give it, such as a ROC AUC on one class). ``n_classes`` 0: a numeric
+    target (``quantile``: a quantile decision's, for the pinball loss); where the out-of-fold table
+    carries each row's interval ``half_width``, ``coverage`` is the share of the group's rows inside."""
+    if n_classes == 0:
+        return _regression_group_folds(oof, labels, metrics, quantile)
     groups = labels.to_numpy(dtype=object)[oof["row"].to_numpy()]
     codes = np.arange(n_classes)
     proba_cols = [f"proba_{k}" for k in range(n_classes)]
@@ -69,6 +75,25 @@ def group_folds(oof: pd.DataFrame, labels: pd.Series, metrics: list[str], n_clas
         found.update(probability_metrics(y, proba_all[where], codes))
         rows.append({"seed": seed, "fold": fold, "group": group, "rows": len(where),
                      **{m: found[m] for m in metrics}})
+    return pd.DataFrame(rows)
+
+
+def _regression_group_folds(oof: pd.DataFrame, labels: pd.Series, metrics: list[str],
+                            quantile: float | None) -> pd.DataFrame:
+    groups = labels.to_numpy(dtype=object)[oof["row"].to_numpy()]
+    y_all, pred_all = oof["y"].to_numpy(dtype="float64"), oof["pred"].to_numpy(dtype="float64")
+    width = oof["half_width"].to_numpy() if "half_width" in oof else None
+    keys = pd.DataFrame({"seed": oof["seed"].to_numpy(), "fold": oof["fold"].to_numpy(), "group": groups})
+    rows = []
+    found_groups: dict[Any, Any] = keys.groupby(["seed", "fold", "group"], sort=True).indices
+    for (seed, fold, group), where in found_groups.items():
+        found = regression_scores(y_all[where], pred_all[where], quantile)
+        if len(where) < 2:  # one row has no R²
+            found["r2"] = float("nan")
+        if width is not None:
+            found["coverage"] = float((np.abs(y_all[where] - pred_all[where]) <= width[where]).mean())
+        rows.append({"seed": seed, "fold": fold, "group": group, "rows": len(where),
+                     **{m: found[m] for m in metrics if m in found}})
     return pd.DataFrame(rows)
 
 
@@ -102,17 +127,21 @@ def _gap(table: pd.DataFrame, scored: dict[str, dict[str, Any]], metric: str, te
 
 
 def group_metrics(oof: pd.DataFrame, columns: pd.DataFrame, metrics: list[str], n_classes: int,
-                  test_fraction: float, level: float = 0.95) -> tuple[dict[str, Any], pd.DataFrame]:
+                  test_fraction: float, level: float = 0.95,
+                  quantile: float | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
     """Per group column: per value its rows, share, every metric's mean and interval over the
     folds, the values too small to score, and per metric the largest gap between groups; with the
-    per-fold table behind it (one row per column, fold and group)."""
+    per-fold table behind it (one row per column, fold and group). A regression (``n_classes`` 0)
+    whose out-of-fold table carries ``half_width`` gets the interval's ``coverage`` per group too."""
+    if n_classes == 0 and "half_width" in oof:
+        metrics = [*metrics, "coverage"]
     out: dict[str, Any] = {}
     tables = []
     seeds = oof["seed"].unique()
     n_folds = int(oof.groupby(["seed", "fold"]).ngroups)
     for column in columns.columns:
         labels = group_labels(columns[column])
-        table = group_folds(oof, labels, metrics, n_classes)
+        table = group_folds(oof, labels, metrics, n_classes, quantile)
         counts = labels.value_counts()
         scored: dict[str, dict[str, Any]] = {}
         small: dict[str, int] = {}

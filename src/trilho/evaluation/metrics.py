@@ -30,6 +30,7 @@ CONFUSION_METRICS = METRICS[:9]  # computed from one confusion matrix; the rest 
 REGRESSION_METRICS = ("rmse", "mae", "r2", "median_ae", "mape", "pinball")
 ALL_METRICS = METRICS + REGRESSION_METRICS
 METRIC_RANGE |= dict.fromkeys(REGRESSION_METRICS, (0.0, float("inf"))) | {"r2": (-float("inf"), 1.0)}
+METRIC_RANGE["coverage"] = (0.0, 1.0)  # a prediction interval's share of rows inside it (per group)
 # losses: a smaller value is the better model
 LOWER_IS_BETTER = frozenset({"log_loss", "brier", "ece", "rmse", "mae", "median_ae", "mape", "pinball"})
 

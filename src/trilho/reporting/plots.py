@@ -9,8 +9,17 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-__all__ = ["comparison_figure", "confusion_matrix_figure", "curves_figure", "drift_figure", "fold_boxplot", "groups_figure",
-           "importance_figure", "intervals_figure", "reliability_figure", "reliability_table"]
+__all__ = ["comparison_figure", "confusion_matrix_figure", "coverage_figure", "curves_figure", "drift_figure", "fold_boxplot",
+           "groups_figure", "importance_figure", "intervals_figure", "predicted_actual_figure", "reliability_figure",
+           "reliability_table", "residuals_figure"]
+
+_MOST_POINTS = 4000  # a scatter of more rows says nothing more and draws slowly
+
+
+def _first_repeat(oof: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """The first repeat's out-of-fold rows (each row once), at most _MOST_POINTS of them."""
+    one = oof[oof["seed"] == oof["seed"].iloc[0]]
+    return one.sample(_MOST_POINTS, random_state=seed) if len(one) > _MOST_POINTS else one
 
 
 def fold_boxplot(folds: pd.DataFrame, metrics: list[str], title: str = "Cross-validation fold scores") -> Figure:
@@ -205,3 +214,61 @@ def drift_figure(features: list[Mapping[str, Any]], threshold: float, top: int =
     ax.legend(loc="lower right")
     return fig
 
+
+
+def predicted_actual_figure(oof: pd.DataFrame, target: str) -> Figure:
+    """A regression's out-of-fold predictions against the truth (first repeat), the diagonal drawn."""
+    one = _first_repeat(oof)
+    fig = Figure(figsize=(5.2, 4.8), layout="constrained")
+    ax = fig.add_subplot()
+    ax.scatter(one["y"], one["pred"], s=8, alpha=0.4, color="tab:blue")
+    low = float(min(one["y"].min(), one["pred"].min()))
+    high = float(max(one["y"].max(), one["pred"].max()))
+    ax.plot([low, high], [low, high], color="black", lw=1, ls="--", label="predicted = actual")
+    ax.set_xlabel(f"actual {target}")
+    ax.set_ylabel(f"predicted {target}")
+    ax.set_title(f"Out of fold, predicted against actual (n={len(one):,})")
+    ax.legend(loc="upper left")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def residuals_figure(oof: pd.DataFrame, half_width: float | None = None) -> Figure:
+    """A regression's out-of-fold residuals (actual - predicted) against the prediction, and their
+    histogram; the interval's half-width drawn as a band where there is one."""
+    one = _first_repeat(oof)
+    residual = one["y"].to_numpy() - one["pred"].to_numpy()
+    fig = Figure(figsize=(10, 4.3), layout="constrained")
+    scatter_ax, hist_ax = fig.subplots(1, 2)
+    scatter_ax.scatter(one["pred"], residual, s=8, alpha=0.4, color="tab:blue")
+    scatter_ax.axhline(0, color="black", lw=1)
+    if half_width is not None and np.isfinite(half_width):
+        for sign in (-1, 1):
+            scatter_ax.axhline(sign * half_width, color="tab:orange", lw=1, ls="--")
+    scatter_ax.set_xlabel("predicted")
+    scatter_ax.set_ylabel("actual - predicted")
+    scatter_ax.set_title("Residuals against the prediction")
+    scatter_ax.grid(alpha=0.3)
+    hist_ax.hist(residual, bins=40, color="tab:blue", alpha=0.8)
+    hist_ax.axvline(0, color="black", lw=1)
+    hist_ax.set_xlabel("actual - predicted")
+    hist_ax.set_ylabel("rows")
+    hist_ax.set_title("Residuals, out of fold")
+    return fig
+
+
+def coverage_figure(intervals: Mapping[str, Any]) -> Figure:
+    """The prediction interval's out-of-fold coverage by decile of the prediction, against its level."""
+    deciles = list(intervals.get("by_decile") or [])
+    fig = Figure(figsize=(7, 4), layout="constrained")
+    ax = fig.add_subplot()
+    ax.bar([d["decile"] for d in deciles], [d["coverage"] for d in deciles], color="tab:blue", alpha=0.8)
+    ax.axhline(intervals["level"], color="black", lw=1, ls="--", label=f"level {intervals['level']:.0%}")
+    ax.set_xticks([d["decile"] for d in deciles])
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("decile of the prediction (1 = lowest)")
+    ax.set_ylabel("share of rows inside the interval")
+    ax.set_title(f"Interval coverage out of fold; width {intervals['width']:.4g}")
+    ax.legend(loc="lower right")
+    ax.grid(axis="y", alpha=0.3)
+    return fig

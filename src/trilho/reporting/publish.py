@@ -27,8 +27,10 @@ __all__ = ["FIGURE_GROUPS", "collect_figures", "copy_to_lake", "page_from_lake",
            "start_figures", "write_artifacts", "write_page"]
 
 # the figures, in two groups of about equal drawing time: one forked child draws each
-FIGURE_GROUPS = (("cv_boxplot.png", "confusion_matrix_oof.png", "reliability.png", "importance.png"),
-                 ("roc_pr_curves.png", "intervals.png", "confusion_matrix.png", "groups.png"))
+FIGURE_GROUPS = (("cv_boxplot.png", "confusion_matrix_oof.png", "reliability.png", "importance.png",
+                  "predicted_actual.png"),
+                 ("roc_pr_curves.png", "intervals.png", "confusion_matrix.png", "groups.png", "residuals.png",
+                  "coverage.png"))
 
 
 def write_artifacts(folder: Path, exp: Experiment, summary: RunSummary, fitted: tuple[CVResult, HoldoutResult],
@@ -40,8 +42,12 @@ def write_artifacts(folder: Path, exp: Experiment, summary: RunSummary, fitted: 
     cv.folds.to_csv(folder / "results.csv", index=False)
     (folder / "results.json").write_text(json.dumps(
         {"summary": metrics, "folds": cv.folds.to_dict(orient="records")}, indent=2))
-    (folder / "classification_report.txt").write_text(holdout.report_text)
-    (folder / "classification_report.json").write_text(json.dumps(holdout.report, indent=2))
+    if exp.regression:  # the holdout's scores and every interval the run measured
+        (folder / "regression_report.json").write_text(json.dumps(
+            {"holdout": summary["holdout"], "prediction_interval": summary.get("prediction_interval")}, indent=2))
+    else:
+        (folder / "classification_report.txt").write_text(holdout.report_text)
+        (folder / "classification_report.json").write_text(json.dumps(holdout.report, indent=2))
     (folder / "validation_report.json").write_text(json.dumps(validation, indent=2))
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
     (folder / "config.json").write_text(json.dumps(exp.resolved(), indent=2))
@@ -49,7 +55,9 @@ def write_artifacts(folder: Path, exp: Experiment, summary: RunSummary, fitted: 
               "mean": s["mean"], "headline": method == s["ci_method"]}
              for m, s in metrics.items() for method, b in s["intervals"].items()]
     pd.DataFrame(table).to_csv(folder / "intervals.csv", index=False)
-    if cv.oof is not None:
+    if cv.oof is not None and exp.regression:
+        cv.oof.to_csv(folder / "oof_predictions.csv", index=False)
+    elif cv.oof is not None:
         _oof_reports(folder, cv, exp.data.classes)
         plots.reliability_table(cv.oof, len(exp.data.classes)).to_csv(folder / "reliability.csv", index=False)
     if "importance" in summary:
@@ -76,16 +84,23 @@ def _draw_figures(folder: Path, exp: Experiment, run: RunSummary, cv: CVResult, 
     classes = exp.data.classes
     summary = run["cv"]["metrics"]
     focus = exp.registry.primary_metric if exp.registry.primary_metric in summary else next(iter(summary))
-    figures = {
+    figures: dict[str, Any] = {
         "cv_boxplot.png": lambda: plots.fold_boxplot(cv.folds, exp.evaluation.metrics),
         "intervals.png": lambda: plots.intervals_figure(summary, focus),
-        "confusion_matrix.png": lambda: plots.confusion_matrix_figure(holdout.confusion, classes,
-                                                                      "Holdout confusion matrix"),
-        "confusion_matrix_oof.png": lambda: plots.confusion_matrix_figure(cv.confusion, classes,
-                                                                          "Out-of-fold confusion (all folds)"),
     }
-    oof = cv.oof
-    if oof is not None:
+    held_confusion, oof_confusion, oof = holdout.confusion, cv.confusion, cv.oof
+    if held_confusion is not None and oof_confusion is not None:
+        figures["confusion_matrix.png"] = lambda: plots.confusion_matrix_figure(held_confusion, classes,
+                                                                                "Holdout confusion matrix")
+        figures["confusion_matrix_oof.png"] = lambda: plots.confusion_matrix_figure(
+            oof_confusion, classes, "Out-of-fold confusion (all folds)")
+    if oof is not None and exp.regression:
+        found = run.get("prediction_interval")
+        figures["predicted_actual.png"] = lambda: plots.predicted_actual_figure(oof, exp.data.target)
+        figures["residuals.png"] = lambda: plots.residuals_figure(oof, found["half_width"] if found else None)
+        if found and found.get("by_decile"):
+            figures["coverage.png"] = lambda: plots.coverage_figure(found)
+    elif oof is not None:
         figures["roc_pr_curves.png"] = lambda: plots.curves_figure(oof, classes)
         figures["reliability.png"] = lambda: plots.reliability_figure(plots.reliability_table(oof, len(classes)),
                                                                       classes)

@@ -54,7 +54,7 @@ def save_model_files(pipeline: Any, spec: dict[str, Any], folder: Path, backgrou
 
     steps = models.serving_steps(pipeline)
     if "encode" in pipeline.named_steps:
-        own = {k: spec[k] for k in ("task", "target", "interval") if k in spec}  # a regression's
+        own: dict[str, Any] = {k: spec[k] for k in ("task", "target", "interval") if k in spec}  # a regression's
         spec = {**pipeline.named_steps["encode"].spec_, "classes": spec["classes"], "identifiers": spec["identifiers"],
                 **own}
     if hasattr(pipeline, "rule_"):  # a calibration map or decision rule (evaluation.decision.Decided): the model applies them

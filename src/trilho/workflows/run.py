@@ -87,6 +87,7 @@ class _Run:
     # a regression's prediction intervals: measured out of fold (conformal.interval_summary), and on the holdout
     intervals: dict[str, Any] | None = None
     holdout_interval: dict[str, Any] | None = None
+    fold_widths: pd.DataFrame | None = None  # a regression's interval half-width per seed and fold (conformal)
 
     @property
     def prefix(self) -> str:
@@ -170,9 +171,9 @@ def _evaluate(run: _Run) -> _Fitted:
             if exp.tracking.log_model and not exp.model.distributed and not exp.regression:
                 model_logged = _keep_model(run, fitting.model(kind).result(), inputs_logged)
             cv, held, _ = fitting.result()
-            if exp.regression:  # the model's intervals come from every fold's residuals
-                run.intervals = conformal.interval_summary(cv.oof, exp.prediction.level,
-                                                           conformal.coverage_by_fold(cv.oof, exp.prediction.level))
+            if exp.regression and cv.oof is not None:  # the model's intervals come from every fold's residuals
+                run.fold_widths = conformal.coverage_by_fold(cv.oof, exp.prediction.level)
+                run.intervals = conformal.interval_summary(cv.oof, exp.prediction.level, run.fold_widths)
                 if held is not None:
                     run.holdout_interval = _holdout_interval(cv, held, exp.prediction.level)
                 if exp.tracking.log_model and not exp.model.distributed:
@@ -314,9 +315,11 @@ def _explained(run: _Run, cv: CVResult, summary: RunSummary) -> None:
                                                                  cv.importance_method, 1.0 / exp.cv.n_splits,
                                                                  exp.evaluation.level)
         if inputs.group_columns is not None and cv.oof is not None:
+            oof = cv.oof if run.fold_widths is None else cv.oof.merge(
+                run.fold_widths[["seed", "fold", "half_width"]], on=["seed", "fold"], how="left")
             summary["groups"], run.group_table = groups.group_metrics(
-                cv.oof, inputs.group_columns, exp.evaluation.metrics, len(exp.data.classes), 1.0 / exp.cv.n_splits,
-                exp.evaluation.level)
+                oof, inputs.group_columns, exp.evaluation.metrics, len(exp.data.classes), 1.0 / exp.cv.n_splits,
+                exp.evaluation.level, exp.decision.quantile)
 
 
 def _decision_summary(exp: Experiment, cv: CVResult, final: float | None) -> dict[str, Any]:

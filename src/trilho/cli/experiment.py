@@ -84,7 +84,10 @@ def report(run_id: Annotated[str | None, typer.Argument(
 def init(data: Annotated[str, typer.Argument(
              help="The data: file:PATH, https://..., kaggle:owner/dataset\\[/file] or a lake key; CSV or Parquet.")],
          target: Annotated[str | None, typer.Option(
-             "--target", "-t", help="The label column (guessed when one column clearly is).")] = None,
+             "--target", "-t", help="The label column (guessed when one column clearly is), or the number to predict.")] = None,
+         task: Annotated[str | None, typer.Option(
+             "--task", help="classification or regression (default: regression for a numeric target with many "
+                            "values).")] = None,
          output: Annotated[Path | None, typer.Option(
              "--output", "-o", help="Where to write the experiment file (default: NAME.toml).")] = None,
          name: Annotated[str | None, typer.Option("--name", "-n", help="The experiment's name (default: the file's).")] = None,
@@ -105,7 +108,7 @@ def init(data: Annotated[str, typer.Argument(
         if existing.exists() and not force:
             raise ConfigError(f"{str(existing)!r} exists; choose another --output or pass --force")
     settings = load_settings()
-    proposal = init_experiment(data, settings, target, name, reference_to=reference)
+    proposal = init_experiment(data, settings, target, name, reference_to=reference, task=task)
     path.write_text(render(proposal), encoding="utf-8")
     load_experiment(path)  # what was written loads as it is
     for section, lines in proposal.notes.items():

@@ -170,18 +170,24 @@ def as_read(chunks: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         yield unmark(chunk, list(chunk.columns), None, WRITTEN_MISSING)
 
 
-def _typed_rows(chunk: pd.DataFrame, data: dict[str, Any], codes: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+def _typed_rows(chunk: pd.DataFrame, data: dict[str, Any], codes: dict[str, int],
+                regression: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per row, a hash of its features as the run types them (trilho.data.clean: markers missing,
-    categories normalised, numbers as numbers; float64 whatever a chunk read) and its label's code
-    (-1 where the row has no label)."""
+    categories normalised, numbers as numbers; float64 whatever a chunk read), its label's code (a
+    regression's: the target's value) and whether it has one (the run leaves the others out)."""
     from trilho.data.clean import typed_features
 
     features = [c for c in chunk.columns if c != data["target"] and c not in data["drop"]]
     categorical = set(data["categorical"])
     typed = typed_features(unmark(chunk, features, data.get("missing_markers")), features, categorical)
     typed = typed.astype({c: "float64" for c in features if c not in categorical})
+    hashed = pd.util.hash_pandas_object(typed, index=False).to_numpy()
+    if regression:
+        value = pd.to_numeric(unmark(chunk, [data["target"]], data.get("missing_markers"))[data["target"]],
+                              errors="coerce").to_numpy(dtype="float64")
+        return hashed, value, np.isfinite(value)
     label = normalise_text(chunk[data["target"]]).map(codes).astype("float64").fillna(-1).to_numpy(dtype="int64")
-    return pd.util.hash_pandas_object(typed, index=False).to_numpy(), label
+    return hashed, label, label >= 0
 
 
 def _row_keys(features: np.ndarray, label: np.ndarray) -> np.ndarray:
@@ -200,15 +206,18 @@ def count_repeats(chunks: Iterable[pd.DataFrame], config: dict[str, Any], share:
     from trilho.experiment import DataSpec
 
     data = config["data"]
+    regression = config.get("task") == "regression"
     hashes, keys, labels = [], [], []
     try:
         codes = DataSpec.model_validate(data).codes  # the labels matched as the run matches them
         for chunk in chunks:
-            features, label = _typed_rows(chunk, data, codes)
-            hashes.append(features[label >= 0])  # a row with no label is left out of the run
+            features, label, present = _typed_rows(chunk, data, codes, regression)
+            hashes.append(features[present])  # a row with no label is left out of the run
             if share is not None:
-                keys.append(_row_keys(features, label)[label >= 0])
-                labels.append(label[label >= 0])
+                keys.append(_row_keys(features, label)[present])
+                # a numeric target: one stratum, its rows taken in hash order (no order of the file or
+                # of the target), so the set spans the target's range as the data does
+                labels.append(np.zeros(int(present.sum()), np.int64) if regression else label[present])
     except (ValueError, KeyError):
         return None
     found = np.concatenate(hashes) if hashes else np.empty(0, np.uint64)
@@ -216,8 +225,8 @@ def count_repeats(chunks: Iterable[pd.DataFrame], config: dict[str, Any], share:
     if share is None:
         return Repeats(len(found), repeats, len(found), repeats), None, None
     key = np.concatenate(keys) if keys else np.empty(0, np.uint64)
-    chosen, why = pick_reference(key, np.concatenate(labels) if labels else np.empty(0, np.int64), share,
-                                 [str(c) for c in DataSpec.model_validate(data).classes])
+    classes = ["(every row)"] if regression else [str(c) for c in DataSpec.model_validate(data).classes]
+    chosen, why = pick_reference(key, np.concatenate(labels) if labels else np.empty(0, np.int64), share, classes)
     kept = found if chosen is None else found[~np.isin(key, chosen)]
     return Repeats(len(found), repeats, len(kept), int(len(kept) - len(np.unique(kept)))), chosen, why
 
@@ -263,8 +272,8 @@ def reference_rows(chunks: Iterable[pd.DataFrame], config: dict[str, Any], chose
     codes = DataSpec.model_validate(data).codes
     kept = []
     for chunk in chunks:
-        features, label = _typed_rows(chunk, data, codes)
-        kept.append(chunk.loc[np.isin(_row_keys(features, label), chosen) & (label >= 0)])
+        features, label, present = _typed_rows(chunk, data, codes, config.get("task") == "regression")
+        kept.append(chunk.loc[np.isin(_row_keys(features, label), chosen) & present])
     return pd.concat(kept, ignore_index=True) if kept else pd.DataFrame()
 
 
@@ -287,15 +296,21 @@ def _pin_reference(proposal: Proposal, picked: pd.DataFrame, reference_to: Path,
     digest, _ = sha256_file(reference_to)
     proposal.config["registry"] |= {"reference": f"file:{reference_to}", "reference_sha256": digest}
     target = proposal.config["data"]["target"]
-    counts = {str(k): int(v) for k, v in picked[target].astype("string").str.strip().value_counts().items()}
+    if proposal.config.get("task") == "regression":
+        values = pd.to_numeric(picked[target], errors="coerce")
+        spread = (f"{target} from {values.min():.4g} to {values.max():.4g}, median {values.median():.4g}; "
+                  "rows chosen by their hash, so across the target's whole range")
+    else:
+        counts = {str(k): int(v) for k, v in picked[target].astype("string").str.strip().value_counts().items()}
+        spread = f"by class {counts}; whole sets of identical rows chosen by their hash, class by class"
     proposal.notes.setdefault("registry", []).append(
-        f"reference set: {len(picked)} rows ({len(picked) / max(rows, 1):.0%}; by class {counts}; whole sets of "
-        f"identical rows chosen by their hash, class by class) written to {reference_to}; they are never trained "
-        "on, and the gate scores champion and challenger on them before any promotion (pinned by its sha256)")
+        f"reference set: {len(picked)} rows ({len(picked) / max(rows, 1):.0%}; {spread}) written to {reference_to}; "
+        "they are never trained on, and the gate scores champion and challenger on them before any promotion "
+        "(pinned by its sha256)")
 
 
 def init_experiment(data: str, settings: Any, target: str | None = None, name: str | None = None,
-                    reference_to: Path | None = None) -> Proposal:
+                    reference_to: Path | None = None, task: str | None = None) -> Proposal:
     """Fetch ``data`` (any source trilho reads, or a key in the lake), profile it in one bounded pass
     and propose an experiment for it; a second bounded pass counts the rows that repeat an earlier
     row's features on the proposed features, as the run will count them (``count_repeats``). With
@@ -325,7 +340,7 @@ def init_experiment(data: str, settings: Any, target: str | None = None, name: s
             raise DataValidationError(f"no data rows: {data!r} holds a header line only "
                                       f"({len(profile.columns)} columns); init needs rows to propose anything")
         name = name or experiment_name(data)
-        proposal = propose(profile, name, data, target)
+        proposal = propose(profile, name, data, target, task=task)
         why_not: list[str] = []
         share = _reference_share(profile.labelled_rows(proposal.config["data"]["target"]), reference_to, why_not)
         # a second pass: the repeated rows counted on the proposal's own features, as the run will
@@ -334,7 +349,8 @@ def init_experiment(data: str, settings: Any, target: str | None = None, name: s
         repeats, chosen, why = counted if counted is not None else (None, None, None)
         if share is not None and counted is None:
             why = "no reference set: a column does not read as proposed (the run's validation says which)"
-        proposal = propose(profile, name, data, proposal.config["data"]["target"], repeats)
+        proposal = propose(profile, name, data, proposal.config["data"]["target"], repeats,
+                           task=proposal.config.get("task", "classification"))
         proposal.notes.setdefault("registry", []).extend([*why_not, *([why] if why else [])])
         if chosen is not None and reference_to is not None:
             picked = reference_rows(as_read(iter_chunks(path, 200_000)), proposal.config, chosen)

@@ -13,10 +13,11 @@ from typing import Any
 
 from trilho.data.validate import repeats_phrase
 from trilho.errors import ConfigError
-from trilho.init.census import CAP, TARGET_NAME, Column, Profile, Repeats
+from trilho.init.census import CAP, COUNT_CAP, TARGET_NAME, Column, Profile, Repeats
 from trilho.init.roles import columns as _columns
 
-__all__ = ["MODEL_PARAMS", "Proposal", "chance_pairs", "expected_seconds", "propose", "render", "toml_document"]
+__all__ = ["MODEL_PARAMS", "Proposal", "chance_pairs", "expected_seconds", "looks_numeric", "propose", "render",
+           "toml_document"]
 
 
 @dataclass
@@ -94,7 +95,8 @@ def _check_target(profile: Profile, target: str, notes: Notes) -> tuple[list[str
     tcol = profile.columns[target]
     if tcol.distinct is None or tcol.distinct > CAP:
         raise ConfigError(f"--target {target!r} has more than {CAP} distinct values: a classification label "
-                          "has a few; pick the label column, or bin this one first")
+                          "has a few; pick the label column, bin this one first, or for a number give --task "
+                          "regression")
     if tcol.nulls:
         notes["labels"].append(f"{target!r} is missing on {tcol.nulls} of {profile.rows} rows (empty, or written NA, "
                                "NULL, ...): those rows are left out of training and scoring, and counted")
@@ -230,13 +232,38 @@ def _folds(profile: Profile, target: str, features: list[str], counts: dict[str,
     return n_splits, n_repeats, duplicates
 
 
+def _numeric_target(col: Column) -> bool:
+    """Numbers (a missing value marked aside), or text that is all numbers."""
+    return (not col.text or col.marked) and not col.boolean and math.isfinite(col.low)
+
+
+def looks_numeric(col: Column) -> bool:
+    """A target that is a quantity rather than a label: numbers with many values (more than CAP, or
+    more than 20 that are not all whole numbers). A whole number with a few values (a rating, a
+    count of 0-10) stays a label unless the experiment says task = 'regression'."""
+    if not _numeric_target(col):
+        return False
+    distinct = col.distinct
+    return distinct is None or distinct > CAP or (distinct > 20 and not col.integer)
+
+
 def propose(profile: Profile, name: str, source: str, target: str | None = None,
-            repeats: Repeats | None = None) -> Proposal:
+            repeats: Repeats | None = None, task: str | None = None) -> Proposal:
     """The experiment a careful data scientist would start from, with the reason for each choice.
     ``repeats``: the rows that repeat an earlier row, counted on this proposal's features as the
-    run will count them (``init_experiment`` counts them); without it, the profile's count."""
-    notes: Notes = {k: [] for k in ("data", "labels", "columns", "missing", "cv", "resampler", "model", "decision")}
+    run will count them (``init_experiment`` counts them); without it, the profile's count.
+    ``task``: 'classification' or 'regression'; without it, a numeric target with many values
+    (``looks_numeric``) is a regression."""
+    if task not in (None, "classification", "regression"):
+        raise ConfigError(f"--task {task!r}: choose 'classification' or 'regression'")
+    if task == "regression" and not target:
+        raise ConfigError("--task regression needs --target COLUMN: the numeric column to predict")
     target = target or _guess_target(profile)
+    if target not in profile.columns:
+        raise ConfigError(f"--target {target!r} is not a column; the data has {list(profile.columns)}")
+    if task == "regression" or (task is None and looks_numeric(profile.columns[target])):
+        return propose_regression(profile, name, source, target, repeats)
+    notes: Notes = {k: [] for k in ("data", "labels", "columns", "missing", "cv", "resampler", "model", "decision")}
     labels, counts = _check_target(profile, target, notes)
     kind = "binary" if len(labels) == 2 else f"multiclass ({len(labels)} classes)"
     notes["labels"].insert(0, f"{target!r}: {kind}, counts {counts}; codes in this order")
@@ -363,6 +390,8 @@ def toml_document(config: dict[str, Any], head: list[str]) -> str:
 
 def render(proposal: Proposal) -> str:
     """The experiment as a commented TOML file."""
+    if proposal.config.get("task") == "regression":
+        return render_regression(proposal)
     c, notes = proposal.config, proposal.notes
     out = ["# Written by `trilho init`; every choice below says why. Edit freely, then `trilho run -e THIS_FILE`.\n"]
     out.append(_comment(notes["data"]))
@@ -400,3 +429,149 @@ def render(proposal: Proposal) -> str:
     return "".join(out)
 
 
+
+
+# a numeric target's model: on the regression corpus of benchmarks/bench_regression.py these ranked
+# with a default HistGradientBoostingRegressor (BENCHMARKS.md); smaller steps than classification's,
+# rows and columns sampled per tree: a regression's trees fit the noise of each row's value
+REGRESSION_PARAMS = {"n_estimators": 500, "learning_rate": 0.05, "max_depth": 4, "subsample": 0.8,
+                     "colsample_bytree": 0.8}
+REGRESSION_METRICS = ["rmse", "mae", "r2", "median_ae"]
+
+
+def _target_notes(profile: Profile, target: str, notes: Notes) -> tuple[float, float]:
+    """A regression's target: numbers (refused otherwise), its range, its missing values; returns (low, high)."""
+    col = profile.columns[target]
+    if not _numeric_target(col):
+        shown = sorted(col.counts or {})[:5]
+        raise ConfigError(f"--target {target!r} is not numeric (values such as {shown}): a regression predicts a "
+                          "number; pick a numeric column, or leave out --task regression to classify it")
+    why = ("--task regression" if not looks_numeric(col) else
+           f"numbers with {'over ' + str(COUNT_CAP) if col.distinct is None else col.distinct} distinct values")
+    notes["labels"].append(f"{target!r}: a numeric target, from {col.low:.6g} to {col.high:.6g} ({why}): task = "
+                           "'regression', scored by its errors in the target's own units")
+    if col.gaps:
+        notes["labels"].append(f"{target!r} is missing on {col.gaps} of {profile.rows} rows (empty, or written NA, "
+                               "NULL, ...): those rows are left out of training and scoring, and counted")
+    if col.low > 0:
+        notes["labels"].append(
+            "always positive: mape (mean absolute percentage error, a share) is among the metrics; the model is fit "
+            "on the target as it is (data.target_scale = 'identity'): RMSE is judged in the target's units, and a "
+            "model fit on its log predicts a geometric mean, below the mean that RMSE rewards; prefer mape as "
+            "registry.primary_metric where relative errors are what matter")
+    return col.low, col.high
+
+
+def _regression_folds(profile: Profile, target: str, features: list[str], notes: Notes,
+                      repeats: Repeats | None) -> tuple[int, int, str]:
+    rows = profile.labelled_rows(target)
+    if rows < 10:
+        raise ConfigError(f"--target {target!r} has a value on {rows} rows: too few to cross-validate a regression "
+                          "(10 at least)")
+    n_splits = 5 if rows >= 50 else 3
+    duplicates, repeated = _repeats_note(profile, target, features, repeats)
+    if repeated:
+        notes["cv"].append(repeated)
+    n_repeats = 10 if rows <= 20_000 else 3 if rows <= 200_000 else 1
+    notes["cv"].append(f"{n_repeats} repeats of {n_splits}-fold CV for {rows} rows, stratified on the target's "
+                       "quantiles (up to 10 bins) so that every fold sees its low and high values")
+    return n_splits, n_repeats, duplicates
+
+
+def propose_regression(profile: Profile, name: str, source: str, target: str, repeats: Repeats | None) -> Proposal:
+    """A regression experiment for a numeric ``target``: its metrics, folds, model, prediction
+    interval and gate, every choice with the reason for it."""
+    notes: Notes = {k: [] for k in ("data", "labels", "columns", "missing", "cv", "model", "decision", "prediction")}
+    low, high = _target_notes(profile, target, notes)
+    drop, categorical, ranges = _columns(profile, target, notes)
+    features = [n for n in profile.columns if n != target and n not in drop]
+    if not features:
+        raise ConfigError("no feature columns are left once the target and the identifiers are set aside")
+    markers = {k for n in [*features, target] if profile.columns[n].marked for k in profile.columns[n].markers or {}}
+    n_splits, n_repeats, duplicates = _regression_folds(profile, target, features, notes, repeats)
+    missing = {n: profile.columns[n].gaps for n in features if profile.columns[n].gaps}
+    policy = _missing_policy(missing, notes)
+    rows = profile.labelled_rows(target)
+    params = dict(REGRESSION_PARAMS)
+    notes["model"].append(
+        f"xgboost regressor (squared error): 500 trees of depth 4 at learning rate 0.05, each on 80% of the rows "
+        f"and of the columns; gradient-boosted trees, strong on tabular data of this size ({rows} rows, "
+        f"{len(features)} features), with missing values and codes as they are; compare others (ridge, random forest, "
+        "hist_gradient_boosting) with `trilho compare`")
+    metrics = [*REGRESSION_METRICS, *(["mape"] if low > 0 else [])]
+    # the gate's margin: about 1% of the target's standard deviation (its range / 4 for a rough one)
+    margin = float(f"{max((high - low) / 4 * 0.01, 1e-12):.2g}")
+    notes["decision"].append(
+        "the model predicts the mean (squared error); where over- and under-predicting cost differently, "
+        "give costs = { over = 1, under = 4 } here and it predicts the quantile they call for (0.8 there), "
+        "scored by pinball loss")
+    notes["prediction"].append(
+        "each prediction comes with lower and upper bounds at this level, from the cross-validated residuals "
+        "(split-conformal, with the finite-sample correction); the run reports their coverage out of fold")
+    config: dict[str, Any] = {
+        "name": name,
+        "task": "regression",
+        "description": f"{target} (regression) from {source}",
+        "random_state": 42,
+        "source": {"uri": source},
+        "data": {"target": target, "drop": drop, "categorical": categorical, "missing": policy,
+                 **({"missing_markers": sorted(markers)} if markers else {}),
+                 "min_rows": min(20, rows), "ranges": ranges},
+        "cv": {"n_splits": n_splits, "n_repeats": n_repeats, "first_seed": 0, "duplicates": duplicates},
+        "model": {"name": "xgboost", "params": params},
+        "evaluation": {"metrics": metrics, "baselines": ["mean", "hist_gradient_boosting"]},
+        "prediction": {"level": 0.9},
+        "tracking": {"experiment": name},
+        "registry": {"model_name": f"{name}-xgboost", "primary_metric": "rmse", "margin": margin},
+    }
+    notes.setdefault("registry", []).append(
+        f"margin = {margin:g}: about 1% of the target's spread ((max - min) / 4 as a rough standard deviation), in "
+        "RMSE's units; a challenger whose paired RMSE may be worse by more is kept as challenger")
+    numeric = [n for n in features if n not in categorical]
+    notes["data"].append(f"{profile.rows} rows, {len(profile.columns)} columns: {len(features)} features "
+                         f"({len(numeric)} numeric, {len(categorical)} categorical), {len(drop)} set aside")
+    proposal = Proposal(config=config, notes=notes, rows=profile.rows, features=len(features))
+    total, fit, fits = expected_seconds(proposal, 1)
+    notes["model"].append(f"expected cost: {fits} fits of about {_duration(fit)} each on one core "
+                          f"(about {_duration(total)} for `trilho run` on one core; fits run side by side on more)")
+    return proposal
+
+
+def render_regression(proposal: Proposal) -> str:
+    """A regression experiment as a commented TOML file."""
+    c, notes = proposal.config, proposal.notes
+    out = ["# Written by `trilho init`; every choice below says why. Edit freely, then `trilho run -e THIS_FILE`.\n"]
+    out.append(_comment(notes["data"]))
+    for key in ("name", "task", "description", "random_state"):
+        out.append(f"{key} = {_value(c[key])}\n")
+    out.append(f"\n[source]\nuri = {_value(c['source']['uri'])}\n")
+    d = c["data"]
+    out.append("\n[data]\n" + _comment(notes["labels"]))
+    out.append(f"target = {_value(d['target'])}\n")
+    out.append(_comment(notes["columns"]))
+    out.append(f"drop = {_value(d['drop'])}\ncategorical = {_value(d['categorical'])}\n")
+    out.append(_comment(notes["missing"]))
+    out.append(f"missing = {_value(d['missing'])}\nmin_rows = {d['min_rows']}\n")
+    if d.get("missing_markers"):
+        out.append(f"missing_markers = {_value(d['missing_markers'])}   # read as missing values, in training and "
+                   "by the logged model\n")
+    if d["ranges"]:
+        out.append("\n[data.ranges]   # observed [min, max]: values outside are flagged, and kept\n")
+        out += [f"{_key(k)} = {_value(v)}\n" for k, v in d["ranges"].items()]
+    out.append("\n[cv]\n" + _comment(notes["cv"]))
+    out += [f"{k} = {_value(v)}\n" for k, v in c["cv"].items()]
+    out.append("\n[model]\n" + _comment(notes["model"]))
+    out.append(f"name = {_value(c['model']['name'])}\nparams = {_value(c['model']['params'])}\n")
+    out.append("\n[decision]\n" + _comment(notes["decision"]))
+    out.append("\n[prediction]\n" + _comment(notes["prediction"]))
+    out.append(f"level = {_value(c['prediction']['level'])}\n")
+    out.append("\n[evaluation]\n# rmse, mae and median_ae in the target's units (lower is better); r2 the share of its "
+               "variance explained;\n# baselines: the training folds' mean and a default HistGradientBoostingRegressor, "
+               "on the same folds\n")
+    out.append(f"metrics = {_value(c['evaluation']['metrics'])}\nbaselines = {_value(c['evaluation']['baselines'])}\n")
+    out.append(f"\n[tracking]\nexperiment = {_value(c['tracking']['experiment'])}\n")
+    out.append("\n[registry]\n# each run's model becomes the challenger; the gate promotes it unless its paired RMSE "
+               "may be worse\n")
+    out.append(_comment(notes.get("registry", [])))
+    out += [f"{k} = {_value(v)}\n" for k, v in c["registry"].items()]
+    return "".join(out)

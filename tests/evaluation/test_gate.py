@@ -243,3 +243,18 @@ def test_a_reference_set_that_cannot_serve_the_gate_is_a_warning_and_the_gate_us
     exp = load_experiment("diabetes", [f"registry.reference={json.dumps('file:' + str(path))}"])
     chosen, why = load_reference(exp, settings, open_lake(settings))
     assert chosen is None and "cannot serve the gate" in why and "compares on the folds instead" in why
+
+
+@pytest.mark.parametrize("metric", ["rmse", "log_loss"])
+def test_a_loss_on_the_same_folds_is_judged_lower_is_better(metric):
+    rng = np.random.default_rng(4)
+    champion = rng.normal(3.0, 0.3, 10)
+    worse, same, better = champion + 0.5 + rng.normal(0, 0.02, 10), champion.copy(), champion - 0.5
+    kw = {"metric": metric, "margin": 0.05, "test_fraction": 0.2, "champion_version": "1"}
+    assert not judge(worse, champion, **kw).promote  # a higher loss on every fold is worse
+    assert judge(same, champion, **kw).promote
+    decided = judge(better, champion, **kw)
+    assert decided.promote and "lower is better" in decided.reason
+    # on other data: a loss whose whole interval sits above the champion's estimate is a drop
+    changed = judge_changed_data(champion + 2.0, {"mean": 3.0, "low": 2.8, "high": 3.2}, None, **kw)
+    assert "a significant drop" in changed.reason

@@ -73,11 +73,13 @@ def judge(challenger: np.ndarray, champion: np.ndarray | None, *, metric: str, m
         return GateDecision(True, "no champion yet: the first model is promoted", metric, margin,
                             float(challenger.mean()))
     test = stats.paired_corrected_t(challenger, champion, test_fraction, level)
-    promote = bool(test["low"] > -margin)
+    # a loss (RMSE, log loss): worse is higher, so the interval's upper end must stay under the margin
+    promote = bool(test["high"] < margin) if metric in LOWER_IS_BETTER else bool(test["low"] > -margin)
     verdict = "not worse" if promote else "possibly worse"
     reason = (f"{metric}: challenger - champion v{champion_version} = {test['mean_diff']:+.4f}, "
               f"{level:.0%} corrected paired t interval [{test['low']:+.4f}, {test['high']:+.4f}], "
-              f"p = {test['p_value']:.3g}; {verdict} than the champion by more than the margin {margin:g}")
+              f"p = {test['p_value']:.3g}; {verdict} than the champion by more than the margin {margin:g}"
+              + (" (lower is better)" if metric in LOWER_IS_BETTER else ""))
     return GateDecision(promote, reason, metric, margin, float(challenger.mean()), champion_version,
                         float(np.mean(champion)), test, basis)
 
@@ -112,7 +114,8 @@ def judge_changed_data(challenger: np.ndarray, champion: dict[str, float], drift
     low, high = stats.corrected_t_interval(scores, test_fraction, level)
     bounds = METRIC_RANGE.get(metric, (-np.inf, np.inf))  # as the run's own summary clips it
     low, high, mean = max(low, bounds[0]), min(high, bounds[1]), float(scores.mean())
-    drop = high < champion["mean"] - margin
+    # a significant drop: the whole interval worse than the champion's estimate by the margin
+    drop = low > champion["mean"] + margin if metric in LOWER_IS_BETTER else high < champion["mean"] - margin
     drifted = bool(drift and drift.get("drifted"))
     findings = [f"{metric}: challenger {mean:.4f} [{low:.4f}, {high:.4f}] on its data, champion v{champion_version} "
                 f"{champion['mean']:.4f} [{champion.get('low', float('nan')):.4f}, {champion.get('high', float('nan')):.4f}] "

@@ -456,9 +456,10 @@ def _target_notes(profile: Profile, target: str, notes: Notes) -> tuple[float, f
     if col.low > 0:
         notes["labels"].append(
             "always positive: mape (mean absolute percentage error, a share) is among the metrics; the model is fit "
-            "on the target as it is (data.target_scale = 'identity'): RMSE is judged in the target's units, and a "
-            "model fit on its log predicts a geometric mean, below the mean that RMSE rewards; prefer mape as "
-            "registry.primary_metric where relative errors are what matter")
+            "on the target as it is, not on its log, however skewed: RMSE is judged in the target's units, and a "
+            "model of the log predicts a geometric mean, below the mean that RMSE rewards (trees need no "
+            "transform to fit a skewed target); prefer mape as registry.primary_metric where relative errors are "
+            "what matter")
     return col.low, col.high
 
 

@@ -177,12 +177,15 @@ def config(experiment: ExperimentOpt = "diabetes", source: SourceOpt = None, set
 
 DEFAULT_CANDIDATES = ["xgboost+smote", "xgboost+none", "random_forest+smote", "random_forest+none",
                       "logistic_regression+smote", "logistic_regression+none"]
+# a regression's: the experiment's model first (the baseline), then the other families
+DEFAULT_REGRESSORS = ["xgboost", "hist_gradient_boosting", "random_forest", "extra_trees", "ridge"]
 
 
 @command()
 def compare(candidates: Annotated[list[str] | None, typer.Argument(
-                help="model+resampler, e.g. xgboost+smote random_forest+none; parameters in brackets, quoted for the shell: "
-                "'random_forest[n_estimators=100]+smote'; the first is the baseline.")] = None,
+                help="model+resampler, e.g. xgboost+smote random_forest+none (a regression: models alone, e.g. xgboost ridge); "
+                "parameters in brackets, quoted for the shell: 'random_forest[n_estimators=100]+smote'; the first is "
+                "the baseline.")] = None,
             experiment: ExperimentOpt = "diabetes", source: SourceOpt = None, set_: SetOpt = None,
             metric: Annotated[str | None, typer.Option(
                 help="Metric to compare (default: registry.primary_metric).")] = None) -> None:
@@ -193,7 +196,9 @@ def compare(candidates: Annotated[list[str] | None, typer.Argument(
     from trilho.workflows.compare import compare as run_compare
     from trilho.workflows.compare import parse_candidates
 
-    chosen = parse_candidates(candidates or DEFAULT_CANDIDATES, exp)
+    default = ([exp.model.name, *(m for m in DEFAULT_REGRESSORS if m != exp.model.name)] if exp.regression
+               else DEFAULT_CANDIDATES)
+    chosen = parse_candidates(candidates or default, exp)
     result = with_bar("comparing", len(chosen) * exp.cv.n_splits * exp.cv.n_repeats,
                       lambda progress: run_compare(exp, load_settings(), chosen, metric=metric, progress=progress))
     show.compare_summary(result.summary)

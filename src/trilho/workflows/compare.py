@@ -20,10 +20,10 @@ import pandas as pd
 from trilho.errors import ConfigError
 from trilho.evaluation import cv as evaluate
 from trilho.evaluation import stats
-from trilho.evaluation.metrics import METRICS
+from trilho.evaluation.metrics import metrics_for
 from trilho.evaluation.results import CVResult
 from trilho.experiment import Experiment
-from trilho.model.catalog import check_estimator, check_names
+from trilho.model.catalog import check_estimator, check_names, quantile_params
 from trilho.reporting import publish as reports
 from trilho.settings import Settings
 from trilho.tracking import flatten
@@ -100,17 +100,23 @@ def parse_candidates(spec: list[str], exp: Experiment) -> list[dict[str, Any]]:
             raise ConfigError(f"candidate {item!r}: one model and at most one resampler, e.g. xgboost+smote")
         model, given = _part(item, parts[0])
         resampler, rgiven = _part(item, parts[1]) if len(parts) == 2 else ("none", {})
+        if exp.regression and resampler != "none":
+            raise ConfigError(f"candidate {item!r}: resampler {resampler!r} balances classes; a regression takes "
+                              "models alone, e.g. xgboost ridge random_forest")
         try:
             check_names(model, resampler, keys=("model", "resampler"))
         except ConfigError as exc:
             raise ConfigError(f"candidate {item!r}: {exc}") from None
         params = {**(exp.model.params if model == exp.model.name else {}), **given}  # else trilho.model.catalog' defaults
+        if exp.decision.quantile is not None:  # a quantile decision: each candidate fits that quantile
+            params = {**params, **quantile_params(model, exp.decision.quantile)}
         rparams = {**(exp.resampler.params if resampler == exp.resampler.name else {}), **rgiven}
         try:
-            check_estimator({"name": model, "params": params}, {"name": resampler, "params": rparams}, exp.data.missing)
+            check_estimator({"name": model, "params": params}, {"name": resampler, "params": rparams}, exp.data.missing,
+                            exp.task)
         except ConfigError as exc:
             raise ConfigError(f"candidate {item!r}: {exc}") from None
-        label = f"{_label(model, given)}+{_label(resampler, rgiven)}"
+        label = _label(model, given) if exp.regression else f"{_label(model, given)}+{_label(resampler, rgiven)}"
         seen[label] = seen.get(label, 0) + 1
         if seen[label] > 1:
             label = f"{label}#{seen[label]}"
@@ -125,8 +131,9 @@ def compare(exp: Experiment, settings: Settings, candidates: list[dict[str, Any]
             progress: Progress | None = None) -> CompareResult:
     """Evaluate every candidate on the experiment's folds; the first candidate is the baseline."""
     metric = metric or exp.registry.primary_metric
-    if metric not in METRICS:
-        raise ConfigError(f"metric {metric!r} is unknown; choose from {sorted(METRICS)}")
+    known = metrics_for(exp.task)
+    if metric not in known:
+        raise ConfigError(f"metric {metric!r} is unknown for {exp.task}; choose from {sorted(known)}")
     with conduct(exp, settings) as ctx, ctx.tracker.run(f"{exp.name}-compare", ctx.tags("compare")) as parent:
         ctx.tracker.log_values(parent, params=flatten(exp.resolved()) | {
             "compare.candidates": json.dumps([c["label"] for c in candidates]), "compare.metric": metric})

@@ -107,6 +107,9 @@ def experiment_task(exp: Experiment, encoding: dict[str, Any], groups: np.ndarra
         quantile = decision["quantile"]
         model["params"] = {**model["params"], **quantile_params(exp.model.name, quantile)}
         decision = None
+    if quantile is not None and "model" in changes:  # another model (compare, tune) fits the same quantile
+        other = changes["model"]
+        changes["model"] = {**other, "params": {**other.get("params", {}), **quantile_params(other["name"], quantile)}}
     task = evaluate.Task(model=model, resampler=exp.resampler.model_dump(),
                          random_state=exp.random_state, n_splits=exp.cv.n_splits, seeds=exp.cv.seeds,
                          encoding=encoding, groups=groups, decision=decision, kind=exp.task, quantile=quantile)

@@ -43,6 +43,9 @@ DEFAULT_SPACES: dict[str, dict[str, dict[str, Any]]] = {
     "logistic_regression": {
         "model.params.C": {"float": [1e-3, 100.0], "log": True},
     },
+    "ridge": {
+        "model.params.alpha": {"float": [1e-3, 1000.0], "log": True},
+    },
 }
 RESAMPLER_SPACES: dict[str, dict[str, dict[str, Any]]] = {
     "smote": {"resampler.params.k_neighbors": {"int": [3, 10]}},
@@ -144,7 +147,7 @@ def _check_names(exp: Experiment, params: list[Param]) -> None:
     try:
         check_estimator({"name": exp.model.name, "params": {**exp.model.params, **probe["model"]}},
                         {"name": exp.resampler.name, "params": {**exp.resampler.params, **probe["resampler"]}},
-                        exp.data.missing)
+                        exp.data.missing, exp.task)
     except ConfigError as exc:
         raise ConfigError(f"tune.space: {exc}") from None
 

@@ -32,7 +32,8 @@ import numpy as np
 from trilho.errors import ConfigError
 from trilho.evaluation import cv as evaluate
 from trilho.evaluation import stats
-from trilho.evaluation.metrics import CONFUSION_METRICS, METRICS, probability_metrics, scores_from_confusions
+from trilho.evaluation.metrics import (CONFUSION_METRICS, metrics_for, probability_metrics, regression_scores,
+                                       scores_from_confusions)
 from trilho.evaluation.splits import holdout_split
 from trilho.experiment import Experiment
 from trilho.reporting import publish as reports
@@ -88,6 +89,19 @@ def _honest_interval(y: np.ndarray, proba: np.ndarray, labels: np.ndarray, metri
     return tuple(float(v) for v in np.percentile(draws, [tail, 100 - tail]))  # type: ignore[return-value]
 
 
+def _honest_regression(y: np.ndarray, pred: np.ndarray, metric: str, level: float, seed: int,
+                       quantile: float | None, n_boot: int = 1000) -> tuple[float, float]:
+    """A percentile bootstrap over the held-out rows of a regression's held-out score."""
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_boot):
+        rows = rng.integers(0, len(y), len(y))
+        draws.append(regression_scores(y[rows], pred[rows], quantile)[metric])
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(draws, [tail, 100 - tail])
+    return float(low), float(high)
+
+
 @dataclass
 class _Rows:
     """The rows of a tune: the folds' view of the data, split into the rows the search sees and
@@ -113,8 +127,9 @@ def tune(exp: Experiment, settings: Settings, *, trials: int | None = None, time
     """Search, on the experiment's folds, then score the best configuration on rows the search never saw."""
     space = parse_space(exp)  # a bad space is one line, before anything is read
     metric = exp.tune.metric or exp.registry.primary_metric
-    if metric not in METRICS:
-        raise ConfigError(f"tune.metric {metric!r} is unknown; choose from {list(METRICS)}")
+    known = metrics_for(exp.task)
+    if metric not in known:
+        raise ConfigError(f"tune.metric {metric!r} is unknown for {exp.task}; choose from {list(known)}")
     budget = (trials if trials is not None else exp.tune.trials, timeout_s if timeout_s is not None else exp.tune.timeout_s)
     with conduct(exp, settings) as ctx:
         inputs, tracker = ctx.inputs, ctx.tracker
@@ -283,9 +298,13 @@ def _summary_metrics(summary: dict[str, Any]) -> list[tuple[str, float, int]]:
 
 def _score_on_held(exp: Experiment, config: dict[str, Any], rows: _Rows, metric: str, cores: int) -> dict[str, Any]:
     """Fit the configuration on every row but the held-out ones, score it on them, with an interval."""
-    estimator = experiment_task(exp, rows.spec, None, model=config["model"], resampler=config["resampler"]).estimator
+    task = experiment_task(exp, rows.spec, None, model=config["model"], resampler=config["resampler"])
     labels = np.arange(len(exp.data.classes))
-    row = evaluate.fold_fit(rows.X, rows.y, cores, estimator, 0, 0, rows.held, labels)
+    row = evaluate.fold_fit(rows.X, rows.y, cores, task.estimator, 0, 0, rows.held, labels, quantile=task.quantile)
+    if exp.regression:
+        low, high = _honest_regression(rows.y[rows.held], row["pred"], metric, exp.evaluation.level, exp.random_state,
+                                       task.quantile)
+        return {"score": float(row[metric]), "low": float(low), "high": float(high), "level": exp.evaluation.level}
     low, high = _honest_interval(rows.y[rows.held], row["proba"], labels, metric, float(row[metric]),
                                  exp.evaluation.level, exp.random_state)
     return {"score": float(row[metric]), "low": float(low), "high": float(high), "level": exp.evaluation.level}

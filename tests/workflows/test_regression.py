@@ -172,3 +172,37 @@ def test_trilho_serve_answers_as_mlflow_models_serve_does(trained, tmp_path):
         refused = requests.post(url + "/invocations", json={**bodies["dataframe_records"], "params": {"output": "proba"}},
                                 timeout=30)
         assert refused.status_code == 400 and "predicts a number" in refused.json()["message"]
+
+
+@pytest.mark.services
+def test_served_answers_with_true_values_give_live_errors_and_coverage(trained, tmp_path):
+    from trilho.workflows.monitor import monitor_model, record_feedback
+
+    settings = trained["settings"]
+    rows = houses(300, 21)
+    truth = rows.pop(TARGET)
+    shifted = rows.assign(area=rows["area"] * 3)  # far larger houses than any trained on
+    with trilho_server("models:/houses-xgboost@champion", trained["env"], tmp_path / "serve.log") as (url, _):
+        got = requests.post(url + "/invocations", json={"dataframe_split": json.loads(rows.to_json(
+            orient="split", index=False))}, timeout=60)
+        assert got.status_code == 200
+        request = got.headers["X-Request-ID"]
+    feedback = pd.DataFrame({"request_id": request, "row": range(300), "label": truth.astype(str)})
+    feedback.to_csv(tmp_path / "truth.csv", index=False)
+    kept = record_feedback(tmp_path / "truth.csv", "models:/houses-xgboost@champion", settings)
+    assert kept["rows"] + kept["unlabelled_rows"] == 300 and kept["unlabelled_rows"] >= 1  # NA is no true value
+    report = monitor_model("models:/houses-xgboost@champion", settings, batch=False, track=False)
+    live = report["live"]
+    assert live["rows"] == kept["rows"] and set(live["metrics"]) == {"rmse", "mae"}
+    cv = trained["first"]["cv"]["metrics"]["rmse"]
+    assert live["metrics"]["rmse"]["cv"]["mean"] == pytest.approx(cv["mean"])
+    assert live["metrics"]["rmse"]["low"] < live["metrics"]["rmse"]["live"] < live["metrics"]["rmse"]["high"]
+    assert 0.8 <= live["coverage"]["live"] <= 1.0 and live["coverage"]["level"] == 0.9
+    assert not [f for f in report["flags"] if f["kind"] in ("live", "coverage", "predicted")], report["flags"]
+    # the same model on shifted traffic: its predictions drift, said in one flag
+    with trilho_server("models:/houses-xgboost@champion", trained["env"], tmp_path / "serve2.log") as (url, _):
+        requests.post(url + "/invocations", json={"dataframe_split": json.loads(shifted.to_json(
+            orient="split", index=False))}, timeout=60).raise_for_status()
+    report = monitor_model("models:/houses-xgboost@champion", settings, batch=False, track=False,
+                           since=None)
+    assert any(f["kind"] == "predicted" for f in report["flags"]), report["flags"]

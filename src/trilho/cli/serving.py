@@ -67,8 +67,13 @@ def monitor(model: ModelArg,
                        f"unseen {f['unseen_share']:.1%}")
         for m, e in ((report.get("live") or {}).get("metrics") or {}).items():
             cv = e["cv"]
-            typer.echo(f"  live {m:<19} {e['live']:.3f} [{e['low']:.3f}, {e['high']:.3f}]"
-                       + (f"  cross-validated {cv['mean']:.3f} [{cv['low']:.3f}, {cv['high']:.3f}]" if cv else ""))
+            f = ".4g" if m in ("rmse", "mae") else ".3f"  # a regression's errors are in the target's units
+            typer.echo(f"  live {m:<19} {e['live']:{f}} [{e['low']:{f}}, {e['high']:{f}}]"
+                       + (f"  cross-validated {cv['mean']:{f}} [{cv['low']:{f}}, {cv['high']:{f}}]" if cv else ""))
+        covered = (report.get("live") or {}).get("coverage")
+        if covered:
+            typer.echo(f"  live interval coverage {covered['live']:.1%} [{covered['low']:.1%}, {covered['high']:.1%}] "
+                       f"of the {covered['level']:.0%} promised")
         typer.echo(t.get("note") or "")
         for flag in report["flags"]:
             typer.echo(f"FLAGGED {flag['reason']}")

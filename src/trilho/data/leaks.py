@@ -336,7 +336,8 @@ def _dates(X: pd.DataFrame, y: np.ndarray, classes: list[str], categorical: set[
         kind, rows, time = seen
         diff, drifted = _drift(time, y[rows], classes)
         if drifted:
-            verdict = (f"the {'target' if y.dtype.kind == 'f' else 'label'} drifts with it ({drifted}), so shuffled folds train on the future of the rows "
+            what = "target" if y.dtype.kind == "f" else "label"
+            verdict = (f"the {what} drifts with it ({drifted}), so shuffled folds train on the future of the rows "
                        "they test and the CV scores flatter a model that will predict later rows: set "
                        f"data.drop = [{col!r}] (or keep what it means, such as a month or weekday), and judge the "
                        "model on later rows (registry.reference drawn from the latest period)")

@@ -80,9 +80,10 @@ def _check_target(df: pd.DataFrame, exp: Experiment, report: ValidationReport, e
         errors.append(f"column {target!r} holds {int(bad.sum())} infinite values on lines {_lines(values.index[bad])}; "
                       "fix or remove those rows")
         return None
-    report["target"] = {"min": float(values.min()), "max": float(values.max()),
-                        "mean": float(values.mean()),  # type: ignore[arg-type]
-                        "distinct": int(values.nunique()), "skew": float(values.skew()) if len(values) > 2 else 0.0}
+    numbers = values.to_numpy(dtype="float64")
+    skew = float(pd.Series(numbers).skew()) if len(numbers) > 2 else 0.0  # type: ignore[arg-type]
+    report["target"] = {"min": float(numbers.min()), "max": float(numbers.max()), "mean": float(numbers.mean()),
+                        "distinct": int(values.nunique()), "skew": skew}
     return values
 
 

@@ -16,8 +16,13 @@ import numpy as np
 import pandas as pd
 
 from trilho.evaluation import stats
-from trilho.evaluation.metrics import (LOWER_IS_BETTER, METRIC_RANGE, probability_metrics, regression_scores,
-                                       scores_from_confusions)
+from trilho.evaluation.metrics import (
+    LOWER_IS_BETTER,
+    METRIC_RANGE,
+    probability_metrics,
+    regression_scores,
+    scores_from_confusions,
+)
 
 __all__ = ["MAX_GROUPS", "MIN_ROWS", "MISSING", "OTHER", "group_folds", "group_labels", "group_metrics"]
 

@@ -111,6 +111,46 @@ def _feature_finding(col: str, profile: dict[str, Any], served: pd.Series, mappi
             "missing_served": round(found["missing"], 4), "unseen_share": round(found["unseen"], 4), **shown}
 
 
+def _predicted(profile: dict[str, Any], served: pd.Series) -> dict[str, Any] | None:
+    """The served predictions against the training rows': a regression's values by PSI, a
+    classification's class shares by total variation."""
+    if "prediction" in profile:  # a regression: its predicted values' PSI
+        found = _feature_finding("prediction", profile["prediction"], served, None)
+        return {"psi": found["psi"], "served_median": found.get("served_median")}
+    if "predicted" not in profile:
+        return None
+    classes = list(profile["predicted"])
+    shares = served.astype(str).value_counts(normalize=True).reindex(classes, fill_value=0.0)
+    tv = 0.5 * float(np.abs(shares.to_numpy() - np.array([profile["predicted"][c] for c in classes])).sum())
+    return {"training": profile["predicted"], "served": {c: round(float(v), 4) for c, v in shares.items()},
+            "total_variation": round(tv, 4)}
+
+
+def _flags(report: dict[str, Any], limits: dict[str, float]) -> list[dict[str, Any]]:
+    """What crossed a threshold: drift, missing values, unseen categories, moved predictions."""
+    flags: list[dict[str, Any]] = []
+    for f in report["features"]:
+        if f["psi"] >= limits["psi"]:
+            flags.append({"kind": "drift", "feature": f["feature"], "value": f["psi"],
+                          "reason": f"{f['feature']}: PSI {f['psi']:.3f} ≥ {limits['psi']}"})
+        if f["missing_served"] - f["missing_training"] > limits["missing"]:
+            flags.append({"kind": "missing", "feature": f["feature"], "value": f["missing_served"],
+                          "reason": f"{f['feature']}: {f['missing_served']:.1%} missing, "
+                                    f"{f['missing_training']:.1%} in training"})
+        if f["unseen_share"] > limits["unseen"]:
+            flags.append({"kind": "unseen", "feature": f["feature"], "value": f["unseen_share"],
+                          "reason": f"{f['feature']}: {f['unseen_share']:.1%} of rows hold categories never seen in training"})
+    if report.get("predicted", {}).get("psi", 0) >= limits["psi"]:
+        value = report["predicted"]["psi"]
+        flags.append({"kind": "predicted", "feature": None, "value": value,
+                      "reason": f"predicted values: PSI {value:.3f} ≥ {limits['psi']} against the training rows' predictions"})
+    if report.get("predicted", {}).get("total_variation", 0) > limits["predicted"]:
+        tv = report["predicted"]["total_variation"]
+        flags.append({"kind": "predicted", "feature": None, "value": tv,
+                      "reason": f"predicted class shares moved by {tv:.3f} (total variation) from the training rows'"})
+    return flags
+
+
 def compare_traffic(profile: dict[str, Any], served: pd.DataFrame, spec: dict[str, Any],
                     thresholds: dict[str, float] | None = None) -> dict[str, Any]:
     """Every feature of the served rows (the prediction log's columns) against the training
@@ -128,31 +168,14 @@ def compare_traffic(profile: dict[str, Any], served: pd.DataFrame, spec: dict[st
         finding = _feature_finding(col, profile["features"][col], served[col], spec["categorical"].get(col))
         report["features"].append(finding)
     report["features"].sort(key=lambda f: -f["psi"])
-    if "predicted" in profile and "prediction" in served.columns:
-        classes = list(profile["predicted"])
-        shares = served["prediction"].astype(str).value_counts(normalize=True).reindex(classes, fill_value=0.0)
-        tv = 0.5 * float(np.abs(shares.to_numpy() - np.array([profile["predicted"][c] for c in classes])).sum())
-        report["predicted"] = {"training": profile["predicted"], "served": {c: round(float(v), 4) for c, v in shares.items()},
-                               "total_variation": round(tv, 4)}
+    if "prediction" in served.columns:
+        predicted = _predicted(profile, served["prediction"])
+        if predicted is not None:
+            report["predicted"] = predicted
     if not report["enough_rows"]:
         report["note"] = f"{n} served rows: fewer than {MIN_ROWS}, too few for a verdict; nothing is flagged"
         return report
-    flags = report["flags"]
-    for f in report["features"]:
-        if f["psi"] >= limits["psi"]:
-            flags.append({"kind": "drift", "feature": f["feature"], "value": f["psi"],
-                          "reason": f"{f['feature']}: PSI {f['psi']:.3f} ≥ {limits['psi']}"})
-        if f["missing_served"] - f["missing_training"] > limits["missing"]:
-            flags.append({"kind": "missing", "feature": f["feature"], "value": f["missing_served"],
-                          "reason": f"{f['feature']}: {f['missing_served']:.1%} missing, "
-                                    f"{f['missing_training']:.1%} in training"})
-        if f["unseen_share"] > limits["unseen"]:
-            flags.append({"kind": "unseen", "feature": f["feature"], "value": f["unseen_share"],
-                          "reason": f"{f['feature']}: {f['unseen_share']:.1%} of rows hold categories never seen in training"})
-    if report.get("predicted", {}).get("total_variation", 0) > limits["predicted"]:
-        tv = report["predicted"]["total_variation"]
-        flags.append({"kind": "predicted", "feature": None, "value": tv,
-                      "reason": f"predicted class shares moved by {tv:.3f} (total variation) from the training rows'"})
+    report["flags"] = _flags(report, limits)
     return report
 
 
@@ -180,4 +203,48 @@ def live_metrics(labels: np.ndarray, predicted: np.ndarray, classes: list[str], 
             out["flags"].append({"kind": "live", "feature": None, "value": round(point[m], 4),
                                  "reason": f"{m} on {len(y)} labelled rows is {point[m]:.3f} [{low:.3f}, {high:.3f}], "
                                            f"below the cross-validated {cv['mean']:.3f} [{cv['low']:.3f}, {cv['high']:.3f}]"})
+    return out
+
+
+def live_regression(truth: np.ndarray, predicted: np.ndarray, estimates: dict[str, dict[str, float]],
+                    interval: dict[str, float] | None, level: float = 0.95, seed: int = 0) -> dict[str, Any]:
+    """A regression's errors on the answers whose true values came back: RMSE and MAE with a
+    row-bootstrap interval beside the cross-validated estimate (flagged when the live interval lies
+    wholly above it: worse), and the prediction interval's coverage (``interval``: the logged
+    model's level and half-width) with a Wilson interval, flagged when it lies wholly below the level."""
+    truth = np.asarray(truth, dtype="float64")
+    predicted = np.asarray(predicted, dtype="float64")
+    error = truth - predicted
+    n = len(error)
+    point = {"rmse": float(np.sqrt(np.mean(error**2))) if n else float("nan"),
+             "mae": float(np.mean(np.abs(error))) if n else float("nan")}
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n, (1000, n)) if n > 1 else None
+    out: dict[str, Any] = {"rows": int(n), "metrics": {}, "flags": []}
+    tail = (1 - level) / 2 * 100
+    for m in ("rmse", "mae"):
+        if draws is not None:
+            sample = error[draws]
+            values = np.sqrt((sample**2).mean(axis=1)) if m == "rmse" else np.abs(sample).mean(axis=1)
+            low, high = (float(v) for v in np.percentile(values, [tail, 100 - tail]))
+        else:
+            low = high = float("nan")
+        cv = estimates.get(m)
+        out["metrics"][m] = {"live": round(point[m], 6), "low": round(low, 6), "high": round(high, 6), "cv": cv}
+        if cv and n >= MIN_ROWS and np.isfinite(cv.get("high", np.nan)) and low > cv["high"]:
+            out["flags"].append({"kind": "live", "feature": None, "value": round(point[m], 6),
+                                 "reason": f"{m} on {n} rows with true values is {point[m]:.4g} [{low:.4g}, {high:.4g}], "
+                                           f"above the cross-validated {cv['mean']:.4g} [{cv['low']:.4g}, {cv['high']:.4g}]"})
+    if interval and n:
+        inside = float((np.abs(error) <= interval["half_width"]).mean())
+        z = 1.959963984540054
+        centre = (inside + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * np.sqrt(inside * (1 - inside) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        low, high = max(0.0, centre - half), min(1.0, centre + half)
+        out["coverage"] = {"live": round(inside, 4), "low": round(low, 4), "high": round(high, 4),
+                           "level": interval["level"]}
+        if n >= MIN_ROWS and high < interval["level"]:
+            out["flags"].append({"kind": "coverage", "feature": None, "value": round(inside, 4),
+                                 "reason": f"the {interval['level']:.0%} prediction interval covers {inside:.1%} "
+                                           f"[{low:.1%}, {high:.1%}] of {n} rows with true values"})
     return out

@@ -62,7 +62,8 @@ def render_run(summary: dict[str, Any], validation: dict[str, Any], config: dict
     from trilho.reporting.summary import primary_metric
 
     metrics = list(summary["cv"]["metrics"])
-    shown = list(dict.fromkeys(m for m in (primary_metric(summary), "accuracy", "roc_auc_ovr", "rmse", "mae", "r2") if m in metrics))
+    wanted = (primary_metric(summary), "accuracy", "roc_auc_ovr", "rmse", "mae", "r2")
+    shown = list(dict.fromkeys(m for m in wanted if m in metrics))
     if summary.get("prediction_interval"):  # a regression's groups carry the interval's coverage
         shown.append("coverage")
     return _environment().get_template("run.html").render(

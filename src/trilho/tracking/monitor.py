@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from trilho.errors import TrackingError
-from trilho.evaluation.metrics import METRICS
+from trilho.evaluation.metrics import ALL_METRICS
 from trilho.tracking.model import download_model, resolve_model
 from trilho.tracking.store import experiment_id, open_client
 
@@ -33,7 +33,7 @@ def run_estimates(tracking_uri: str, run_id: str) -> dict[str, dict[str, float]]
         return {}
     found = open_client(tracking_uri).get_run(run_id).data.metrics
     return {m: {"mean": found[f"{m}_mean"], "low": found.get(f"{m}_ci_low", float("nan")),
-                "high": found.get(f"{m}_ci_high", float("nan"))} for m in METRICS if f"{m}_mean" in found}
+                "high": found.get(f"{m}_ci_high", float("nan"))} for m in ALL_METRICS if f"{m}_mean" in found}
 
 
 def log_monitor(tracking_uri: str, report: dict[str, Any], folder: Path) -> str:

@@ -23,12 +23,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from trilho.errors import ConfigError, DataValidationError, StorageError, TrackingError
 from trilho.model.encoding import WRITTEN_MISSING, missing_words
 from trilho.monitoring.prediction_log import read_log
-from trilho.monitoring.traffic import compare_traffic, live_metrics
+from trilho.monitoring.traffic import compare_traffic, live_metrics, live_regression
 from trilho.settings import Settings
 from trilho.storage import Lake, open_lake
 from trilho.storage.base import sha256_file
@@ -91,21 +92,43 @@ def record_feedback(path: str | Path, model_uri: str, settings: Settings, *, lab
         raise DataValidationError(f"feedback {path}: no column to join on; give request_id (and row) as "
                                   f"trilho serve answered them (X-Request-ID), or an identifier column "
                                   f"{spec.get('identifiers') or '(the model has none)'}")
+    if spec.get("task") == "regression":
+        return _keep_feedback(path, info, settings, lake, frame, keys, *_true_values(frame, label_column, spec, path))
     spelled = {str(c).strip().casefold(): c for c in spec["classes"]}
     labels = frame[label_column].astype("string").str.strip().str.casefold()
     # a label not known yet (empty, NA) is no feedback: its row is left out and counted
     words = [w for w in spec.get("written", WRITTEN_MISSING) if w.casefold() not in spelled]
     unlabelled = labels.isna().to_numpy(dtype=bool) | missing_words(frame[label_column], None, words)
-    frame, labels = frame.loc[~unlabelled], labels.loc[~unlabelled]
+    labels = labels.loc[~unlabelled]
     unknown = sorted(set(labels) - set(spelled))
     if unknown:
         raise DataValidationError(f"feedback {path}: labels {unknown[:10]} are not classes of the "
                                   f"model {spec['classes']}")
+    return _keep_feedback(path, info, settings, lake, frame, keys, labels.map(spelled).astype(str), unlabelled)
+
+
+def _true_values(frame: pd.DataFrame, column: str, spec: dict[str, Any], path: Path) -> tuple[pd.Series, np.ndarray]:
+    """A regression's true values: numbers; a missing one (empty, NA, ...) is no feedback, counted."""
+    raw = frame[column]
+    unlabelled = raw.isna().to_numpy(dtype=bool) | missing_words(raw, None, list(spec.get("written", WRITTEN_MISSING)))
+    values = pd.to_numeric(raw.where(~unlabelled), errors="coerce")
+    bad = values.isna().to_numpy(dtype=bool) & ~unlabelled
+    if bad.any():
+        shown = sorted({str(v) for v in raw[bad]})[:10]
+        raise DataValidationError(f"feedback {path}: true values {shown} in column {column!r} are not numbers; this "
+                                  "model predicts a number: fix those rows or leave them empty")
+    return values[~unlabelled].astype("float64"), unlabelled
+
+
+def _keep_feedback(path: Path, info: dict[str, str], settings: Settings, lake: Lake | None, frame: pd.DataFrame,
+                   keys: list[str], labels: pd.Series, unlabelled: np.ndarray) -> dict[str, Any]:
+    """Write the labelled rows of ``frame`` (``labels``: their true values, in the rows' order) to the lake."""
+    frame = frame.loc[~unlabelled]
     kept = frame[keys].copy()
     if keys == ["request_id"]:
         kept["request_id"] = kept["request_id"].astype(str)
         kept["row"] = frame["row"].astype("int64") if "row" in frame.columns else 0
-    kept["label"] = labels.map(spelled).astype(str)
+    kept["label"] = labels.to_numpy()
     kept["received_at"] = pd.Timestamp.now(tz="UTC")
     lake = lake or open_lake(settings)
     digest, _ = sha256_file(path)
@@ -176,7 +199,8 @@ def _batch_rows(lake: Lake, info: dict[str, str], spec: dict[str, Any], since: d
             features = next(iter_chunks(local, BATCH_ROWS, list(spec["features"])), pd.DataFrame())
             predicted = pd.read_parquet(io.BytesIO(lake.get_bytes(manifest["key"])), columns=["prediction"])
             rows = min(len(features), len(predicted))
-            frames.append(features.head(rows).assign(prediction=predicted["prediction"].astype(str).head(rows).to_numpy(),
+            values = predicted["prediction"] if spec.get("task") == "regression" else predicted["prediction"].astype(str)
+            frames.append(features.head(rows).assign(prediction=values.head(rows).to_numpy(),
                                                      served_at=pd.Timestamp(made)))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -205,7 +229,10 @@ def monitor_model(model_uri: str, settings: Settings, *, since: datetime | None 
     traffic["sources"] = {"served": int(len(served)), "batch": int(len(predicted))}
     joined = _joined(served, _feedback(lake, name), spec)
     live = None
-    if len(joined):
+    if len(joined) and spec.get("task") == "regression":
+        live = live_regression(joined["label"].to_numpy(dtype="float64"), joined["prediction"].to_numpy(dtype="float64"),
+                               run_estimates(settings.tracking_uri, info.get("run_id", "")), spec.get("interval"))
+    elif len(joined):
         live = live_metrics(joined["label"].to_numpy(), joined["prediction"].astype(str).to_numpy(),
                             [str(c) for c in spec["classes"]], run_estimates(settings.tracking_uri, info.get("run_id", "")))
     flags = [*traffic["flags"], *((live or {}).get("flags", []))]

@@ -32,8 +32,13 @@ import numpy as np
 from trilho.errors import ConfigError
 from trilho.evaluation import cv as evaluate
 from trilho.evaluation import stats
-from trilho.evaluation.metrics import (CONFUSION_METRICS, metrics_for, probability_metrics, regression_scores,
-                                       scores_from_confusions)
+from trilho.evaluation.metrics import (
+    CONFUSION_METRICS,
+    metrics_for,
+    probability_metrics,
+    regression_scores,
+    scores_from_confusions,
+)
 from trilho.evaluation.splits import holdout_split
 from trilho.experiment import Experiment
 from trilho.reporting import publish as reports

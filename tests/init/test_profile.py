@@ -117,8 +117,10 @@ def test_the_label_is_guessed_only_when_it_is_clear():
     assert propose(profile_chunks([frame]), "p", "file:p.csv").config["data"]["target"] == "label"
     with pytest.raises(ConfigError, match=r"'stage'.*--target COLUMN"):
         propose(profile_chunks([frame.drop(columns=["label"])]), "p", "file:p.csv")
-    with pytest.raises(ConfigError, match="more than 50 distinct values"):
-        propose(profile_chunks([frame]), "p", "file:p.csv", "height")
+    # a number with many values is a regression target; asked to classify it, init says how
+    assert propose(profile_chunks([frame]), "p", "file:p.csv", "height").config["task"] == "regression"
+    with pytest.raises(ConfigError, match="more than 50 distinct values.*--task regression"):
+        propose(profile_chunks([frame]), "p", "file:p.csv", "height", task="classification")
 
 
 def test_integer_codes_read_as_floats_normalise_to_the_integers():

@@ -6,9 +6,11 @@ from __future__ import annotations
 import tomllib
 
 import numpy as np
+import pytest
 import pandas as pd
 
 from tests.support import corpus
+from trilho.errors import ConfigError
 from trilho.experiment import Experiment
 from trilho.init.profile import profile_chunks
 from trilho.init.propose import chance_pairs, propose, render
@@ -96,3 +98,53 @@ def test_init_prints_its_notes_as_written_and_the_expected_time(workdir):
     flat = " ".join(result.output.split())
     assert "see [decision]" in flat and "costs[true][predicted]" in flat  # brackets are text, not markup
     assert "expected: about" in flat and "core" in flat
+
+
+def _prices(rows: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    size = rng.gamma(3.0, 40.0, rows)
+    return pd.DataFrame({"size": size.round(1), "kind": rng.choice(["flat", "house"], rows),
+                         "stars": rng.integers(1, 6, rows),
+                         "price": (size * 3 + rng.normal(0, 20, rows)).clip(5).round(2)})
+
+
+def test_a_numeric_target_with_many_values_gets_a_regression_that_loads():
+    frame = _prices(400)
+    frame.loc[[3, 7], "price"] = np.nan  # rows with no target: left out, and said
+    proposal = propose(profile_chunks([frame]), "prices", "file:prices.csv", "price")
+    config = proposal.config
+    assert config["task"] == "regression" and "labels" not in config["data"] and "resampler" not in config
+    assert config["evaluation"]["metrics"] == ["rmse", "mae", "r2", "median_ae", "mape"]  # positive: mape
+    assert config["registry"]["primary_metric"] == "rmse" and config["registry"]["margin"] > 0
+    assert any("missing on 2 of 400 rows" in n for n in proposal.notes["labels"])
+    text = render(proposal)
+    exp = Experiment.model_validate(tomllib.loads(text))
+    assert exp.regression and exp.prediction.level == 0.9 and exp.cv.n_splits == 5
+
+
+def test_a_few_whole_numbers_stay_a_label_unless_the_task_says_regression():
+    frame = _prices(300)
+    assert "task" not in propose(profile_chunks([frame]), "p", "file:p.csv", "stars").config  # a rating: classes
+    forced = propose(profile_chunks([frame]), "p", "file:p.csv", "stars", task="regression")
+    assert forced.config["task"] == "regression"
+    assert any("--task regression" in n for n in forced.notes["labels"])
+    with pytest.raises(ConfigError, match="'kind' is not numeric"):
+        propose(profile_chunks([frame]), "p", "file:p.csv", "kind", task="regression")
+    with pytest.raises(ConfigError, match="needs --target"):
+        propose(profile_chunks([frame]), "p", "file:p.csv", task="regression")
+
+
+def test_init_picks_a_regression_reference_set_across_the_targets_range(workdir, settings):
+    from trilho.experiment import load_experiment
+    from trilho.init.profile import init_experiment
+
+    frame = _prices(2000, 4)
+    frame.to_csv(workdir / "prices.csv", index=False)
+    proposal = init_experiment(f"file:{workdir / 'prices.csv'}", settings, "price", "prices",
+                               reference_to=workdir / "prices.reference.csv")
+    picked = pd.read_csv(workdir / "prices.reference.csv")
+    assert 150 <= len(picked) <= 250  # about a tenth
+    low, high = frame["price"].quantile([0.1, 0.9])
+    assert picked["price"].min() < low and picked["price"].max() > high  # from the whole range, not one end
+    (workdir / "prices.toml").write_text(render(proposal))
+    assert load_experiment(workdir / "prices.toml").registry.reference.endswith("prices.reference.csv")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import tomllib
 
 import numpy as np
-import pytest
 import pandas as pd
+import pytest
 
 from tests.support import corpus
 from trilho.errors import ConfigError

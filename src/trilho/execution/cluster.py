@@ -100,7 +100,7 @@ class DaskExecutor:
         import dask
         import dask.dataframe as dd
         from imblearn.pipeline import Pipeline
-        from xgboost import XGBClassifier
+        from xgboost import XGBClassifier, XGBRegressor
         from xgboost import dask as dxgb
 
         from trilho.model.catalog import model_kind
@@ -117,8 +117,9 @@ class DaskExecutor:
         filled = spec.get("missing") in FILLED
         categorical = [c for c in spec["categorical"] if filled or spec["categorical"][c] is None]
         numeric = [c for c in features if filled and c not in spec["categorical"]]
+        regression = spec.get("task") == "regression"  # a numeric target: its rows counted, no classes
         counts, classes = dask.compute({c: frame[c].value_counts(split_out=1) for c in categorical},
-                                       frame[target].value_counts(split_out=1))
+                                       frame[target].count() if regression else frame[target].value_counts(split_out=1))
         encoder = TableEncoder(spec).learned(counts, _exact_medians(frame, numeric))
         X = frame[features].map_partitions(encode_features, encoder.spec_, meta=encode_features(empty, encoder.spec_))
         y = frame[target]
@@ -126,6 +127,14 @@ class DaskExecutor:
         params = {**kind.defaults, "random_state": random_state, **model.get("params", {})}
         params.pop(kind.threads, None)  # each worker uses its own threads
         weights = None
+        if regression:
+            fitted_reg = dxgb.DaskXGBRegressor(**params)
+            fitted_reg.client = self.client
+            fitted_reg.fit(X, y)
+            local_reg = XGBRegressor(**params)
+            local_reg.load_model(bytearray(fitted_reg.get_booster().save_raw("ubj")))
+            info = {"rows": int(classes), "partitions": groups, "workers": len(self.client.nthreads()), "weights": False}
+            return Pipeline([("encode", encoder), ("model", local_reg)]), info
         if resampler["name"] == "class_weight":  # scikit-learn's "balanced": n / (k * n_c)
             total, k = float(classes.sum()), len(classes)
             weights = y.map({int(c): total / (k * float(n)) for c, n in classes.items()}, meta=(target, "float64"))

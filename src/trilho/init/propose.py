@@ -273,7 +273,6 @@ def propose(profile: Profile, name: str, source: str, target: str | None = None,
     markers = {k for n in features if profile.columns[n].marked for k in profile.columns[n].markers or {}}
     if not features:
         raise ConfigError("no feature columns are left once the label and the identifiers are set aside")
-    numeric = [n for n in features if n not in categorical]
     n_splits, n_repeats, duplicates = _folds(profile, target, features, counts, notes, repeats)
     resampler = _resampler(counts, notes)
     missing = {n: profile.columns[n].gaps for n in features if profile.columns[n].gaps}
@@ -302,8 +301,14 @@ def propose(profile: Profile, name: str, source: str, target: str | None = None,
         "registry": {"model_name": f"{name}-xgboost", "primary_metric": primary, "margin": 0.01},
         "decision": decision,
     }
+    return _finished(profile, config, notes, features, len(categorical), len(drop))
+
+
+def _finished(profile: Profile, config: dict[str, Any], notes: Notes, features: list[str], categorical: int,
+              dropped: int) -> Proposal:
+    """The proposal, with the data's line and the expected cost said."""
     notes["data"].append(f"{profile.rows} rows, {len(profile.columns)} columns: {len(features)} features "
-                         f"({len(numeric)} numeric, {len(categorical)} categorical), {len(drop)} set aside")
+                         f"({len(features) - categorical} numeric, {categorical} categorical), {dropped} set aside")
     proposal = Proposal(config=config, notes=notes, rows=profile.rows, features=len(features))
     total, fit, fits = expected_seconds(proposal, 1)
     notes["model"].append(f"expected cost: {fits} fits of about {_duration(fit)} each on one core "
@@ -388,19 +393,17 @@ def toml_document(config: dict[str, Any], head: list[str]) -> str:
     return _comment(head) + "".join(table("", config))
 
 
-def render(proposal: Proposal) -> str:
-    """The experiment as a commented TOML file."""
-    if proposal.config.get("task") == "regression":
-        return render_regression(proposal)
+def _head_and_data(proposal: Proposal, keys: tuple[str, ...]) -> list[str]:
+    """The file's head, its scalars, [source] and [data] (with [data.ranges]), for either task."""
     c, notes = proposal.config, proposal.notes
     out = ["# Written by `trilho init`; every choice below says why. Edit freely, then `trilho run -e THIS_FILE`.\n"]
     out.append(_comment(notes["data"]))
-    for key in ("name", "description", "random_state"):
+    for key in keys:
         out.append(f"{key} = {_value(c[key])}\n")
     out.append(f"\n[source]\nuri = {_value(c['source']['uri'])}\n")
     d = c["data"]
     out.append("\n[data]\n" + _comment(notes["labels"]))
-    out.append(f"target = {_value(d['target'])}\nlabels = {_value(d['labels'])}\n")
+    out.append(f"target = {_value(d['target'])}\n" + (f"labels = {_value(d['labels'])}\n" if "labels" in d else ""))
     out.append(_comment(notes["columns"]))
     out.append(f"drop = {_value(d['drop'])}\ncategorical = {_value(d['categorical'])}\n")
     out.append(_comment(notes["missing"]))
@@ -413,6 +416,15 @@ def render(proposal: Proposal) -> str:
         out += [f"{_key(k)} = {_value(v)}\n" for k, v in d["ranges"].items()]
     out.append("\n[cv]\n" + _comment(notes["cv"]))
     out += [f"{k} = {_value(v)}\n" for k, v in c["cv"].items()]
+    return out
+
+
+def render(proposal: Proposal) -> str:
+    """The experiment as a commented TOML file."""
+    if proposal.config.get("task") == "regression":
+        return render_regression(proposal)
+    c, notes = proposal.config, proposal.notes
+    out = _head_and_data(proposal, ("name", "description", "random_state"))
     out.append("\n[resampler]\n" + _comment(notes["resampler"]))
     out.append(f"name = {_value(c['resampler']['name'])}\nparams = {_value(c['resampler']['params'])}\n")
     out.append("\n[decision]\n" + _comment(notes["decision"]))
@@ -528,39 +540,13 @@ def propose_regression(profile: Profile, name: str, source: str, target: str, re
     notes.setdefault("registry", []).append(
         f"margin = {margin:g}: about 1% of the target's spread ((max - min) / 4 as a rough standard deviation), in "
         "RMSE's units; a challenger whose paired RMSE may be worse by more is kept as challenger")
-    numeric = [n for n in features if n not in categorical]
-    notes["data"].append(f"{profile.rows} rows, {len(profile.columns)} columns: {len(features)} features "
-                         f"({len(numeric)} numeric, {len(categorical)} categorical), {len(drop)} set aside")
-    proposal = Proposal(config=config, notes=notes, rows=profile.rows, features=len(features))
-    total, fit, fits = expected_seconds(proposal, 1)
-    notes["model"].append(f"expected cost: {fits} fits of about {_duration(fit)} each on one core "
-                          f"(about {_duration(total)} for `trilho run` on one core; fits run side by side on more)")
-    return proposal
+    return _finished(profile, config, notes, features, len(categorical), len(drop))
 
 
 def render_regression(proposal: Proposal) -> str:
     """A regression experiment as a commented TOML file."""
     c, notes = proposal.config, proposal.notes
-    out = ["# Written by `trilho init`; every choice below says why. Edit freely, then `trilho run -e THIS_FILE`.\n"]
-    out.append(_comment(notes["data"]))
-    for key in ("name", "task", "description", "random_state"):
-        out.append(f"{key} = {_value(c[key])}\n")
-    out.append(f"\n[source]\nuri = {_value(c['source']['uri'])}\n")
-    d = c["data"]
-    out.append("\n[data]\n" + _comment(notes["labels"]))
-    out.append(f"target = {_value(d['target'])}\n")
-    out.append(_comment(notes["columns"]))
-    out.append(f"drop = {_value(d['drop'])}\ncategorical = {_value(d['categorical'])}\n")
-    out.append(_comment(notes["missing"]))
-    out.append(f"missing = {_value(d['missing'])}\nmin_rows = {d['min_rows']}\n")
-    if d.get("missing_markers"):
-        out.append(f"missing_markers = {_value(d['missing_markers'])}   # read as missing values, in training and "
-                   "by the logged model\n")
-    if d["ranges"]:
-        out.append("\n[data.ranges]   # observed [min, max]: values outside are flagged, and kept\n")
-        out += [f"{_key(k)} = {_value(v)}\n" for k, v in d["ranges"].items()]
-    out.append("\n[cv]\n" + _comment(notes["cv"]))
-    out += [f"{k} = {_value(v)}\n" for k, v in c["cv"].items()]
+    out = _head_and_data(proposal, ("name", "task", "description", "random_state"))
     out.append("\n[model]\n" + _comment(notes["model"]))
     out.append(f"name = {_value(c['model']['name'])}\nparams = {_value(c['model']['params'])}\n")
     out.append("\n[decision]\n" + _comment(notes["decision"]))

@@ -82,12 +82,15 @@ def _compare_values(old: pd.DataFrame, new: pd.DataFrame, features: list[str]) -
     reasons = []
     if target >= THRESHOLDS["psi"]:
         reasons.append(f"the target's distribution shifted (PSI {target:.3f} ≥ {THRESHOLDS['psi']})")
-    shifted = {c: v for c, v in by_feature.items() if v >= THRESHOLDS["psi"]}
-    if shifted:
-        reasons.append(f"features shifted (PSI ≥ {THRESHOLDS['psi']}): {shifted}")
-    if report["missing_features"]:
-        reasons.append(f"features differ between the sets: {report['missing_features']}")
+    reasons += _feature_reasons(by_feature, report["missing_features"])
     return {**report, "drifted": bool(reasons), "reasons": reasons}
+
+
+def _feature_reasons(by_feature: dict[str, float], missing: list[str]) -> list[str]:
+    """The features whose PSI crossed the threshold, and those only one set has."""
+    shifted = {c: v for c, v in by_feature.items() if v >= THRESHOLDS["psi"]}
+    return ([f"features shifted (PSI ≥ {THRESHOLDS['psi']}): {shifted}"] if shifted else []) + (
+        [f"features differ between the sets: {missing}"] if missing else [])
 
 
 def compare_data(old: pd.DataFrame, new: pd.DataFrame, old_classes: list[str], new_classes: list[str],
@@ -137,11 +140,7 @@ def compare_data(old: pd.DataFrame, new: pd.DataFrame, old_classes: list[str], n
                        f"(copies within the old set disagree on {natural:.1%})")
     if report["label_shift"] > THRESHOLDS["label_shift"]:
         reasons.append(f"label shares moved by {report['label_shift']:.3f} (total variation)")
-    shifted = {c: v for c, v in by_feature.items() if v >= THRESHOLDS["psi"]}
-    if shifted:
-        reasons.append(f"features shifted (PSI ≥ {THRESHOLDS['psi']}): {shifted}")
-    if report["missing_features"]:
-        reasons.append(f"features differ between the sets: {report['missing_features']}")
+    reasons += _feature_reasons(by_feature, report["missing_features"])
     report["drifted"] = bool(reasons)
     report["reasons"] = reasons
     return report

@@ -182,7 +182,7 @@ def _evaluate(run: _Run) -> _Fitted:
         if exp.model.distributed:  # the workers read the curated Parquet from the lake themselves
             started = time.perf_counter()
             pipe, distributed = ctx.executor.fit_distributed(
-                ctx.lake.arrow(inputs.validation["curated_key"]), inputs.data.spec, exp.model.model_dump(),
+                ctx.lake.arrow(inputs.validation["curated_key"]), inputs.data.spec, task.model,
                 exp.resampler.model_dump(), exp.random_state)
             distributed["fit_s"] = time.perf_counter() - started
             model_logged = _keep_model(run, pipe, inputs_logged) if exp.tracking.log_model else None

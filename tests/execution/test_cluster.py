@@ -223,6 +223,35 @@ def test_a_distributed_final_fit_reads_the_lake_on_the_workers(where, dask_clust
     assert spec["fill"] == here.named_steps["encode"].spec_["fill"]  # exact medians, not approximations
 
 
+def test_a_regressor_is_fit_on_the_cluster_and_answers_with_its_interval(dask_cluster, workdir, settings, monkeypatch):
+    import mlflow
+
+    from tests.workflows.test_regression import houses
+    from trilho.data import curate
+    from trilho.experiment import Experiment
+    from trilho.workflows import run as pipeline
+
+    monkeypatch.setattr(curate, "CURATED_ROW_GROUP", 300)  # several partitions from a small set
+    frame = houses(1200, 2)
+    frame.to_csv(workdir / "houses.csv", index=False)
+    exp = Experiment.model_validate({
+        "name": "houses", "task": "regression", "source": {"uri": f"file:{workdir / 'houses.csv'}"},
+        "data": {"target": "price", "drop": ["house_id"], "categorical": ["town"], "missing": "impute"},
+        "cv": {"n_splits": 3, "n_repeats": 1},
+        "model": {"name": "xgboost", "params": {"n_estimators": 60, "max_depth": 3}, "distributed": True},
+        "tracking": {"experiment": "houses"}, "registry": {"model_name": "houses-dask"}})
+    on_cluster = settings.model_copy(update={"executor": "dask", "dask_scheduler": dask_cluster.address})
+    summary = pipeline.run_experiment(exp, on_cluster).summary
+    fit = summary["final_fit"]
+    assert fit["where"] == "xgboost.dask" and fit["partitions"] >= 3 and fit["rows"] == summary["data"]["rows"]
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    answer = mlflow.pyfunc.load_model(summary["model_uri"]).predict(frame.drop(columns=["price"]).head(50))
+    half = summary["prediction_interval"]["half_width"]
+    assert np.allclose(answer["upper"] - answer["prediction"], half, rtol=1e-5)
+    truth = pd.to_numeric(frame["price"].head(50), errors="coerce")
+    assert np.corrcoef(answer["prediction"][truth.notna()], truth.dropna())[0, 1] > 0.8
+
+
 def test_a_distributed_fit_is_checked_before_anything_is_read(workdir, settings):
     from trilho.errors import ConfigError
     from trilho.storage import LocalLake

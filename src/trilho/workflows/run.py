@@ -295,7 +295,7 @@ def _summarise(run: _Run, fitted: _Fitted) -> RunSummary:
     if ctx.exp.regression and ctx.exp.decision.quantile is not None:
         summary["decision"] = {"objective": "quantile", "costs": ctx.exp.decision.costs,
                                "quantile": ctx.exp.decision.quantile}
-    if ctx.exp.decision.objective != "argmax":
+    elif ctx.exp.decision.objective != "argmax":
         summary["decision"] = _decision_summary(ctx.exp, fitted.cv, run.threshold)
     _explained(run, fitted.cv, summary)
     said = leaks.zero_width(metrics)

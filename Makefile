@@ -25,6 +25,7 @@ $(BIN)/uv:
 
 $(BIN)/trilho: pyproject.toml uv.lock | $(BIN)/uv
 	$(SYNC) --extra test
+	@test -s $@ || $(SYNC) --extra test --reinstall-package trilho   # an emptied entry point is written again
 	@touch $@
 
 setup: $(BIN)/trilho

@@ -480,11 +480,16 @@ class Experiment(_Strict):
         if said:
             raise ValueError(said)
         data = copy.deepcopy(data)
+        decision = data.get("decision")
+        quantile = isinstance(decision, dict) and isinstance(decision.get("costs"), dict) and bool(decision["costs"])
         for (section, key), value in REGRESSION_DEFAULTS.items():
+            if quantile and (section, key) == ("evaluation", "metrics"):
+                value = [*value, "pinball"]  # a quantile model is judged by the loss it fits
+            if quantile and (section, key) == ("registry", "primary_metric"):
+                value = "pinball"
             if isinstance(data.setdefault(section, {}), dict):
                 data[section].setdefault(key, value)
-        decision = data.get("decision")
-        if isinstance(decision, dict) and isinstance(decision.get("costs"), dict) and decision["costs"]:
+        if quantile:
             decision.setdefault("objective", "costs")
         return data
 

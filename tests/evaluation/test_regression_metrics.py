@@ -111,6 +111,7 @@ def test_a_regression_file_gets_its_own_defaults_and_a_quantile_from_costs(tmp_p
     assert exp.registry.primary_metric == "rmse" and exp.prediction.level == 0.9
     costly = Experiment.model_validate(_regression(decision__costs={"over": 1, "under": 4}))
     assert costly.decision.quantile == pytest.approx(0.8)
+    assert costly.evaluation.metrics[-1] == "pinball" and costly.registry.primary_metric == "pinball"
     assert costly.decision_rule() == {"objective": "quantile", "quantile": pytest.approx(0.8)}
     with pytest.raises(ValueError, match="not built yet"):
         Experiment.model_validate(_regression(data__target_scale="log"))

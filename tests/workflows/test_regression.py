@@ -14,6 +14,7 @@ import requests
 
 from tests.support.browser import assert_readable, open_page
 from tests.support.services import model_server, trilho_server
+from trilho.errors import ConfigError
 from trilho.experiment import load_experiment
 from trilho.init.profile import init_experiment
 from trilho.init.propose import render
@@ -206,3 +207,39 @@ def test_served_answers_with_true_values_give_live_errors_and_coverage(trained, 
     report = monitor_model("models:/houses-xgboost@champion", settings, batch=False, track=False,
                            since=None)
     assert any(f["kind"] == "predicted" for f in report["flags"]), report["flags"]
+
+
+def test_compare_and_tune_take_regressors(workdir, settings):
+    from trilho.experiment import Experiment
+    from trilho.workflows.compare import compare, parse_candidates
+    from trilho.workflows.tune import tune
+
+    houses(400, 3).to_csv(workdir / "houses.csv", index=False)
+    exp = Experiment.model_validate({
+        "name": "houses", "task": "regression", "source": {"uri": f"file:{workdir / 'houses.csv'}"},
+        "data": {"target": TARGET, "drop": ["house_id"], "categorical": ["town"]},
+        "cv": {"n_splits": 3, "n_repeats": 1},
+        "model": {"name": "xgboost", "params": {"n_estimators": 40, "max_depth": 3}},
+        "decision": {"costs": {"over": 1, "under": 3}},
+        "tune": {"trials": 3, "space": {"model.params.max_depth": {"int": [2, 4]}}},
+        "tracking": {"experiment": "houses"}})
+    assert exp.registry.primary_metric == "pinball"
+    with pytest.raises(ConfigError, match="a regression takes models alone"):
+        parse_candidates(["xgboost+smote", "ridge"], exp)
+    with pytest.raises(ConfigError, match="'ridge' fits the mean only"):  # a quantile needs a quantile loss
+        parse_candidates(["xgboost", "ridge"], exp)
+    chosen = parse_candidates(["xgboost", "hist_gradient_boosting[max_iter=50]"], exp)
+    assert chosen[0]["model"]["params"]["objective"] == "reg:quantileerror"  # each fits the 0.75 quantile
+    assert chosen[1]["model"]["params"]["quantile"] == 0.75
+    result = compare(exp, settings, chosen)
+    table = result.table.set_index("candidate")
+    assert list(table.index) == ["xgboost", "hist_gradient_boosting[max_iter=50]"]
+    assert result.summary["metric"] == "pinball" and (table["mean"] > 0).all()
+    plain = exp.model_copy(update={"decision": type(exp.decision)()})  # the mean: any regressor
+    means = compare(plain, settings, parse_candidates(["xgboost", "ridge", "random_forest[n_estimators=30]"], plain),
+                    metric="rmse")
+    assert list(means.table["candidate"]) == ["xgboost", "ridge", "random_forest[n_estimators=30]"]
+    tuned = tune(exp, settings)
+    assert tuned.summary["direction"] == "minimize" and tuned.summary["metric"] == "pinball"
+    honest = tuned.summary["honest"]
+    assert honest["low"] <= honest["score"] <= honest["high"]

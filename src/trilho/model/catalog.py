@@ -241,9 +241,10 @@ def _xgboost_names(booster: str, objective: str) -> frozenset[str]:
     import xgboost
 
     probe = {"booster": booster, "objective": objective, "nthread": 1,
-             **({"num_class": 2} if objective.startswith("multi:") else {})}
+             **({"num_class": 2} if objective.startswith("multi:") else {}),
+             **({"quantile_alpha": 0.5} if objective == "reg:quantileerror" else {})}
     # one thread (none started: forked workers follow), and the rows held until the configuration is read
-    rows = xgboost.DMatrix(np.zeros((1, 1)), nthread=1)
+    rows = xgboost.DMatrix(np.zeros((1, 1)), label=np.zeros(1), nthread=1)
     try:
         config = json.loads(xgboost.Booster(probe, cache=[rows]).save_config())
     except xgboost.core.XGBoostError as exc:

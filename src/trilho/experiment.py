@@ -101,9 +101,10 @@ class DataSpec(_Strict):
     # is written (`trilho init` writes each class's most frequent spelling in the data).
     # Regression has no labels.
     labels: dict[str, int] = {}
-    # regression: the model is fit to the target as it is ("identity"); "log" (a model of
-    # log(target), taken back with a smearing factor) is named so that a file asking for it is
-    # refused in one line rather than silently fit on the original scale: it is not built yet
+    # regression: fit the model to the target as it is ("identity"), or to its log ("log", for a
+    # positive target judged by relative errors, such as MAPE); a log model's predictions are taken
+    # back with Duan's smearing factor (the mean of exp(residual) over its training rows) so that
+    # they estimate the mean, not the median; every metric is scored in the target's own units
     target_scale: Literal["identity", "log"] = "identity"
     # columns that are no features (identifiers, free text): never trained on
     drop: list[str] = []
@@ -515,10 +516,11 @@ class Experiment(_Strict):
         if "pinball" in self.evaluation.metrics and self.decision.quantile is None:
             raise ValueError("evaluation.metrics lists 'pinball', the loss of a quantile: it needs "
                              "decision.costs = { over = ..., under = ... } (which quantile)")
-        if self.data.target_scale == "log":
-            raise ValueError("data.target_scale = 'log': a model of the target's log is not built yet; remove the key "
-                             "(the model is fit on the target as it is, and judged in its units), or log the column "
-                             "yourself and predict that")
+        if self.data.target_scale == "log" and not self.regression:
+            raise ValueError("data.target_scale = 'log' is for a numeric target (task = 'regression')")
+        if self.data.target_scale == "log" and self.model.distributed:
+            raise ValueError("data.target_scale = 'log' needs model.distributed = false: the cluster's fit takes the "
+                             "target as it is")
 
     @model_validator(mode="after")
     def _known_metrics(self) -> Experiment:

@@ -113,8 +113,9 @@ def test_a_regression_file_gets_its_own_defaults_and_a_quantile_from_costs(tmp_p
     assert costly.decision.quantile == pytest.approx(0.8)
     assert costly.evaluation.metrics[-1] == "pinball" and costly.registry.primary_metric == "pinball"
     assert costly.decision_rule() == {"objective": "quantile", "quantile": pytest.approx(0.8)}
-    with pytest.raises(ValueError, match="not built yet"):
-        Experiment.model_validate(_regression(data__target_scale="log"))
+    assert Experiment.model_validate(_regression(data__target_scale="log")).data.target_scale == "log"
+    with pytest.raises(ValueError, match="target_scale = 'log' needs model.distributed = false"):
+        Experiment.model_validate(_regression(data__target_scale="log", model__distributed=True))
     path = tmp_path / "prices.toml"
     path.write_text('name = "p"\ntask = "regression"\n[source]\nuri = "file:p.csv"\n[data]\ntarget = "y"\n'
                     '[resampler]\nname = "smote"\n[model]\nname = "xgboost"\n')

@@ -243,3 +243,44 @@ def test_compare_and_tune_take_regressors(workdir, settings):
     assert tuned.summary["direction"] == "minimize" and tuned.summary["metric"] == "pinball"
     honest = tuned.summary["honest"]
     assert honest["low"] <= honest["score"] <= honest["high"]
+
+
+def test_a_model_of_the_targets_log_is_taken_back_to_the_mean(workdir, settings):
+    import mlflow
+
+    from trilho.errors import DataValidationError
+    from trilho.experiment import Experiment
+    from trilho.model.catalog import build_pipeline, fit_regressor, predict_values
+    from trilho.storage import open_lake
+
+    rng = np.random.default_rng(8)
+    X = pd.DataFrame({"a": rng.normal(0, 1, 2000), "b": rng.normal(0, 1, 2000)})
+    y = np.exp(1.0 + X["a"] + rng.normal(0, 0.8, 2000)).to_numpy()  # a log-normal target: mean above median
+    pipe = fit_regressor(build_pipeline({"name": "xgboost", "params": {"n_estimators": 60, "max_depth": 2}},
+                                        {"name": "none", "params": {}}, 0, task="regression"), X, y, "log")
+    raw = np.exp(pipe.predict(X))
+    assert pipe.smear_ == pytest.approx(np.mean(y / raw), rel=1e-9) and pipe.smear_ > 1.2  # Duan's factor
+    assert np.allclose(predict_values(pipe, X), raw * pipe.smear_)
+    assert abs(predict_values(pipe, X).mean() / y.mean() - 1) < 0.05 < abs(raw.mean() / y.mean() - 1)
+
+    frame = houses(500, 6)
+    frame.to_csv(workdir / "houses.csv", index=False)
+    config = {"name": "houses", "task": "regression", "source": {"uri": f"file:{workdir / 'houses.csv'}"},
+              "data": {"target": TARGET, "drop": ["house_id"], "categorical": ["town"], "target_scale": "log"},
+              "cv": {"n_splits": 3, "n_repeats": 1}, "model": {"name": "xgboost", "params": {"n_estimators": 80}},
+              "evaluation": {"metrics": ["rmse", "mape"]},
+              "tracking": {"experiment": "houses"}, "registry": {"model_name": "houses-log"}}
+    summary = run_experiment(Experiment.model_validate(config), settings).summary
+    spec = json.loads(open_lake(settings).get_bytes(summary["lake"]["reports"] + "model/spec.json"))
+    assert spec["target_scale"] == "log" and 1.0 < spec["smear"] < 1.2
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    answer = mlflow.pyfunc.load_model(summary["model_uri"]).predict(frame.drop(columns=[TARGET]))
+    assert (answer["lower"] < answer["prediction"]).all() and (answer["prediction"] > 0).all()
+    truth = pd.to_numeric(frame[TARGET], errors="coerce")
+    assert np.corrcoef(answer["prediction"][truth.notna()], truth.dropna())[0, 1] > 0.9
+    assert summary["cv"]["metrics"]["mape"]["mean"] < 0.25  # scored in the target's units
+    # a target at or below 0 has no log: one line naming the rows
+    frame.loc[[4, 9], TARGET] = -1.0
+    frame.to_csv(workdir / "houses.csv", index=False)
+    with pytest.raises(DataValidationError, match="2 values at or below 0.*target_scale = 'identity'"):
+        run_experiment(Experiment.model_validate(config | {"registry": {}}), settings)

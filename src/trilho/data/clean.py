@@ -118,6 +118,7 @@ def clean(df: pd.DataFrame, exp: Experiment) -> CleanData:
     if exp.regression:
         spec["task"] = "regression"
         spec["target"] = target
+        spec["target_scale"] = exp.data.target_scale
     try:
         X = typed_features(df, features, set(maps))
     except ValueError as exc:

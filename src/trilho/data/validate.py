@@ -81,6 +81,12 @@ def _check_target(df: pd.DataFrame, exp: Experiment, report: ValidationReport, e
                       "fix or remove those rows")
         return None
     numbers = values.to_numpy(dtype="float64")
+    if exp.data.target_scale == "log" and (numbers <= 0).any():
+        low = values <= 0
+        errors.append(f"column {target!r} holds {int(low.sum())} values at or below 0 (such as "
+                      f"{float(values[low].iloc[0]):g}) on lines {_lines(values.index[low])}, and data.target_scale = "
+                      "'log' needs a positive target: remove those rows, or use target_scale = 'identity'")
+        return None
     skew = float(pd.Series(numbers).skew()) if len(numbers) > 2 else 0.0  # type: ignore[arg-type]
     report["target"] = {"min": float(numbers.min()), "max": float(numbers.max()), "mean": float(numbers.mean()),
                         "distinct": int(values.nunique()), "skew": skew}

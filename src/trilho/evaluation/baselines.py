@@ -63,6 +63,8 @@ def baseline_task(task: Task, model: str, repeats: int) -> Task:
     encoding = task.encoding
     if encoding is not None and encoding.get("missing") == "native" and not model_kind(model).native_missing:
         encoding = {**encoding, "missing": "impute"}
+    if encoding is not None and encoding.get("target_scale") == "log":  # a default model: the target as it is
+        encoding = {**encoding, "target_scale": "identity"}
     # a quantile decision: the default model fits the same quantile, where it can
     params = quantile_params(model, task.quantile) if task.quantile is not None else {}
     return task.but(encoding=encoding, model={"name": model, "params": params, "calibration": "none"},

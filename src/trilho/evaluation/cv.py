@@ -30,7 +30,7 @@ from trilho.evaluation.metrics import probability_metrics, regression_scores, ro
 from trilho.evaluation.results import CVResult, HoldoutResult, cv_result, holdout_result, regression_holdout
 from trilho.evaluation.splits import Plan, holdout_split, split_plan
 from trilho.execution.pool import Batch, ProgressFn, run_fits
-from trilho.model.catalog import build_pipeline, model_kind
+from trilho.model.catalog import build_pipeline, fit_regressor, model_kind, predict_values
 
 __all__ = ["Evaluation", "Runner", "Task", "cross_validate", "cross_validate_many", "evaluate_all", "fold_fit", "start"]
 
@@ -104,14 +104,21 @@ def _fitted(X, y, threads: int | Callable[[], int], estimator: dict, rows: np.nd
         return pipe.fit(X, y) if picked is None else pipe.fit(X.iloc[picked], y[picked])
 
     if estimator.get("task") == "regression":  # a quantile is in the model's parameters: no rule to fit
-        return fit(rows)
+        pipe = build_pipeline(**estimator, n_threads=threads)
+        return fit_regressor(pipe, X if rows is None else X.iloc[rows], y if rows is None else y[rows],
+                             _scale(estimator))
     return fit_decided(fit, X, y, rows, decision, seed, estimator["model"].get("calibration", "none"))
+
+
+def _scale(estimator: dict) -> str:
+    """The scale a regression's model is fit on: its data spec's ``target_scale`` (identity or log)."""
+    return str((estimator.get("encoding") or {}).get("target_scale", "identity"))
 
 
 def regression_fold(X, y, pipe, seed: int, i: int, train: np.ndarray, test: np.ndarray, start: float,
                     quantile: float | None, explain: bool) -> dict[str, Any]:
     """A regression fold's scores, predictions and explanation, once its model is fit."""
-    pred = np.asarray(pipe.predict(X.iloc[test]), dtype="float64")
+    pred = predict_values(pipe, X.iloc[test])
     fit_s = time.perf_counter() - start
     explained = {}
     if explain:
@@ -155,10 +162,12 @@ def _pair_fit(X, y, threads: int | Callable[[], int], estimator: dict, seed: int
     """One fit of nested CV: trained without two folds, it scores both, each for the other's inner CV."""
     held = np.concatenate(tests)
     train = _complement(len(y), held)
-    pipe = build_pipeline(**estimator, n_threads=threads).fit(X.iloc[train], y[train])
+    pipe = build_pipeline(**estimator, n_threads=threads)
+    pipe = fit_regressor(pipe, X.iloc[train], y[train], _scale(estimator)) if estimator.get("task") == "regression" \
+        else pipe.fit(X.iloc[train], y[train])
     outer = np.repeat([folds[1], folds[0]], [len(tests[0]), len(tests[1])])  # rows of one fold serve the other
     if estimator.get("task") == "regression":  # the squared error: the loss RMSE's nested interval is on
-        error = y[held] - np.asarray(pipe.predict(X.iloc[held]), dtype="float64")
+        error = y[held] - predict_values(pipe, X.iloc[held])
         return pd.DataFrame({"seed": seed, "outer": outer, "row": held, "error": error**2, "logloss": np.abs(error)})
     proba = np.zeros((len(held), len(labels)))
     proba[:, pipe.classes_] = pipe.predict_proba(X.iloc[held])

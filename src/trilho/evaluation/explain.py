@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from trilho.evaluation import stats
+from trilho.model.catalog import predict_values
 
 __all__ = ["EXPLAIN_ROWS", "METHODS", "fold_importance", "summarise_importance", "top_features"]
 
@@ -60,7 +61,7 @@ def _permutation(pipe: Any, X: pd.DataFrame, codes: np.ndarray, n_classes: int, 
 
     def neg_log_loss(estimator: Any, rows: pd.DataFrame, truth: np.ndarray) -> float:
         if not n_classes:  # a numeric target: the squared error
-            return -float(np.mean((truth - np.asarray(estimator.predict(rows), dtype="float64")) ** 2))
+            return -float(np.mean((truth - predict_values(estimator, rows)) ** 2))
         proba = np.zeros((len(rows), n_classes))
         proba[:, estimator.classes_] = estimator.predict_proba(rows)
         picked = np.clip(proba[np.arange(len(truth)), truth], 1e-15, 1.0)

@@ -104,6 +104,8 @@ def holdout_result(pipe: Pipeline, X, y, train, test, classes) -> HoldoutResult:
 
 def regression_holdout(pipe: Pipeline, X, y, train, test, quantile: float | None = None) -> HoldoutResult:
     """The holdout of a regression: every metric on the rows the fit on ``train`` never saw."""
-    pred = np.asarray(pipe.predict(X.iloc[test]), dtype="float64")
+    from trilho.model.catalog import predict_values
+
+    pred = predict_values(pipe, X.iloc[test])
     return HoldoutResult(confusion=None, report={}, report_text="", scores=regression_scores(y[test], pred, quantile),
                          train_index=train, pipeline=pipe, test_index=test, pred=pred)

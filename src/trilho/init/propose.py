@@ -468,10 +468,10 @@ def _target_notes(profile: Profile, target: str, notes: Notes) -> tuple[float, f
     if col.low > 0:
         notes["labels"].append(
             "always positive: mape (mean absolute percentage error, a share) is among the metrics; the model is fit "
-            "on the target as it is, not on its log, however skewed: RMSE is judged in the target's units, and a "
-            "model of the log predicts a geometric mean, below the mean that RMSE rewards (trees need no "
-            "transform to fit a skewed target); prefer mape as registry.primary_metric where relative errors are "
-            "what matter")
+            "on the target as it is, not on its log, however skewed: RMSE is judged in the target's units, trees "
+            "need no transform to fit a skewed target, and a model of the log trades some RMSE for relative "
+            "errors; where relative errors are what matter, set target_scale = 'log' here (taken back to the mean "
+            "with a smearing factor) and registry.primary_metric = 'mape'")
     return col.low, col.high
 
 

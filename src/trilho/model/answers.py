@@ -90,8 +90,12 @@ def check_output(output: str, spec: dict[str, Any] | None = None) -> None:
 
 
 def predicted_values(predict_fn: Callable[[Any], np.ndarray], X: Any, spec: dict[str, Any]) -> np.ndarray:
-    """A regression model's predicted values of encoded rows."""
-    return np.asarray(predict_fn(X), dtype="float64").reshape(-1)
+    """A regression model's predicted values of encoded rows, in the target's units: a model fit on
+    the target's log is taken back with its smearing factor (trilho.model.catalog.fit_regressor)."""
+    raw = np.asarray(predict_fn(X), dtype="float64").reshape(-1)
+    if spec.get("target_scale") == "log":
+        return np.exp(raw) * float(spec.get("smear", 1.0))
+    return raw
 
 
 def value_answers(values: np.ndarray, spec: dict[str, Any], output: str = "both", records: bool = False,

@@ -29,7 +29,7 @@ from trilho.errors import ConfigError
 
 __all__ = [
     "MODELS", "RESAMPLERS", "ModelKind", "ResamplerKind", "build_pipeline", "check_estimator",
-    "check_names", "model_kind", "quantile_params", "resampler_kind",
+    "check_names", "fit_regressor", "model_kind", "predict_values", "quantile_params", "resampler_kind",
 ]
 
 MISSING_POLICIES = ("impute", "native", "drop", "reject")
@@ -408,3 +408,33 @@ def _linear_steps(categorical: list[int]) -> list[tuple[str, Any]]:
 def serving_steps(pipeline) -> list[tuple[str, Any]]:
     """The fitted steps a prediction runs after encoding: the resampler only ever sees training rows."""
     return [(n, s) for n, s in pipeline.steps if n not in {"encode", "resampler"}]
+
+
+def fit_regressor(pipe: Any, X: Any, y: Any, scale: str = "identity") -> Any:
+    """Fit a regression pipeline to ``y`` as it is, or (``scale`` "log", a positive target) to its
+    log: then its predictions are taken back with Duan's smearing factor, the mean of exp(residual)
+    over the training rows, so that exp(prediction) x factor estimates the mean rather than the
+    median (a quantile model keeps a factor of 1: a quantile of the log is the log of the quantile).
+    ``predict_values`` applies it."""
+    if scale != "log":
+        return pipe.fit(X, y)
+    import numpy as np
+
+    logged = np.log(np.asarray(y, dtype="float64"))
+    pipe.fit(X, logged)
+    params = pipe.named_steps["model"].get_params()
+    quantile = params.get("objective") == "reg:quantileerror" or params.get("loss") == "quantile"
+    residual = logged - np.asarray(pipe.predict(X), dtype="float64")
+    pipe.target_scale_ = "log"
+    pipe.smear_ = 1.0 if quantile else float(np.mean(np.exp(residual)))
+    return pipe
+
+
+def predict_values(pipe: Any, X: Any) -> Any:
+    """A fitted regression pipeline's predictions in the target's own units (``fit_regressor``)."""
+    import numpy as np
+
+    raw = np.asarray(pipe.predict(X), dtype="float64")
+    if getattr(pipe, "target_scale_", "identity") == "log":
+        return np.exp(raw) * pipe.smear_
+    return raw

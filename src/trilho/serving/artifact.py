@@ -55,6 +55,8 @@ def save_model_files(pipeline: Any, spec: dict[str, Any], folder: Path, backgrou
     steps = models.serving_steps(pipeline)
     if "encode" in pipeline.named_steps:
         own: dict[str, Any] = {k: spec[k] for k in ("task", "target", "interval") if k in spec}  # a regression's
+        if getattr(pipeline, "target_scale_", "identity") == "log":  # fit on the log: taken back with its factor
+            own |= {"target_scale": "log", "smear": float(pipeline.smear_)}
         spec = {**pipeline.named_steps["encode"].spec_, "classes": spec["classes"], "identifiers": spec["identifiers"],
                 **own}
     if hasattr(pipeline, "rule_"):  # a calibration map or decision rule (evaluation.decision.Decided): the model applies them

@@ -103,8 +103,8 @@ class DataSpec(_Strict):
     labels: dict[str, int] = {}
     # regression: fit the model to the target as it is ("identity"), or to its log ("log", for a
     # positive target judged by relative errors, such as MAPE); a log model's predictions are taken
-    # back with Duan's smearing factor (the mean of exp(residual) over its training rows) so that
-    # they estimate the mean, not the median; every metric is scored in the target's own units
+    # back with a smearing factor (trilho.model.catalog.fit_regressor) so that they estimate the
+    # mean, not the median; every metric is scored in the target's own units
     target_scale: Literal["identity", "log"] = "identity"
     # columns that are no features (identifiers, free text): never trained on
     drop: list[str] = []
@@ -562,7 +562,7 @@ class Experiment(_Strict):
         return self
 
     def _check_baselines(self) -> None:
-        from trilho.model.catalog import check_estimator, model_kind
+        from trilho.model.catalog import check_estimator, model_kind, quantile_params
 
         plain = ("mean", "median") if self.regression else ("majority",)
         for name in self.evaluation.baselines:
@@ -573,6 +573,8 @@ class Experiment(_Strict):
                 try:
                     check_estimator({"name": name, "params": {}}, {"name": "none"},
                                     "native" if model_kind(name).native_missing else "impute", self.task)
+                    if self.regression and self.decision.quantile is not None:  # it fits the same quantile
+                        quantile_params(name, self.decision.quantile)
                 except ConfigError as exc:
                     raise ValueError(f"evaluation.baselines: {exc}; or {' or '.join(map(repr, plain))}") from None
 

@@ -134,3 +134,24 @@ def test_a_copy_of_the_target_is_a_leak_and_an_honest_feature_is_not():
     assert [f["column"] for f in leaks] == ["log_price"]
     assert "alone predicts the target" in leaks[0]["message"] and "data.drop = ['log_price']" in leaks[0]["message"]
     assert not [f for f in found if f["kind"] == "small_class"]  # a number has no classes
+
+
+def test_a_pile_of_equal_values_leaves_no_stratum_too_small_to_split():
+    from trilho.evaluation.splits import holdout_split
+
+    y = np.array([0.0] * 9 + [1.0] * 10 + [2.0] + [3.0] * 80)  # zero-inflated, one lone value
+    bins = strata(y, 5)
+    assert np.bincount(bins).min() >= 10  # equal counts, ties ranked by row
+    train, test = holdout_split(y, 0.3, 0)
+    assert len(train) + len(test) == 100 and len(test) == 30
+
+
+def test_a_quantile_decision_refuses_a_baseline_that_fits_the_mean_only_and_the_margin_follows_the_target():
+    from trilho.workflows.promote import gate_margin
+
+    with pytest.raises(ValueError, match="'random_forest' fits the mean only"):
+        Experiment.model_validate(_regression(decision__costs={"over": 1, "under": 4},
+                                              evaluation__baselines=["mean", "random_forest"]))
+    y = np.random.default_rng(0).normal(200_000, 50_000, 1000)  # prices: 0.01 would ask for a better model
+    assert gate_margin(Experiment.model_validate(_regression()), y) == pytest.approx(0.01 * y.std())
+    assert gate_margin(Experiment.model_validate(_regression(registry__margin=500.0)), y) == 500.0

@@ -256,12 +256,15 @@ def test_a_model_of_the_targets_log_is_taken_back_to_the_mean(workdir, settings)
     rng = np.random.default_rng(8)
     X = pd.DataFrame({"a": rng.normal(0, 1, 2000), "b": rng.normal(0, 1, 2000)})
     y = np.exp(1.0 + X["a"] + rng.normal(0, 0.8, 2000)).to_numpy()  # a log-normal target: mean above median
-    pipe = fit_regressor(build_pipeline({"name": "xgboost", "params": {"n_estimators": 60, "max_depth": 2}},
+    # a flexible model nearly fits its own training rows: the factor must come from rows it never saw
+    pipe = fit_regressor(build_pipeline({"name": "xgboost", "params": {"n_estimators": 300, "max_depth": 6}},
                                         {"name": "none", "params": {}}, 0, task="regression"), X, y, "log")
-    raw = np.exp(pipe.predict(X))
-    assert pipe.smear_ == pytest.approx(np.mean(y / raw), rel=1e-9) and pipe.smear_ > 1.2  # Duan's factor
-    assert np.allclose(predict_values(pipe, X), raw * pipe.smear_)
-    assert abs(predict_values(pipe, X).mean() / y.mean() - 1) < 0.05 < abs(raw.mean() / y.mean() - 1)
+    assert pipe.smear_ > 1.1  # its training residuals would have given about 1
+    X_new = pd.DataFrame({"a": rng.normal(0, 1, 4000), "b": rng.normal(0, 1, 4000)})
+    y_new = np.exp(1.0 + X_new["a"] + rng.normal(0, 0.8, 4000)).to_numpy()
+    raw = np.exp(pipe.predict(X_new))
+    assert np.allclose(predict_values(pipe, X_new), raw * pipe.smear_)
+    assert abs(predict_values(pipe, X_new).mean() / y_new.mean() - 1) < 0.15 < abs(raw.mean() / y_new.mean() - 1)
 
     frame = houses(500, 6)
     frame.to_csv(workdir / "houses.csv", index=False)

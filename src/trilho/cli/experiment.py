@@ -193,10 +193,13 @@ def compare(candidates: Annotated[list[str] | None, typer.Argument(
     from trilho.settings import load_settings
 
     exp = load(experiment, source, set_)  # a source too large is refused before the imports below
+    from trilho.model.catalog import QUANTILE_MODELS
     from trilho.workflows.compare import compare as run_compare
     from trilho.workflows.compare import parse_candidates
 
-    default = ([exp.model.name, *(m for m in DEFAULT_REGRESSORS if m != exp.model.name)] if exp.regression
+    # a quantile decision: only the families that fit a quantile
+    regressors = [m for m in DEFAULT_REGRESSORS if exp.decision.quantile is None or m in QUANTILE_MODELS]
+    default = ([exp.model.name, *(m for m in regressors if m != exp.model.name)] if exp.regression
                else DEFAULT_CANDIDATES)
     chosen = parse_candidates(candidates or default, exp)
     result = with_bar("comparing", len(chosen) * exp.cv.n_splits * exp.cv.n_repeats,

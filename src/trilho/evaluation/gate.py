@@ -135,11 +135,12 @@ def judge_changed_data(challenger: np.ndarray, champion: dict[str, float], drift
                         champion["mean"], comparison, "other data: estimates and drift", drift)
 
 
-def reference_score(metric: str, y: np.ndarray, pred: np.ndarray, proba: np.ndarray, n_classes: int) -> float:
+def reference_score(metric: str, y: np.ndarray, pred: np.ndarray, proba: np.ndarray, n_classes: int,
+                    quantile: float | None = None) -> float:
     """One model's ``metric`` on labelled rows: ``y`` and ``pred`` as class indices, ``proba`` per class
-    (a regression's metric: ``y`` and ``pred`` as values)."""
+    (a regression's metric: ``y`` and ``pred`` as values; ``quantile``: a quantile decision's, for pinball)."""
     if metric in REGRESSION_METRICS:
-        return regression_scores(y, pred)[metric]
+        return regression_scores(y, pred, quantile)[metric]
     if metric in CONFUSION_METRICS:
         cm = np.bincount(y * n_classes + pred, minlength=n_classes**2).reshape(n_classes, n_classes)
         return scores_from_confusion(cm)[metric]
@@ -149,7 +150,7 @@ def reference_score(metric: str, y: np.ndarray, pred: np.ndarray, proba: np.ndar
 def judge_on_reference(y: np.ndarray, challenger: tuple[np.ndarray, np.ndarray], champion: tuple[np.ndarray, np.ndarray],
                         *, metric: str, margin: float, level: float = 0.95, champion_version: str | None = None,
                         n_boot: int = 1000, seed: int = 0, before: GateDecision | None = None,
-                        drift: dict[str, Any] | None = None) -> GateDecision:
+                        drift: dict[str, Any] | None = None, quantile: float | None = None) -> GateDecision:
     """Pure: champion and challenger scored on the same pinned reference rows (never trained on),
     ``(pred, proba)`` each, class indices. The challenger is promoted when the lower end of the paired
     bootstrap interval of (challenger - champion) is above -margin (lower is better for log loss),
@@ -159,7 +160,7 @@ def judge_on_reference(y: np.ndarray, challenger: tuple[np.ndarray, np.ndarray],
     sign = -1.0 if metric in LOWER_IS_BETTER else 1.0  # the difference in the direction of "better"
 
     def both(index: np.ndarray) -> tuple[float, float]:
-        return tuple(sign * reference_score(metric, y[index], m[0][index], m[1][index], n_classes)
+        return tuple(sign * reference_score(metric, y[index], m[0][index], m[1][index], n_classes, quantile)
                      for m in (challenger, champion))  # type: ignore[return-value]
 
     test = stats.paired_row_bootstrap(both, len(y), level, n_boot, seed)

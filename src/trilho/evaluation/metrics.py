@@ -54,9 +54,8 @@ def pinball_loss(y: np.ndarray, pred: np.ndarray, quantile: float) -> float:
 def regression_scores(y: np.ndarray, pred: np.ndarray, quantile: float | None = None) -> dict[str, float]:
     """Every metric of REGRESSION_METRICS for one fold's true values and predictions, equal to
     scikit-learn's functions (a test checks them); ``pinball`` at ``quantile`` (0.5 without one:
-    half the mean absolute error). R² of a fold whose values are all equal is 0 where the
-    predictions are exact too and -inf otherwise, as scikit-learn's ``force_finite`` would make
-    it 1.0 or 0.0: here 0.0.
+    half the mean absolute error). R² of a fold whose values are all equal (no variance to explain)
+    is 0.0 here, whatever the predictions.
 
     >>> s = regression_scores(np.array([3.0, 5.0, 2.0, 8.0]), np.array([2.5, 5.0, 3.0, 7.0]))
     >>> round(s["rmse"], 4), s["mae"], round(s["r2"], 4), s["median_ae"]

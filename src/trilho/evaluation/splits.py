@@ -57,7 +57,8 @@ STRATA = 10  # a numeric target's folds are stratified on at most this many quan
 def strata(y: np.ndarray, n_splits: int) -> np.ndarray:
     """Class codes as they are; a numeric target (floats) cut into quantile bins, so that every
     fold sees its tails: at most ``STRATA`` bins of equal counts, each with at least two rows a
-    fold (ties share a bin: a bin is the rank's share of the rows).
+    fold (tied values are ranked in the order of their rows, so that no bin is left with fewer
+    rows than the folds need, as a pile of equal values would leave one).
 
     >>> strata(np.array([5.0, 1.0, 3.0, 2.0, 4.0, 6.0]), 2).tolist()
     [0, 0, 0, 0, 0, 0]
@@ -68,7 +69,7 @@ def strata(y: np.ndarray, n_splits: int) -> np.ndarray:
     if y.dtype.kind != "f":
         return y
     bins = max(1, min(STRATA, len(y) // (2 * n_splits)))
-    ranks = pd.Series(y).rank(method="min").to_numpy() - 1
+    ranks = pd.Series(y).rank(method="first").to_numpy() - 1
     return np.minimum((ranks * bins / len(y)).astype(np.int64), bins - 1)
 
 

@@ -219,14 +219,18 @@ def live_regression(truth: np.ndarray, predicted: np.ndarray, estimates: dict[st
     point = {"rmse": float(np.sqrt(np.mean(error**2))) if n else float("nan"),
              "mae": float(np.mean(np.abs(error))) if n else float("nan")}
     rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n, (1000, n)) if n > 1 else None
     out: dict[str, Any] = {"rows": int(n), "metrics": {}, "flags": []}
     tail = (1 - level) / 2 * 100
+    squared, absolute = error**2, np.abs(error)
+    draws: dict[str, list[float]] = {"rmse": [], "mae": []}
+    for _ in range(1000 if n > 1 else 0):  # a Poisson(1) weight per row: one replicate in O(rows) memory
+        w = rng.poisson(1.0, n)
+        total = w.sum() or 1
+        draws["rmse"].append(float(np.sqrt(w @ squared / total)))
+        draws["mae"].append(float(w @ absolute / total))
     for m in ("rmse", "mae"):
-        if draws is not None:
-            sample = error[draws]
-            values = np.sqrt((sample**2).mean(axis=1)) if m == "rmse" else np.abs(sample).mean(axis=1)
-            low, high = (float(v) for v in np.percentile(values, [tail, 100 - tail]))
+        if draws[m]:
+            low, high = (float(v) for v in np.percentile(draws[m], [tail, 100 - tail]))
         else:
             low = high = float("nan")
         cv = estimates.get(m)

@@ -85,6 +85,7 @@ class Challenger:
     # the run's one-feature leaks (trilho.data.leaks), one message naming each column: never champion
     leaks: tuple[str, ...] = ()
     task: str = "classification"  # a regression's reference rows are scored on its predicted values
+    quantile: float | None = None  # a quantile decision's: the pinball loss is taken at it
 
 
 # the champion's procedure re-evaluated on the challenger's folds, from its logged configuration
@@ -117,7 +118,8 @@ def _on_reference(who: Challenger, current: Any, tracking_uri: str, before: Gate
     if who.task == "regression":  # paired per-row losses of the two models' values
         return judge_on_reference(np.asarray(y, dtype="float64"), (challenger[:, 0], challenger),
                                   (champion[:, 0], champion), metric=who.metric, margin=who.margin, level=who.level,
-                                  champion_version=str(current.version), before=before, drift=drift)
+                                  champion_version=str(current.version), before=before, drift=drift,
+                                  quantile=who.quantile)
     # the classes in order, case aside: a model logged before labels kept the data's own spelling says BENIGN
     if [c.casefold() for c in champion_classes] != [c.casefold() for c in challenger_classes]:
         return GateDecision(False, f"champion v{current.version} predicts {champion_classes}, the challenger "

@@ -107,7 +107,8 @@ def experiment_task(exp: Experiment, encoding: dict[str, Any], groups: np.ndarra
         quantile = decision["quantile"]
         model["params"] = {**model["params"], **quantile_params(exp.model.name, quantile)}
         decision = None
-    if quantile is not None and "model" in changes:  # another model (compare, tune) fits the same quantile
+    # another model (compare, tune) fits the same quantile, unless the changes name their own
+    if quantile is not None and "model" in changes and "quantile" not in changes:
         other = changes["model"]
         changes["model"] = {**other, "params": {**other.get("params", {}), **quantile_params(other["name"], quantile)}}
     task = evaluate.Task(model=model, resampler=exp.resampler.model_dump(),

@@ -112,7 +112,7 @@ def _true_values(frame: pd.DataFrame, column: str, spec: dict[str, Any], path: P
     raw = frame[column]
     unlabelled = raw.isna().to_numpy(dtype=bool) | missing_words(raw, None, list(spec.get("written", WRITTEN_MISSING)))
     values = pd.to_numeric(raw.where(~unlabelled), errors="coerce")
-    bad = values.isna().to_numpy(dtype=bool) & ~unlabelled
+    bad = ~np.isfinite(values.to_numpy(dtype="float64", na_value=np.nan)) & ~unlabelled
     if bad.any():
         shown = sorted({str(v) for v in raw[bad]})[:10]
         raise DataValidationError(f"feedback {path}: true values {shown} in column {column!r} are not numbers; this "

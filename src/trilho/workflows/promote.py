@@ -11,12 +11,14 @@ import json
 import logging
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from trilho.data.curate import read_curated
 from trilho.evaluation import cv as evaluate
 from trilho.evaluation.results import CVResult
 from trilho.experiment import Experiment
+from trilho.model.catalog import quantile_params
 from trilho.schemas import GateRecord, RunSummary
 from trilho.tracking import flatten
 from trilho.workflows.context import Context
@@ -34,6 +36,15 @@ def cv_key(exp: Experiment, data_sha256: str) -> dict[str, str]:
 
 
 
+def gate_margin(exp: Experiment, y: np.ndarray) -> float:
+    """The gate's margin: ``registry.margin`` as the file gives it; a regression whose file is silent
+    takes 1% of its target's standard deviation (0.01 of a price in its own units would ask any
+    changed model to be significantly better)."""
+    if not exp.regression or "margin" in exp.registry.model_fields_set:
+        return exp.registry.margin
+    return float(0.01 * np.std(np.asarray(y, dtype="float64"))) or exp.registry.margin
+
+
 def promote(ctx: Context, run_id: str, prefix: str, summary: RunSummary, cv: CVResult) -> GateRecord:
     """Register the run's model and let the gate decide its aliases; the decision goes to the run (a
     tag) and to the lake (``prefix``promotion.json)."""
@@ -44,9 +55,9 @@ def promote(ctx: Context, run_id: str, prefix: str, summary: RunSummary, cv: CVR
     reference = inputs.reference
     who = Challenger(name=exp.registry.model_name, model_uri=summary["model_uri"], run_id=run_id,
                      fold_scores=cv.scores(metric), cv_key=cv_key(exp, summary["data"]["sha256"]),
-                     metric=metric, margin=exp.registry.margin, test_fraction=1.0 / exp.cv.n_splits,
+                     metric=metric, margin=gate_margin(exp, inputs.y), test_fraction=1.0 / exp.cv.n_splits,
                      level=exp.registry.level, reference=None if reference is None else (reference.X, reference.y),
-                     leaks=inputs.leaks, task=exp.task)
+                     leaks=inputs.leaks, task=exp.task, quantile=exp.decision.quantile if exp.regression else None)
     with ctx.tracker.timed("register and gate the model"):
         record = register_and_gate(ctx.settings.tracking_uri, who, lambda config: _reevaluate(ctx, config, metric),
                                    lambda tags, config: _drift_report(ctx, tags, config))
@@ -59,9 +70,13 @@ def _reevaluate(ctx: Context, config: dict[str, Any], metric: str) -> Any:
     """The champion's procedure (its model, resampler, seed and missing-value policy) on exactly
     the challenger's folds."""
     champion = Experiment.model_validate(config)
-    task = ctx.task(model=champion.model.model_dump(), resampler=champion.resampler.model_dump(),
-                    random_state=champion.random_state,
-                    encoding={**ctx.inputs.data.spec, "missing": champion.data.missing})
+    model, quantile = champion.model.model_dump(), champion.decision.quantile if champion.regression else None
+    if quantile is not None:  # the champion's own quantile, not the challenger's
+        model["params"] = {**model["params"], **quantile_params(model["name"], quantile)}
+    task = ctx.task(model=model, resampler=champion.resampler.model_dump(), random_state=champion.random_state,
+                    quantile=quantile,
+                    encoding={**ctx.inputs.data.spec, "missing": champion.data.missing,
+                              **({"target_scale": champion.data.target_scale} if champion.regression else {})})
     return evaluate.cross_validate(ctx.inputs.X, ctx.inputs.y, task, ctx.runner()).scores(metric)
 
 

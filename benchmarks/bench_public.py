@@ -89,41 +89,68 @@ def export(to: Path, names: list[str]) -> None:
         print(f"{key}: {len(train)} rows to {to / f'{key}.csv'}, {n_new} new rows", flush=True)
 
 
-def _one(key: str, data: Path, work: Path) -> dict:
-    from trilho.errors import TrilhoError
-    from trilho.experiment import load_experiment
+def work_settings(work: Path):
+    """A fresh lake, SQLite tracking store and cache in ``work``."""
+    from trilho.settings import load_settings
+
+    return load_settings(env_file=None, lake=str(work / "lake"), tracking_uri=f"sqlite:///{work / 'mlflow.db'}",
+                         cache_dir=work / "cache")
+
+
+def init_file(key: str, data: Path, work: Path, settings, target: str, out: dict):
+    """`trilho init` on ``KEY.csv`` (a reference set where the data allow one), the file written to
+    ``work``; ``out`` gets ``init_s``. Returns the proposal and the file."""
     from trilho.init.profile import init_experiment
     from trilho.init.propose import render
-    from trilho.serving.predict import predict_batch
-    from trilho.settings import load_settings
+
+    start = time.perf_counter()
+    proposal = init_experiment(f"file:{data / f'{key}.csv'}", settings, target=target,
+                               reference_to=work / f"{key}.reference.csv")
+    file = work / f"{key}.toml"
+    file.write_text(render(proposal))
+    out["init_s"] = time.perf_counter() - start
+    return proposal, file
+
+
+def run_file(file: Path, proposal, settings, out: dict) -> dict:
+    """The file as init wrote it, run; only the baseline is measured on every repeat (a run does so
+    on the first). ``out`` gets ``run_s``; returns the run's summary."""
+    from trilho.experiment import load_experiment
     from trilho.workflows.run import run_experiment
 
+    start = time.perf_counter()
+    repeats = proposal.config["cv"]["n_repeats"]
+    summary = run_experiment(load_experiment(file, [f"evaluation.baseline_repeats={repeats}"]), settings).summary
+    out["run_s"] = time.perf_counter() - start
+    return summary
+
+
+def predict_new(key: str, data: Path, proposal, settings) -> dict:
+    """``trilho predict`` of ``KEY-new.csv`` with the champion init's file registered."""
+    from trilho.serving.predict import predict_batch
+
+    return predict_batch(f"models:/{proposal.config['registry']['model_name']}@champion",
+                         str(data / f"{key}-new.csv"), settings)
+
+
+def _one(key: str, data: Path, work: Path) -> dict:
+    from trilho.errors import TrilhoError
+
     meta = json.loads((data / f"{key}.json").read_text())
-    settings = load_settings(env_file=None, lake=str(work / "lake"), tracking_uri=f"sqlite:///{work / 'mlflow.db'}",
-                             cache_dir=work / "cache")
+    settings = work_settings(work)
     out: dict = {"set": key, "source": meta["source"], "rows": meta["rows"]}
     step = "init"
     try:
-        start = time.perf_counter()
-        proposal = init_experiment(f"file:{data / f'{key}.csv'}", settings, target=meta["target"],
-                                   reference_to=work / f"{key}.reference.csv")
-        file = work / f"{key}.toml"
-        file.write_text(render(proposal))
-        out["init_s"] = time.perf_counter() - start
+        proposal, file = init_file(key, data, work, settings, meta["target"], out)
         step = "run"
-        start = time.perf_counter()
-        # the file as init wrote it; only the baseline is measured on every repeat (a run does so on the first)
-        repeats = proposal.config["cv"]["n_repeats"]
-        summary = run_experiment(load_experiment(file, [f"evaluation.baseline_repeats={repeats}"]), settings).summary
-        out["run_s"] = time.perf_counter() - start
+        summary = run_file(file, proposal, settings, out)
         hgb = summary["baselines"]["models"]["hist_gradient_boosting"]["metrics"]["roc_auc_ovr"]
         out |= {"hgb_auc": hgb["mean"], "init_auc": hgb["mean"] + hgb["diff"], "diff": hgb["diff"],
                 "low": hgb["low"], "high": hgb["high"], "unlabelled": summary["data"]["validation"].get("unlabelled", {}).get("rows", 0)
                 if isinstance(summary["data"].get("validation"), dict) else None,
                 "reference": summary["data"].get("reference", {}).get("rows"), "model": proposal.config["model"]}
         step = "predict"
-        done = predict_batch(f"models:/{proposal.config['registry']['model_name']}@champion",
-                             str(data / f"{key}-new.csv"), settings)
+        done = predict_new(key, data, proposal, settings)
         out |= {"predicted": done["rows"], "missing_values": sum(done["missing_values"].values())}
         out["ok"] = True
     except TrilhoError as exc:

@@ -171,44 +171,28 @@ def reference(data: Path, names: list[str]) -> list[dict]:
 
 def _one(key: str, data: Path, work: Path) -> dict:
     import pandas as pd
+    from bench_public import init_file, predict_new, run_file, work_settings  # the same steps as classification's
 
     from trilho.errors import TrilhoError
-    from trilho.experiment import load_experiment
-    from trilho.init.profile import init_experiment
-    from trilho.init.propose import render
-    from trilho.serving.predict import predict_batch
-    from trilho.settings import load_settings
     from trilho.storage import open_lake
-    from trilho.workflows.run import run_experiment
 
     meta = json.loads((data / f"{key}.json").read_text())
-    settings = load_settings(env_file=None, lake=str(work / "lake"), tracking_uri=f"sqlite:///{work / 'mlflow.db'}",
-                             cache_dir=work / "cache")
+    settings = work_settings(work)
     out: dict = {"set": key, "source": meta["source"], "rows": meta["rows"]}
     step = "init"
     try:
-        start = time.perf_counter()
-        proposal = init_experiment(f"file:{data / f'{key}.csv'}", settings, target=meta["target"],
-                                   reference_to=work / f"{key}.reference.csv")
-        file = work / f"{key}.toml"
-        file.write_text(render(proposal))
-        out["init_s"] = time.perf_counter() - start
+        proposal, file = init_file(key, data, work, settings, meta["target"], out)
         out |= {"task": proposal.config.get("task"), "model": proposal.config.get("model")}
         if out["task"] != "regression":
             return out | {"ok": False, "failed_at": step, "error": f"init proposed {out['task']!r}, not regression"}
         step = "run"
-        start = time.perf_counter()
-        # the file as init wrote it; only the baseline is measured on every repeat (a run does so on the first)
-        repeats = proposal.config["cv"]["n_repeats"]
-        summary = run_experiment(load_experiment(file, [f"evaluation.baseline_repeats={repeats}"]), settings).summary
-        out["run_s"] = time.perf_counter() - start
+        summary = run_file(file, proposal, settings, out)
         hgb = summary["baselines"]["models"]["hist_gradient_boosting"]["metrics"]["rmse"]  # diff: HGB minus trilho
         out |= {"cv_rmse": summary["cv"]["metrics"]["rmse"]["mean"], "hgb_rmse": hgb["mean"], "diff": hgb["diff"],
                 "low": hgb["low"], "high": hgb["high"], "reference": summary["data"].get("reference", {}).get("rows")}
         out["ratio"] = out["cv_rmse"] / out["hgb_rmse"]
         step = "predict"
-        done = predict_batch(f"models:/{proposal.config['registry']['model_name']}@champion",
-                             str(data / f"{key}-new.csv"), settings)
+        done = predict_new(key, data, proposal, settings)
         # the predictions are Parquet in the lake, one row per input row, in the input's order
         predicted = pd.read_parquet(io.BytesIO(open_lake(settings).get_bytes(done["key"])))
         truth = pd.read_csv(data / f"{key}-new-truth.csv")["truth"]

@@ -73,3 +73,17 @@ def test_group_values_are_named_as_written_case_aside_and_binned_or_capped():
     codes = pd.Series([f"c{i % 30}" for i in range(300)])
     capped = group_labels(codes)
     assert capped.nunique() == 20 and (capped == OTHER).sum() == 11 * 10
+
+
+def test_a_regressions_groups_get_its_metrics_and_the_intervals_coverage():
+    rng = np.random.default_rng(5)
+    rows = 600
+    town = pd.Series(rng.choice(["quiet", "noisy"], rows))
+    noise = np.where(town == "noisy", 3.0, 0.5)
+    oof = pd.DataFrame({"seed": 0, "row": np.arange(rows), "fold": np.arange(rows) % 5,
+                        "y": rng.normal(0, 1, rows) * noise, "pred": np.zeros(rows), "half_width": 2.0})
+    found, table = group_metrics(oof, pd.DataFrame({"town": town}), ["rmse", "mae"], 0, 0.2)
+    groups = found["town"]["groups"]
+    assert set(table.columns) >= {"rmse", "mae", "coverage"}
+    assert groups["quiet"]["metrics"]["coverage"]["mean"] > 0.99 > 0.6 > groups["noisy"]["metrics"]["coverage"]["mean"]
+    assert found["town"]["gap"]["rmse"]["worst"] == "noisy"

@@ -125,9 +125,12 @@ def _rank_r2(bins: np.ndarray, rank: np.ndarray, fold: np.ndarray, n_folds: int)
 
 def _scored_rows(y: np.ndarray, max_rows: int, rng: np.random.Generator) -> np.ndarray | None:
     """Rows to score on large data: ``max_rows`` at random, every class keeping at least
-    ``_CLASS_FLOOR`` of its rows (all of a smaller one); None when every row is scored."""
+    ``_CLASS_FLOOR`` of its rows (all of a smaller one; a numeric target's: at random); None when
+    every row is scored."""
     if len(y) <= max_rows:
         return None
+    if y.dtype.kind == "f":
+        return np.sort(rng.choice(len(y), max_rows, replace=False))
     counts = np.bincount(y)
     quota = np.minimum(counts, np.maximum(np.ceil(counts * max_rows / len(y)), _CLASS_FLOOR)).astype(np.int64)
     order = np.lexsort((rng.random(len(y)), y))  # by class, in random order within one
@@ -151,40 +154,30 @@ def single_feature_scores(X: pd.DataFrame, y: np.ndarray, *, categorical: set[st
     >>> {k: round(v, 1) for k, v in single_feature_scores(X, y).items()}
     {'copy': 1.0, 'noise': 0.5}
     """
-    if np.asarray(y).dtype.kind == "f":
-        return _regression_scores(X, np.asarray(y), categorical, groups, random_state, max_rows)
-    y = np.asarray(y, dtype=np.int64)
-    n_classes = int(y.max()) + 1 if len(y) else 1
+    regression = np.asarray(y).dtype.kind == "f"  # a numeric target: R² on its ranks (see the module)
+    y = np.asarray(y) if regression else np.asarray(y, dtype=np.int64)
+    n_classes = 0 if regression else int(y.max()) + 1 if len(y) else 1
     rng = np.random.default_rng(random_state)
     pick = _scored_rows(y, max_rows, rng)
     if pick is not None:  # an AUC on 250,000 rows is within 0.002 of the whole set's: the rest only cost time
         X, y = X.iloc[pick], y[pick]
         groups = None if groups is None else np.asarray(groups)[pick]
     ids = pd.factorize(groups)[0] if groups is not None else np.arange(len(y))
-    fold = grouped_stratified_folds(y, ids, LEAK_FOLDS, random_state)
+    fold = grouped_stratified_folds(strata(y, LEAK_FOLDS), ids, LEAK_FOLDS, random_state)  # class codes as they are
     # fine bins (4 training rows each, 10 to 100): a copy of the label mixes classes only in the bin
     # that straddles two of them, which costs a class of share s about 0.5 / (bins² s) of its AUC
     # (35 rows a bin put a class of 4% inside one bin with the rest: 0.969 for a copy); small bins
     # only make an honest feature's shares noisier, so it scores lower, never higher
     n_bins = int(np.clip(len(y) * (LEAK_FOLDS - 1) / LEAK_FOLDS / 4, 10, 100))
-    return {str(col): _feature_score(_bins(X[col], col in categorical, n_bins, rng), y, fold, n_classes, LEAK_FOLDS)
-            for col in X.columns}
+    if regression:
+        rank = pd.Series(y).rank().to_numpy() / max(len(y), 1)
 
-
-def _regression_scores(X: pd.DataFrame, y: np.ndarray, categorical: set[str] | frozenset[str],
-                       groups: np.ndarray | None, random_state: int, max_rows: int) -> dict[str, float]:
-    """A numeric target's one-feature scores: out-of-fold R² on the target's ranks (see the module)."""
-    rng = np.random.default_rng(random_state)
-    if len(y) > max_rows:
-        pick = np.sort(rng.choice(len(y), max_rows, replace=False))
-        X, y = X.iloc[pick], y[pick]
-        groups = None if groups is None else np.asarray(groups)[pick]
-    rank = pd.Series(y).rank().to_numpy() / max(len(y), 1)
-    ids = pd.factorize(groups)[0] if groups is not None else np.arange(len(y))
-    fold = grouped_stratified_folds(strata(y, LEAK_FOLDS), ids, LEAK_FOLDS, random_state)
-    n_bins = int(np.clip(len(y) * (LEAK_FOLDS - 1) / LEAK_FOLDS / 4, 10, 100))
-    return {str(col): _rank_r2(_bins(X[col], col in categorical, n_bins, rng), rank, fold, LEAK_FOLDS)
-            for col in X.columns}
+        def score(bins: np.ndarray) -> float:
+            return _rank_r2(bins, rank, fold, LEAK_FOLDS)
+    else:
+        def score(bins: np.ndarray) -> float:
+            return _feature_score(bins, y, fold, n_classes, LEAK_FOLDS)
+    return {str(col): score(_bins(X[col], col in categorical, n_bins, rng)) for col in X.columns}
 
 
 def _leaks(scores: dict[str, float], leak_score: float, regression: bool = False) -> list[dict[str, Any]]:

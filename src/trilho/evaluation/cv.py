@@ -100,19 +100,20 @@ def _fitted(X, y, threads: int | Callable[[], int], estimator: dict, rows: np.nd
     """The estimator fitted on ``rows`` (every row when None); with a decision rule, wrapped with it
     (its threshold chosen on the inner folds of those rows alone: trilho.evaluation.decision)."""
     def fit(picked: np.ndarray | None) -> Pipeline:
-        pipe = build_pipeline(**estimator, n_threads=threads)
-        return pipe.fit(X, y) if picked is None else pipe.fit(X.iloc[picked], y[picked])
+        return _fit(estimator, threads, X, y) if picked is None else _fit(estimator, threads, X.iloc[picked], y[picked])
 
     if estimator.get("task") == "regression":  # a quantile is in the model's parameters: no rule to fit
-        pipe = build_pipeline(**estimator, n_threads=threads)
-        return fit_regressor(pipe, X if rows is None else X.iloc[rows], y if rows is None else y[rows],
-                             _scale(estimator))
+        return fit(rows)
     return fit_decided(fit, X, y, rows, decision, seed, estimator["model"].get("calibration", "none"))
 
 
-def _scale(estimator: dict) -> str:
-    """The scale a regression's model is fit on: its data spec's ``target_scale`` (identity or log)."""
-    return str((estimator.get("encoding") or {}).get("target_scale", "identity"))
+def _fit(estimator: dict, threads: int | Callable[[], int], X, y) -> Any:
+    """``build_pipeline``'s pipeline fitted on ``X``, ``y``: a regression's on the scale its data spec
+    names (``target_scale``: the target as it is, or its log; trilho.model.catalog.fit_regressor)."""
+    pipe = build_pipeline(**estimator, n_threads=threads)
+    if estimator.get("task") == "regression":
+        return fit_regressor(pipe, X, y, str((estimator.get("encoding") or {}).get("target_scale", "identity")))
+    return pipe.fit(X, y)
 
 
 def regression_fold(X, y, pipe, seed: int, i: int, train: np.ndarray, test: np.ndarray, start: float,
@@ -162,9 +163,7 @@ def _pair_fit(X, y, threads: int | Callable[[], int], estimator: dict, seed: int
     """One fit of nested CV: trained without two folds, it scores both, each for the other's inner CV."""
     held = np.concatenate(tests)
     train = _complement(len(y), held)
-    pipe = build_pipeline(**estimator, n_threads=threads)
-    pipe = fit_regressor(pipe, X.iloc[train], y[train], _scale(estimator)) if estimator.get("task") == "regression" \
-        else pipe.fit(X.iloc[train], y[train])
+    pipe = _fit(estimator, threads, X.iloc[train], y[train])
     outer = np.repeat([folds[1], folds[0]], [len(tests[0]), len(tests[1])])  # rows of one fold serve the other
     if estimator.get("task") == "regression":  # the squared error: the loss RMSE's nested interval is on
         error = y[held] - predict_values(pipe, X.iloc[held])

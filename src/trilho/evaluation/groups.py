@@ -61,44 +61,37 @@ def group_folds(oof: pd.DataFrame, labels: pd.Series, metrics: list[str], n_clas
     rows of the group cannot give it, such as a ROC AUC on one class). ``n_classes`` 0: a numeric
     target (``quantile``: a quantile decision's, for the pinball loss); where the out-of-fold table
     carries each row's interval ``half_width``, ``coverage`` is the share of the group's rows inside."""
-    if n_classes == 0:
-        return _regression_group_folds(oof, labels, metrics, quantile)
-    groups = labels.to_numpy(dtype=object)[oof["row"].to_numpy()]
-    codes = np.arange(n_classes)
-    proba_cols = [f"proba_{k}" for k in range(n_classes)]
     y_all, pred_all = oof["y"].to_numpy(), oof["pred"].to_numpy()
-    proba_all = oof[proba_cols].to_numpy()
-    keys = pd.DataFrame({"seed": oof["seed"].to_numpy(), "fold": oof["fold"].to_numpy(), "group": groups})
-    rows = []
-    found_groups: dict[Any, Any] = keys.groupby(["seed", "fold", "group"], sort=True).indices
-    for key, where in found_groups.items():
-        seed, fold, group = key
-        y, pred = y_all[where], pred_all[where]
-        cm = np.zeros((n_classes, n_classes), dtype=np.int64)
-        np.add.at(cm, (y, pred), 1)
-        found: dict[str, float] = {k: float(v) for k, v in scores_from_confusions(cm).items()}
-        found.update(probability_metrics(y, proba_all[where], codes))
-        rows.append({"seed": seed, "fold": fold, "group": group, "rows": len(where),
-                     **{m: found[m] for m in metrics}})
-    return pd.DataFrame(rows)
+    if n_classes == 0:
+        y_all, pred_all = y_all.astype("float64"), pred_all.astype("float64")
+        width = oof["half_width"].to_numpy() if "half_width" in oof else None
 
+        def score(where: np.ndarray) -> dict[str, float]:
+            found = regression_scores(y_all[where], pred_all[where], quantile)
+            if len(where) < 2:  # one row has no R²
+                found["r2"] = float("nan")
+            if width is not None:
+                found["coverage"] = float((np.abs(y_all[where] - pred_all[where]) <= width[where]).mean())
+            return found
+    else:
+        codes = np.arange(n_classes)
+        proba_all = oof[[f"proba_{k}" for k in range(n_classes)]].to_numpy()
 
-def _regression_group_folds(oof: pd.DataFrame, labels: pd.Series, metrics: list[str],
-                            quantile: float | None) -> pd.DataFrame:
+        def score(where: np.ndarray) -> dict[str, float]:
+            y, pred = y_all[where], pred_all[where]
+            cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+            np.add.at(cm, (y, pred), 1)
+            found: dict[str, float] = {k: float(v) for k, v in scores_from_confusions(cm).items()}
+            found.update(probability_metrics(y, proba_all[where], codes))
+            return found
     groups = labels.to_numpy(dtype=object)[oof["row"].to_numpy()]
-    y_all, pred_all = oof["y"].to_numpy(dtype="float64"), oof["pred"].to_numpy(dtype="float64")
-    width = oof["half_width"].to_numpy() if "half_width" in oof else None
     keys = pd.DataFrame({"seed": oof["seed"].to_numpy(), "fold": oof["fold"].to_numpy(), "group": groups})
     rows = []
     found_groups: dict[Any, Any] = keys.groupby(["seed", "fold", "group"], sort=True).indices
     for (seed, fold, group), where in found_groups.items():
-        found = regression_scores(y_all[where], pred_all[where], quantile)
-        if len(where) < 2:  # one row has no R²
-            found["r2"] = float("nan")
-        if width is not None:
-            found["coverage"] = float((np.abs(y_all[where] - pred_all[where]) <= width[where]).mean())
+        found = score(where)
         rows.append({"seed": seed, "fold": fold, "group": group, "rows": len(where),
-                     **{m: found[m] for m in metrics if m in found}})
+                     **{m: found[m] for m in metrics}})
     return pd.DataFrame(rows)
 
 

@@ -127,24 +127,16 @@ class DaskExecutor:
         params = {**kind.defaults, "random_state": random_state, **model.get("params", {})}
         params.pop(kind.threads, None)  # each worker uses its own threads
         weights = None
-        if regression:
-            fitted_reg = dxgb.DaskXGBRegressor(**params)
-            fitted_reg.client = self.client
-            fitted_reg.fit(X, y)
-            local_reg = XGBRegressor(**params)
-            local_reg.load_model(bytearray(fitted_reg.get_booster().save_raw("ubj")))
-            info = {"rows": int(classes), "partitions": groups, "workers": len(self.client.nthreads()), "weights": False}
-            return Pipeline([("encode", encoder), ("model", local_reg)]), info
-        if resampler["name"] == "class_weight":  # scikit-learn's "balanced": n / (k * n_c)
+        if not regression and resampler["name"] == "class_weight":  # scikit-learn's "balanced": n / (k * n_c)
             total, k = float(classes.sum()), len(classes)
             weights = y.map({int(c): total / (k * float(n)) for c, n in classes.items()}, meta=(target, "float64"))
-        fitted = dxgb.DaskXGBClassifier(**params)
+        fitted = (dxgb.DaskXGBRegressor if regression else dxgb.DaskXGBClassifier)(**params)
         fitted.client = self.client
         fitted.fit(X, y, sample_weight=weights)
-        local = XGBClassifier(**params)  # the booster in the class every other fit logs
+        local = (XGBRegressor if regression else XGBClassifier)(**params)  # the booster in the class every other fit logs
         local.load_model(bytearray(fitted.get_booster().save_raw("ubj")))
-        info = {"rows": int(classes.sum()), "partitions": groups, "workers": len(self.client.nthreads()),
-                "weights": weights is not None}
+        info = {"rows": int(classes) if regression else int(classes.sum()), "partitions": groups,
+                "workers": len(self.client.nthreads()), "weights": weights is not None}
         return Pipeline([("encode", encoder), ("model", local)]), info
 
     def close(self) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from trilho.data.validate import repeats_phrase
 from trilho.errors import ConfigError
+from trilho.experiment import REGRESSION_DEFAULTS
 from trilho.init.census import CAP, COUNT_CAP, TARGET_NAME, Column, Profile, Repeats
 from trilho.init.roles import columns as _columns
 
@@ -98,8 +99,7 @@ def _check_target(profile: Profile, target: str, notes: Notes) -> tuple[list[str
                           "has a few; pick the label column, bin this one first, or for a number give --task "
                           "regression")
     if tcol.nulls:
-        notes["labels"].append(f"{target!r} is missing on {tcol.nulls} of {profile.rows} rows (empty, or written NA, "
-                               "NULL, ...): those rows are left out of training and scoring, and counted")
+        notes["labels"].append(_missing_target(target, tcol.nulls, profile.rows))
     counts = tcol.counts or {}
     merged = _yes_no(counts)
     if merged:
@@ -214,6 +214,21 @@ def _repeats_note(profile: Profile, target: str, features: list[str], repeats: R
                      "every copy in one fold, and no row is tested on its own copy")
 
 
+def _duplicates_and_repeats(profile: Profile, target: str, features: list[str], notes: Notes,
+                            repeats: Repeats | None, rows: int) -> tuple[str, int]:
+    """``cv.duplicates`` (with its note, where rows repeat) and the repeats for ``rows`` rows: more
+    repeats, steadier estimates; fewer for large data."""
+    duplicates, repeated = _repeats_note(profile, target, features, repeats)
+    if repeated:
+        notes["cv"].append(repeated)
+    return duplicates, 10 if rows <= 20_000 else 3 if rows <= 200_000 else 1
+
+
+def _missing_target(target: str, missing: int, rows: int) -> str:
+    return (f"{target!r} is missing on {missing} of {rows} rows (empty, or written NA, NULL, ...): those rows are "
+            "left out of training and scoring, and counted")
+
+
 def _folds(profile: Profile, target: str, features: list[str], counts: dict[str, int], notes: Notes,
            repeats: Repeats | None = None) -> tuple[int, int, str]:
     smallest = min(counts.values())
@@ -223,10 +238,7 @@ def _folds(profile: Profile, target: str, features: list[str], counts: dict[str,
     n_splits = min(5, smallest)
     if n_splits < 5:
         notes["cv"].append(f"cv.n_splits = {n_splits}: the smallest class has {smallest} rows, and each fold needs one")
-    duplicates, repeated = _repeats_note(profile, target, features, repeats)
-    if repeated:
-        notes["cv"].append(repeated)
-    n_repeats = 10 if profile.rows <= 20_000 else 3 if profile.rows <= 200_000 else 1
+    duplicates, n_repeats = _duplicates_and_repeats(profile, target, features, notes, repeats, profile.rows)
     notes["cv"].append(f"{n_repeats} repeats of {n_splits}-fold stratified CV for {profile.rows} rows "
                        "(more repeats, steadier estimates; fewer for large data)")
     return n_splits, n_repeats, duplicates
@@ -448,7 +460,6 @@ def render(proposal: Proposal) -> str:
 # rows and columns sampled per tree: a regression's trees fit the noise of each row's value
 REGRESSION_PARAMS = {"n_estimators": 500, "learning_rate": 0.05, "max_depth": 4, "subsample": 0.8,
                      "colsample_bytree": 0.8}
-REGRESSION_METRICS = ["rmse", "mae", "r2", "median_ae"]
 
 
 def _target_notes(profile: Profile, target: str, notes: Notes) -> tuple[float, float]:
@@ -463,8 +474,7 @@ def _target_notes(profile: Profile, target: str, notes: Notes) -> tuple[float, f
     notes["labels"].append(f"{target!r}: a numeric target, from {col.low:.6g} to {col.high:.6g} ({why}): task = "
                            "'regression', scored by its errors in the target's own units")
     if col.gaps:
-        notes["labels"].append(f"{target!r} is missing on {col.gaps} of {profile.rows} rows (empty, or written NA, "
-                               "NULL, ...): those rows are left out of training and scoring, and counted")
+        notes["labels"].append(_missing_target(target, col.gaps, profile.rows))
     if col.low > 0:
         notes["labels"].append(
             "always positive: mape (mean absolute percentage error, a share) is among the metrics; the model is fit "
@@ -482,10 +492,7 @@ def _regression_folds(profile: Profile, target: str, features: list[str], notes:
         raise ConfigError(f"--target {target!r} has a value on {rows} rows: too few to cross-validate a regression "
                           "(10 at least)")
     n_splits = 5 if rows >= 50 else 3
-    duplicates, repeated = _repeats_note(profile, target, features, repeats)
-    if repeated:
-        notes["cv"].append(repeated)
-    n_repeats = 10 if rows <= 20_000 else 3 if rows <= 200_000 else 1
+    duplicates, n_repeats = _duplicates_and_repeats(profile, target, features, notes, repeats, rows)
     notes["cv"].append(f"{n_repeats} repeats of {n_splits}-fold CV for {rows} rows, stratified on the target's "
                        "quantiles (up to 10 bins) so that every fold sees its low and high values")
     return n_splits, n_repeats, duplicates
@@ -511,7 +518,7 @@ def propose_regression(profile: Profile, name: str, source: str, target: str, re
         f"and of the columns; gradient-boosted trees, strong on tabular data of this size ({rows} rows, "
         f"{len(features)} features), with missing values and codes as they are; compare others (ridge, random forest, "
         "hist_gradient_boosting) with `trilho compare`")
-    metrics = [*REGRESSION_METRICS, *(["mape"] if low > 0 else [])]
+    metrics = [*REGRESSION_DEFAULTS[("evaluation", "metrics")], *(["mape"] if low > 0 else [])]
     # the gate's margin: about 1% of the target's standard deviation (its range / 4 for a rough one)
     margin = float(f"{max((high - low) / 4 * 0.01, 1e-12):.2g}")
     notes["decision"].append(

@@ -20,7 +20,7 @@ except ImportError:  # inside trilho: the package's own copy
     from trilho.model.encoding import encode_features, encode_matrix
 
 __all__ = ["answers", "calibrated", "check_output", "class_probabilities", "decided", "explained_class", "explanations",
-           "model_outputs", "predicted_values", "value_answers"]
+           "in_target_units", "model_outputs", "predicted_values", "value_answers"]
 
 
 def calibrated(proba: np.ndarray, calibration: dict[str, Any] | None) -> np.ndarray:
@@ -90,12 +90,15 @@ def check_output(output: str, spec: dict[str, Any] | None = None) -> None:
 
 
 def predicted_values(predict_fn: Callable[[Any], np.ndarray], X: Any, spec: dict[str, Any]) -> np.ndarray:
-    """A regression model's predicted values of encoded rows, in the target's units: a model fit on
-    the target's log is taken back with its smearing factor (trilho.model.catalog.fit_regressor)."""
-    raw = np.asarray(predict_fn(X), dtype="float64").reshape(-1)
-    if spec.get("target_scale") == "log":
-        return np.exp(raw) * float(spec.get("smear", 1.0))
-    return raw
+    """A regression model's predicted values of encoded rows, in the target's units."""
+    return in_target_units(predict_fn(X), spec.get("target_scale", "identity"), float(spec.get("smear", 1.0)))
+
+
+def in_target_units(raw: Any, scale: str, smear: float = 1.0) -> np.ndarray:
+    """A regression model's own outputs in the target's units: a model fit on the target's log
+    (``scale`` "log") taken back with its smearing factor (trilho.model.catalog.fit_regressor)."""
+    values = np.asarray(raw, dtype="float64").reshape(-1)
+    return np.exp(values) * smear if scale == "log" else values
 
 
 def value_answers(values: np.ndarray, spec: dict[str, Any], output: str = "both", records: bool = False,

@@ -444,9 +444,6 @@ def fit_regressor(pipe: Any, X: Any, y: Any, scale: str = "identity") -> Any:
 
 def predict_values(pipe: Any, X: Any) -> Any:
     """A fitted regression pipeline's predictions in the target's own units (``fit_regressor``)."""
-    import numpy as np
+    from trilho.model.answers import in_target_units
 
-    raw = np.asarray(pipe.predict(X), dtype="float64")
-    if getattr(pipe, "target_scale_", "identity") == "log":
-        return np.exp(raw) * pipe.smear_
-    return raw
+    return in_target_units(pipe.predict(X), getattr(pipe, "target_scale_", "identity"), getattr(pipe, "smear_", 1.0))

@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trilho.evaluation.metrics import CONFUSION_METRICS, scores_from_confusion, scores_from_confusions
-from trilho.evaluation.stats import row_bootstrap_intervals
+from trilho.evaluation.metrics import CONFUSION_METRICS, regression_scores, scores_from_confusion, scores_from_confusions
+from trilho.evaluation.stats import row_bootstrap_intervals, row_bootstrap_regression
 from trilho.model.encoding import normalise_text, numeric_column
 from trilho.monitoring.drift import psi
 
@@ -216,23 +216,12 @@ def live_regression(truth: np.ndarray, predicted: np.ndarray, estimates: dict[st
     predicted = np.asarray(predicted, dtype="float64")
     error = truth - predicted
     n = len(error)
-    point = {"rmse": float(np.sqrt(np.mean(error**2))) if n else float("nan"),
-             "mae": float(np.mean(np.abs(error))) if n else float("nan")}
-    rng = np.random.default_rng(seed)
+    point = regression_scores(truth, predicted) if n else {"rmse": float("nan"), "mae": float("nan")}
+    spread = row_bootstrap_regression(truth, predicted[None, :], ["rmse", "mae"], level=level, seed=seed)
     out: dict[str, Any] = {"rows": int(n), "metrics": {}, "flags": []}
-    tail = (1 - level) / 2 * 100
-    squared, absolute = error**2, np.abs(error)
-    draws: dict[str, list[float]] = {"rmse": [], "mae": []}
-    for _ in range(1000 if n > 1 else 0):  # a Poisson(1) weight per row: one replicate in O(rows) memory
-        w = rng.poisson(1.0, n)
-        total = w.sum() or 1
-        draws["rmse"].append(float(np.sqrt(w @ squared / total)))
-        draws["mae"].append(float(w @ absolute / total))
     for m in ("rmse", "mae"):
-        if draws[m]:
-            low, high = (float(v) for v in np.percentile(draws[m], [tail, 100 - tail]))
-        else:
-            low = high = float("nan")
+        offsets = spread.get(m, (float("nan"), float("nan")))
+        low, high = point[m] + offsets[0], point[m] + offsets[1]
         cv = estimates.get(m)
         out["metrics"][m] = {"live": round(point[m], 6), "low": round(low, 6), "high": round(high, 6), "cv": cv}
         if cv and n >= MIN_ROWS and np.isfinite(cv.get("high", np.nan)) and low > cv["high"]:

@@ -107,10 +107,11 @@ def experiment_task(exp: Experiment, encoding: dict[str, Any], groups: np.ndarra
         quantile = decision["quantile"]
         model["params"] = {**model["params"], **quantile_params(exp.model.name, quantile)}
         decision = None
-    # another model (compare, tune) fits the same quantile, unless the changes name their own
-    if quantile is not None and "model" in changes and "quantile" not in changes:
+    # another model (compare, tune, a champion re-evaluated) fits the quantile the changes name, else the experiment's
+    wanted = changes.get("quantile", quantile)
+    if wanted is not None and "model" in changes:
         other = changes["model"]
-        changes["model"] = {**other, "params": {**other.get("params", {}), **quantile_params(other["name"], quantile)}}
+        changes["model"] = {**other, "params": {**other.get("params", {}), **quantile_params(other["name"], wanted)}}
     task = evaluate.Task(model=model, resampler=exp.resampler.model_dump(),
                          random_state=exp.random_state, n_splits=exp.cv.n_splits, seeds=exp.cv.seeds,
                          encoding=encoding, groups=groups, decision=decision, kind=exp.task, quantile=quantile)

@@ -18,7 +18,6 @@ from trilho.data.curate import read_curated
 from trilho.evaluation import cv as evaluate
 from trilho.evaluation.results import CVResult
 from trilho.experiment import Experiment
-from trilho.model.catalog import quantile_params
 from trilho.schemas import GateRecord, RunSummary
 from trilho.tracking import flatten
 from trilho.workflows.context import Context
@@ -70,11 +69,9 @@ def _reevaluate(ctx: Context, config: dict[str, Any], metric: str) -> Any:
     """The champion's procedure (its model, resampler, seed and missing-value policy) on exactly
     the challenger's folds."""
     champion = Experiment.model_validate(config)
-    model, quantile = champion.model.model_dump(), champion.decision.quantile if champion.regression else None
-    if quantile is not None:  # the champion's own quantile, not the challenger's
-        model["params"] = {**model["params"], **quantile_params(model["name"], quantile)}
-    task = ctx.task(model=model, resampler=champion.resampler.model_dump(), random_state=champion.random_state,
-                    quantile=quantile,
+    task = ctx.task(model=champion.model.model_dump(), resampler=champion.resampler.model_dump(),
+                    random_state=champion.random_state,
+                    quantile=champion.decision.quantile if champion.regression else None,  # its own, not the challenger's
                     encoding={**ctx.inputs.data.spec, "missing": champion.data.missing,
                               **({"target_scale": champion.data.target_scale} if champion.regression else {})})
     return evaluate.cross_validate(ctx.inputs.X, ctx.inputs.y, task, ctx.runner()).scores(metric)

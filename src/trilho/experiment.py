@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from trilho.errors import ConfigError
-from trilho.model.encoding import WRITTEN_MISSING, normalise_map
+from trilho.model.encoding import CALENDAR, WRITTEN_MISSING, normalise_map
 
 __all__ = [
     "Experiment",
@@ -33,6 +33,8 @@ CHEAP_INTERVALS = INTERVALS[:5]  # nested_cv costs k(k-1)/2 extra fits per neste
 SEED_MAX = 2**32 - 1           # numpy and scikit-learn take seeds from 0 to this, no others
 SEED_PARAMS = ("random_state", "seed", "random_seed")  # model and resampler parameters that are seeds
 MAX_FITS = 10_000              # folds and nested fits of one run: more is a typo, not a plan
+# a date column's calendar parts when the file lists the column alone: every part but the hour
+DATE_PARTS = [p for p in CALENDAR if p != "hour"]
 
 
 def seed_error(key: str, value: Any, span: int = 1) -> str | None:
@@ -125,6 +127,14 @@ class DataSpec(_Strict):
     # words of trilho.model.encoding.WRITTEN_MISSING (NA, #N/A, NULL, null, NaN, N/A, <NA>: missing in every
     # column by default) that this data uses as values: ["NA"] where NA means North America
     not_missing: list[str] = []
+    # date columns: read as dates and given to the model as calendar parts, derived the same way by
+    # the logged model when it predicts (trilho.model.encoding.CALENDAR: year, month, day, weekday,
+    # dayofyear, hour, days since the training fold's first day, season); a list of columns (every
+    # part but the hour), or per column its parts: { signup = ["month", "weekday"] }
+    dates: dict[str, list[str]] | list[str] = {}
+    # how a date column is written when it is not ISO 8601 (2021-03-04, 2021-03-04 10:00): a strftime
+    # pattern ("%d/%m/%Y", "%m/%d/%Y %H:%M"), or "epoch" for numbers of seconds since 1970
+    date_formats: dict[str, str] = {}
 
     @model_validator(mode="before")
     @classmethod
@@ -178,6 +188,22 @@ class DataSpec(_Strict):
             raise ValueError(f"data.not_missing holds {odd}, which are values already; it keeps words of "
                              f"{list(WRITTEN_MISSING)} as values (they are read as missing by default)")
         return words
+
+    @field_validator("dates")
+    @classmethod
+    def _known_parts(cls, v: dict[str, list[str]] | list[str]) -> dict[str, list[str]]:
+        found = {str(c): list(DATE_PARTS) for c in v} if isinstance(v, list) else dict(v)
+        for col, parts in found.items():
+            odd = [p for p in parts if p not in CALENDAR]
+            if odd or not parts:
+                raise ValueError(f"data.dates.{col} lists {odd or 'no parts'}; choose from {list(CALENDAR)}")
+            found[col] = list(dict.fromkeys(parts))
+        return found
+
+    @property
+    def date_parts(self) -> dict[str, list[str]]:
+        """Per date column, its calendar parts."""
+        return dict(self.dates) if isinstance(self.dates, dict) else {c: list(DATE_PARTS) for c in self.dates}
 
     @property
     def written_missing(self) -> list[str]:
@@ -237,8 +263,20 @@ class DataSpec(_Strict):
 
 
 class CVSpec(_Strict):
-    """Repeated stratified cross-validation."""
+    """Repeated stratified cross-validation, or forward folds over time."""
 
+    # "stratified": repeated, shuffled, stratified folds (rows in no order); "time": forward folds over
+    # the date column ``time`` (data.dates): each fold tests a later period on the rows before it (an
+    # expanding window, or the last ``max_train`` days), never training on its future; the latest
+    # evaluation.holdout_fraction of the rows is held out of every fold and scored once
+    scheme: Literal["stratified", "time"] = "stratified"
+    # the date column that orders the rows (one of data.dates; "" with one date column: that one)
+    time: str = ""
+    # days left out between the last training row and the first test row of a fold (an embargo, for a
+    # target that is known only some days later, or features that average over days)
+    gap: float = Field(0.0, ge=0)
+    # days of training rows before each fold's gap (0: every earlier row, an expanding window)
+    max_train: float = Field(0.0, ge=0)
     # folds per repeat
     n_splits: int = Field(5, ge=2)
     # repeats, each with its own shuffle
@@ -549,6 +587,7 @@ class Experiment(_Strict):
             raise ValueError(f"evaluation.groups lists the target {self.data.target!r}: name a feature or a column "
                              "in data.drop")
 
+        self._check_dates()
         self._check_baselines()
         self._check_task_metrics()
         if self.registry.model_name and self.registry.primary_metric not in self.evaluation.metrics:
@@ -560,6 +599,39 @@ class Experiment(_Strict):
             raise ValueError(f"unknown interval methods {unknown or [self.evaluation.interval]}; "
                              f"choose from {list(INTERVALS)}")
         return self
+
+    def _check_dates(self) -> None:
+        dates = self.data.date_parts
+        odd = sorted(set(dates) & {self.data.target, *self.data.drop, *self.data.categorical})
+        if odd:
+            raise ValueError(f"data.dates lists {odd}, which are the target, in data.drop or in data.categorical")
+        stray = sorted(set(self.data.date_formats) - set(dates))
+        if stray:
+            raise ValueError(f"data.date_formats names {stray}, which are not in data.dates; list them there too")
+        if dates and self.model.distributed:
+            raise ValueError("data.dates with model.distributed = true: the cluster's final fit reads no calendar parts "
+                             "yet; set model.distributed = false (the folds still run on a Dask cluster's workers)")
+        if self.cv.scheme != "time":
+            return
+        if self.cv.time and self.cv.time not in dates:
+            raise ValueError(f"cv.time {self.cv.time!r} is not one of data.dates {sorted(dates)}; list it there")
+        if not self.cv.time and len(dates) != 1:
+            raise ValueError(f"cv.scheme = 'time' needs the column that orders the rows: set cv.time to one of "
+                             f"data.dates {sorted(dates)}" if dates else
+                             "cv.scheme = 'time' needs a date column: list it in data.dates and set cv.time")
+        if self.cv.n_repeats != 1:
+            raise ValueError(f"cv.n_repeats = {self.cv.n_repeats} under cv.scheme = 'time': forward folds have one "
+                             "order, a repeat would be the same folds again; set cv.n_repeats = 1")
+        if "nested_cv" in (*self.evaluation.intervals, self.evaluation.interval):
+            raise ValueError("evaluation.intervals lists 'nested_cv' under cv.scheme = 'time': its pairs of folds "
+                             "train on the future; leave it out")
+
+    @property
+    def time_column(self) -> str | None:
+        """The date column that orders the folds (cv.scheme = "time"), else None."""
+        if self.cv.scheme != "time":
+            return None
+        return self.cv.time or next(iter(self.data.date_parts))
 
     def _check_baselines(self) -> None:
         from trilho.model.catalog import check_estimator, model_kind, quantile_params

@@ -17,7 +17,15 @@ import pandas as pd
 
 from trilho.errors import DataValidationError
 from trilho.experiment import Experiment
-from trilho.model.encoding import feature_spec, missing_words, normalise_text, numeric_column, unmark
+from trilho.model.encoding import (
+    encoded_names,
+    feature_spec,
+    missing_words,
+    normalise_text,
+    numeric_column,
+    parse_dates,
+    unmark,
+)
 
 __all__ = ["CleanData", "as_written", "class_names", "clean", "typed_features", "unlabelled"]
 
@@ -77,13 +85,18 @@ def unlabelled(df: pd.DataFrame, exp: Experiment) -> np.ndarray:
     return values.isna().to_numpy(dtype=bool) | missing_words(values, markers, words)
 
 
-def typed_features(df: pd.DataFrame, features: list[str], categorical: set[str]) -> pd.DataFrame:
-    """The feature columns typed: categoricals as normalised text (missing stays missing), the rest
-    numeric (integers stay integers; infinite values become missing). Raises ``ValueError`` naming
-    a column with text that is not a number."""
+def typed_features(df: pd.DataFrame, features: list[str], categorical: set[str],
+                   dates: dict[str, str | None] | None = None) -> pd.DataFrame:
+    """The feature columns typed: categoricals as normalised text (missing stays missing), dates
+    (``dates``: per column its format) as date-times, the rest numeric (integers stay integers;
+    infinite values become missing). Raises ``ValueError`` naming a column with text that is not a
+    number, or not a date."""
     out = {}
     for col in features:
         values = df[col]
+        if dates and col in dates:
+            out[col] = parse_dates(col, values, dates[col])
+            continue
         if col in categorical:
             out[col] = normalise_text(values).astype(object).where(values.notna(), None)
             continue
@@ -115,12 +128,21 @@ def clean(df: pd.DataFrame, exp: Experiment) -> CleanData:
         names = class_names(df[target], y, exp.data.classes)
     spec = feature_spec(features, maps, names, exp.data.drop, exp.data.missing, exp.data.missing_markers,
                         exp.data.written_missing)
+    formats = {c: exp.data.date_formats.get(c) for c in exp.data.date_parts}
+    if formats:
+        missing_dates = sorted(set(formats) - set(features))
+        if missing_dates:
+            raise DataValidationError(f"data.dates names {missing_dates}, which the data has no column for; "
+                                      f"its columns are {features}")
+        spec["dates"] = {c: {"parts": exp.data.date_parts[c], "format": f} for c, f in formats.items()}
+        spec["inputs"] = features
+        spec["features"] = encoded_names(features, spec["dates"])
     if exp.regression:
         spec["task"] = "regression"
         spec["target"] = target
         spec["target_scale"] = exp.data.target_scale
     try:
-        X = typed_features(df, features, set(maps))
+        X = typed_features(df, features, set(maps), formats)
     except ValueError as exc:
         raise DataValidationError(str(exc)) from exc
     keep = X.notna().all(axis=1).to_numpy().copy()

@@ -20,7 +20,7 @@ from trilho.errors import DataValidationError
 from trilho.evaluation.splits import duplicate_groups
 from trilho.experiment import Experiment
 from trilho.model.catalog import resampler_kind
-from trilho.model.encoding import normalise_text, numeric_column, unmark
+from trilho.model.encoding import days_since_1970, normalise_text, numeric_column, parse_dates, unmark
 from trilho.schemas import ValidationReport
 
 __all__ = ["raise_for_errors", "record_leaks", "repeats_phrase", "validate"]
@@ -130,6 +130,14 @@ def _check_features(df: pd.DataFrame, exp: Experiment, report: ValidationReport,
                                   f"list {col!r} in data.categorical without a map to learn its categories")
             typed[col] = normal
             continue
+        if col in exp.data.date_parts:  # a date: every value read as one, or named with the format to give
+            try:
+                when = parse_dates(col, values, exp.data.date_formats.get(col))
+            except ValueError as exc:
+                errors.append(str(exc))
+                when = pd.Series(pd.NaT, index=values.index)
+            typed[col] = days_since_1970(when)
+            continue
         converted = pd.to_numeric(values, errors="coerce")
         bad = values[converted.isna() & values.notna()]
         if len(bad):
@@ -229,11 +237,11 @@ def validate(df: pd.DataFrame, exp: Experiment) -> ValidationReport:
         "errors": errors,
         "warnings": warnings,
     }
-    expected = [exp.data.target, *exp.data.drop, *exp.data.categorical, *exp.evaluation.groups]
+    expected = [exp.data.target, *exp.data.drop, *exp.data.categorical, *exp.evaluation.groups, *exp.data.date_parts]
     missing = list(dict.fromkeys(c for c in expected if c not in df.columns))
     if missing:
         errors.append(f"missing columns {missing}; the file has {report['columns']} "
-                      "(check data.target, data.drop, data.categorical and evaluation.groups)")
+                      "(check data.target, data.drop, data.categorical, data.dates and evaluation.groups)")
         return report
     gone = unlabelled(df, exp)
     if gone.any():  # no label: left out and counted, never a class of its own

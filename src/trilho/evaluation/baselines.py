@@ -16,7 +16,7 @@ from sklearn.metrics import confusion_matrix
 from trilho.evaluation import stats
 from trilho.evaluation.cv import Task
 from trilho.evaluation.metrics import LOWER_IS_BETTER, probability_metrics, regression_scores, scores_from_confusion
-from trilho.evaluation.splits import split_plan
+from trilho.evaluation.splits import TimeOrder, split_plan
 
 __all__ = ["CONSTANT", "MAJORITY", "baseline_task", "compare", "constant_folds", "majority_folds", "verdict_lines"]
 
@@ -24,13 +24,14 @@ MAJORITY = "majority"
 CONSTANT = ("mean", "median")  # a numeric target's baselines: the training folds' mean or median, no fit
 
 
-def majority_folds(y: np.ndarray, n_splits: int, seeds: list[int], groups: np.ndarray | None = None) -> pd.DataFrame:
+def majority_folds(y: np.ndarray, n_splits: int, seeds: list[int], groups: np.ndarray | None = None,
+                   order: TimeOrder | None = None) -> pd.DataFrame:
     """The majority class on every fold of the plan (the same folds the model's task draws,
     trilho.evaluation.splits): it predicts its training rows' most frequent class, with their class shares
     as probabilities."""
     labels = np.arange(int(y.max()) + 1)
     rows = []
-    for seed, i, train, test in split_plan(y, n_splits, seeds, groups):
+    for seed, i, train, test in split_plan(y, n_splits, seeds, groups, order):
         shares = np.bincount(y[train], minlength=len(labels)) / len(train)
         proba = np.tile(shares, (len(test), 1))
         pred = np.full(len(test), int(shares.argmax()))
@@ -41,11 +42,12 @@ def majority_folds(y: np.ndarray, n_splits: int, seeds: list[int], groups: np.nd
 
 
 def constant_folds(y: np.ndarray, n_splits: int, seeds: list[int], groups: np.ndarray | None = None,
-                   how: str = "mean", quantile: float | None = None) -> pd.DataFrame:
+                   how: str = "mean", quantile: float | None = None, order: TimeOrder | None = None
+                   ) -> pd.DataFrame:
     """A numeric target's constant prediction on every fold of the plan: its training rows' mean
     (or median; the ``quantile`` a decision asks for, when there is one), every metric on the test rows."""
     rows = []
-    for seed, i, train, test in split_plan(y, n_splits, seeds, groups):
+    for seed, i, train, test in split_plan(y, n_splits, seeds, groups, order):
         if quantile is not None:
             value = float(np.quantile(y[train], quantile))
         else:

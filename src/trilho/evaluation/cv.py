@@ -28,7 +28,7 @@ from trilho.evaluation.decision import decide, fit_decided
 from trilho.evaluation.explain import fold_importance
 from trilho.evaluation.metrics import probability_metrics, regression_scores, row_log_loss, scores_from_confusion
 from trilho.evaluation.results import CVResult, HoldoutResult, cv_result, holdout_result, regression_holdout
-from trilho.evaluation.splits import Plan, holdout_split, split_plan
+from trilho.evaluation.splits import Plan, TimeOrder, holdout_split, split_plan
 from trilho.execution.pool import Batch, ProgressFn, run_fits
 from trilho.model.catalog import build_pipeline, fit_regressor, model_kind, predict_values
 
@@ -63,6 +63,8 @@ class Task:
     kind: str = "classification"
     # regression: the quantile the model fits (its parameters say so already), for the pinball loss
     quantile: float | None = None
+    # dated rows (cv.scheme = "time"): forward folds over time and the latest period as the holdout
+    order: TimeOrder | None = None
 
     @property
     def estimator(self) -> dict[str, Any]:
@@ -131,12 +133,13 @@ def regression_fold(X, y, pipe, seed: int, i: int, train: np.ndarray, test: np.n
 
 
 def fold_fit(X, y, threads: int | Callable[[], int], estimator: dict, seed: int, i: int, test: np.ndarray, labels: np.ndarray,
-             decision: dict[str, Any] | None = None, explain: bool = False, quantile: float | None = None
-             ) -> dict[str, Any]:
-    """One fold: trained on every row outside ``test``, scored on ``test`` (and, with ``explain``,
-    its model explained on ``test``: trilho.evaluation.explain)."""
+             decision: dict[str, Any] | None = None, explain: bool = False, quantile: float | None = None,
+             train: np.ndarray | None = None) -> dict[str, Any]:
+    """One fold: trained on ``train`` (None: every row outside ``test``), scored on ``test`` (and,
+    with ``explain``, its model explained on ``test``: trilho.evaluation.explain)."""
     start = time.perf_counter()
-    train = _complement(len(y), test)
+    if train is None:  # the usual case travels without its training rows: they are the complement
+        train = _complement(len(y), test)
     pipe = _fitted(X, y, threads, estimator, train, decision, seed)
     if estimator.get("task") == "regression":
         return regression_fold(X, y, pipe, seed, i, train, test, start, quantile, explain)
@@ -185,9 +188,10 @@ def _rows_fit(X, y, threads: int | Callable[[], int], estimator: dict, rows: np.
 def _plan_fits(task: Task, plan: Plan, labels: np.ndarray, batch: Batch, prefix: str = "") -> None:
     """One fit per fold of the plan."""
     gil = model_kind(task.model["name"]).gil_bound
-    for seed, i, _train, test in plan:
+    for seed, i, train, test in plan:
         explain = seed in task.seeds[:task.explain_repeats]
-        batch.add((fold_fit, (task.estimator, seed, i, test, labels, task.decision, explain, task.quantile)),
+        given = train if task.order is not None else None  # forward folds: not the complement
+        batch.add((fold_fit, (task.estimator, seed, i, test, labels, task.decision, explain, task.quantile, given)),
                   f"{prefix}fold {i} of seed {seed}",
                   True, gil)
 
@@ -219,14 +223,14 @@ def _run_task(X: pd.DataFrame, y: np.ndarray, task: Task, runner: Runner,
     kinds: dict[int, str] = {}
     split = None
     if task.holdout_fraction:  # the two larger fits first: the pool's last moments are not one long fit
-        split = holdout_split(y, task.holdout_fraction, task.random_state, task.groups)
+        split = holdout_split(y, task.holdout_fraction, task.random_state, task.groups, task.order)
         kinds[batch.add((_rows_fit, (task.estimator, split[0], task.decision, task.random_state)), "holdout fit", False,
                         gil)] = "holdout"
     if task.final_fit:
         kinds[batch.add((_rows_fit, (task.estimator, None, task.decision, task.random_state)), "final fit", False,
                         gil)] = "final"
     extra = len(batch.fits)
-    plan = split_plan(y, task.n_splits, task.seeds, task.groups)
+    plan = split_plan(y, task.n_splits, task.seeds, task.groups, task.order)
     _plan_fits(task, plan, labels, batch)
     _nested_fits(task, plan, labels, batch)
 
@@ -320,7 +324,7 @@ def cross_validate_many(X: pd.DataFrame, y: np.ndarray, tasks: list[Task], runne
     runner = runner or Runner()
     first = tasks[0]
     labels = _labels(y, first)
-    plan = split_plan(y, first.n_splits, first.seeds, first.groups)
+    plan = split_plan(y, first.n_splits, first.seeds, first.groups, first.order)
     batch = Batch()
     for task in tasks:
         _plan_fits(task, plan, labels, batch, f"{task.label or task.model['name']}: ")

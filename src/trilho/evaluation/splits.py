@@ -1,16 +1,21 @@
-"""Where the rows go: stratified folds per seed, grouped when rows copy each other, and the holdout."""
+"""Where the rows go: stratified folds per seed, grouped when rows copy each other, and the holdout;
+or, for dated rows (``TimeOrder``), forward folds over time and the latest period held out."""
 
 from __future__ import annotations
 
 import hashlib
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-__all__ = ["Plan", "duplicate_groups", "grouped_stratified_folds", "holdout_split", "split_plan", "strata"]
+from trilho.errors import EvaluationError
+
+__all__ = ["Plan", "TimeOrder", "duplicate_groups", "grouped_stratified_folds", "holdout_split", "later_training",
+           "split_plan", "strata"]
 
 # one fold of one seed: (seed, fold index, training rows, test rows)
 Plan = list[tuple[int, int, np.ndarray, np.ndarray]]
@@ -108,19 +113,94 @@ def _seed_folds(y: np.ndarray, n_splits: int, seed: int, groups: np.ndarray | No
     return folds
 
 
-def split_plan(y: np.ndarray, n_splits: int, seeds: list[int], groups: np.ndarray | None = None
-                ) -> Plan:
+@dataclass(frozen=True, eq=False)
+class TimeOrder:
+    """Dated rows: ``days`` (each row's time, in days since 1970), the ``gap`` of days left out
+    between training and test rows, ``max_train`` days of training rows (0: all earlier ones), and
+    the share of the latest rows held out of every fold (``holdout``)."""
+
+    days: np.ndarray
+    gap: float = 0.0
+    max_train: float = 0.0
+    holdout: float = 0.0
+    column: str = "the date"
+
+    def cut(self, rows: np.ndarray, share: float) -> float:
+        """The first time of the latest ``share`` of ``rows``: every row of that time and later is on
+        the later side, so rows of one time never straddle the cut."""
+        times = np.sort(self.days[rows])
+        return float(times[min(len(times) - 1, max(1, int(np.ceil(len(times) * (1 - share)))))])
+
+    def holdout_split(self) -> tuple[np.ndarray, np.ndarray]:
+        """The rows before the latest period (less the gap) and that period, the latest ``holdout``
+        share of the rows."""
+        rows = np.arange(len(self.days))
+        start = self.cut(rows, self.holdout)
+        train = rows[self.days < start - self.gap]
+        test = rows[self.days >= start]
+        if not len(train) or not len(test):
+            raise EvaluationError(f"evaluation.holdout_fraction {self.holdout} leaves no rows before or after "
+                                  f"{_day(start)} once cv.gap is left out; lower cv.gap or change the fraction")
+        return train, test
+
+    def folds(self, n_splits: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Forward folds on the rows before the holdout: those rows in ``n_splits + 1`` periods of
+        about equal rows; fold i tests period i + 1 and trains on the rows before it, less the gap
+        (and within ``max_train`` days)."""
+        rows = np.arange(len(self.days))
+        if self.holdout:
+            rows = rows[self.days < self.cut(rows, self.holdout)]
+        times = np.sort(self.days[rows])
+        starts = [float(times[min(len(times) - 1, int(len(times) * k / (n_splits + 1)))])
+                  for k in range(1, n_splits + 1)]
+        ends = [*starts[1:], np.inf]
+        out = []
+        for i, (start, end) in enumerate(zip(starts, ends, strict=True)):
+            last = start - self.gap
+            first = last - self.max_train if self.max_train else -np.inf
+            train = rows[(self.days[rows] < last) & (self.days[rows] >= first)]
+            test = rows[(self.days[rows] >= start) & (self.days[rows] < end)]
+            if not len(train) or not len(test):
+                raise EvaluationError(f"cv.scheme 'time': fold {i} ({_day(start)}) has no "
+                                      f"{'training' if not len(train) else 'test'} rows (the {len(rows)} rows before "
+                                      f"the holdout span too few times for {n_splits} folds); lower cv.n_splits"
+                                      f"{' or cv.gap' if self.gap else ''}")
+            out.append((train, test))
+        return out
+
+
+def _day(days: float) -> str:
+    """A time in days since 1970, as a date (with the time when there is one)."""
+    when = pd.Timestamp(0) + pd.Timedelta(days=days)
+    return str(when.date()) if when == when.normalize() else str(when)
+
+
+def later_training(days: np.ndarray, plan: Plan) -> tuple[int, int]:
+    """How many folds of ``plan`` train on rows later than some of their test rows, of how many."""
+    later = sum(int(len(train) > 0 and len(test) > 0 and days[train].max() > days[test].min())
+                for _, _, train, test in plan)
+    return later, len(plan)
+
+
+def split_plan(y: np.ndarray, n_splits: int, seeds: list[int], groups: np.ndarray | None = None,
+               order: TimeOrder | None = None) -> Plan:
     """Stratified folds per seed (a numeric target on its quantile bins, ``strata``); with ``groups``,
-    rows of one group never straddle train and test."""
+    rows of one group never straddle train and test. With ``order``: forward folds over time
+    (``TimeOrder.folds``), one set, under the first seed."""
+    if order is not None:
+        return [(seeds[0], i, train, test) for i, (train, test) in enumerate(order.folds(n_splits))]
     y = strata(y, n_splits)
     return [(seed, i, train, test) for seed in seeds
             for i, (train, test) in enumerate(_seed_folds(y, n_splits, seed, groups))]
 
 
-def holdout_split(y: np.ndarray, fraction: float, random_state: int, groups: np.ndarray | None = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def holdout_split(y: np.ndarray, fraction: float, random_state: int, groups: np.ndarray | None = None,
+                  order: TimeOrder | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A stratified train/test split; with ``groups``, whole groups go to one side (stratified by
-    each group's first label), so that no copy of a test row is trained on."""
+    each group's first label), so that no copy of a test row is trained on. With ``order``: the
+    latest ``fraction`` of the rows, and the rows before it less the gap."""
+    if order is not None:
+        return TimeOrder(order.days, order.gap, order.max_train, fraction, order.column).holdout_split()
     rows = np.arange(len(y))
     y = strata(y, max(2, round(1 / min(fraction, 1 - fraction))))
     if groups is None:

@@ -12,7 +12,13 @@ This module depends on pandas and numpy only, so that it can travel inside a log
   that name a row (batch predictions keep them);
 - ``written``: the words read as a missing value in any column as common writers write one
   (``WRITTEN_MISSING``: R's ``NA``, Excel's ``#N/A``, SQL's ``NULL``, ...), less those the
-  experiment keeps as values; ``markers``: the experiment's own words for a missing value ("?").
+  experiment keeps as values; ``markers``: the experiment's own words for a missing value ("?");
+- ``dates`` (only where the data has date columns): per date column, its ``format`` (None: ISO
+  8601; a ``strftime`` pattern such as ``%d/%m/%Y``; ``epoch``: seconds since 1970), the calendar
+  ``parts`` derived from it (``CALENDAR``) and the ``origin`` that ``days`` counts from (the
+  training fold's first day); ``inputs``: the columns a caller sends, date columns as they are.
+  Then ``features`` names the columns the model reads, each date column replaced by its parts
+  (``signup.month``, ``signup.weekday``, ...); without dates the two lists are one.
 
 A category never seen in training, like a missing value, gets the column's fill value (or stays
 missing for a model that handles it natively): every row gets a prediction unless the policy is
@@ -27,7 +33,14 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "CALENDAR",
     "WRITTEN_MISSING",
+    "calendar_names",
+    "days_since_1970",
+    "encoded_names",
+    "input_columns",
+    "parse_dates",
+    "with_calendar",
     "encode_features",
     "encode_matrix",
     "feature_spec",
@@ -46,6 +59,110 @@ __all__ = [
 # column, matched as written (surrounding spaces aside): "None", "no" or "na" are values unless
 # data.missing_markers names them, and data.not_missing keeps one of these as a value
 WRITTEN_MISSING = ("NA", "#N/A", "NULL", "null", "NaN", "N/A", "<NA>")
+
+
+# what a date column can become: year, month (1-12), day of month, weekday (Monday 0), day of
+# year, hour (with minutes as its fraction), days since the training fold's first day, and the
+# season as the day of the year on a circle (two columns: no holiday calendar, no jump at New Year)
+CALENDAR = ("year", "month", "day", "weekday", "dayofyear", "hour", "days", "season")
+_SEASON = ("season_sin", "season_cos")
+
+
+def calendar_names(col: str, parts: list[str]) -> list[str]:
+    """The columns a date column becomes: ``col.part`` per part (the season is two)."""
+    out = []
+    for part in parts:
+        out += [f"{col}.{p}" for p in (_SEASON if part == "season" else (part,))]
+    return out
+
+
+def input_columns(spec: dict[str, Any]) -> list[str]:
+    """The columns a caller sends: the features, with each date column as it is."""
+    return list(spec.get("inputs", spec["features"]))
+
+
+def encoded_names(inputs: list[str], dates: dict[str, Any]) -> list[str]:
+    """The model's columns: ``inputs`` with each date column replaced by its calendar parts."""
+    out = []
+    for col in inputs:
+        out += calendar_names(col, dates[col]["parts"]) if col in dates else [col]
+    return out
+
+
+def parse_dates(col: str, values: pd.Series, fmt: str | None = None) -> pd.Series:
+    """A date column as naive UTC date-times (missing stays missing): already dates as they are
+    (with a time zone: in UTC), numbers as seconds since 1970 when ``fmt`` is ``epoch``, text by
+    ``fmt`` (a ``strftime`` pattern) or as ISO 8601 (2021-03-04, 2021-03-04 10:00, with an offset:
+    in UTC). ``ValueError`` naming the column, the values that are no dates and the fix."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.dt.tz_convert("UTC").dt.tz_localize(None)
+    if pd.api.types.is_datetime64_dtype(values):
+        return values
+    if fmt == "epoch":
+        seconds = pd.to_numeric(values, errors="coerce")
+        bad = values[seconds.isna() & values.notna()]
+        if len(bad):
+            raise ValueError(f"column {col!r} has values that are no seconds since 1970 {sorted(map(str, bad.unique()))[:5]}")
+        return pd.to_datetime(seconds, unit="s")
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values) and values.notna().any():
+        raise ValueError(f"column {col!r} holds numbers where dates are expected (e.g. {values.dropna().iloc[0]!r}); "
+                         f"set data.date_formats.{col} = \"epoch\" for seconds since 1970, or \"%Y%m%d\" for 20210304")
+    text = values.astype("string").str.strip()
+    text = text.where(text != "", None)
+    found = pd.to_datetime(text, format=fmt or "ISO8601", errors="coerce", utc=True)
+    bad = text[found.isna() & text.notna()]
+    if len(bad):
+        how = f"the format {fmt!r}" if fmt else "ISO 8601 (2021-03-04 or 2021-03-04 10:00)"
+        raise ValueError(f"column {col!r} has values that are no dates in {how}: {sorted(map(str, bad.unique()))[:5]}; "
+                         f"name the format in data.date_formats.{col} (e.g. \"%d/%m/%Y\")")
+    return found.dt.tz_localize(None)
+
+
+def days_since_1970(when: pd.Series) -> pd.Series:
+    """Parsed dates as days since 1970-01-01, with their fraction (missing: NaN)."""
+    days = when.to_numpy(dtype="datetime64[s]").astype("int64").astype("float64") / 86_400.0
+    days[when.isna().to_numpy()] = np.nan
+    return pd.Series(days, index=when.index)
+
+
+def _parts(when: pd.Series, parts: list[str], origin: float | None) -> dict[str, np.ndarray]:
+    """The calendar parts of parsed dates, as floats (missing where the date is)."""
+    dt = when.dt
+    days = days_since_1970(when).to_numpy()
+    out: dict[str, np.ndarray] = {}
+    for part in parts:
+        if part == "days":
+            out[part] = days - (origin if origin is not None else np.nanmin(days) if np.isfinite(days).any() else 0.0)
+        elif part == "season":
+            angle = 2 * np.pi * (dt.day_of_year.to_numpy(dtype="float64", na_value=np.nan) - 1) / 365.25
+            out["season_sin"], out["season_cos"] = np.sin(angle), np.cos(angle)
+        elif part == "hour":
+            out[part] = (dt.hour + dt.minute / 60).to_numpy(dtype="float64", na_value=np.nan)
+        else:
+            field = {"weekday": "day_of_week", "dayofyear": "day_of_year"}.get(part, part)
+            out[part] = getattr(dt, field).to_numpy(dtype="float64", na_value=np.nan)
+    return out
+
+
+def with_calendar(df: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
+    """``df`` with each date column's calendar parts added as number columns (``spec["dates"]``);
+    ``df`` itself when the spec has no dates. ``ValueError`` naming a missing input column or a
+    value that is no date."""
+    dates = spec.get("dates")
+    if not dates:
+        return df
+    inputs = input_columns(spec)
+    missing = [c for c in inputs if c not in df.columns]
+    if missing:
+        raise ValueError(f"missing feature columns {missing}; expected {inputs}")
+    added = {}
+    for col, how in dates.items():
+        values = df[col]
+        if not pd.api.types.is_datetime64_any_dtype(values):
+            values = unmark(df[[col]], [col], spec.get("markers"), spec.get("written", WRITTEN_MISSING))[col]
+        found = _parts(parse_dates(col, values, how.get("format")), how["parts"], how.get("origin"))
+        added.update({f"{col}.{k}": v for k, v in found.items()})
+    return df.assign(**added)
 
 
 def normalise_text(values: pd.Series) -> pd.Series:
@@ -155,6 +272,7 @@ def encode_features(df: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
     which matters for resamplers that round synthetic rows back to the input dtype); codes are
     integers once complete. Raises ``ValueError`` naming the column and values it cannot encode.
     """
+    df = with_calendar(df, spec)
     missing = [c for c in spec["features"] if c not in df.columns]
     if missing:
         raise ValueError(f"missing feature columns {missing}; expected {spec['features']}")
@@ -262,7 +380,7 @@ def encode_matrix(df: pd.DataFrame, spec: dict[str, Any]) -> np.ndarray:
     through ``encode_features``. Same values, same missing-value policy, same errors, in the same
     order (a test holds the two equal)."""
     features = spec["features"]
-    df = unmark(df, features, spec.get("markers"), spec.get("written", WRITTEN_MISSING))
+    df = unmark(with_calendar(df, spec), features, spec.get("markers"), spec.get("written", WRITTEN_MISSING))
     # the column names as a plain list: asking a pandas Index (text held by Arrow) for a name builds
     # its lookup table anew for every request's fresh frame
     names = df.columns.tolist()
@@ -286,7 +404,8 @@ def encode_matrix(df: pd.DataFrame, spec: dict[str, Any]) -> np.ndarray:
             out[:, i] = remembered_codes(col, values, dtypes[where[col]], spec["categorical"][col], memos.setdefault(col, {}))
         if rest:  # text that should be numbers, and the rest: column by column, as in training
             part = encode_features(df[[features[i] for i in rest]],
-                                   {**spec, "features": [features[i] for i in rest], "missing": "native"})
+                                   {**spec, "features": [features[i] for i in rest], "missing": "native",
+                                    "dates": {}})  # the calendar parts are columns by now
             out[:, rest] = part.to_numpy(dtype="float64", na_value=np.nan)
         gaps = np.isnan(out)
         if policy == "reject" and gaps.any():

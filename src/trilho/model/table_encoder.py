@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from trilho.model.encoding import encode_features, normalise_text, numeric_column
+from trilho.model.encoding import encode_features, normalise_text, numeric_column, parse_dates, with_calendar
 
 __all__ = ["FILLED", "TableEncoder"]
 
@@ -38,18 +38,36 @@ class TableEncoder(TransformerMixin, BaseEstimator):
         self.spec = spec
 
     def fit(self, X: pd.DataFrame, y: Any = None) -> TableEncoder:
+        origins = self.origins(X)
+        X = with_calendar(X, {**self.spec, "dates": self.dated(origins)})
         filled = self.spec.get("missing") in FILLED
         counts = {c: normalise_text(X[c]).value_counts() for c in self.spec["categorical"]
                   if filled or self.spec["categorical"][c] is None}
         medians = {c: numeric_column(c, X[c]).astype("float64").median()
                    for c in self.spec["features"] if filled and c not in self.spec["categorical"]}
-        return self.learned(counts, medians)
+        return self.learned(counts, medians, origins)
 
-    def learned(self, counts: dict[str, pd.Series], medians: dict[str, float]) -> TableEncoder:
+    def origins(self, X: pd.DataFrame) -> dict[str, float]:
+        """Per date column, the day its ``days`` part counts from: the training rows' first day
+        (days since 1970; 0 when the column has no date)."""
+        out = {}
+        for col, how in (self.spec.get("dates") or {}).items():
+            first = parse_dates(col, X[col], how.get("format")).min()
+            out[col] = 0.0 if pd.isna(first) else float((first - pd.Timestamp(0)) / pd.Timedelta(days=1))
+        return out
+
+    def dated(self, origins: dict[str, float]) -> dict[str, Any]:
+        """The spec's date columns with their learned origins."""
+        return {col: {**how, "origin": origins.get(col, 0.0)} for col, how in (self.spec.get("dates") or {}).items()}
+
+    def learned(self, counts: dict[str, pd.Series], medians: dict[str, float],
+                origins: dict[str, float] | None = None) -> TableEncoder:
         """Set the learned state from summaries of the training rows, however they were computed
         (this process's pandas, or a Dask cluster's partitions): ``counts`` the normalised values of
         the categorical columns with their counts, ``medians`` the median of each numeric column."""
         spec = copy.deepcopy(self.spec)
+        if spec.get("dates"):
+            spec["dates"] = self.dated(origins or {})
         fill: dict[str, float] = {}
         filled = spec.get("missing") in FILLED
         for col in spec["features"]:

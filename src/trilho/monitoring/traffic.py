@@ -31,7 +31,7 @@ import pandas as pd
 
 from trilho.evaluation.metrics import CONFUSION_METRICS, regression_scores, scores_from_confusion, scores_from_confusions
 from trilho.evaluation.stats import row_bootstrap_intervals, row_bootstrap_regression
-from trilho.model.encoding import normalise_text, numeric_column
+from trilho.model.encoding import normalise_text, numeric_column, with_calendar
 from trilho.monitoring.drift import psi
 
 __all__ = ["MIN_ROWS", "THRESHOLDS", "compare_traffic", "live_metrics", "training_profile"]
@@ -63,7 +63,9 @@ def _category_profile(values: pd.Series) -> dict[str, Any]:
 
 def training_profile(X: pd.DataFrame, spec: dict[str, Any], predicted: np.ndarray | None = None) -> dict[str, Any]:
     """The profile of the training rows ``X`` (raw feature columns); ``predicted``: the model's
-    class codes for those rows (a regression's predicted values: profiled as a number)."""
+    class codes for those rows (a regression's predicted values: profiled as a number). A date
+    column is profiled as its calendar parts, as the model reads it (and as the log keeps it)."""
+    X = with_calendar(X, spec)
     features = {}
     for col in spec["features"]:
         if spec["categorical"].get(col, False) is False:

@@ -91,12 +91,12 @@ def _profile(spec: dict[str, Any], classifier: Path, X: pd.DataFrame, seed: int 
     """The training rows' profile (``trilho.monitoring.traffic``), which ``trilho monitor`` holds served rows
     against: up to ``REFERENCE_ROWS`` of them, with the classes the saved model itself predicts."""
     from trilho.model.answers import class_probabilities, decided, predicted_values
-    from trilho.model.encoding import encode_features, encode_matrix
+    from trilho.model.encoding import encode_features, encode_matrix, input_columns
     from trilho.monitoring.traffic import training_profile
 
     if len(X) > REFERENCE_ROWS:
         X = X.sample(REFERENCE_ROWS, random_state=seed)
-    X = X[spec["features"]]
+    X = X[input_columns(spec)]
     working = dict(spec)  # the encoders remember layouts in the spec they are given: not in the file's
     _, proba = servable().load_classifier(working, str(classifier))
     encoded = encode_matrix(X, working) if getattr(proba, "matrix", False) else encode_features(X, working)

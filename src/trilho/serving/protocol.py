@@ -27,7 +27,7 @@ import orjson
 import pandas as pd
 
 from trilho.errors import RequestError
-from trilho.model.encoding import WRITTEN_MISSING, encode_matrix, fill_gaps, remembered_codes
+from trilho.model.encoding import WRITTEN_MISSING, encode_matrix, fill_gaps, input_columns, remembered_codes
 
 __all__ = ["FORMATS", "Parsed", "encode_request", "model_frame", "parse_body", "params_of"]
 
@@ -238,8 +238,8 @@ def _fast_matrix(columns: dict[str, list[Any]], rows: int, spec: dict[str, Any])
 def _check_cells(columns: dict[str, list[Any]], spec: dict[str, Any]) -> None:
     """Refuse, naming the column and row, a cell no table holds: a list or an object, or true/false
     where the model takes a number (reading it as 1 or 0 would be a guess)."""
-    for col in spec["features"]:
-        numeric = spec["categorical"].get(col, False) is False
+    for col in input_columns(spec):
+        numeric = spec["categorical"].get(col, False) is False and col not in spec.get("dates", {})
         for i, v in enumerate(columns[col]):
             if isinstance(v, list | dict):
                 raise RequestError(f"column {col!r} row {i} holds a JSON {'list' if isinstance(v, list) else 'object'}; "
@@ -254,10 +254,11 @@ def encode_request(parsed: Parsed, spec: dict[str, Any]) -> tuple[np.ndarray, np
     category: missing or unseen) before the model's policy filled them; ``ValueError`` naming the
     column that is missing or holds what the model cannot read."""
     if parsed.columns is not None:
-        missing = [c for c in spec["features"] if c not in parsed.columns]
+        inputs = input_columns(spec)
+        missing = [c for c in inputs if c not in parsed.columns]
         if missing:
-            raise ValueError(f"missing feature columns {missing}; expected {spec['features']}")
-        found = _fast_matrix(parsed.columns, parsed.rows, spec)
+            raise ValueError(f"missing feature columns {missing}; expected {inputs}")
+        found = None if spec.get("dates") else _fast_matrix(parsed.columns, parsed.rows, spec)  # dates: the frame's way
         if found is not None:
             return found
         _check_cells(parsed.columns, spec)

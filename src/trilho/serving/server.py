@@ -40,6 +40,7 @@ from starlette.routing import Route
 from trilho import __version__
 from trilho.errors import ConfigError, RequestError
 from trilho.model.answers import answers, check_output
+from trilho.model.encoding import input_columns
 from trilho.monitoring.prediction_log import PredictionLog, Served
 from trilho.serving.protocol import encode_request, params_of, parse_body
 from trilho.serving.served_model import Batcher, Follower, ServedModel, load_served
@@ -263,7 +264,7 @@ class App:
         current = self.follower.current if self.follower else None
         return _json({"trilho": __version__, "model": None if current is None else {
             "requested": current.requested, "uri": current.uri, "name": current.name, "version": current.version,
-            "run_id": current.run_id, "classes": current.spec["classes"], "features": current.spec["features"]}})
+            "run_id": current.run_id, "classes": current.spec["classes"], "features": input_columns(current.spec)}})
 
     async def metrics_text(self, request: Request) -> Response:
         if not self._allowed(request):

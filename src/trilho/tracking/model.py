@@ -27,7 +27,7 @@ import pandas as pd
 from trilho.errors import TrackingError
 from trilho.model.answers import model_outputs
 from trilho.model.code import CODE_PATHS, SERVABLE, servable
-from trilho.model.encoding import WRITTEN_MISSING, unmark
+from trilho.model.encoding import WRITTEN_MISSING, input_columns, unmark
 from trilho.tracking.store import open_client
 
 __all__ = ["FILES_TAG", "check_model_files", "download_model", "keep_verified", "load_model", "log_model",
@@ -109,12 +109,12 @@ def _signature(spec: dict[str, Any], classifier: Path, example: pd.DataFrame) ->
     _, proba = servable().load_classifier(spec, str(classifier))
     output = model_outputs(proba, example, spec, matrix=getattr(proba, "matrix", False))  # classes in spec order
     inferred = infer_signature(example, output, params={"output": "both", "explain": False})
-    return ModelSignature(inputs=Schema([ColSpec(AnyType(), c) for c in spec["features"]]),
+    return ModelSignature(inputs=Schema([ColSpec(AnyType(), c) for c in input_columns(spec)]),
                           outputs=inferred.outputs, params=inferred.params)
 
 
 def signature_example(example: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
-    """Raw example rows: categoricals as text, numbers as floats.
+    """Raw example rows: categoricals and dates as text (dates in ISO 8601), numbers as floats.
 
     The signature names every feature column (a missing one is refused by name) but types them
     ``any``: MLflow refuses to narrow a float column to an integer one (a missing value makes an
@@ -122,10 +122,11 @@ def signature_example(example: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFra
     categorical), while the model's own encoder reads all of these and names the column of any
     value it cannot read.
     """
-    categorical = set(spec["categorical"])
+    text = {*spec["categorical"], *spec.get("dates", {})}
+    inputs = input_columns(spec)
     # "?" and NA as missing values, as the model reads them
-    example = unmark(example, spec["features"], spec.get("markers"), spec.get("written", WRITTEN_MISSING))
-    return example.astype({c: ("str" if c in categorical else "float64") for c in spec["features"]})
+    example = unmark(example, inputs, spec.get("markers"), spec.get("written", WRITTEN_MISSING))
+    return example.astype({c: ("str" if c in text else "float64") for c in inputs})
 
 
 def resolve_model(model_uri: str, tracking_uri: str) -> dict[str, str]:

@@ -25,10 +25,13 @@ from trilho.data.ingest import Ingested
 from trilho.data.leaks import blocking, find_leaks
 from trilho.data.reference import ReferenceSet, load_reference, without_reference
 from trilho.data.validate import record_leaks
+from trilho.errors import DataValidationError
 from trilho.evaluation import cv as evaluate
+from trilho.evaluation.splits import TimeOrder, later_training, split_plan
 from trilho.execution.cluster import open_executor
 from trilho.experiment import Experiment
 from trilho.model.catalog import quantile_params
+from trilho.model.encoding import days_since_1970
 from trilho.schemas import ValidationReport
 from trilho.settings import Settings
 from trilho.storage import Lake, open_lake
@@ -63,6 +66,7 @@ class Prepared:
     reference: ReferenceSet | None = None  # registry.reference: the gate's rows, left out of training
     reference_rows_left_out: int = 0
     group_columns: pd.DataFrame | None = None  # evaluation.groups, one row per row of X
+    order: TimeOrder | None = None  # cv.scheme = "time": each row's time, the folds' gap and window
 
     @property
     def sha256(self) -> str:
@@ -87,21 +91,54 @@ def prepare(exp: Experiment, settings: Settings, lake: Lake, *, reference: bool 
     X, y, groups, duplicates = fold_data(data, exp)
     check_leaks(validation, X, y, exp, groups)
     return Prepared(ingested, raw, validation, data, X, y, groups, duplicates, chosen, left_out,
-                    fold_group_columns(data, exp))
+                    fold_group_columns(data, exp), time_order(X, exp))
+
+
+def time_order(X: pd.DataFrame, exp: Experiment) -> TimeOrder | None:
+    """The rows' times under cv.scheme = "time" (None otherwise); a row with no time is refused,
+    naming the column and the fix."""
+    col = exp.time_column
+    if col is None:
+        return None
+    days = days_since_1970(X[col]).to_numpy()
+    gaps = int(np.isnan(days).sum())
+    if gaps:
+        raise DataValidationError(f"cv.time {col!r} is missing on {gaps} rows: forward folds cannot place them; "
+                                  "fill them in, or set data.missing = 'drop' to leave such rows out")
+    return TimeOrder(days, exp.cv.gap, exp.cv.max_train, exp.evaluation.holdout_fraction, col)
 
 
 def check_leaks(validation: ValidationReport, X: pd.DataFrame, y: np.ndarray, exp: Experiment,
                 groups: np.ndarray | None = None) -> None:
     """The leak checks on the rows the folds will see, into the report (``validate.record_leaks``):
     under ``validation.leaks = "reject"`` a one-feature leak stops the run before any fit."""
-    findings = find_leaks(X, y, exp.data.classes, categorical=set(exp.data.categorical_maps), n_splits=exp.cv.n_splits,
-                          leak_score=exp.validation.leak_score, groups=groups, random_state=exp.random_state)
+    dates = list(exp.data.date_parts)  # declared dates: a trend along them is what the folds must face, no leak
+    findings = find_leaks(X.drop(columns=dates), y, exp.data.classes, categorical=set(exp.data.categorical_maps),
+                          n_splits=exp.cv.n_splits, leak_score=exp.validation.leak_score, groups=groups,
+                          random_state=exp.random_state)
+    if dates and exp.cv.scheme != "time":
+        findings.append(shuffled_dates(X, y, exp, groups))
     record_leaks(validation, findings, exp.validation.leaks)
 
 
-def experiment_task(exp: Experiment, encoding: dict[str, Any], groups: np.ndarray | None, **changes: Any) -> evaluate.Task:
-    """The experiment's estimator on its folds (``n_splits`` per seed, ``groups`` whole); ``changes``
-    replace any field (another model, other seeds, the holdout and final fits)."""
+def shuffled_dates(X: pd.DataFrame, y: np.ndarray, exp: Experiment, groups: np.ndarray | None) -> dict[str, Any]:
+    """The finding that shuffled folds train on rows later than those they test, on dated rows."""
+    col = next(iter(exp.data.date_parts))
+    days = days_since_1970(X[col]).to_numpy()
+    plan = split_plan(y, exp.cv.n_splits, exp.cv.seeds, groups)
+    later, total = later_training(np.nan_to_num(days, nan=-np.inf), plan)
+    return {"column": col, "kind": "date", "score": round(later / max(total, 1), 4),
+            "message": f"column {col!r} dates the rows (data.dates) but cv.scheme is {exp.cv.scheme!r}: {later} of "
+                       f"{total} folds train on rows later than rows they test, so the CV scores flatter a model "
+                       "that will predict later rows; set cv.scheme = \"time\" (forward folds, the latest period "
+                       "held out)"}
+
+
+def experiment_task(exp: Experiment, encoding: dict[str, Any], groups: np.ndarray | None,
+                    order: TimeOrder | None = None, **changes: Any) -> evaluate.Task:
+    """The experiment's estimator on its folds (``n_splits`` per seed, ``groups`` whole; forward
+    folds over time with ``order``); ``changes`` replace any field (another model, other seeds, the
+    holdout and final fits)."""
     model, decision, quantile = exp.model.model_dump(), exp.decision_rule(), None
     if exp.regression and decision is not None:  # a quantile: the model's own loss, no rule after it
         quantile = decision["quantile"]
@@ -114,7 +151,8 @@ def experiment_task(exp: Experiment, encoding: dict[str, Any], groups: np.ndarra
         changes["model"] = {**other, "params": {**other.get("params", {}), **quantile_params(other["name"], wanted)}}
     task = evaluate.Task(model=model, resampler=exp.resampler.model_dump(),
                          random_state=exp.random_state, n_splits=exp.cv.n_splits, seeds=exp.cv.seeds,
-                         encoding=encoding, groups=groups, decision=decision, kind=exp.task, quantile=quantile)
+                         encoding=encoding, groups=groups, decision=decision, kind=exp.task, quantile=quantile,
+                         order=order)
     return task.but(**changes) if changes else task
 
 
@@ -136,7 +174,7 @@ class Context:
         """The experiment's task on the prepared folds; ``changes`` as in ``experiment_task`` (the
         encoding and the groups among them)."""
         encoding, groups = changes.pop("encoding", self.inputs.data.spec), changes.pop("groups", self.inputs.groups)
-        return experiment_task(self.exp, encoding, groups, **changes)
+        return experiment_task(self.exp, encoding, groups, changes.pop("order", self.inputs.order), **changes)
 
     def runner(self, progress: Progress | None = None, stage: str = "cv", total: int | None = None) -> evaluate.Runner:
         """The fits on the free cores (or the executor); ``progress(stage, done, total)`` as they end."""

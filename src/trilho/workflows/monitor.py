@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from trilho.errors import ConfigError, DataValidationError, StorageError, TrackingError
-from trilho.model.encoding import WRITTEN_MISSING, missing_words
+from trilho.model.encoding import WRITTEN_MISSING, input_columns, missing_words, with_calendar
 from trilho.monitoring.prediction_log import read_log
 from trilho.monitoring.traffic import compare_traffic, live_metrics, live_regression
 from trilho.settings import Settings
@@ -196,7 +196,8 @@ def _batch_rows(lake: Lake, info: dict[str, str], spec: dict[str, Any], since: d
             if not local.is_file():
                 log.warning("batch predictions %s: their input %s is gone; left out", key, source)
                 continue
-            features = next(iter_chunks(local, BATCH_ROWS, list(spec["features"])), pd.DataFrame())
+            features = next(iter_chunks(local, BATCH_ROWS, input_columns(spec)), pd.DataFrame())
+            features = with_calendar(features, spec) if len(features) else features  # dates: as the model reads them
             predicted = pd.read_parquet(io.BytesIO(lake.get_bytes(manifest["key"])), columns=["prediction"])
             rows = min(len(features), len(predicted))
             values = predicted["prediction"] if spec.get("task") == "regression" else predicted["prediction"].astype(str)

@@ -175,7 +175,7 @@ def _evaluate(run: _Run) -> _Fitted:
                 run.fold_widths = conformal.coverage_by_fold(cv.oof, exp.prediction.level)
                 run.intervals = conformal.interval_summary(cv.oof, exp.prediction.level, run.fold_widths)
                 if held is not None:
-                    run.holdout_interval = _holdout_interval(cv, held, exp.prediction.level)
+                    run.holdout_interval = _holdout_interval(cv, held, inputs.y, exp.prediction.level)
                 if exp.tracking.log_model and not exp.model.distributed:
                     model_logged = _keep_model(run, fitting.model(kind).result(), inputs_logged)
         distributed = None
@@ -193,14 +193,15 @@ def _evaluate(run: _Run) -> _Fitted:
     return _Fitted(cv, held, inputs_logged, model_logged, distributed, task=task)
 
 
-def _holdout_interval(cv: CVResult, held: HoldoutResult, level: float) -> dict[str, Any]:
+def _holdout_interval(cv: CVResult, held: HoldoutResult, y: np.ndarray, level: float) -> dict[str, Any]:
     """The holdout's intervals: the half-width from the first repeat's out-of-fold residuals of the
-    holdout's training rows, its coverage of the holdout rows by the holdout model."""
+    holdout's training rows (those a fold tested: forward folds over time test the later ones), its
+    coverage of the holdout rows by the holdout model."""
     assert cv.oof is not None and held.test_index is not None and held.pred is not None
     first = cv.oof[cv.oof["seed"] == cv.oof["seed"].iloc[0]].set_index("row")
-    train = first.loc[held.train_index]
-    truth = first.loc[held.test_index, "y"].to_numpy()
-    return conformal.holdout_coverage(np.abs(train["y"].to_numpy() - train["pred"].to_numpy()), truth, held.pred, level)
+    train = first.loc[first.index.intersection(held.train_index)]
+    return conformal.holdout_coverage(np.abs(train["y"].to_numpy() - train["pred"].to_numpy()), y[held.test_index],
+                                      held.pred, level)
 
 
 def _add_baselines(run: _Run, fitted: _Fitted, summary: RunSummary) -> None:
@@ -225,9 +226,10 @@ def _baselines(ctx: Context, task: evaluate.Task, cv: CVResult) -> dict[str, Any
     scored = {}
     for name in names:
         if name == baselines.MAJORITY:
-            scored[name] = baselines.majority_folds(inputs.y, task.n_splits, task.seeds, task.groups)
+            scored[name] = baselines.majority_folds(inputs.y, task.n_splits, task.seeds, task.groups, task.order)
         elif name in baselines.CONSTANT:
-            scored[name] = baselines.constant_folds(inputs.y, task.n_splits, task.seeds, task.groups, name, task.quantile)
+            scored[name] = baselines.constant_folds(inputs.y, task.n_splits, task.seeds, task.groups, name, task.quantile,
+                                                    task.order)
         else:
             base = baselines.baseline_task(task, name, exp.evaluation.baseline_repeats)
             # a few small fits: worker processes would take longer to start than the fits take
@@ -311,7 +313,9 @@ def _explained(run: _Run, cv: CVResult, summary: RunSummary) -> None:
     exp, inputs = ctx.exp, ctx.inputs
     with ctx.timed("explain_s"):
         if cv.importance is not None:
-            summary["importance"] = explain.summarise_importance(cv.importance, list(inputs.X.columns),
+            # TreeSHAP explains the columns the model reads (a date's calendar parts), permutation the data's
+            names = inputs.data.spec["features"] if cv.importance_method.startswith("tree_shap") else list(inputs.X.columns)
+            summary["importance"] = explain.summarise_importance(cv.importance, names,
                                                                  cv.importance_method, 1.0 / exp.cv.n_splits,
                                                                  exp.evaluation.level)
         if inputs.group_columns is not None and cv.oof is not None:

@@ -33,8 +33,9 @@ def run_summary(summary: RunSummary, tracking_uri: str, ui: str | None = None) -
     out = _console()
     cv = summary["cv"]
     dup = cv.get("duplicates", {})
-    table = Table(title=f"{summary['experiment']}: {cv['n_folds']} folds ({cv['n_splits']}-fold × {len(cv['seeds'])} seeds, "
-                        f"duplicates: {dup.get('policy', 'keep')})")
+    how = (f"forward over {summary['time']['column']!r}" if summary.get("time") else
+           f"{cv['n_splits']}-fold × {len(cv['seeds'])} seeds, duplicates: {dup.get('policy', 'keep')}")
+    table = Table(title=f"{summary['experiment']}: {cv['n_folds']} folds ({how})")
     level = f"{cv.get('level', 0.95):.0%}"
     for col in ("metric", "mean", "std", f"{level} CI", "fold spread", "holdout"):
         table.add_column(col, justify="right" if col != "metric" else "left", no_wrap=True)
@@ -43,8 +44,15 @@ def run_summary(summary: RunSummary, tracking_uri: str, ui: str | None = None) -
         table.add_row(metric, f"{s['mean']:.4f}", f"{s['std']:.4f}", f"{ci[0]:.4f}–{ci[1]:.4f}" if ci else "-",
                       f"{s['low']:.4f}–{s['high']:.4f}", f"{summary['holdout']['scores'][metric]:.4f}")
     out.print(table)
-    out.print(f"CI: {cv.get('interval', '-')} (see STATISTICS.md for its measured coverage); "
-              "fold spread: the 2.5–97.5 percentiles of single fold scores, not a CI")
+    over_time = summary.get("time")
+    if over_time:  # forward folds: the headline says what it is, period by period
+        primary = over_time["latest"]["metric"]
+        shown = ", ".join(f"{p['start']} {p['scores'][primary]:.4g}" for p in over_time["periods"])
+        out.print(f"over time    {primary} by period: {shown}", highlight=False)
+        out.print(f"headline     {escape(over_time['statement'])}", highlight=False)
+    else:
+        out.print(f"CI: {cv.get('interval', '-')} (see STATISTICS.md for its measured coverage); "
+                  "fold spread: the 2.5–97.5 percentiles of single fold scores, not a CI")
     if dup.get("rows_copying_another"):
         out.print(f"duplicates   {_duplicates(dup, summary['data'].get('reference', {}))}")
     _findings(out, summary)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-__all__ = ["comparison_figure", "confusion_matrix_figure", "coverage_figure", "curves_figure", "drift_figure", "fold_boxplot",
+__all__ = ["comparison_figure", "periods_figure", "confusion_matrix_figure", "coverage_figure", "curves_figure", "drift_figure", "fold_boxplot",
            "groups_figure", "importance_figure", "intervals_figure", "predicted_actual_figure", "reliability_figure",
            "reliability_table", "residuals_figure"]
 
@@ -271,4 +271,32 @@ def coverage_figure(intervals: Mapping[str, Any]) -> Figure:
     ax.set_title(f"Interval coverage out of fold; width {intervals['width']:.4g}")
     ax.legend(loc="lower right")
     ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def periods_figure(over_time: Mapping[str, Any]) -> Figure:
+    """The primary metric of each forward fold in time order (each trained on the rows before its
+    period), the latest period's score with its bootstrap interval, and the trend across periods."""
+    metric = over_time["latest"]["metric"]
+    periods = list(over_time["periods"])
+    values = [p["scores"][metric] for p in periods]
+    labels = [p["start"][:10] for p in periods]
+    fig = Figure(figsize=(8, 4), layout="constrained")
+    ax = fig.add_subplot()
+    x = np.arange(len(values))
+    ax.plot(x, values, "o-", color="tab:blue", label="forward fold (trained on earlier rows)")
+    slope = over_time["trend"][metric]
+    if len(values) > 1:
+        ax.plot(x, np.mean(values) + slope * (x - x.mean()), ls=":", color="tab:gray", label=f"trend {slope:+.3g} a period")
+    latest = over_time["latest"]
+    interval = latest.get("interval")
+    ax.errorbar([len(values)], [latest["scores"][metric]], color="tab:red", fmt="s", capsize=4,
+                yerr=None if not interval else [[latest["scores"][metric] - interval[0]], [interval[1] - latest["scores"][metric]]],
+                label="latest period (holdout), row bootstrap")
+    ax.set_xticks([*x, len(values)], [*labels, latest["start"][:10]], rotation=30, ha="right")
+    ax.set_xlabel("first day of the period tested")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} by period, in time order")
+    ax.legend(loc="best", fontsize=8)
+    ax.grid(alpha=0.3)
     return fig

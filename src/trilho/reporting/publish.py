@@ -28,7 +28,7 @@ __all__ = ["FIGURE_GROUPS", "collect_figures", "copy_to_lake", "page_from_lake",
 
 # the figures, in two groups of about equal drawing time: one forked child draws each
 FIGURE_GROUPS = (("cv_boxplot.png", "confusion_matrix_oof.png", "reliability.png", "importance.png",
-                  "predicted_actual.png"),
+                  "predicted_actual.png", "periods.png"),
                  ("roc_pr_curves.png", "intervals.png", "confusion_matrix.png", "groups.png", "residuals.png",
                   "coverage.png"))
 
@@ -104,6 +104,8 @@ def _draw_figures(folder: Path, exp: Experiment, run: RunSummary, cv: CVResult, 
         figures["roc_pr_curves.png"] = lambda: plots.curves_figure(oof, classes)
         figures["reliability.png"] = lambda: plots.reliability_figure(plots.reliability_table(oof, len(classes)),
                                                                       classes)
+    if run.get("time"):
+        figures["periods.png"] = lambda: plots.periods_figure(run["time"])
     if run.get("importance"):
         figures["importance.png"] = lambda: plots.importance_figure(run["importance"])
     if run.get("groups"):

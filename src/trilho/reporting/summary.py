@@ -38,6 +38,10 @@ def summary_metrics(cv: CVResult, exp: Experiment) -> dict[str, MetricSummary]:
     ev = exp.evaluation
     scores = {m: cv.scores(m) for m in ev.metrics}
     out = stats.summarise(scores, ev.interval_low, ev.interval_high)
+    if exp.cv.scheme == "time":  # folds over time are not exchangeable: no interval of their mean is claimed
+        for entry in out.values():
+            entry.update(intervals={}, ci_method="none (folds over time)", ci=None)
+        return out  # type: ignore[return-value]
     rows = _row_bootstrap(cv, exp)
     methods = list(dict.fromkeys([*ev.intervals, ev.interval]))  # the headline is always reported
     nested = {}

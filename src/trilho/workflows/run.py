@@ -19,14 +19,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import confusion_matrix
 
 from trilho.data import leaks
 from trilho.errors import ConfigError, SourceUnreachableError, TrackingError
-from trilho.evaluation import baselines, conformal, explain, groups
+from trilho.evaluation import baselines, conformal, explain, groups, periods
 from trilho.evaluation import cv as evaluate
+from trilho.evaluation.metrics import probability_metrics, regression_scores, scores_from_confusion
 from trilho.evaluation.results import CVResult, HoldoutResult
 from trilho.execution import background as parallel
 from trilho.experiment import Experiment
+from trilho.model.catalog import predict_values
 from trilho.reporting import publish as reports
 from trilho.reporting.summary import baseline_rows, build_summary, explained_rows, metric_rows, summary_metrics
 from trilho.schemas import RunSummary, ValidationReport
@@ -299,12 +302,45 @@ def _summarise(run: _Run, fitted: _Fitted) -> RunSummary:
                                "quantile": ctx.exp.decision.quantile}
     elif ctx.exp.decision.objective != "argmax":
         summary["decision"] = _decision_summary(ctx.exp, fitted.cv, run.threshold)
+    if inputs.order is not None:
+        summary["time"] = _over_time(ctx, fitted)
     _explained(run, fitted.cv, summary)
     said = leaks.zero_width(metrics)
     summary["data"]["warnings"] = [*summary["data"]["warnings"], *said]
     if inputs.reference is not None:
         summary["data"]["reference"] = {**inputs.reference.info(), "training_rows_left_out": inputs.reference_rows_left_out}
     return summary
+
+
+def _over_time(ctx: Context, fitted: _Fitted) -> dict[str, Any]:
+    """Forward folds' estimates over time (trilho.evaluation.periods): each period's scores, their
+    trend, and the latest period (the holdout) with a row-bootstrap interval of the primary metric."""
+    exp, inputs, held = ctx.exp, ctx.inputs, fitted.held
+    assert inputs.order is not None and fitted.cv.oof is not None and held.pipeline is not None
+    test = held.test_index if held.test_index is not None else np.setdiff1d(np.arange(len(inputs.y)), held.train_index)
+    truth = inputs.y[test]
+    if exp.regression:
+        pred = held.pred if held.pred is not None else predict_values(held.pipeline, inputs.X.iloc[test])
+        quantile = exp.decision.quantile
+
+        def score(rows: np.ndarray) -> dict[str, float]:
+            return regression_scores(truth[rows], pred[rows], quantile)
+    else:
+        labels = np.arange(len(exp.data.classes))
+        proba = np.zeros((len(test), len(labels)))
+        proba[:, held.pipeline.classes_] = held.pipeline.predict_proba(inputs.X.iloc[test])
+        codes = np.asarray(held.pipeline.predict(inputs.X.iloc[test]))
+
+        def score(rows: np.ndarray) -> dict[str, float]:
+            cm = confusion_matrix(truth[rows], codes[rows], labels=labels)
+            try:
+                return {**scores_from_confusion(cm), **probability_metrics(truth[rows], proba[rows], labels)}
+            except ValueError:  # a replicate without one of the classes
+                return scores_from_confusion(cm)
+    primary = exp.registry.primary_metric if exp.registry.primary_metric in exp.evaluation.metrics \
+        else exp.evaluation.metrics[0]
+    return periods.time_summary(fitted.cv.folds, fitted.cv.oof, inputs.order, exp.evaluation.metrics, primary, test,
+                                score, exp.evaluation.level, exp.random_state)
 
 
 def _explained(run: _Run, cv: CVResult, summary: RunSummary) -> None:

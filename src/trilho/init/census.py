@@ -51,6 +51,10 @@ class Column:
     # with their rows; None once another is seen
     markers: dict[str, int] | None = field(default_factory=dict)
     dates: bool | None = None       # every text value seen looks like a date or date-time (None: none seen yet)
+    # dates written day and month first (04/03/2021): a value written that way, and which orders the
+    # values seen allow ("dmy": a first field over 12 was seen, "mdy": a second one)
+    date_example: str = ""
+    date_orders: set[str] = field(default_factory=set)
 
     @property
     def marked(self) -> bool:

@@ -52,6 +52,8 @@ def _fold_column(col: Column, values: pd.Series) -> None:
     if col.text and col.dates is not False and len(present):
         sample = pd.Series(pd.unique(present.astype(str).str.strip()))[:200]
         col.dates = bool(sample.str.match(DATE_TEXT).all())
+        if col.dates:
+            _date_order(col, sample)
     if col.hashes is not None:  # identifiers are whole numbers or text; a float measurement is not one
         if (not col.text and not col.integer) or present.duplicated().any():
             col.hashes = None
@@ -59,6 +61,19 @@ def _fold_column(col: Column, values: pd.Series) -> None:
             numeric = pd.api.types.is_numeric_dtype(present) and not pd.api.types.is_bool_dtype(present)
             keys = present.to_numpy(dtype="float64") if numeric else normalise_text(present).to_numpy(dtype=object)
             col.hashes.append(pd.util.hash_array(keys))
+
+
+def _date_order(col: Column, sample: pd.Series) -> None:
+    """Which day/month order dates written 04/03/2021 allow: a first field over 12 is a day, a
+    second one over 12 is a day too (the month came first)."""
+    fields = sample.str.extract(r"^(\d{1,2})[-/.](\d{1,2})[-/.]\d{2,4}").dropna().astype(int)
+    if not len(fields):
+        return
+    col.date_example = col.date_example or str(sample[sample.str.match(r"^\d{1,2}[-/.]")].iloc[0])
+    if (fields[0] > 12).any():
+        col.date_orders.add("dmy")
+    if (fields[1] > 12).any():
+        col.date_orders.add("mdy")
 
 
 def _numbers(col: Column, values: pd.Series, present: pd.Series, found: pd.Series | None) -> np.ndarray:
@@ -179,8 +194,9 @@ def _typed_rows(chunk: pd.DataFrame, data: dict[str, Any], codes: dict[str, int]
 
     features = [c for c in chunk.columns if c != data["target"] and c not in data["drop"]]
     categorical = set(data["categorical"])
-    typed = typed_features(unmark(chunk, features, data.get("missing_markers")), features, categorical)
-    typed = typed.astype({c: "float64" for c in features if c not in categorical})
+    formats = {c: (data.get("date_formats") or {}).get(c) for c in data.get("dates") or {}}
+    typed = typed_features(unmark(chunk, features, data.get("missing_markers")), features, categorical, formats)
+    typed = typed.astype({c: "float64" for c in features if c not in categorical and c not in formats})
     hashed = pd.util.hash_pandas_object(typed, index=False).to_numpy()
     if regression:
         value = pd.to_numeric(unmark(chunk, [data["target"]], data.get("missing_markers"))[data["target"]],
@@ -343,6 +359,11 @@ def init_experiment(data: str, settings: Any, target: str | None = None, name: s
         proposal = propose(profile, name, data, target, task=task)
         why_not: list[str] = []
         share = _reference_share(profile.labelled_rows(proposal.config["data"]["target"]), reference_to, why_not)
+        if share is not None and proposal.config["cv"].get("scheme") == "time":
+            share = None  # the latest rows are what a dated model most needs to learn from
+            why_not.append("no reference set: the rows are dated, and rows set apart would be taken from the periods "
+                           "the served model most needs to learn from; the gate compares champion and challenger on "
+                           "the same forward folds, paired")
         # a second pass: the repeated rows counted on the proposal's own features, as the run will
         # count them (and on the rows the folds will use), with the reference set chosen meanwhile
         counted = count_repeats(as_read(iter_chunks(path, 200_000)), proposal.config, share)

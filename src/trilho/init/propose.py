@@ -16,6 +16,7 @@ from trilho.errors import ConfigError
 from trilho.experiment import REGRESSION_DEFAULTS
 from trilho.init.census import CAP, COUNT_CAP, TARGET_NAME, Column, Profile, Repeats
 from trilho.init.roles import columns as _columns
+from trilho.model.encoding import CALENDAR
 
 __all__ = ["MODEL_PARAMS", "Proposal", "chance_pairs", "expected_seconds", "looks_numeric", "propose", "render",
            "toml_document"]
@@ -316,9 +317,73 @@ def propose(profile: Profile, name: str, source: str, target: str | None = None,
     return _finished(profile, config, notes, features, len(categorical), len(drop))
 
 
+TIME_ORDER_VALUES = 20  # a date column with at least this many distinct values orders the rows (forward folds)
+
+
+def _date_format(c: Any, n: str, notes: Notes) -> str | None:
+    """The format of a date column written day and month first (None: ISO 8601), from the data, or
+    day first when the data cannot tell, said in one line."""
+    if not c.date_example:
+        return None
+    sep = next(ch for ch in c.date_example if not ch.isdigit())  # "/" of 04/03/2021
+    year = "%Y" if len(c.date_example.split()[0].split(sep)[-1]) == 4 else "%y"
+    clock = c.date_example.split()[1] if len(c.date_example.split()) > 1 else ""
+    time = " %H:%M:%S" if clock.count(":") == 2 else (" %H:%M" if clock else "")
+    if c.date_orders == {"mdy"}:
+        order, why = "mdy", "a second field over 12 is a day: month first"
+    elif c.date_orders == {"dmy"}:
+        order, why = "dmy", "a first field over 12 is a day: day first"
+    else:
+        order, why = "dmy", ("no field over 12 tells day from month: day first is assumed; if the month comes first, "
+                             f"set data.date_formats.{n} = \"%m{sep}%d{sep}{year}{time}\"")
+    fmt = (f"%d{sep}%m{sep}{year}" if order == "dmy" else f"%m{sep}%d{sep}{year}") + time
+    notes["columns"].append(f"{n!r}: written like {c.date_example!r}, read as {fmt} ({why})")
+    return fmt
+
+
+def _dated(profile: Profile, config: dict[str, Any], notes: Notes, features: list[str]) -> None:
+    """Date columns as dates with their calendar parts; the most varied one, with enough distinct
+    days, orders forward folds over time (cv.scheme = "time") with the latest fifth held out."""
+    dates = [n for n in features if profile.columns[n].text and profile.columns[n].dates]
+    if not dates:
+        return
+    data = config["data"]
+    data["dates"] = {}
+    for n in dates:
+        c = profile.columns[n]
+        timed = any(":" in v for v in list(c.counts or {})[:50]) or ":" in c.date_example
+        data["dates"][n] = [p for p in CALENDAR if p != "hour" or timed]
+        fmt = _date_format(c, n, notes)
+        if fmt:
+            data.setdefault("date_formats", {})[n] = fmt
+    distinct = {n: (profile.columns[n].distinct or profile.rows) for n in dates}
+    order = max(dates, key=lambda n: distinct[n])
+    if distinct[order] < TIME_ORDER_VALUES:
+        notes["cv"].append(f"{order!r} has {distinct[order]} distinct dates, too few to order forward folds by "
+                           f"(under {TIME_ORDER_VALUES}); the folds are shuffled, and the leak checks say how far "
+                           "training rows are later than test rows")
+        return
+    n_splits = 5 if profile.rows >= 60 else 3
+    config["cv"] = {"scheme": "time", "time": order, "n_splits": n_splits, "n_repeats": 1, "gap": 0.0,
+                    "first_seed": 0, "duplicates": config["cv"]["duplicates"]}
+    config["evaluation"]["holdout_fraction"] = 0.2
+    notes["cv"][:] = [
+        f"the rows are dated ({order!r}, {distinct[order]:,}{'+' if profile.columns[order].distinct is None else ''} "
+        "distinct dates): forward folds over time, not shuffled ones, which would train on the future of the rows "
+        "they test and flatter a model that will predict later rows",
+        f"the latest fifth of the rows is held out of every fold and scored once (evaluation.holdout_fraction = 0.2); "
+        f"the rows before it are cut into {n_splits + 1} periods of about equal rows, and each fold tests one period "
+        "on every row before it (an expanding window; max_train = DAYS keeps the last DAYS only)",
+        "gap = DAYS leaves that many days out between training and test rows: set it when the target is known only "
+        "some days after its row, or when features average over past days",
+        "one repeat: forward folds have one order; the run reports each period's score, their trend, and the latest "
+        "period with a row-bootstrap interval, and claims no pooled interval for folds that are not exchangeable"]
+
+
 def _finished(profile: Profile, config: dict[str, Any], notes: Notes, features: list[str], categorical: int,
               dropped: int) -> Proposal:
     """The proposal, with the data's line and the expected cost said."""
+    _dated(profile, config, notes, features)
     notes["data"].append(f"{profile.rows} rows, {len(profile.columns)} columns: {len(features)} features "
                          f"({len(features) - categorical} numeric, {categorical} categorical), {dropped} set aside")
     proposal = Proposal(config=config, notes=notes, rows=profile.rows, features=len(features))
@@ -418,6 +483,10 @@ def _head_and_data(proposal: Proposal, keys: tuple[str, ...]) -> list[str]:
     out.append(f"target = {_value(d['target'])}\n" + (f"labels = {_value(d['labels'])}\n" if "labels" in d else ""))
     out.append(_comment(notes["columns"]))
     out.append(f"drop = {_value(d['drop'])}\ncategorical = {_value(d['categorical'])}\n")
+    if d.get("dates"):
+        out.append(f"dates = {_value(d['dates'])}\n")
+    if d.get("date_formats"):
+        out.append(f"date_formats = {_value(d['date_formats'])}\n")
     out.append(_comment(notes["missing"]))
     out.append(f"missing = {_value(d['missing'])}\nmin_rows = {d['min_rows']}\n")
     if d.get("missing_markers"):
@@ -429,6 +498,12 @@ def _head_and_data(proposal: Proposal, keys: tuple[str, ...]) -> list[str]:
     out.append("\n[cv]\n" + _comment(notes["cv"]))
     out += [f"{k} = {_value(v)}\n" for k, v in c["cv"].items()]
     return out
+
+
+def _holdout(c: dict[str, Any]) -> str:
+    """The holdout's line, where the proposal sets one (the latest period, under forward folds)."""
+    share = c["evaluation"].get("holdout_fraction")
+    return "" if share is None else f"holdout_fraction = {share}   # the latest rows, scored once\n"
 
 
 def render(proposal: Proposal) -> str:
@@ -445,7 +520,7 @@ def render(proposal: Proposal) -> str:
     out.append(f"name = {_value(c['model']['name'])}\nparams = {_value(c['model']['params'])}\n")
     out.append("\n[evaluation]\n# pr_auc is for two classes; roc_auc_ovr is one-vs-rest for more; brier and ece (expected "
                "calibration error)\n# say whether the probabilities mean what they say (lower is better, as for log_loss)\n")
-    out.append(f"metrics = {_value(c['evaluation']['metrics'])}\n")
+    out.append(f"metrics = {_value(c['evaluation']['metrics'])}\n{_holdout(c)}")
     out.append(f"\n[tracking]\nexperiment = {_value(c['tracking']['experiment'])}\n")
     out.append("\n[registry]\n# each run's model becomes the challenger; the gate promotes it unless it may be worse\n")
     out.append(_comment(notes.get("registry", [])))
@@ -562,7 +637,8 @@ def render_regression(proposal: Proposal) -> str:
     out.append("\n[evaluation]\n# rmse, mae and median_ae in the target's units (lower is better); r2 the share of its "
                "variance explained;\n# baselines: the training folds' mean and a default HistGradientBoostingRegressor, "
                "on the same folds\n")
-    out.append(f"metrics = {_value(c['evaluation']['metrics'])}\nbaselines = {_value(c['evaluation']['baselines'])}\n")
+    out.append(f"metrics = {_value(c['evaluation']['metrics'])}\nbaselines = {_value(c['evaluation']['baselines'])}\n"
+               f"{_holdout(c)}")
     out.append(f"\n[tracking]\nexperiment = {_value(c['tracking']['experiment'])}\n")
     out.append("\n[registry]\n# each run's model becomes the challenger; the gate promotes it unless its paired RMSE "
                "may be worse\n")

@@ -157,6 +157,9 @@ class RunSummary(TypedDict):
     # a regression's prediction intervals: level, the logged model's half-width, out-of-fold coverage
     # (trilho.evaluation.conformal.interval_summary)
     prediction_interval: NotRequired[dict[str, Any]]
+    # cv.scheme = "time": each period's scores, their trend, the latest period with its interval, and what the
+    # headline is (trilho.evaluation.periods.time_summary)
+    time: NotRequired[dict[str, Any]]
 
 
 class PredictionManifest(TypedDict):

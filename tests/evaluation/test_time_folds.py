@@ -77,7 +77,7 @@ def test_calendar_parts_equal_pandas_on_a_fold_and_at_prediction_time():
     frame = pd.DataFrame({"when": DATES, "x": [1.0, 2.0, 3.0, 4.0, 5.0]})
     spec = _spec(PARTS)
     names = [f"when.{p}" for p in PARTS if p not in ("season",)] + ["when.season_sin", "when.season_cos"]
-    spec["features"] = [n for n in names] + ["x"]
+    spec["features"] = [*names, "x"]
     fold = frame.iloc[[0, 1, 4]]  # the training fold: its first day is the origin of "days"
     encoder = TableEncoder(spec).fit(fold)
     when = pd.to_datetime(DATES, format="ISO8601", utc=True).dt.tz_localize(None)

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-__all__ = ["comparison_figure", "periods_figure", "confusion_matrix_figure", "coverage_figure", "curves_figure", "drift_figure", "fold_boxplot",
-           "groups_figure", "importance_figure", "intervals_figure", "predicted_actual_figure", "reliability_figure",
-           "reliability_table", "residuals_figure"]
+__all__ = ["comparison_figure", "confusion_matrix_figure", "coverage_figure", "curves_figure", "drift_figure", "fold_boxplot",
+           "groups_figure", "importance_figure", "intervals_figure", "periods_figure", "predicted_actual_figure",
+           "reliability_figure", "reliability_table", "residuals_figure"]
 
 _MOST_POINTS = 4000  # a scatter of more rows says nothing more and draws slowly
 
@@ -289,9 +289,9 @@ def periods_figure(over_time: Mapping[str, Any]) -> Figure:
     if len(values) > 1:
         ax.plot(x, np.mean(values) + slope * (x - x.mean()), ls=":", color="tab:gray", label=f"trend {slope:+.3g} a period")
     latest = over_time["latest"]
-    interval = latest.get("interval")
-    ax.errorbar([len(values)], [latest["scores"][metric]], color="tab:red", fmt="s", capsize=4,
-                yerr=None if not interval else [[latest["scores"][metric] - interval[0]], [interval[1] - latest["scores"][metric]]],
+    interval, score = latest.get("interval"), latest["scores"][metric]
+    ax.errorbar([len(values)], [score], color="tab:red", fmt="s", capsize=4,
+                yerr=None if not interval else [[score - interval[0]], [interval[1] - score]],
                 label="latest period (holdout), row bootstrap")
     ax.set_xticks([*x, len(values)], [*labels, latest["start"][:10]], rotation=30, ha="right")
     ax.set_xlabel("first day of the period tested")

@@ -112,9 +112,13 @@ def test_dates_are_recognised_and_said():
     frame = pd.DataFrame({"opened": days.strftime("%Y-%m-%d"), "seen": days.strftime("%d/%m/%Y %H:%M"),
                           "x": rng.normal(0, 1, 400), "y": rng.choice(["a", "b"], 400)})
     proposal = propose(profile_chunks([frame], "y"), "t", "file:t.csv", "y")
-    assert {"opened", "seen"} <= set(proposal.config["data"]["drop"])
+    data = proposal.config["data"]
+    assert not {"opened", "seen"} & set(data["drop"])  # read as dates, given to the model as calendar parts
+    assert "hour" in data["dates"]["seen"] and "hour" not in data["dates"]["opened"]
+    assert data["date_formats"] == {"seen": "%d/%m/%Y %H:%M"}  # a first field over 12 is a day
     said = " ".join(proposal.notes["columns"])
-    assert "'opened': dates or times" in said and "'seen': dates or times" in said
+    assert "'opened': dates, read as dates" in said and "'seen': dates and times" in said
+    assert proposal.config["cv"]["scheme"] == "time" and proposal.config["cv"]["time"] == "opened"
     frame["code"] = rng.choice(["2021-A", "B"], 400)  # not dates
     assert "code" in _roles(frame, "y")["categorical"]
 

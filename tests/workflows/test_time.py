@@ -152,3 +152,15 @@ def test_a_dated_classification_with_day_first_dates_runs_as_init_wrote_it(tmp_p
     latest = summary["time"]["latest"]
     assert latest["metric"] == "f1_macro" and latest["interval"] is not None
     assert summary["holdout"]["scores"]["roc_auc_ovr"] > 0.85  # weekends are busy: the weekday tells
+
+
+def test_the_gate_compares_on_the_latest_period_row_by_row(dated):
+    first = dated["result"].summary["registry"]
+    assert first["promote"]  # the first model
+    weak = run_experiment(load_experiment(dated["file"], ["model.params.n_estimators=3", "evaluation.baselines=[]",
+                                                          "evaluation.explain_repeats=0"]), dated["settings"])
+    record = weak.summary["registry"]
+    assert not record["promote"], record["reason"]
+    assert record["basis"].startswith("latest period")
+    assert "on the latest period, both models fitted on the rows before it (200 rows never trained on)" in record["reason"]
+    assert record["comparison"]["reference_rows"] == 200

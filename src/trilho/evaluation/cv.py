@@ -32,7 +32,8 @@ from trilho.evaluation.splits import Plan, TimeOrder, holdout_split, split_plan
 from trilho.execution.pool import Batch, ProgressFn, run_fits
 from trilho.model.catalog import build_pipeline, fit_regressor, model_kind, predict_values
 
-__all__ = ["Evaluation", "Runner", "Task", "cross_validate", "cross_validate_many", "evaluate_all", "fold_fit", "start"]
+__all__ = ["Evaluation", "Runner", "Task", "answers", "answers_on", "cross_validate", "cross_validate_many", "evaluate_all",
+           "fold_fit", "start"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -183,6 +184,25 @@ def _rows_fit(X, y, threads: int | Callable[[], int], estimator: dict, rows: np.
               decision: dict[str, Any] | None = None, seed: int = 0) -> Any:
     """One fit on ``rows`` (every row when None), with the decision rule when there is one."""
     return _fitted(X, y, threads, estimator, rows, decision, seed)
+
+
+def answers_on(X: pd.DataFrame, y: np.ndarray, task: Task, train: np.ndarray, test: np.ndarray, threads: int = 1
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """The task's estimator fitted on ``train`` (its decision rule too) and its ``answers`` on ``test``."""
+    return answers(_fitted(X, y, threads, task.estimator, train, task.decision, task.random_state), X, y, test,
+                   task.regression)
+
+
+def answers(pipe: Any, X: pd.DataFrame, y: np.ndarray, test: np.ndarray, regression: bool
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """A fitted estimator's answers on ``test``: (predicted class codes, class probabilities), or a
+    regression's (values, the values as one column)."""
+    if regression:
+        values = np.asarray(predict_values(pipe, X.iloc[test]), dtype="float64")
+        return values, values[:, None]
+    proba = np.zeros((len(test), int(y.max()) + 1))
+    proba[:, pipe.classes_] = pipe.predict_proba(X.iloc[test])
+    return np.asarray(pipe.predict(X.iloc[test])), proba
 
 
 def _plan_fits(task: Task, plan: Plan, labels: np.ndarray, batch: Batch, prefix: str = "") -> None:

@@ -150,12 +150,15 @@ def reference_score(metric: str, y: np.ndarray, pred: np.ndarray, proba: np.ndar
 def judge_on_reference(y: np.ndarray, challenger: tuple[np.ndarray, np.ndarray], champion: tuple[np.ndarray, np.ndarray],
                         *, metric: str, margin: float, level: float = 0.95, champion_version: str | None = None,
                         n_boot: int = 1000, seed: int = 0, before: GateDecision | None = None,
-                        drift: dict[str, Any] | None = None, quantile: float | None = None) -> GateDecision:
+                        drift: dict[str, Any] | None = None, quantile: float | None = None,
+                        rows: str = "the reference set") -> GateDecision:
     """Pure: champion and challenger scored on the same pinned reference rows (never trained on),
     ``(pred, proba)`` each, class indices. The challenger is promoted when the lower end of the paired
     bootstrap interval of (challenger - champion) is above -margin (lower is better for log loss),
     and, when ``before`` (the decision on the same data and folds) is given, only if that promoted
-    too. On other data the reference decides; ``drift`` (the data's drift report) is recorded."""
+    too. On other data the reference decides; ``drift`` (the data's drift report) is recorded.
+    ``rows`` names the rows in the reason and the basis (the latest period of dated rows, which
+    neither model was fitted on, serves the same way)."""
     y, n_classes = np.asarray(y), challenger[1].shape[1]  # one probability column per class
     sign = -1.0 if metric in LOWER_IS_BETTER else 1.0  # the difference in the direction of "better"
 
@@ -167,7 +170,7 @@ def judge_on_reference(y: np.ndarray, challenger: tuple[np.ndarray, np.ndarray],
     promote = bool(test["low"] > -margin)
     verdict = "not worse" if promote else "possibly worse"
     towards = "challenger - champion" if sign > 0 else "champion - challenger (lower is better)"
-    reason = (f"on the reference set ({len(y)} rows never trained on), {metric}: challenger "
+    reason = (f"on {rows} ({len(y)} rows never trained on), {metric}: challenger "
               f"{sign * test['challenger']:.4f}, champion v{champion_version} {sign * test['champion']:.4f}; "
               f"{towards} = {test['mean_diff']:+.4f}, {level:.0%} paired bootstrap interval "
               f"[{test['low']:+.4f}, {test['high']:+.4f}]; {verdict} than the champion by more than the margin {margin:g}")
@@ -184,5 +187,5 @@ def judge_on_reference(y: np.ndarray, challenger: tuple[np.ndarray, np.ndarray],
         comparison = {**before.comparison, **comparison}
     return GateDecision(promote, reason, metric, margin, sign * test["challenger"], champion_version,
                         sign * test["champion"], comparison,
-                        "reference set" + (f" and {before.basis}" if before is not None else ""),
+                        rows.removeprefix("the ") + (f" and {before.basis}" if before is not None else ""),
                         before.drift if before is not None else drift)

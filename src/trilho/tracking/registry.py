@@ -86,10 +86,14 @@ class Challenger:
     leaks: tuple[str, ...] = ()
     task: str = "classification"  # a regression's reference rows are scored on its predicted values
     quantile: float | None = None  # a quantile decision's: the pinball loss is taken at it
+    # dated rows (cv.scheme = "time"): the latest period's truth and the challenger's (pred, proba) there,
+    # from its fit on the rows before it; on the same data the gate compares on these rows, per row
+    latest: tuple[np.ndarray, tuple[np.ndarray, np.ndarray]] | None = None
 
 
-# the champion's procedure re-evaluated on the challenger's folds, from its logged configuration
-Reevaluate = Callable[[dict[str, Any]], np.ndarray]
+# the champion's procedure re-evaluated on the challenger's folds, from its logged configuration (on
+# dated rows: its (pred, proba) on the latest period, fitted on the rows before it)
+Reevaluate = Callable[[dict[str, Any]], Any]
 # a trilho.monitoring.drift report between the champion's data (its run's tags, its configuration) and the
 # challenger's, or None when the champion's data cannot be read
 DriftReport = Callable[[dict[str, str], dict[str, Any]], dict[str, Any] | None]
@@ -159,6 +163,12 @@ def _decide_now(client: Any, who: Challenger, reevaluate: Reevaluate | None,
 
 def _decide_on_same_data(client: Any, who: Challenger, reevaluate: Reevaluate | None, current: Any,
                          champion_run: Any) -> GateDecision:
+    if who.latest is not None and reevaluate is not None:  # dated rows: the latest period, paired per row
+        y, challenger = who.latest
+        champion = reevaluate(json.loads(run_text(client, current.run_id, "config.json")))
+        return judge_on_reference(y, challenger, champion, metric=who.metric, margin=who.margin, level=who.level,
+                                  champion_version=str(current.version), quantile=who.quantile,
+                                  rows="the latest period, both models fitted on the rows before it")
     if _same_folds(champion_run, who.cv_key):
         champion_scores, basis = _fold_scores(client, current.run_id, who.metric), "same folds, logged scores"
     elif reevaluate is not None:

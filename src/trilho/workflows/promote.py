@@ -16,7 +16,7 @@ import pandas as pd
 
 from trilho.data.curate import read_curated
 from trilho.evaluation import cv as evaluate
-from trilho.evaluation.results import CVResult
+from trilho.evaluation.results import CVResult, HoldoutResult
 from trilho.experiment import Experiment
 from trilho.schemas import GateRecord, RunSummary
 from trilho.tracking import flatten
@@ -44,37 +44,55 @@ def gate_margin(exp: Experiment, y: np.ndarray) -> float:
     return float(0.01 * np.std(np.asarray(y, dtype="float64"))) or exp.registry.margin
 
 
-def promote(ctx: Context, run_id: str, prefix: str, summary: RunSummary, cv: CVResult) -> GateRecord:
+def promote(ctx: Context, run_id: str, prefix: str, summary: RunSummary, cv: CVResult,
+            held: HoldoutResult | None = None) -> GateRecord:
     """Register the run's model and let the gate decide its aliases; the decision goes to the run (a
-    tag) and to the lake (``prefix``promotion.json)."""
+    tag) and to the lake (``prefix``promotion.json). On dated rows (``held``: the latest period and
+    the fit on the rows before it) the gate compares the two models on that period, row by row."""
     from trilho.tracking.registry import Challenger, register_and_gate
 
     exp, inputs = ctx.exp, ctx.inputs
     metric = exp.registry.primary_metric
     reference = inputs.reference
+    latest, judge = None, lambda config: _reevaluate(ctx, config, metric)
+    if inputs.order is not None and held is not None and held.pipeline is not None:
+        test = held.test_index if held.test_index is not None else \
+            np.setdiff1d(np.arange(len(inputs.y)), held.train_index)
+        latest = (inputs.y[test], evaluate.answers(held.pipeline, inputs.X, inputs.y, test, exp.regression))
+        judge = lambda config: _latest_answers(ctx, config, held.train_index, test)  # noqa: E731
     who = Challenger(name=exp.registry.model_name, model_uri=summary["model_uri"], run_id=run_id,
                      fold_scores=cv.scores(metric), cv_key=cv_key(exp, summary["data"]["sha256"]),
                      metric=metric, margin=gate_margin(exp, inputs.y), test_fraction=1.0 / exp.cv.n_splits,
                      level=exp.registry.level, reference=None if reference is None else (reference.X, reference.y),
-                     leaks=inputs.leaks, task=exp.task, quantile=exp.decision.quantile if exp.regression else None)
+                     leaks=inputs.leaks, task=exp.task, quantile=exp.decision.quantile if exp.regression else None,
+                     latest=latest)
     with ctx.tracker.timed("register and gate the model"):
-        record = register_and_gate(ctx.settings.tracking_uri, who, lambda config: _reevaluate(ctx, config, metric),
+        record = register_and_gate(ctx.settings.tracking_uri, who, judge,
                                    lambda tags, config: _drift_report(ctx, tags, config))
     ctx.tracker.set_tag(run_id, "trilho.registry", f"{record['name']} v{record['version']}: {record['reason']}")
     ctx.lake.put_bytes(prefix + "promotion.json", json.dumps(record, indent=2).encode(), overwrite=True)
     return record
 
 
-def _reevaluate(ctx: Context, config: dict[str, Any], metric: str) -> Any:
-    """The champion's procedure (its model, resampler, seed and missing-value policy) on exactly
-    the challenger's folds."""
+def _champion_task(ctx: Context, config: dict[str, Any]) -> evaluate.Task:
+    """The champion's procedure (its model, resampler, seed and missing-value policy) on the challenger's rows."""
     champion = Experiment.model_validate(config)
-    task = ctx.task(model=champion.model.model_dump(), resampler=champion.resampler.model_dump(),
+    return ctx.task(model=champion.model.model_dump(), resampler=champion.resampler.model_dump(),
                     random_state=champion.random_state,
                     quantile=champion.decision.quantile if champion.regression else None,  # its own, not the challenger's
                     encoding={**ctx.inputs.data.spec, "missing": champion.data.missing,
                               **({"target_scale": champion.data.target_scale} if champion.regression else {})})
-    return evaluate.cross_validate(ctx.inputs.X, ctx.inputs.y, task, ctx.runner()).scores(metric)
+
+
+def _latest_answers(ctx: Context, config: dict[str, Any], train: np.ndarray, test: np.ndarray) -> Any:
+    """The champion's procedure fitted on the rows before the latest period, its answers on that period."""
+    task = _champion_task(ctx, config)
+    return evaluate.answers_on(ctx.inputs.X, ctx.inputs.y, task, train, test, ctx.settings.free_cores())
+
+
+def _reevaluate(ctx: Context, config: dict[str, Any], metric: str) -> Any:
+    """The champion's procedure on exactly the challenger's folds."""
+    return evaluate.cross_validate(ctx.inputs.X, ctx.inputs.y, _champion_task(ctx, config), ctx.runner()).scores(metric)
 
 
 def _drift_report(ctx: Context, tags: dict[str, str], config: dict[str, Any]) -> dict[str, Any] | None:

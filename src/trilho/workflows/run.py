@@ -432,7 +432,7 @@ def _track_results(run: _Run, fitted: _Fitted, summary: RunSummary, drawing: lis
             tracker.set_tag(run.run_id, "trilho.baselines", "; ".join(fitted.baselines["said"]) or
                             f"beats every baseline on {fitted.baselines['primary_metric']}")
         if exp.registry.model_name and exp.tracking.log_model:  # needs no figure: while they are drawn
-            summary["registry"] = promote(run.ctx, run.run_id, run.prefix, summary, fitted.cv)
+            summary["registry"] = promote(run.ctx, run.run_id, run.prefix, summary, fitted.cv, fitted.held)
         _figures_to_lake(run, drawing)
         _page(run, summary)
         tracker.log_folder(run.run_id, run.folder / "report")

@@ -608,9 +608,6 @@ class Experiment(_Strict):
         stray = sorted(set(self.data.date_formats) - set(dates))
         if stray:
             raise ValueError(f"data.date_formats names {stray}, which are not in data.dates; list them there too")
-        if dates and self.model.distributed:
-            raise ValueError("data.dates with model.distributed = true: the cluster's final fit reads no calendar parts "
-                             "yet; set model.distributed = false (the folds still run on a Dask cluster's workers)")
         if self.cv.scheme != "time":
             return
         if self.cv.time and self.cv.time not in dates:

@@ -143,3 +143,17 @@ def test_a_list_of_dates_gets_every_part_but_the_hour():
     exp = Experiment.model_validate(_experiment())
     assert exp.time_column == "when"
     assert exp.data.date_parts == {"when": [p for p in PARTS if p != "hour"]}
+
+
+def test_a_feature_with_no_value_in_an_early_fold_still_fits():
+    from trilho.model.catalog import build_pipeline
+    from trilho.model.encoding import feature_spec
+
+    # a column recorded only from some date on: the first forward fold's rows hold none of it
+    X = pd.DataFrame({"later": np.r_[np.full(50, np.nan), np.arange(50.0)], "x": np.arange(100.0)})
+    y = np.r_[np.zeros(25), np.ones(25), np.zeros(25), np.ones(25)].astype(int)
+    spec = feature_spec(["later", "x"], {}, ["0", "1"], missing="native")
+    pipe = build_pipeline({"name": "hist_gradient_boosting", "params": {}}, {"name": "none", "params": {}}, 0, 1, spec)
+    pipe.fit(X.iloc[:50], y[:50])
+    assert pipe.named_steps["encode"].blank_ == ["later"]
+    assert pipe.predict(X.iloc[50:]).shape == (50,)

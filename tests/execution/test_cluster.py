@@ -288,3 +288,44 @@ def test_the_clusters_medians_are_exactly_pandas_medians(monkeypatch):
             for column in frame:
                 want = frame[column].median()
                 assert got[column] == want or (np.isnan(want) and np.isnan(got[column])), (trial, column)
+
+
+def test_dated_rows_fit_on_the_cluster_with_the_calendar_learned_as_one_process_learns_it(dask_cluster, workdir,
+                                                                                           settings, monkeypatch):
+    import mlflow
+
+    from tests.workflows.test_time import shop
+    from trilho.data import curate
+    from trilho.experiment import Experiment
+    from trilho.workflows import run as pipeline
+
+    monkeypatch.setattr(curate, "CURATED_ROW_GROUP", 200)  # several partitions from a small set
+    frame = shop(900, 4).drop(columns=["busy"])
+    frame.loc[5, "temp"] = np.nan
+    frame.to_csv(workdir / "sales.csv", index=False)
+    exp = Experiment.model_validate({
+        "name": "sales", "task": "regression", "source": {"uri": f"file:{workdir / 'sales.csv'}"},
+        "data": {"target": "sales", "dates": ["date"], "missing": "impute"},
+        "cv": {"scheme": "time", "n_splits": 3, "n_repeats": 1},
+        "model": {"name": "xgboost", "params": {"n_estimators": 80, "max_depth": 3}, "distributed": True},
+        "evaluation": {"holdout_fraction": 0.2},
+        "tracking": {"experiment": "sales"}, "registry": {"model_name": "sales-dask"}})
+    on_cluster = settings.model_copy(update={"executor": "dask", "dask_scheduler": dask_cluster.address})
+    result = pipeline.run_experiment(exp, on_cluster)
+    summary = result.summary
+    assert summary["final_fit"]["where"] == "xgboost.dask" and summary["final_fit"]["partitions"] >= 4
+    assert summary["time"]["latest"]["rows"] == 180
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    model = mlflow.pyfunc.load_model(summary["model_uri"])
+    answer = model.predict(frame.drop(columns=["sales"]).tail(100))
+    assert np.corrcoef(answer["prediction"], frame["sales"].tail(100))[0, 1] > 0.8
+    # the cluster's encoder learned what one process learns from every row: the origin and the medians
+    from trilho.model.table_encoder import TableEncoder
+    from trilho.storage import open_lake
+
+    _, _, _, data = curate.load_clean(exp, settings)
+    here = TableEncoder(data.spec).fit(data.X)
+    spec = json.loads(open_lake(settings).get_bytes(summary["lake"]["reports"] + "model/spec.json"))
+    assert spec["dates"]["date"]["origin"] == here.spec_["dates"]["date"]["origin"]
+    assert spec["fill"] == here.spec_["fill"]  # the calendar parts' medians, exact
+    assert spec["fill"]["date.weekday"] == 3.0

@@ -74,6 +74,15 @@ def monitor(model: ModelArg,
         if covered:
             typer.echo(f"  live interval coverage {covered['live']:.1%} [{covered['low']:.1%}, {covered['high']:.1%}] "
                        f"of the {covered['level']:.0%} promised")
+        over_time = report.get("by_period")
+        if over_time and len(over_time["periods"]) > 1:
+            typer.echo(f"  by {over_time['length']}:")
+            for period in over_time["periods"]:
+                live = (f"  rmse {period['rmse']:.4g}" if "rmse" in period else
+                        f"  accuracy {period['accuracy']:.3f}" if "accuracy" in period else "")
+                drift = (f"  most drift {period['top_feature']} PSI {period['top_psi']:.3f}"
+                         if period.get("top_feature") else "  (too few rows to judge)")
+                typer.echo(f"    {period['period']:<20} {period['rows']:>7} rows{drift}{live}")
         typer.echo(t.get("note") or "")
         for flag in report["flags"]:
             typer.echo(f"FLAGGED {flag['reason']}")

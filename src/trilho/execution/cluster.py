@@ -99,29 +99,37 @@ class DaskExecutor:
         """
         import dask
         import dask.dataframe as dd
+        import pandas as pd
         from imblearn.pipeline import Pipeline
         from xgboost import XGBClassifier, XGBRegressor
         from xgboost import dask as dxgb
 
         from trilho.model.catalog import model_kind
-        from trilho.model.encoding import encode_features
+        from trilho.model.encoding import encode_features, input_columns, with_calendar
         from trilho.model.table_encoder import FILLED, TableEncoder
 
         filesystem, path = source
         groups, empty = _row_groups(filesystem, path)
         frame = dd.from_map(_read_row_group, [(filesystem, path, i) for i in range(groups)], meta=empty,
                             enforce_metadata=False, label="trilho-curated")
-        features, target = spec["features"], "__target__"
+        features, inputs, target = spec["features"], input_columns(spec), "__target__"
         if spec.get("missing") == "drop":
-            frame = frame.dropna(subset=features)
+            frame = frame.dropna(subset=inputs)
         filled = spec.get("missing") in FILLED
         categorical = [c for c in spec["categorical"] if filled or spec["categorical"][c] is None]
         numeric = [c for c in features if filled and c not in spec["categorical"]]
         regression = spec.get("task") == "regression"  # a numeric target: its rows counted, no classes
-        counts, classes = dask.compute({c: frame[c].value_counts(split_out=1) for c in categorical},
-                                       frame[target].count() if regression else frame[target].value_counts(split_out=1))
-        encoder = TableEncoder(spec).learned(counts, _exact_medians(frame, numeric))
-        X = frame[features].map_partitions(encode_features, encoder.spec_, meta=encode_features(empty, encoder.spec_))
+        counts, classes, firsts = dask.compute({c: frame[c].value_counts(split_out=1) for c in categorical},
+                                               frame[target].count() if regression else
+                                               frame[target].value_counts(split_out=1),
+                                               {c: frame[c].min() for c in spec.get("dates") or {}})
+        # a date's calendar parts: "days" counts from the first day the cluster holds, as a fold's encoder does
+        origins = {c: 0.0 if pd.isna(first) else float((first - pd.Timestamp(0)) / pd.Timedelta(days=1))
+                   for c, first in firsts.items()}
+        dated = {**spec, "dates": TableEncoder(spec).dated(origins)} if origins else spec
+        parts = frame.map_partitions(with_calendar, dated, meta=with_calendar(empty, dated)) if origins else frame
+        encoder = TableEncoder(spec).learned(counts, _exact_medians(parts, numeric), origins)
+        X = frame[inputs].map_partitions(encode_features, encoder.spec_, meta=encode_features(empty, encoder.spec_))
         y = frame[target]
         kind = model_kind(model["name"])
         params = {**kind.defaults, "random_state": random_state, **model.get("params", {})}

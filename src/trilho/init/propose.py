@@ -317,7 +317,8 @@ def propose(profile: Profile, name: str, source: str, target: str | None = None,
     return _finished(profile, config, notes, features, len(categorical), len(drop))
 
 
-TIME_ORDER_VALUES = 20  # a date column with at least this many distinct values orders the rows (forward folds)
+TIME_ORDER_VALUES = 10  # a date column with at least this many distinct values orders the rows (forward folds)
+TIME_FEW_VALUES = 20   # under this many distinct dates (a yearly panel: 16 years of 10 firms), 3 forward folds
 
 
 def _date_format(c: Any, n: str, notes: Notes) -> str | None:
@@ -363,7 +364,7 @@ def _dated(profile: Profile, config: dict[str, Any], notes: Notes, features: lis
                            f"(under {TIME_ORDER_VALUES}); the folds are shuffled, and the leak checks say how far "
                            "training rows are later than test rows")
         return
-    n_splits = 5 if profile.rows >= 60 else 3
+    n_splits = 5 if profile.rows >= 60 and distinct[order] >= TIME_FEW_VALUES else 3
     config["cv"] = {"scheme": "time", "time": order, "n_splits": n_splits, "n_repeats": 1, "gap": 0.0,
                     "first_seed": 0, "duplicates": config["cv"]["duplicates"]}
     config["evaluation"]["holdout_fraction"] = 0.2

@@ -45,7 +45,12 @@ class TableEncoder(TransformerMixin, BaseEstimator):
                   if filled or self.spec["categorical"][c] is None}
         medians = {c: numeric_column(c, X[c]).astype("float64").median()
                    for c in self.spec["features"] if filled and c not in self.spec["categorical"]}
-        return self.learned(counts, medians, origins)
+        self.learned(counts, medians, origins)
+        # a column with no value in these rows (a feature recorded only from some date on, in an early
+        # forward fold): nothing to learn from it, and some models cannot bin a column of gaps alone
+        # (HistGradientBoosting); it reads as one constant in this fit's rows, as a filled gap does
+        self.blank_ = [c for c in self.spec["features"] if c in X and X[c].isna().all()] if not filled else []
+        return self
 
     def origins(self, X: pd.DataFrame) -> dict[str, float]:
         """Per date column, the day its ``days`` part counts from: the training rows' first day
@@ -91,7 +96,9 @@ class TableEncoder(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
-        return encode_features(X, self.spec_)
+        out = encode_features(X, self.spec_)
+        blank = getattr(self, "blank_", [])
+        return out.assign(**dict.fromkeys(blank, 0.0)) if blank else out
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         return np.asarray(self.spec["features"], dtype=object)

@@ -206,6 +206,58 @@ def _batch_rows(lake: Lake, info: dict[str, str], spec: dict[str, Any], since: d
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+PERIOD_ROWS = 30  # a period's rows under this: counted, not judged
+
+
+def period_length(when: pd.Series) -> str:
+    """The period the window is cut into: hours over two days or less, days over two months or
+    less, weeks over a year or less, else months."""
+    span = when.max() - when.min()
+    for length, most in (("h", pd.Timedelta(days=2)), ("D", pd.Timedelta(days=62)), ("W", pd.Timedelta(days=366))):
+        if span <= most:
+            return length
+    return "M"
+
+
+def by_period(rows: pd.DataFrame, joined: pd.DataFrame, spec: dict[str, Any],
+              thresholds: dict[str, float] | None = None) -> dict[str, Any] | None:
+    """The window period by period, in time order (``period_length``): per period, the rows served,
+    the feature that drifted most (PSI against the training profile) and the predictions' shift, and,
+    where labels came back, the live error (RMSE, or accuracy). None without served times."""
+    if "served_at" not in rows or not len(rows):
+        return None
+    when = pd.to_datetime(rows["served_at"], utc=True).dt.tz_localize(None)
+    length = period_length(when)
+    periods = when.dt.to_period(length)
+    labelled = None
+    if len(joined) and "served_at" in joined:
+        labelled = pd.to_datetime(joined["served_at"], utc=True).dt.tz_localize(None).dt.to_period(length)
+    out = []
+    for period in sorted(periods.unique()):
+        part = rows.loc[(periods == period).to_numpy()]
+        entry: dict[str, Any] = {"period": str(period), "start": str(period.start_time), "rows": int(len(part))}
+        if len(part) >= PERIOD_ROWS:
+            traffic = compare_traffic(spec["profile"], part.reset_index(drop=True), spec, thresholds)
+            top = traffic["features"][0] if traffic["features"] else None
+            entry |= {"top_feature": top["feature"] if top else None, "top_psi": top["psi"] if top else None,
+                      "flags": len(traffic["flags"])}
+            if traffic.get("predicted") is not None:
+                shift = traffic["predicted"]
+                entry["predicted_shift"] = shift.get("psi", shift.get("total_variation"))
+        if labelled is not None:
+            got = joined.loc[(labelled == period).to_numpy()]
+            if len(got):
+                entry["labelled"] = int(len(got))
+                if spec.get("task") == "regression":
+                    error = got["label"].to_numpy(dtype="float64") - got["prediction"].to_numpy(dtype="float64")
+                    entry["rmse"] = float(np.sqrt(np.mean(error**2)))
+                else:
+                    entry["accuracy"] = float(np.mean(got["label"].astype(str).to_numpy()
+                                                      == got["prediction"].astype(str).to_numpy()))
+        out.append(entry)
+    return {"length": {"h": "hour", "D": "day", "W": "week", "M": "month"}[length], "periods": out}
+
+
 def monitor_model(model_uri: str, settings: Settings, *, since: datetime | None = None, until: datetime | None = None,
                   lake: Lake | None = None, thresholds: dict[str, float] | None = None,
                   track: bool = True, batch: bool = True) -> dict[str, Any]:
@@ -236,6 +288,7 @@ def monitor_model(model_uri: str, settings: Settings, *, since: datetime | None 
     elif len(joined):
         live = live_metrics(joined["label"].to_numpy(), joined["prediction"].astype(str).to_numpy(),
                             [str(c) for c in spec["classes"]], run_estimates(settings.tracking_uri, info.get("run_id", "")))
+    over_time = by_period(rows, joined, spec, thresholds)
     flags = [*traffic["flags"], *((live or {}).get("flags", []))]
     now = datetime.now(UTC)
     prefix = f"reports/monitor/{name}/{info['version'] or 'unversioned'}/{now:%Y%m%dT%H%M%SZ}/"
@@ -244,7 +297,7 @@ def monitor_model(model_uri: str, settings: Settings, *, since: datetime | None 
                   "run_id": info.get("run_id", "")},
         "window": {"since": since.isoformat() if since else None, "until": until.isoformat() if until else None},
         "checked_at": now.isoformat(timespec="seconds"), "flagged": bool(flags), "flags": flags,
-        "traffic": traffic, "live": live,
+        "traffic": traffic, "live": live, "by_period": over_time,
         "sources": {"log": f"{lake.uri.rstrip('/')}/{log_prefix}/", "feedback": f"{lake.uri.rstrip('/')}/{FEEDBACK}/{name}/"},
         "report": lake.url(prefix + "report.html"),
     }

@@ -19,7 +19,7 @@ def column_role(profile: Profile, n: str, c: Column) -> tuple[str, str | None]:
     # numbers; an id-like name adds to them, never decides alone (a count named num_..., an amount
     # named ..._num, repeat their values and are features)
     if c.text and c.dates:
-        return "date", (f"{n!r}: dates{' and times' if c.date_example.count(':') or _timed(c) else ''}, read as "
+        return "date", (f"{n!r}: dates{' and times' if c.date_times else ''}, read as "
                         "dates (data.dates): the model gets its calendar parts (year, month, day, weekday, day of "
                         "the year, days since the start, the season), derived the same way when it predicts")
     unique = profile.unique.get(n, False)
@@ -49,11 +49,6 @@ def column_role(profile: Profile, n: str, c: Column) -> tuple[str, str | None]:
         return "categorical", (f"{n!r}: categorical (integer codes, {c.distinct} values: "
                                f"{sorted(c.counts or {}, key=float)}); remove it from data.categorical if these are quantities")
     return ("range" if math.isfinite(c.low) else "numeric"), None
-
-
-def _timed(c: Column) -> bool:
-    """Whether the date column's counted values carry a time of day."""
-    return any(":" in v for v in list(c.counts or {})[:50])
 
 
 def integer_codes(profile: Profile, c: Column, distinct: int | None) -> bool:

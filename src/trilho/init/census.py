@@ -55,10 +55,7 @@ class Column:
     # values seen allow ("dmy": a first field over 12 was seen, "mdy": a second one)
     date_example: str = ""
     date_orders: set[str] = field(default_factory=set)
-    # the first and last dates seen among those written year first (ISO 8601), in days since 1970
-    first_day: float = math.inf
     date_times: bool = False        # some date seen carries a time of day
-    last_day: float = -math.inf
 
     @property
     def marked(self) -> bool:

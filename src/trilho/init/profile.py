@@ -54,7 +54,6 @@ def _fold_column(col: Column, values: pd.Series) -> None:
         col.dates = bool(sample.str.match(DATE_TEXT).all())
         if col.dates:
             _date_order(col, sample)
-            _date_span(col, present)
             col.date_times = col.date_times or bool(sample.str.contains(":").any())
     if col.hashes is not None:  # identifiers are whole numbers or text; a float measurement is not one
         if (not col.text and not col.integer) or present.duplicated().any():
@@ -63,14 +62,6 @@ def _fold_column(col: Column, values: pd.Series) -> None:
             numeric = pd.api.types.is_numeric_dtype(present) and not pd.api.types.is_bool_dtype(present)
             keys = present.to_numpy(dtype="float64") if numeric else normalise_text(present).to_numpy(dtype=object)
             col.hashes.append(pd.util.hash_array(keys))
-
-
-def _date_span(col: Column, present: pd.Series) -> None:
-    """The first and last of the dates written year first (what R's and pandas' writers write)."""
-    when = pd.to_datetime(present.astype(str).str.strip(), format="ISO8601", errors="coerce", utc=True).dropna()
-    if len(when):
-        days = when.dt.tz_localize(None).to_numpy(dtype="datetime64[s]").astype("int64") / 86_400.0
-        col.first_day, col.last_day = min(col.first_day, float(days.min())), max(col.last_day, float(days.max()))
 
 
 def _date_order(col: Column, sample: pd.Series) -> None:

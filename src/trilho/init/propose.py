@@ -318,7 +318,6 @@ def propose(profile: Profile, name: str, source: str, target: str | None = None,
 
 
 TIME_ORDER_VALUES = 10  # a date column with at least this many distinct values orders the rows (forward folds)
-SEASON_YEARS = 2.0     # a date spanning less than this many years gets no yearly parts (one season is a trend)
 TIME_FEW_VALUES = 20   # under this many distinct dates (a yearly panel: 16 years of 10 firms), 3 forward folds
 
 
@@ -355,14 +354,6 @@ def _dated(profile: Profile, config: dict[str, Any], notes: Notes, features: lis
         c = profile.columns[n]
         timed = c.date_times
         data["dates"][n] = [p for p in CALENDAR if p != "hour" or timed]
-        years = (c.last_day - c.first_day) / 365.25 if math.isfinite(c.first_day) else math.inf
-        if years < SEASON_YEARS:  # a season seen once is a trend: the future would meet months never learned
-            data["dates"][n] = [p for p in data["dates"][n] if p not in ("year", "month", "dayofyear", "season")]
-            notes["columns"].append(
-                f"{n!r} spans {years * 12:.0f} months: year, month, day of the year and the season are left out (a "
-                "season seen once is a trend, and later rows would bring months the model never learned); the "
-                "weekday, the day of the month and the days since the start stay. Add them to data.dates when the "
-                "data spans years")
         fmt = _date_format(c, n, notes)
         if fmt:
             data.setdefault("date_formats", {})[n] = fmt

@@ -164,3 +164,24 @@ def test_the_gate_compares_on_the_latest_period_row_by_row(dated):
     assert record["basis"].startswith("latest period")
     assert "on the latest period, both models fitted on the rows before it (200 rows never trained on)" in record["reason"]
     assert record["comparison"]["reference_rows"] == 200
+
+
+def test_compare_and_tune_go_forward_on_dated_rows(dated):
+    from trilho.workflows.compare import compare, parse_candidates
+    from trilho.workflows.tune import tune
+
+    exp = load_experiment(dated["file"], ["model.params.n_estimators=60", "tune.trials=2",
+                                          'tune.space={"model.params.max_depth" = {"int" = [2, 4]}}'])
+    chosen = parse_candidates(["xgboost", "ridge"], exp)
+    result = compare(exp, dated["settings"], chosen, metric="rmse")
+    table = result.table.set_index("candidate")
+    assert list(table.index) == ["xgboost", "ridge"], table.columns.tolist()
+    assert table.loc["ridge", "mean"] > table.loc["xgboost", "mean"]  # a straight line cannot see the weekend
+    tuned = tune(exp, dated["settings"], out=dated["root"] / "tuned.toml")
+    summary = tuned.summary
+    # the rows the search never saw are the latest fifth (the search folds on the rows before them)
+    frame = pd.read_csv(dated["root"] / "sales.csv")
+    assert summary["held_out_rows"] == 200 and summary["search_rows"] == 800
+    assert np.isfinite(summary["honest"]["score"])
+    assert load_experiment(dated["root"] / "tuned.toml").cv.scheme == "time"
+    assert len(frame) == 1000

@@ -39,7 +39,7 @@ from trilho.evaluation.metrics import (
     regression_scores,
     scores_from_confusions,
 )
-from trilho.evaluation.splits import holdout_split
+from trilho.evaluation.splits import TimeOrder, holdout_split
 from trilho.experiment import Experiment
 from trilho.reporting import publish as reports
 from trilho.settings import Settings
@@ -119,12 +119,21 @@ class _Rows:
     search: np.ndarray
     held: np.ndarray
     spec: dict[str, Any]
+    order: TimeOrder | None = None  # dated rows: the held rows are the latest, the search's folds go forward
 
     @functools.cached_property
     def searched(self) -> tuple[Any, np.ndarray, Any]:
         """The search rows (X, y, groups), cut once for every trial and repeat."""
         X, y, g = self.X.iloc[self.search].reset_index(drop=True), self.y[self.search], self.groups
         return X, y, None if g is None else g[self.search]
+
+    @functools.cached_property
+    def searched_order(self) -> TimeOrder | None:
+        """The search rows' times: forward folds on them, none held out again."""
+        if self.order is None:
+            return None
+        o = self.order
+        return TimeOrder(o.days[self.search], o.gap, o.max_train, 0.0, o.column)
 
 
 def tune(exp: Experiment, settings: Settings, *, trials: int | None = None, timeout_s: float | None = None,
@@ -139,7 +148,8 @@ def tune(exp: Experiment, settings: Settings, *, trials: int | None = None, time
     with conduct(exp, settings) as ctx:
         inputs, tracker = ctx.inputs, ctx.tracker
         rows = _Rows(inputs.X, inputs.y, inputs.groups, inputs.duplicates,
-                     *holdout_split(inputs.y, exp.tune.holdout_fraction, exp.random_state, inputs.groups), inputs.data.spec)
+                     *holdout_split(inputs.y, exp.tune.holdout_fraction, exp.random_state, inputs.groups, inputs.order),
+                     inputs.data.spec, inputs.order)
         name = study_name or f"{exp.name}-{inputs.sha256[:12]}-{exp.model.name}+{exp.resampler.name}-{metric}"
         study, storage = _open_study(exp, settings, name, metric, (len(rows.held), inputs.sha256))
         search = _Search(exp, rows, metric, space, ctx.runner())
@@ -243,8 +253,8 @@ class _Search:
         X, y, groups = self.rows.searched
         scores: list[float] = []
         for step, seed in enumerate(exp.cv.seeds):  # the experiment's folds, one repeat at a time
-            task = experiment_task(exp, self.rows.spec, groups, model=config["model"], resampler=config["resampler"],
-                                   seeds=[seed])
+            task = experiment_task(exp, self.rows.spec, groups, self.rows.searched_order, model=config["model"],
+                                   resampler=config["resampler"], seeds=[seed])
             fold = evaluate.cross_validate(X, y, task, self.runner).scores(metric).tolist()
             tracker.log_values(child, metrics=[(f"fold_{metric}", v, len(scores) + i) for i, v in enumerate(fold)])
             scores += fold
@@ -305,7 +315,8 @@ def _score_on_held(exp: Experiment, config: dict[str, Any], rows: _Rows, metric:
     """Fit the configuration on every row but the held-out ones, score it on them, with an interval."""
     task = experiment_task(exp, rows.spec, None, model=config["model"], resampler=config["resampler"])
     labels = np.arange(len(exp.data.classes))
-    row = evaluate.fold_fit(rows.X, rows.y, cores, task.estimator, 0, 0, rows.held, labels, quantile=task.quantile)
+    row = evaluate.fold_fit(rows.X, rows.y, cores, task.estimator, 0, 0, rows.held, labels, quantile=task.quantile,
+                            train=rows.search)  # dated rows: the search rows, before the latest ones less the gap
     if exp.regression:
         low, high = _honest_regression(rows.y[rows.held], row["pred"], metric, exp.evaluation.level, exp.random_state,
                                        task.quantile)

@@ -185,25 +185,42 @@ def run(data: Path, names: list[str], json_out: Path | None) -> None:
           f"{len(good)} within 0.01 ROC AUC of a default HistGradientBoosting or better")
 
 
-def main() -> None:
+def sets_main(sets: dict, export, run, reference=None, scale=None) -> None:
+    """The command line of every public-set benchmark: ``export --to DIR``, ``run --data DIR
+    [--json FILE]`` and, where the benchmark has them, ``reference --data DIR`` and ``scale --rows N``;
+    each but scale takes ``--sets a,b`` (every set by default)."""
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="what", required=True)
-    ex = sub.add_parser("export")
-    ex.add_argument("--to", type=Path, required=True)
-    ex.add_argument("--sets", default=",".join(SETS))
-    go = sub.add_parser("run")
-    go.add_argument("--data", type=Path, required=True)
-    go.add_argument("--sets", default=",".join(SETS))
-    go.add_argument("--json", type=Path)
+    commands = {"export": sub.add_parser("export")}
+    commands["export"].add_argument("--to", type=Path, required=True)
+    if reference is not None:
+        commands["reference"] = sub.add_parser("reference")
+    commands["run"] = sub.add_parser("run")
+    commands["run"].add_argument("--json", type=Path)
+    for name, command in commands.items():
+        command.add_argument("--sets", default=",".join(sets))
+        if name != "export":
+            command.add_argument("--data", type=Path, required=True)
+    if scale is not None:
+        sub.add_parser("scale").add_argument("--rows", type=int, default=1_000_000)
     args = parser.parse_args()
+    if args.what == "scale":
+        scale(args.rows)
+        return
     names = [n for n in args.sets.split(",") if n]
-    unknown = [n for n in names if n not in SETS]
+    unknown = [n for n in names if n not in sets]
     if unknown:
-        sys.exit(f"unknown sets {unknown}; known: {list(SETS)}")
+        sys.exit(f"unknown sets {unknown}; known: {list(sets)}")
     if args.what == "export":
         export(args.to, names)
+    elif args.what == "reference":
+        reference(args.data, names)
     else:
         run(args.data, names, args.json)
+
+
+def main() -> None:
+    sets_main(SETS, export, run)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ the interval's mean width, also in units of the truth's standard deviation.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -287,34 +286,9 @@ def scale(rows: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="what", required=True)
-    ex = sub.add_parser("export")
-    ex.add_argument("--to", type=Path, required=True)
-    ex.add_argument("--sets", default=",".join(SETS))
-    ref = sub.add_parser("reference")
-    ref.add_argument("--data", type=Path, required=True)
-    ref.add_argument("--sets", default=",".join(SETS))
-    go = sub.add_parser("run")
-    go.add_argument("--data", type=Path, required=True)
-    go.add_argument("--sets", default=",".join(SETS))
-    go.add_argument("--json", type=Path)
-    big = sub.add_parser("scale")
-    big.add_argument("--rows", type=int, default=1_000_000)
-    args = parser.parse_args()
-    if args.what == "scale":
-        scale(args.rows)
-        return
-    names = [n for n in args.sets.split(",") if n]
-    unknown = [n for n in names if n not in SETS]
-    if unknown:
-        sys.exit(f"unknown sets {unknown}; known: {list(SETS)}")
-    if args.what == "export":
-        export(args.to, names)
-    elif args.what == "reference":
-        reference(args.data, names)
-    else:
-        run(args.data, names, args.json)
+    from bench_public import sets_main  # the command line every public-set benchmark shares
+
+    sets_main(SETS, export, run, reference, scale)
 
 
 if __name__ == "__main__":

@@ -44,11 +44,9 @@ weekly-season sets, births and chicago, should be predicted better than by a dat
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
-import sys
 import tempfile
 import time
 import traceback
@@ -427,29 +425,9 @@ def run(data: Path, names: list[str], json_out: Path | None) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="what", required=True)
-    ex = sub.add_parser("export")
-    ex.add_argument("--to", type=Path, required=True)
-    ex.add_argument("--sets", default=",".join(SETS))
-    ref = sub.add_parser("reference")
-    ref.add_argument("--data", type=Path, required=True)
-    ref.add_argument("--sets", default=",".join(SETS))
-    go = sub.add_parser("run")
-    go.add_argument("--data", type=Path, required=True)
-    go.add_argument("--sets", default=",".join(SETS))
-    go.add_argument("--json", type=Path)
-    args = parser.parse_args()
-    names = [n for n in args.sets.split(",") if n]
-    unknown = [n for n in names if n not in SETS]
-    if unknown:
-        sys.exit(f"unknown sets {unknown}; known: {list(SETS)}")
-    if args.what == "export":
-        export(args.to, names)
-    elif args.what == "reference":
-        reference(args.data, names)
-    else:
-        run(args.data, names, args.json)
+    from bench_public import sets_main  # the command line every public-set benchmark shares
+
+    sets_main(SETS, export, run, reference)
 
 
 if __name__ == "__main__":

@@ -287,6 +287,21 @@ class CVSpec(_Strict):
     # "drop" keeps the first copy only, "keep" splits them like any row (the reference's folds)
     duplicates: Literal["group", "drop", "keep"] = "group"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _forward_once(cls, data: Any) -> Any:
+        """Forward folds have one order: one repeat unless the file says otherwise (and then it is refused)."""
+        if isinstance(data, dict) and data.get("scheme") == "time" and "n_repeats" not in data:
+            data = {**data, "n_repeats": 1}
+        return data
+
+    @model_validator(mode="after")
+    def _one_forward_order(self) -> CVSpec:
+        if self.scheme == "time" and self.n_repeats != 1:
+            raise ValueError(f"cv.n_repeats = {self.n_repeats} under cv.scheme = 'time': forward folds have one "
+                             "order, a repeat would be the same folds again; set cv.n_repeats = 1")
+        return self
+
     @field_validator("first_seed")
     @classmethod
     def _seeds_in_range(cls, v: int, info: ValidationInfo) -> int:
@@ -616,9 +631,9 @@ class Experiment(_Strict):
             raise ValueError(f"cv.scheme = 'time' needs the column that orders the rows: set cv.time to one of "
                              f"data.dates {sorted(dates)}" if dates else
                              "cv.scheme = 'time' needs a date column: list it in data.dates and set cv.time")
-        if self.cv.n_repeats != 1:
-            raise ValueError(f"cv.n_repeats = {self.cv.n_repeats} under cv.scheme = 'time': forward folds have one "
-                             "order, a repeat would be the same folds again; set cv.n_repeats = 1")
+        if self.cv.max_train and self.model.distributed:
+            raise ValueError("cv.max_train with model.distributed = true: the cluster's final fit reads every row of "
+                             "the curated data; leave cv.max_train out, or set model.distributed = false")
         if "nested_cv" in (*self.evaluation.intervals, self.evaluation.interval):
             raise ValueError("evaluation.intervals lists 'nested_cv' under cv.scheme = 'time': its pairs of folds "
                              "train on the future; leave it out")

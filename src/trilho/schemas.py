@@ -37,6 +37,7 @@ class ValidationReport(TypedDict):
     labels: NotRequired[dict[str, Any]]
     # rows whose label is missing, left out: {"rows", "lines"}
     unlabelled: NotRequired[dict[str, Any]]
+    undated: NotRequired[dict[str, Any]]  # rows whose cv.time date is missing: left out
     non_numeric: NotRequired[dict[str, Any]]
     nulls: NotRequired[dict[str, int]]
     infinities: NotRequired[dict[str, int]]

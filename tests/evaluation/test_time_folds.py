@@ -80,7 +80,9 @@ def test_calendar_parts_equal_pandas_on_a_fold_and_at_prediction_time():
     spec["features"] = [*names, "x"]
     fold = frame.iloc[[0, 1, 4]]  # the training fold: its first day is the origin of "days"
     encoder = TableEncoder(spec).fit(fold)
-    when = pd.to_datetime(DATES, format="ISO8601", utc=True).dt.tz_localize(None)
+    # an offset is dropped: a row keeps the wall-clock time it was written in (06:15 on 29 February)
+    when = pd.to_datetime(DATES.str.replace("+02:00", ""), format="ISO8601")
+    assert when.iloc[3] == pd.Timestamp("2020-02-29 06:15")
     origin = when.iloc[[0, 1, 4]].min()
     expected = pd.DataFrame({
         "when.year": when.dt.year, "when.month": when.dt.month, "when.day": when.dt.day,
@@ -157,3 +159,58 @@ def test_a_feature_with_no_value_in_an_early_fold_still_fits():
     pipe.fit(X.iloc[:50], y[:50])
     assert pipe.named_steps["encode"].blank_ == ["later"]
     assert pipe.predict(X.iloc[50:]).shape == (50,)
+
+
+def test_a_window_bounds_the_holdout_fit_and_the_final_fit_alike():
+    days = np.arange(1000, dtype=float)
+    order = TimeOrder(days, gap=10, max_train=100, holdout=0.2)
+    train, test = order.holdout_split()
+    assert days[test].min() == 800 and days[train].max() == 789 and days[train].min() == 690
+    final = order.final_rows()
+    assert days[final].min() == 899 and days[final].max() == 999  # the served model: the last 100 days
+    assert TimeOrder(days).final_rows() is None  # no window: every row
+
+
+def test_rows_without_their_ordering_date_are_left_out_and_counted():
+    from trilho.data.clean import clean
+    from trilho.data.validate import validate
+
+    frame = pd.DataFrame({"when": [f"2021-01-{d:02d}" for d in range(1, 31)], "x": np.arange(30.0),
+                          "y": np.arange(30.0) * 2})
+    frame.loc[[3, 17], "when"] = "NA"
+    exp = Experiment.model_validate({**_experiment(), "data": {"target": "y", "dates": ["when"], "missing": "native"}})
+    report = validate(frame, exp)
+    assert report["undated"]["rows"] == 2 and any("no date in 'when'" in w for w in report["warnings"])
+    data = clean(frame, exp)
+    assert data.undated_rows == 2 and len(data.y) == 28 and data.X["when"].notna().all()
+
+
+def test_forward_folds_judge_a_baseline_fold_by_fold():
+    from trilho.evaluation.baselines import compare
+
+    model = pd.DataFrame({"seed": 0, "fold": range(5), "rmse": [1.0, 1.1, 0.9, 1.2, 1.0]})
+    mean = pd.DataFrame({"seed": 0, "fold": range(5), "rmse": [2.0, 2.5, 0.95, 3.0, 2.2]})
+    found = compare(model, {"mean": mean}, ["rmse"], "rmse", 0.2, 0.95, forward=True)
+    entry = found["models"]["mean"]["metrics"]["rmse"]
+    assert found["bounds"] == "fold range" and entry["verdict"] == "better"  # better on every fold
+    assert entry["low"] == pytest.approx(0.05) and entry["high"] == pytest.approx(1.8)
+    assert found["said"] == []  # no "does not beat the mean" from a t interval of folds that are not exchangeable
+    mixed = mean.assign(rmse=[2.0, 0.5, 0.95, 3.0, 2.2])
+    assert compare(model, {"mean": mixed}, ["rmse"], "rmse", 0.2, 0.95, forward=True)[
+        "models"]["mean"]["metrics"]["rmse"]["verdict"] == "no different"
+
+
+def test_a_dates_calendar_parts_are_reported_but_never_flagged_as_drift():
+    from trilho.monitoring.traffic import compare_traffic, training_profile
+
+    spec = {"features": ["when.month", "x"], "inputs": ["when", "x"], "categorical": {}, "fill": {},
+            "dates": {"when": {"parts": ["month"], "format": None, "origin": 0.0}}}
+    rng = np.random.default_rng(1)
+    past = pd.DataFrame({"when": pd.date_range("2020-01-01", periods=730, freq="D").strftime("%Y-%m-%d"),
+                         "x": rng.normal(0, 1, 730)})
+    profile = training_profile(past, spec)
+    served = with_calendar(pd.DataFrame({"when": ["2022-03-01"] * 200, "x": rng.normal(3, 1, 200)}), spec)
+    report = compare_traffic(profile, served, spec)
+    psi = {f["feature"]: f["psi"] for f in report["features"]}
+    assert psi["when.month"] > 1 and psi["x"] > 1  # both moved
+    assert [f["feature"] for f in report["flags"] if f["kind"] == "drift"] == ["x"]  # only x is drift

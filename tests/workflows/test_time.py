@@ -103,6 +103,8 @@ def test_a_shuffled_scheme_on_dated_rows_is_named(dated):
     found = [f for f in result.validation["leaks"] if f["kind"] == "date"]
     assert found and found[0]["column"] == "date" and "set cv.scheme = \"time\"" in found[0]["message"]
     assert found[0]["score"] == 1.0  # every shuffled fold trains on rows later than some it tests
+    # the forward champion's logged fold scores are not this run's folds: it is re-evaluated on them
+    assert result.summary["registry"]["basis"] == "champion re-evaluated on the challenger's folds"
 
 
 def test_predict_and_both_servers_derive_the_calendar_from_dates_sent_as_text(dated, tmp_path):

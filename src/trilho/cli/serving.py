@@ -69,7 +69,8 @@ def monitor(model: ModelArg,
             cv = e["cv"]
             f = ".4g" if m in ("rmse", "mae") else ".3f"  # a regression's errors are in the target's units
             typer.echo(f"  live {m:<19} {e['live']:{f}} [{e['low']:{f}}, {e['high']:{f}}]"
-                       + (f"  cross-validated {cv['mean']:{f}} [{cv['low']:{f}}, {cv['high']:{f}}]" if cv else ""))
+                       + (f"  cross-validated {cv['mean']:{f}}" if cv else "")
+                       + (f" [{cv['low']:{f}}, {cv['high']:{f}}]" if cv and "low" in cv else ""))
         covered = (report.get("live") or {}).get("coverage")
         if covered:
             typer.echo(f"  live interval coverage {covered['live']:.1%} [{covered['low']:.1%}, {covered['high']:.1%}] "

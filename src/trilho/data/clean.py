@@ -43,6 +43,8 @@ class CleanData:
     group_columns: pd.DataFrame | None = None
     # rows whose label is missing (an empty cell, "NA", a marker): left out before anything else
     unlabelled_rows: int = 0
+    # rows whose cv.time date is missing (forward folds cannot place them): left out, counted
+    undated_rows: int = 0
 
     def curated(self) -> pd.DataFrame:
         """Features and encoded target in one frame, as the curated zone stores them."""
@@ -104,6 +106,21 @@ def typed_features(df: pd.DataFrame, features: list[str], categorical: set[str],
     return pd.DataFrame(out, index=df.index)
 
 
+def _dated_spec(spec: dict[str, Any], features: list[str], exp: Experiment) -> dict[str, str | None]:
+    """The date columns into the spec (their parts and formats; the caller's columns as ``inputs``,
+    the model's as ``features``); per date column, its format."""
+    formats = {c: exp.data.date_formats.get(c) for c in exp.data.date_parts}
+    if formats:
+        missing_dates = sorted(set(formats) - set(features))
+        if missing_dates:
+            raise DataValidationError(f"data.dates names {missing_dates}, which the data has no column for; "
+                                      f"its columns are {features}")
+        spec["dates"] = {c: {"parts": exp.data.date_parts[c], "format": f} for c, f in formats.items()}
+        spec["inputs"] = features
+        spec["features"] = encoded_names(features, spec["dates"])
+    return formats
+
+
 def clean(df: pd.DataFrame, exp: Experiment) -> CleanData:
     """Drop identifiers, normalise and map labels, type the features, apply the missing-value policy."""
     target = exp.data.target
@@ -128,15 +145,7 @@ def clean(df: pd.DataFrame, exp: Experiment) -> CleanData:
         names = class_names(df[target], y, exp.data.classes)
     spec = feature_spec(features, maps, names, exp.data.drop, exp.data.missing, exp.data.missing_markers,
                         exp.data.written_missing)
-    formats = {c: exp.data.date_formats.get(c) for c in exp.data.date_parts}
-    if formats:
-        missing_dates = sorted(set(formats) - set(features))
-        if missing_dates:
-            raise DataValidationError(f"data.dates names {missing_dates}, which the data has no column for; "
-                                      f"its columns are {features}")
-        spec["dates"] = {c: {"parts": exp.data.date_parts[c], "format": f} for c, f in formats.items()}
-        spec["inputs"] = features
-        spec["features"] = encoded_names(features, spec["dates"])
+    formats = _dated_spec(spec, features, exp)
     if exp.regression:
         spec["task"] = "regression"
         spec["target"] = target
@@ -151,6 +160,11 @@ def clean(df: pd.DataFrame, exp: Experiment) -> CleanData:
                                   "set data.missing to 'impute', 'native' or 'drop'")
     if exp.data.missing != "drop":
         keep[:] = True
+    undated = 0
+    if exp.time_column is not None:  # forward folds cannot place a row without its time: left out, counted
+        dated = X[exp.time_column].notna().to_numpy()
+        undated = int((keep & ~dated).sum())
+        keep &= dated
     X = X.loc[keep].reset_index(drop=True)
     found = None
     if exp.evaluation.groups:
@@ -158,4 +172,4 @@ def clean(df: pd.DataFrame, exp: Experiment) -> CleanData:
         found = found.assign(**{c: as_written(found[c]) for c in found.columns})
     kept = y[keep].to_numpy(dtype="float64" if exp.regression else "int64")
     return CleanData(X=X, y=kept, spec=spec, dropped_rows=int((~keep).sum()),
-                     group_columns=found, unlabelled_rows=int(gone.sum()))
+                     group_columns=found, unlabelled_rows=int(gone.sum()), undated_rows=undated)

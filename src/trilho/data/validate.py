@@ -212,7 +212,7 @@ def _check_classes(y: pd.Series, exp: Experiment, report: ValidationReport, erro
 def _check_ranges(frame: pd.DataFrame, exp: Experiment, report: ValidationReport, warnings: list) -> None:
     report["out_of_range"] = {}
     for col, (lo, hi) in exp.data.ranges.items():
-        if col not in frame.columns or col in exp.data.categorical_maps:
+        if col not in frame.columns or col in exp.data.categorical_maps or col in exp.data.date_parts:
             continue
         values = frame[col]
         odd = values[(values < lo) | (values > hi)]
@@ -262,6 +262,12 @@ def validate(df: pd.DataFrame, exp: Experiment) -> ValidationReport:
     features = _check_features(df, exp, report, errors, warnings)
     if not features.columns.size:
         errors.append("no feature columns left after dropping the target and data.drop")
+    order = exp.time_column
+    if order is not None and order in features and features[order].isna().any():
+        undated = features.index[features[order].isna().to_numpy()]
+        report["undated"] = {"rows": int(len(undated)), "lines": _lines(undated)}
+        warnings.append(f"{len(undated)} rows have no date in {order!r} (cv.time) on lines {_lines(undated)}: left out "
+                        "of training and scoring, as forward folds cannot place them")
     _check_duplicates(features, y, report, warnings)
     if y is not None and not exp.regression:
         _check_classes(y, exp, report, errors)

@@ -76,12 +76,15 @@ def baseline_task(task: Task, model: str, repeats: int) -> Task:
 
 
 def compare(model: pd.DataFrame, baselines: dict[str, pd.DataFrame], metrics: list[str], primary: str,
-            test_fraction: float, level: float) -> dict[str, Any]:
+            test_fraction: float, level: float, forward: bool = False) -> dict[str, Any]:
     """Each baseline's mean per metric, and the model's paired difference from it on the folds
     both were scored on (corrected resampled t interval, as the gate uses), signed so that a
     positive difference is the model being better; ``verdict`` says better, worse or no different
-    at ``level``."""
-    out: dict[str, Any] = {"primary_metric": primary, "level": level, "models": {}}
+    at ``level``. ``forward``: folds over time, which are not exchangeable: no interval is claimed,
+    ``low`` and ``high`` are the smallest and largest paired difference of a fold, and the model is
+    better (or worse) only when it is on every fold."""
+    out: dict[str, Any] = {"primary_metric": primary, "level": level, "models": {},
+                           "bounds": "fold range" if forward else "corrected_t"}
     for name, folds in baselines.items():
         both = model.merge(folds, on=["seed", "fold"], suffixes=("", "__base"))
         entry: dict[str, Any] = {"folds": len(both), "metrics": {}}
@@ -89,7 +92,11 @@ def compare(model: pd.DataFrame, baselines: dict[str, pd.DataFrame], metrics: li
             sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
             a, b = both[metric].to_numpy(), both[f"{metric}__base"].to_numpy()
             found: dict[str, Any] = {"mean": float(b.mean())}
-            if len(both) >= 2:
+            if len(both) >= 2 and forward:
+                diffs = sign * (a - b)
+                found |= {"diff": float(diffs.mean()), "low": float(diffs.min()), "high": float(diffs.max()),
+                          "verdict": "better" if diffs.min() > 0 else "worse" if diffs.max() < 0 else "no different"}
+            elif len(both) >= 2:
                 paired = stats.paired_corrected_t(sign * a, sign * b, test_fraction, level)
                 found |= {"diff": paired["mean_diff"], "low": paired["low"], "high": paired["high"],
                           "verdict": "better" if paired["low"] > 0 else "worse" if paired["high"] < 0 else "no different"}
@@ -111,7 +118,9 @@ def verdict_lines(found: dict[str, Any]) -> list[str]:
         what = ("the majority class" if name == MAJORITY else f"the training {name}" if plain
                 else f"a default {name}")
         how = "is worse than" if score["verdict"] == "worse" else "does not beat"
+        over = (f"(the smallest and largest of {entry['folds']} paired forward folds)"
+                if found.get("bounds") == "fold range" else f"over {entry['folds']} paired folds")
         lines.append(f"the model {how} {what} on {primary}: {score['diff']:+.4f} "
-                     f"[{score['low']:+.4f}, {score['high']:+.4f}] over {entry['folds']} paired folds "
+                     f"[{score['low']:+.4f}, {score['high']:+.4f}] {over} "
                      f"(the baseline scores {score['mean']:.4f})")
     return lines

@@ -247,7 +247,8 @@ def _run_task(X: pd.DataFrame, y: np.ndarray, task: Task, runner: Runner,
         kinds[batch.add((_rows_fit, (task.estimator, split[0], task.decision, task.random_state)), "holdout fit", False,
                         gil)] = "holdout"
     if task.final_fit:
-        kinds[batch.add((_rows_fit, (task.estimator, None, task.decision, task.random_state)), "final fit", False,
+        final = task.order.final_rows() if task.order is not None else None  # a window: its last days only
+        kinds[batch.add((_rows_fit, (task.estimator, final, task.decision, task.random_state)), "final fit", False,
                         gil)] = "final"
     extra = len(batch.fits)
     plan = split_plan(y, task.n_splits, task.seeds, task.groups, task.order)

@@ -168,7 +168,7 @@ def judge_on_reference(y: np.ndarray, challenger: tuple[np.ndarray, np.ndarray],
 
     test = stats.paired_row_bootstrap(both, len(y), level, n_boot, seed)
     promote = bool(test["low"] > -margin)
-    verdict = "not worse" if promote else "possibly worse"
+    verdict = "not worse" if promote else "worse" if test["high"] < -margin else "possibly worse"
     towards = "challenger - champion" if sign > 0 else "champion - challenger (lower is better)"
     reason = (f"on {rows} ({len(y)} rows never trained on), {metric}: challenger "
               f"{sign * test['challenger']:.4f}, champion v{champion_version} {sign * test['champion']:.4f}; "

@@ -136,12 +136,25 @@ class TimeOrder:
         share of the rows."""
         rows = np.arange(len(self.days))
         start = self.cut(rows, self.holdout)
-        train = rows[self.days < start - self.gap]
+        train = rows[self._window(rows, start)]
         test = rows[self.days >= start]
         if not len(train) or not len(test):
             raise EvaluationError(f"evaluation.holdout_fraction {self.holdout} leaves no rows before or after "
                                   f"{_day(start)} once cv.gap is left out; lower cv.gap or change the fraction")
         return train, test
+
+    def _window(self, rows: np.ndarray, start: float) -> np.ndarray:
+        """Which of ``rows`` train for a period from ``start``: before it less the gap, and within
+        ``max_train`` days of that when a window is set."""
+        last = start - self.gap
+        days = self.days[rows]
+        return (days < last) & (days >= last - self.max_train) if self.max_train else days < last
+
+    def final_rows(self) -> np.ndarray | None:
+        """The rows the final model is fitted on: the last ``max_train`` days (None: every row)."""
+        if not self.max_train:
+            return None
+        return np.flatnonzero(self.days >= self.days.max() - self.max_train)
 
     def folds(self, n_splits: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """Forward folds on the rows before the holdout: those rows in ``n_splits + 1`` periods of
@@ -156,9 +169,7 @@ class TimeOrder:
         ends = [*starts[1:], np.inf]
         out = []
         for i, (start, end) in enumerate(zip(starts, ends, strict=True)):
-            last = start - self.gap
-            first = last - self.max_train if self.max_train else -np.inf
-            train = rows[(self.days[rows] < last) & (self.days[rows] >= first)]
+            train = rows[self._window(rows, start)]
             test = rows[(self.days[rows] >= start) & (self.days[rows] < end)]
             if not len(train) or not len(test):
                 raise EvaluationError(f"cv.scheme 'time': fold {i} ({_day(start)}) has no "

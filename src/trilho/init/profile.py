@@ -363,8 +363,8 @@ def init_experiment(data: str, settings: Any, target: str | None = None, name: s
         if share is not None and proposal.config["cv"].get("scheme") == "time":
             share = None  # the latest rows are what a dated model most needs to learn from
             why_not.append("no reference set: the rows are dated, and rows set apart would be taken from the periods "
-                           "the served model most needs to learn from; the gate compares champion and challenger on "
-                           "the same forward folds, paired")
+                           "the served model most needs to learn from; on the same data the gate compares champion "
+                           "and challenger on the latest period, row by row, both fitted on the rows before it")
         # a second pass: the repeated rows counted on the proposal's own features, as the run will
         # count them (and on the rows the folds will use), with the reference set chosen meanwhile
         counted = count_repeats(as_read(iter_chunks(path, 200_000)), proposal.config, share)

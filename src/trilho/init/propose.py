@@ -342,6 +342,12 @@ def _date_format(c: Any, n: str, notes: Notes) -> str | None:
     return fmt
 
 
+def _dates_count(profile: Profile, n: str) -> str:
+    """How many distinct dates a column holds, as counted (over COUNT_CAP: not counted further)."""
+    found = profile.columns[n].distinct
+    return f"over {COUNT_CAP:,}" if found is None else f"{found:,}"
+
+
 def _dated(profile: Profile, config: dict[str, Any], notes: Notes, features: list[str]) -> None:
     """Date columns as dates with their calendar parts; the most varied one, with enough distinct
     days, orders forward folds over time (cv.scheme = "time") with the latest fifth held out."""
@@ -369,9 +375,9 @@ def _dated(profile: Profile, config: dict[str, Any], notes: Notes, features: lis
                     "first_seed": 0, "duplicates": config["cv"]["duplicates"]}
     config["evaluation"]["holdout_fraction"] = 0.2
     notes["cv"][:] = [
-        f"the rows are dated ({order!r}, {distinct[order]:,}{'+' if profile.columns[order].distinct is None else ''} "
-        "distinct dates): forward folds over time, not shuffled ones, which would train on the future of the rows "
-        "they test and flatter a model that will predict later rows",
+        f"the rows are dated ({order!r}, {_dates_count(profile, order)} distinct dates): forward folds over time, "
+        "not shuffled ones, which would train on the future of the rows they test and flatter a model that will "
+        "predict later rows",
         f"the latest fifth of the rows is held out of every fold and scored once (evaluation.holdout_fraction = 0.2); "
         f"the rows before it are cut into {n_splits + 1} periods of about equal rows, and each fold tests one period "
         "on every row before it (an expanding window; max_train = DAYS keeps the last DAYS only)",

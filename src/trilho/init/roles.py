@@ -19,9 +19,10 @@ def column_role(profile: Profile, n: str, c: Column) -> tuple[str, str | None]:
     # numbers; an id-like name adds to them, never decides alone (a count named num_..., an amount
     # named ..._num, repeat their values and are features)
     if c.text and c.dates:
-        return "date", (f"{n!r}: dates{' and times' if c.date_times else ''}, read as "
-                        "dates (data.dates): the model gets its calendar parts (year, month, day, weekday, day of "
-                        "the year, days since the start, the season), derived the same way when it predicts")
+        return "date", (f"{n!r}: dates{' and times' if c.date_times else ''}, read as dates (data.dates): the "
+                        "model gets its calendar parts (year, month, day, weekday, day of the year, "
+                        f"{'hour, ' if c.date_times else ''}days since the start, the season), derived the same way "
+                        "when it predicts")
     unique = profile.unique.get(n, False)
     idlike = bool(ID_NAME.search(n))
     run = c.integer and not c.text and math.isfinite(c.low) and c.high - c.low + 1 <= 2 * profile.rows

@@ -89,13 +89,18 @@ def encoded_names(inputs: list[str], dates: dict[str, Any]) -> list[str]:
     return out
 
 
+_OFFSET = r"(?:Z|[+-]\d{2}:?\d{2})$"  # an ISO 8601 offset from UTC at a date-time's end
+
+
 def parse_dates(col: str, values: pd.Series, fmt: str | None = None) -> pd.Series:
-    """A date column as naive UTC date-times (missing stays missing): already dates as they are
-    (with a time zone: in UTC), numbers as seconds since 1970 when ``fmt`` is ``epoch``, text by
-    ``fmt`` (a ``strftime`` pattern) or as ISO 8601 (2021-03-04, 2021-03-04 10:00, with an offset:
-    in UTC). ``ValueError`` naming the column, the values that are no dates and the fix."""
+    """A date column as naive date-times in their own wall-clock time (missing stays missing):
+    already dates as they are (with a time zone: its local time), numbers as seconds since 1970 when
+    ``fmt`` is ``epoch``, text by ``fmt`` (a ``strftime`` pattern) or as ISO 8601 (2021-03-04,
+    2021-03-04 10:00). An offset (``+02:00``, ``Z``) is dropped: the weekday and the hour a row
+    was written in are its local ones, whatever offset a writer added. ``ValueError`` naming the
+    column, the values that are no dates and the fix."""
     if isinstance(values.dtype, pd.DatetimeTZDtype):
-        return values.dt.tz_convert("UTC").dt.tz_localize(None)
+        return values.dt.tz_localize(None)
     if pd.api.types.is_datetime64_dtype(values):
         return values
     if fmt == "epoch":
@@ -105,17 +110,22 @@ def parse_dates(col: str, values: pd.Series, fmt: str | None = None) -> pd.Serie
             raise ValueError(f"column {col!r} has values that are no seconds since 1970 {sorted(map(str, bad.unique()))[:5]}")
         return pd.to_datetime(seconds, unit="s")
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values) and values.notna().any():
-        raise ValueError(f"column {col!r} holds numbers where dates are expected (e.g. {values.dropna().iloc[0]!r}); "
+        raise ValueError(f"column {col!r} holds numbers where dates are expected (e.g. {values.dropna().iloc[0]}); "
                          f"set data.date_formats.{col} = \"epoch\" for seconds since 1970, or \"%Y%m%d\" for 20210304")
     text = values.astype("string").str.strip()
     text = text.where(text != "", None)
-    found = pd.to_datetime(text, format=fmt or "ISO8601", errors="coerce", utc=True)
+    if not fmt:  # the wall-clock time: an offset or a Z at the end is dropped
+        text = text.str.replace(_OFFSET, "", regex=True)
+    found = pd.to_datetime(text, format=fmt or "ISO8601", errors="coerce")
     bad = text[found.isna() & text.notna()]
     if len(bad):
         how = f"the format {fmt!r}" if fmt else "ISO 8601 (2021-03-04 or 2021-03-04 10:00)"
-        raise ValueError(f"column {col!r} has values that are no dates in {how}: {sorted(map(str, bad.unique()))[:5]}; "
-                         f"name the format in data.date_formats.{col} (e.g. \"%d/%m/%Y\")")
-    return found.dt.tz_localize(None)
+        shown = sorted(map(str, bad.unique()))[:5]
+        fix = (f"check the values (impossible dates, such as 2024-02-30, are refused), or, for another way of writing "
+               f"them, name it in data.date_formats.{col} (e.g. \"%d/%m/%Y\")" if not fmt else
+               f"{col!r} is read as {fmt!r} (data.date_formats.{col}): write its dates that way")
+        raise ValueError(f"column {col!r} has values that are no dates in {how}: {shown}; {fix}")
+    return found
 
 
 def days_since_1970(when: pd.Series) -> pd.Series:

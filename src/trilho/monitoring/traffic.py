@@ -31,7 +31,7 @@ import pandas as pd
 
 from trilho.evaluation.metrics import CONFUSION_METRICS, regression_scores, scores_from_confusion, scores_from_confusions
 from trilho.evaluation.stats import row_bootstrap_intervals, row_bootstrap_regression
-from trilho.model.encoding import normalise_text, numeric_column, with_calendar
+from trilho.model.encoding import calendar_names, normalise_text, numeric_column, with_calendar
 from trilho.monitoring.drift import psi
 
 __all__ = ["MIN_ROWS", "THRESHOLDS", "compare_traffic", "live_metrics", "training_profile"]
@@ -128,11 +128,14 @@ def _predicted(profile: dict[str, Any], served: pd.Series) -> dict[str, Any] | N
             "total_variation": round(tv, 4)}
 
 
-def _flags(report: dict[str, Any], limits: dict[str, float]) -> list[dict[str, Any]]:
-    """What crossed a threshold: drift, missing values, unseen categories, moved predictions."""
+def _flags(report: dict[str, Any], limits: dict[str, float], calendar: frozenset[str] = frozenset()
+           ) -> list[dict[str, Any]]:
+    """What crossed a threshold: drift, missing values, unseen categories, moved predictions. A date's
+    calendar parts (``calendar``) are reported, never flagged as drift: served rows come later than
+    the training rows by nature, and a short window covers a few months of the year."""
     flags: list[dict[str, Any]] = []
     for f in report["features"]:
-        if f["psi"] >= limits["psi"]:
+        if f["psi"] >= limits["psi"] and f["feature"] not in calendar:
             flags.append({"kind": "drift", "feature": f["feature"], "value": f["psi"],
                           "reason": f"{f['feature']}: PSI {f['psi']:.3f} ≥ {limits['psi']}"})
         if f["missing_served"] - f["missing_training"] > limits["missing"]:
@@ -177,7 +180,8 @@ def compare_traffic(profile: dict[str, Any], served: pd.DataFrame, spec: dict[st
     if not report["enough_rows"]:
         report["note"] = f"{n} served rows: fewer than {MIN_ROWS}, too few for a verdict; nothing is flagged"
         return report
-    report["flags"] = _flags(report, limits)
+    calendar = frozenset(n for col, how in (spec.get("dates") or {}).items() for n in calendar_names(col, how["parts"]))
+    report["flags"] = _flags(report, limits, calendar)
     return report
 
 

@@ -86,8 +86,9 @@ def _draw_figures(folder: Path, exp: Experiment, run: RunSummary, cv: CVResult, 
     focus = exp.registry.primary_metric if exp.registry.primary_metric in summary else next(iter(summary))
     figures: dict[str, Any] = {
         "cv_boxplot.png": lambda: plots.fold_boxplot(cv.folds, exp.evaluation.metrics),
-        "intervals.png": lambda: plots.intervals_figure(summary, focus),
     }
+    if exp.cv.scheme != "time":  # forward folds claim no interval: nothing to set side by side
+        figures["intervals.png"] = lambda: plots.intervals_figure(summary, focus)
     held_confusion, oof_confusion, oof = holdout.confusion, cv.confusion, cv.oof
     if held_confusion is not None and oof_confusion is not None:
         figures["confusion_matrix.png"] = lambda: plots.confusion_matrix_figure(held_confusion, classes,

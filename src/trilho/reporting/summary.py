@@ -71,7 +71,9 @@ def build_summary(exp: Experiment, run: dict[str, str], cv: CVResult, held: Hold
                  "features": inputs["features"], "ingest_skipped": inputs["skipped"],
                  "warnings": validation["warnings"]},
         "cv": {"n_splits": exp.cv.n_splits, "seeds": exp.cv.seeds, "n_folds": len(cv.folds),
-               "duplicates": inputs["duplicates"], "interval": exp.evaluation.interval, "level": exp.evaluation.level,
+               "duplicates": inputs["duplicates"], "level": exp.evaluation.level,
+               # forward folds are not exchangeable: no interval of their mean is claimed
+               "interval": exp.evaluation.interval if exp.cv.scheme != "time" else "none: folds over time",
                "workers": cv.workers, "pool": cv.pool, "metrics": metrics,
                "fit_s": {"mean": float(cv.folds["fit_s"].mean()), "max": float(cv.folds["fit_s"].max())}},
         "holdout": ({"rows": int(len(held.test_index)) if held.test_index is not None else 0, "scores": held.scores}

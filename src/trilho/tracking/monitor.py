@@ -32,8 +32,12 @@ def run_estimates(tracking_uri: str, run_id: str) -> dict[str, dict[str, float]]
     if not run_id:
         return {}
     found = open_client(tracking_uri).get_run(run_id).data.metrics
-    return {m: {"mean": found[f"{m}_mean"], "low": found.get(f"{m}_ci_low", float("nan")),
-                "high": found.get(f"{m}_ci_high", float("nan"))} for m in ALL_METRICS if f"{m}_mean" in found}
+    out: dict[str, dict[str, float]] = {}
+    for m in ALL_METRICS:
+        if f"{m}_mean" in found:  # an interval only where the run claimed one (none over forward folds)
+            out[m] = {"mean": found[f"{m}_mean"], **({"low": found[f"{m}_ci_low"], "high": found[f"{m}_ci_high"]}
+                                                     if f"{m}_ci_low" in found and f"{m}_ci_high" in found else {})}
+    return out
 
 
 def log_monitor(tracking_uri: str, report: dict[str, Any], folder: Path) -> str:

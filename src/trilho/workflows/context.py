@@ -127,11 +127,15 @@ def shuffled_dates(X: pd.DataFrame, y: np.ndarray, exp: Experiment, groups: np.n
     days = days_since_1970(X[col]).to_numpy()
     plan = split_plan(y, exp.cv.n_splits, exp.cv.seeds, groups)
     later, total = later_training(np.nan_to_num(days, nan=-np.inf), plan)
+    distinct = len(np.unique(days[np.isfinite(days)]))
+    fix = ("set cv.scheme = \"time\" (forward folds, the latest period held out)"
+           if distinct >= 2 * (exp.cv.n_splits + 1) else
+           f"its {distinct} distinct dates are too few for {exp.cv.n_splits} forward folds: judge the model on rows "
+           "later than its training rows (a reference set from the latest period)")
     return {"column": col, "kind": "date", "score": round(later / max(total, 1), 4),
             "message": f"column {col!r} dates the rows (data.dates) but cv.scheme is {exp.cv.scheme!r}: {later} of "
                        f"{total} folds train on rows later than rows they test, so the CV scores flatter a model "
-                       "that will predict later rows; set cv.scheme = \"time\" (forward folds, the latest period "
-                       "held out)"}
+                       f"that will predict later rows; {fix}"}
 
 
 def experiment_task(exp: Experiment, encoding: dict[str, Any], groups: np.ndarray | None,

@@ -17,6 +17,7 @@ import pandas as pd
 from trilho.data.curate import read_curated
 from trilho.evaluation import cv as evaluate
 from trilho.evaluation.results import CVResult, HoldoutResult
+from trilho.evaluation.splits import TimeOrder
 from trilho.experiment import Experiment
 from trilho.schemas import GateRecord, RunSummary
 from trilho.tracking import flatten
@@ -30,8 +31,10 @@ log = logging.getLogger(__name__)
 def cv_key(exp: Experiment, data_sha256: str) -> dict[str, str]:
     """What fixes the folds: the data's digest and the CV params, as the run's params record them."""
     params = flatten(exp.resolved())
-    return {"data_sha256": data_sha256, **{k: params[k] for k in ("cv.n_splits", "cv.n_repeats", "cv.first_seed",
-                                                                    "cv.duplicates", "data.missing")}}
+    keys = ["cv.scheme", "cv.n_splits", "cv.n_repeats", "cv.first_seed", "cv.duplicates", "data.missing"]
+    if exp.cv.scheme != "stratified":  # forward folds: their column, gap, window and the latest period held out
+        keys += ["cv.time", "cv.gap", "cv.max_train", "evaluation.holdout_fraction"]
+    return {"data_sha256": data_sha256, **{k: params[k] for k in keys}}
 
 
 
@@ -59,7 +62,7 @@ def promote(ctx: Context, run_id: str, prefix: str, summary: RunSummary, cv: CVR
         test = held.test_index if held.test_index is not None else \
             np.setdiff1d(np.arange(len(inputs.y)), held.train_index)
         latest = (inputs.y[test], evaluate.answers(held.pipeline, inputs.X, inputs.y, test, exp.regression))
-        judge = lambda config: _latest_answers(ctx, config, held.train_index, test)  # noqa: E731
+        judge = lambda config: _latest_answers(ctx, config, test)  # noqa: E731
     who = Challenger(name=exp.registry.model_name, model_uri=summary["model_uri"], run_id=run_id,
                      fold_scores=cv.scores(metric), cv_key=cv_key(exp, summary["data"]["sha256"]),
                      metric=metric, margin=gate_margin(exp, inputs.y), test_fraction=1.0 / exp.cv.n_splits,
@@ -84,8 +87,13 @@ def _champion_task(ctx: Context, config: dict[str, Any]) -> evaluate.Task:
                               **({"target_scale": champion.data.target_scale} if champion.regression else {})})
 
 
-def _latest_answers(ctx: Context, config: dict[str, Any], train: np.ndarray, test: np.ndarray) -> Any:
-    """The champion's procedure fitted on the rows before the latest period, its answers on that period."""
+def _latest_answers(ctx: Context, config: dict[str, Any], test: np.ndarray) -> Any:
+    """The champion's procedure fitted on the rows before the latest period (less its own gap, within
+    its own window), its answers on that period."""
+    champion, order = Experiment.model_validate(config), ctx.inputs.order
+    assert order is not None
+    train, _ = TimeOrder(order.days, champion.cv.gap, champion.cv.max_train, ctx.exp.evaluation.holdout_fraction,
+                         order.column).holdout_split()
     task = _champion_task(ctx, config)
     return evaluate.answers_on(ctx.inputs.X, ctx.inputs.y, task, train, test, ctx.settings.free_cores())
 

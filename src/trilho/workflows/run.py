@@ -242,7 +242,8 @@ def _baselines(ctx: Context, task: evaluate.Task, cv: CVResult) -> dict[str, Any
             scored[name] = evaluate.cross_validate(inputs.X, inputs.y, base, runner).folds
     metrics = exp.evaluation.metrics
     return baselines.compare(cv.folds, scored, metrics, exp.registry.primary_metric if exp.registry.primary_metric
-                             in metrics else metrics[0], 1.0 / exp.cv.n_splits, exp.evaluation.level)
+                             in metrics else metrics[0], 1.0 / exp.cv.n_splits, exp.evaluation.level,
+                             forward=inputs.order is not None)
 
 
 def _log_inputs(run: _Run) -> None:

@@ -48,7 +48,7 @@ def test_the_reference_decides_by_the_paired_interval_in_the_metrics_direction()
     y = rng.integers(0, 3, 500)
     champion, worse, alike = _model(y, 0.10, rng), _model(y, 0.35, rng), _model(y, 0.10, rng)
     kept = judge_on_reference(y, worse, champion, metric="f1_macro", margin=0.01, champion_version="1", n_boot=300)
-    assert not kept.promote and "possibly worse" in kept.reason and "trilho promote" in kept.reason
+    assert not kept.promote and "; worse than the champion" in kept.reason and "trilho promote" in kept.reason
     assert kept.basis == "reference set" and kept.comparison["reference_rows"] == 500
     assert kept.challenger_mean < kept.champion_mean
     promoted = judge_on_reference(y, alike, champion, metric="f1_macro", margin=0.05, champion_version="1", n_boot=300)
@@ -139,7 +139,7 @@ def test_the_gate_scores_champion_and_challenger_on_the_pinned_reference_set(set
     third = run(exp, settings).summary
     assert third["cv"]["metrics"]["f1_macro"]["mean"] > 0.9  # its own estimate looks excellent
     decision = third["registry"]
-    assert not decision["promote"] and "possibly worse" in decision["reason"], decision["reason"]
+    assert not decision["promote"] and "worse than the champion" in decision["reason"], decision["reason"]
     assert decision["comparison"]["reference_high"] < -0.1  # far worse on rows both were scored on
     client = MlflowClient(settings.tracking_uri)
     assert str(client.get_model_version_by_alias("reference-gate", "champion").version) == second["version"]

@@ -24,7 +24,8 @@ if TYPE_CHECKING:  # the rest is imported where it is used: `trilho --help` impo
     from trilho.execution.background import Stopped
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="trilho: a tabular classification experiment on rails, from raw data to a registered model.")
+                  help="trilho: a tabular experiment (classification or regression) on rails, from raw data to a "
+                       "registered model.")
 console = Console(stderr=True)
 
 # the experiment and its source may come from the environment too (Compose sets them from .env); empty is unset

@@ -391,8 +391,10 @@ def _finished(profile: Profile, config: dict[str, Any], notes: Notes, features: 
               dropped: int) -> Proposal:
     """The proposal, with the data's line and the expected cost said."""
     _dated(profile, config, notes, features)
+    dated = len(config["data"].get("dates") or {})
     notes["data"].append(f"{profile.rows} rows, {len(profile.columns)} columns: {len(features)} features "
-                         f"({len(features) - categorical} numeric, {categorical} categorical), {dropped} set aside")
+                         f"({len(features) - categorical - dated} numeric, {categorical} categorical"
+                         f"{f', {dated} dates' if dated else ''}), {dropped} set aside")
     proposal = Proposal(config=config, notes=notes, rows=profile.rows, features=len(features))
     total, fit, fits = expected_seconds(proposal, 1)
     notes["model"].append(f"expected cost: {fits} fits of about {_duration(fit)} each on one core "

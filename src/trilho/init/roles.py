@@ -75,6 +75,6 @@ def columns(profile: Profile, target: str, notes: Notes) -> tuple[list[str], lis
         elif role == "range":
             ranges[n] = [c.low, c.high]
     if ranges:
-        notes["columns"].append(f"{len(ranges)} numeric columns; their observed ranges are written as "
-                                "data.ranges: values outside are flagged by validation, and kept")
+        notes["columns"].append(f"{len(ranges)} numeric column{'s' if len(ranges) > 1 else ''}; their observed ranges "
+                                "are written as data.ranges: values outside are flagged by validation, and kept")
     return drop, categorical, ranges

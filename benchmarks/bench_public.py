@@ -158,17 +158,23 @@ def _one(key: str, data: Path, work: Path) -> dict:
     return out
 
 
-def run(data: Path, names: list[str], json_out: Path | None) -> None:
+def each_set(data: Path, names: list[str], one, label: str):
+    """``(key, one(key, data, work))`` for each exported set, ``work`` a fresh folder of its own; a set
+    not exported is said and skipped."""
     import os
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    rows = []
     for key in names:
         if not (data / f"{key}.csv").exists():
             print(f"{key}: not exported (run `export` first)", flush=True)
             continue
-        with tempfile.TemporaryDirectory(prefix=f"trilho-public-{key}-") as tmp:
-            row = _one(key, data, Path(tmp))
+        with tempfile.TemporaryDirectory(prefix=f"trilho-{label}-{key}-") as tmp:
+            yield key, one(key, data, Path(tmp))
+
+
+def run(data: Path, names: list[str], json_out: Path | None) -> None:
+    rows = []
+    for key, row in each_set(data, names, _one, "public"):
         rows.append(row)
         if row["ok"]:
             within = row["diff"] >= -0.01

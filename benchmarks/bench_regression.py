@@ -223,16 +223,10 @@ def _verdict(rows: list[dict]) -> str:
 
 
 def run(data: Path, names: list[str], json_out: Path | None) -> None:
-    import os
+    from bench_public import each_set
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     rows = []
-    for key in names:
-        if not (data / f"{key}.csv").exists():
-            print(f"{key}: not exported (run `export` first)", flush=True)
-            continue
-        with tempfile.TemporaryDirectory(prefix=f"trilho-regression-{key}-") as tmp:
-            row = _one(key, data, Path(tmp))
+    for key, row in each_set(data, names, _one, "regression"):
         row["ref_rmse"] = _reference(key, data)["new_rmse"]  # a default HGB fit on the same rows, for scale
         rows.append(row)
         if row["ok"]:

@@ -47,7 +47,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -381,19 +380,13 @@ def _verdict(rows: list[dict]) -> str:
 
 
 def run(data: Path, names: list[str], json_out: Path | None) -> None:
-    import os
+    from bench_public import each_set
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     rows = []
-    for key in names:
-        if not (data / f"{key}.csv").exists():
-            print(f"{key}: not exported (run `export` first)", flush=True)
-            continue
+    for key, row in each_set(data, names, _one, "time"):
         start = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix=f"trilho-time-{key}-") as tmp:
-            row = _one(key, data, Path(tmp))
         ref = _reference(key, data)  # the date-blind default HGB on the same rows, and its shuffled CV
-        row |= {"blind_future": ref["blind_future"], "shuffled_cv": ref["shuffled_cv"], "total_s": time.perf_counter() - start}
+        row |= {"blind_future": ref["blind_future"], "shuffled_cv": ref["shuffled_cv"], "reference_s": time.perf_counter() - start}
         task = row["task"]
         row["shuffled_gap"], row["shuffled_within"] = _gap(task, ref["blind_future"], ref["shuffled_cv"])
         rows.append(row)

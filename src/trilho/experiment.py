@@ -277,6 +277,9 @@ class CVSpec(_Strict):
     gap: float = Field(0.0, ge=0)
     # days of training rows before each fold's gap (0: every earlier row, an expanding window)
     max_train: float = Field(0.0, ge=0)
+    # cv.scheme = "time": a column (a customer, a patient) whose rows stay whole: a fold, and the
+    # latest period's fit, train only on the groups they do not test (a model for new customers)
+    group: str = ""
     # folds per repeat
     n_splits: int = Field(5, ge=2)
     # repeats, each with its own shuffle
@@ -623,6 +626,11 @@ class Experiment(_Strict):
         stray = sorted(set(self.data.date_formats) - set(dates))
         if stray:
             raise ValueError(f"data.date_formats names {stray}, which are not in data.dates; list them there too")
+        if self.cv.group and self.cv.scheme != "time":
+            raise ValueError(f"cv.group {self.cv.group!r} keeps groups whole across forward folds (cv.scheme = 'time'); "
+                             "shuffled folds keep copies of a row together with cv.duplicates = 'group'")
+        if self.cv.group == self.data.target:
+            raise ValueError(f"cv.group names the target {self.data.target!r}: name the column whose rows stay whole")
         if self.cv.scheme != "time":
             return
         if self.cv.time and self.cv.time not in dates:

@@ -214,3 +214,19 @@ def test_a_dates_calendar_parts_are_reported_but_never_flagged_as_drift():
     psi = {f["feature"]: f["psi"] for f in report["features"]}
     assert psi["when.month"] > 1 and psi["x"] > 1  # both moved
     assert [f["feature"] for f in report["flags"] if f["kind"] == "drift"] == ["x"]  # only x is drift
+
+
+def test_groups_stay_whole_across_forward_folds():
+    rng = np.random.default_rng(3)
+    customers = rng.integers(0, 150, 900)  # each customer's rows spread over time
+    days = np.sort(rng.integers(0, 400, 900)).astype(float)
+    order = TimeOrder(days, holdout=0.2, groups=customers, group_column="customer")
+    for _, _, train, test in split_plan(np.zeros(900), 4, [0], order=order):
+        assert len(train) and not set(customers[train]) & set(customers[test])
+        assert days[train].max() < days[test].min()
+    train, test = order.holdout_split()
+    assert not set(customers[train]) & set(customers[test])
+    # a group in every period (a store) cannot be kept whole: one line says why
+    stores = np.tile([0, 1, 2], 300)
+    with pytest.raises(EvaluationError, match="cv.group 'store'.*not ones present in every period"):
+        split_plan(np.zeros(900), 4, [0], order=TimeOrder(days, holdout=0.2, groups=stores, group_column="store"))

@@ -187,3 +187,36 @@ def test_compare_and_tune_go_forward_on_dated_rows(dated):
     assert np.isfinite(summary["honest"]["score"])
     assert load_experiment(dated["root"] / "tuned.toml").cv.scheme == "time"
     assert len(frame) == 1000
+
+
+def test_customers_stay_whole_across_forward_folds(tmp_path):
+    settings = load_settings(env_file=None, lake=str(tmp_path / "lake"), tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
+                             cache_dir=tmp_path / "cache")
+    rng = np.random.default_rng(8)
+    rows = 600
+    customer = np.sort(rng.integers(0, 120, rows))  # customers sign up one after another, each a few weeks
+    when = pd.Timestamp("2022-01-01") + pd.to_timedelta(customer * 3 + rng.integers(0, 20, rows), unit="D")
+    spend = rng.gamma(2, 10, rows)
+    frame = pd.DataFrame({"customer": customer, "date": when.strftime("%Y-%m-%d"), "spend": spend.round(2),
+                          "churn": np.where(spend + rng.normal(0, 5, rows) > 20, "yes", "no")})
+    frame.to_csv(tmp_path / "churn.csv", index=False)
+    from trilho.experiment import Experiment
+
+    exp = Experiment.model_validate({
+        "name": "churn", "source": {"uri": f"file:{tmp_path / 'churn.csv'}"},
+        "data": {"target": "churn", "labels": ["no", "yes"], "drop": ["customer"], "dates": {"date": ["weekday"]}},
+        "cv": {"scheme": "time", "n_splits": 3, "group": "customer"},
+        "model": {"name": "xgboost", "params": {"n_estimators": 30}},
+        "evaluation": {"holdout_fraction": 0.2, "baselines": []}, "tracking": {"experiment": "churn"}})
+    result = run_experiment(exp, settings)
+    oof, folds = result.cv.oof, result.cv.folds
+    days = pd.to_datetime(frame["date"])
+    for fold in range(3):
+        rows = oof.loc[oof["fold"] == fold, "row"].to_numpy()
+        tested = set(frame["customer"].to_numpy()[rows])
+        trained = int(folds.loc[folds["fold"] == fold, "n_train"].iloc[0])
+        before = frame[(days < days.to_numpy()[rows].min()) & ~frame["customer"].isin(tested)]
+        assert trained == len(before)  # the rows before the period, less the customers it tests
+    held = result.holdout
+    ids = frame["customer"].to_numpy()
+    assert not set(ids[held.train_index]) & set(ids[held.test_index])

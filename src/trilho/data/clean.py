@@ -38,8 +38,8 @@ class CleanData:
     # "classes" are the names the logged model gives its outputs: ``class_names`` of these rows
     spec: dict[str, Any]
     dropped_rows: int
-    # evaluation.groups: each group column as the data writes it, one row per row of X (a column
-    # the model does not use, such as one in data.drop, may split the metrics too)
+    # evaluation.groups (and cv.group): each group column as the data writes it, one row per row of X
+    # (a column the model does not use, such as one in data.drop, may split the metrics too)
     group_columns: pd.DataFrame | None = None
     # rows whose label is missing (an empty cell, "NA", a marker): left out before anything else
     unlabelled_rows: int = 0
@@ -167,8 +167,9 @@ def clean(df: pd.DataFrame, exp: Experiment) -> CleanData:
         keep &= dated
     X = X.loc[keep].reset_index(drop=True)
     found = None
-    if exp.evaluation.groups:
-        found = df.loc[keep, exp.evaluation.groups].reset_index(drop=True)
+    wanted = list(dict.fromkeys([*exp.evaluation.groups, *([exp.cv.group] if exp.cv.group else [])]))
+    if wanted:
+        found = df.loc[keep, wanted].reset_index(drop=True)
         found = found.assign(**{c: as_written(found[c]) for c in found.columns})
     kept = y[keep].to_numpy(dtype="float64" if exp.regression else "int64")
     return CleanData(X=X, y=kept, spec=spec, dropped_rows=int((~keep).sum()),

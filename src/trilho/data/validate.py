@@ -237,11 +237,12 @@ def validate(df: pd.DataFrame, exp: Experiment) -> ValidationReport:
         "errors": errors,
         "warnings": warnings,
     }
-    expected = [exp.data.target, *exp.data.drop, *exp.data.categorical, *exp.evaluation.groups, *exp.data.date_parts]
+    expected = [exp.data.target, *exp.data.drop, *exp.data.categorical, *exp.evaluation.groups, *exp.data.date_parts,
+                *([exp.cv.group] if exp.cv.group else [])]
     missing = list(dict.fromkeys(c for c in expected if c not in df.columns))
     if missing:
         errors.append(f"missing columns {missing}; the file has {report['columns']} "
-                      "(check data.target, data.drop, data.categorical, data.dates and evaluation.groups)")
+                      "(check data.target, data.drop, data.categorical, data.dates, evaluation.groups and cv.group)")
         return report
     gone = unlabelled(df, exp)
     if gone.any():  # no label: left out and counted, never a class of its own

@@ -99,6 +99,7 @@ def holdout_result(pipe: Pipeline, X, y, train, test, classes) -> HoldoutResult:
         scores={**scores_from_confusion(cm), **probability_metrics(y[test], proba, np.array(labels))},
         train_index=train,
         pipeline=pipe,
+        test_index=test,
     )
 
 

@@ -124,6 +124,9 @@ class TimeOrder:
     max_train: float = 0.0
     holdout: float = 0.0
     column: str = "the date"
+    # cv.group: each row's group (a customer); a fold trains only on groups it does not test
+    groups: np.ndarray | None = None
+    group_column: str | None = None
 
     def cut(self, rows: np.ndarray, share: float) -> float:
         """The first time of the latest ``share`` of ``rows``: every row of that time and later is on
@@ -136,12 +139,18 @@ class TimeOrder:
         share of the rows."""
         rows = np.arange(len(self.days))
         start = self.cut(rows, self.holdout)
-        train = rows[self._window(rows, start)]
         test = rows[self.days >= start]
+        train = self._apart(rows[self._window(rows, start)], test)
         if not len(train) or not len(test):
             raise EvaluationError(f"evaluation.holdout_fraction {self.holdout} leaves no rows before or after "
                                   f"{_day(start)} once cv.gap is left out; lower cv.gap or change the fraction")
         return train, test
+
+    def _apart(self, train: np.ndarray, test: np.ndarray) -> np.ndarray:
+        """``train`` less the rows of any group ``test`` holds (cv.group), so that groups stay whole."""
+        if self.groups is None:
+            return train
+        return train[~np.isin(self.groups[train], self.groups[test])]
 
     def _window(self, rows: np.ndarray, start: float) -> np.ndarray:
         """Which of ``rows`` train for a period from ``start``: before it less the gap, and within
@@ -169,8 +178,13 @@ class TimeOrder:
         ends = [*starts[1:], np.inf]
         out = []
         for i, (start, end) in enumerate(zip(starts, ends, strict=True)):
-            train = rows[self._window(rows, start)]
             test = rows[(self.days[rows] >= start) & (self.days[rows] < end)]
+            before = rows[self._window(rows, start)]
+            train = self._apart(before, test)
+            if len(before) and len(test) and not len(train):
+                raise EvaluationError(f"cv.group {self.group_column!r}: fold {i} ({_day(start)}) tests every group its "
+                                      "earlier rows hold, so it has nothing to train on; cv.group keeps whole groups that "
+                                      "come and go (customers), not ones present in every period (stores)")
             if not len(train) or not len(test):
                 raise EvaluationError(f"cv.scheme 'time': fold {i} ({_day(start)}) has no "
                                       f"{'training' if not len(train) else 'test'} rows (the {len(rows)} rows before "
@@ -211,7 +225,8 @@ def holdout_split(y: np.ndarray, fraction: float, random_state: int, groups: np.
     each group's first label), so that no copy of a test row is trained on. With ``order``: the
     latest ``fraction`` of the rows, and the rows before it less the gap."""
     if order is not None:
-        return TimeOrder(order.days, order.gap, order.max_train, fraction, order.column).holdout_split()
+        return TimeOrder(order.days, order.gap, order.max_train, fraction, order.column, order.groups,
+                         order.group_column).holdout_split()
     rows = np.arange(len(y))
     y = strata(y, max(2, round(1 / min(fraction, 1 - fraction))))
     if groups is None:

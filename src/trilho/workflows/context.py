@@ -90,13 +90,18 @@ def prepare(exp: Experiment, settings: Settings, lake: Lake, *, reference: bool 
         data, left_out = without_reference(data, chosen)
     X, y, groups, duplicates = fold_data(data, exp)
     check_leaks(validation, X, y, exp, groups)
+    columns, whole = fold_group_columns(data, exp), None
+    if exp.cv.group and columns is not None:  # forward folds keep these groups whole; not a metric split
+        whole = pd.factorize(columns[exp.cv.group], use_na_sentinel=False)[0]
+        if exp.cv.group not in exp.evaluation.groups:
+            columns = columns.drop(columns=[exp.cv.group]) if len(columns.columns) > 1 else None
     return Prepared(ingested, raw, validation, data, X, y, groups, duplicates, chosen, left_out,
-                    fold_group_columns(data, exp), time_order(X, exp))
+                    columns, time_order(X, exp, whole))
 
 
-def time_order(X: pd.DataFrame, exp: Experiment) -> TimeOrder | None:
-    """The rows' times under cv.scheme = "time" (None otherwise); a row with no time is refused,
-    naming the column and the fix."""
+def time_order(X: pd.DataFrame, exp: Experiment, whole: np.ndarray | None = None) -> TimeOrder | None:
+    """The rows' times under cv.scheme = "time" (None otherwise), and the groups kept whole
+    (``whole``: cv.group's codes); a row with no time is refused, naming the column and the fix."""
     col = exp.time_column
     if col is None:
         return None
@@ -105,7 +110,8 @@ def time_order(X: pd.DataFrame, exp: Experiment) -> TimeOrder | None:
     if gaps:
         raise DataValidationError(f"cv.time {col!r} is missing on {gaps} rows: forward folds cannot place them; "
                                   "fill them in, or set data.missing = 'drop' to leave such rows out")
-    return TimeOrder(days, exp.cv.gap, exp.cv.max_train, exp.evaluation.holdout_fraction, col)
+    return TimeOrder(days, exp.cv.gap, exp.cv.max_train, exp.evaluation.holdout_fraction, col, whole,
+                     exp.cv.group or None)
 
 
 def check_leaks(validation: ValidationReport, X: pd.DataFrame, y: np.ndarray, exp: Experiment,

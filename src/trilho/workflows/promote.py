@@ -33,7 +33,7 @@ def cv_key(exp: Experiment, data_sha256: str) -> dict[str, str]:
     params = flatten(exp.resolved())
     keys = ["cv.scheme", "cv.n_splits", "cv.n_repeats", "cv.first_seed", "cv.duplicates", "data.missing"]
     if exp.cv.scheme != "stratified":  # forward folds: their column, gap, window and the latest period held out
-        keys += ["cv.time", "cv.gap", "cv.max_train", "evaluation.holdout_fraction"]
+        keys += ["cv.time", "cv.gap", "cv.max_train", "cv.group", "evaluation.holdout_fraction"]
     return {"data_sha256": data_sha256, **{k: params[k] for k in keys}}
 
 
@@ -58,9 +58,8 @@ def promote(ctx: Context, run_id: str, prefix: str, summary: RunSummary, cv: CVR
     metric = exp.registry.primary_metric
     reference = inputs.reference
     latest, judge = None, lambda config: _reevaluate(ctx, config, metric)
-    if inputs.order is not None and held is not None and held.pipeline is not None:
-        test = held.test_index if held.test_index is not None else \
-            np.setdiff1d(np.arange(len(inputs.y)), held.train_index)
+    if inputs.order is not None and held is not None and held.pipeline is not None and held.test_index is not None:
+        test = held.test_index
         latest = (inputs.y[test], evaluate.answers(held.pipeline, inputs.X, inputs.y, test, exp.regression))
         judge = lambda config: _latest_answers(ctx, config, test)  # noqa: E731
     who = Challenger(name=exp.registry.model_name, model_uri=summary["model_uri"], run_id=run_id,
@@ -93,7 +92,7 @@ def _latest_answers(ctx: Context, config: dict[str, Any], test: np.ndarray) -> A
     champion, order = Experiment.model_validate(config), ctx.inputs.order
     assert order is not None
     train, _ = TimeOrder(order.days, champion.cv.gap, champion.cv.max_train, ctx.exp.evaluation.holdout_fraction,
-                         order.column).holdout_split()
+                         order.column, order.groups, order.group_column).holdout_split()
     task = _champion_task(ctx, config)
     return evaluate.answers_on(ctx.inputs.X, ctx.inputs.y, task, train, test, ctx.settings.free_cores())
 

@@ -318,7 +318,8 @@ def _over_time(ctx: Context, fitted: _Fitted) -> dict[str, Any]:
     trend, and the latest period (the holdout) with a row-bootstrap interval of the primary metric."""
     exp, inputs, held = ctx.exp, ctx.inputs, fitted.held
     assert inputs.order is not None and fitted.cv.oof is not None and held.pipeline is not None
-    test = held.test_index if held.test_index is not None else np.setdiff1d(np.arange(len(inputs.y)), held.train_index)
+    assert held.test_index is not None
+    test = held.test_index
     truth = inputs.y[test]
     if exp.regression:
         pred = held.pred if held.pred is not None else predict_values(held.pipeline, inputs.X.iloc[test])

@@ -133,7 +133,8 @@ class _Rows:
         if self.order is None:
             return None
         o = self.order
-        return TimeOrder(o.days[self.search], o.gap, o.max_train, 0.0, o.column)
+        return TimeOrder(o.days[self.search], o.gap, o.max_train, 0.0, o.column,
+                         None if o.groups is None else o.groups[self.search], o.group_column)
 
 
 def tune(exp: Experiment, settings: Settings, *, trials: int | None = None, timeout_s: float | None = None,

@@ -13,16 +13,11 @@ import numpy as np
 import pandas as pd
 
 from trilho.evaluation.metrics import LOWER_IS_BETTER
-from trilho.evaluation.splits import TimeOrder
+from trilho.evaluation.splits import TimeOrder, day_text
 
 __all__ = ["BOOTSTRAP_DRAWS", "period_scores", "time_summary"]
 
 BOOTSTRAP_DRAWS = 500  # replicates of the latest period's rows
-
-
-def _day(days: float) -> str:
-    when = pd.Timestamp(0) + pd.Timedelta(days=float(days))
-    return str(when.date()) if when == when.normalize() else str(when)
 
 
 def period_scores(folds: pd.DataFrame, oof: pd.DataFrame, order: TimeOrder, metrics: list[str]) -> list[dict[str, Any]]:
@@ -32,7 +27,7 @@ def period_scores(folds: pd.DataFrame, oof: pd.DataFrame, order: TimeOrder, metr
     for _, fold in folds.sort_values("fold").iterrows():
         rows = oof.loc[oof["fold"] == fold["fold"], "row"].to_numpy()
         days = order.days[rows]
-        out.append({"fold": int(fold["fold"]), "start": _day(days.min()), "end": _day(days.max()),
+        out.append({"fold": int(fold["fold"]), "start": day_text(days.min()), "end": day_text(days.max()),
                     "rows": int(fold["n_test"]), "training_rows": int(fold["n_train"]),
                     "scores": {m: float(fold[m]) for m in metrics if m in fold}})
     return out
@@ -78,12 +73,12 @@ def time_summary(folds: pd.DataFrame, oof: pd.DataFrame, order: TimeOrder, metri
     statement = (f"the headline is the mean of {len(periods)} forward folds, each trained only on rows before the "
                  f"period it tests ({periods[0]['start']} to {periods[-1]['end']}); folds over time are not "
                  "exchangeable, so no interval of that mean is claimed. The latest period, held out of every fold "
-                 f"({_day(days.min())} to {_day(days.max())}, {len(latest)} rows), scores {primary} "
+                 f"({day_text(days.min())} to {day_text(days.max())}, {len(latest)} rows), scores {primary} "
                  f"{scores[primary]:.4g}{ci} ({level:.0%} row bootstrap); across the periods {primary} moves "
                  f"{trend[primary]:+.3g} a period ({'worse' if worsening else 'better or level'}: {better} is better)")
     return {"scheme": "time", "column": order.column, "gap_days": order.gap, "max_train_days": order.max_train,
             "periods": periods, "trend": trend,
-            "latest": {"start": _day(days.min()), "end": _day(days.max()), "rows": int(len(latest)),
+            "latest": {"start": day_text(days.min()), "end": day_text(days.max()), "rows": int(len(latest)),
                        "scores": scores, "metric": primary, "interval": list(bounds) if bounds else None,
                        "level": level, "method": "row_bootstrap"},
             "statement": statement}

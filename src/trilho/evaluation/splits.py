@@ -3,6 +3,7 @@ or, for dated rows (``TimeOrder``), forward folds over time and the latest perio
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 from collections import OrderedDict
@@ -14,7 +15,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from trilho.errors import EvaluationError
 
-__all__ = ["Plan", "TimeOrder", "duplicate_groups", "grouped_stratified_folds", "holdout_split", "later_training",
+__all__ = ["Plan", "TimeOrder", "day_text", "duplicate_groups", "grouped_stratified_folds", "holdout_split", "later_training",
            "split_plan", "strata"]
 
 # one fold of one seed: (seed, fold index, training rows, test rows)
@@ -143,7 +144,7 @@ class TimeOrder:
         train = self._apart(rows[self._window(rows, start)], test)
         if not len(train) or not len(test):
             raise EvaluationError(f"evaluation.holdout_fraction {self.holdout} leaves no rows before or after "
-                                  f"{_day(start)} once cv.gap is left out; lower cv.gap or change the fraction")
+                                  f"{day_text(start)} once cv.gap is left out; lower cv.gap or change the fraction")
         return train, test
 
     def _apart(self, train: np.ndarray, test: np.ndarray) -> np.ndarray:
@@ -182,11 +183,11 @@ class TimeOrder:
             before = rows[self._window(rows, start)]
             train = self._apart(before, test)
             if len(before) and len(test) and not len(train):
-                raise EvaluationError(f"cv.group {self.group_column!r}: fold {i} ({_day(start)}) tests every group its "
+                raise EvaluationError(f"cv.group {self.group_column!r}: fold {i} ({day_text(start)}) tests every group its "
                                       "earlier rows hold, so it has nothing to train on; cv.group keeps whole groups that "
                                       "come and go (customers), not ones present in every period (stores)")
             if not len(train) or not len(test):
-                raise EvaluationError(f"cv.scheme 'time': fold {i} ({_day(start)}) has no "
+                raise EvaluationError(f"cv.scheme 'time': fold {i} ({day_text(start)}) has no "
                                       f"{'training' if not len(train) else 'test'} rows (the {len(rows)} rows before "
                                       f"the holdout span too few times for {n_splits} folds); lower cv.n_splits"
                                       f"{' or cv.gap' if self.gap else ''}")
@@ -194,7 +195,7 @@ class TimeOrder:
         return out
 
 
-def _day(days: float) -> str:
+def day_text(days: float) -> str:
     """A time in days since 1970, as a date (with the time when there is one)."""
     when = pd.Timestamp(0) + pd.Timedelta(days=days)
     return str(when.date()) if when == when.normalize() else str(when)
@@ -225,8 +226,7 @@ def holdout_split(y: np.ndarray, fraction: float, random_state: int, groups: np.
     each group's first label), so that no copy of a test row is trained on. With ``order``: the
     latest ``fraction`` of the rows, and the rows before it less the gap."""
     if order is not None:
-        return TimeOrder(order.days, order.gap, order.max_train, fraction, order.column, order.groups,
-                         order.group_column).holdout_split()
+        return dataclasses.replace(order, holdout=fraction).holdout_split()
     rows = np.arange(len(y))
     y = strata(y, max(2, round(1 / min(fraction, 1 - fraction))))
     if groups is None:

@@ -106,7 +106,7 @@ class DaskExecutor:
 
         from trilho.model.catalog import model_kind
         from trilho.model.encoding import encode_features, input_columns, with_calendar
-        from trilho.model.table_encoder import FILLED, TableEncoder
+        from trilho.model.table_encoder import FILLED, TableEncoder, first_day
 
         filesystem, path = source
         groups, empty = _row_groups(filesystem, path)
@@ -124,8 +124,7 @@ class DaskExecutor:
                                                frame[target].value_counts(split_out=1),
                                                {c: frame[c].min() for c in spec.get("dates") or {}})
         # a date's calendar parts: "days" counts from the first day the cluster holds, as a fold's encoder does
-        origins = {c: 0.0 if pd.isna(first) else float((first - pd.Timestamp(0)) / pd.Timedelta(days=1))
-                   for c, first in firsts.items()}
+        origins = {c: first_day(pd.Series([first], dtype="datetime64[ns]")) for c, first in firsts.items()}
         dated = {**spec, "dates": TableEncoder(spec).dated(origins)} if origins else spec
         parts = frame.map_partitions(with_calendar, dated, meta=with_calendar(empty, dated)) if origins else frame
         encoder = TableEncoder(spec).learned(counts, _exact_medians(parts, numeric), origins)

@@ -35,6 +35,7 @@ import pandas as pd
 __all__ = [
     "CALENDAR",
     "WRITTEN_MISSING",
+    "calendar_columns",
     "calendar_names",
     "days_since_1970",
     "encoded_names",
@@ -74,6 +75,11 @@ def calendar_names(col: str, parts: list[str]) -> list[str]:
     for part in parts:
         out += [f"{col}.{p}" for p in (_SEASON if part == "season" else (part,))]
     return out
+
+
+def calendar_columns(spec: dict[str, Any]) -> frozenset[str]:
+    """Every calendar part the spec's date columns become (none without dates)."""
+    return frozenset(n for col, how in (spec.get("dates") or {}).items() for n in calendar_names(col, how["parts"]))
 
 
 def input_columns(spec: dict[str, Any]) -> list[str]:

@@ -15,11 +15,24 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from trilho.model.encoding import encode_features, normalise_text, numeric_column, parse_dates, with_calendar
+from trilho.model.encoding import (
+    days_since_1970,
+    encode_features,
+    normalise_text,
+    numeric_column,
+    parse_dates,
+    with_calendar,
+)
 
-__all__ = ["FILLED", "TableEncoder"]
+__all__ = ["FILLED", "TableEncoder", "first_day"]
 
 FILLED = frozenset({"impute", "drop"})  # the policies that learn fill values ("drop" fills at prediction only)
+
+
+def first_day(when: pd.Series) -> float:
+    """The first of some date-times, in days since 1970 (0 when none is there)."""
+    days = days_since_1970(when)
+    return float(days.min()) if days.notna().any() else 0.0
 
 
 def _ordered(values) -> list[str]:
@@ -53,13 +66,9 @@ class TableEncoder(TransformerMixin, BaseEstimator):
         return self
 
     def origins(self, X: pd.DataFrame) -> dict[str, float]:
-        """Per date column, the day its ``days`` part counts from: the training rows' first day
-        (days since 1970; 0 when the column has no date)."""
-        out = {}
-        for col, how in (self.spec.get("dates") or {}).items():
-            first = parse_dates(col, X[col], how.get("format")).min()
-            out[col] = 0.0 if pd.isna(first) else float((first - pd.Timestamp(0)) / pd.Timedelta(days=1))
-        return out
+        """Per date column, the day its ``days`` part counts from: the training rows' ``first_day``."""
+        return {col: first_day(parse_dates(col, X[col], how.get("format")))
+                for col, how in (self.spec.get("dates") or {}).items()}
 
     def dated(self, origins: dict[str, float]) -> dict[str, Any]:
         """The spec's date columns with their learned origins."""

@@ -31,7 +31,7 @@ import pandas as pd
 
 from trilho.evaluation.metrics import CONFUSION_METRICS, regression_scores, scores_from_confusion, scores_from_confusions
 from trilho.evaluation.stats import row_bootstrap_intervals, row_bootstrap_regression
-from trilho.model.encoding import calendar_names, normalise_text, numeric_column, with_calendar
+from trilho.model.encoding import calendar_columns, normalise_text, numeric_column, with_calendar
 from trilho.monitoring.drift import psi
 
 __all__ = ["MIN_ROWS", "THRESHOLDS", "compare_traffic", "live_metrics", "training_profile"]
@@ -180,8 +180,7 @@ def compare_traffic(profile: dict[str, Any], served: pd.DataFrame, spec: dict[st
     if not report["enough_rows"]:
         report["note"] = f"{n} served rows: fewer than {MIN_ROWS}, too few for a verdict; nothing is flagged"
         return report
-    calendar = frozenset(n for col, how in (spec.get("dates") or {}).items() for n in calendar_names(col, how["parts"]))
-    report["flags"] = _flags(report, limits, calendar)
+    report["flags"] = _flags(report, limits, calendar_columns(spec))
     return report
 
 

@@ -25,7 +25,6 @@ from trilho.data.ingest import Ingested
 from trilho.data.leaks import blocking, find_leaks
 from trilho.data.reference import ReferenceSet, load_reference, without_reference
 from trilho.data.validate import record_leaks
-from trilho.errors import DataValidationError
 from trilho.evaluation import cv as evaluate
 from trilho.evaluation.splits import TimeOrder, later_training, split_plan
 from trilho.execution.cluster import open_executor
@@ -101,15 +100,11 @@ def prepare(exp: Experiment, settings: Settings, lake: Lake, *, reference: bool 
 
 def time_order(X: pd.DataFrame, exp: Experiment, whole: np.ndarray | None = None) -> TimeOrder | None:
     """The rows' times under cv.scheme = "time" (None otherwise), and the groups kept whole
-    (``whole``: cv.group's codes); a row with no time is refused, naming the column and the fix."""
+    (``whole``: cv.group's codes). Every row has its time: cleaning left out the rows without one."""
     col = exp.time_column
     if col is None:
         return None
     days = days_since_1970(X[col]).to_numpy()
-    gaps = int(np.isnan(days).sum())
-    if gaps:
-        raise DataValidationError(f"cv.time {col!r} is missing on {gaps} rows: forward folds cannot place them; "
-                                  "fill them in, or set data.missing = 'drop' to leave such rows out")
     return TimeOrder(days, exp.cv.gap, exp.cv.max_train, exp.evaluation.holdout_fraction, col, whole,
                      exp.cv.group or None)
 

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from trilho.errors import ConfigError, DataValidationError, StorageError, TrackingError
-from trilho.model.encoding import WRITTEN_MISSING, calendar_names, input_columns, missing_words, with_calendar
+from trilho.model.encoding import WRITTEN_MISSING, calendar_columns, input_columns, missing_words, with_calendar
 from trilho.monitoring.prediction_log import read_log
 from trilho.monitoring.traffic import compare_traffic, live_metrics, live_regression
 from trilho.settings import Settings
@@ -232,7 +232,7 @@ def by_period(rows: pd.DataFrame, joined: pd.DataFrame, spec: dict[str, Any],
     labelled = None
     if len(joined) and "served_at" in joined:
         labelled = pd.to_datetime(joined["served_at"], utc=True).dt.tz_localize(None).dt.to_period(length)
-    calendar = {n for col, how in (spec.get("dates") or {}).items() for n in calendar_names(col, how["parts"])}
+    calendar = calendar_columns(spec)
     out = []
     for period in sorted(periods.unique()):
         part = rows.loc[(periods == period).to_numpy()]

@@ -6,6 +6,7 @@ same; on other data, the drift between the two curated tables informs the judgme
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -17,7 +18,6 @@ import pandas as pd
 from trilho.data.curate import read_curated
 from trilho.evaluation import cv as evaluate
 from trilho.evaluation.results import CVResult, HoldoutResult
-from trilho.evaluation.splits import TimeOrder
 from trilho.experiment import Experiment
 from trilho.schemas import GateRecord, RunSummary
 from trilho.tracking import flatten
@@ -91,8 +91,7 @@ def _latest_answers(ctx: Context, config: dict[str, Any], test: np.ndarray) -> A
     its own window), its answers on that period."""
     champion, order = Experiment.model_validate(config), ctx.inputs.order
     assert order is not None
-    train, _ = TimeOrder(order.days, champion.cv.gap, champion.cv.max_train, ctx.exp.evaluation.holdout_fraction,
-                         order.column, order.groups, order.group_column).holdout_split()
+    train, _ = dataclasses.replace(order, gap=champion.cv.gap, max_train=champion.cv.max_train).holdout_split()
     task = _champion_task(ctx, config)
     return evaluate.answers_on(ctx.inputs.X, ctx.inputs.y, task, train, test, ctx.settings.free_cores())
 

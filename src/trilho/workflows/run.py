@@ -29,7 +29,6 @@ from trilho.evaluation.metrics import probability_metrics, regression_scores, sc
 from trilho.evaluation.results import CVResult, HoldoutResult
 from trilho.execution import background as parallel
 from trilho.experiment import Experiment
-from trilho.model.catalog import predict_values
 from trilho.reporting import publish as reports
 from trilho.reporting.summary import baseline_rows, build_summary, explained_rows, metric_rows, summary_metrics
 from trilho.schemas import RunSummary, ValidationReport
@@ -322,16 +321,14 @@ def _over_time(ctx: Context, fitted: _Fitted) -> dict[str, Any]:
     test = held.test_index
     truth = inputs.y[test]
     if exp.regression:
-        pred = held.pred if held.pred is not None else predict_values(held.pipeline, inputs.X.iloc[test])
-        quantile = exp.decision.quantile
+        assert held.pred is not None  # a regression's holdout keeps its predictions
+        pred, quantile = held.pred, exp.decision.quantile
 
         def score(rows: np.ndarray) -> dict[str, float]:
             return regression_scores(truth[rows], pred[rows], quantile)
     else:
-        labels = np.arange(len(exp.data.classes))
-        proba = np.zeros((len(test), len(labels)))
-        proba[:, held.pipeline.classes_] = held.pipeline.predict_proba(inputs.X.iloc[test])
-        codes = np.asarray(held.pipeline.predict(inputs.X.iloc[test]))
+        codes, proba = evaluate.answers(held.pipeline, inputs.X, inputs.y, test, regression=False)
+        labels = np.arange(proba.shape[1])
 
         def score(rows: np.ndarray) -> dict[str, float]:
             cm = confusion_matrix(truth[rows], codes[rows], labels=labels)

@@ -18,6 +18,7 @@ usual run, its intervals and the promotion gate decide whether it replaces the c
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -133,8 +134,8 @@ class _Rows:
         if self.order is None:
             return None
         o = self.order
-        return TimeOrder(o.days[self.search], o.gap, o.max_train, 0.0, o.column,
-                         None if o.groups is None else o.groups[self.search], o.group_column)
+        return dataclasses.replace(o, days=o.days[self.search], holdout=0.0,
+                                   groups=None if o.groups is None else o.groups[self.search])
 
 
 def tune(exp: Experiment, settings: Settings, *, trials: int | None = None, timeout_s: float | None = None,

@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 
 from trilho.errors import StorageError, TrilhoError
+from trilho.execution import collector
 
 if TYPE_CHECKING:  # the rest is imported where it is used: `trilho --help` imports no more than it needs
     from rich.progress import Progress
@@ -66,15 +67,19 @@ def stopped(stop: Stopped) -> typer.Exit:
     return typer.Exit(stop.exit_code)
 
 
-def command(name: str | None = None) -> Callable[[Command], Command]:
+def command(name: str | None = None, *, serves: bool = False) -> Callable[[Command], Command]:
     """Register a command whose ``TrilhoError`` becomes one readable line and exit status 1, and that
-    SIGTERM or SIGINT stops cleanly (trilho.execution.background.Stopped): one line, exit status 143 or 130."""
+    SIGTERM or SIGINT stops cleanly (trilho.execution.background.Stopped): one line, exit status 143 or 130.
+    A command that ``serves`` until stopped keeps Python's garbage collector as it is; the others
+    start and end as trilho.execution.collector says."""
 
     def register(fn: Command) -> Command:
         @functools.wraps(fn)
         def guarded(*args: Any, **kwargs: Any) -> Any:
             from trilho.execution.background import Stopped, stop_on_signals
 
+            if not serves:
+                collector.starting()
             try:
                 with stop_on_signals():
                     return fn(*args, **kwargs)

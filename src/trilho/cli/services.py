@@ -13,7 +13,7 @@ from rich.console import Console
 from trilho.cli._app import command, supervise
 
 
-@command()
+@command(serves=True)
 def ui(port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000) -> None:
     """Open the MLflow UI on the local tracking store (127.0.0.1 only)."""
     from trilho.settings import load_settings
@@ -40,7 +40,7 @@ def init_store() -> None:
         Console().print(f"{uri}: ready on {settings.s3_endpoint_url or 'AWS S3'}")
 
 
-@command()
+@command(serves=True)
 def server(port: Annotated[int, typer.Option(help="Port to listen on.")] = 5000,
            host: Annotated[str, typer.Option(
                help="Address to bind; 127.0.0.1 keeps it private to this machine.")] = "127.0.0.1",

@@ -13,7 +13,7 @@ from trilho.errors import ConfigError
 ModelArg = Annotated[str, typer.Argument(help="models:/NAME@ALIAS (followed), models:/NAME/VERSION or models:/<model id>.")]
 
 
-@command()
+@command(serves=True)
 def serve(model: ModelArg,
           host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 opens it to the network.")] = "127.0.0.1",
           port: Annotated[int, typer.Option(help="Port to listen on.")] = 5001,

@@ -27,6 +27,7 @@ from trilho.data.reference import ReferenceSet, load_reference, without_referenc
 from trilho.data.validate import record_leaks
 from trilho.evaluation import cv as evaluate
 from trilho.evaluation.splits import TimeOrder, later_training, split_plan
+from trilho.execution import collector
 from trilho.execution.cluster import open_executor
 from trilho.experiment import Experiment
 from trilho.model.catalog import quantile_params
@@ -222,6 +223,7 @@ def conduct(exp: Experiment, settings: Settings, *, lake: Lake | None = None, re
         inputs = prepare(exp, settings, lake, reference=reference)
         data_s = time.perf_counter() - clock
         tracker = open_tracker(settings, exp.tracking.experiment)  # fails before any training
+        collector.started()  # imported, read and opened: the collector goes back to the usual
         context = Context(exp, settings, lake, executor, inputs, tracker, clock, {"data_s": data_s})
         try:
             yield context

@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +66,9 @@ class Task:
     quantile: float | None = None
     # dated rows (cv.scheme = "time"): forward folds over time and the latest period as the holdout
     order: TimeOrder | None = None
+    # the fits stay in the pool's threads even where the model holds the GIL: a few small fits,
+    # which worker processes would take longer to start than they take (a baseline on small data)
+    in_threads: bool = False
 
     @property
     def estimator(self) -> dict[str, Any]:
@@ -205,15 +208,14 @@ def answers(pipe: Any, X: pd.DataFrame, y: np.ndarray, test: np.ndarray, regress
     return np.asarray(pipe.predict(X.iloc[test])), proba
 
 
-def _plan_fits(task: Task, plan: Plan, labels: np.ndarray, batch: Batch, prefix: str = "") -> None:
+def _plan_fits(task: Task, plan: Plan, labels: np.ndarray, batch: Batch, prefix: str = "", tick: bool = True) -> None:
     """One fit per fold of the plan."""
     gil = model_kind(task.model["name"]).gil_bound
     for seed, i, train, test in plan:
         explain = seed in task.seeds[:task.explain_repeats]
         given = train if task.order is not None else None  # forward folds: not the complement
         batch.add((fold_fit, (task.estimator, seed, i, test, labels, task.decision, explain, task.quantile, given)),
-                  f"{prefix}fold {i} of seed {seed}",
-                  True, gil)
+                  f"{prefix}fold {i} of seed {seed}", tick, gil and not task.in_threads, gil)
 
 
 def _nested_fits(task: Task, plan: Plan, labels: np.ndarray, batch: Batch) -> None:
@@ -233,10 +235,12 @@ def _labels(y: np.ndarray, task: Task) -> np.ndarray:
 
 
 def _run_task(X: pd.DataFrame, y: np.ndarray, task: Task, runner: Runner,
-              arrived: Callable[[str, Any], None] | None = None, stop: threading.Event | None = None
-              ) -> tuple[CVResult, HoldoutResult | None, Pipeline | None]:
+              arrived: Callable[[str, Any], None] | None = None, stop: threading.Event | None = None,
+              beside: Sequence[Task] = ()) -> tuple[CVResult, HoldoutResult | None, Pipeline | None, list[CVResult]]:
     """Every fit of the task as one batch; ``arrived("holdout" | "final", pipeline)`` as each of
-    those two is fit, while the folds go on."""
+    those two is fit, while the folds go on. The folds of the tasks ``beside`` it (baselines: no
+    holdout, no final fit) come last in the same batch, on the cores the task's last fits leave
+    idle; their results come fourth, in order."""
     labels = _labels(y, task)
     batch = Batch()
     gil = model_kind(task.model["name"]).gil_bound
@@ -254,6 +258,13 @@ def _run_task(X: pd.DataFrame, y: np.ndarray, task: Task, runner: Runner,
     plan = split_plan(y, task.n_splits, task.seeds, task.groups, task.order)
     _plan_fits(task, plan, labels, batch)
     _nested_fits(task, plan, labels, batch)
+    own = len(batch.fits)
+    spans = []
+    for other in beside:
+        first = len(batch.fits)
+        _plan_fits(other, split_plan(y, other.n_splits, other.seeds, other.groups, other.order), labels, batch,
+                   f"{other.label or other.model['name']}: ", tick=False)
+        spans.append((first, len(batch.fits)))
 
     def on_result(i: int, result: Any) -> None:
         if arrived and i in kinds:
@@ -261,26 +272,28 @@ def _run_task(X: pd.DataFrame, y: np.ndarray, task: Task, runner: Runner,
 
     begun = time.perf_counter()
     results, pool, workers = run_fits(X, y, batch, runner.n_jobs, runner.executor, runner.progress, on_result, stop)
-    cv = cv_result(results[extra:extra + len(plan)], time.perf_counter() - begun, workers, y,
-                   results[extra + len(plan):])
+    wall = time.perf_counter() - begun
+    cv = cv_result(results[extra:extra + len(plan)], wall, workers, y, results[extra + len(plan):own])
     cv.pool = pool
+    others = [cv_result(results[a:b], wall, workers, y) for a, b in spans]
     if task.regression:
         held = regression_holdout(results[0], X, y, *split, task.quantile) if split else None
     else:
         classes = task.classes or [str(c) for c in labels]
         held = holdout_result(results[0], X, y, *split, classes) if split else None
-    return cv, held, (results[extra - 1] if task.final_fit else None)
+    return cv, held, (results[extra - 1] if task.final_fit else None), others
 
 
 class Evaluation:
     """The fits of one task, running in a background thread: ``model("holdout" | "final")`` is a
-    future of that fit, resolved as soon as it is fit; ``result()`` waits for every fit."""
+    future of that fit, resolved as soon as it is fit; ``result()`` waits for every fit, and
+    ``beside()`` gives the results of the tasks evaluated beside it (``_run_task``)."""
 
-    def __init__(self, X: pd.DataFrame, y: np.ndarray, task: Task, runner: Runner) -> None:
+    def __init__(self, X: pd.DataFrame, y: np.ndarray, task: Task, runner: Runner, beside: Sequence[Task] = ()) -> None:
         self._models: dict[str, Future] = {"holdout": Future(), "final": Future()}
         self._stop = threading.Event()
         self._done: Future = Future()
-        self._thread = threading.Thread(target=self._run, args=(X, y, task, runner), name="trilho-evaluate",
+        self._thread = threading.Thread(target=self._run, args=(X, y, task, runner, beside), name="trilho-evaluate",
                                         daemon=True)
         self._thread.start()
 
@@ -288,7 +301,10 @@ class Evaluation:
         return self._models[kind]
 
     def result(self) -> tuple[CVResult, HoldoutResult | None, Pipeline | None]:
-        return self._done.result()
+        return self._done.result()[:3]
+
+    def beside(self) -> list[CVResult]:
+        return self._done.result()[3]
 
     def stop(self) -> None:
         """Cancel the fits not yet started and wait for those running."""
@@ -298,10 +314,10 @@ class Evaluation:
     def join(self) -> None:
         self._thread.join()
 
-    def _run(self, X: pd.DataFrame, y: np.ndarray, task: Task, runner: Runner) -> None:
+    def _run(self, X: pd.DataFrame, y: np.ndarray, task: Task, runner: Runner, beside: Sequence[Task]) -> None:
         try:
             self._done.set_result(_run_task(X, y, task, runner, lambda kind, pipe: self._models[kind].set_result(pipe),
-                                            self._stop))
+                                            self._stop, beside))
         except BaseException as exc:  # a waiter on any future learns why
             self._done.set_exception(exc)
         for future in self._models.values():
@@ -310,10 +326,12 @@ class Evaluation:
 
 
 @contextlib.contextmanager
-def start(X: pd.DataFrame, y: np.ndarray, task: Task, runner: Runner | None = None) -> Iterator[Evaluation]:
-    """``with evaluate.start(X, y, task, runner) as fitting``: the task's fits run in the background;
-    leaving the block early stops them, leaving it normally waits for them."""
-    evaluation = Evaluation(X, y, task, runner or Runner())
+def start(X: pd.DataFrame, y: np.ndarray, task: Task, runner: Runner | None = None, beside: Sequence[Task] = ()
+          ) -> Iterator[Evaluation]:
+    """``with evaluate.start(X, y, task, runner) as fitting``: the task's fits (and the folds of the
+    tasks ``beside`` it) run in the background; leaving the block early stops them, leaving it
+    normally waits for them."""
+    evaluation = Evaluation(X, y, task, runner or Runner(), beside)
     try:
         yield evaluation
     except BaseException:
@@ -326,7 +344,7 @@ def evaluate_all(X: pd.DataFrame, y: np.ndarray, task: Task, runner: Runner | No
                  ) -> tuple[CVResult, HoldoutResult | None, Pipeline | None]:
     """The folds, the holdout fit, the final fit and the nested-CV fits as one batch on one pool;
     the same fits, seeds and scores wherever they run. In this thread: nothing waits to overlap them."""
-    return _run_task(X, y, task, runner or Runner())
+    return _run_task(X, y, task, runner or Runner())[:3]
 
 
 def cross_validate(X: pd.DataFrame, y: np.ndarray, task: Task, runner: Runner | None = None) -> CVResult:

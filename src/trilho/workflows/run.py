@@ -42,7 +42,7 @@ from trilho.workflows.promote import promote
 __all__ = ["ExperimentResult", "offline_experiment", "run_experiment"]
 
 log = logging.getLogger(__name__)
-SMALL_BASELINE = 200_000  # rows x fits under which a baseline's fits run on one thread
+SMALL_BASELINE = 200_000  # rows x fits under which a baseline's fits stay in the pool's threads
 
 
 @dataclass
@@ -109,6 +109,7 @@ class _Fitted:
     distributed: dict[str, Any] | None = None
     baselines: dict[str, Any] | None = None
     task: evaluate.Task | None = None  # the folds' task, which the baselines share
+    beside: dict[str, CVResult] = field(default_factory=dict)  # the default models' folds, fit in the same pool
 
 
 def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = None,
@@ -165,14 +166,16 @@ def _evaluate(run: _Run) -> _Fitted:
                     final_fit=exp.tracking.final_fit == "all" and not exp.model.distributed,
                     explain_repeats=exp.evaluation.explain_repeats)
     tracked = tracker.seconds
-    with ctx.timed("cv_s"):  # folds + holdout fit + final fit, one pool
+    models = _baseline_tasks(ctx, task)
+    with ctx.timed("cv_s"):  # folds + holdout fit + final fit (+ the default models' folds), one pool
         inputs_logged = tracker.submit(_log_inputs, run)  # waits on the server, not on a core
         model_logged = None
-        with evaluate.start(inputs.X, inputs.y, task, ctx.runner(run.progress)) as fitting:
+        with evaluate.start(inputs.X, inputs.y, task, ctx.runner(run.progress), list(models.values())) as fitting:
             kind = "final" if exp.tracking.final_fit == "all" else "holdout"  # the reference logged its 70% fit
             if exp.tracking.log_model and not exp.model.distributed and not exp.regression:
                 model_logged = _keep_model(run, fitting.model(kind).result(), inputs_logged)
             cv, held, _ = fitting.result()
+            beside = dict(zip(models, fitting.beside(), strict=True))
             if exp.regression and cv.oof is not None:  # the model's intervals come from every fold's residuals
                 run.fold_widths = conformal.coverage_by_fold(cv.oof, exp.prediction.level)
                 run.intervals = conformal.interval_summary(cv.oof, exp.prediction.level, run.fold_widths)
@@ -192,7 +195,22 @@ def _evaluate(run: _Run) -> _Fitted:
         tracker.close()
     ctx.timings["tracking_during_cv_s"] = tracker.seconds - tracked  # overlapped with the fits
     assert held is not None  # the experiment always asks for a holdout
-    return _Fitted(cv, held, inputs_logged, model_logged, distributed, task=task)
+    return _Fitted(cv, held, inputs_logged, model_logged, distributed, task=task, beside=beside)
+
+
+def _baseline_tasks(ctx: Context, task: evaluate.Task) -> dict[str, evaluate.Task]:
+    """The default models among the baselines, each on the task's first ``baseline_repeats`` seeds:
+    their folds are fit in the model's pool, after its own fits, on the cores those leave idle."""
+    exp, inputs = ctx.exp, ctx.inputs
+    models = {}
+    for name in exp.evaluation.baselines:
+        if name == baselines.MAJORITY or name in baselines.CONSTANT:
+            continue
+        base = baselines.baseline_task(task, name, exp.evaluation.baseline_repeats)
+        # a few small fits: worker processes would take longer to start than the fits take
+        # (diabetes, 5 histogram-boosting fits: 1.9 s on one thread, 4.6 s on two processes)
+        models[name] = base.but(in_threads=len(inputs.y) * len(base.seeds) * base.n_splits < SMALL_BASELINE)
+    return models
 
 
 def _holdout_interval(cv: CVResult, held: HoldoutResult, y: np.ndarray, level: float) -> dict[str, Any]:
@@ -207,20 +225,21 @@ def _holdout_interval(cv: CVResult, held: HoldoutResult, y: np.ndarray, level: f
 
 
 def _add_baselines(run: _Run, fitted: _Fitted, summary: RunSummary) -> None:
-    """The baselines on the same folds, once the model is in MLflow (beside the tracker's work,
-    which holds the GIL, a one-thread baseline took 4.7 s where it takes 1.9 s alone), into the
-    summary and its warnings."""
+    """The baselines on the same folds (the default models' folds were fit in the model's pool),
+    paired with the model, into the summary and its warnings."""
     ctx = run.ctx
     assert fitted.task is not None
     with ctx.timed("baselines_s"):
-        fitted.baselines = _baselines(ctx, fitted.task, fitted.cv)
+        fitted.baselines = _baselines(ctx, fitted.task, fitted.cv, fitted.beside)
     if fitted.baselines is not None:
         summary["baselines"] = fitted.baselines
         summary["data"]["warnings"] = [*summary["data"]["warnings"], *fitted.baselines["said"]]
 
 
-def _baselines(ctx: Context, task: evaluate.Task, cv: CVResult) -> dict[str, Any] | None:
-    """The majority class on every fold and each default model on the first repeats, paired with the model."""
+def _baselines(ctx: Context, task: evaluate.Task, cv: CVResult, models: dict[str, CVResult]
+               ) -> dict[str, Any] | None:
+    """The majority class (or a constant) on every fold and each default model on the first
+    repeats (``models``, fit beside the model's folds), paired with the model."""
     exp, inputs = ctx.exp, ctx.inputs
     names = exp.evaluation.baselines
     if not names:
@@ -233,12 +252,7 @@ def _baselines(ctx: Context, task: evaluate.Task, cv: CVResult) -> dict[str, Any
             scored[name] = baselines.constant_folds(inputs.y, task.n_splits, task.seeds, task.groups, name, task.quantile,
                                                     task.order)
         else:
-            base = baselines.baseline_task(task, name, exp.evaluation.baseline_repeats)
-            # a few small fits: worker processes would take longer to start than the fits take
-            # (diabetes, 5 histogram-boosting fits: 1.9 s on one thread, 4.6 s on two processes)
-            small = len(inputs.y) * len(base.seeds) * base.n_splits < SMALL_BASELINE
-            runner = evaluate.Runner(n_jobs=1) if small else ctx.runner()
-            scored[name] = evaluate.cross_validate(inputs.X, inputs.y, base, runner).folds
+            scored[name] = models[name].folds
     metrics = exp.evaluation.metrics
     return baselines.compare(cv.folds, scored, metrics, exp.registry.primary_metric if exp.registry.primary_metric
                              in metrics else metrics[0], 1.0 / exp.cv.n_splits, exp.evaluation.level,

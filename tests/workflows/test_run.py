@@ -108,6 +108,19 @@ def test_logged_model_is_pickle_free_and_predicts_labels(settings, small_experim
     assert "signature" in mlmodel and "Gender" in mlmodel
     requirements = (local / "requirements.txt").read_text()
     assert "xgboost==" in requirements and "mlflow==" in requirements
+    import importlib.metadata
+
+    # the installed versions themselves: why MLflow's check against the installed packages is skipped
+    pins = dict(line.split("==") for line in requirements.split() if "==" in line)
+    assert pins == {name: importlib.metadata.version(name) for name in pins}
+    from mlflow.utils import environment
+
+    from trilho.tracking.model import _pinned_here
+
+    check = environment.warn_dependency_requirement_mismatches
+    with _pinned_here():
+        assert environment.warn_dependency_requirement_mismatches is not check
+    assert environment.warn_dependency_requirement_mismatches is check
 
 
 @pytest.mark.training

@@ -10,6 +10,7 @@ any of the model's code runs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -19,6 +20,7 @@ import re
 import sys
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +58,7 @@ def log_model(client: Any, experiment_id: str, run_id: str, model_dir: Path, exa
     params = client.get_run(run_id).data.params  # the run's params, as MLflow's own log_model copies them
     logged = client.create_logged_model(experiment_id, name="model", source_run_id=run_id, params=params)
     client.log_outputs(run_id, models=[LoggedModelOutput(logged.model_id, step=0)])
-    with tempfile.TemporaryDirectory(prefix="trilho-model-") as tmp, warnings.catch_warnings():
+    with tempfile.TemporaryDirectory(prefix="trilho-model-") as tmp, warnings.catch_warnings(), _pinned_here():
         warnings.filterwarnings("ignore", message=".*Inferred schema contains integer column", category=UserWarning)
         local = str(Path(tmp) / "model")
         mlflow.pyfunc.save_model(
@@ -73,6 +75,26 @@ def log_model(client: Any, experiment_id: str, run_id: str, model_dir: Path, exa
     client.set_logged_model_tags(logged.model_id, {FILES_TAG: digest})
     client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
     return f"models:/{logged.model_id}"
+
+
+@contextlib.contextmanager
+def _pinned_here() -> Iterator[None]:
+    """MLflow's ``save_model`` checks the pip requirements against the installed packages by first
+    mapping every installed distribution's files to its modules: 1.2 s of a default run, on the
+    tracker's thread, holding the GIL the folds' fits need. The requirements ``log_model`` gives
+    are the installed versions themselves, read a moment before: that check cannot find a
+    mismatch, and is skipped (where MLflow still has it under that name)."""
+    from mlflow.utils import environment
+
+    check = getattr(environment, "warn_dependency_requirement_mismatches", None)
+    if check is None:
+        yield
+        return
+    environment.warn_dependency_requirement_mismatches = lambda requirements: None
+    try:
+        yield
+    finally:
+        environment.warn_dependency_requirement_mismatches = check
 
 
 def _portable(local: Path) -> None:

@@ -90,7 +90,7 @@ def _pinned_here() -> Iterator[None]:
     if check is None:
         yield
         return
-    environment.warn_dependency_requirement_mismatches = lambda requirements: None
+    environment.warn_dependency_requirement_mismatches = lambda model_requirements: None
     try:
         yield
     finally:

@@ -2,10 +2,15 @@
 
 Each round starts, in turn and on the same machine: the seed style (``bench_experiment.seed_style``
 in a fresh interpreter: its imports, the repeated-CV loop, its metrics and MLflow calls, on a SQLite
-store) and ``trilho run --experiment diabetes --source file:DATA`` (what ``make run`` runs, a fresh
-lake and store each round). It prints each round's wall times, their ratio, and the run's own
-timings: the 50 CV fits' phase against the extras (baselines, explanations, statistics, figures,
-page), the model's logging, and the process's total.
+store), ``trilho run --experiment diabetes --source file:DATA`` (what ``make run`` runs, a fresh
+lake and store each round) and the same run bare: no baselines, no explanations, no metrics by
+group. It prints each round's wall times, their ratio, and the run's own timings: the CV phase
+against the extras, the model's logging, and the process's total.
+
+The extras' price: the baselines' folds and the explanations run inside the CV phase's pool (on
+the cores its last fits leave idle), so their share is the CV phase's excess over the bare run's;
+to that come the stages after the pool (statistics, explanations' summary, the baselines'
+comparison, the figures the run waits for, the page).
 
     python benchmarks/bench_default_run.py [--data PATH] [--rounds 3]
 """
@@ -44,11 +49,20 @@ def seed_process(data: Path, folder: Path, env: dict[str, str]) -> float:
     return _timed([sys.executable, "-c", code], folder, env)
 
 
-def trilho_process(data: Path, folder: Path, env: dict[str, str]) -> tuple[float, dict]:
+BARE = ["--set", "evaluation.baselines=[]", "--set", "evaluation.explain_repeats=0", "--set", "evaluation.groups=[]"]
+
+
+def trilho_process(data: Path, folder: Path, env: dict[str, str], extra: list[str] | None = None) -> tuple[float, dict]:
     summary = folder / "summary.json"
     wall = _timed([str(BIN / "trilho"), "run", "--experiment", "diabetes", "--source", f"file:{data}",
-                   "--summary-json", str(summary)], folder, env)
+                   "--summary-json", str(summary), *(extra or [])], folder, env)
     return wall, json.loads(summary.read_text())["timings"]
+
+
+def _fresh(folder: Path, env: dict[str, str]) -> dict[str, str]:
+    """A lake and a tracking store of the round's own."""
+    folder.mkdir()
+    return {**env, "TRILHO_LAKE": str(folder / "lake"), "MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db"}
 
 
 def main() -> None:
@@ -63,15 +77,17 @@ def main() -> None:
     rows = []
     for r in range(args.rounds):
         with tempfile.TemporaryDirectory(prefix="trilho-bench-") as tmp:
-            seed_dir, run_dir = Path(tmp) / "seed", Path(tmp) / "run"
+            seed_dir = Path(tmp) / "seed"
             seed_dir.mkdir()
-            run_dir.mkdir()
             seed_s = seed_process(args.data, seed_dir, env)
-            run_s, t = trilho_process(args.data, run_dir, {**env, "TRILHO_LAKE": str(run_dir / "lake"),
-                                                           "MLFLOW_TRACKING_URI": f"sqlite:///{run_dir}/mlflow.db"})
-        extras = sum(t.get(k, 0.0) for k in EXTRAS)
-        row = {"seed_s": seed_s, "trilho_s": run_s, "speedup": seed_s / run_s, "cv_s": t["cv_s"],
-               "extras_s": extras, "extras_over_cv": extras / t["cv_s"], "baselines_s": t.get("baselines_s", 0.0),
+            run_dir, bare_dir = Path(tmp) / "run", Path(tmp) / "bare"
+            run_s, t = trilho_process(args.data, run_dir, _fresh(run_dir, env))
+            bare_s, bare = trilho_process(args.data, bare_dir, _fresh(bare_dir, env), BARE)
+        in_pool = max(0.0, t["cv_s"] - bare["cv_s"])
+        extras = in_pool + sum(t.get(k, 0.0) for k in EXTRAS)
+        row = {"seed_s": seed_s, "trilho_s": run_s, "speedup": seed_s / run_s, "bare_s": bare_s,
+               "cv_s": t["cv_s"], "bare_cv_s": bare["cv_s"], "extras_in_pool_s": in_pool, "extras_s": extras,
+               "extras_over_cv": extras / bare["cv_s"], "baselines_s": t.get("baselines_s", 0.0),
                "log_model_s": t.get("tracking.log the model_s", 0.0), "run_total_s": t["total_s"]}
         rows.append(row)
         print(f"round {r + 1}: " + "  ".join(f"{k}={v:.3f}" for k, v in row.items()), flush=True)

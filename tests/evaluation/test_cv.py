@@ -200,31 +200,32 @@ def test_candidates_in_one_batch_score_as_they_do_alone():
 
 
 @pytest.mark.training
-def test_baselines_fit_beside_the_model_score_as_they_do_alone_and_stay_in_threads():
-    """The run's default models: their folds in the model's own pool, after its fits, kept in the
-    pool's threads when small (no worker process started); each scores as it does alone."""
+def test_baselines_beside_the_model_or_apart_score_as_they_do_alone():
+    """The run's default models: the larger ones' folds in the model's own pool (worker processes,
+    spread among its fits), the small ones in a worker process of their own started beforehand;
+    each scores as it does alone, and the model's progress counts its own folds only."""
+    import threading
+
     from trilho.evaluation.baselines import baseline_task
 
     X, y = _data()
     task = evaluate.Task(model=MODEL, resampler=SMOTE, random_state=3, n_splits=3, seeds=[0, 1], holdout_fraction=0.3,
                          final_fit=True)
-    hgb = baseline_task(task, "hist_gradient_boosting", 1).but(in_threads=True)
+    hgb = baseline_task(task, "hist_gradient_boosting", 1)
     forest = baseline_task(task, "random_forest", 2)
+    before = threading.active_count()
+    apart = evaluate.start_apart(X, y, [hgb])
     seen = []
     runner = evaluate.Runner(n_jobs=2, progress=lambda done, total: seen.append(total))
-    with evaluate.start(X, y, task, runner, [hgb]) as fitting:
-        cv, held, _ = fitting.result()
-        (beside,) = fitting.beside()
-    assert cv.pool == "threads" and set(seen) == {6}  # the model's folds alone count as progress
-    assert len(beside.folds) == 3 and set(beside.folds["seed"]) == {0}
-    alone = cross_validate(X, y, hgb.but(in_threads=False), evaluate.Runner(n_jobs=1))
-    pd.testing.assert_frame_equal(beside.folds.drop(columns="fit_s"), alone.folds.drop(columns="fit_s"))
-    mine = cross_validate(X, y, task, evaluate.Runner(n_jobs=1))
-    pd.testing.assert_frame_equal(cv.folds.drop(columns="fit_s"), mine.folds.drop(columns="fit_s"))
-    # a larger baseline whose model holds the GIL: worker processes, the same scores
-    with evaluate.start(X, y, task, evaluate.Runner(n_jobs=2), [forest]) as fitting:
+    with evaluate.start(X, y, task, runner, [forest]) as fitting:
         cv, _, _ = fitting.result()
         (beside,) = fitting.beside()
-    assert cv.pool == "processes"
-    alone = cross_validate(X, y, forest, evaluate.Runner(n_jobs=1))
-    pd.testing.assert_frame_equal(beside.folds.drop(columns="fit_s"), alone.folds.drop(columns="fit_s"))
+    (alone_apart,) = apart.result()
+    assert threading.active_count() == before  # no thread of the process apart outlives its result
+    assert cv.pool == "processes" and set(seen) == {6}
+    assert len(alone_apart.folds) == 3 and set(alone_apart.folds["seed"]) == {0}
+    for got, base in ((alone_apart, hgb), (beside, forest)):
+        alone = cross_validate(X, y, base, evaluate.Runner(n_jobs=1))
+        pd.testing.assert_frame_equal(got.folds.drop(columns="fit_s"), alone.folds.drop(columns="fit_s"))
+    mine = cross_validate(X, y, task, evaluate.Runner(n_jobs=1))
+    pd.testing.assert_frame_equal(cv.folds.drop(columns="fit_s"), mine.folds.drop(columns="fit_s"))

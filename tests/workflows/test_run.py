@@ -162,6 +162,23 @@ def test_tracking_server_down_fails_fast_before_training(settings, small_experim
         run_experiment(small_experiment, down)
     assert time.monotonic() - start < 15
     assert LocalLake(settings.lake).list("reports/") == []
+    assert _loky_workers() == []  # the baselines' process, started before the store was tried, has ended
+
+
+def _loky_workers() -> list[str]:
+    """This process's children that are loky worker processes (their command lines)."""
+    found = []
+    for task in os.listdir(f"/proc/{os.getpid()}/task"):
+        with open(f"/proc/{os.getpid()}/task/{task}/children") as handle:
+            for child in handle.read().split():
+                try:
+                    with open(f"/proc/{child}/cmdline", "rb") as cmd:
+                        line = cmd.read().replace(b"\0", b" ").decode(errors="replace")
+                except FileNotFoundError:
+                    continue
+                if "popen_loky" in line:
+                    found.append(line)
+    return found
 
 
 @pytest.mark.training

@@ -29,11 +29,11 @@ from trilho.evaluation.explain import fold_importance
 from trilho.evaluation.metrics import probability_metrics, regression_scores, row_log_loss, scores_from_confusion
 from trilho.evaluation.results import CVResult, HoldoutResult, cv_result, holdout_result, regression_holdout
 from trilho.evaluation.splits import Plan, TimeOrder, holdout_split, split_plan
-from trilho.execution.pool import Batch, ProgressFn, run_fits
+from trilho.execution.pool import Apart, Batch, ProgressFn, run_fits
 from trilho.model.catalog import build_pipeline, fit_regressor, model_kind, predict_values
 
 __all__ = ["Evaluation", "Runner", "Task", "answers", "answers_on", "cross_validate", "cross_validate_many", "evaluate_all",
-           "fold_fit", "start"]
+           "fold_fit", "start", "start_apart"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,9 +66,6 @@ class Task:
     quantile: float | None = None
     # dated rows (cv.scheme = "time"): forward folds over time and the latest period as the holdout
     order: TimeOrder | None = None
-    # the fits stay in the pool's threads even where the model holds the GIL: a few small fits,
-    # which worker processes would take longer to start than they take (a baseline on small data)
-    in_threads: bool = False
 
     @property
     def estimator(self) -> dict[str, Any]:
@@ -215,7 +212,7 @@ def _plan_fits(task: Task, plan: Plan, labels: np.ndarray, batch: Batch, prefix:
         explain = seed in task.seeds[:task.explain_repeats]
         given = train if task.order is not None else None  # forward folds: not the complement
         batch.add((fold_fit, (task.estimator, seed, i, test, labels, task.decision, explain, task.quantile, given)),
-                  f"{prefix}fold {i} of seed {seed}", tick, gil and not task.in_threads, gil)
+                  f"{prefix}fold {i} of seed {seed}", tick, gil)
 
 
 def _nested_fits(task: Task, plan: Plan, labels: np.ndarray, batch: Batch) -> None:
@@ -239,8 +236,8 @@ def _run_task(X: pd.DataFrame, y: np.ndarray, task: Task, runner: Runner,
               beside: Sequence[Task] = ()) -> tuple[CVResult, HoldoutResult | None, Pipeline | None, list[CVResult]]:
     """Every fit of the task as one batch; ``arrived("holdout" | "final", pipeline)`` as each of
     those two is fit, while the folds go on. The folds of the tasks ``beside`` it (baselines: no
-    holdout, no final fit) come last in the same batch, on the cores the task's last fits leave
-    idle; their results come fourth, in order."""
+    holdout, no final fit) are in the same batch, spread among the task's folds (``_spread``);
+    their results come fourth, in order."""
     labels = _labels(y, task)
     batch = Batch()
     gil = model_kind(task.model["name"]).gil_bound
@@ -265,6 +262,8 @@ def _run_task(X: pd.DataFrame, y: np.ndarray, task: Task, runner: Runner,
         _plan_fits(other, split_plan(y, other.n_splits, other.seeds, other.groups, other.order), labels, batch,
                    f"{other.label or other.model['name']}: ", tick=False)
         spans.append((first, len(batch.fits)))
+    if spans:
+        batch.order = _spread(extra, own, len(batch.fits))
 
     def on_result(i: int, result: Any) -> None:
         if arrived and i in kinds:
@@ -282,6 +281,15 @@ def _run_task(X: pd.DataFrame, y: np.ndarray, task: Task, runner: Runner,
         classes = task.classes or [str(c) for c in labels]
         held = holdout_result(results[0], X, y, *split, classes) if split else None
     return cv, held, (results[extra - 1] if task.final_fit else None), others
+
+
+def _spread(first: int, own: int, total: int) -> list[int]:
+    """The order a batch's fits start in: its own fits ``0..own-1`` in order, and the fits beside
+    them (``own..total-1``) evenly among its own from fit ``first`` on (after the holdout and
+    final fits), so that the pool's last moments are not the baselines' fits alone."""
+    gap = (own - first) / (total - own + 1)
+    at = [float(i) for i in range(own)] + [first + gap * (k + 1) - 0.5 for k in range(total - own)]
+    return sorted(range(total), key=lambda fit: at[fit])
 
 
 class Evaluation:
@@ -338,6 +346,16 @@ def start(X: pd.DataFrame, y: np.ndarray, task: Task, runner: Runner | None = No
         evaluation.stop()
         raise
     evaluation.join()
+
+
+def _each_alone(X: pd.DataFrame, y: np.ndarray, tasks: Sequence[Task]) -> list[CVResult]:
+    return [cross_validate(X, y, task, Runner(n_jobs=1)) for task in tasks]
+
+
+def start_apart(X: pd.DataFrame, y: np.ndarray, tasks: Sequence[Task]) -> Apart:
+    """Each task's folds cross-validated one fit at a time in a worker process of its own, while
+    this process goes on; ``.result()`` gives their ``CVResult`` in order."""
+    return Apart(_each_alone, X, y, list(tasks))
 
 
 def evaluate_all(X: pd.DataFrame, y: np.ndarray, task: Task, runner: Runner | None = None

@@ -77,8 +77,7 @@ class DaskExecutor:
         n_tasks = len(gil_bound)
         count = iter(range(n_tasks))
 
-        # every worker is a process of its own: the GIL is not shared, and a fit has one thread
-        def submit(fit, _gil: bool, _openmp: bool | None = None):
+        def submit(fit, _gil: bool):  # every worker is a process of its own: the GIL is not shared
             fn, args = fit
             # pure=False and a fresh key: two identical fits are still two tasks (they may be repeats)
             return self.client.submit(in_worker, fn, data_x, data_y, 1, args, pure=False,

@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 
 from trilho.errors import EvaluationError
 
-__all__ = ["Batch", "Fit", "LocalPool", "in_worker", "run_fits"]
+__all__ = ["Apart", "Batch", "Fit", "LocalPool", "in_worker", "run_fits"]
 
 ProgressFn = Callable[[int, int], None]
 
@@ -61,12 +61,12 @@ def _processes(workers: int, X, y):
         pool.shutdown(wait=True)
 
 
-def _in_thread(fn: Callable[..., Any], X, y, share: Callable[[], int], args: tuple, openmp: bool) -> Any:
+def _in_thread(fn: Callable[..., Any], X, y, share: Callable[[], int], args: tuple, gil: bool) -> Any:
     """A fit in one of the pool's threads. OpenMP's thread count is each thread's own: the limit the
     session set in the thread that opened it does not reach this one, where scikit-learn's OpenMP
-    estimators (histogram boosting: ``openmp``) would start a team of every core's size beside the
-    other fits. XGBoost is given its share itself (and may take the idle cores late in the pool)."""
-    if not openmp:
+    estimators (histogram boosting) would start a team of every core's size beside the other fits.
+    XGBoost is given its share itself (and may take the idle cores late in the pool)."""
+    if not gil:
         return fn(X, y, share, *args)
     with threadpool_limits(share(), user_api="openmp"):
         return fn(X, y, share, *args)
@@ -111,37 +111,54 @@ class LocalPool:
             procs = stack.enter_context(_processes(workers, X, y)) if processes else None
             cores = _Cores(self.n_jobs, len(gil_bound))
 
-            def submit(fit: Fit, gil: bool, openmp: bool | None = None):
+            def submit(fit: Fit, gil: bool):
                 fn, args = fit
                 if procs is not None and gil:  # the slot's thread waits for its worker process
                     return pool.submit(cores.run, lambda _share: procs.submit(_in_process, fn, threads, args).result())
-                capped = gil if openmp is None else openmp
-                return pool.submit(cores.run, lambda share: _in_thread(fn, X, y, share, args, capped))
+                return pool.submit(cores.run, lambda share: _in_thread(fn, X, y, share, args, gil))
 
             yield submit, as_completed, ("processes" if processes else "threads"), workers
+
+
+class Apart:
+    """``fn(*args)`` in a worker process of its own (loky's: started by exec, never a bare fork),
+    while this process goes on; ``result()`` waits for it, ``cancel()`` does not, and either ends
+    the process, so that no thread of it outlives that call."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        from joblib.externals.loky import ProcessPoolExecutor
+
+        self._pool = ProcessPoolExecutor(max_workers=1)
+        self._future = self._pool.submit(fn, *args)
+
+    def result(self) -> Any:
+        try:
+            return self._future.result()
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def cancel(self) -> None:
+        self._future.cancel()
+        self._pool.shutdown(wait=True, kill_workers=True)
 
 
 @dataclass
 class Batch:
     """Independent fits and their names (for errors); ``tick[i]`` when fit i counts as progress,
-    ``gil_bound[i]`` when its estimator holds the GIL (trilho.model.catalog says which: a worker
-    process runs it where the pool has several), ``openmp[i]`` when it would take OpenMP's default
-    team of every core unless its thread is capped (by default, the GIL-bound ones; a GIL-bound
-    fit kept in a thread is still capped)."""
+    ``gil_bound[i]`` when its estimator holds the GIL (trilho.model.catalog says which)."""
 
     fits: list[Fit] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
     tick: list[bool] = field(default_factory=list)
     gil_bound: list[bool] = field(default_factory=list)
-    openmp: list[bool] = field(default_factory=list)
+    order: list[int] | None = None  # the order the fits start in, when not the order they were added in
 
-    def add(self, fit: Fit, name: str, tick: bool = True, gil_bound: bool = False, openmp: bool | None = None) -> int:
+    def add(self, fit: Fit, name: str, tick: bool = True, gil_bound: bool = False) -> int:
         """Append one fit; returns its index."""
         self.fits.append(fit)
         self.names.append(name)
         self.tick.append(tick)
         self.gil_bound.append(gil_bound)
-        self.openmp.append(gil_bound if openmp is None else openmp)
         return len(self.fits) - 1
 
 
@@ -156,8 +173,8 @@ def run_fits(X, y, batch: Batch, n_jobs: int, executor: Any = None, progress: Pr
     done, total = 0, sum(batch.tick)
     runner = executor or LocalPool(n_jobs)
     with runner.session(X, y, batch.gil_bound) as (submit, completed, pool, workers):
-        futures = {submit(fit, gil, openmp): i
-                   for i, (fit, gil, openmp) in enumerate(zip(batch.fits, batch.gil_bound, batch.openmp, strict=True))}
+        order = batch.order if batch.order is not None else range(len(batch.fits))
+        futures = {submit(batch.fits[i], batch.gil_bound[i]): i for i in order}
         try:
             for future in completed(futures):
                 i = futures[future]

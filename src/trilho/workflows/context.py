@@ -175,6 +175,7 @@ class Context:
     tracker: Tracker
     clock: float
     timings: dict[str, float] = field(default_factory=dict)
+    early: Any = None  # what conduct's ``early`` started before the tracker opened
 
     def task(self, **changes: Any) -> evaluate.Task:
         """The experiment's task on the prepared folds; ``changes`` as in ``experiment_task`` (the
@@ -214,17 +215,21 @@ class Context:
 
 
 @contextlib.contextmanager
-def conduct(exp: Experiment, settings: Settings, *, lake: Lake | None = None, reference: bool = False) -> Iterator[Context]:
+def conduct(exp: Experiment, settings: Settings, *, lake: Lake | None = None, reference: bool = False,
+            early: Callable[[Prepared], Any] | None = None) -> Iterator[Context]:
     """The executor, the prepared data and the tracker, in that order; the tracker's thread and
-    the executor are closed on the way out."""
+    the executor are closed on the way out. ``early(inputs)`` starts, with the prepared data,
+    work that needs no MLflow while this process opens the tracking store (a core is otherwise
+    idle then); what it returns is the context's ``early``."""
     clock = time.perf_counter()
     lake = lake or open_lake(settings)
     with open_executor(settings) as executor:  # a Dask cluster is checked before anything is read
         inputs = prepare(exp, settings, lake, reference=reference)
         data_s = time.perf_counter() - clock
+        started = early(inputs) if early is not None else None
         tracker = open_tracker(settings, exp.tracking.experiment)  # fails before any training
         collector.started()  # imported, read and opened: the collector goes back to the usual
-        context = Context(exp, settings, lake, executor, inputs, tracker, clock, {"data_s": data_s})
+        context = Context(exp, settings, lake, executor, inputs, tracker, clock, {"data_s": data_s}, started)
         try:
             yield context
         finally:

@@ -8,6 +8,7 @@ lake, and track the results and the gate's decision.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import tempfile
@@ -36,7 +37,7 @@ from trilho.serving.artifact import save_model_files
 from trilho.settings import Settings
 from trilho.storage import Lake
 from trilho.tracking import flatten
-from trilho.workflows.context import Context, Progress, conduct
+from trilho.workflows.context import Context, Prepared, Progress, conduct, experiment_task
 from trilho.workflows.promote import promote
 
 __all__ = ["ExperimentResult", "offline_experiment", "run_experiment"]
@@ -137,7 +138,19 @@ def _run(exp: Experiment, settings: Settings, lake: Lake | None, progress: Progr
         raise ConfigError("model.distributed = true fits the final model on a Dask cluster: set "
                           "TRILHO_DASK_SCHEDULER=tcp://host:8786 (an existing cluster) or TRILHO_EXECUTOR=dask "
                           "(a local one), or model.distributed = false")
-    with conduct(exp, settings, lake=lake, reference=True) as ctx:
+    started: list[_Baselines] = []
+
+    def early(inputs: Prepared) -> _Baselines:
+        started.append(_Baselines(exp, inputs))
+        return started[0]
+
+    def end_started() -> None:  # a process left behind (an error, a stop) is ended
+        for baseline in started:
+            baseline.cancel()
+
+    with contextlib.ExitStack() as leaving:
+        leaving.callback(end_started)
+        ctx = leaving.enter_context(conduct(exp, settings, lake=lake, reference=True, early=early))
         run = _Run(ctx, progress)
         # left early (an error, or a stop: trilho.execution.background), the figures' children are killed, the
         # tracker's thread ends its call, the run's folder goes, then the run ends FAILED or KILLED
@@ -147,7 +160,7 @@ def _run(exp: Experiment, settings: Settings, lake: Lake | None, progress: Progr
             run.folder = Path(tmp)
             fitted = _evaluate(run)
             summary = _summarise(run, fitted)
-            # the figures need no baseline: they draw in forked children while the baselines fit
+            # the figures draw in forked children while the baselines are compared and the reports written
             drawing += _start_figures(run, fitted, summary)
             _add_baselines(run, fitted, summary)
             _write_reports(run, fitted, summary)
@@ -166,16 +179,16 @@ def _evaluate(run: _Run) -> _Fitted:
                     final_fit=exp.tracking.final_fit == "all" and not exp.model.distributed,
                     explain_repeats=exp.evaluation.explain_repeats)
     tracked = tracker.seconds
-    models = _baseline_tasks(ctx, task)
-    with ctx.timed("cv_s"):  # folds + holdout fit + final fit (+ the default models' folds), one pool
+    early: _Baselines = ctx.early
+    with ctx.timed("cv_s"):  # folds + holdout fit + final fit (+ the larger default models' folds), one pool
         inputs_logged = tracker.submit(_log_inputs, run)  # waits on the server, not on a core
         model_logged = None
-        with evaluate.start(inputs.X, inputs.y, task, ctx.runner(run.progress), list(models.values())) as fitting:
+        with evaluate.start(inputs.X, inputs.y, task, ctx.runner(run.progress), list(early.pooled.values())) as fitting:
             kind = "final" if exp.tracking.final_fit == "all" else "holdout"  # the reference logged its 70% fit
             if exp.tracking.log_model and not exp.model.distributed and not exp.regression:
                 model_logged = _keep_model(run, fitting.model(kind).result(), inputs_logged)
             cv, held, _ = fitting.result()
-            beside = dict(zip(models, fitting.beside(), strict=True))
+            beside = dict(zip(early.pooled, fitting.beside(), strict=True)) | early.result()
             if exp.regression and cv.oof is not None:  # the model's intervals come from every fold's residuals
                 run.fold_widths = conformal.coverage_by_fold(cv.oof, exp.prediction.level)
                 run.intervals = conformal.interval_summary(cv.oof, exp.prediction.level, run.fold_widths)
@@ -198,19 +211,32 @@ def _evaluate(run: _Run) -> _Fitted:
     return _Fitted(cv, held, inputs_logged, model_logged, distributed, task=task, beside=beside)
 
 
-def _baseline_tasks(ctx: Context, task: evaluate.Task) -> dict[str, evaluate.Task]:
-    """The default models among the baselines, each on the task's first ``baseline_repeats`` seeds:
-    their folds are fit in the model's pool, after its own fits, on the cores those leave idle."""
-    exp, inputs = ctx.exp, ctx.inputs
-    models = {}
-    for name in exp.evaluation.baselines:
-        if name == baselines.MAJORITY or name in baselines.CONSTANT:
-            continue
-        base = baselines.baseline_task(task, name, exp.evaluation.baseline_repeats)
-        # a few small fits: worker processes would take longer to start than the fits take
-        # (diabetes, 5 histogram-boosting fits: 1.9 s on one thread, 4.6 s on two processes)
-        models[name] = base.but(in_threads=len(inputs.y) * len(base.seeds) * base.n_splits < SMALL_BASELINE)
-    return models
+class _Baselines:
+    """The default models among the baselines, each on the first ``baseline_repeats`` seeds of the
+    run's folds. The small ones (under ``SMALL_BASELINE`` rows x fits) start at once, one fit at a
+    time in a worker process of their own, while this process opens the tracking store on one
+    core: in the run's pool, those fits (histogram boosting: GIL-bound Python) slowed the model's
+    fits as much as they took (diabetes: 1.3 s more either way). The larger ones are ``pooled``:
+    their folds go in the model's pool, in worker processes."""
+
+    def __init__(self, exp: Experiment, inputs: Prepared) -> None:
+        task = experiment_task(exp, inputs.data.spec, inputs.groups, inputs.order)
+        tasks = {name: baselines.baseline_task(task, name, exp.evaluation.baseline_repeats)
+                 for name in exp.evaluation.baselines if name != baselines.MAJORITY and name not in baselines.CONSTANT}
+        small = {name: len(inputs.y) * len(base.seeds) * base.n_splits < SMALL_BASELINE for name, base in tasks.items()}
+        self.pooled = {name: base for name, base in tasks.items() if not small[name]}
+        self._apart = {name: base for name, base in tasks.items() if small[name]}
+        self._process = evaluate.start_apart(inputs.X, inputs.y, list(self._apart.values())) if self._apart else None
+
+    def result(self) -> dict[str, CVResult]:
+        """The small ones' results, once their process has ended."""
+        if self._process is None:
+            return {}
+        return dict(zip(self._apart, self._process.result(), strict=True))
+
+    def cancel(self) -> None:
+        if self._process is not None:
+            self._process.cancel()
 
 
 def _holdout_interval(cv: CVResult, held: HoldoutResult, y: np.ndarray, level: float) -> dict[str, Any]:

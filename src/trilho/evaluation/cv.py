@@ -385,6 +385,10 @@ def cross_validate_many(X: pd.DataFrame, y: np.ndarray, tasks: list[Task], runne
     batch = Batch()
     for task in tasks:
         _plan_fits(task, plan, labels, batch, f"{task.label or task.model['name']}: ")
+    # the candidates' folds in turn (fold 0 of each, fold 1 of each, ...): a fit that holds the GIL
+    # in a worker process then runs beside another candidate's fit in a thread, rather than two
+    # fits of one candidate in threads contending for the GIL
+    batch.order = [c * len(plan) + k for k in range(len(plan)) for c in range(len(tasks))]
     begun = time.perf_counter()
     results, pool, workers = run_fits(X, y, batch, runner.n_jobs, runner.executor, runner.progress)
     wall = time.perf_counter() - begun

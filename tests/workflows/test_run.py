@@ -165,6 +165,26 @@ def test_tracking_server_down_fails_fast_before_training(settings, small_experim
     assert _loky_workers() == []  # the baselines' process, started before the store was tried, has ended
 
 
+@pytest.mark.training
+def test_a_process_started_ahead_fits_the_small_baselines_or_is_ended(settings, small_csv):
+    """`trilho run` starts a worker process before its own imports: the small baselines' folds are
+    fit there, with the scores a run without it gives; a run that needs none ends it."""
+    from trilho.execution.pool import Apart
+
+    keys = [f"source.uri={json.dumps('file:' + str(small_csv))}", 'source.sha256=""', *FAST,
+            "tracking.log_model=false", "evaluation.explain_repeats=0", "evaluation.groups=[]"]
+    spare = Apart(("trilho.evaluation.cv",))
+    spared = run_experiment(load_experiment("diabetes", keys), settings, spare=spare).summary["baselines"]
+    assert not spare.free and _loky_workers() == []
+    alone = run_experiment(load_experiment("diabetes", keys), settings).summary["baselines"]
+    assert spared["models"]["hist_gradient_boosting"] == alone["models"]["hist_gradient_boosting"]
+    idle = Apart()
+    summary = run_experiment(load_experiment("diabetes", [*keys, 'evaluation.baselines=["majority"]']), settings,
+                             spare=idle).summary
+    assert list(summary["baselines"]["models"]) == ["majority"]
+    assert not idle.free and _loky_workers() == []
+
+
 def _loky_workers() -> list[str]:
     """This process's children that are loky worker processes (their command lines)."""
     found = []

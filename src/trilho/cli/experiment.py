@@ -19,22 +19,36 @@ OfflineOpt = Annotated[str | None, typer.Option(
     "one line; its model is registered under NAME-offline.")]
 
 
-def run_with_bar(exp: Any, settings: Any, offline_source: str | None = None) -> Any:
+def run_with_bar(exp: Any, settings: Any, offline_source: str | None = None, spare: Any = None) -> Any:
     from trilho.workflows.run import run_experiment
 
     return with_bar("cross-validating", exp.cv.n_splits * exp.cv.n_repeats,
-                    lambda progress: run_experiment(exp, settings, progress=progress, offline_source=offline_source))
+                    lambda progress: run_experiment(exp, settings, progress=progress, offline_source=offline_source,
+                                                    spare=spare))
+
+
+def _run_spared(experiment: str, source: str | None, set_: list[str] | None, offline: str | None,
+                spare: Any) -> tuple[Any, Any]:
+    from trilho.settings import load_settings
+
+    exp = load(experiment, source, set_)
+    settings = load_settings()
+    return run_with_bar(exp, settings, None if source else offline, spare), settings  # a source given is the one wanted
 
 
 @command()
 def run(experiment: ExperimentOpt = "diabetes", source: SourceOpt = None, set_: SetOpt = None,
         summary_json: SummaryOpt = None, offline: OfflineOpt = None) -> None:
     """Ingest, validate, cross-validate, fit, and track the experiment."""
-    from trilho.settings import load_settings
+    from trilho.execution.pool import Apart
 
-    exp = load(experiment, source, set_)
-    settings = load_settings()
-    result = run_with_bar(exp, settings, None if source else offline)  # a source given is the one wanted
+    # a worker process for the default model's baseline, importing while this process does
+    # (trilho.workflows.run._Baselines); ended on the way out if nothing needed it
+    spare = Apart(("trilho.evaluation.cv",))
+    try:
+        result, settings = _run_spared(experiment, source, set_, offline, spare)
+    finally:
+        spare.cancel()
     if result.offline:
         gone = result.offline
         _offline_line(gone["unreachable"], gone["cause"], gone["source"], gone["model_name"])

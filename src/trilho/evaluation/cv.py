@@ -352,10 +352,13 @@ def _each_alone(X: pd.DataFrame, y: np.ndarray, tasks: Sequence[Task]) -> list[C
     return [cross_validate(X, y, task, Runner(n_jobs=1)) for task in tasks]
 
 
-def start_apart(X: pd.DataFrame, y: np.ndarray, tasks: Sequence[Task]) -> Apart:
-    """Each task's folds cross-validated one fit at a time in a worker process of its own, while
-    this process goes on; ``.result()`` gives their ``CVResult`` in order."""
-    return Apart(_each_alone, X, y, list(tasks))
+def start_apart(X: pd.DataFrame, y: np.ndarray, tasks: Sequence[Task], apart: Apart | None = None) -> Apart:
+    """Each task's folds cross-validated one fit at a time in a worker process of its own (``apart``
+    when it is free: one started ahead), while this process goes on; ``.result()`` gives their
+    ``CVResult`` in order."""
+    if apart is None or not apart.free:
+        apart = Apart()
+    return apart.submit(_each_alone, X, y, list(tasks))
 
 
 def evaluate_all(X: pd.DataFrame, y: np.ndarray, task: Task, runner: Runner | None = None

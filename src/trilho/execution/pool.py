@@ -12,6 +12,7 @@ starts its workers by exec.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -22,7 +23,7 @@ from threadpoolctl import threadpool_limits
 
 from trilho.errors import EvaluationError
 
-__all__ = ["Apart", "Batch", "Fit", "LocalPool", "in_worker", "run_fits"]
+__all__ = ["Apart", "Batch", "Fit", "LocalPool", "Warm", "in_worker", "run_fits"]
 
 ProgressFn = Callable[[int, int], None]
 
@@ -92,13 +93,38 @@ class _Cores:
                 self.unfinished -= 1
 
 
+def _imported(modules: tuple[str, ...]) -> None:
+    for name in modules:
+        importlib.import_module(name)
+
+
+class Warm:
+    """A pool's worker processes started ahead of its session, each given the data once and the
+    fits' modules imported: their start (an interpreter, its imports, the data) then takes a core
+    that is otherwise idle, such as while this process opens the tracking store, rather than one
+    the session's fits need. ``close()`` ends them (no thread of theirs outlives it)."""
+
+    def __init__(self, workers: int, X, y, modules: tuple[str, ...]) -> None:
+        from joblib.externals.loky import ProcessPoolExecutor
+
+        self.workers, self.X, self.y = workers, X, y
+        self.pool = ProcessPoolExecutor(max_workers=workers, initializer=_hold, initargs=(X, y))
+        for _ in range(workers):  # every worker starts at the first task; each takes one of these
+            self.pool.submit(_imported, modules)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, kill_workers=True)
+
+
 class LocalPool:
     """The fits on this machine: at most ``n_jobs`` at once, one core each. A fit that holds the
     GIL runs in a worker process, its slot's thread waiting for it; the others in the thread, where
-    an XGBoost fit takes the cores the pool's finished fits left idle (trilho.model.catalog)."""
+    an XGBoost fit takes the cores the pool's finished fits left idle (trilho.model.catalog).
+    ``warm``: worker processes started beforehand on the same data, used instead of new ones."""
 
-    def __init__(self, n_jobs: int) -> None:
+    def __init__(self, n_jobs: int, warm: Warm | None = None) -> None:
         self.n_jobs = n_jobs
+        self.warm = warm
 
     @contextlib.contextmanager
     def session(self, X, y, gil_bound: list[bool]) -> Iterator[tuple[Any, Any, str, int]]:
@@ -108,7 +134,11 @@ class LocalPool:
         with contextlib.ExitStack() as stack:
             stack.enter_context(threadpool_limits(threads))
             pool = stack.enter_context(ThreadPoolExecutor(workers, thread_name_prefix="trilho-fit"))
-            procs = stack.enter_context(_processes(workers, X, y)) if processes else None
+            warm = self.warm
+            if processes and warm is not None and warm.workers == workers and warm.X is X and warm.y is y:
+                procs = warm.pool
+            else:
+                procs = stack.enter_context(_processes(workers, X, y)) if processes else None
             cores = _Cores(self.n_jobs, len(gil_bound))
 
             def submit(fit: Fit, gil: bool):
@@ -121,15 +151,28 @@ class LocalPool:
 
 
 class Apart:
-    """``fn(*args)`` in a worker process of its own (loky's: started by exec, never a bare fork),
-    while this process goes on; ``result()`` waits for it, ``cancel()`` does not, and either ends
-    the process, so that no thread of it outlives that call."""
+    """One call in a worker process of its own (loky's: started by exec, never a bare fork), while
+    this process goes on. The process starts at once, importing ``modules``: started ahead (before
+    this process's own imports, say), it is ready when ``submit(fn, *args)`` gives it its work.
+    ``result()`` waits for that call, ``cancel()`` does not; either ends the process, so that no
+    thread of it outlives that call."""
 
-    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+    def __init__(self, modules: tuple[str, ...] = ()) -> None:
         from joblib.externals.loky import ProcessPoolExecutor
 
         self._pool = ProcessPoolExecutor(max_workers=1)
+        self._pool.submit(_imported, modules)
+        self._future: Any = None
+
+    @property
+    def free(self) -> bool:
+        """Not given its work yet, nor ended."""
+        return self._future is None
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Apart:
+        assert self._future is None, "an Apart takes one call"
         self._future = self._pool.submit(fn, *args)
+        return self
 
     def result(self) -> Any:
         try:
@@ -138,7 +181,9 @@ class Apart:
             self._pool.shutdown(wait=True)
 
     def cancel(self) -> None:
-        self._future.cancel()
+        if self._future:
+            self._future.cancel()
+        self._future = False
         self._pool.shutdown(wait=True, kill_workers=True)
 
 

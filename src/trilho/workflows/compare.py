@@ -8,6 +8,8 @@ parent run holds the table and the plot; each candidate is a child run with its 
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import re
 import tomllib
@@ -22,12 +24,13 @@ from trilho.evaluation import cv as evaluate
 from trilho.evaluation import stats
 from trilho.evaluation.metrics import metrics_for
 from trilho.evaluation.results import CVResult
+from trilho.execution.pool import LocalPool, Warm
 from trilho.experiment import Experiment
-from trilho.model.catalog import check_estimator, check_names, quantile_params
+from trilho.model.catalog import check_estimator, check_names, model_kind, quantile_params
 from trilho.reporting import publish as reports
 from trilho.settings import Settings
 from trilho.tracking import flatten
-from trilho.workflows.context import Context, Progress, conduct
+from trilho.workflows.context import Context, Prepared, Progress, conduct
 
 __all__ = ["CompareResult", "compare", "parse_candidates"]
 
@@ -134,7 +137,30 @@ def compare(exp: Experiment, settings: Settings, candidates: list[dict[str, Any]
     known = metrics_for(exp.task)
     if metric not in known:
         raise ConfigError(f"metric {metric!r} is unknown for {exp.task}; choose from {sorted(known)}")
-    with conduct(exp, settings) as ctx, ctx.tracker.run(f"{exp.name}-compare", ctx.tags("compare")) as parent:
+    warmed: list[Warm] = []
+
+    def early(inputs: Prepared) -> Warm | None:
+        """The worker processes of the candidates that hold the GIL, started while the store opens."""
+        workers = settings.free_cores()
+        gil = [model_kind(c["model"]["name"]).gil_bound for c in candidates]
+        if settings.executor == "dask" or workers < 2 or not any(gil) or len(gil) * exp.cv.n_splits < 2:
+            return None
+        warmed.append(Warm(workers, inputs.X, inputs.y, ("trilho.evaluation.cv", "trilho.model.catalog")))
+        return warmed[0]
+
+    def end_warmed() -> None:  # on the way out, an error or a stop included
+        for warm in warmed:
+            warm.close()
+
+    with contextlib.ExitStack() as leaving:
+        leaving.callback(end_warmed)
+        ctx = leaving.enter_context(conduct(exp, settings, early=early))
+        return _compared(ctx, candidates, metric, progress)
+
+
+def _compared(ctx: Context, candidates: list[dict[str, Any]], metric: str, progress: Progress | None) -> CompareResult:
+    exp = ctx.exp
+    with ctx.tracker.run(f"{exp.name}-compare", ctx.tags("compare")) as parent:
         ctx.tracker.log_values(parent, params=flatten(exp.resolved()) | {
             "compare.candidates": json.dumps([c["label"] for c in candidates]), "compare.metric": metric})
         with ctx.timed("compare_s"):
@@ -165,7 +191,14 @@ def _evaluate(ctx: Context, candidates: list[dict[str, Any]], progress: Progress
     exp = ctx.exp
     total = len(candidates) * exp.cv.n_splits * exp.cv.n_repeats
     tasks = [ctx.task(model=c["model"], resampler=c["resampler"], label=c["label"]) for c in candidates]
-    found = evaluate.cross_validate_many(ctx.inputs.X, ctx.inputs.y, tasks, ctx.runner(progress, "compare", total))
+    runner = ctx.runner(progress, "compare", total)
+    if ctx.early is not None and runner.executor is None:  # the worker processes started while the store opened
+        runner = dataclasses.replace(runner, executor=LocalPool(runner.n_jobs, ctx.early))
+    try:
+        found = evaluate.cross_validate_many(ctx.inputs.X, ctx.inputs.y, tasks, runner)
+    finally:
+        if ctx.early is not None:  # no thread of theirs outlives the fits (the figures may fork)
+            ctx.early.close()
     return {cand["label"]: cv for cand, cv in zip(candidates, found, strict=True)}
 
 

@@ -29,6 +29,7 @@ from trilho.evaluation import cv as evaluate
 from trilho.evaluation.metrics import probability_metrics, regression_scores, scores_from_confusion
 from trilho.evaluation.results import CVResult, HoldoutResult
 from trilho.execution import background as parallel
+from trilho.execution.pool import Apart
 from trilho.experiment import Experiment
 from trilho.reporting import publish as reports
 from trilho.reporting.summary import baseline_rows, build_summary, explained_rows, metric_rows, summary_metrics
@@ -114,13 +115,16 @@ class _Fitted:
 
 
 def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = None,
-                   progress: Progress | None = None, offline_source: str | None = None) -> ExperimentResult:
+                   progress: Progress | None = None, offline_source: str | None = None,
+                   spare: Apart | None = None) -> ExperimentResult:
     """Run the whole experiment; returns the summary that ``--summary-json`` writes.
 
     ``offline_source``: when the experiment's own source cannot be reached, run on this source
-    instead (``offline_experiment``); the result says so in ``offline``."""
+    instead (``offline_experiment``); the result says so in ``offline``. ``spare``: a worker
+    process started ahead (``trilho run`` starts it before its own imports) for the small
+    baselines' fits; the caller ends it (``cancel``) if it is still free afterwards."""
     try:
-        return _run(exp, settings, lake, progress)
+        return _run(exp, settings, lake, progress, spare)
     except SourceUnreachableError as exc:
         if not offline_source or offline_source == exp.source.uri:
             raise
@@ -128,12 +132,13 @@ def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = N
         offline = {"unreachable": exp.source.uri, "cause": exc.cause,
                    "source": offline_source, "model_name": substitute.registry.model_name or ""}
         log.info("%r cannot be reached (%s); running on %s instead", exp.source.uri, offline["cause"], offline_source)
-        result = _run(substitute, settings, lake, progress)
+        result = _run(substitute, settings, lake, progress, spare)
         result.offline = offline
         return result
 
 
-def _run(exp: Experiment, settings: Settings, lake: Lake | None, progress: Progress | None) -> ExperimentResult:
+def _run(exp: Experiment, settings: Settings, lake: Lake | None, progress: Progress | None,
+         spare: Apart | None = None) -> ExperimentResult:
     if exp.model.distributed and settings.executor != "dask":
         raise ConfigError("model.distributed = true fits the final model on a Dask cluster: set "
                           "TRILHO_DASK_SCHEDULER=tcp://host:8786 (an existing cluster) or TRILHO_EXECUTOR=dask "
@@ -141,7 +146,7 @@ def _run(exp: Experiment, settings: Settings, lake: Lake | None, progress: Progr
     started: list[_Baselines] = []
 
     def early(inputs: Prepared) -> _Baselines:
-        started.append(_Baselines(exp, inputs))
+        started.append(_Baselines(exp, inputs, spare))
         return started[0]
 
     def end_started() -> None:  # a process left behind (an error, a stop) is ended
@@ -219,14 +224,18 @@ class _Baselines:
     fits as much as they took (diabetes: 1.3 s more either way). The larger ones are ``pooled``:
     their folds go in the model's pool, in worker processes."""
 
-    def __init__(self, exp: Experiment, inputs: Prepared) -> None:
+    def __init__(self, exp: Experiment, inputs: Prepared, spare: Apart | None = None) -> None:
         task = experiment_task(exp, inputs.data.spec, inputs.groups, inputs.order)
         tasks = {name: baselines.baseline_task(task, name, exp.evaluation.baseline_repeats)
                  for name in exp.evaluation.baselines if name != baselines.MAJORITY and name not in baselines.CONSTANT}
         small = {name: len(inputs.y) * len(base.seeds) * base.n_splits < SMALL_BASELINE for name, base in tasks.items()}
         self.pooled = {name: base for name, base in tasks.items() if not small[name]}
         self._apart = {name: base for name, base in tasks.items() if small[name]}
-        self._process = evaluate.start_apart(inputs.X, inputs.y, list(self._apart.values())) if self._apart else None
+        self._process = None
+        if self._apart:
+            self._process = evaluate.start_apart(inputs.X, inputs.y, list(self._apart.values()), spare)
+        elif spare is not None and spare.free:  # nothing for it to do
+            spare.cancel()
 
     def result(self) -> dict[str, CVResult]:
         """The small ones' results, once their process has ended."""

@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 
+from tests.support.processes import loky_children
 from trilho.execution.pool import Batch, LocalPool, Warm, run_fits
 
 
@@ -14,29 +15,14 @@ def _pid(X, y, threads) -> int:
     return os.getpid()
 
 
-def _loky_children() -> set[int]:
-    """This process's children that are loky worker processes."""
-    found = set()
-    for task in os.listdir(f"/proc/{os.getpid()}/task"):
-        with open(f"/proc/{os.getpid()}/task/{task}/children") as handle:
-            for child in handle.read().split():
-                try:
-                    with open(f"/proc/{child}/cmdline", "rb") as cmd:
-                        if b"popen_loky" in cmd.read():
-                            found.add(int(child))
-                except FileNotFoundError:
-                    continue
-    return found
-
-
 def test_worker_processes_started_ahead_run_the_sessions_fits_and_end_on_close():
     X, y = np.zeros((4, 1)), np.zeros(4)
-    before = _loky_children()
+    before = loky_children()
     warm = Warm(2, X, y, ("json.tool",))
     deadline = time.monotonic() + 60
-    while len(_loky_children() - before) < 2 and time.monotonic() < deadline:
+    while len(loky_children() - before) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
-    started = _loky_children() - before
+    started = loky_children() - before
     assert len(started) == 2
     batch = Batch()
     for k in range(6):
@@ -49,4 +35,4 @@ def test_worker_processes_started_ahead_run_the_sessions_fits_and_end_on_close()
         assert not set(other) & started  # other data: the session starts its own
     finally:
         warm.close()
-    assert not _loky_children() & started
+    assert not loky_children() & started

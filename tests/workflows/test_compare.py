@@ -6,6 +6,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import FAST
+from tests.support.processes import loky_children
 from trilho import ConfigError, load_experiment
 from trilho.storage import LocalLake
 from trilho.workflows.compare import compare, parse_candidates
@@ -28,6 +29,7 @@ def test_two_identical_candidates_show_no_difference(settings, small_csv):
 def test_candidates_share_folds_and_are_logged_as_children(settings, small_csv):
     exp = _exp(small_csv)
     chosen = parse_candidates(["xgboost+smote", "logistic_regression+none", "random_forest+smote"], exp)
+    before = loky_children()
     result = compare(exp, settings, chosen, metric="accuracy")
     table = result.table.set_index("candidate")
     assert list(table.index) == ["xgboost+smote", "logistic_regression+none", "random_forest+smote"]
@@ -42,6 +44,7 @@ def test_candidates_share_folds_and_are_logged_as_children(settings, small_csv):
     assert sorted(r.data.tags["trilho.candidate"] for r in children) == sorted(table.index)
     assert {a.path for a in client.list_artifacts(result.run_id)} >= {"comparison.csv", "comparison.png", "fold_scores.csv"}
     assert LocalLake(settings.lake).exists(f"reports/{result.run_id}/comparison.csv")
+    assert loky_children() <= before  # the forest's worker processes, started while the store opened, have ended
 
 
 def test_bad_candidates_are_named(small_csv):

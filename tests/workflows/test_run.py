@@ -11,6 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import FAST
+from tests.support.processes import loky_children
 from trilho import EvaluationError, TrackingError, load_experiment
 from trilho.storage import LocalLake
 from trilho.workflows.run import run_experiment
@@ -157,12 +158,13 @@ def test_tracking_server_down_fails_fast_before_training(settings, small_experim
     port = sock.getsockname()[1]
     sock.close()
     down = settings.model_copy(update={"tracking_uri": f"http://127.0.0.1:{port}"})
+    before = loky_children()
     start = time.monotonic()
     with pytest.raises(TrackingError, match=f"127.0.0.1:{port} is not reachable"):
         run_experiment(small_experiment, down)
     assert time.monotonic() - start < 15
     assert LocalLake(settings.lake).list("reports/") == []
-    assert _loky_workers() == []  # the baselines' process, started before the store was tried, has ended
+    assert loky_children() <= before  # the baselines' process, started before the store was tried, has ended
 
 
 @pytest.mark.training
@@ -173,32 +175,17 @@ def test_a_process_started_ahead_fits_the_small_baselines_or_is_ended(settings, 
 
     keys = [f"source.uri={json.dumps('file:' + str(small_csv))}", 'source.sha256=""', *FAST,
             "tracking.log_model=false", "evaluation.explain_repeats=0", "evaluation.groups=[]"]
+    before = loky_children()
     spare = Apart(("trilho.evaluation.cv",))
     spared = run_experiment(load_experiment("diabetes", keys), settings, spare=spare).summary["baselines"]
-    assert not spare.free and _loky_workers() == []
+    assert not spare.free and loky_children() <= before
     alone = run_experiment(load_experiment("diabetes", keys), settings).summary["baselines"]
     assert spared["models"]["hist_gradient_boosting"] == alone["models"]["hist_gradient_boosting"]
     idle = Apart()
     summary = run_experiment(load_experiment("diabetes", [*keys, 'evaluation.baselines=["majority"]']), settings,
                              spare=idle).summary
     assert list(summary["baselines"]["models"]) == ["majority"]
-    assert not idle.free and _loky_workers() == []
-
-
-def _loky_workers() -> list[str]:
-    """This process's children that are loky worker processes (their command lines)."""
-    found = []
-    for task in os.listdir(f"/proc/{os.getpid()}/task"):
-        with open(f"/proc/{os.getpid()}/task/{task}/children") as handle:
-            for child in handle.read().split():
-                try:
-                    with open(f"/proc/{child}/cmdline", "rb") as cmd:
-                        line = cmd.read().replace(b"\0", b" ").decode(errors="replace")
-                except FileNotFoundError:
-                    continue
-                if "popen_loky" in line:
-                    found.append(line)
-    return found
+    assert not idle.free and loky_children() <= before
 
 
 @pytest.mark.training

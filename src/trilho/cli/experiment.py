@@ -42,6 +42,8 @@ def run(experiment: ExperimentOpt = "diabetes", source: SourceOpt = None, set_: 
     """Ingest, validate, cross-validate, fit, and track the experiment."""
     from trilho.execution.pool import Apart
 
+    if source:  # a source over the size limit is refused before any import or process is paid for
+        refuse_too_large(source)
     # a worker process for the default model's baseline, importing while this process does
     # (trilho.workflows.run._Baselines); ended on the way out if nothing needed it
     spare = Apart(("trilho.evaluation.cv",))

@@ -113,7 +113,7 @@ class Warm:
             self.pool.submit(_imported, modules)
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True, kill_workers=True)
+        self.pool.shutdown(wait=True)  # a fit still running ends first: a killed worker leaks loky's semaphores
 
 
 class LocalPool:
@@ -154,8 +154,8 @@ class Apart:
     """One call in a worker process of its own (loky's: started by exec, never a bare fork), while
     this process goes on. The process starts at once, importing ``modules``: started ahead (before
     this process's own imports, say), it is ready when ``submit(fn, *args)`` gives it its work.
-    ``result()`` waits for that call, ``cancel()`` does not; either ends the process, so that no
-    thread of it outlives that call."""
+    ``result()`` waits for that call; ``cancel()`` drops it if not yet started; either ends the
+    process, so that no thread of it outlives that call."""
 
     def __init__(self, modules: tuple[str, ...] = ()) -> None:
         from joblib.externals.loky import ProcessPoolExecutor
@@ -184,7 +184,9 @@ class Apart:
         if self._future:
             self._future.cancel()
         self._future = False
-        self._pool.shutdown(wait=True, kill_workers=True)
+        # a call already running ends first (a few small fits): a worker killed mid-call leaks loky's
+        # semaphores, which its resource tracker then reports on stderr at exit
+        self._pool.shutdown(wait=True)
 
 
 @dataclass

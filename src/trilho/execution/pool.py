@@ -53,13 +53,11 @@ def _in_process(fn: Callable[..., Any], threads: int, args: tuple) -> Any:
 def _processes(workers: int, X, y):
     """loky's worker processes (started by exec, never a bare fork: the OpenMP state an XGBoost
     fit leaves in this process cannot reach them), each given the data once when it starts."""
-    from joblib.externals.loky import ProcessPoolExecutor
-
-    pool = ProcessPoolExecutor(max_workers=workers, initializer=_hold, initargs=(X, y))
+    started = Warm(workers, X, y)
     try:
-        yield pool
+        yield started.pool
     finally:  # workers and their manager thread go: no thread outlives the fits (trilho.execution.background forks)
-        pool.shutdown(wait=True)
+        started.close()
 
 
 def _in_thread(fn: Callable[..., Any], X, y, share: Callable[[], int], args: tuple, gil: bool) -> Any:
@@ -104,12 +102,12 @@ class Warm:
     that is otherwise idle, such as while this process opens the tracking store, rather than one
     the session's fits need. ``close()`` ends them (no thread of theirs outlives it)."""
 
-    def __init__(self, workers: int, X, y, modules: tuple[str, ...]) -> None:
+    def __init__(self, workers: int, X, y, modules: tuple[str, ...] = ()) -> None:
         from joblib.externals.loky import ProcessPoolExecutor
 
         self.workers, self.X, self.y = workers, X, y
         self.pool = ProcessPoolExecutor(max_workers=workers, initializer=_hold, initargs=(X, y))
-        for _ in range(workers):  # every worker starts at the first task; each takes one of these
+        for _ in range(workers if modules else 0):  # every worker starts at the first task; each takes one of these
             self.pool.submit(_imported, modules)
 
     def close(self) -> None:

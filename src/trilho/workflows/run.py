@@ -44,7 +44,7 @@ from trilho.workflows.promote import promote
 __all__ = ["ExperimentResult", "offline_experiment", "run_experiment"]
 
 log = logging.getLogger(__name__)
-SMALL_BASELINE = 200_000  # rows x fits under which a baseline's fits stay in the pool's threads
+SMALL_BASELINE = 200_000  # rows x fits under which a baseline's fits run apart, in a worker process of their own
 
 
 @dataclass
@@ -111,7 +111,7 @@ class _Fitted:
     distributed: dict[str, Any] | None = None
     baselines: dict[str, Any] | None = None
     task: evaluate.Task | None = None  # the folds' task, which the baselines share
-    beside: dict[str, CVResult] = field(default_factory=dict)  # the default models' folds, fit in the same pool
+    beside: dict[str, CVResult] = field(default_factory=dict)  # the default models' folds (_Baselines)
 
 
 def run_experiment(exp: Experiment, settings: Settings, *, lake: Lake | None = None,
@@ -260,7 +260,7 @@ def _holdout_interval(cv: CVResult, held: HoldoutResult, y: np.ndarray, level: f
 
 
 def _add_baselines(run: _Run, fitted: _Fitted, summary: RunSummary) -> None:
-    """The baselines on the same folds (the default models' folds were fit in the model's pool),
+    """The baselines on the same folds (the default models' folds already fit: _Baselines),
     paired with the model, into the summary and its warnings."""
     ctx = run.ctx
     assert fitted.task is not None
@@ -274,7 +274,7 @@ def _add_baselines(run: _Run, fitted: _Fitted, summary: RunSummary) -> None:
 def _baselines(ctx: Context, task: evaluate.Task, cv: CVResult, models: dict[str, CVResult]
                ) -> dict[str, Any] | None:
     """The majority class (or a constant) on every fold and each default model on the first
-    repeats (``models``, fit beside the model's folds), paired with the model."""
+    repeats (``models``, already fit: _Baselines), paired with the model."""
     exp, inputs = ctx.exp, ctx.inputs
     names = exp.evaluation.baselines
     if not names:

@@ -1,12 +1,12 @@
-"""The Brier score and the expected calibration error, and the reliability table behind the figure."""
+"""The confusion matrix, the Brier score and the expected calibration error, and the reliability table behind the figure."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.metrics import brier_score_loss
+from sklearn.metrics import brier_score_loss, confusion_matrix
 
-from trilho.evaluation.metrics import METRICS, brier_score, expected_calibration_error, probability_metrics
+from trilho.evaluation.metrics import METRICS, brier_score, confusion, expected_calibration_error, probability_metrics
 from trilho.reporting.plots import reliability_figure, reliability_table
 
 
@@ -49,3 +49,14 @@ def test_the_reliability_table_follows_the_diagonal_for_calibrated_probabilities
     assert np.abs(busy["observed"] - busy["mean_probability"]).max() < 0.03
     fig = reliability_figure(table, ["no", "yes"])
     assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 3  # two classes and the diagonal
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_confusion_matrix_equals_scikit_learns(seed):
+    rng = np.random.default_rng(seed)
+    labels = np.sort(rng.choice(np.arange(-2, 9), size=4, replace=False))
+    y = rng.choice(np.arange(-3, 10), size=300)  # values outside the labels are not counted
+    pred = rng.choice(labels, size=300)
+    got = confusion(y, pred, labels)
+    assert got.dtype == np.int64
+    assert got.tolist() == confusion_matrix(y, pred, labels=labels).tolist()

@@ -11,11 +11,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import confusion_matrix
 
 from trilho.evaluation import stats
 from trilho.evaluation.cv import Task
-from trilho.evaluation.metrics import LOWER_IS_BETTER, probability_metrics, regression_scores, scores_from_confusion
+from trilho.evaluation.metrics import LOWER_IS_BETTER, confusion, probability_metrics, regression_scores, scores_from_confusion
 from trilho.evaluation.splits import TimeOrder, split_plan
 
 __all__ = ["CONSTANT", "MAJORITY", "baseline_task", "compare", "constant_folds", "majority_folds", "verdict_lines"]
@@ -35,7 +34,7 @@ def majority_folds(y: np.ndarray, n_splits: int, seeds: list[int], groups: np.nd
         shares = np.bincount(y[train], minlength=len(labels)) / len(train)
         proba = np.tile(shares, (len(test), 1))
         pred = np.full(len(test), int(shares.argmax()))
-        cm = confusion_matrix(y[test], pred, labels=labels)
+        cm = confusion(y[test], pred, labels)
         rows.append({"seed": seed, "fold": i, **scores_from_confusion(cm),
                      **probability_metrics(y[test], proba, labels)})
     return pd.DataFrame(rows)

@@ -21,12 +21,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from imblearn.pipeline import Pipeline
-from sklearn.metrics import confusion_matrix
 
 from trilho.errors import EvaluationError
 from trilho.evaluation.decision import decide, fit_decided
 from trilho.evaluation.explain import fold_importance
-from trilho.evaluation.metrics import probability_metrics, regression_scores, row_log_loss, scores_from_confusion
+from trilho.evaluation.metrics import confusion, probability_metrics, regression_scores, row_log_loss, scores_from_confusion
 from trilho.evaluation.results import CVResult, HoldoutResult, cv_result, holdout_result, regression_holdout
 from trilho.evaluation.splits import Plan, TimeOrder, holdout_split, split_plan
 from trilho.execution.pool import Apart, Batch, ProgressFn, run_fits
@@ -148,7 +147,7 @@ def fold_fit(X, y, threads: int | Callable[[], int], estimator: dict, seed: int,
     proba[:, pipe.classes_] = pipe.predict_proba(X.iloc[test])
     codes = decide(proba, decision, getattr(pipe, "threshold_", None))  # argmax without a rule: what predict() gives
     pred = labels[codes]
-    cm = confusion_matrix(y[test], pred, labels=labels)
+    cm = confusion(y[test], pred, labels)
     threshold = getattr(pipe, "threshold_", None)
     fit_s = time.perf_counter() - start
     explained = {}

@@ -106,17 +106,17 @@ def _interval(values: np.ndarray, metric: str, test_fraction: float, level: floa
             "high": min(float(high), hi), "folds": int(len(values))}
 
 
-def _gap(table: pd.DataFrame, scored: dict[str, dict[str, Any]], metric: str, test_fraction: float,
+def _gap(wide: pd.DataFrame, scored: dict[str, dict[str, Any]], metric: str, test_fraction: float,
          level: float) -> dict[str, Any] | None:
-    """The best and the worst group on ``metric`` and their difference, paired on the folds where both score."""
+    """The best and the worst group on ``metric`` and their difference, paired on the folds where
+    both score (``wide``: one row per fold, a column per metric and group)."""
     means = {g: entry["metrics"][metric]["mean"] for g, entry in scored.items() if entry["metrics"].get(metric)}
     if len(means) < 2:
         return None
     lower = metric in LOWER_IS_BETTER
     best = min(means, key=means.__getitem__) if lower else max(means, key=means.__getitem__)
     worst = max(means, key=means.__getitem__) if lower else min(means, key=means.__getitem__)
-    wide = table.pivot_table(index=["seed", "fold"], columns="group", values=metric, aggfunc="first")
-    both = wide[[best, worst]].dropna()
+    both = wide[metric][[best, worst]].dropna()
     out: dict[str, Any] = {"best": best, "worst": worst, "diff": float(means[best] - means[worst]), "folds": len(both)}
     if len(both) >= 2:
         paired = stats.paired_corrected_t(both[best].to_numpy(), both[worst].to_numpy(), test_fraction, level)
@@ -152,7 +152,8 @@ def group_metrics(oof: pd.DataFrame, columns: pd.DataFrame, metrics: list[str], 
             scored[str(group)] = {"rows": int(rows), "share": float(rows / len(labels)),
                                   "metrics": {m: _interval(part[m].to_numpy(dtype="float64"), m, test_fraction, level)
                                               for m in metrics}}
-        gaps = {m: _gap(table, scored, m, test_fraction, level) for m in metrics}
+        wide = table.set_index(["seed", "fold", "group"])[metrics].unstack("group")  # a fold's groups side by side
+        gaps = {m: _gap(wide, scored, m, test_fraction, level) for m in metrics}
         out[str(column)] = {"groups": scored, "too_small": small, "min_rows_per_fold": MIN_ROWS,
                             "gap": {m: g for m, g in gaps.items() if g is not None}}
         tables.append(table.assign(column=str(column)))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["ALL_METRICS", "CONFUSION_METRICS", "ECE_BINS", "LOWER_IS_BETTER", "METRICS", "METRIC_RANGE",
-           "REGRESSION_METRICS", "average_precision", "brier_score", "expected_calibration_error", "metrics_for",
+           "REGRESSION_METRICS", "average_precision", "brier_score", "confusion", "expected_calibration_error", "metrics_for",
            "pinball_loss", "probability_metrics", "regression_scores", "reliability", "row_log_loss", "row_losses",
            "scores_from_confusion", "scores_from_confusions"]
 
@@ -123,6 +123,22 @@ def scores_from_confusions(cms: np.ndarray) -> dict[str, np.ndarray]:
         "f1_macro": f1.mean(axis=-1),
         "mcc": mcc,
     }
+
+
+def confusion(y: np.ndarray, pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The confusion matrix over the sorted ``labels`` (rows true, columns predicted), as
+    scikit-learn's confusion_matrix gives it (a value outside ``labels`` is not counted), without
+    its checks of the inputs: a fold's or a group's rows, many times a run.
+
+    >>> confusion(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]), np.arange(3)).tolist()
+    [[1, 0, 0], [0, 1, 1], [0, 0, 1]]
+    """
+    labels = np.asarray(labels)
+    k = len(labels)
+    truth, guess = np.searchsorted(labels, y), np.searchsorted(labels, pred)
+    known = (truth < k) & (guess < k)
+    known[known] = (labels[truth[known]] == np.asarray(y)[known]) & (labels[guess[known]] == np.asarray(pred)[known])
+    return np.bincount(truth[known] * k + guess[known], minlength=k * k).reshape(k, k).astype(np.int64)
 
 
 def scores_from_confusion(cm: np.ndarray) -> dict[str, float]:

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from imblearn.pipeline import Pipeline
-from sklearn.metrics import classification_report, confusion_matrix
+from sklearn.metrics import classification_report
 
 from trilho.errors import EvaluationError
-from trilho.evaluation.metrics import ALL_METRICS, probability_metrics, regression_scores, scores_from_confusion
+from trilho.evaluation.metrics import ALL_METRICS, confusion, probability_metrics, regression_scores, scores_from_confusion
 
 __all__ = ["CVResult", "HoldoutResult", "cv_result", "holdout_result", "regression_holdout"]
 
@@ -88,7 +88,7 @@ def cv_result(rows: list[dict[str, Any]], wall: float, workers: int, y: np.ndarr
 def holdout_result(pipe: Pipeline, X, y, train, test, classes) -> HoldoutResult:
     pred = pipe.predict(X.iloc[test])
     labels = list(range(len(classes)))
-    cm = confusion_matrix(y[test], pred, labels=labels)
+    cm = confusion(y[test], pred, np.array(labels))
     kwargs = dict(labels=labels, target_names=classes, zero_division=0)
     proba = np.zeros((len(test), len(labels)))
     proba[:, pipe.classes_] = pipe.predict_proba(X.iloc[test])

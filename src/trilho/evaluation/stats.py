@@ -132,8 +132,10 @@ def row_bootstrap_intervals(y: np.ndarray, pred: np.ndarray, n_classes: int,
     onehot = np.zeros((repeats, units, n_classes**2))
     np.put_along_axis(onehot, cells[..., None], 1.0, axis=-1)
 
+    by_unit = onehot.transpose(1, 0, 2).reshape(units, repeats * n_classes**2)  # one matrix product a block
+
     def pooled(weights: np.ndarray) -> dict[str, np.ndarray]:            # weights: (boots, units)
-        cms = np.einsum("bn,rnk->brk", weights, onehot).reshape(len(weights), repeats, n_classes, n_classes)
+        cms = (weights @ by_unit).reshape(len(weights), repeats, n_classes, n_classes)
         return {m: v.mean(axis=1) for m, v in score_fn(cms).items() if m in metrics}
 
     point = pooled(full[None, :])

@@ -17,6 +17,7 @@ KILLED), and the children started within a ``scope`` are killed on the way.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import multiprocessing
 import os
@@ -79,6 +80,9 @@ class Background:
 
 
 def _child(work: Callable[[], None], pipe) -> None:
+    # what the child inherited lives until it exits: its collections walk only what it makes
+    # (walking the parent's objects would also copy every page they sit on)
+    gc.freeze()
     try:
         work()
     except OSError as exc:  # noqa: BLE001 - the parent raises it again, as itself (ENOSPC is one line there)

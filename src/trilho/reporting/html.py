@@ -9,11 +9,12 @@ file can be mailed, archived or opened offline. ``render_run``, ``render_compare
 from __future__ import annotations
 
 import base64
+import functools
 import struct
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["png_size", "render_compare", "render_monitor", "render_run", "render_tune"]
+__all__ = ["png_size", "prepare", "render_compare", "render_monitor", "render_run", "render_tune"]
 
 
 def png_size(data: bytes) -> tuple[int, int]:
@@ -35,12 +36,21 @@ def _figures(figures: dict[str, bytes]) -> dict[str, dict[str, Any]]:
     return out
 
 
+@functools.cache
 def _environment() -> Any:
+    """One environment a process: it keeps each template once compiled (``prepare``)."""
     import jinja2
 
     return jinja2.Environment(loader=jinja2.PackageLoader("trilho.reporting", "templates"),
                               autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.ChainableUndefined,
                               trim_blocks=True, lstrip_blocks=True)
+
+
+def prepare(page: str = "run.html") -> None:
+    """Compile ``page``'s template (and those it includes) ahead, while the caller waits on
+    something else: rendering it later costs the rendering alone."""
+    for name in (page, "base.html", "macros.html"):  # the page, what it extends and the macros it imports
+        _environment().get_template(name)
 
 
 def _common() -> dict[str, Any]:

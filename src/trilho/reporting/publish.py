@@ -8,6 +8,7 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +24,14 @@ from trilho.storage import Lake
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FIGURE_GROUPS", "collect_figures", "copy_to_lake", "page_from_lake", "publish_compare", "publish_tune",
+__all__ = ["EARLY_FIGURES", "LATE_FIGURES", "collect_figures", "copy_to_lake", "page_from_lake", "publish_compare", "publish_tune",
            "start_figures", "write_artifacts", "write_page"]
 
-# the figures, in two groups of about equal drawing time: one forked child draws each
-FIGURE_GROUPS = (("cv_boxplot.png", "confusion_matrix_oof.png", "reliability.png", "importance.png",
-                  "predicted_actual.png", "periods.png"),
-                 ("roc_pr_curves.png", "intervals.png", "confusion_matrix.png", "groups.png", "residuals.png",
-                  "coverage.png"))
+# the figures drawn from the folds and the holdout alone, started as soon as the fits end; the
+# others wait for the run's summary (its intervals, explanations, groups and periods)
+EARLY_FIGURES = ("cv_boxplot.png", "confusion_matrix_oof.png", "confusion_matrix.png", "roc_pr_curves.png",
+                 "reliability.png", "predicted_actual.png")
+LATE_FIGURES = ("intervals.png", "importance.png", "groups.png", "residuals.png", "coverage.png", "periods.png")
 
 
 def write_artifacts(folder: Path, exp: Experiment, summary: RunSummary, fitted: tuple[CVResult, HoldoutResult],
@@ -79,11 +80,14 @@ def _oof_reports(folder: Path, cv: CVResult, classes: list[str]) -> None:
         classification_report(cv.oof["y"], cv.oof["pred"], output_dict=True, **kwargs), indent=2))
 
 
-def _draw_figures(folder: Path, exp: Experiment, run: RunSummary, cv: CVResult, holdout: HoldoutResult,
+def _draw_figures(folder: Path, exp: Experiment, run: RunSummary | None, cv: CVResult, holdout: HoldoutResult,
                   only: tuple[str, ...]) -> None:
+    """The figures named in ``only`` into ``folder``; without the run's summary (``run``), those
+    that need none (EARLY_FIGURES)."""
     classes = exp.data.classes
-    summary = run["cv"]["metrics"]
-    focus = exp.registry.primary_metric if exp.registry.primary_metric in summary else next(iter(summary))
+    given: Mapping[str, Any] = run or {}
+    summary = given.get("cv", {}).get("metrics", {})
+    focus = exp.registry.primary_metric if exp.registry.primary_metric in summary else next(iter(summary), "")
     figures: dict[str, Any] = {
         "cv_boxplot.png": lambda: plots.fold_boxplot(cv.folds, exp.evaluation.metrics),
     }
@@ -96,7 +100,7 @@ def _draw_figures(folder: Path, exp: Experiment, run: RunSummary, cv: CVResult, 
         figures["confusion_matrix_oof.png"] = lambda: plots.confusion_matrix_figure(
             oof_confusion, classes, "Out-of-fold confusion (all folds)")
     if oof is not None and exp.regression:
-        found = run.get("prediction_interval")
+        found = given.get("prediction_interval")
         figures["predicted_actual.png"] = lambda: plots.predicted_actual_figure(oof, exp.data.target)
         figures["residuals.png"] = lambda: plots.residuals_figure(oof, found["half_width"] if found else None)
         if found and found.get("by_decile"):
@@ -105,29 +109,31 @@ def _draw_figures(folder: Path, exp: Experiment, run: RunSummary, cv: CVResult, 
         figures["roc_pr_curves.png"] = lambda: plots.curves_figure(oof, classes)
         figures["reliability.png"] = lambda: plots.reliability_figure(plots.reliability_table(oof, len(classes)),
                                                                       classes)
-    if run.get("time"):
-        figures["periods.png"] = lambda: plots.periods_figure(run["time"])
-    if run.get("importance"):
-        figures["importance.png"] = lambda: plots.importance_figure(run["importance"])
-    if run.get("groups"):
-        figures["groups.png"] = lambda: plots.groups_figure(run["groups"], focus)
+    if given.get("time"):
+        figures["periods.png"] = lambda: plots.periods_figure(given["time"])
+    if given.get("importance"):
+        figures["importance.png"] = lambda: plots.importance_figure(given["importance"])
+    if given.get("groups"):
+        figures["groups.png"] = lambda: plots.groups_figure(given["groups"], focus)
     for name, draw in figures.items():
         if name in only:
             draw().savefig(folder / name, dpi=110)
 
 
-def start_figures(folder: Path, exp: Experiment, summary: RunSummary, cv: CVResult,
+def start_figures(folder: Path, exp: Experiment, summary: RunSummary | None, cv: CVResult,
                   holdout: HoldoutResult) -> list[parallel.Background]:
-    """The figures, drawn into ``folder`` in forked children (when that is safe) while this process
-    goes on; wait on each before reading them."""
-    return [parallel.start(functools.partial(_draw_figures, folder, exp, summary, cv, holdout, group))
-            for group in FIGURE_GROUPS]
+    """The figures, drawn into ``folder`` in a forked child (when that is safe) while this process
+    goes on; wait on it before reading them. Without the run's ``summary``, the EARLY_FIGURES
+    (the folds and the holdout are enough), with it the LATE_FIGURES."""
+    return [parallel.start(functools.partial(_draw_figures, folder, exp, summary, cv, holdout,
+                                             LATE_FIGURES if summary is not None else EARLY_FIGURES))]
 
 
 def collect_figures(drawing: list[parallel.Background], figures: Path, folder: Path, lake: Lake, prefix: str) -> float:
     """Wait for the figures being drawn into ``figures``, then move them into the report ``folder``
     and the lake; returns the seconds spent waiting."""
     step = time.perf_counter()
+    pages.prepare("run.html")  # the page's template compiles while the children draw
     for child in drawing:
         child.wait()
     waited = time.perf_counter() - step

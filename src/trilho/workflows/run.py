@@ -20,13 +20,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import confusion_matrix
 
 from trilho.data import leaks
 from trilho.errors import ConfigError, SourceUnreachableError, TrackingError
 from trilho.evaluation import baselines, conformal, explain, groups, periods
 from trilho.evaluation import cv as evaluate
-from trilho.evaluation.metrics import probability_metrics, regression_scores, scores_from_confusion
+from trilho.evaluation.metrics import confusion, probability_metrics, regression_scores, scores_from_confusion
 from trilho.evaluation.results import CVResult, HoldoutResult
 from trilho.execution import background as parallel
 from trilho.execution.pool import Apart
@@ -164,8 +163,10 @@ def _run(exp: Experiment, settings: Settings, lake: Lake | None, progress: Progr
                 parallel.scope() as drawing:
             run.folder = Path(tmp)
             fitted = _evaluate(run)
+            # the figures draw in forked children while the summary is made, the baselines compared and
+            # the reports written: those of the folds at once, those of the summary once it is made
+            drawing += _start_figures(run, fitted, None)
             summary = _summarise(run, fitted)
-            # the figures draw in forked children while the baselines are compared and the reports written
             drawing += _start_figures(run, fitted, summary)
             _add_baselines(run, fitted, summary)
             _write_reports(run, fitted, summary)
@@ -380,7 +381,7 @@ def _over_time(ctx: Context, fitted: _Fitted) -> dict[str, Any]:
         labels = np.arange(proba.shape[1])
 
         def score(rows: np.ndarray) -> dict[str, float]:
-            cm = confusion_matrix(truth[rows], codes[rows], labels=labels)
+            cm = confusion(truth[rows], codes[rows], labels)
             try:
                 return {**scores_from_confusion(cm), **probability_metrics(truth[rows], proba[rows], labels)}
             except ValueError:  # a replicate without one of the classes
@@ -431,11 +432,12 @@ def _threshold_rows(decision: dict[str, Any] | None) -> list[tuple[str, float, i
     return rows + ([("decision_threshold_model", found["model"], 0)] if found["model"] is not None else [])
 
 
-def _start_figures(run: _Run, fitted: _Fitted, summary: RunSummary) -> list[parallel.Background]:
-    """The figures, drawing in the background into the run's ``figures`` folder."""
+def _start_figures(run: _Run, fitted: _Fitted, summary: RunSummary | None) -> list[parallel.Background]:
+    """The figures, drawing in the background into the run's ``figures`` folder: without the
+    ``summary``, those drawn from the folds alone (reports.EARLY_FIGURES)."""
     with run.ctx.timed("figures_start_s"):
         figures = run.folder / "figures"
-        figures.mkdir()
+        figures.mkdir(exist_ok=True)
         return reports.start_figures(figures, run.ctx.exp, summary, fitted.cv, fitted.held)
 
 

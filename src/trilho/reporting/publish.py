@@ -24,8 +24,8 @@ from trilho.storage import Lake
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EARLY_FIGURES", "LATE_FIGURES", "collect_figures", "copy_to_lake", "page_from_lake", "publish_compare", "publish_tune",
-           "start_figures", "write_artifacts", "write_page"]
+__all__ = ["EARLY_FIGURES", "LATE_FIGURES", "collect_figures", "copy_to_lake", "page_from_lake", "publish_compare",
+           "publish_tune", "start_figures", "write_artifacts", "write_page"]
 
 # the figures drawn from the folds and the holdout alone, started as soon as the fits end; the
 # others wait for the run's summary (its intervals, explanations, groups and periods)

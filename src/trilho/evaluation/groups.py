@@ -152,7 +152,7 @@ def group_metrics(oof: pd.DataFrame, columns: pd.DataFrame, metrics: list[str], 
             scored[str(group)] = {"rows": int(rows), "share": float(rows / len(labels)),
                                   "metrics": {m: _interval(part[m].to_numpy(dtype="float64"), m, test_fraction, level)
                                               for m in metrics}}
-        wide = table.set_index(["seed", "fold", "group"])[metrics].unstack("group")  # a fold's groups side by side
+        wide = table.pivot(index=["seed", "fold"], columns="group", values=metrics)  # a fold's groups side by side
         gaps = {m: _gap(wide, scored, m, test_fraction, level) for m in metrics}
         out[str(column)] = {"groups": scored, "too_small": small, "min_rows_per_fold": MIN_ROWS,
                             "gap": {m: g for m, g in gaps.items() if g is not None}}

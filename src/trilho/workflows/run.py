@@ -194,7 +194,14 @@ def _evaluate(run: _Run) -> _Fitted:
             if exp.tracking.log_model and not exp.model.distributed and not exp.regression:
                 model_logged = _keep_model(run, fitting.model(kind).result(), inputs_logged)
             cv, held, _ = fitting.result()
-            beside = dict(zip(early.pooled, fitting.beside(), strict=True)) | early.result()
+            pooled = dict(zip(early.pooled, fitting.beside(), strict=True))
+            if pooled:  # the larger default models' share of the pool
+                ctx.timings["baselines_in_pool_s"] = sum(float(r.folds["fit_s"].sum()) for r in pooled.values()) \
+                    / max(cv.workers, 1)
+            with ctx.timed("baselines_wait_s"):  # the small ones fit apart: done by now, as a rule
+                beside = pooled | early.result()
+            if "explain_s" in cv.folds:  # the explanations' share of the pool: their seconds over its workers
+                ctx.timings["explain_in_pool_s"] = float(cv.folds["explain_s"].sum()) / max(cv.workers, 1)
             if exp.regression and cv.oof is not None:  # the model's intervals come from every fold's residuals
                 run.fold_widths = conformal.coverage_by_fold(cv.oof, exp.prediction.level)
                 run.intervals = conformal.interval_summary(cv.oof, exp.prediction.level, run.fold_widths)

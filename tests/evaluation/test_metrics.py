@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import brier_score_loss, confusion_matrix
 
-from trilho.evaluation.metrics import METRICS, brier_score, confusion, expected_calibration_error, probability_metrics
+from trilho.evaluation.metrics import METRICS, average_ranks, brier_score, confusion, expected_calibration_error, probability_metrics
 from trilho.reporting.plots import reliability_figure, reliability_table
 
 
@@ -60,3 +60,13 @@ def test_the_confusion_matrix_equals_scikit_learns(seed):
     got = confusion(y, pred, labels)
     assert got.dtype == np.int64
     assert got.tolist() == confusion_matrix(y, pred, labels=labels).tolist()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_average_ranks_equal_scipys(seed):
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(seed)
+    values = np.round(rng.random(200), 1 + seed % 2)  # many ties, or fewer
+    assert average_ranks(values).tolist() == rankdata(values).tolist()
+    assert average_ranks(np.array([2.0])).tolist() == [1.0]

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 from sklearn.metrics import brier_score_loss, confusion_matrix
 
-from trilho.evaluation.metrics import METRICS, average_ranks, brier_score, confusion, expected_calibration_error, probability_metrics
+from trilho.evaluation.metrics import (
+    METRICS,
+    average_ranks,
+    brier_score,
+    confusion,
+    expected_calibration_error,
+    probability_metrics,
+)
 from trilho.reporting.plots import reliability_figure, reliability_table
 
 

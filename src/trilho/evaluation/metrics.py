@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["ALL_METRICS", "CONFUSION_METRICS", "ECE_BINS", "LOWER_IS_BETTER", "METRICS", "METRIC_RANGE",
-           "REGRESSION_METRICS", "average_precision", "average_ranks", "brier_score", "confusion", "expected_calibration_error", "metrics_for",
-           "pinball_loss", "probability_metrics", "regression_scores", "reliability", "row_log_loss", "row_losses",
-           "scores_from_confusion", "scores_from_confusions"]
+           "REGRESSION_METRICS", "average_precision", "average_ranks", "brier_score", "confusion",
+           "expected_calibration_error", "metrics_for", "pinball_loss", "probability_metrics", "regression_scores",
+           "reliability", "row_log_loss", "row_losses", "scores_from_confusion", "scores_from_confusions"]
 
 METRICS = (
     "accuracy", "balanced_accuracy",

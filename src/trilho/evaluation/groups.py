@@ -19,9 +19,10 @@ from trilho.evaluation import stats
 from trilho.evaluation.metrics import (
     LOWER_IS_BETTER,
     METRIC_RANGE,
+    confusion,
     probability_metrics,
     regression_scores,
-    scores_from_confusions,
+    scores_from_confusion,
 )
 
 __all__ = ["MAX_GROUPS", "MIN_ROWS", "MISSING", "OTHER", "group_folds", "group_labels", "group_metrics"]
@@ -79,9 +80,7 @@ def group_folds(oof: pd.DataFrame, labels: pd.Series, metrics: list[str], n_clas
 
         def score(where: np.ndarray) -> dict[str, float]:
             y, pred = y_all[where], pred_all[where]
-            cm = np.zeros((n_classes, n_classes), dtype=np.int64)
-            np.add.at(cm, (y, pred), 1)
-            found: dict[str, float] = {k: float(v) for k, v in scores_from_confusions(cm).items()}
+            found = scores_from_confusion(confusion(y, pred, codes))
             found.update(probability_metrics(y, proba_all[where], codes))
             return found
     groups = labels.to_numpy(dtype=object)[oof["row"].to_numpy()]

@@ -34,10 +34,14 @@ def _first_repeat(oof: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
 
 def fold_boxplot(folds: pd.DataFrame, metrics: list[str], title: str = "Cross-validation fold scores") -> Figure:
     """One box per metric over every fold, with the individual folds as points."""
-    fig = Figure(figsize=(1.4 * len(metrics) + 2, 4.5))
-    _margins(fig, bottom=1.25)  # the metrics' names, turned
-    ax = fig.add_subplot()
     data = [folds[m].to_numpy() for m in metrics]
+    if max((float(np.nanmax(np.abs(v))) for v in data if np.isfinite(v).any()), default=0.0) < 100:
+        # scores of a few digits (every classification metric): the names, turned 30°, set the bottom margin
+        fig = Figure(figsize=(1.4 * len(metrics) + 2, 4.5))
+        _margins(fig, bottom=0.3 + 0.045 * max(len(m) for m in metrics))
+    else:  # a regression's errors in the data's units: their tick labels can be long
+        fig = Figure(figsize=(1.4 * len(metrics) + 2, 4.5), layout="constrained")
+    ax = fig.add_subplot()
     ax.boxplot(data, tick_labels=metrics, showmeans=True)
     rng = np.random.default_rng(0)  # jitter only, for legibility
     for i, values in enumerate(data, start=1):

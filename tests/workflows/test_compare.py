@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import FAST
 from tests.support.processes import loky_children
-from trilho import ConfigError, load_experiment
+from trilho import ConfigError, TrackingError, load_experiment
 from trilho.storage import LocalLake
 from trilho.workflows.compare import compare, parse_candidates
 
@@ -42,9 +44,25 @@ def test_candidates_share_folds_and_are_logged_as_children(settings, small_csv):
     children = client.search_runs([client.get_run(result.run_id).info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{result.run_id}'")
     assert sorted(r.data.tags["trilho.candidate"] for r in children) == sorted(table.index)
+    # the parent run is recorded once the fits end (the store opens beside them), dated from their start
+    begun, ended = client.get_run(result.run_id).info.start_time, client.get_run(result.run_id).info.end_time
+    assert begun <= min(r.info.start_time for r in children) and (ended - begun) / 1000 >= result.summary["seconds"] - 0.002
     assert {a.path for a in client.list_artifacts(result.run_id)} >= {"comparison.csv", "comparison.png", "fold_scores.csv"}
     assert LocalLake(settings.lake).exists(f"reports/{result.run_id}/comparison.csv")
     assert loky_children() <= before  # the forest's worker processes, started while the store opened, have ended
+
+
+@pytest.mark.training
+def test_a_tracking_store_that_does_not_open_stops_the_comparison(settings, small_csv):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    gone = settings.model_copy(update={"tracking_uri": f"http://127.0.0.1:{port}", "mlflow_wait_s": 0.5})
+    exp = _exp(small_csv)
+    before = loky_children()
+    with pytest.raises(TrackingError, match=f"127.0.0.1:{port}"):
+        compare(exp, gone, parse_candidates(["xgboost+smote", "random_forest+smote"], exp))
+    assert loky_children() <= before
 
 
 def test_bad_candidates_are_named(small_csv):

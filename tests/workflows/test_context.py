@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 import pytest
 
@@ -63,6 +64,34 @@ def test_the_tracking_store_is_checked_after_the_data_and_before_any_fit(setting
     with pytest.raises(TrackingError), conduct(_exp(small_csv), gone):
         pytest.fail("the context opened without a tracking store")
     assert list(LocalLake(settings.lake).list("curated/"))  # the data stage ran: its Parquet is in the lake
+
+
+def test_a_tracking_store_opened_beside_the_fits_stops_them_at_its_error(settings, small_csv):
+    """compare's way: the store opens on a thread of its own; the fits' progress raises its error."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    gone = settings.model_copy(update={"tracking_uri": f"http://127.0.0.1:{port}", "mlflow_wait_s": 0.5})
+    ticks = 0
+    with pytest.raises(TrackingError), conduct(_exp(small_csv), gone, tracker_beside=True) as ctx:
+        report = ctx.runner().progress  # no progress asked for: the check alone
+        assert report is not None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # a fit ends every 50 ms
+            report(ticks, 1000)
+            ticks += 1
+            time.sleep(0.05)
+        pytest.fail("the fits went on without a tracking store")
+    assert ticks >= 1  # the context opened, and the fits began, before the store's error was known
+    assert not any(t.name == "trilho-tracker-open" for t in threading.enumerate())
+
+
+def test_a_tracking_store_opened_beside_is_the_same_store(settings, small_csv):
+    with conduct(_exp(small_csv), settings, tracker_beside=True) as ctx:
+        ctx.check_tracker()
+        tracker = ctx.tracker  # waits for it
+        assert tracker is ctx.tracker and tracker.uri == settings.tracking_uri and tracker.experiment_id
+    assert not any(t.name.startswith("trilho-tracker") for t in threading.enumerate())
 
 
 def _closed_port_source() -> str:

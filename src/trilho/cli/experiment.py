@@ -208,7 +208,16 @@ def compare(candidates: Annotated[list[str] | None, typer.Argument(
     """Evaluate candidates on identical folds; corrected paired t-test against the first."""
     from trilho.settings import load_settings
 
-    exp = load(experiment, source, set_)  # a source too large is refused before the imports below
+    if source:  # a source over the size limit is refused before any import or process is paid for
+        refuse_too_large(source)
+    settings = load_settings()
+    if settings.executor != "dask" and settings.free_cores() >= 2:
+        from trilho.execution.pool import FIT_MODULES, fit_server
+
+        # the forests' worker processes' imports, on the core this process's own leave idle (and
+        # the CLI, which a worker's re-run of the main script imports)
+        fit_server((*FIT_MODULES, "trilho.cli"))
+    exp = load(experiment, source, set_, fetches=False)
     from trilho.model.catalog import QUANTILE_MODELS
     from trilho.workflows.compare import compare as run_compare
     from trilho.workflows.compare import parse_candidates
@@ -219,7 +228,7 @@ def compare(candidates: Annotated[list[str] | None, typer.Argument(
                else DEFAULT_CANDIDATES)
     chosen = parse_candidates(candidates or default, exp)
     result = with_bar("comparing", len(chosen) * exp.cv.n_splits * exp.cv.n_repeats,
-                      lambda progress: run_compare(exp, load_settings(), chosen, metric=metric, progress=progress))
+                      lambda progress: run_compare(exp, settings, chosen, metric=metric, progress=progress))
     show.compare_summary(result.summary)
 
 

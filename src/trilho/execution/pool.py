@@ -25,7 +25,8 @@ from threadpoolctl import threadpool_limits
 
 from trilho.errors import EvaluationError
 
-__all__ = ["Apart", "Batch", "Fit", "LocalPool", "Warm", "in_worker", "run_fits"]
+__all__ = ["FIT_MODULES", "Apart", "Batch", "Fit", "LocalPool", "Warm", "fit_server", "in_worker", "run_fits",
+           "started_fit_server"]
 
 ProgressFn = Callable[[int, int], None]
 
@@ -40,6 +41,43 @@ def in_worker(fn: Callable[..., Any], X, y, threads: int, args: tuple) -> Any:
 
 
 _HELD: dict[str, Any] = {}  # in a worker process: the data it was started with
+# what a worker process imports to fit a model (named here, imported there)
+FIT_MODULES = ("trilho.evaluation.cv", "trilho.model.catalog")
+
+
+_SERVER: list[Any] = []  # the fork server's start context, once fit_server() started it in this process
+
+
+def fit_server(modules: tuple[str, ...] = FIT_MODULES) -> Any:
+    """Start multiprocessing's fork server, if it is not running, and return its start context: a
+    process of its own, started by exec, that imports ``modules`` once and then forks a worker
+    whenever a pool asks for one. A worker started by exec imports the fits' modules itself (2.6 s of
+    CPU each here: pandas, scikit-learn, imbalanced-learn); forked from the server, it has them at
+    once. The server fits nothing, so its children inherit no OpenMP state (a child forked from a
+    process that has fit XGBoost deadlocks). It ends with this process. None where there is no fork
+    server (Windows): the pools then start their workers by exec.
+
+    For a command's own process only (``trilho compare``): as with every start method but loky's,
+    each worker runs the process's main script again first, so a script that calls trilho without
+    ``if __name__ == "__main__"`` would run again in them. Pools use the server only where it was
+    started (``started_fit_server``)."""
+    import multiprocessing
+    from multiprocessing import forkserver
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return None
+    from joblib.externals.loky.backend.context import get_context
+
+    context = get_context("forkserver")
+    context.set_forkserver_preload(list(modules))  # read only when the server starts
+    forkserver.ensure_running()
+    _SERVER[:] = [context]
+    return context
+
+
+def started_fit_server() -> Any:
+    """The start context of the fork server ``fit_server`` started in this process, or None."""
+    return _SERVER[0] if _SERVER else None
 
 
 def _exits_quickly() -> None:
@@ -115,13 +153,14 @@ class Warm:
     """A pool's worker processes started ahead of its session, each given the data once and the
     fits' modules imported: their start (an interpreter, its imports, the data) then takes a core
     that is otherwise idle, such as while this process opens the tracking store, rather than one
-    the session's fits need. ``close()`` ends them (no thread of theirs outlives it)."""
+    the session's fits need. ``server``: ``fit_server()``'s context, to fork them from it.
+    ``close()`` ends them (no thread of theirs outlives it)."""
 
-    def __init__(self, workers: int, X, y, modules: tuple[str, ...] = ()) -> None:
+    def __init__(self, workers: int, X, y, modules: tuple[str, ...] = (), server: Any = None) -> None:
         from joblib.externals.loky import ProcessPoolExecutor
 
         self.workers, self.X, self.y = workers, X, y
-        self.pool = ProcessPoolExecutor(max_workers=workers, initializer=_hold, initargs=(X, y))
+        self.pool = ProcessPoolExecutor(max_workers=workers, initializer=_hold, initargs=(X, y), context=server)
         for _ in range(workers if modules else 0):  # every worker starts at the first task; each takes one of these
             self.pool.submit(_imported, modules)
 

@@ -179,9 +179,12 @@ class Tracker:
             self.breakdown[what] = self.breakdown.get(what, 0.0) + spent
 
     @contextlib.contextmanager
-    def run(self, name: str, tags: dict[str, str], parent: str | None = None) -> Iterator[str]:
+    def run(self, name: str, tags: dict[str, str], parent: str | None = None,
+            started: float | None = None) -> Iterator[str]:
         """An MLflow run that ends FINISHED, FAILED when the body raises, or KILLED when the process
-        was stopped (``trilho.execution.background.Stopped``, or Ctrl-C); ``parent``: the run it is a child of.
+        was stopped (``trilho.execution.background.Stopped``, or Ctrl-C); ``parent``: the run it is a
+        child of; ``started``: when its work began (``time.time()``), where that was before the run
+        could be recorded.
 
         If even that cannot be recorded (the server went away), the run id is remembered and the
         next ``close_stale_runs`` marks it.
@@ -190,7 +193,9 @@ class Tracker:
         if parent:
             tags["mlflow.parentRunId"] = parent
         with self.timed("start a run"):
-            run_id = self.client.create_run(self.experiment_id, tags=tags, run_name=name).info.run_id
+            start_time = None if started is None else int(started * 1000)
+            run_id = self.client.create_run(self.experiment_id, start_time=start_time, tags=tags,
+                                            run_name=name).info.run_id
         try:
             yield run_id
         except BaseException as exc:

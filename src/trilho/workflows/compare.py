@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import re
+import time
 import tomllib
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,7 @@ from trilho.evaluation import cv as evaluate
 from trilho.evaluation import stats
 from trilho.evaluation.metrics import metrics_for
 from trilho.evaluation.results import CVResult
-from trilho.execution.pool import LocalPool, Warm
+from trilho.execution.pool import FIT_MODULES, LocalPool, Warm, started_fit_server
 from trilho.experiment import Experiment
 from trilho.model.catalog import check_estimator, check_names, model_kind, quantile_params
 from trilho.reporting import publish as reports
@@ -145,7 +146,9 @@ def compare(exp: Experiment, settings: Settings, candidates: list[dict[str, Any]
         gil = [model_kind(c["model"]["name"]).gil_bound for c in candidates]
         if settings.executor == "dask" or workers < 2 or not any(gil) or len(gil) * exp.cv.n_splits < 2:
             return None
-        warmed.append(Warm(workers, inputs.X, inputs.y, ("trilho.evaluation.cv", "trilho.model.catalog")))
+        # forked from the fit server where `trilho compare` started it, before its own imports: the
+        # fits' modules imported once, not once per worker
+        warmed.append(Warm(workers, inputs.X, inputs.y, FIT_MODULES, server=started_fit_server()))
         return warmed[0]
 
     def end_warmed() -> None:  # on the way out, an error or a stop included
@@ -154,18 +157,21 @@ def compare(exp: Experiment, settings: Settings, candidates: list[dict[str, Any]
 
     with contextlib.ExitStack() as leaving:
         leaving.callback(end_warmed)
-        ctx = leaving.enter_context(conduct(exp, settings, early=early))
+        # the store opens beside the fits (it is needed once they end); its error stops them
+        ctx = leaving.enter_context(conduct(exp, settings, early=early, tracker_beside=True))
         return _compared(ctx, candidates, metric, progress)
 
 
 def _compared(ctx: Context, candidates: list[dict[str, Any]], metric: str, progress: Progress | None) -> CompareResult:
     exp = ctx.exp
-    with ctx.tracker.run(f"{exp.name}-compare", ctx.tags("compare")) as parent:
+    begun = time.time()
+    with ctx.timed("compare_s"):
+        results = _evaluate(ctx, candidates, progress)
+        rows = _rows(ctx, candidates, results, metric)
+    with ctx.tracker.run(f"{exp.name}-compare", ctx.tags("compare"), started=begun) as parent:
         ctx.tracker.log_values(parent, params=flatten(exp.resolved()) | {
             "compare.candidates": json.dumps([c["label"] for c in candidates]), "compare.metric": metric})
         with ctx.timed("compare_s"):
-            results = _evaluate(ctx, candidates, progress)
-            rows = _rows(ctx, candidates, results, metric)
             for cand, row in zip(candidates, rows, strict=True):
                 _log_candidate(ctx, parent, cand, results[cand["label"]], row)
         table = pd.DataFrame(rows)

@@ -2,7 +2,8 @@
 
 ``conduct`` opens the executor (a Dask cluster is checked before anything is read), prepares the
 data (ingest, validation, cleaning, the reference set when asked, the rows and groups the folds
-see) and then the tracking store (checked before any fit), and yields them as one ``Context``.
+see) and then the tracking store (checked before any fit, or, asked for, opened beside the fits
+and checked as each one ends), and yields them as one ``Context``.
 The context builds the ``trilho.evaluation.cv.Task`` of the experiment (the one place that turns experiment
 settings into what the folds evaluate), the runner on the free cores, and times stages into one
 ``timings`` table. Each conductor then reads as its own stages.
@@ -11,6 +12,7 @@ settings into what the folds evaluate), the runner on the free cores, and times 
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -37,7 +39,8 @@ from trilho.settings import Settings
 from trilho.storage import Lake, open_lake
 from trilho.tracking import Tracker
 
-__all__ = ["Context", "Prepared", "Progress", "check_leaks", "conduct", "experiment_task", "open_tracker", "prepare"]
+__all__ = ["Context", "Prepared", "Progress", "TrackerBeside", "check_leaks", "conduct", "experiment_task", "open_tracker",
+           "prepare"]
 
 Progress = Callable[[str, int, int], None]
 
@@ -48,6 +51,42 @@ def open_tracker(settings: Settings, experiment: str) -> Tracker:
                       wait_s=settings.mlflow_wait_s)
     tracker.close_stale_runs()
     return tracker
+
+
+class TrackerBeside:
+    """The tracking store opened on a thread of its own while this process fits: its imports,
+    its connection and, for a fresh SQLite store, MLflow's building of the file (3 s here, on one
+    core) then run beside the fits instead of before them. ``failed()`` is its error once known,
+    for the fits to stop at; ``wait()`` the tracker, or that error."""
+
+    def __init__(self, settings: Settings, experiment: str) -> None:
+        self._tracker: Tracker | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._open, args=(settings, experiment), name="trilho-tracker-open",
+                                        daemon=True)
+        self._thread.start()
+
+    def _open(self, settings: Settings, experiment: str) -> None:
+        try:
+            self._tracker = open_tracker(settings, experiment)
+        except BaseException as exc:  # for the waiting thread to raise
+            self._error = exc
+
+    def failed(self) -> BaseException | None:
+        return None if self._thread.is_alive() else self._error
+
+    def wait(self) -> Tracker:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._tracker is not None
+        return self._tracker
+
+    def close(self) -> None:
+        """On the way out: the opening ends first (it cannot be stopped), then the tracker's thread."""
+        self._thread.join()
+        if self._tracker is not None:
+            self._tracker.close()
 
 
 @dataclass
@@ -172,10 +211,20 @@ class Context:
     lake: Lake
     executor: Any
     inputs: Prepared
-    tracker: Tracker
+    opened: Tracker | TrackerBeside
     clock: float
     timings: dict[str, float] = field(default_factory=dict)
     early: Any = None  # what conduct's ``early`` started before the tracker opened
+
+    @property
+    def tracker(self) -> Tracker:
+        """The tracking store; opened beside the fits, once it is open (or its error)."""
+        return self.opened.wait() if isinstance(self.opened, TrackerBeside) else self.opened
+
+    def check_tracker(self) -> None:
+        """Raise the tracking store's error if it failed to open beside the fits."""
+        if isinstance(self.opened, TrackerBeside) and (error := self.opened.failed()) is not None:
+            raise error
 
     def task(self, **changes: Any) -> evaluate.Task:
         """The experiment's task on the prepared folds; ``changes`` as in ``experiment_task`` (the
@@ -184,11 +233,15 @@ class Context:
         return experiment_task(self.exp, encoding, groups, changes.pop("order", self.inputs.order), **changes)
 
     def runner(self, progress: Progress | None = None, stage: str = "cv", total: int | None = None) -> evaluate.Runner:
-        """The fits on the free cores (or the executor); ``progress(stage, done, total)`` as they end."""
-        report = None
-        if progress is not None:
-            report = lambda done, n: progress(stage, done, n if total is None else total)
-        return evaluate.Runner(self.settings.free_cores(), self.executor, report)
+        """The fits on the free cores (or the executor); ``progress(stage, done, total)`` as they end.
+        With the tracking store opening beside them, the fits stop at its error."""
+        def report(done: int, n: int) -> None:
+            self.check_tracker()
+            if progress is not None:
+                progress(stage, done, n if total is None else total)
+
+        checks = progress is not None or isinstance(self.opened, TrackerBeside)
+        return evaluate.Runner(self.settings.free_cores(), self.executor, report if checks else None)
 
     def tags(self, kind: str) -> dict[str, str]:
         """The tags every run of this context carries."""
@@ -216,18 +269,23 @@ class Context:
 
 @contextlib.contextmanager
 def conduct(exp: Experiment, settings: Settings, *, lake: Lake | None = None, reference: bool = False,
-            early: Callable[[Prepared], Any] | None = None) -> Iterator[Context]:
+            early: Callable[[Prepared], Any] | None = None, tracker_beside: bool = False) -> Iterator[Context]:
     """The executor, the prepared data and the tracker, in that order; the tracker's thread and
     the executor are closed on the way out. ``early(inputs)`` starts, with the prepared data,
     work that needs no MLflow while this process opens the tracking store (a core is otherwise
-    idle then); what it returns is the context's ``early``."""
+    idle then); what it returns is the context's ``early``. ``tracker_beside``: the store opens on
+    a thread of its own (``TrackerBeside``), for a conductor that needs it only once its fits end."""
     clock = time.perf_counter()
     lake = lake or open_lake(settings)
     with open_executor(settings) as executor:  # a Dask cluster is checked before anything is read
         inputs = prepare(exp, settings, lake, reference=reference)
         data_s = time.perf_counter() - clock
         started = early(inputs) if early is not None else None
-        tracker = open_tracker(settings, exp.tracking.experiment)  # fails before any training
+        tracker: Tracker | TrackerBeside
+        if tracker_beside:
+            tracker = TrackerBeside(settings, exp.tracking.experiment)
+        else:
+            tracker = open_tracker(settings, exp.tracking.experiment)  # fails before any training
         collector.started()  # imported, read and opened: the collector goes back to the usual
         context = Context(exp, settings, lake, executor, inputs, tracker, clock, {"data_s": data_s}, started)
         try:

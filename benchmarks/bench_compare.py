@@ -15,8 +15,8 @@ cv.duplicates=keep`` (the same rows; PyCaret's forest has scikit-learn's 100 tre
 logistic regression ``max_iter=1000``, where trilho's families default to 200 trees and 2,000
 iterations; both XGBoosts take the library's defaults beside the diabetes experiment's objective;
 the paired intervals, an MLflow parent run with a child per candidate, the figure and the lake
-copy included). Prints the median seconds of each, the ratio, and the mean macro F1 each gives
-per candidate.
+copy included). Prints the median seconds of each, their ratio, each round's own ratio and their
+median, and the mean macro F1 each gives per candidate.
 """
 
 from __future__ import annotations
@@ -96,6 +96,10 @@ def main() -> None:
             print(f"round {n + 1}: {side} {run['wall']:.1f} s", flush=True)
     t, p = statistics.median(times["trilho"]), statistics.median(times["pycaret"])
     print(f"\nmedian of {args.rounds}: trilho {t:.1f} s, PyCaret {p:.1f} s, trilho / PyCaret = {t / p:.2f}")
+    # each round's own ratio: the two ran one after the other, so a machine whose speed drifts
+    # between rounds moves both sides of it
+    paired = [a / b for a, b in zip(times["trilho"], times["pycaret"], strict=True)]
+    print(f"the rounds' own ratios: {', '.join(f'{r:.2f}' for r in paired)}; their median {statistics.median(paired):.2f}")
     print("mean macro F1 (trilho) and F1 (PyCaret's table):")
     print(json.dumps({side: last[side]["f1"] for side in last}, indent=2))
 

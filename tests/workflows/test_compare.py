@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
+import time
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -116,3 +120,44 @@ def test_a_candidate_is_fitted_with_the_parameters_given(settings, small_csv):
     assert sorted(r.data.params["model.params.n_estimators"] for r in children) == ["5", "60"]
     metrics = client.get_run(result.run_id).data.metrics
     assert "random_forest_n_estimators_5__none_f1_macro_mean" in metrics
+
+
+def _fork_servers(folder) -> dict[int, int]:
+    """The processes of fork servers whose search path starts in ``folder`` (a command started there):
+    the servers and the workers forked from them, each with its parent's id."""
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmd:
+                line = cmd.read()
+            with open(f"/proc/{pid}/stat") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if b"multiprocessing.forkserver" in line and str(folder).encode() in line:
+            found[int(pid)] = parent
+    return found
+
+
+@pytest.mark.training
+@pytest.mark.processes
+def test_the_command_forks_the_forests_workers_from_its_fit_server(workdir, small_csv):
+    env = {**os.environ, "TRILHO_LAKE": str(workdir / "lake"), "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}",
+           "TRILHO_CACHE_DIR": str(workdir / "cache"), "COLUMNS": "200"}
+    command = [sys.executable, "-m", "trilho", "compare", "xgboost+smote", "random_forest[n_estimators=20]+smote",
+               "--source", f"file:{small_csv}", "--set", 'source.sha256=""', *(f"--set={o}" for o in FAST)]
+    seen: dict[int, int] = {}
+    with subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        while proc.poll() is None:
+            seen |= _fork_servers(workdir)
+            time.sleep(0.05)
+        out, err = proc.communicate()
+    assert proc.returncode == 0, out + err
+    assert "random_forest" in out and "Traceback" not in err
+    servers = {pid for pid, parent in seen.items() if parent == proc.pid}
+    assert len(servers) == 1  # the command started one server
+    assert 1 <= sum(parent in servers for parent in seen.values()) <= 2  # the forests' workers: forked from it
+    deadline = time.monotonic() + 30
+    while _fork_servers(workdir) and time.monotonic() < deadline:  # it ends with the command
+        time.sleep(0.1)
+    assert not _fork_servers(workdir)

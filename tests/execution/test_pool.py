@@ -40,12 +40,12 @@ def test_worker_processes_started_ahead_run_the_sessions_fits_and_end_on_close()
 
 
 def _where(X, y, threads) -> tuple[int, int, bool, float]:
-    return os.getpid(), os.getppid(), "xml.dom.minidom" in sys.modules, float(X.sum())
+    return os.getpid(), os.getppid(), "tabnanny" in sys.modules, float(X.sum())
 
 
 def test_worker_processes_forked_from_the_fit_server_have_its_imports_and_end_on_close():
-    assert "xml.dom.minidom" not in sys.modules  # imported by the server only
-    server = fit_server(("xml.dom.minidom",))
+    assert "tabnanny" not in sys.modules  # imported by the server only
+    server = fit_server(("tabnanny",))
     assert server is not None and started_fit_server() is server
     X, y = np.arange(8.0).reshape(4, 2), np.zeros(4)
     before = loky_children()
@@ -59,7 +59,7 @@ def test_worker_processes_forked_from_the_fit_server_have_its_imports_and_end_on
     finally:
         warm.close()
     pids = {pid for pid, _, _, _ in results}
-    assert len(pids) == 2 and pids == forked  # the two workers ran every fit, and are listed as ours
+    assert len(forked) == 2 and pids and pids <= forked  # its workers ran every fit, and are listed as ours
     assert all(parent != os.getpid() and has and total == 28.0 for _, parent, has, total in results)
-    assert "xml.dom.minidom" not in sys.modules  # the server's imports, not this process's
+    assert "tabnanny" not in sys.modules  # the server's imports, not this process's
     assert not loky_children() & forked  # ended on close

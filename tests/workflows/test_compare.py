@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,7 +11,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import FAST
-from tests.support.processes import loky_children
+from tests.support.processes import fork_servers, loky_children, running
+from tests.support.services import free_port
 from trilho import ConfigError, TrackingError, load_experiment
 from trilho.storage import LocalLake
 from trilho.workflows.compare import compare, parse_candidates
@@ -58,9 +58,7 @@ def test_candidates_share_folds_and_are_logged_as_children(settings, small_csv):
 
 @pytest.mark.training
 def test_a_tracking_store_that_does_not_open_stops_the_comparison(settings, small_csv):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nobody listens there
     gone = settings.model_copy(update={"tracking_uri": f"http://127.0.0.1:{port}", "mlflow_wait_s": 0.5})
     exp = _exp(small_csv)
     before = loky_children()
@@ -122,23 +120,6 @@ def test_a_candidate_is_fitted_with_the_parameters_given(settings, small_csv):
     assert "random_forest_n_estimators_5__none_f1_macro_mean" in metrics
 
 
-def _fork_servers(folder) -> dict[int, int]:
-    """The processes of fork servers whose search path starts in ``folder`` (a command started there):
-    the servers and the workers forked from them, each with its parent's id."""
-    found = {}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as cmd:
-                line = cmd.read()
-            with open(f"/proc/{pid}/stat") as stat:
-                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if b"multiprocessing.forkserver" in line and str(folder).encode() in line:
-            found[int(pid)] = parent
-    return found
-
-
 @pytest.mark.training
 @pytest.mark.processes
 def test_the_command_forks_the_forests_workers_from_its_fit_server(workdir, small_csv):
@@ -146,18 +127,20 @@ def test_the_command_forks_the_forests_workers_from_its_fit_server(workdir, smal
            "TRILHO_CACHE_DIR": str(workdir / "cache"), "COLUMNS": "200"}
     command = [sys.executable, "-m", "trilho", "compare", "xgboost+smote", "random_forest[n_estimators=20]+smote",
                "--source", f"file:{small_csv}", "--set", 'source.sha256=""', *(f"--set={o}" for o in FAST)]
-    seen: dict[int, int] = {}
+    servers: set[int] = set()
+    forked: set[int] = set()
     with subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
         while proc.poll() is None:
-            seen |= _fork_servers(workdir)
+            for server, workers in fork_servers(proc.pid).items():
+                servers.add(server)
+                forked |= workers
             time.sleep(0.05)
         out, err = proc.communicate()
     assert proc.returncode == 0, out + err
     assert "random_forest" in out and "Traceback" not in err
-    servers = {pid for pid, parent in seen.items() if parent == proc.pid}
     assert len(servers) == 1  # the command started one server
-    assert 1 <= sum(parent in servers for parent in seen.values()) <= 2  # the forests' workers: forked from it
+    assert 1 <= len(forked) <= 2  # the forests' workers: forked from it
     deadline = time.monotonic() + 30
-    while _fork_servers(workdir) and time.monotonic() < deadline:  # it ends with the command
+    while running(servers | forked) and time.monotonic() < deadline:  # they end with the command
         time.sleep(0.1)
-    assert not _fork_servers(workdir)
+    assert not running(servers | forked)

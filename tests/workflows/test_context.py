@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
 import pytest
 
 from tests.conftest import FAST
+from tests.support.services import free_port
 from trilho import SourceUnreachableError, TrackingError, load_experiment
 from trilho.data.curate import fold_data, load_clean
 from trilho.storage import LocalLake
@@ -56,24 +56,21 @@ def test_the_experiments_task_is_built_in_one_place(settings, small_csv):
     assert other.n_splits == 4  # the experiment's folds, whatever the estimator
 
 
+def _gone(settings):
+    """The settings with a tracking server nobody runs (a port nobody listens on), waited for briefly."""
+    return settings.model_copy(update={"tracking_uri": f"http://127.0.0.1:{free_port()}", "mlflow_wait_s": 0.5})
+
+
 def test_the_tracking_store_is_checked_after_the_data_and_before_any_fit(settings, small_csv):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    gone = settings.model_copy(update={"tracking_uri": f"http://127.0.0.1:{port}", "mlflow_wait_s": 0.5})
-    with pytest.raises(TrackingError), conduct(_exp(small_csv), gone):
+    with pytest.raises(TrackingError), conduct(_exp(small_csv), _gone(settings)):
         pytest.fail("the context opened without a tracking store")
     assert list(LocalLake(settings.lake).list("curated/"))  # the data stage ran: its Parquet is in the lake
 
 
 def test_a_tracking_store_opened_beside_the_fits_stops_them_at_its_error(settings, small_csv):
     """compare's way: the store opens on a thread of its own; the fits' progress raises its error."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    gone = settings.model_copy(update={"tracking_uri": f"http://127.0.0.1:{port}", "mlflow_wait_s": 0.5})
     ticks = 0
-    with pytest.raises(TrackingError), conduct(_exp(small_csv), gone, tracker_beside=True) as ctx:
+    with pytest.raises(TrackingError), conduct(_exp(small_csv), _gone(settings), tracker_beside=True) as ctx:
         report = ctx.runner().progress  # no progress asked for: the check alone
         assert report is not None
         deadline = time.monotonic() + 30
@@ -95,9 +92,7 @@ def test_a_tracking_store_opened_beside_is_the_same_store(settings, small_csv):
 
 
 def _closed_port_source() -> str:
-    with socket.socket() as s:  # a port nobody listens on: the source's host does not answer
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}/diabetes.csv"
+    return f"http://127.0.0.1:{free_port()}/diabetes.csv"  # a port nobody listens on: the source's host does not answer
 
 
 @pytest.mark.training
